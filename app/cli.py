@@ -1,0 +1,228 @@
+"""The ``formula-ops`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import uvicorn
+from pydantic import SecretStr
+
+from app.logging import configure_logging
+from app.settings import Settings, get_settings
+
+logger = logging.getLogger("app.cli")
+
+cli = typer.Typer(
+    name="formula-ops",
+    help="Formula Ops: the operations runbook as a versioned, queued, audited REST API.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+HostOption = Annotated[str | None, typer.Option(help="Address to bind (default: settings).")]
+PortOption = Annotated[int | None, typer.Option(help="Port to bind (default: settings).")]
+
+
+def _settings(host: str | None = None, port: int | None = None) -> Settings:
+    settings = get_settings()
+    update: dict[str, Any] = {}
+    if host is not None:
+        update["host"] = host
+    if port is not None:
+        update["port"] = port
+    return settings.model_copy(update=update) if update else settings
+
+
+@cli.command()
+def serve(host: HostOption = None, port: PortOption = None) -> None:
+    """Embedded default: migrate, start Redis, run the API and a worker in one process."""
+    from app import migrate
+    from app.embedded import EmbeddedRedis
+
+    settings = _settings(host, port)
+    configure_logging(settings.log_level)
+    embedded: EmbeddedRedis | None = None
+    try:
+        if settings.redis_url is None:
+            embedded = EmbeddedRedis(settings.state_dir)
+            settings = settings.model_copy(update={"redis_url": SecretStr(embedded.start())})
+        migrate.upgrade(settings)
+        code = asyncio.run(_serve(settings))
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    raise typer.Exit(code)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: ``serve`` stops it together with the worker."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def _serve(settings: Settings) -> int:
+    from app.context import build_context
+    from app.main import create_app
+    from workers.main import create_worker
+
+    context = build_context(settings)
+    server = _Server(_uvicorn_config(create_app(settings, context=context), settings))
+    worker = create_worker(settings, handle_signals=False)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    server_task = asyncio.create_task(server.serve(), name="api")
+    worker_task = asyncio.create_task(worker.main(), name="worker")
+    stop_task = asyncio.create_task(stop.wait(), name="stop")
+    announce = asyncio.create_task(_announce(server, settings))
+    code = 0
+    try:
+        done, _ = await asyncio.wait(
+            {server_task, worker_task, stop_task}, return_when=asyncio.FIRST_COMPLETED
+        )
+        for task in done - {stop_task}:
+            error = task.exception()
+            logger.error("%s stopped unexpectedly: %r", task.get_name(), error)
+            code = 1
+    finally:
+        announce.cancel()
+        stop_task.cancel()
+        server.should_exit = True
+        worker_task.cancel()
+        await asyncio.gather(server_task, worker_task, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await worker.close()
+        await context.aclose()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        logger.info("stopped")
+    return code
+
+
+async def _announce(server: uvicorn.Server, settings: Settings) -> None:
+    while not server.started:  # uvicorn exposes a flag, not an event
+        await asyncio.sleep(0.05)  # noqa: ASYNC110
+    print(f"Formula Ops is serving on http://{settings.host}:{settings.port}", flush=True)
+
+
+def _uvicorn_config(app: Any, settings: Settings, **extra: Any) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        proxy_headers=True,
+        server_header=False,
+        **extra,
+    )
+
+
+@cli.command()
+def api(
+    host: HostOption = None,
+    port: PortOption = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+) -> None:
+    """Production: serve the API only (needs FORMULA_OPS_DATABASE_URL and _REDIS_URL)."""
+    settings = _settings(host, port)
+    configure_logging(settings.log_level)
+    if workers > 1:
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=workers,
+            log_config=None,
+            access_log=False,
+            proxy_headers=True,
+            server_header=False,
+        )
+        return
+    from app.main import create_app
+
+    uvicorn.Server(_uvicorn_config(create_app(settings), settings)).run()
+
+
+@cli.command()
+def worker() -> None:
+    """Production: run an arq worker (needs FORMULA_OPS_DATABASE_URL and _REDIS_URL)."""
+    from workers.main import create_worker
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+
+    async def _run() -> None:
+        arq_worker = create_worker(settings)
+        try:
+            await arq_worker.async_run()
+        except asyncio.CancelledError:  # SIGINT/SIGTERM: arq cancels its main task
+            pass
+        finally:
+            await arq_worker.close()
+
+    asyncio.run(_run())
+
+
+@cli.command()
+def migrate(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
+    """Bring the database schema to REVISION (default: head)."""
+    from app import migrate as migrations
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    migrations.upgrade(settings, revision)
+    typer.echo(f"database at {revision}")
+
+
+@cli.command()
+def openapi(
+    output: Annotated[Path, typer.Option(help="Where to write the document.")] = Path(
+        "openapi/openapi.json"
+    ),
+    check: Annotated[
+        bool, typer.Option("--check", help="Exit 1 if the file differs instead of writing it.")
+    ] = False,
+) -> None:
+    """Write the OpenAPI document generated from the application."""
+    document = render_openapi()
+    if check:
+        current = output.read_text() if output.exists() else ""
+        if current != document:
+            typer.echo(f"{output} is stale; run `formula-ops openapi`", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"{output} is up to date")
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(document)
+    typer.echo(f"wrote {output}")
+
+
+def render_openapi() -> str:
+    from app.main import create_app
+
+    document = create_app(Settings()).openapi()
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def main() -> None:
+    try:
+        cli()
+    except KeyboardInterrupt:  # pragma: no cover
+        sys.exit(130)

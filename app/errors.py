@@ -1,0 +1,241 @@
+"""Errors as RFC 9457 problem details (``application/problem+json``).
+
+Every error the service answers goes through :func:`problem_response`: application
+errors (:class:`AppError` subclasses carry their type, title and status), request
+validation errors (422 with ``errors``), Starlette's 404/405/413, and unexpected
+exceptions (a generic 500 with the request id; the traceback goes to the log only).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_BASE = "/problems/"
+
+
+class FieldError(BaseModel):
+    """One invalid input: where it is, what is wrong, and a machine-readable code."""
+
+    loc: list[str | int] = Field(description="Path to the invalid value, e.g. ['body', 'version'].")
+    msg: str
+    type: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(description="URI reference identifying the problem type.")
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = Field(default=None, description="The request path.")
+    request_id: str | None = None
+    errors: list[FieldError] | None = Field(
+        default=None, description="Field-level errors (422 only)."
+    )
+
+
+class AppError(Exception):
+    """Base of expected errors; subclasses set ``type``, ``title`` and ``status``."""
+
+    type: str = PROBLEM_BASE + "internal-error"
+    title: str = "Internal server error"
+    status: int = 500
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        errors: Sequence[Mapping[str, Any]] | None = None,
+        headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail
+        self.errors = list(errors) if errors is not None else None
+        self.headers = dict(headers or {})
+        self.extra = dict(extra or {})
+
+
+class BadRequest(AppError):
+    type = PROBLEM_BASE + "bad-request"
+    title = "Bad request"
+    status = 400
+
+
+class NotFound(AppError):
+    type = PROBLEM_BASE + "not-found"
+    title = "Not found"
+    status = 404
+
+
+class MethodNotAllowed(AppError):
+    type = PROBLEM_BASE + "method-not-allowed"
+    title = "Method not allowed"
+    status = 405
+
+
+class PayloadTooLarge(AppError):
+    type = PROBLEM_BASE + "payload-too-large"
+    title = "Request body too large"
+    status = 413
+
+
+class ValidationFailed(AppError):
+    type = PROBLEM_BASE + "validation-error"
+    title = "Request validation failed"
+    status = 422
+
+
+class ServiceUnavailable(AppError):
+    type = PROBLEM_BASE + "service-unavailable"
+    title = "Service unavailable"
+    status = 503
+
+
+def _status_type(status: int) -> str:
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        return PROBLEM_BASE + "http-error"
+    return PROBLEM_BASE + phrase.lower().replace(" ", "-").replace("'", "")
+
+
+def problem_response(
+    request: Request,
+    *,
+    type: str,
+    title: str,
+    status: int,
+    detail: str | None = None,
+    errors: Sequence[Mapping[str, Any]] | None = None,
+    headers: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": type,
+        "title": title,
+        "status": status,
+        "detail": detail if detail is not None else title,
+        "instance": request.url.path,
+    }
+    request_id = getattr(request.state, "request_id", None)
+    if request_id:
+        body["request_id"] = request_id
+    if errors is not None:
+        body["errors"] = list(errors)
+    if extra:
+        body.update({k: v for k, v in extra.items() if k not in body})
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
+
+
+def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    errors = []
+    for error in exc.errors():
+        errors.append(
+            {
+                "loc": [p if isinstance(p, int) else str(p) for p in error.get("loc", ())],
+                "msg": str(error.get("msg", "invalid value")),
+                "type": str(error.get("type", "value_error")),
+            }
+        )
+    return errors
+
+
+async def _handle_app_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AppError)
+    return problem_response(
+        request,
+        type=exc.type,
+        title=exc.title,
+        status=exc.status,
+        detail=exc.detail,
+        errors=exc.errors,
+        headers=exc.headers,
+        extra=exc.extra,
+    )
+
+
+async def _handle_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = _field_errors(exc)
+    where = ", ".join(".".join(str(p) for p in e["loc"]) for e in errors[:5])
+    return problem_response(
+        request,
+        type=ValidationFailed.type,
+        title=ValidationFailed.title,
+        status=422,
+        detail=f"{len(errors)} invalid value(s): {where}" if errors else "invalid request",
+        errors=errors,
+    )
+
+
+_STARLETTE_TITLES = {
+    404: (NotFound.type, NotFound.title),
+    405: (MethodNotAllowed.type, MethodNotAllowed.title),
+    413: (PayloadTooLarge.type, PayloadTooLarge.title),
+}
+
+
+async def _handle_http_exception(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    status = exc.status_code
+    type_, title = _STARLETTE_TITLES.get(status, (_status_type(status), _phrase(status)))
+    detail = exc.detail if isinstance(exc.detail, str) else None
+    if status == 404 and detail == "Not Found":
+        detail = f"No resource at {request.url.path}"
+    if status == 405 and detail == "Method Not Allowed":
+        detail = f"{request.method} is not allowed on {request.url.path}"
+    return problem_response(
+        request, type=type_, title=title, status=status, detail=detail, headers=exc.headers
+    )
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "HTTP error"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(AppError, _handle_app_error)
+    app.add_exception_handler(RequestValidationError, _handle_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _handle_http_exception)
+
+
+def problem_responses(
+    *errors: type[AppError], validation: bool = False
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` entries documenting the problems a route can answer."""
+    by_status: dict[int, list[type[AppError]]] = {}
+    for error in errors:
+        by_status.setdefault(error.status, []).append(error)
+    if validation:
+        by_status.setdefault(422, []).append(ValidationFailed)
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status, classes in sorted(by_status.items()):
+        responses[status] = {
+            "model": Problem,
+            "description": "; ".join(_unique(c.title for c in classes)),
+            "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+    return responses
+
+
+def _unique(values: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(values))

@@ -1,0 +1,103 @@
+"""``create_app(settings)``: the FastAPI application."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from app import __version__
+from app.api import public, v1
+from app.context import AppContext, build_context
+from app.errors import PROBLEM_MEDIA_TYPE, Problem, install_error_handlers
+from app.metrics import Metrics
+from app.middleware import RequestContextMiddleware
+from app.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+Formula Ops turns an operations runbook into a versioned REST API: every operation is
+requested over HTTP, queued, executed step by step by workers, and recorded in an audit
+database. Errors are RFC 9457 problem details (`application/problem+json`).
+"""
+
+
+def create_app(settings: Settings | None = None, *, context: AppContext | None = None) -> FastAPI:
+    """Build the application. With ``context`` given, the caller owns (and closes) it."""
+    settings = settings or (context.settings if context else get_settings())
+    metrics = context.metrics if context is not None else Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if context is not None:
+            yield
+            return
+        owned = build_context(settings, metrics=metrics)
+        app.state.context = owned
+        try:
+            yield
+        finally:
+            await owned.aclose()
+
+    app = FastAPI(
+        title="Formula Ops",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    if context is not None:
+        app.state.context = context
+
+    install_error_handlers(app)
+    app.include_router(public)
+    app.include_router(v1)
+    app.add_middleware(
+        RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics
+    )
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """The OpenAPI document, with every error response described as a problem."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title,
+        version=app.version,
+        description=app.description,
+        routes=app.routes,
+    )
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.update(_problem_schemas())
+    problem_content = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            responses = operation.setdefault("responses", {})
+            for code, response in responses.items():
+                if code.isdigit() and int(code) >= 400:
+                    response["content"] = problem_content
+                    if int(code) == 422:
+                        response["description"] = "Request validation failed"
+            responses.setdefault(
+                "500",
+                {"description": "Internal server error", "content": problem_content},
+            )
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components.pop(unused, None)
+    app.openapi_schema = schema
+    return schema
+
+
+def _problem_schemas() -> dict[str, Any]:
+    schema = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    definitions = schema.pop("$defs", {})
+    return {"Problem": schema, **definitions}

@@ -1,0 +1,50 @@
+"""Prometheus metrics: HTTP requests by route template and status, runs by kind and status."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.runs.models import Run
+
+
+class Metrics:
+    """One registry per application, so several apps (tests) never share counters."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "formula_ops_http_requests",
+            "HTTP requests answered, by method, route template and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "formula_ops_http_request_duration_seconds",
+            "Time to answer HTTP requests, by method and route template.",
+            ["method", "route"],
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+        )
+        self.runs = Gauge(
+            "formula_ops_runs",
+            "Runs in the audit database, by kind and status.",
+            ["kind", "status"],
+            registry=self.registry,
+        )
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(method, route).observe(seconds)
+
+    async def refresh_runs(self, session: AsyncSession) -> None:
+        rows = await session.execute(
+            select(Run.kind, Run.status, func.count()).group_by(Run.kind, Run.status)
+        )
+        self.runs.clear()
+        for kind, status, count in rows:
+            self.runs.labels(kind, status).set(count)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,72 @@
+"""``/health``, ``/ready`` and ``/metrics``: public unless metrics are made private."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from fastapi import APIRouter, Response
+
+from app import __version__
+from app.deps import ContextDep, SessionDep
+from app.errors import NotFound, ServiceUnavailable, problem_responses
+from app.ops.schemas import DependencyCheck, Health, Readiness
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(tags=["operations"])
+
+
+class NotReady(ServiceUnavailable):
+    type = "/problems/not-ready"
+    title = "Not ready"
+
+
+@router.get("/health", operation_id="getHealth", summary="Liveness")
+async def health() -> Health:
+    """Answers as long as the process serves requests; checks no dependency."""
+    return Health(version=__version__)
+
+
+@router.get(
+    "/ready",
+    operation_id="getReadiness",
+    summary="Readiness",
+    response_model_exclude_none=True,
+    responses=problem_responses(NotReady),
+)
+async def ready(context: ContextDep) -> Readiness:
+    """Checks the database and Redis; 503 names the ones that are down."""
+    database, redis = await asyncio.gather(context.check_database(), context.check_redis())
+    checks = {
+        "database": DependencyCheck.model_validate(database),
+        "redis": DependencyCheck.model_validate(redis),
+    }
+    down = [name for name, check in checks.items() if check.status != "ok"]
+    if down:
+        raise NotReady(
+            f"unavailable: {', '.join(down)}",
+            extra={"checks": {k: v.model_dump(exclude_none=True) for k, v in checks.items()}},
+            headers={"Retry-After": "5"},
+        )
+    return Readiness(checks=checks)
+
+
+@router.get(
+    "/metrics",
+    operation_id="getMetrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={
+        200: {"content": {"text/plain; version=0.0.4": {"schema": {"type": "string"}}}},
+        **problem_responses(NotFound),
+    },
+)
+async def metrics(context: ContextDep, session: SessionDep) -> Response:
+    if not context.settings.metrics_public:
+        raise NotFound("No resource at /metrics")
+    try:
+        await context.metrics.refresh_runs(session)
+    except Exception:  # a scrape still answers, with the last known run counts
+        logger.warning("could not refresh run metrics", exc_info=True)
+    return Response(context.metrics.render(), media_type="text/plain; version=0.0.4")

@@ -1,0 +1,1 @@
+"""Runs: one execution of an operation, made of ordered steps."""

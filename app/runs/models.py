@@ -1,0 +1,102 @@
+"""Run and step tables."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.db import Base, utcnow
+from app.ids import new_id
+
+
+class RunKind(enum.StrEnum):
+    DEPLOYMENT = "deployment"
+    ROLLBACK = "rollback"
+    BACKUP = "backup"
+    BACKUP_VERIFICATION = "backup_verification"
+    RESTORE = "restore"
+    HEALTH_CHECK = "health_check"
+    MAINTENANCE = "maintenance"
+    PLAYBOOK = "playbook"
+
+
+class RunStatus(enum.StrEnum):
+    QUEUED = "queued"
+    IN_PROGRESS = "in_progress"
+    SUCCESS = "success"
+    FAILURE = "failure"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+    ROLLED_BACK = "rolled_back"
+
+
+TERMINAL_STATUSES = frozenset(
+    {
+        RunStatus.SUCCESS,
+        RunStatus.FAILURE,
+        RunStatus.ERROR,
+        RunStatus.CANCELLED,
+        RunStatus.ROLLED_BACK,
+    }
+)
+
+
+class StepStatus(enum.StrEnum):
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    SUCCESS = "success"
+    FAILURE = "failure"
+    SKIPPED = "skipped"
+
+
+class Run(Base):
+    __tablename__ = "run"
+    __table_args__ = (
+        Index("ix_run_created_at_id", "created_at", "id"),
+        Index("ix_run_status_lease_expires_at", "status", "lease_expires_at"),
+        Index("ix_run_kind_created_at", "kind", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    kind: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(32), default=RunStatus.QUEUED.value)
+    environment: Mapped[str | None] = mapped_column(String(100), index=True)
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    requested_by: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    started_at: Mapped[dt.datetime | None]
+    finished_at: Mapped[dt.datetime | None]
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[dt.datetime | None]
+    lease_epoch: Mapped[int] = mapped_column(default=0)
+    enqueue_count: Mapped[int] = mapped_column(default=0)
+    failure_type: Mapped[str | None] = mapped_column(String(200))
+    failure_detail: Mapped[str | None] = mapped_column(Text)
+
+    steps: Mapped[list[Step]] = relationship(
+        back_populates="run", lazy="raise", order_by="Step.position"
+    )
+
+
+class Step(Base):
+    __tablename__ = "step"
+    __table_args__ = (UniqueConstraint("run_id", "position"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    run_id: Mapped[str] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"))
+    position: Mapped[int]
+    name: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(32), default=StepStatus.PENDING.value)
+    attempts: Mapped[int] = mapped_column(default=0)
+    started_at: Mapped[dt.datetime | None]
+    finished_at: Mapped[dt.datetime | None]
+    output: Mapped[str | None] = mapped_column(Text)
+    output_truncated: Mapped[bool] = mapped_column(default=False)
+
+    run: Mapped[Run] = relationship(back_populates="steps", lazy="raise")

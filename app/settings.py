@@ -1,0 +1,90 @@
+"""Configuration from ``FORMULA_OPS_*`` environment variables.
+
+The embedded default needs none of them: the database is a SQLite file under
+``state_dir`` and ``formula-ops serve`` starts an embedded Redis server.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+class Settings(BaseSettings):
+    """Every setting of the service; built once per process and passed in."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FORMULA_OPS_",
+        env_nested_delimiter="__",
+        extra="ignore",
+    )
+
+    environment: Literal["development", "production"] = "development"
+    state_dir: Path = Field(
+        default=Path(".formula-ops"),
+        description="Where the embedded default keeps its SQLite file and Redis data.",
+    )
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="postgresql://... or sqlite:///...; default: SQLite under state_dir.",
+    )
+    redis_url: SecretStr | None = Field(
+        default=None,
+        description="redis://... or unix://...; default: the embedded Redis of `serve`.",
+    )
+    queue_name: str = Field(default="formula-ops:queue", min_length=1)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    metrics_public: bool = True
+    log_level: LogLevel = "INFO"
+    ready_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
+    worker_max_jobs: int = Field(default=10, ge=1, le=1000)
+    worker_job_timeout_seconds: int = Field(default=3600, ge=1)
+    run_lease_seconds: int = Field(default=60, ge=5, le=3600)
+    storage_url: str | None = Field(
+        default=None, description="file:///path or s3://bucket/prefix for backups."
+    )
+    s3_endpoint_url: str | None = None
+
+    @field_validator("database_url", "redis_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @property
+    def database_url_value(self) -> str:
+        """The SQLAlchemy URL, with the async driver of its dialect."""
+        if self.database_url is None:
+            path = (self.state_dir / "formula-ops.db").resolve()
+            return f"sqlite+aiosqlite:///{path}"
+        return async_database_url(self.database_url.get_secret_value())
+
+    @property
+    def uses_sqlite(self) -> bool:
+        return self.database_url_value.startswith("sqlite")
+
+
+def async_database_url(url: str) -> str:
+    """Map the URLs people write to the async drivers this service runs on."""
+    for prefix, replacement in (
+        ("postgres://", "postgresql+psycopg://"),
+        ("postgresql://", "postgresql+psycopg://"),
+        ("postgresql+psycopg2://", "postgresql+psycopg://"),
+        ("sqlite://", "sqlite+aiosqlite://"),
+    ):
+        if url.startswith(prefix):
+            return replacement + url[len(prefix) :]
+    return url
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings; tests build their own ``Settings`` instead."""
+    return Settings()

@@ -1,0 +1,38 @@
+"""What a job receives in ``ctx``, and the worker's start-up and shutdown hooks."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any, TypedDict
+
+from app.context import AppContext, build_context
+from app.ids import new_id
+from app.migrate import schema_is_current
+from app.settings import Settings
+
+
+class WorkerContext(TypedDict):
+    settings: Settings
+    context: AppContext
+    worker_id: str
+
+
+class StaleSchema(RuntimeError):
+    """The database is not at the migration head this code expects."""
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    settings: Settings = ctx["settings"]
+    context = build_context(settings)
+    if not await schema_is_current(context.engine):
+        await context.aclose()
+        raise StaleSchema("the database schema is not at head; run `formula-ops migrate` first")
+    ctx["context"] = context
+    ctx["worker_id"] = f"{socket.gethostname()}:{os.getpid()}:{new_id()[-12:]}"
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    context: AppContext | None = ctx.get("context")
+    if context is not None:
+        await context.aclose()

@@ -1,0 +1,59 @@
+"""The arq worker: registered functions, hooks, and how it connects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from arq.worker import Worker, func
+
+from app.queue import JobName, connect_redis, deserialize_job, serialize_job
+from app.settings import Settings, get_settings
+from workers.context import shutdown, startup
+from workers.runs import execute_run
+
+FUNCTIONS = [func(execute_run, name=JobName.EXECUTE_RUN.value)]  # type: ignore[arg-type]
+
+
+class WorkerSettings:
+    """The arq worker's fixed parts; :func:`create_worker` adds what comes from settings."""
+
+    functions = FUNCTIONS
+    cron_jobs: list[Any] = []
+    on_startup = startup
+    on_shutdown = shutdown
+    job_serializer = serialize_job
+    job_deserializer = deserialize_job
+    keep_result = 3600
+    health_check_interval = 30
+
+
+def create_worker(settings: Settings | None = None, **overrides: Any) -> Worker:
+    """A worker for ``settings``; tests pass ``burst=True, poll_delay=0``."""
+    settings = settings or get_settings()
+    if settings.redis_url is None:
+        raise RuntimeError("FORMULA_OPS_REDIS_URL is not set")
+    options: dict[str, Any] = {
+        name: getattr(WorkerSettings, name)
+        for name in (
+            "functions",
+            "cron_jobs",
+            "on_startup",
+            "on_shutdown",
+            "job_serializer",
+            "job_deserializer",
+            "keep_result",
+            "health_check_interval",
+        )
+    }
+    options |= {
+        "queue_name": settings.queue_name,
+        "redis_pool": connect_redis(
+            settings.redis_url.get_secret_value(), queue_name=settings.queue_name
+        ),
+        "ctx": {"settings": settings},
+        "max_jobs": settings.worker_max_jobs,
+        "job_timeout": settings.worker_job_timeout_seconds,
+        "health_check_key": f"{settings.queue_name}:health-check",
+    }
+    options.update(overrides)
+    return Worker(**options)
