@@ -113,8 +113,8 @@ async def _serve(settings: Settings) -> int:
 
 
 async def _announce(server: uvicorn.Server, settings: Settings) -> None:
-    while not server.started:  # uvicorn exposes a flag, not an event
-        await asyncio.sleep(0.05)  # noqa: ASYNC110
+    while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
+        await asyncio.sleep(0.05)
     print(f"Formula Ops is serving on http://{settings.host}:{settings.port}", flush=True)
 
 
