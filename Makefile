@@ -1,0 +1,61 @@
+# The two set-up commands: `make run` (embedded default) and `make test` (whole suite).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PG_HOST ?= 127.0.0.1
+PG_PORT ?= 5432
+REDIS_HOST ?= 127.0.0.1
+REDIS_PORT ?= 6379
+
+.PHONY: run test lint typecheck openapi services clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(VENV)/.installed $@
+
+run: $(VENV)/.installed
+	$(BIN)/formula-ops serve
+
+test: $(VENV)/.installed-dev services lint typecheck
+	$(BIN)/formula-ops openapi --check
+	$(BIN)/pytest
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(VENV)/.installed-dev
+	$(BIN)/mypy
+
+openapi: $(VENV)/.installed
+	$(BIN)/formula-ops openapi
+
+# PostgreSQL and Redis must answer; start them (as on this machine kind) when installed but stopped.
+services:
+	@if ! pg_isready -q -h $(PG_HOST) -p $(PG_PORT) 2>/dev/null; then \
+	  echo "PostgreSQL is not answering on $(PG_HOST):$(PG_PORT); starting it"; \
+	  pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start || exit 1; \
+	  for i in $$(seq 50); do pg_isready -q -h $(PG_HOST) -p $(PG_PORT) && break; sleep 0.2; done; \
+	fi
+	@pg_isready -q -h $(PG_HOST) -p $(PG_PORT) || { echo "PostgreSQL is unavailable"; exit 1; }
+	@if ! redis-cli -h $(REDIS_HOST) -p $(REDIS_PORT) ping >/dev/null 2>&1; then \
+	  echo "Redis is not answering on $(REDIS_HOST):$(REDIS_PORT); starting it"; \
+	  mkdir -p /var/lib/redis /var/log/redis; \
+	  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port $(REDIS_PORT) --save "" \
+	    --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log || exit 1; \
+	  for i in $$(seq 50); do redis-cli -h $(REDIS_HOST) -p $(REDIS_PORT) ping >/dev/null 2>&1 && break; sleep 0.2; done; \
+	fi
+	@redis-cli -h $(REDIS_HOST) -p $(REDIS_PORT) ping >/dev/null || { echo "Redis is unavailable"; exit 1; }
+	@echo "PostgreSQL and Redis answer"
+
+clean:
+	rm -rf $(VENV) .formula-ops .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,123 @@
+"""``formula-ops serve`` as a user runs it: a subprocess on a free port, stopped by signal."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.helpers import free_port
+
+pytestmark = pytest.mark.slow
+FORMULA_OPS = Path(sys.executable).parent / "formula-ops"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+class Served:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FORMULA_OPS_")}
+        self.log = (workdir / "serve.log").open("wb")
+        self.process = subprocess.Popen(
+            [str(FORMULA_OPS), "serve", "--port", str(self.port)],
+            cwd=workdir,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_healthy(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.output()
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"serve did not become healthy:\n{self.output()}")
+
+    @property
+    def redis_pid(self) -> int:
+        return int((self.workdir / ".formula-ops" / "redis.pid").read_text())
+
+    def output(self) -> str:
+        if not self.log.closed:
+            self.log.flush()
+        return (self.workdir / "serve.log").read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        self.process.send_signal(sig)
+        code = self.process.wait(timeout)
+        self.log.close()
+        return code
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    instance = Served(tmp_path)
+    yield instance
+    if instance.process.poll() is None:
+        instance.process.kill()
+        instance.process.wait()
+
+
+class TestServe:
+    def test_serves_health_and_ready_and_stops_cleanly_on_sigterm(self, served: Served) -> None:
+        served.wait_healthy()
+        ready = httpx.get(f"{served.url}/ready", timeout=5)
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["checks"]["database"]["status"] == "ok"
+        assert ready.json()["checks"]["redis"]["status"] == "ok"
+        redis_pid = served.redis_pid
+        assert _alive(redis_pid)
+        assert (served.workdir / ".formula-ops" / "formula-ops.db").exists()
+
+        assert served.stop(signal.SIGTERM) == 0
+        assert not _alive(redis_pid), "serve left its redis-server behind"
+        output = served.output()
+        assert f"Formula Ops is serving on {served.url}" in output
+        assert "Traceback" not in output
+
+    def test_ctrl_c_stops_cleanly(self, served: Served) -> None:
+        served.wait_healthy()
+        redis_pid = served.redis_pid
+        assert served.stop(signal.SIGINT) == 0
+        assert not _alive(redis_pid)
+
+    def test_a_killed_serve_leaves_nothing_the_next_one_keeps(self, tmp_path: Path) -> None:
+        first = Served(tmp_path)
+        first.wait_healthy()
+        orphan = first.redis_pid
+        first.process.kill()  # SIGKILL: no clean-up runs
+        first.process.wait()
+        first.log.close()
+
+        second = Served(tmp_path)
+        try:
+            second.wait_healthy()
+            assert not _alive(orphan), "the leftover redis-server was not stopped"
+            assert second.stop() == 0
+            assert not _alive(
+                second.redis_pid if (tmp_path / ".formula-ops/redis.pid").exists() else orphan
+            )
+        finally:
+            if second.process.poll() is None:
+                second.process.kill()
