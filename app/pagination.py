@@ -118,4 +118,3 @@ async def paginate(
         return rows, None
     rows = rows[: params.limit]
     return rows, encode_cursor(rows[-1].created_at, rows[-1].id)
-
