@@ -118,17 +118,17 @@ async def _announce(server: uvicorn.Server, settings: Settings) -> None:
     print(f"Formula Ops is serving on http://{settings.host}:{settings.port}", flush=True)
 
 
-def _uvicorn_config(app: Any, settings: Settings, **extra: Any) -> uvicorn.Config:
-    return uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        proxy_headers=True,
-        server_header=False,
-        **extra,
-    )
+# Logging is ours (requests are logged by path, never with their query string).
+_UVICORN_OPTIONS: dict[str, Any] = {
+    "log_config": None,
+    "access_log": False,
+    "proxy_headers": True,
+    "server_header": False,
+}
+
+
+def _uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
+    return uvicorn.Config(app, host=settings.host, port=settings.port, **_UVICORN_OPTIONS)
 
 
 @cli.command()
@@ -147,10 +147,7 @@ def api(
             host=settings.host,
             port=settings.port,
             workers=workers,
-            log_config=None,
-            access_log=False,
-            proxy_headers=True,
-            server_header=False,
+            **_UVICORN_OPTIONS,
         )
         return
     from app.main import create_app

@@ -133,7 +133,8 @@ class UnitOfWork:
         return self._session
 
     def after_commit(self, callback: AfterCommit) -> None:
-        self.session  # noqa: B018 - only valid inside the transaction
+        if self._session is None:
+            raise RuntimeError("after_commit() is only valid inside `async with uow:`")
         self._after_commit.append(callback)
 
     async def __aenter__(self) -> UnitOfWork:

@@ -86,7 +86,8 @@ class EmbeddedRedis:
         pid_file.unlink(missing_ok=True)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie waiting to be reaped counts as gone)."""
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
@@ -97,12 +98,12 @@ def _alive(pid: int) -> bool:
 def _terminate(pid: int, timeout: float = 5.0) -> None:
     """SIGTERM ``pid``, then SIGKILL if it is still there after ``timeout`` seconds."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        if not _alive(pid):
+        if not process_alive(pid):
             return
         try:
             os.kill(pid, sig)
         except ProcessLookupError:
             return
         deadline = time.monotonic() + timeout
-        while _alive(pid) and time.monotonic() < deadline:
+        while process_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)

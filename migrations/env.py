@@ -56,10 +56,6 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
-    connection = config.attributes.get("connection")
-    if connection is not None:
-        _run_sync(connection)
-        return
     asyncio.run(_run_async(create_engine(_settings())))
 
 

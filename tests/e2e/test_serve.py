@@ -13,18 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.embedded import process_alive
 from tests.helpers import free_port
 
 pytestmark = pytest.mark.slow
 FORMULA_OPS = Path(sys.executable).parent / "formula-ops"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
 
 
 class Served:
@@ -87,11 +80,11 @@ class TestServe:
         assert ready.json()["checks"]["database"]["status"] == "ok"
         assert ready.json()["checks"]["redis"]["status"] == "ok"
         redis_pid = served.redis_pid
-        assert _alive(redis_pid)
+        assert process_alive(redis_pid)
         assert (served.workdir / ".formula-ops" / "formula-ops.db").exists()
 
         assert served.stop(signal.SIGTERM) == 0
-        assert not _alive(redis_pid), "serve left its redis-server behind"
+        assert not process_alive(redis_pid), "serve left its redis-server behind"
         output = served.output()
         assert f"Formula Ops is serving on {served.url}" in output
         assert "Traceback" not in output
@@ -100,7 +93,7 @@ class TestServe:
         served.wait_healthy()
         redis_pid = served.redis_pid
         assert served.stop(signal.SIGINT) == 0
-        assert not _alive(redis_pid)
+        assert not process_alive(redis_pid)
 
     def test_a_killed_serve_leaves_nothing_the_next_one_keeps(self, tmp_path: Path) -> None:
         first = Served(tmp_path)
@@ -113,9 +106,9 @@ class TestServe:
         second = Served(tmp_path)
         try:
             second.wait_healthy()
-            assert not _alive(orphan), "the leftover redis-server was not stopped"
+            assert not process_alive(orphan), "the leftover redis-server was not stopped"
             assert second.stop() == 0
-            assert not _alive(
+            assert not process_alive(
                 second.redis_pid if (tmp_path / ".formula-ops/redis.pid").exists() else orphan
             )
         finally:
