@@ -16,6 +16,7 @@ import typer
 import uvicorn
 from pydantic import SecretStr
 
+from app.cli_admin import audit, tokens
 from app.logging import configure_logging
 from app.settings import Settings, get_settings
 
@@ -27,6 +28,9 @@ cli = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+
+cli.add_typer(tokens, name="tokens")
+cli.add_typer(audit, name="audit")
 
 HostOption = Annotated[str | None, typer.Option(help="Address to bind (default: settings).")]
 PortOption = Annotated[int | None, typer.Option(help="Port to bind (default: settings).")]

@@ -156,8 +156,7 @@ def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     return errors
 
 
-async def _handle_app_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, AppError)
+def _app_error_response(request: Request, exc: AppError) -> JSONResponse:
     return problem_response(
         request,
         type=exc.type,
@@ -170,8 +169,7 @@ async def _handle_app_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _handle_validation_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
+def _validation_response(request: Request, exc: RequestValidationError) -> JSONResponse:
     errors = _field_errors(exc)
     where = ", ".join(".".join(str(p) for p in e["loc"]) for e in errors[:5])
     return problem_response(
@@ -191,8 +189,7 @@ _STARLETTE_TITLES = {
 }
 
 
-async def _handle_http_exception(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StarletteHTTPException)
+def _http_exception_response(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     status = exc.status_code
     type_, title = _STARLETTE_TITLES.get(status, (_status_type(status), _phrase(status)))
     detail = exc.detail if isinstance(exc.detail, str) else None
@@ -212,10 +209,27 @@ def _phrase(status: int) -> str:
         return "HTTP error"
 
 
+def render_error(request: Request, exc: Exception) -> JSONResponse | None:
+    """The problem response for an expected error; None for an unexpected one (a 500)."""
+    if isinstance(exc, AppError):
+        return _app_error_response(request, exc)
+    if isinstance(exc, RequestValidationError):
+        return _validation_response(request, exc)
+    if isinstance(exc, StarletteHTTPException):
+        return _http_exception_response(request, exc)
+    return None
+
+
+async def _handle_error(request: Request, exc: Exception) -> JSONResponse:
+    response = render_error(request, exc)
+    if response is None:  # only registered for the classes render_error knows
+        raise exc
+    return response
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(AppError, _handle_app_error)
-    app.add_exception_handler(RequestValidationError, _handle_validation_error)
-    app.add_exception_handler(StarletteHTTPException, _handle_http_exception)
+    for error in (AppError, RequestValidationError, StarletteHTTPException):
+        app.add_exception_handler(error, _handle_error)
 
 
 def problem_responses(

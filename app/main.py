@@ -7,13 +7,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 from fastapi.openapi.utils import get_openapi
 
 from app import __version__
 from app.api import public, v1
 from app.context import AppContext, build_context
 from app.errors import PROBLEM_MEDIA_TYPE, Problem, install_error_handlers
+from app.idempotency import IdempotentReplay
 from app.metrics import Metrics
 from app.middleware import RequestContextMiddleware
 from app.settings import Settings, get_settings
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
         app.state.context = context
 
     install_error_handlers(app)
+    app.add_exception_handler(IdempotentReplay, _replay)
     app.include_router(public)
     app.include_router(v1)
     app.add_middleware(
@@ -64,6 +66,11 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     )
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+async def _replay(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, IdempotentReplay)
+    return exc.response
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

@@ -10,10 +10,13 @@ import logging
 import re
 import time
 from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.auth.errors import TokenInQuery
+from app.auth.secrets import looks_like_token
 from app.errors import PROBLEM_MEDIA_TYPE, PayloadTooLarge
 from app.ids import new_id
 from app.metrics import Metrics
@@ -58,7 +61,18 @@ class RequestContextMiddleware:
 
         try:
             declared = _content_length(scope)
-            if declared is not None and declared > self.max_body_bytes:
+            if _credentials_in_query(scope):
+                await _send_problem(
+                    send_wrapper,
+                    scope,
+                    request_id,
+                    status=TokenInQuery.status,
+                    type_=TokenInQuery.type,
+                    title=TokenInQuery.title,
+                    detail="Send credentials in the Authorization header, never in the URL; "
+                    "treat the token as exposed and revoke it",
+                )
+            elif declared is not None and declared > self.max_body_bytes:
                 await _send_problem(
                     send_wrapper,
                     scope,
@@ -129,6 +143,19 @@ def _incoming_request_id(scope: Scope) -> str | None:
             text = value.decode("latin-1")
             return text if _REQUEST_ID.match(text) else None
     return None
+
+
+_CREDENTIAL_PARAMS = frozenset({"access_token", "token", "api_key", "apikey", "auth"})
+
+
+def _credentials_in_query(scope: Scope) -> bool:
+    raw = scope.get("query_string", b"")
+    if not raw:
+        return False
+    for name, value in parse_qsl(raw.decode("latin-1"), keep_blank_values=True):
+        if name.lower() in _CREDENTIAL_PARAMS or looks_like_token(value) or looks_like_token(name):
+            return True
+    return False
 
 
 def _content_length(scope: Scope) -> int | None:

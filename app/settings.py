@@ -39,6 +39,9 @@ class Settings(BaseSettings):
         description="redis://... or unix://...; default: the embedded Redis of `serve`.",
     )
     queue_name: str = Field(default="formula-ops:queue", min_length=1)
+    redis_prefix: str = Field(
+        default="formula-ops", min_length=1, description="Prefix of every other Redis key."
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
@@ -48,6 +51,12 @@ class Settings(BaseSettings):
     worker_max_jobs: int = Field(default=10, ge=1, le=1000)
     worker_job_timeout_seconds: int = Field(default=3600, ge=1)
     run_lease_seconds: int = Field(default=60, ge=5, le=3600)
+    auth_failures_per_minute: int = Field(
+        default=10, ge=1, description="Failed authentications per client address per minute."
+    )
+    token_requests_per_minute: int = Field(default=600, ge=1)
+    token_default_ttl_days: int = Field(default=90, ge=1, le=3650)
+    idempotency_ttl_hours: int = Field(default=24, ge=1, le=24 * 30)
     storage_url: str | None = Field(
         default=None, description="file:///path or s3://bucket/prefix for backups."
     )

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from arq.cron import cron
 from arq.worker import Worker, func
 
 from app.queue import JobName, connect_redis, deserialize_job, serialize_job
 from app.settings import Settings, get_settings
 from workers.context import shutdown, startup
+from workers.cron import purge_idempotency_keys
 from workers.runs import execute_run
 
 FUNCTIONS = [func(execute_run, name=JobName.EXECUTE_RUN.value)]  # type: ignore[arg-type]
@@ -18,7 +20,9 @@ class WorkerSettings:
     """The arq worker's fixed parts; :func:`create_worker` adds what comes from settings."""
 
     functions = FUNCTIONS
-    cron_jobs: list[Any] = []
+    cron_jobs = [
+        cron(purge_idempotency_keys, minute=17, unique=True, run_at_startup=False),  # type: ignore[arg-type]
+    ]
     on_startup = startup
     on_shutdown = shutdown
     job_serializer = serialize_job

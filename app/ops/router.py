@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 from app import __version__
+from app.auth import service as auth_service
+from app.auth.deps import request_info
+from app.auth.errors import Forbidden, TooManyRequests, Unauthenticated
+from app.auth.roles import Role
 from app.deps import ContextDep, SessionDep
-from app.errors import NotFound, ServiceUnavailable, problem_responses
+from app.errors import ServiceUnavailable, problem_responses
 from app.ops.schemas import DependencyCheck, Health, Readiness
 
 logger = logging.getLogger(__name__)
@@ -59,12 +63,19 @@ async def ready(context: ContextDep) -> Readiness:
     response_class=Response,
     responses={
         200: {"content": {"text/plain; version=0.0.4": {"schema": {"type": "string"}}}},
-        **problem_responses(NotFound),
+        **problem_responses(Unauthenticated, Forbidden, TooManyRequests),
     },
 )
-async def metrics(context: ContextDep, session: SessionDep) -> Response:
+async def metrics(request: Request, context: ContextDep, session: SessionDep) -> Response:
+    """Public by default; with `FORMULA_OPS_METRICS_PUBLIC=false` it needs a viewer token."""
     if not context.settings.metrics_public:
-        raise NotFound("No resource at /metrics")
+        info = request_info(request)
+        header = request.headers.get("authorization", "")
+        scheme, _, credentials = header.partition(" ")
+        principal = await auth_service.authenticate(
+            context, credentials.strip() if scheme.lower() == "bearer" else None, info
+        )
+        await auth_service.require(context, principal, Role.VIEWER, info)
     try:
         await context.metrics.refresh_runs(session)
     except Exception:  # a scrape still answers, with the last known run counts

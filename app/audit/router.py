@@ -1,0 +1,79 @@
+"""``/v1/audit-events``: read and verify the audit trail (viewer)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from app.audit import service
+from app.audit.models import Outcome
+from app.audit.schemas import AuditEventList, AuditEventOut, AuditVerification, BrokenLinkOut
+from app.auth.deps import Viewer
+from app.auth.errors import Forbidden, TooManyRequests, Unauthenticated
+from app.deps import SessionDep
+from app.errors import problem_responses
+from app.pagination import CursorParamsDep
+from app.paths import V1
+
+router = APIRouter(prefix=f"{V1}/audit-events", tags=["audit"])
+AUTH_ERRORS = (Unauthenticated, Forbidden, TooManyRequests)
+
+
+def _utc(value: dt.datetime | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+@router.get(
+    "",
+    operation_id="listAuditEvents",
+    summary="List audit events",
+    responses=problem_responses(*AUTH_ERRORS, validation=True),
+)
+async def list_audit_events(
+    principal: Viewer,
+    session: SessionDep,
+    page: CursorParamsDep,
+    actor: Annotated[str | None, Query(max_length=200, description="Token id.")] = None,
+    action: Annotated[str | None, Query(max_length=100, examples=["token.create"])] = None,
+    resource_type: Annotated[str | None, Query(max_length=50)] = None,
+    resource_id: Annotated[str | None, Query(max_length=100)] = None,
+    outcome: Outcome | None = None,
+    since: Annotated[dt.datetime | None, Query(description="Inclusive, RFC 3339.")] = None,
+    until: Annotated[dt.datetime | None, Query(description="Exclusive, RFC 3339.")] = None,
+) -> AuditEventList:
+    """Newest first; filters combine."""
+    filters = service.AuditFilters(
+        actor=actor,
+        action=action,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        outcome=outcome,
+        since=_utc(since),
+        until=_utc(until),
+    )
+    rows, next_cursor = await service.list_page(session, filters, page)
+    return AuditEventList(
+        items=[AuditEventOut.model_validate(r) for r in rows], next_cursor=next_cursor
+    )
+
+
+@router.get(
+    "/verify",
+    operation_id="verifyAuditTrail",
+    summary="Verify the audit chain",
+    responses=problem_responses(*AUTH_ERRORS),
+)
+async def verify_audit_trail(principal: Viewer, session: SessionDep) -> AuditVerification:
+    """Recomputes every hash and link; names the first event that does not match."""
+    result = await service.verify(session)
+    return AuditVerification(
+        valid=result.valid,
+        checked=result.checked,
+        head_seq=result.head_seq,
+        broken=BrokenLinkOut(**asdict(result.broken)) if result.broken else None,
+    )

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from app.audit.models import Outcome
+
+
+class AuditEventOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    seq: int
+    created_at: dt.datetime
+    actor_token_id: str | None
+    actor_name: str | None
+    actor_role: str | None
+    client_address: str | None
+    request_id: str | None
+    action: str
+    resource_type: str | None
+    resource_id: str | None
+    outcome: Outcome
+    summary: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+class AuditEventList(BaseModel):
+    items: list[AuditEventOut]
+    next_cursor: str | None
+
+
+class BrokenLinkOut(BaseModel):
+    seq: int
+    id: str | None
+    reason: str
+
+
+class AuditVerification(BaseModel):
+    valid: bool
+    checked: int
+    head_seq: int
+    broken: BrokenLinkOut | None

@@ -1,0 +1,235 @@
+"""Writing, reading and verifying the audit trail.
+
+Appending takes the chain head's row lock (``SELECT … FOR UPDATE`` on PostgreSQL;
+SQLite write transactions are already serial), so events form one unbroken chain
+whatever the number of API replicas. Each event is written in the transaction of the
+change it records: if it cannot be written, the change does not happen either.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.audit.models import GENESIS_HASH, AuditChainHead, AuditEvent, Outcome
+from app.audit.redact import redact
+from app.auth.principal import Principal
+from app.db import UnitOfWork, utcnow
+from app.errors import ServiceUnavailable
+from app.pagination import CursorParams, paginate
+
+logger = logging.getLogger(__name__)
+HEAD_ID = 1
+
+
+class AuditUnavailable(ServiceUnavailable):
+    type = "/problems/audit-unavailable"
+    title = "Audit trail unavailable"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The audit record of this request could not be written, so nothing was changed",
+            headers={"Retry-After": "5"},
+        )
+
+
+def _content(event: AuditEvent) -> str:
+    return json.dumps(
+        [
+            event.seq,
+            event.id,
+            event.created_at.astimezone(dt.UTC).isoformat(),
+            event.actor_token_id,
+            event.actor_name,
+            event.actor_role,
+            event.client_address,
+            event.request_id,
+            event.action,
+            event.resource_type,
+            event.resource_id,
+            event.outcome,
+            event.summary,
+        ],
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=True,
+    )
+
+
+def compute_hash(event: AuditEvent) -> str:
+    return hashlib.sha256(f"{event.prev_hash}\n{_content(event)}".encode()).hexdigest()
+
+
+async def record(
+    session: AsyncSession,
+    principal: Principal | None,
+    *,
+    action: str,
+    outcome: Outcome = Outcome.SUCCESS,
+    resource_type: str | None = None,
+    resource_id: str | None = None,
+    summary: dict[str, Any] | None = None,
+    client_address: str | None = None,
+    request_id: str | None = None,
+) -> AuditEvent:
+    """Append an event in the caller's transaction; raises :class:`AuditUnavailable`."""
+    try:
+        head = await session.scalar(
+            select(AuditChainHead).where(AuditChainHead.id == HEAD_ID).with_for_update()
+        )
+        if head is None:
+            head = AuditChainHead(id=HEAD_ID, seq=0, hash=GENESIS_HASH)
+            session.add(head)
+        event = AuditEvent(
+            seq=head.seq + 1,
+            created_at=utcnow(),
+            actor_token_id=principal.token_id if principal else None,
+            actor_name=principal.name if principal else None,
+            actor_role=principal.role.value if principal else None,
+            client_address=principal.client_address if principal else client_address,
+            request_id=principal.request_id if principal else request_id,
+            action=action,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            outcome=outcome.value,
+            summary=redact(summary or {}),
+            prev_hash=head.hash,
+        )
+        event.hash = compute_hash(event)
+        session.add(event)
+        head.seq, head.hash = event.seq, event.hash
+        await session.flush()
+    except SQLAlchemyError as exc:
+        logger.error("audit write failed: %s", type(exc).__name__)
+        raise AuditUnavailable() from exc
+    return event
+
+
+async def record_denial(
+    unit_of_work: Callable[[], UnitOfWork],
+    principal: Principal | None,
+    *,
+    reason: str,
+    status: int,
+    method: str,
+    path: str,
+    client_address: str | None,
+    request_id: str | None,
+) -> None:
+    """Audit a refused request in a transaction of its own (the request changes nothing).
+
+    A denial is answered even when its audit record cannot be written; that is logged.
+    """
+    try:
+        async with unit_of_work() as uow:
+            await record(
+                uow.session,
+                principal,
+                action="auth.denied",
+                outcome=Outcome.DENIED,
+                summary={"reason": reason, "status": status, "method": method, "path": path},
+                client_address=client_address,
+                request_id=request_id,
+            )
+    except Exception:
+        logger.error("could not audit a denied request (%s %s: %s)", method, path, reason)
+
+
+@dataclass(frozen=True)
+class AuditFilters:
+    actor: str | None = None
+    action: str | None = None
+    resource_type: str | None = None
+    resource_id: str | None = None
+    outcome: Outcome | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+
+
+def _filtered(filters: AuditFilters) -> Select[AuditEvent]:
+    statement = select(AuditEvent)
+    if filters.actor is not None:
+        statement = statement.where(AuditEvent.actor_token_id == filters.actor)
+    if filters.action is not None:
+        statement = statement.where(AuditEvent.action == filters.action)
+    if filters.resource_type is not None:
+        statement = statement.where(AuditEvent.resource_type == filters.resource_type)
+    if filters.resource_id is not None:
+        statement = statement.where(AuditEvent.resource_id == filters.resource_id)
+    if filters.outcome is not None:
+        statement = statement.where(AuditEvent.outcome == filters.outcome.value)
+    if filters.since is not None:
+        statement = statement.where(AuditEvent.created_at >= filters.since)
+    if filters.until is not None:
+        statement = statement.where(AuditEvent.created_at < filters.until)
+    return statement
+
+
+async def list_page(
+    session: AsyncSession, filters: AuditFilters, page: CursorParams
+) -> tuple[Sequence[AuditEvent], str | None]:
+    return await paginate(
+        session, _filtered(filters), page, created_at=AuditEvent.created_at, id=AuditEvent.id
+    )
+
+
+@dataclass(frozen=True)
+class BrokenLink:
+    seq: int
+    id: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class Verification:
+    valid: bool
+    checked: int
+    head_seq: int
+    broken: BrokenLink | None
+
+
+async def verify(session: AsyncSession, *, batch: int = 5000) -> Verification:
+    """Walk the chain in order; report the first event that does not link or hash right."""
+    head = await session.get(AuditChainHead, HEAD_ID)
+    head_seq, head_hash = (head.seq, head.hash) if head else (0, GENESIS_HASH)
+    expected_seq, prev_hash, checked = 1, GENESIS_HASH, 0
+    while True:
+        rows = (
+            await session.scalars(
+                select(AuditEvent)
+                .where(AuditEvent.seq >= expected_seq)
+                .order_by(AuditEvent.seq)
+                .limit(batch)
+            )
+        ).all()
+        for event in rows:
+            broken = _check(event, expected_seq, prev_hash)
+            if broken is not None:
+                return Verification(False, checked, head_seq, broken)
+            checked += 1
+            expected_seq, prev_hash = event.seq + 1, event.hash
+        if len(rows) < batch:
+            break
+    if checked != head_seq or prev_hash != head_hash:
+        reason = f"the chain ends at event {checked} but its head names event {head_seq}"
+        return Verification(False, checked, head_seq, BrokenLink(checked + 1, None, reason))
+    return Verification(True, checked, head_seq, None)
+
+
+def _check(event: AuditEvent, expected_seq: int, prev_hash: str) -> BrokenLink | None:
+    if event.seq != expected_seq:
+        return BrokenLink(expected_seq, None, f"event {expected_seq} is missing")
+    if event.prev_hash != prev_hash:
+        return BrokenLink(event.seq, event.id, "does not link to the event before it")
+    if compute_hash(event) != event.hash:
+        return BrokenLink(event.seq, event.id, "content does not match its hash")
+    return None

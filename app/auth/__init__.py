@@ -1,0 +1,1 @@
+"""Authentication (bearer tokens) and authorisation (roles, environment restriction)."""

@@ -1,0 +1,50 @@
+"""Fixed-window counters in Redis, shared by every API replica."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+logger = logging.getLogger(__name__)
+WINDOW_SECONDS = 60
+
+
+class RateLimiter:
+    """Counts events per key per minute. When Redis is unreachable it allows (and logs):
+    the database, not Redis, decides who is authenticated, and /ready reports Redis."""
+
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        self.redis = redis
+        self.prefix = prefix
+
+    def _key(self, name: str) -> tuple[str, int]:
+        now = time.time()
+        window = int(now // WINDOW_SECONDS)
+        retry_after = max(1, int((window + 1) * WINDOW_SECONDS - now + 0.999))
+        return f"{self.prefix}:rate:{name}:{window}", retry_after
+
+    async def count(self, name: str) -> tuple[int, int]:
+        """Events so far in this window, and seconds until the window ends."""
+        key, retry_after = self._key(name)
+        try:
+            value = await self.redis.get(key)
+        except RedisError:
+            logger.warning("rate limiting unavailable (Redis unreachable)")
+            return 0, retry_after
+        return int(value or 0), retry_after
+
+    async def hit(self, name: str) -> tuple[int, int]:
+        """Count one event; returns the new count and seconds until the window ends."""
+        key, retry_after = self._key(name)
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.incr(key)
+                pipe.expire(key, WINDOW_SECONDS * 2)
+                count, _ = await pipe.execute()
+        except RedisError:
+            logger.warning("rate limiting unavailable (Redis unreachable)")
+            return 0, retry_after
+        return int(count), retry_after

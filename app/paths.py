@@ -1,0 +1,3 @@
+"""The version prefix of the API."""
+
+V1 = "/v1"

@@ -1,0 +1,1 @@
+"""API tokens: creation (secret shown once), listing, revocation, access review."""

@@ -1,0 +1,114 @@
+"""``/v1/tokens`` (admin): create, list, read, revoke, review."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Path
+from fastapi.responses import JSONResponse
+
+from app.auth.deps import Admin
+from app.auth.errors import Forbidden, TooManyRequests, Unauthenticated
+from app.db import utcnow
+from app.deps import ContextDep, SessionDep, UnitOfWorkDep
+from app.errors import problem_responses
+from app.idempotency import (
+    IdempotencyDep,
+    IdempotencyKeyInFlight,
+    IdempotencyKeyReused,
+    MalformedIdempotencyKey,
+)
+from app.pagination import CursorParamsDep
+from app.paths import V1
+from app.tokens import service
+from app.tokens.schemas import ReviewItem, Token, TokenCreate, TokenCreated, TokenList, TokenReview
+
+router = APIRouter(prefix=f"{V1}/tokens", tags=["tokens"])
+AUTH_ERRORS = (Unauthenticated, Forbidden, TooManyRequests)
+TokenId = Path(min_length=1, max_length=64, description="The token's public id.")
+
+
+@router.post(
+    "",
+    status_code=201,
+    operation_id="createToken",
+    summary="Create a token",
+    response_model=TokenCreated,
+    responses=problem_responses(
+        *AUTH_ERRORS,
+        MalformedIdempotencyKey,
+        IdempotencyKeyInFlight,
+        IdempotencyKeyReused,
+        validation=True,
+    ),
+)
+async def create_token(
+    body: TokenCreate,
+    principal: Admin,
+    uow: UnitOfWorkDep,
+    idem: IdempotencyDep,
+    context: ContextDep,
+) -> JSONResponse:
+    """The response carries the token once; only its hash is kept."""
+    async with uow:
+        token, value = await service.create(
+            uow, principal, body, default_ttl_days=context.settings.token_default_ttl_days
+        )
+        created = TokenCreated(**service.to_schema(token).model_dump(), token=value)
+        response = JSONResponse(
+            created.model_dump(mode="json"),
+            status_code=201,
+            headers={"Location": f"/v1/tokens/{token.id}"},
+        )
+        await idem.complete(uow.session, response)
+    return response
+
+
+@router.get(
+    "",
+    operation_id="listTokens",
+    summary="List tokens",
+    responses=problem_responses(*AUTH_ERRORS, validation=True),
+)
+async def list_tokens(principal: Admin, session: SessionDep, page: CursorParamsDep) -> TokenList:
+    rows, next_cursor = await service.list_page(session, page)
+    now = utcnow()
+    return TokenList(items=[service.to_schema(t, now) for t in rows], next_cursor=next_cursor)
+
+
+@router.get(
+    "/review",
+    operation_id="reviewTokens",
+    summary="Access review",
+    responses=problem_responses(*AUTH_ERRORS),
+)
+async def review_tokens(principal: Admin, session: SessionDep) -> TokenReview:
+    """Admin tokens, tokens without expiry, unused for 90+ days, or expired but not revoked."""
+    now = utcnow()
+    found = await service.review(session)
+    return TokenReview(
+        generated_at=now,
+        unused_days=service.UNUSED_DAYS,
+        items=[ReviewItem(token=service.to_schema(t, now), findings=f) for t, f in found],
+    )
+
+
+@router.get(
+    "/{token_id}",
+    operation_id="getToken",
+    summary="Get a token",
+    responses=problem_responses(*AUTH_ERRORS, service.TokenNotFound, validation=True),
+)
+async def get_token(principal: Admin, session: SessionDep, token_id: str = TokenId) -> Token:
+    return service.to_schema(await service.get(session, token_id))
+
+
+@router.delete(
+    "/{token_id}",
+    operation_id="revokeToken",
+    summary="Revoke a token",
+    responses=problem_responses(*AUTH_ERRORS, service.TokenNotFound, validation=True),
+)
+async def revoke_token(principal: Admin, uow: UnitOfWorkDep, token_id: str = TokenId) -> Token:
+    """Revocation takes effect on the token's next request."""
+    async with uow:
+        token = await service.revoke(uow, principal, token_id)
+    return service.to_schema(token)

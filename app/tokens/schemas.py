@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from app.auth.roles import Role
+from app.schemas import RequestModel
+
+ENVIRONMENT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,99}$"
+TokenState = Literal["active", "expired", "revoked"]
+Finding = Literal["admin", "no_expiry", "unused_90_days", "expired_not_revoked"]
+
+
+class TokenCreate(RequestModel):
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")
+    role: Role
+    environment: str | None = Field(
+        default=None,
+        pattern=ENVIRONMENT_PATTERN,
+        description="Restrict the token to one environment.",
+    )
+    expires_at: dt.datetime | None = Field(
+        default=None, description="Default: 90 days from now. Must be in the future."
+    )
+    no_expiry: bool = Field(
+        default=False, description="Create a token that never expires (needs explicit intent)."
+    )
+
+    @model_validator(mode="after")
+    def _expiry(self) -> TokenCreate:
+        if self.no_expiry and self.expires_at is not None:
+            raise ValueError("give either expires_at or no_expiry, not both")
+        if self.expires_at is not None:
+            if self.expires_at.tzinfo is None:
+                raise ValueError("expires_at needs a time zone (RFC 3339)")
+            now = dt.datetime.now(dt.UTC)
+            if self.expires_at <= now:
+                raise ValueError("expires_at must be in the future")
+            if self.expires_at > now + dt.timedelta(days=3650):
+                raise ValueError("expires_at must be within ten years")
+        return self
+
+
+class Token(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    role: Role
+    environment: str | None
+    state: TokenState
+    created_at: dt.datetime
+    created_by: str
+    expires_at: dt.datetime | None
+    last_used_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+
+
+class TokenCreated(Token):
+    token: str = Field(description="The token itself. It is shown this once and never again.")
+
+
+class TokenList(BaseModel):
+    items: list[Token]
+    next_cursor: str | None
+
+
+class ReviewItem(BaseModel):
+    token: Token
+    findings: list[Finding]
+
+
+class TokenReview(BaseModel):
+    """The runbook's access control audit: tokens that deserve a look."""
+
+    generated_at: dt.datetime
+    unused_days: int
+    items: list[ReviewItem]

@@ -1,0 +1,55 @@
+"""Small builders that write through the real services."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from sqlalchemy import update
+
+from app.auth.models import ApiToken
+from app.auth.principal import Principal
+from app.auth.roles import Role
+from app.context import AppContext
+from app.tokens import service as token_service
+from app.tokens.schemas import TokenCreate
+
+TEST_ACTOR = Principal.system("tests")
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    id: str
+    value: str
+    role: Role
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.value}"}
+
+
+async def issue_token(
+    context: AppContext,
+    role: Role = Role.ADMIN,
+    *,
+    name: str | None = None,
+    environment: str | None = None,
+    no_expiry: bool = False,
+    expires_at: dt.datetime | None = None,
+) -> IssuedToken:
+    body = TokenCreate(
+        name=name or f"{role.value} for tests",
+        role=role,
+        environment=environment,
+        no_expiry=no_expiry,
+        expires_at=expires_at,
+    )
+    async with context.unit_of_work() as uow:
+        token, value = await token_service.create(uow, TEST_ACTOR, body, default_ttl_days=90)
+    return IssuedToken(token.id, value, role)
+
+
+async def set_token_times(context: AppContext, token_id: str, **values: dt.datetime | None) -> None:
+    """Move a token's timestamps (expiry, last use, creation) as time would."""
+    async with context.unit_of_work() as uow:
+        await uow.session.execute(update(ApiToken).where(ApiToken.id == token_id).values(**values))

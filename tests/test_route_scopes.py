@@ -1,0 +1,113 @@
+"""No route ships unprotected by accident, and no role gets more than it should."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+
+from app.api import DOCS_PATHS, PUBLIC_PATHS, all_routes, api_routes
+from app.auth.deps import ROLE_MARK
+from app.auth.roles import Role
+from app.context import AppContext
+from app.main import create_app
+from app.settings import Settings
+from tests.factories import issue_token
+
+
+def required_role(dependant: Dependant) -> Role | None:
+    for sub in dependant.dependencies:
+        role = getattr(sub.call, ROLE_MARK, None)
+        if role is not None:
+            return Role(role)
+        found = required_role(sub)
+        if found is not None:
+            return found
+    return None
+
+
+def unscoped_routes(app: FastAPI) -> list[str]:
+    """Routes that are neither public nor guarded by a role dependency."""
+    found = []
+    for route in all_routes(app):
+        path = getattr(route, "path", "")
+        if path in PUBLIC_PATHS or path in DOCS_PATHS:
+            continue
+        if not isinstance(route, APIRoute) or required_role(route.dependant) is None:
+            found.append(f"{sorted(getattr(route, 'methods', []) or [])} {path}")
+    return found
+
+
+def v1_routes(app: FastAPI) -> list[tuple[str, str, Role]]:
+    routes = []
+    for route in api_routes(app):
+        if route.path.startswith("/v1"):
+            role = required_role(route.dependant)
+            assert role is not None
+            routes.extend((method, route.path, role) for method in sorted(route.methods))
+    return routes
+
+
+class TestRouteScopeWalk:
+    def test_every_route_is_scoped_or_public(self) -> None:
+        assert unscoped_routes(create_app(Settings())) == []
+
+    def test_an_unscoped_route_is_caught(self) -> None:
+        app = create_app(Settings())
+
+        @app.get("/v1/oops")
+        async def oops() -> dict[str, str]:
+            return {}
+
+        assert unscoped_routes(app) == ["['GET'] /v1/oops"]
+
+    def test_public_list_is_exactly_the_operational_routes(self) -> None:
+        assert {"/health", "/ready", "/metrics"} == PUBLIC_PATHS
+
+
+def _concrete(path: str) -> str:
+    return re.sub(r"\{[^}]+\}", "0000000000000000", path)
+
+
+BODIES: dict[tuple[str, str], dict[str, Any]] = {
+    ("POST", "/v1/tokens"): {"name": "matrix", "role": "viewer"},
+}
+
+
+class TestRoleRouteMatrix:
+    async def test_no_role_gets_a_2xx_below_its_rights(
+        self, client: httpx.AsyncClient, context: AppContext, app: FastAPI
+    ) -> None:
+        tokens = {role: await issue_token(context, role) for role in Role}
+        restricted_admin = await issue_token(context, Role.ADMIN, environment="staging")
+        checked = 0
+        for method, path, required in v1_routes(app):
+            url = _concrete(path)
+            body = BODIES.get((method, path))
+            anonymous = await client.request(method, url, json=body)
+            assert anonymous.status_code == 401, (method, path, anonymous.text)
+            assert anonymous.headers["www-authenticate"].startswith("Bearer")
+            for role, token in tokens.items():
+                response = await client.request(method, url, json=body, headers=token.headers)
+                if role.includes(required):
+                    assert response.status_code not in (401, 403), (method, path, role)
+                else:
+                    assert response.status_code == 403, (method, path, role, response.text)
+                checked += 1
+            # global routes refuse a token restricted to one environment
+            response = await client.request(
+                method, url, json=body, headers=restricted_admin.headers
+            )
+            assert response.status_code == 403, (method, path)
+        assert checked >= 4 * 7
+
+
+@pytest.mark.parametrize("role", list(Role))
+def test_roles_include_their_lower_roles(role: Role) -> None:
+    for other in Role:
+        assert role.includes(other) == (other.rank <= role.rank)
