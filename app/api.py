@@ -7,9 +7,7 @@ routes are listed in :data:`PUBLIC_PATHS` and nowhere else.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, FastAPI
-from fastapi.routing import APIRoute
-from starlette.routing import BaseRoute
+from fastapi import APIRouter
 
 from app.audit.router import router as audit_router
 from app.ops.router import router as ops_router
@@ -26,16 +24,3 @@ public.include_router(ops_router)
 # to having one.
 PUBLIC_PATHS = frozenset({"/health", "/ready", "/metrics"})
 DOCS_PATHS = frozenset({"/openapi.json", "/docs", "/docs/oauth2-redirect"})
-
-
-def all_routes(app: FastAPI) -> list[BaseRoute]:
-    """Every route of ``app``, however its routers were included."""
-    try:
-        from fastapi.routing import iter_route_contexts
-    except ImportError:  # FastAPI versions that flatten included routers
-        return list(app.routes)
-    return [c.original_route for c in iter_route_contexts(app.routes)]
-
-
-def api_routes(app: FastAPI) -> list[APIRoute]:
-    return [route for route in all_routes(app) if isinstance(route, APIRoute)]

@@ -74,19 +74,19 @@ def create_token(
     no_expiry: Annotated[bool, typer.Option("--no-expiry", help="Never expires.")] = False,
 ) -> None:
     """Create a token and print it once."""
-    expires_at = (
-        dt.datetime.now(dt.UTC) + dt.timedelta(days=expires_in_days) if expires_in_days else None
-    )
+    if no_expiry and expires_in_days:
+        console.print("[red]Give either --expires-in-days or --no-expiry.[/red]")
+        raise typer.Exit(2)
     body = TokenCreate(
-        name=name, role=role, environment=environment, expires_at=expires_at, no_expiry=no_expiry
+        name=name,
+        role=role,
+        environment=environment,
+        expires_in_days="never" if no_expiry else expires_in_days or 90,
     )
-    settings = get_settings()
 
     async def work(unit_of_work: Callable[[], UnitOfWork]) -> tuple[str, str]:
         async with unit_of_work() as uow:
-            token, value = await token_service.create(
-                uow, _cli_principal(), body, default_ttl_days=settings.token_default_ttl_days
-            )
+            token, value = await token_service.create(uow, _cli_principal(), body)
             return token.id, value
 
     token_id, value = _run(work)

@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.exceptions import RequestValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.context import AppContext
@@ -32,3 +34,26 @@ def get_unit_of_work(context: ContextDep) -> UnitOfWork:
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 UnitOfWorkDep = Annotated[UnitOfWork, Depends(get_unit_of_work)]
+
+
+async def forbid_unknown_query(request: Request) -> None:
+    """Unknown query parameters are a 422, like unknown body fields: a mistyped filter
+    (``?actr=``) must not silently list everything."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    known = _query_names(dependant)
+    unknown = sorted({name for name in request.query_params if name not in known})
+    if unknown:
+        message, code = "Unknown query parameter", "extra_forbidden"
+        raise RequestValidationError(
+            [{"loc": ("query", name), "msg": message, "type": code} for name in unknown]
+        )
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names

@@ -195,10 +195,18 @@ def _http_exception_response(request: Request, exc: StarletteHTTPException) -> J
     detail = exc.detail if isinstance(exc.detail, str) else None
     if status == 404 and detail == "Not Found":
         detail = f"No resource at {request.url.path}"
-    if status == 405 and detail == "Method Not Allowed":
-        detail = f"{request.method} is not allowed on {request.url.path}"
+    headers = dict(exc.headers or {})
+    if status == 405:
+        # Starlette names only the first route on the path; list every one of them.
+        from app.routing import allowed_methods
+
+        methods = allowed_methods(request.app, request.url.path)
+        if methods:
+            headers["Allow"] = ", ".join(methods)
+        if detail == "Method Not Allowed":
+            detail = f"{request.method} is not allowed on {request.url.path}"
     return problem_response(
-        request, type=type_, title=title, status=status, detail=detail, headers=exc.headers
+        request, type=type_, title=title, status=status, detail=detail, headers=headers
     )
 
 

@@ -254,8 +254,10 @@ async def idempotency(
         str | None,
         Header(
             alias=HEADER,
-            description="1-255 printable characters; a retry with the same key and body "
-            "returns the original response.",
+            description="1-255 printable ASCII characters; a retry with the same key and "
+            "body returns the original response. A malformed key is a 400 problem.",
+            # documented, and checked below (a malformed key is 400, not 422)
+            json_schema_extra={"minLength": 1, "maxLength": 255, "pattern": _KEY.pattern},
         ),
     ] = None,
 ) -> AsyncIterator[Idempotency]:

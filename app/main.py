@@ -7,12 +7,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.openapi.utils import get_openapi
 
 from app import __version__
 from app.api import public, v1
 from app.context import AppContext, build_context
+from app.deps import forbid_unknown_query
 from app.errors import PROBLEM_MEDIA_TYPE, Problem, install_error_handlers
 from app.idempotency import IdempotentReplay
 from app.metrics import Metrics
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
         openapi_url="/openapi.json",
         docs_url="/docs",
         redoc_url=None,
+        dependencies=[Depends(forbid_unknown_query)],
     )
     if context is not None:
         app.state.context = context

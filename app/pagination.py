@@ -16,7 +16,7 @@ from typing import Annotated, Generic, Protocol, TypeVar
 
 from fastapi import Depends, Query
 from pydantic import BaseModel
-from sqlalchemy import Select, and_, or_
+from sqlalchemy import Select, bindparam, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -111,7 +111,14 @@ async def paginate(
     """Run ``statement`` for one page; returns the rows and the next cursor (or None)."""
     if params.cursor is not None:
         at, last_id = params.cursor.created_at, params.cursor.id
-        statement = statement.where(or_(created_at < at, and_(created_at == at, id < last_id)))
+        # A row-value comparison, so the (created_at, id) index bounds the scan instead
+        # of filtering every newer row (deep pages stay as fast as the first).
+        statement = statement.where(
+            tuple_(created_at, id)
+            < tuple_(
+                bindparam(None, at, type_=created_at.type), bindparam(None, last_id, type_=id.type)
+            )
+        )
     statement = statement.order_by(created_at.desc(), id.desc()).limit(params.limit + 1)
     rows = list((await session.scalars(statement)).all())
     if len(rows) <= params.limit:

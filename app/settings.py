@@ -55,7 +55,6 @@ class Settings(BaseSettings):
         default=10, ge=1, description="Failed authentications per client address per minute."
     )
     token_requests_per_minute: int = Field(default=600, ge=1)
-    token_default_ttl_days: int = Field(default=90, ge=1, le=3650)
     idempotency_ttl_hours: int = Field(default=24, ge=1, le=24 * 30)
     storage_url: str | None = Field(
         default=None, description="file:///path or s3://bucket/prefix for backups."

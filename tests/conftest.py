@@ -58,13 +58,15 @@ def settings(
     backend: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Settings:
     """Migrated settings for ``backend``: the embedded default, or PostgreSQL + Redis."""
-    queue = f"formula-ops-test-{uuid.uuid4().hex[:12]}:queue"
+    prefix = f"formula-ops-test-{uuid.uuid4().hex[:12]}"
+    queue = f"{prefix}:queue"
     if backend == "sqlite":
         server: EmbeddedRedis = request.getfixturevalue("embedded_redis")
         settings = Settings(
             state_dir=tmp_path_factory.mktemp("state"),
             redis_url=SecretStr(server.url),
             queue_name=queue,
+            redis_prefix=prefix,
         )
     else:
         settings = Settings(
@@ -72,6 +74,7 @@ def settings(
             database_url=SecretStr(request.getfixturevalue("postgres_database")),
             redis_url=SecretStr(REDIS_URL),
             queue_name=queue,
+            redis_prefix=prefix,
         )
     in_thread(migrate.upgrade, settings)  # Alembic runs its own event loop
     return settings
@@ -93,7 +96,7 @@ async def _clean(request: pytest.FixtureRequest) -> None:
     async with ctx.unit_of_work() as uow:
         for table in (Step, Run, OutboxEvent, IdempotencyRecord, ApiToken):
             await uow.session.execute(delete(table))
-    keys = [k async for k in ctx.redis.scan_iter(match=f"{ctx.settings.queue_name}*")]
+    keys = [k async for k in ctx.redis.scan_iter(match=f"{ctx.settings.redis_prefix}*")]
     if keys:
         await ctx.redis.delete(*keys)
 

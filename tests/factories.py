@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
+from fastapi import FastAPI
 from sqlalchemy import update
 
 from app.auth.models import ApiToken
 from app.auth.principal import Principal
 from app.auth.roles import Role
 from app.context import AppContext
+from app.main import create_app
 from app.tokens import service as token_service
 from app.tokens.schemas import TokenCreate
 
@@ -35,17 +38,15 @@ async def issue_token(
     name: str | None = None,
     environment: str | None = None,
     no_expiry: bool = False,
-    expires_at: dt.datetime | None = None,
 ) -> IssuedToken:
     body = TokenCreate(
         name=name or f"{role.value} for tests",
         role=role,
         environment=environment,
-        no_expiry=no_expiry,
-        expires_at=expires_at,
+        expires_in_days="never" if no_expiry else 90,
     )
     async with context.unit_of_work() as uow:
-        token, value = await token_service.create(uow, TEST_ACTOR, body, default_ttl_days=90)
+        token, value = await token_service.create(uow, TEST_ACTOR, body)
     return IssuedToken(token.id, value, role)
 
 
@@ -53,3 +54,9 @@ async def set_token_times(context: AppContext, token_id: str, **values: dt.datet
     """Move a token's timestamps (expiry, last use, creation) as time would."""
     async with context.unit_of_work() as uow:
         await uow.session.execute(update(ApiToken).where(ApiToken.id == token_id).values(**values))
+
+
+def app_with(context: AppContext, **settings: Any) -> FastAPI:
+    """The app on the same database and Redis, with some settings changed."""
+    changed = replace(context, settings=context.settings.model_copy(update=settings))
+    return create_app(changed.settings, context=changed)

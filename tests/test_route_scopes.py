@@ -11,11 +11,12 @@ from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
-from app.api import DOCS_PATHS, PUBLIC_PATHS, all_routes, api_routes
+from app.api import DOCS_PATHS, PUBLIC_PATHS
 from app.auth.deps import ROLE_MARK
 from app.auth.roles import Role
 from app.context import AppContext
 from app.main import create_app
+from app.routing import all_routes, api_routes
 from app.settings import Settings
 from tests.factories import issue_token
 

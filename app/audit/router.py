@@ -17,15 +17,14 @@ from app.deps import SessionDep
 from app.errors import problem_responses
 from app.pagination import CursorParamsDep
 from app.paths import V1
+from app.schemas import Timestamp
 
 router = APIRouter(prefix=f"{V1}/audit-events", tags=["audit"])
 AUTH_ERRORS = (Unauthenticated, Forbidden, TooManyRequests)
 
 
 def _utc(value: dt.datetime | None) -> dt.datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+    return value.astimezone(dt.UTC) if value is not None else None
 
 
 @router.get(
@@ -43,8 +42,8 @@ async def list_audit_events(
     resource_type: Annotated[str | None, Query(max_length=50)] = None,
     resource_id: Annotated[str | None, Query(max_length=100)] = None,
     outcome: Outcome | None = None,
-    since: Annotated[dt.datetime | None, Query(description="Inclusive, RFC 3339.")] = None,
-    until: Annotated[dt.datetime | None, Query(description="Exclusive, RFC 3339.")] = None,
+    since: Annotated[Timestamp | None, Query(description="Inclusive, RFC 3339.")] = None,
+    until: Annotated[Timestamp | None, Query(description="Exclusive, RFC 3339.")] = None,
 ) -> AuditEventList:
     """Newest first; filters combine."""
     filters = service.AuditFilters(

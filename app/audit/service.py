@@ -25,6 +25,7 @@ from app.audit.redact import redact
 from app.auth.principal import Principal
 from app.db import UnitOfWork, utcnow
 from app.errors import ServiceUnavailable
+from app.ids import new_id
 from app.pagination import CursorParams, paginate
 
 logger = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ async def record(
             head = AuditChainHead(id=HEAD_ID, seq=0, hash=GENESIS_HASH)
             session.add(head)
         event = AuditEvent(
+            id=new_id(),  # every hashed field is set here, none left to column defaults
             seq=head.seq + 1,
             created_at=utcnow(),
             actor_token_id=principal.token_id if principal else None,

@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 from app.auth.deps import Admin
 from app.auth.errors import Forbidden, TooManyRequests, Unauthenticated
 from app.db import utcnow
-from app.deps import ContextDep, SessionDep, UnitOfWorkDep
+from app.deps import SessionDep, UnitOfWorkDep
 from app.errors import problem_responses
 from app.idempotency import (
     IdempotencyDep,
@@ -45,13 +45,10 @@ async def create_token(
     principal: Admin,
     uow: UnitOfWorkDep,
     idem: IdempotencyDep,
-    context: ContextDep,
 ) -> JSONResponse:
     """The response carries the token once; only its hash is kept."""
     async with uow:
-        token, value = await service.create(
-            uow, principal, body, default_ttl_days=context.settings.token_default_ttl_days
-        )
+        token, value = await service.create(uow, principal, body)
         created = TokenCreated(**service.to_schema(token).model_dump(), token=value)
         response = JSONResponse(
             created.model_dump(mode="json"),

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.auth.roles import Role
 from app.schemas import RequestModel
@@ -21,26 +21,10 @@ class TokenCreate(RequestModel):
         pattern=ENVIRONMENT_PATTERN,
         description="Restrict the token to one environment.",
     )
-    expires_at: dt.datetime | None = Field(
-        default=None, description="Default: 90 days from now. Must be in the future."
+    expires_in_days: Annotated[int, Field(ge=1, le=3650)] | Literal["never"] = Field(
+        default=90,
+        description='Days until the token expires (1-3650), or "never" — said explicitly.',
     )
-    no_expiry: bool = Field(
-        default=False, description="Create a token that never expires (needs explicit intent)."
-    )
-
-    @model_validator(mode="after")
-    def _expiry(self) -> TokenCreate:
-        if self.no_expiry and self.expires_at is not None:
-            raise ValueError("give either expires_at or no_expiry, not both")
-        if self.expires_at is not None:
-            if self.expires_at.tzinfo is None:
-                raise ValueError("expires_at needs a time zone (RFC 3339)")
-            now = dt.datetime.now(dt.UTC)
-            if self.expires_at <= now:
-                raise ValueError("expires_at must be in the future")
-            if self.expires_at > now + dt.timedelta(days=3650):
-                raise ValueError("expires_at must be within ten years")
-        return self
 
 
 class Token(BaseModel):

@@ -40,16 +40,13 @@ def to_schema(token: ApiToken, now: dt.datetime | None = None) -> Token:
     )
 
 
-async def create(
-    uow: UnitOfWork, principal: Principal, body: TokenCreate, *, default_ttl_days: int
-) -> tuple[ApiToken, str]:
+async def create(uow: UnitOfWork, principal: Principal, body: TokenCreate) -> tuple[ApiToken, str]:
     """A new token; returns it and the token string, which is never stored."""
     token_id = new_token_id()
     value, secret = new_token(token_id)
     now = utcnow()
-    expires_at = (
-        None if body.no_expiry else body.expires_at or now + dt.timedelta(days=default_ttl_days)
-    )
+    days = body.expires_in_days
+    expires_at = None if days == "never" else now + dt.timedelta(days=days)
     token = ApiToken(
         id=token_id,
         name=body.name,

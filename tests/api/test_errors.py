@@ -187,3 +187,9 @@ class TestUnexpectedErrors:
     async def test_unsafe_request_id_is_replaced(self, client: httpx.AsyncClient) -> None:
         response = await client.get("/health", headers={"x-request-id": "bad id\twith spaces"})
         assert response.headers["x-request-id"] != "bad id\twith spaces"
+
+
+async def test_405_lists_every_method_of_the_path(client: httpx.AsyncClient) -> None:
+    response = await client.put("/v1/tokens")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, POST"

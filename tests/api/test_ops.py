@@ -8,11 +8,13 @@ import httpx
 import pytest_asyncio
 from pydantic import SecretStr
 
+from app.auth.roles import Role
 from app.context import AppContext, build_context
 from app.main import create_app
 from app.runs.models import RunKind
 from app.runs.service import create_run
 from app.settings import Settings
+from tests.factories import app_with, issue_token
 from tests.helpers import free_port
 
 
@@ -107,8 +109,22 @@ class TestMetrics:
         text = (await client.get("/metrics")).text
         assert 'formula_ops_runs{kind="health_check",status="queued"} 3.0' in text
 
-    async def test_metrics_can_be_made_private(self, settings: Settings) -> None:
-        private = settings.model_copy(update={"metrics_public": False})
-        async for http in _client_for(private):
-            response = await http.get("/metrics")
-            assert response.status_code == 404
+    async def test_versioned_routes_are_labelled_by_full_template(
+        self, client: httpx.AsyncClient, context: AppContext
+    ) -> None:
+        admin = await issue_token(context, Role.ADMIN)
+        await client.get("/v1/tokens/0000000000000000", headers=admin.headers)
+        text = (await client.get("/metrics")).text
+        assert 'route="/v1/tokens/{token_id}",status="404"' in text
+
+    async def test_metrics_can_be_made_private(self, context: AppContext) -> None:
+        app = app_with(context, metrics_public=False)
+        viewer = await issue_token(context, Role.VIEWER)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            anonymous = await http.get("/metrics")
+            assert anonymous.status_code == 401
+            assert anonymous.headers["www-authenticate"].startswith("Bearer")
+            allowed = await http.get("/metrics", headers=viewer.headers)
+            assert allowed.status_code == 200
+            assert "formula_ops_http_requests_total" in allowed.text
