@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import getpass
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.exc import OperationalError
 
 from app.audit import service as audit_service
 from app.auth.principal import Principal
@@ -59,6 +62,9 @@ def _run(work: Callable[[Callable[[], UnitOfWork]], Awaitable[T]]) -> T:
     except AppError as exc:
         console.print(f"[red]{exc.title}: {exc.detail or ''}[/red]")
         raise typer.Exit(1) from None
+    except OperationalError as exc:
+        console.print(f"[red]The database is unreachable ({type(exc.orig).__name__}).[/red]")
+        raise typer.Exit(2) from None
 
 
 @tokens.command("create")
@@ -77,12 +83,18 @@ def create_token(
     if no_expiry and expires_in_days:
         console.print("[red]Give either --expires-in-days or --no-expiry.[/red]")
         raise typer.Exit(2)
-    body = TokenCreate(
-        name=name,
-        role=role,
-        environment=environment,
-        expires_in_days="never" if no_expiry else expires_in_days or 90,
-    )
+    try:
+        body = TokenCreate(
+            name=name,
+            role=role,
+            environment=environment,
+            expires_in_days="never" if no_expiry else expires_in_days or 90,
+        )
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"]) or "input"
+            console.print(f"[red]--{where.replace('_', '-')}: {error['msg']}[/red]")
+        raise typer.Exit(2) from None
 
     async def work(unit_of_work: Callable[[], UnitOfWork]) -> tuple[str, str]:
         async with unit_of_work() as uow:
@@ -111,17 +123,27 @@ def list_tokens() -> None:
                     return found
                 cursor = decode_cursor(next_cursor)
 
-    table = Table("id", "name", "role", "environment", "state", "expires", "last used")
-    for token in _run(work):
-        table.add_row(
+    columns = ("id", "name", "role", "environment", "state", "expires", "last used")
+    rows = [
+        (
             token.id,
             token.name,
             token.role.value,
-            token.environment or "",
+            token.environment or "-",
             token.state,
             _when(token.expires_at),
             _when(token.last_used_at),
         )
+        for token in _run(work)
+    ]
+    if not sys.stdout.isatty():  # scripts and pipes: one tab-separated line per token
+        for row in (columns, *rows):
+            print("\t".join(row))
+        return
+    table = Table(*columns)
+    table.columns[0].no_wrap = True
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
 
 

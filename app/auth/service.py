@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass
 
 from sqlalchemy import update
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.audit import service as audit_service
 from app.auth.errors import Forbidden, TooManyRequests, Unauthenticated
@@ -17,6 +19,7 @@ from app.auth.secrets import parse_token, secret_matches
 from app.context import AppContext
 from app.db import utcnow
 
+logger = logging.getLogger(__name__)
 LAST_USED_PRECISION = dt.timedelta(seconds=60)
 
 
@@ -124,10 +127,14 @@ def _principal(token: ApiToken, request: RequestInfo) -> Principal:
 
 
 async def _touch(context: AppContext, token_id: str, now: dt.datetime) -> None:
-    async with context.unit_of_work() as uow:
-        await uow.session.execute(
-            update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=now)
-        )
+    """Record the token's use (at most once a minute); a failure here fails no request."""
+    try:
+        async with context.unit_of_work() as uow:
+            await uow.session.execute(
+                update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=now)
+            )
+    except SQLAlchemyError:
+        logger.warning("could not record the last use of token %s", token_id)
 
 
 async def _deny(
