@@ -7,13 +7,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 from arq.connections import ArqRedis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app import __version__
 from app.db import UnitOfWork, create_engine, make_sessionmaker, write_engine
 from app.metrics import Metrics
 from app.queue import Queue, connect_redis
+from app.runs.notify import RunNotifier
 from app.settings import Settings
 
 
@@ -29,6 +32,8 @@ class AppContext:
     write_sessionmaker: async_sessionmaker[AsyncSession]
     redis: ArqRedis
     queue: Queue
+    http: httpx.AsyncClient
+    notifier: RunNotifier
     metrics: Metrics = field(default_factory=Metrics)
 
     def unit_of_work(self) -> UnitOfWork:
@@ -46,6 +51,8 @@ class AppContext:
             await conn.execute(text("SELECT 1"))
 
     async def aclose(self) -> None:
+        await self.notifier.aclose()
+        await self.http.aclose()
         await self.redis.aclose(close_connection_pool=True)
         await self.engine.dispose()
 
@@ -81,5 +88,9 @@ def build_context(settings: Settings, *, metrics: Metrics | None = None) -> AppC
         write_sessionmaker=make_sessionmaker(write_engine(engine)),
         redis=redis,
         queue=Queue(redis, settings.queue_name),
+        http=httpx.AsyncClient(
+            timeout=httpx.Timeout(10.0), headers={"User-Agent": f"formula-ops/{__version__}"}
+        ),
+        notifier=RunNotifier(redis, settings.redis_prefix),
         metrics=metrics or Metrics(),
     )

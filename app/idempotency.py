@@ -139,6 +139,13 @@ class Idempotency:
         await _store(session, self, response)
         self.completed = True
 
+    async def replace(self, context: AppContext, response: Response) -> None:
+        """Store a later answer to the same request (e.g. after ``Prefer: wait``)."""
+        if not self.active:
+            return
+        async with context.unit_of_work() as uow:
+            await _store(uow.session, self, response)
+
 
 async def _store(session: AsyncSession, idem: Idempotency, response: Response) -> None:
     assert idem.token_id is not None

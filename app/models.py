@@ -4,7 +4,7 @@ from app.audit.models import AuditChainHead, AuditEvent
 from app.auth.models import ApiToken
 from app.idempotency import IdempotencyRecord
 from app.outbox import OutboxEvent
-from app.runs.models import Run, Step
+from app.runs.models import Run, RunEvent, Step
 
 __all__ = [
     "ApiToken",
@@ -13,5 +13,6 @@ __all__ = [
     "IdempotencyRecord",
     "OutboxEvent",
     "Run",
+    "RunEvent",
     "Step",
 ]

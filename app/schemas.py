@@ -8,6 +8,9 @@ from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
+# Printable text (no control characters): what identifiers and filters may contain.
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+
 
 class RequestModel(BaseModel):
     """Base of every request body: unknown fields are an error, not silently dropped."""

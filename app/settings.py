@@ -10,10 +10,29 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+class ServiceProbe(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    url: str = Field(pattern=r"^https?://")
+
+
+class HealthCheckSettings(BaseModel):
+    """What the daily health check probes (``FORMULA_OPS_HEALTH_CHECK__...``)."""
+
+    services: list[ServiceProbe] = Field(
+        default_factory=list,
+        description="Health URLs to probe; default: the control plane's own /health.",
+    )
+    disk_paths: list[str] = Field(default_factory=lambda: ["/"])
+    log_files: list[str] = Field(default_factory=list)
+    schedule_hour: int = Field(default=6, ge=0, le=23, description="Daily run, UTC hour.")
+    schedule_minute: int = Field(default=0, ge=0, le=59)
+    schedule_enabled: bool = True
 
 
 class Settings(BaseSettings):
@@ -56,6 +75,10 @@ class Settings(BaseSettings):
     )
     token_requests_per_minute: int = Field(default=600, ge=1)
     idempotency_ttl_hours: int = Field(default=24, ge=1, le=24 * 30)
+    worker_poll_delay_seconds: float = Field(default=0.05, gt=0, le=5)
+    reconcile_every_seconds: int = Field(default=5, ge=1, le=60)
+    reconcile_stale_after_seconds: float = Field(default=10, gt=0)
+    health_check: HealthCheckSettings = Field(default_factory=HealthCheckSettings)
     storage_url: str | None = Field(
         default=None, description="file:///path or s3://bucket/prefix for backups."
     )

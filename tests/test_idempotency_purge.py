@@ -9,9 +9,10 @@ from sqlalchemy import select
 from app.context import AppContext
 from app.db import utcnow
 from app.idempotency import IdempotencyRecord
+from app.settings import Settings
 from workers.context import WorkerContext
 from workers.cron import purge_idempotency_keys
-from workers.main import WorkerSettings
+from workers.main import cron_jobs
 
 
 def _record(key: str, expires_at: dt.datetime) -> IdempotencyRecord:
@@ -41,6 +42,6 @@ async def test_purge_removes_only_expired_keys(context: AppContext) -> None:
 
 
 def test_purge_is_scheduled_once_an_hour_on_one_worker() -> None:
-    (job,) = [c for c in WorkerSettings.cron_jobs if c.coroutine is purge_idempotency_keys]
+    (job,) = [c for c in cron_jobs(Settings()) if c.coroutine is purge_idempotency_keys]
     assert job.unique
     assert job.minute == 17

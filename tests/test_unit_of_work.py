@@ -5,8 +5,6 @@ A real arq worker (burst mode) executes what was enqueued, on both backends.
 
 from __future__ import annotations
 
-import datetime as dt
-
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import func, select
@@ -14,8 +12,10 @@ from sqlalchemy import func, select
 from app.context import AppContext, build_context
 from app.outbox import OutboxEvent
 from app.queue import JobName
+from app.runs import engine
 from app.runs import service as run_service
 from app.runs.models import Run, RunKind, RunStatus
+from app.runs.service import StepSpec
 from app.settings import Settings
 from tests.helpers import free_port, run_worker_burst
 
@@ -29,6 +29,9 @@ async def queued_jobs(context: AppContext) -> int:
     return int(await context.redis.zcard(context.settings.queue_name))
 
 
+STEPS = [StepSpec("pause", "wait", {"seconds": 0})]
+
+
 class Boom(Exception):
     pass
 
@@ -37,7 +40,12 @@ class TestUnitOfWork:
     async def test_commit_writes_row_and_event_then_enqueues(self, context: AppContext) -> None:
         async with context.unit_of_work() as uow:
             run = await run_service.create_run(
-                uow, context.queue, kind=RunKind.HEALTH_CHECK, params={"a": 1}, requested_by="t"
+                uow,
+                context,
+                kind=RunKind.HEALTH_CHECK,
+                steps=STEPS,
+                params={"a": 1},
+                requested_by="t",
             )
             # inside the transaction: nothing has left for Redis yet
             assert await queued_jobs(context) == 0
@@ -51,7 +59,7 @@ class TestUnitOfWork:
         with pytest.raises(Boom):
             async with context.unit_of_work() as uow:
                 await run_service.create_run(
-                    uow, context.queue, kind=RunKind.HEALTH_CHECK, params={}, requested_by="t"
+                    uow, context, kind=RunKind.HEALTH_CHECK, steps=STEPS, requested_by="t"
                 )
                 raise Boom
         assert await count(context, Run) == 0
@@ -68,7 +76,7 @@ class TestUnitOfWork:
         try:
             async with context.unit_of_work() as uow:
                 run = await run_service.create_run(
-                    uow, context.queue, kind=RunKind.HEALTH_CHECK, params={}, requested_by="t"
+                    uow, context, kind=RunKind.HEALTH_CHECK, steps=STEPS, requested_by="t"
                 )
             async with context.sessionmaker() as session:
                 stored = await session.get(Run, run.id)
@@ -86,30 +94,30 @@ class TestUnitOfWork:
 
 
 class TestWorkerExecutesQueuedRuns:
-    async def test_worker_claims_and_ends_a_run_without_executor(
+    async def test_worker_claims_and_runs_the_steps(
         self, context: AppContext, settings: Settings
     ) -> None:
         async with context.unit_of_work() as uow:
             run = await run_service.create_run(
-                uow, context.queue, kind=RunKind.PLAYBOOK, params={}, requested_by="t"
+                uow, context, kind=RunKind.PLAYBOOK, steps=STEPS, requested_by="t"
             )
-        assert await run_worker_burst(settings) == 1
+        await run_worker_burst(settings)
         async with context.sessionmaker() as session:
             done = await session.get_one(Run, run.id)
             events = (await session.scalars(select(OutboxEvent.type))).all()
-        assert done.status == RunStatus.ERROR
-        assert done.failure_type == "/problems/unsupported-run-kind"
+        assert done.status == RunStatus.SUCCESS
+        assert done.failure_type is None
         assert done.lease_epoch == 1
         assert done.started_at is not None
         assert done.finished_at is not None
-        assert sorted(events) == ["run.error", "run.queued"]
+        assert sorted(events) == ["playbook.succeeded", "run.queued"]
 
     async def test_duplicate_job_finds_nothing_to_do(
         self, context: AppContext, settings: Settings
     ) -> None:
         async with context.unit_of_work() as uow:
             run = await run_service.create_run(
-                uow, context.queue, kind=RunKind.PLAYBOOK, params={}, requested_by="t"
+                uow, context, kind=RunKind.PLAYBOOK, steps=STEPS, requested_by="t"
             )
         await run_worker_burst(settings)
         # the same run enqueued again under a fresh id, as a reconciler would
@@ -124,28 +132,27 @@ class TestWorkerExecutesQueuedRuns:
     async def test_arq_refuses_a_job_id_it_still_knows(self, context: AppContext) -> None:
         async with context.unit_of_work() as uow:
             run = await run_service.create_run(
-                uow, context.queue, kind=RunKind.PLAYBOOK, params={}, requested_by="t"
+                uow, context, kind=RunKind.PLAYBOOK, steps=STEPS, requested_by="t"
             )
         assert not await context.queue.enqueue(JobName.EXECUTE_RUN, run.id, job_id=run.id)
 
     async def test_claim_is_exclusive(self, context: AppContext) -> None:
         async with context.unit_of_work() as uow:
             run = await run_service.create_run(
-                uow, context.queue, kind=RunKind.PLAYBOOK, params={}, requested_by="t"
+                uow, context, kind=RunKind.PLAYBOOK, steps=STEPS, requested_by="t"
             )
-        lease = dt.timedelta(seconds=30)
-        async with context.unit_of_work() as uow:
-            first = await run_service.claim(uow, run.id, owner="a", lease=lease)
-        async with context.unit_of_work() as uow:
-            second = await run_service.claim(uow, run.id, owner="b", lease=lease)
-        assert first is not None
-        assert first.lease_owner == "a"
+        first = await engine.claim(context, run.id, "a")
+        second = await engine.claim(context, run.id, "b")
+        assert first == 1
         assert second is None
+        async with context.sessionmaker() as session:
+            claimed = await session.get_one(Run, run.id)
+        assert claimed.lease_owner == "a"
 
     async def test_jobs_are_json_on_the_queue(self, context: AppContext) -> None:
         async with context.unit_of_work() as uow:
             run = await run_service.create_run(
-                uow, context.queue, kind=RunKind.PLAYBOOK, params={}, requested_by="t"
+                uow, context, kind=RunKind.PLAYBOOK, steps=STEPS, requested_by="t"
             )
         raw = await context.redis.get(f"arq:job:{run.id}")
         assert raw is not None

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 
 from app import idempotency
+from app.auth.principal import Principal
+from app.auth.roles import Role
+from app.health_checks import service as health_check_service
+from app.runs import service as run_service
 from workers.context import WorkerContext
 
 logger = logging.getLogger(__name__)
@@ -15,3 +20,20 @@ async def purge_idempotency_keys(ctx: WorkerContext) -> int:
         purged = await idempotency.purge_expired(uow.session)
     logger.info("purged %d expired idempotency keys", purged)
     return purged
+
+
+async def reconcile_runs(ctx: WorkerContext) -> dict[str, int]:
+    context = ctx["context"]
+    stale_after = dt.timedelta(seconds=context.settings.reconcile_stale_after_seconds)
+    done = await run_service.reconcile(context, stale_after=stale_after)
+    return {"requeued_expired": done.requeued_expired, "reenqueued_stale": done.reenqueued_stale}
+
+
+async def scheduled_health_check(ctx: WorkerContext) -> str:
+    """The runbook's daily health check, as ``schedule:daily-health-check``."""
+    context = ctx["context"]
+    async with context.unit_of_work() as uow:
+        run = await health_check_service.create(
+            uow, context, Principal.system("schedule:daily-health-check", Role.OPERATOR)
+        )
+    return run.id

@@ -1,28 +1,53 @@
-"""The arq worker: registered functions, hooks, and how it connects."""
+"""The arq worker: registered functions, periodic jobs, hooks, and how it connects."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from arq.cron import cron
+from arq.cron import CronJob, cron
 from arq.worker import Worker, func
 
 from app.queue import JobName, connect_redis, deserialize_job, serialize_job
 from app.settings import Settings, get_settings
 from workers.context import shutdown, startup
-from workers.cron import purge_idempotency_keys
+from workers.cron import purge_idempotency_keys, reconcile_runs, scheduled_health_check
 from workers.runs import execute_run
 
 FUNCTIONS = [func(execute_run, name=JobName.EXECUTE_RUN.value)]  # type: ignore[arg-type]
+
+
+def cron_jobs(settings: Settings) -> list[CronJob]:
+    """Periodic jobs; ``unique`` makes each run on one worker at a time."""
+    every = settings.reconcile_every_seconds
+    jobs = [
+        cron(
+            reconcile_runs,  # type: ignore[arg-type]
+            second=set(range(0, 60, every)),
+            unique=True,
+            run_at_startup=True,
+            timeout=max(every * 4, 30),
+        ),
+        cron(purge_idempotency_keys, minute=17, unique=True, run_at_startup=False),  # type: ignore[arg-type]
+    ]
+    schedule = settings.health_check
+    if schedule.schedule_enabled:
+        jobs.append(
+            cron(
+                scheduled_health_check,  # type: ignore[arg-type]
+                name="daily_health_check",
+                hour=schedule.schedule_hour,
+                minute=schedule.schedule_minute,
+                second=0,
+                unique=True,
+            )
+        )
+    return jobs
 
 
 class WorkerSettings:
     """The arq worker's fixed parts; :func:`create_worker` adds what comes from settings."""
 
     functions = FUNCTIONS
-    cron_jobs = [
-        cron(purge_idempotency_keys, minute=17, unique=True, run_at_startup=False),  # type: ignore[arg-type]
-    ]
     on_startup = startup
     on_shutdown = shutdown
     job_serializer = serialize_job
@@ -40,7 +65,6 @@ def create_worker(settings: Settings | None = None, **overrides: Any) -> Worker:
         name: getattr(WorkerSettings, name)
         for name in (
             "functions",
-            "cron_jobs",
             "on_startup",
             "on_shutdown",
             "job_serializer",
@@ -50,6 +74,7 @@ def create_worker(settings: Settings | None = None, **overrides: Any) -> Worker:
         )
     }
     options |= {
+        "cron_jobs": cron_jobs(settings),
         "queue_name": settings.queue_name,
         "redis_pool": connect_redis(
             settings.redis_url.get_secret_value(), queue_name=settings.queue_name
@@ -57,6 +82,7 @@ def create_worker(settings: Settings | None = None, **overrides: Any) -> Worker:
         "ctx": {"settings": settings},
         "max_jobs": settings.worker_max_jobs,
         "job_timeout": settings.worker_job_timeout_seconds,
+        "poll_delay": settings.worker_poll_delay_seconds,
         "health_check_key": f"{settings.queue_name}:health-check",
     }
     options.update(overrides)

@@ -1,17 +1,11 @@
-"""The job that executes a run: claim it, then hand it to its kind's executor."""
+"""The job that executes a run: claim it, then run its steps (see app.runs.engine)."""
 
 from __future__ import annotations
 
-import datetime as dt
-
-from app.runs import service as run_service
+from app.runs import engine
 from workers.context import WorkerContext
 
 
 async def execute_run(ctx: WorkerContext, run_id: str) -> str | None:
-    context = ctx["context"]
-    lease = dt.timedelta(seconds=context.settings.run_lease_seconds)
-    status = await run_service.run_job(
-        context.unit_of_work, run_id, owner=ctx["worker_id"], lease=lease
-    )
+    status = await engine.execute(ctx["context"], run_id, ctx["worker_id"])
     return status.value if status is not None else None

@@ -17,7 +17,7 @@ from app.deps import SessionDep
 from app.errors import problem_responses
 from app.pagination import CursorParamsDep
 from app.paths import V1
-from app.schemas import Timestamp
+from app.schemas import PRINTABLE, Timestamp
 
 router = APIRouter(prefix=f"{V1}/audit-events", tags=["audit"])
 AUTH_ERRORS = (Unauthenticated, Forbidden, TooManyRequests)
@@ -37,10 +37,14 @@ async def list_audit_events(
     principal: Viewer,
     session: SessionDep,
     page: CursorParamsDep,
-    actor: Annotated[str | None, Query(max_length=200, description="Token id.")] = None,
-    action: Annotated[str | None, Query(max_length=100, examples=["token.create"])] = None,
-    resource_type: Annotated[str | None, Query(max_length=50)] = None,
-    resource_id: Annotated[str | None, Query(max_length=100)] = None,
+    actor: Annotated[
+        str | None, Query(max_length=200, pattern=PRINTABLE, description="Token id.")
+    ] = None,
+    action: Annotated[
+        str | None, Query(max_length=100, pattern=PRINTABLE, examples=["token.create"])
+    ] = None,
+    resource_type: Annotated[str | None, Query(max_length=50, pattern=PRINTABLE)] = None,
+    resource_id: Annotated[str | None, Query(max_length=100, pattern=PRINTABLE)] = None,
     outcome: Outcome | None = None,
     since: Annotated[Timestamp | None, Query(description="Inclusive, RFC 3339.")] = None,
     until: Annotated[Timestamp | None, Query(description="Exclusive, RFC 3339.")] = None,

@@ -59,6 +59,7 @@ def require_role(
         )
 
     setattr(dependency, ROLE_MARK, role)
+    dependency.environment_scoped = environment_scoped  # type: ignore[attr-defined]
     dependency.__name__ = f"require_{role.value}"
     return dependency
 
@@ -67,3 +68,7 @@ Viewer = Annotated[Principal, Depends(require_role(Role.VIEWER))]
 Deployer = Annotated[Principal, Depends(require_role(Role.DEPLOYER))]
 Operator = Annotated[Principal, Depends(require_role(Role.OPERATOR))]
 Admin = Annotated[Principal, Depends(require_role(Role.ADMIN))]
+
+# Routes whose resources belong to an environment: a restricted token sees only its own.
+ScopedViewer = Annotated[Principal, Depends(require_role(Role.VIEWER, environment_scoped=True))]
+ScopedOperator = Annotated[Principal, Depends(require_role(Role.OPERATOR, environment_scoped=True))]

@@ -6,7 +6,7 @@ import datetime as dt
 import enum
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base, utcnow
@@ -51,6 +51,15 @@ class StepStatus(enum.StrEnum):
     SUCCESS = "success"
     FAILURE = "failure"
     SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+
+class Level(enum.StrEnum):
+    """How a probe's measurement compares with the runbook's thresholds."""
+
+    OK = "ok"
+    WARNING = "warning"
+    CRITICAL = "critical"
 
 
 class Run(Base):
@@ -77,6 +86,9 @@ class Run(Base):
     enqueue_count: Mapped[int] = mapped_column(default=0)
     failure_type: Mapped[str | None] = mapped_column(String(200))
     failure_detail: Mapped[str | None] = mapped_column(Text)
+    cancel_requested_at: Mapped[dt.datetime | None]
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    event_seq: Mapped[int] = mapped_column(default=0)
 
     steps: Mapped[list[Step]] = relationship(
         back_populates="run", lazy="raise", order_by="Step.position"
@@ -98,5 +110,30 @@ class Step(Base):
     finished_at: Mapped[dt.datetime | None]
     output: Mapped[str | None] = mapped_column(Text)
     output_truncated: Mapped[bool] = mapped_column(default=False)
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    idempotent: Mapped[bool] = mapped_column(default=False)
+    stop_on_failure: Mapped[bool] = mapped_column(default=True)
+    timeout_seconds: Mapped[float] = mapped_column(default=300.0)
+    level: Mapped[str | None] = mapped_column(String(16))
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
 
     run: Mapped[Run] = relationship(back_populates="steps", lazy="raise")
+
+
+class RunEvent(Base):
+    """Progress of a run, in order: step started/finished, log lines, final status.
+
+    ``seq`` counts per run from 1 and is the Server-Sent Events id, so a client resumes
+    with ``Last-Event-ID`` exactly where it stopped.
+    """
+
+    __tablename__ = "run_event"
+    __table_args__ = (UniqueConstraint("run_id", "seq"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    run_id: Mapped[str] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"))
+    seq: Mapped[int]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    type: Mapped[str] = mapped_column(String(32))
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -1,143 +1,444 @@
-"""Run lifecycle rules: create (row + event + enqueue after commit), claim, complete.
+"""Run rules: create (rows + event + enqueue after commit), read, wait, cancel, reconcile.
 
-Executors for each run kind plug in through :func:`register_executor`; the worker's job
-only claims a run and hands it to :func:`execute`.
+A run's plan is data: ordered step rows, each a typed action with validated parameters,
+written with the run. Workers execute rows (:mod:`app.runs.engine`); the kind of a run
+only decides its plan and how its outcome is summarised (:mod:`app.runs.kinds`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import update
+from arq.constants import in_progress_key_prefix, job_key_prefix
+from pydantic import ValidationError
+from sqlalchemy import Select, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
 
+from app.audit import service as audit_service
+from app.auth.principal import Principal
+from app.context import AppContext
 from app.db import UnitOfWork, utcnow
+from app.errors import AppError, NotFound, ValidationFailed
 from app.outbox import add_event
+from app.pagination import CursorParams, paginate
 from app.queue import JobName, Queue
-from app.runs.models import TERMINAL_STATUSES, Run, RunKind, RunStatus
+from app.runs.actions import get_action
+from app.runs.models import TERMINAL_STATUSES, Run, RunEvent, RunKind, RunStatus, Step, StepStatus
 
 logger = logging.getLogger(__name__)
 
-Executor = Callable[[UnitOfWork, Run], Awaitable[RunStatus]]
-_EXECUTORS: dict[RunKind, Executor] = {}
+
+class RunNotFound(NotFound):
+    type = "/problems/run-not-found"
+    title = "Run not found"
 
 
-def register_executor(kind: RunKind, executor: Executor) -> None:
-    _EXECUTORS[kind] = executor
+class RunAlreadyFinished(AppError):
+    type = "/problems/run-finished"
+    title = "Run already finished"
+    status = 409
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """One planned step: an action, its parameters, and how to treat it."""
+
+    name: str
+    action: str
+    params: dict[str, Any] = field(default_factory=dict)
+    idempotent: bool | None = None  # default: what the action declares
+    timeout_seconds: float = 300.0
+    stop_on_failure: bool = True
+
+
+def validate_plan(steps: Sequence[StepSpec]) -> list[StepSpec]:
+    """Each step's parameters checked against its action (422 on the first bad one)."""
+    checked = []
+    for position, spec in enumerate(steps):
+        try:
+            action = get_action(spec.action)
+            params = action.params.model_validate(spec.params).model_dump(mode="json")
+        except (ValueError, ValidationError) as exc:
+            raise ValidationFailed(
+                f"step {position} ({spec.name}) is invalid",
+                errors=[{"loc": ["steps", position], "msg": str(exc), "type": "invalid_step"}],
+            ) from None
+        idempotent = action.idempotent if spec.idempotent is None else spec.idempotent
+        checked.append(
+            StepSpec(
+                spec.name,
+                spec.action,
+                params,
+                idempotent,
+                spec.timeout_seconds,
+                spec.stop_on_failure,
+            )
+        )
+    return checked
+
+
+def plan_view(steps: Sequence[StepSpec]) -> list[dict[str, Any]]:
+    """The concrete plan a dry run returns."""
+    return [
+        {
+            "position": position,
+            "name": spec.name,
+            "action": spec.action,
+            "params": spec.params,
+            "idempotent": spec.idempotent,
+            "timeout_seconds": spec.timeout_seconds,
+            "stop_on_failure": spec.stop_on_failure,
+        }
+        for position, spec in enumerate(steps)
+    ]
+
+
+async def append_event(
+    session: AsyncSession, run_id: str, type: str, data: dict[str, Any] | None = None
+) -> RunEvent:
+    """The run's next progress event (``seq`` + 1), in the caller's transaction."""
+    seq = await session.scalar(
+        update(Run)
+        .where(Run.id == run_id)
+        .values(event_seq=Run.event_seq + 1)
+        .returning(Run.event_seq)
+    )
+    if seq is None:
+        raise RunNotFound(f"No run {run_id!r}")
+    event = RunEvent(run_id=run_id, seq=seq, type=type, data=data or {}, created_at=utcnow())
+    session.add(event)
+    await session.flush()
+    return event
+
+
+def job_id(run_id: str, enqueue_count: int) -> str:
+    """The arq job id of a run's n-th enqueue: the run id, then ``<run id>:<n>`` (arq
+    refuses an id it still remembers)."""
+    return run_id if enqueue_count <= 1 else f"{run_id}:{enqueue_count}"
+
+
+def _notify_after_commit(uow: UnitOfWork, context: AppContext, run_id: str) -> None:
+    async def _publish() -> None:
+        await context.notifier.publish(run_id)
+
+    uow.after_commit(_publish)
 
 
 async def create_run(
     uow: UnitOfWork,
-    queue: Queue,
+    context: AppContext,
     *,
     kind: RunKind,
-    params: dict[str, Any],
-    requested_by: str | None,
+    steps: Sequence[StepSpec],
+    params: dict[str, Any] | None = None,
+    requested_by: str,
     environment: str | None = None,
 ) -> Run:
-    """Write a queued run and its event; enqueue its job once the transaction commits."""
+    """Write a queued run, its steps, its first event and its outbox event; enqueue the
+    job once the transaction commits."""
+    plan = validate_plan(steps)
+    now = utcnow()
     run = Run(
         kind=kind.value,
         status=RunStatus.QUEUED.value,
-        params=params,
+        params=params or {},
         requested_by=requested_by,
         environment=environment,
         enqueue_count=1,
+        created_at=now,
+        updated_at=now,
     )
     uow.session.add(run)
     await uow.session.flush()
+    for position, spec in enumerate(plan):
+        uow.session.add(
+            Step(
+                run_id=run.id,
+                position=position,
+                name=spec.name,
+                action=spec.action,
+                params=spec.params,
+                idempotent=bool(spec.idempotent),
+                timeout_seconds=spec.timeout_seconds,
+                stop_on_failure=spec.stop_on_failure,
+            )
+        )
+    await uow.session.flush()
+    await append_event(uow.session, run.id, "run.queued", {"status": "queued"})
     await add_event(uow.session, "run.queued", {"id": run.id, "kind": run.kind})
-    run_id = run.id
+    run_id, queue = run.id, context.queue
 
     async def _enqueue() -> None:
         await queue.enqueue(JobName.EXECUTE_RUN, run_id, job_id=run_id)
 
     uow.after_commit(_enqueue)
+    _notify_after_commit(uow, context, run_id)
     return run
 
 
-async def claim(uow: UnitOfWork, run_id: str, *, owner: str, lease: dt.timedelta) -> Run | None:
-    """Take a queued run (queued -> in_progress); None when another worker has it or it is done.
+def _visible(statement: Select[Run], principal: Principal | None) -> Select[Run]:
+    if principal is not None and principal.environment is not None:
+        statement = statement.where(Run.environment == principal.environment)
+    return statement
 
-    The conditional update is the whole guarantee: a duplicate arq job, or a second
-    worker, matches no row and does nothing.
-    """
-    now = utcnow()
-    result = await uow.session.execute(
-        update(Run)
-        .where(Run.id == run_id, Run.status == RunStatus.QUEUED.value)
-        .values(
-            status=RunStatus.IN_PROGRESS.value,
-            lease_owner=owner,
-            lease_expires_at=now + lease,
-            lease_epoch=Run.lease_epoch + 1,
-            started_at=now,
-            updated_at=now,
-        )
-        .execution_options(synchronize_session=False)
+
+async def get_run(
+    session: AsyncSession, run_id: str, principal: Principal | None, *, kind: RunKind | None = None
+) -> Run:
+    """A run with its steps; 404 when it does not exist or the caller may not see it."""
+    statement = _visible(
+        select(Run).where(Run.id == run_id).options(selectinload(Run.steps)), principal
     )
-    if getattr(result, "rowcount", 0) != 1:
-        return None
-    return await uow.session.get(Run, run_id, populate_existing=True)
+    if kind is not None:
+        statement = statement.where(Run.kind == kind.value)
+    run = await session.scalar(statement.execution_options(populate_existing=True))
+    if run is None:
+        raise RunNotFound(f"No run {run_id!r}")
+    return run
 
 
-async def complete(
+@dataclass(frozen=True)
+class RunFilters:
+    kind: RunKind | None = None
+    status: RunStatus | None = None
+    environment: str | None = None
+    requested_by: str | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+
+
+async def list_page(
+    session: AsyncSession, filters: RunFilters, page: CursorParams, principal: Principal
+) -> tuple[Sequence[Run], str | None]:
+    statement = _visible(select(Run).options(selectinload(Run.steps)), principal)
+    if filters.kind is not None:
+        statement = statement.where(Run.kind == filters.kind.value)
+    if filters.status is not None:
+        statement = statement.where(Run.status == filters.status.value)
+    if filters.environment is not None:
+        statement = statement.where(Run.environment == filters.environment)
+    if filters.requested_by is not None:
+        statement = statement.where(Run.requested_by == filters.requested_by)
+    if filters.since is not None:
+        statement = statement.where(Run.created_at >= filters.since)
+    if filters.until is not None:
+        statement = statement.where(Run.created_at < filters.until)
+    return await paginate(session, statement, page, created_at=Run.created_at, id=Run.id)
+
+
+async def wait_terminal(
+    context: AppContext, run_id: str, principal: Principal | None, seconds: float
+) -> Run:
+    """The run once it is terminal, or as it is when ``seconds`` have passed.
+
+    Holds no database connection while waiting: it reads, then sleeps until the run's
+    change notification (or a bounded back-off timeout) wakes it.
+    """
+    deadline = time.monotonic() + max(0.0, seconds)
+    backoff = 1.0
+    while True:
+        async with context.sessionmaker() as session:
+            run = await get_run(session, run_id, principal)
+        remaining = deadline - time.monotonic()
+        if run.status in TERMINAL_STATUSES or remaining <= 0:
+            return run
+        await context.notifier.wait(run_id, min(remaining, backoff))
+        backoff = min(backoff * 2, 5.0)
+
+
+async def events_after(
+    session: AsyncSession, run_id: str, seq: int, limit: int = 500
+) -> list[RunEvent]:
+    rows = await session.scalars(
+        select(RunEvent)
+        .where(RunEvent.run_id == run_id, RunEvent.seq > seq)
+        .order_by(RunEvent.seq)
+        .limit(limit)
+    )
+    return list(rows)
+
+
+async def cancel(uow: UnitOfWork, context: AppContext, principal: Principal, run_id: str) -> Run:
+    """A queued run ends ``cancelled`` at once; a running one stops after its current
+    step (its worker sees the request); a finished one is a 409."""
+    run = await get_run(uow.session, run_id, principal)
+    if run.status in TERMINAL_STATUSES:
+        raise RunAlreadyFinished(f"Run {run_id} already ended with status {run.status}")
+    now = utcnow()
+    if run.status == RunStatus.QUEUED:
+        await finish(
+            uow,
+            context,
+            run,
+            RunStatus.CANCELLED,
+            failure_type="/problems/cancelled",
+            failure_detail=f"cancelled by {principal.actor} before it started",
+        )
+        for step in run.steps:
+            if step.status == StepStatus.PENDING:
+                step.status = StepStatus.CANCELLED.value
+    else:
+        run.cancel_requested_at = now
+        await append_event(uow.session, run.id, "run.cancel_requested", {"by": principal.actor})
+        _notify_after_commit(uow, context, run.id)
+    await audit_service.record(
+        uow.session,
+        principal,
+        action="run.cancel",
+        resource_type="run",
+        resource_id=run.id,
+        summary={"kind": run.kind, "status_before": run.status},
+    )
+    await uow.session.flush()
+    return run
+
+
+async def finish(
     uow: UnitOfWork,
+    context: AppContext,
     run: Run,
     status: RunStatus,
     *,
     failure_type: str | None = None,
     failure_detail: str | None = None,
+    result: dict[str, Any] | None = None,
 ) -> None:
-    """End a run in a terminal status and announce it, in the caller's transaction."""
+    """End a run: status, its final progress event and its outbox event, together."""
     if status not in TERMINAL_STATUSES:
         raise ValueError(f"{status} is not a terminal status")
     now = utcnow()
     run.status = status.value
     run.finished_at = now
+    run.updated_at = now
     run.lease_owner = None
     run.lease_expires_at = None
     run.failure_type = failure_type
     run.failure_detail = failure_detail
+    if result is not None:
+        run.result = result
     await uow.session.flush()
+    await append_event(
+        uow.session,
+        run.id,
+        "run.finished",
+        {"status": status.value, "failure_type": failure_type, "failure_detail": failure_detail},
+    )
     await add_event(
         uow.session,
-        f"run.{status.value}",
-        {"id": run.id, "kind": run.kind, "failure_type": failure_type},
+        f"{run.kind}.{_past(status)}",
+        {"id": run.id, "kind": run.kind, "status": status.value, "failure_type": failure_type},
     )
+    _notify_after_commit(uow, context, run.id)
 
 
-async def execute(uow: UnitOfWork, run: Run) -> RunStatus:
-    """Run the executor of the run's kind; a kind without one ends the run in ``error``."""
-    executor = _EXECUTORS.get(RunKind(run.kind))
-    if executor is None:
-        await complete(
-            uow,
-            run,
-            RunStatus.ERROR,
-            failure_type="/problems/unsupported-run-kind",
-            failure_detail=f"no executor is installed for runs of kind {run.kind!r}",
+def _past(status: RunStatus) -> str:
+    return {
+        RunStatus.SUCCESS: "succeeded",
+        RunStatus.FAILURE: "failed",
+        RunStatus.ERROR: "errored",
+        RunStatus.CANCELLED: "cancelled",
+        RunStatus.ROLLED_BACK: "rolled_back",
+    }.get(status, status.value)
+
+
+@dataclass
+class Reconciled:
+    requeued_expired: int = 0
+    reenqueued_stale: int = 0
+
+
+async def reconcile(
+    context: AppContext, *, stale_after: dt.timedelta, batch: int = 200
+) -> Reconciled:
+    """Liveness: runs whose worker lost its lease go back to ``queued``; queued runs
+    whose arq job is gone (Redis restarted or flushed) are enqueued again under a fresh
+    job id. Every change is a conditional update, so two reconcilers never double up."""
+    done = Reconciled()
+    now = utcnow()
+    async with context.sessionmaker() as session:
+        expired = (
+            await session.execute(
+                select(Run.id, Run.lease_epoch, Run.enqueue_count)
+                .where(Run.status == RunStatus.IN_PROGRESS.value, Run.lease_expires_at < now)
+                .limit(batch)
+            )
+        ).all()
+        stale = (
+            await session.execute(
+                select(Run.id, Run.enqueue_count)
+                .where(Run.status == RunStatus.QUEUED.value, Run.updated_at < now - stale_after)
+                .order_by(Run.created_at)
+                .limit(batch)
+            )
+        ).all()
+    for run_id, epoch, count in expired:
+        async with context.unit_of_work() as uow:
+            changed = await uow.session.execute(
+                update(Run)
+                .where(
+                    Run.id == run_id,
+                    Run.lease_epoch == epoch,
+                    Run.status == RunStatus.IN_PROGRESS.value,
+                )
+                .values(
+                    status=RunStatus.QUEUED.value,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    enqueue_count=count + 1,
+                    updated_at=now,
+                )
+            )
+            if getattr(changed, "rowcount", 0) != 1:
+                continue
+            await append_event(uow.session, run_id, "run.requeued", {"reason": "lease_expired"})
+            _enqueue_after_commit(uow, context.queue, run_id, count + 1)
+            _notify_after_commit(uow, context, run_id)
+        done.requeued_expired += 1
+    for run_id, count in stale:
+        if await _arq_knows(context, job_id(run_id, count)):
+            continue  # still waiting in arq's queue (workers busy): leave it
+        async with context.unit_of_work() as uow:
+            changed = await uow.session.execute(
+                update(Run)
+                .where(
+                    Run.id == run_id,
+                    Run.status == RunStatus.QUEUED.value,
+                    Run.enqueue_count == count,
+                )
+                .values(enqueue_count=count + 1, updated_at=now)
+            )
+            if getattr(changed, "rowcount", 0) != 1:
+                continue
+            _enqueue_after_commit(uow, context.queue, run_id, count + 1)
+        done.reenqueued_stale += 1
+    if done.requeued_expired or done.reenqueued_stale:
+        logger.info(
+            "reconciled: %d expired leases requeued, %d lost jobs enqueued again",
+            done.requeued_expired,
+            done.reenqueued_stale,
         )
-        return RunStatus.ERROR
-    status = await executor(uow, run)
-    await complete(uow, run, status)
-    return status
+    return done
 
 
-async def run_job(
-    unit_of_work: Callable[[], UnitOfWork], run_id: str, *, owner: str, lease: dt.timedelta
-) -> RunStatus | None:
-    """What a worker does with a run id: claim it (committed), then execute it.
+def _enqueue_after_commit(uow: UnitOfWork, queue: Queue, run_id: str, count: int) -> None:
+    async def _enqueue() -> None:
+        await queue.enqueue(JobName.EXECUTE_RUN, run_id, job_id=job_id(run_id, count))
 
-    Returns None when there was nothing to do (another worker has the run, or it ended).
-    """
-    async with unit_of_work() as uow:
-        run = await claim(uow, run_id, owner=owner, lease=lease)
-    if run is None:
-        logger.info("run %s is not queued; nothing to do", run_id)
-        return None
-    async with unit_of_work() as uow:
-        run = await uow.session.get_one(Run, run_id)
-        return await execute(uow, run)
+    uow.after_commit(_enqueue)
+
+
+async def _arq_knows(context: AppContext, arq_job_id: str) -> bool:
+    try:
+        return bool(
+            await context.redis.exists(
+                job_key_prefix + arq_job_id, in_progress_key_prefix + arq_job_id
+            )
+        )
+    except Exception:
+        return False

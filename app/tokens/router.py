@@ -18,12 +18,13 @@ from app.idempotency import (
 )
 from app.pagination import CursorParamsDep
 from app.paths import V1
+from app.schemas import PRINTABLE
 from app.tokens import service
 from app.tokens.schemas import ReviewItem, Token, TokenCreate, TokenCreated, TokenList, TokenReview
 
 router = APIRouter(prefix=f"{V1}/tokens", tags=["tokens"])
 AUTH_ERRORS = (Unauthenticated, Forbidden, TooManyRequests)
-TokenId = Path(min_length=1, max_length=64, description="The token's public id.")
+TokenId = Path(min_length=1, max_length=64, pattern=PRINTABLE, description="The token's public id.")
 
 
 @router.post(

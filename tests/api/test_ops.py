@@ -12,7 +12,7 @@ from app.auth.roles import Role
 from app.context import AppContext, build_context
 from app.main import create_app
 from app.runs.models import RunKind
-from app.runs.service import create_run
+from app.runs.service import StepSpec, create_run
 from app.settings import Settings
 from tests.factories import app_with, issue_token
 from tests.helpers import free_port
@@ -104,7 +104,11 @@ class TestMetrics:
         async with context.unit_of_work() as uow:
             for _ in range(3):
                 await create_run(
-                    uow, context.queue, kind=RunKind.HEALTH_CHECK, params={}, requested_by="t"
+                    uow,
+                    context,
+                    kind=RunKind.HEALTH_CHECK,
+                    steps=[StepSpec("pause", "wait", {"seconds": 0})],
+                    requested_by="t",
                 )
         text = (await client.get("/metrics")).text
         assert 'formula_ops_runs{kind="health_check",status="queued"} 3.0' in text

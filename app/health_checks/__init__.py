@@ -1,0 +1,1 @@
+"""The runbook's daily health check, as a run."""

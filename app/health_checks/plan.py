@@ -1,0 +1,78 @@
+"""The daily health check's plan and how its probes sum up.
+
+From the runbook: every service's health URL (latency > 1 s warning, > 2 s critical),
+disk usage (> 80 % warning, > 95 % critical), memory (> 85 % warning), recent error lines
+in the logs, the age of the newest backup, PostgreSQL and Redis reachability. Every probe
+runs even when another fails; the run fails when any probe is critical.
+"""
+
+from __future__ import annotations
+
+from app.runs.actions import worst
+from app.runs.kinds import Summary, register_finalizer
+from app.runs.models import Level, Run, RunKind, RunStatus, Step, StepStatus
+from app.runs.service import StepSpec
+from app.settings import Settings
+
+PROBE_TIMEOUT = 30.0
+
+
+def self_url(settings: Settings) -> str:
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    return f"http://{host}:{settings.port}/health"
+
+
+def plan(settings: Settings) -> list[StepSpec]:
+    config = settings.health_check
+    services = [(s.name, s.url) for s in config.services] or [("formula-ops", self_url(settings))]
+    steps = [
+        StepSpec(f"service {name}", "http", {"url": url}, timeout_seconds=PROBE_TIMEOUT)
+        for name, url in services
+    ]
+    steps += [
+        StepSpec(f"disk {path}", "disk", {"path": path}, timeout_seconds=PROBE_TIMEOUT)
+        for path in config.disk_paths
+    ]
+    steps.append(StepSpec("memory", "memory", {}, timeout_seconds=PROBE_TIMEOUT))
+    if config.log_files:
+        steps.append(
+            StepSpec(
+                "recent errors in logs",
+                "log_errors",
+                {"files": config.log_files},
+                timeout_seconds=PROBE_TIMEOUT,
+            )
+        )
+    steps += [
+        StepSpec("newest backup", "backup_age", {}, timeout_seconds=PROBE_TIMEOUT),
+        StepSpec("database", "database", {}, timeout_seconds=PROBE_TIMEOUT),
+        StepSpec("redis", "redis", {}, timeout_seconds=PROBE_TIMEOUT),
+    ]
+    return [
+        StepSpec(s.name, s.action, s.params, True, s.timeout_seconds, stop_on_failure=False)
+        for s in steps
+    ]
+
+
+def finalize(run: Run, steps: list[Step]) -> Summary:
+    levels = {s.name: Level(s.level) for s in steps if s.level}
+    failed = [s for s in steps if s.status == StepStatus.FAILURE]
+    overall = worst(Level.OK, *levels.values())
+    if failed and overall != Level.CRITICAL:
+        overall = Level.CRITICAL  # a probe that could not run at all is critical
+    result = {
+        "overall": overall.value,
+        "levels": {name: level.value for name, level in levels.items()},
+        "critical": [
+            s.name for s in steps if s.level == Level.CRITICAL or s.status == StepStatus.FAILURE
+        ],
+        "warning": [s.name for s in steps if s.level == Level.WARNING],
+        "skipped": [s.name for s in steps if s.status == StepStatus.SKIPPED],
+    }
+    if overall == Level.CRITICAL:
+        names = ", ".join(result["critical"])
+        return RunStatus.FAILURE, "/problems/health-check-failed", f"critical: {names}", result
+    return RunStatus.SUCCESS, None, None, result
+
+
+register_finalizer(RunKind.HEALTH_CHECK, finalize)

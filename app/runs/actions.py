@@ -1,0 +1,346 @@
+"""Step actions: the typed things a step can do. Each takes validated parameters (data,
+never a shell string built from them) and returns a :class:`StepOutcome`.
+
+Later capabilities add actions (docker, sql, backup, approval) with :func:`register`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.context import AppContext
+from app.runs.models import Level, StepStatus
+
+MAX_OUTPUT = 64 * 1024  # bytes of output kept per step
+
+# The runbook's thresholds, defined once.
+LATENCY_WARNING_MS = 1000
+LATENCY_CRITICAL_MS = 2000
+DISK_WARNING_PERCENT = 80
+DISK_CRITICAL_PERCENT = 95
+MEMORY_WARNING_PERCENT = 85
+
+
+@dataclass
+class StepOutcome:
+    status: StepStatus
+    output: str = ""
+    level: Level | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+LogLine = Callable[[str], Awaitable[None]]
+
+
+@dataclass
+class ActionContext:
+    context: AppContext
+    log: LogLine
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+Handler = Callable[[Any, ActionContext], Awaitable[StepOutcome]]
+
+
+@dataclass(frozen=True)
+class Action:
+    name: str
+    params: type[Params]
+    handler: Handler
+    idempotent: bool  # safe to run again if a worker died while it ran
+
+
+ACTIONS: dict[str, Action] = {}
+
+
+def register(name: str, params: type[Params], *, idempotent: bool) -> Callable[[Handler], Handler]:
+    def decorator(handler: Handler) -> Handler:
+        ACTIONS[name] = Action(name, params, handler, idempotent)
+        return handler
+
+    return decorator
+
+
+def get_action(name: str) -> Action:
+    try:
+        return ACTIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown step action {name!r}") from None
+
+
+def bounded(text_value: str) -> tuple[str, bool]:
+    """At most :data:`MAX_OUTPUT` bytes, keeping the end (where errors are); truncated?"""
+    raw = text_value.encode(errors="replace")
+    if len(raw) <= MAX_OUTPUT:
+        return text_value, False
+    return "…[truncated]\n" + raw[-MAX_OUTPUT:].decode(errors="replace"), True
+
+
+def worst(*levels: Level) -> Level:
+    order = [Level.OK, Level.WARNING, Level.CRITICAL]
+    return max(levels, key=order.index)
+
+
+def level_outcome(level: Level, output: str, data: dict[str, Any]) -> StepOutcome:
+    status = StepStatus.FAILURE if level == Level.CRITICAL else StepStatus.SUCCESS
+    return StepOutcome(status, output, level, data)
+
+
+# -- http ------------------------------------------------------------------------------
+
+
+class HttpParams(Params):
+    method: Literal["GET", "HEAD", "POST", "PUT", "DELETE"] = "GET"
+    url: str = Field(pattern=r"^https?://")
+    expect_status: list[int] = Field(default_factory=lambda: [200])
+    timeout_seconds: float = Field(default=10, gt=0, le=300)
+    warning_ms: int = LATENCY_WARNING_MS
+    critical_ms: int = LATENCY_CRITICAL_MS
+
+
+@register("http", HttpParams, idempotent=True)
+async def http_check(params: HttpParams, ctx: ActionContext) -> StepOutcome:
+    started = time.perf_counter()
+    try:
+        response = await ctx.context.http.request(
+            params.method, params.url, timeout=params.timeout_seconds
+        )
+    except httpx.HTTPError as exc:
+        return StepOutcome(
+            StepStatus.FAILURE,
+            f"{params.method} {params.url}: {type(exc).__name__}",
+            Level.CRITICAL,
+            {"url": params.url},
+            error=f"unreachable: {type(exc).__name__}",
+        )
+    latency_ms = round((time.perf_counter() - started) * 1000, 1)
+    data = {"url": params.url, "status_code": response.status_code, "latency_ms": latency_ms}
+    if response.status_code not in params.expect_status:
+        return StepOutcome(
+            StepStatus.FAILURE,
+            f"{params.method} {params.url} -> {response.status_code} in {latency_ms} ms",
+            Level.CRITICAL,
+            data,
+            error=f"status {response.status_code}, expected {params.expect_status}",
+        )
+    level = (
+        Level.CRITICAL
+        if latency_ms > params.critical_ms
+        else Level.WARNING
+        if latency_ms > params.warning_ms
+        else Level.OK
+    )
+    return level_outcome(
+        level, f"{params.method} {params.url} -> {response.status_code} in {latency_ms} ms", data
+    )
+
+
+# -- shell -----------------------------------------------------------------------------
+
+
+class ShellParams(Params):
+    argv: list[str] = Field(min_length=1, description="Program and arguments; no shell.")
+    timeout_seconds: float = Field(default=300, gt=0, le=24 * 3600)
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+
+
+@register("shell", ShellParams, idempotent=False)
+async def shell(params: ShellParams, ctx: ActionContext) -> StepOutcome:
+    env = {**os.environ, **params.env}
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *params.argv,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=env,
+            cwd=params.cwd,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        return StepOutcome(StepStatus.FAILURE, error=f"cannot start {params.argv[0]}: {exc}")
+    try:
+        out, _ = await asyncio.wait_for(process.communicate(), params.timeout_seconds)
+    except TimeoutError:
+        process.kill()
+        out, _ = await process.communicate()
+        text_out, _ = bounded(out.decode(errors="replace"))
+        return StepOutcome(
+            StepStatus.FAILURE, text_out, error=f"timed out after {params.timeout_seconds} s"
+        )
+    except asyncio.CancelledError:
+        process.kill()
+        raise
+    text_out, _ = bounded(out.decode(errors="replace"))
+    data = {"exit_code": process.returncode}
+    if process.returncode != 0:
+        return StepOutcome(
+            StepStatus.FAILURE, text_out, data=data, error=f"exit code {process.returncode}"
+        )
+    return StepOutcome(StepStatus.SUCCESS, text_out, data=data)
+
+
+# -- wait ------------------------------------------------------------------------------
+
+
+class WaitParams(Params):
+    seconds: float = Field(ge=0, le=24 * 3600)
+
+
+@register("wait", WaitParams, idempotent=True)
+async def wait(params: WaitParams, ctx: ActionContext) -> StepOutcome:
+    await asyncio.sleep(params.seconds)
+    return StepOutcome(StepStatus.SUCCESS, f"waited {params.seconds} s")
+
+
+# -- probes of the daily health check --------------------------------------------------
+
+
+class DiskParams(Params):
+    path: str = "/"
+    warning_percent: float = DISK_WARNING_PERCENT
+    critical_percent: float = DISK_CRITICAL_PERCENT
+
+
+@register("disk", DiskParams, idempotent=True)
+async def disk(params: DiskParams, ctx: ActionContext) -> StepOutcome:
+    try:
+        usage = await asyncio.to_thread(shutil.disk_usage, params.path)
+    except OSError as exc:
+        return StepOutcome(StepStatus.FAILURE, level=Level.CRITICAL, error=str(exc))
+    percent = round(usage.used / usage.total * 100, 1)
+    level = (
+        Level.CRITICAL
+        if percent > params.critical_percent
+        else Level.WARNING
+        if percent > params.warning_percent
+        else Level.OK
+    )
+    free_gib = round(usage.free / 2**30, 1)
+    return level_outcome(
+        level,
+        f"{params.path}: {percent} % used, {free_gib} GiB free",
+        {"path": params.path, "used_percent": percent, "free_bytes": usage.free},
+    )
+
+
+class MemoryParams(Params):
+    warning_percent: float = MEMORY_WARNING_PERCENT
+
+
+@register("memory", MemoryParams, idempotent=True)
+async def memory(params: MemoryParams, ctx: ActionContext) -> StepOutcome:
+    try:
+        info = await asyncio.to_thread(Path("/proc/meminfo").read_text)
+    except OSError as exc:
+        return StepOutcome(StepStatus.SKIPPED, error=f"no /proc/meminfo: {exc}")
+    values = {
+        m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+):\s+(\d+)", info, re.MULTILINE)
+    }
+    total, available = values.get("MemTotal", 0), values.get("MemAvailable", 0)
+    if not total:
+        return StepOutcome(StepStatus.SKIPPED, error="MemTotal not reported")
+    percent = round((total - available) / total * 100, 1)
+    level = Level.WARNING if percent > params.warning_percent else Level.OK
+    return level_outcome(
+        level,
+        f"memory {percent} % used",
+        {"used_percent": percent, "total_kib": total, "available_kib": available},
+    )
+
+
+class LogScanParams(Params):
+    files: list[str] = Field(min_length=1)
+    pattern: str = r"\b(ERROR|FATAL|CRITICAL|Error|Exception)\b"
+    window_hours: float = Field(default=24, gt=0)
+    tail_bytes: int = Field(default=1024 * 1024, ge=1024)
+    warning_lines: int = 1
+    critical_lines: int = 100
+
+
+@register("log_errors", LogScanParams, idempotent=True)
+async def log_errors(params: LogScanParams, ctx: ActionContext) -> StepOutcome:
+    pattern = re.compile(params.pattern)
+    cutoff = time.time() - params.window_hours * 3600
+
+    def scan() -> tuple[dict[str, int], list[str]]:
+        counts: dict[str, int] = {}
+        samples: list[str] = []
+        for name in params.files:
+            path = Path(name)
+            try:
+                if path.stat().st_mtime < cutoff:
+                    counts[name] = 0
+                    continue
+                with path.open("rb") as handle:
+                    handle.seek(max(0, path.stat().st_size - params.tail_bytes))
+                    lines = handle.read().decode(errors="replace").splitlines()
+            except OSError:
+                counts[name] = -1
+                continue
+            hits = [line for line in lines if pattern.search(line)]
+            counts[name] = len(hits)
+            samples.extend(hits[-5:])
+        return counts, samples
+
+    counts, samples = await asyncio.to_thread(scan)
+    total = sum(c for c in counts.values() if c > 0)
+    level = (
+        Level.CRITICAL
+        if total >= params.critical_lines
+        else Level.WARNING
+        if total >= params.warning_lines
+        else Level.OK
+    )
+    output, _ = bounded("\n".join([f"{total} error line(s) in the last window", *samples]))
+    return level_outcome(level, output, {"error_lines": counts})
+
+
+class NoParams(Params):
+    pass
+
+
+@register("database", NoParams, idempotent=True)
+async def database(params: NoParams, ctx: ActionContext) -> StepOutcome:
+    check = await ctx.context.check_database()
+    if check["status"] != "ok":
+        return StepOutcome(
+            StepStatus.FAILURE, level=Level.CRITICAL, data=check, error="unreachable"
+        )
+    return level_outcome(Level.OK, f"database answered in {check['latency_ms']} ms", check)
+
+
+@register("redis", NoParams, idempotent=True)
+async def redis_ping(params: NoParams, ctx: ActionContext) -> StepOutcome:
+    check = await ctx.context.check_redis()
+    if check["status"] != "ok":
+        return StepOutcome(
+            StepStatus.FAILURE, level=Level.CRITICAL, data=check, error="unreachable"
+        )
+    return level_outcome(Level.OK, f"Redis answered in {check['latency_ms']} ms", check)
+
+
+@register("backup_age", NoParams, idempotent=True)
+async def backup_age(params: NoParams, ctx: ActionContext) -> StepOutcome:
+    """Age of the newest backup; until the backups capability has written one, there is
+    nothing to measure and the step says so."""
+    async with ctx.context.engine.connect() as conn:
+        has_backups = await conn.run_sync(lambda c: c.dialect.has_table(c, "backup"))
+    if not has_backups:
+        return StepOutcome(StepStatus.SKIPPED, "no backups exist yet", data={"backups": 0})
+    return StepOutcome(StepStatus.SKIPPED, "backup ages are not measured yet")

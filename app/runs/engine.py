@@ -1,0 +1,310 @@
+"""Executing a run, step by step, under a lease.
+
+- **Claim**: a conditional update (``queued -> in_progress``, ``lease_epoch + 1``). A
+  duplicate job, or a second worker, matches nothing and leaves.
+- **Lease**: renewed in the background while the run executes. Every write the worker
+  makes first checks that the run still carries its epoch (the fence): a worker that
+  was paused or cut off past its lease, and whose run another worker took over, commits
+  nothing.
+- **Checkpoints**: each step's start and end are committed before the next step; a
+  resumed run skips finished steps. A step that was running when its worker died is
+  run again only if it is idempotent; otherwise the run fails with ``interrupted``.
+- **Cancellation** is cooperative: the worker checks before each step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import select, update
+
+from app.context import AppContext
+from app.db import UnitOfWork, utcnow
+from app.runs import kinds
+from app.runs import service as run_service
+from app.runs.actions import ActionContext, StepOutcome, bounded, get_action
+from app.runs.models import Run, RunStatus, Step, StepStatus
+
+logger = logging.getLogger(__name__)
+
+
+class LeaseLost(Exception):
+    """Another worker owns the run now; stop without writing anything."""
+
+
+async def _fence(uow: UnitOfWork, run_id: str, epoch: int) -> None:
+    """Fail unless this worker's claim (``epoch``) still holds; on PostgreSQL this also
+    locks the run row until the transaction ends, so a takeover waits for it."""
+    result = await uow.session.execute(
+        update(Run)
+        .where(
+            Run.id == run_id, Run.lease_epoch == epoch, Run.status == RunStatus.IN_PROGRESS.value
+        )
+        .values(updated_at=utcnow())
+    )
+    if getattr(result, "rowcount", 0) != 1:
+        raise LeaseLost(run_id)
+
+
+async def claim(context: AppContext, run_id: str, owner: str) -> int | None:
+    """Take a queued run; returns the new lease epoch, or None when there is nothing to do."""
+    now = utcnow()
+    lease = dt.timedelta(seconds=context.settings.run_lease_seconds)
+    async with context.unit_of_work() as uow:
+        epoch = await uow.session.scalar(
+            update(Run)
+            .where(Run.id == run_id, Run.status == RunStatus.QUEUED.value)
+            .values(
+                status=RunStatus.IN_PROGRESS.value,
+                lease_owner=owner,
+                lease_expires_at=now + lease,
+                lease_epoch=Run.lease_epoch + 1,
+                started_at=now,
+                updated_at=now,
+            )
+            .returning(Run.lease_epoch)
+        )
+        if epoch is None:
+            return None
+        await run_service.append_event(
+            uow.session, run_id, "run.started", {"worker": owner, "attempt": epoch}
+        )
+    await context.notifier.publish(run_id)
+    return int(epoch)
+
+
+async def execute(context: AppContext, run_id: str, owner: str) -> RunStatus | None:
+    """Claim ``run_id`` and run its remaining steps; None when there was nothing to do."""
+    epoch = await claim(context, run_id, owner)
+    if epoch is None:
+        logger.info("run %s is not queued; nothing to do", run_id)
+        return None
+    renewer = asyncio.create_task(_renew_lease(context, run_id, epoch), name=f"lease-{run_id}")
+    try:
+        return await _run_steps(context, run_id, epoch)
+    except LeaseLost:
+        logger.warning("run %s: lease lost (epoch %d); another worker owns it", run_id, epoch)
+        return None
+    finally:
+        renewer.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await renewer
+
+
+async def _renew_lease(context: AppContext, run_id: str, epoch: int) -> None:
+    seconds = context.settings.run_lease_seconds
+    while True:
+        await asyncio.sleep(seconds / 3)
+        try:
+            async with context.unit_of_work() as uow:
+                result = await uow.session.execute(
+                    update(Run)
+                    .where(
+                        Run.id == run_id,
+                        Run.lease_epoch == epoch,
+                        Run.status == RunStatus.IN_PROGRESS.value,
+                    )
+                    .values(lease_expires_at=utcnow() + dt.timedelta(seconds=seconds))
+                )
+            if getattr(result, "rowcount", 0) != 1:
+                return  # lost or finished: the next fenced write will tell the runner
+        except Exception:
+            logger.warning("could not renew the lease of run %s; retrying", run_id)
+
+
+async def _load(context: AppContext, run_id: str) -> tuple[Run, list[Step]]:
+    async with context.sessionmaker() as session:
+        run = await session.get_one(Run, run_id, populate_existing=True)
+        steps = list(
+            await session.scalars(select(Step).where(Step.run_id == run_id).order_by(Step.position))
+        )
+    return run, steps
+
+
+async def _run_steps(context: AppContext, run_id: str, epoch: int) -> RunStatus:
+    run, steps = await _load(context, run_id)
+    interrupted = await _settle_interrupted(context, run_id, epoch, steps)
+    if interrupted is not None:
+        return await _finish(
+            context,
+            run_id,
+            epoch,
+            RunStatus.FAILURE,
+            failure_type="/problems/interrupted",
+            failure_detail=f"step {interrupted.position} ({interrupted.name}) was running when "
+            "its worker stopped, and it is not safe to run twice",
+        )
+    for step in steps:
+        if step.status in (StepStatus.SUCCESS, StepStatus.FAILURE, StepStatus.SKIPPED):
+            continue
+        if await _cancel_requested(context, run_id):
+            return await _cancel(context, run_id, epoch)
+        outcome = await _run_step(context, run_id, epoch, step)
+        if outcome.status == StepStatus.FAILURE and step.stop_on_failure:
+            break
+    run, steps = await _load(context, run_id)
+    status, failure_type, detail, result = kinds.finalize(run, steps)
+    return await _finish(
+        context,
+        run_id,
+        epoch,
+        status,
+        failure_type=failure_type,
+        failure_detail=detail,
+        result=result,
+    )
+
+
+async def _settle_interrupted(
+    context: AppContext, run_id: str, epoch: int, steps: list[Step]
+) -> Step | None:
+    """Steps left ``in_progress`` by a dead worker: reset the idempotent ones; return the
+    first that is not (the run cannot go on)."""
+    stuck = [s for s in steps if s.status == StepStatus.IN_PROGRESS]
+    if not stuck:
+        return None
+    async with context.unit_of_work() as uow:
+        await _fence(uow, run_id, epoch)
+        for step in stuck:
+            row = await uow.session.get_one(Step, step.id)
+            if not step.idempotent:
+                row.status = StepStatus.FAILURE.value
+                row.finished_at = utcnow()
+                row.error = "interrupted: its worker stopped while it ran"
+                await run_service.append_event(
+                    uow.session, run_id, "step.finished", _step_data(row)
+                )
+                return step
+            row.status = StepStatus.PENDING.value
+            step.status = StepStatus.PENDING.value
+            await run_service.append_event(
+                uow.session,
+                run_id,
+                "step.retrying",
+                {"position": row.position, "name": row.name, "reason": "worker stopped"},
+            )
+    return None
+
+
+async def _cancel_requested(context: AppContext, run_id: str) -> bool:
+    async with context.sessionmaker() as session:
+        requested = await session.scalar(select(Run.cancel_requested_at).where(Run.id == run_id))
+    return requested is not None
+
+
+async def _cancel(context: AppContext, run_id: str, epoch: int) -> RunStatus:
+    async with context.unit_of_work() as uow:
+        await _fence(uow, run_id, epoch)
+        for step in await uow.session.scalars(
+            select(Step).where(Step.run_id == run_id, Step.status == StepStatus.PENDING.value)
+        ):
+            step.status = StepStatus.CANCELLED.value
+    return await _finish(
+        context,
+        run_id,
+        epoch,
+        RunStatus.CANCELLED,
+        failure_type="/problems/cancelled",
+        failure_detail="cancelled while running; it stopped after its current step",
+    )
+
+
+def _step_data(step: Step) -> dict[str, Any]:
+    return {
+        "position": step.position,
+        "name": step.name,
+        "action": step.action,
+        "status": step.status,
+        "level": step.level,
+        "attempts": step.attempts,
+        "error": step.error,
+    }
+
+
+async def _run_step(context: AppContext, run_id: str, epoch: int, step: Step) -> StepOutcome:
+    async with context.unit_of_work() as uow:
+        await _fence(uow, run_id, epoch)
+        row = await uow.session.get_one(Step, step.id)
+        row.status = StepStatus.IN_PROGRESS.value
+        row.attempts += 1
+        row.started_at = utcnow()
+        row.finished_at = None
+        await run_service.append_event(uow.session, run_id, "step.started", _step_data(row))
+    await context.notifier.publish(run_id)
+
+    async def log(line: str) -> None:
+        async with context.unit_of_work() as uow:
+            await _fence(uow, run_id, epoch)
+            await run_service.append_event(
+                uow.session, run_id, "log", {"position": step.position, "line": line[:2000]}
+            )
+        await context.notifier.publish(run_id)
+
+    outcome = await _perform(context, step, log)
+
+    async with context.unit_of_work() as uow:
+        await _fence(uow, run_id, epoch)
+        row = await uow.session.get_one(Step, step.id)
+        row.status = outcome.status.value
+        row.finished_at = utcnow()
+        row.output, row.output_truncated = bounded(outcome.output)
+        row.level = outcome.level.value if outcome.level else None
+        row.result = outcome.data
+        row.error = outcome.error
+        await run_service.append_event(
+            uow.session, run_id, "step.finished", {**_step_data(row), "output": row.output[:2000]}
+        )
+    await context.notifier.publish(run_id)
+    return outcome
+
+
+async def _perform(context: AppContext, step: Step, log: Any) -> StepOutcome:
+    try:
+        action = get_action(step.action)
+        params = action.params.model_validate(step.params)
+    except (ValueError, ValidationError) as exc:
+        return StepOutcome(StepStatus.FAILURE, error=f"invalid step: {exc}")
+    try:
+        async with asyncio.timeout(step.timeout_seconds):
+            return await action.handler(params, ActionContext(context, log))
+    except TimeoutError:
+        return StepOutcome(
+            StepStatus.FAILURE,
+            error=f"timed out after {step.timeout_seconds} s",
+            data={"timeout": True},
+        )
+    except LeaseLost:
+        raise
+    except Exception as exc:
+        logger.exception("step %s (%s) raised", step.name, step.action)
+        return StepOutcome(StepStatus.FAILURE, error=f"{type(exc).__name__}: {exc}"[:2000])
+
+
+async def _finish(
+    context: AppContext,
+    run_id: str,
+    epoch: int,
+    status: RunStatus,
+    *,
+    failure_type: str | None = None,
+    failure_detail: str | None = None,
+    result: dict[str, Any] | None = None,
+) -> RunStatus:
+    async with context.unit_of_work() as uow:
+        await _fence(uow, run_id, epoch)
+        run = await uow.session.get_one(Run, run_id, populate_existing=True)
+        await run_service.finish(
+            uow,
+            context,
+            run,
+            status,
+            failure_type=failure_type,
+            failure_detail=failure_detail,
+            result=result,
+        )
+    return status

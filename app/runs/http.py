@@ -1,0 +1,97 @@
+"""HTTP helpers every run-creating endpoint shares: ``Prefer: wait`` (RFC 7240), the
+``202 Accepted`` + ``Location`` answer, and Server-Sent Events of a run's progress."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Header
+from fastapi.responses import JSONResponse
+
+from app.auth.principal import Principal
+from app.context import AppContext
+from app.idempotency import Idempotency
+from app.runs import service as run_service
+from app.runs.models import TERMINAL_STATUSES, Run
+from app.runs.schemas import run_out
+
+MAX_PREFER_WAIT = 300
+RETRY_AFTER = "2"
+_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*\"?(\d{1,6})\"?", re.IGNORECASE)
+
+PreferHeader = Annotated[
+    str | None,
+    Header(
+        alias="Prefer",
+        description="`wait=<seconds>` (RFC 7240, at most 300): answer once the run is "
+        "finished (201) or the wait ends (202).",
+    ),
+]
+
+
+def parse_prefer_wait(prefer: str | None) -> int | None:
+    if not prefer:
+        return None
+    match = _WAIT.search(prefer)
+    if match is None:
+        return None
+    return min(int(match.group(1)), MAX_PREFER_WAIT)
+
+
+def run_response(run: Run, status_code: int, location: str, **headers: str) -> JSONResponse:
+    body = run_out(run, location).model_dump(mode="json")
+    return JSONResponse(body, status_code=status_code, headers={"Location": location, **headers})
+
+
+async def created(
+    context: AppContext,
+    principal: Principal,
+    run_id: str,
+    accepted: JSONResponse,
+    *,
+    location: str,
+    prefer: str | None,
+    idem: Idempotency,
+) -> JSONResponse:
+    """The answer to a creating POST: ``accepted`` (202), or with ``Prefer: wait`` the
+    finished run (201) — or the run as it is when the wait ends (202 + ``Retry-After``).
+    A replay of the same Idempotency-Key returns the last of these."""
+    wait = parse_prefer_wait(prefer)
+    if wait is None:
+        return accepted
+    run = await run_service.wait_terminal(context, run_id, principal, wait)
+    applied = {"Preference-Applied": f"wait={wait}"}
+    if run.status in TERMINAL_STATUSES:
+        response = run_response(run, 201, location, **applied)
+    else:
+        response = run_response(run, 202, location, **applied, **{"Retry-After": RETRY_AFTER})
+    await idem.replace(context, response)
+    return response
+
+
+def sse(event_id: int, event: str, data: dict[str, object]) -> str:
+    payload = json.dumps(data, separators=(",", ":"), default=str)
+    return f"id: {event_id}\nevent: {event}\ndata: {payload}\n\n"
+
+
+async def event_stream(
+    context: AppContext, run_id: str, after: int, *, keepalive: float = 15.0
+) -> AsyncIterator[str]:
+    """Every event after ``after``, in order, until the run's final event; resumable."""
+    last = after
+    yield "retry: 2000\n\n"
+    while True:
+        async with context.sessionmaker() as session:
+            events = await run_service.events_after(session, run_id, last)
+        for event in events:
+            last = event.seq
+            yield sse(event.seq, event.type, {**event.data, "at": event.created_at.isoformat()})
+            if event.type == "run.finished":
+                return
+        if events:
+            continue
+        if not await context.notifier.wait(run_id, keepalive):
+            yield ": keep-alive\n\n"
