@@ -58,5 +58,6 @@ async def set_token_times(context: AppContext, token_id: str, **values: dt.datet
 
 def app_with(context: AppContext, **settings: Any) -> FastAPI:
     """The app on the same database and Redis, with some settings changed."""
-    changed = replace(context, settings=context.settings.model_copy(update=settings))
+    current = context.settings
+    changed = replace(context, settings=type(current)(**{**current.model_dump(), **settings}))
     return create_app(changed.settings, context=changed)
