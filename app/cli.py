@@ -105,7 +105,7 @@ async def _serve(settings: Settings) -> int:
         announce.cancel()
         stop_task.cancel()
         server.should_exit = True
-        worker_task.cancel()
+        await _stop_task(worker_task)
         await asyncio.gather(server_task, worker_task, return_exceptions=True)
         with contextlib.suppress(Exception):
             await worker.close()
@@ -114,6 +114,15 @@ async def _serve(settings: Settings) -> int:
             loop.remove_signal_handler(sig)
         logger.info("stopped")
     return code
+
+
+async def _stop_task(task: asyncio.Task[None], limit: float = 15.0) -> None:
+    """Cancel ``task`` until it ends: arq's loop can absorb a cancellation that lands
+    while it starts a job, so one ``cancel()`` is not always enough."""
+    deadline = asyncio.get_running_loop().time() + limit
+    while not task.done() and asyncio.get_running_loop().time() < deadline:
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.5)
 
 
 async def _announce(server: uvicorn.Server, settings: Settings) -> None:

@@ -58,7 +58,10 @@ class Served:
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
         self.process.send_signal(sig)
-        code = self.process.wait(timeout)
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"serve did not stop in {timeout} s:\n{self.output()}") from None
         self.log.close()
         return code
 
@@ -114,3 +117,31 @@ class TestServe:
         finally:
             if second.process.poll() is None:
                 second.process.kill()
+
+
+def test_prefer_wait_health_check_in_one_call(served: Served) -> None:
+    """The acceptance call on a fresh embedded default: one request, the finished run."""
+    served.wait_healthy()
+    created = subprocess.run(
+        [str(FORMULA_OPS), "tokens", "create", "--role", "operator", "--name", "e2e"],
+        cwd=served.workdir,
+        env={k: v for k, v in os.environ.items() if not k.startswith("FORMULA_OPS_")},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    token = created.stdout.strip().splitlines()[-1]
+    response = httpx.post(
+        f"{served.url}/v1/health-checks",
+        headers={"Authorization": f"Bearer {token}", "Prefer": "wait=30"},
+        timeout=40,
+    )
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["status"] in ("success", "failure"), body
+    steps = {s["name"]: s for s in body["steps"]}
+    assert steps["service formula-ops"]["status"] == "success"  # it probed itself
+    assert steps["database"]["status"] == "success"
+    assert steps["redis"]["status"] == "success"
+    assert all(s["status"] != "pending" for s in body["steps"])
+    assert served.stop() == 0
