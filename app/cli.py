@@ -17,6 +17,7 @@ import uvicorn
 from pydantic import SecretStr
 
 from app.cli_admin import audit, tokens
+from app.cli_runs import health_check, runs
 from app.logging import configure_logging
 from app.settings import Settings, get_settings
 
@@ -31,6 +32,8 @@ cli = typer.Typer(
 
 cli.add_typer(tokens, name="tokens")
 cli.add_typer(audit, name="audit")
+cli.add_typer(runs, name="runs")
+cli.command("health-check")(health_check)
 
 HostOption = Annotated[str | None, typer.Option(help="Address to bind (default: settings).")]
 PortOption = Annotated[int | None, typer.Option(help="Port to bind (default: settings).")]
@@ -78,7 +81,7 @@ class _Server(uvicorn.Server):
 async def _serve(settings: Settings) -> int:
     from app.context import build_context
     from app.main import create_app
-    from workers.main import create_worker
+    from workers.main import create_worker, stop_worker
 
     context = build_context(settings)
     server = _Server(_uvicorn_config(create_app(settings, context=context), settings))
@@ -105,24 +108,13 @@ async def _serve(settings: Settings) -> int:
         announce.cancel()
         stop_task.cancel()
         server.should_exit = True
-        await _stop_task(worker_task)
+        await stop_worker(worker, worker_task)
         await asyncio.gather(server_task, worker_task, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await worker.close()
         await context.aclose()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         logger.info("stopped")
     return code
-
-
-async def _stop_task(task: asyncio.Task[None], limit: float = 15.0) -> None:
-    """Cancel ``task`` until it ends: arq's loop can absorb a cancellation that lands
-    while it starts a job, so one ``cancel()`` is not always enough."""
-    deadline = asyncio.get_running_loop().time() + limit
-    while not task.done() and asyncio.get_running_loop().time() < deadline:
-        task.cancel()
-        await asyncio.wait({task}, timeout=0.5)
 
 
 async def _announce(server: uvicorn.Server, settings: Settings) -> None:
@@ -133,6 +125,8 @@ async def _announce(server: uvicorn.Server, settings: Settings) -> None:
 
 # Logging is ours (requests are logged by path, never with their query string).
 _UVICORN_OPTIONS: dict[str, Any] = {
+    # Open event streams and long polls end after this many seconds of shutting down.
+    "timeout_graceful_shutdown": 5,
     "log_config": None,
     "access_log": False,
     "proxy_headers": True,

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 from arq.connections import ArqRedis
+from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -91,6 +92,15 @@ def build_context(settings: Settings, *, metrics: Metrics | None = None) -> AppC
         http=httpx.AsyncClient(
             timeout=httpx.Timeout(10.0), headers={"User-Agent": f"formula-ops/{__version__}"}
         ),
-        notifier=RunNotifier(redis, settings.redis_prefix),
+        notifier=RunNotifier(
+            redis,
+            settings.redis_prefix,
+            Redis.from_url(
+                settings.redis_url.get_secret_value(),
+                socket_connect_timeout=settings.ready_timeout_seconds,
+                socket_timeout=None,
+                health_check_interval=30,
+            ),
+        ),
         metrics=metrics or Metrics(),
     )

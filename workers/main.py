@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 from arq.cron import CronJob, cron
@@ -87,3 +89,17 @@ def create_worker(settings: Settings | None = None, **overrides: Any) -> Worker:
     }
     options.update(overrides)
     return Worker(**options)
+
+
+async def stop_worker(worker: Worker, task: asyncio.Task[None], limit: float = 15.0) -> None:
+    """Stop a worker running as ``task`` (``asyncio.create_task(worker.main())``).
+
+    arq's loop can absorb a cancellation that lands while it starts a job, so cancel
+    until the task has ended; then close it (which waits for its job tasks)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while not task.done() and loop.time() < deadline:
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.5)
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await worker.close()

@@ -7,9 +7,11 @@ Later capabilities add actions (docker, sql, backup, approval) with :func:`regis
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -160,39 +162,81 @@ class ShellParams(Params):
     cwd: str | None = None
 
 
+LOG_FLUSH_SECONDS = 0.5
+
+
 @register("shell", ShellParams, idempotent=False)
 async def shell(params: ShellParams, ctx: ActionContext) -> StepOutcome:
+    """Run a program (its own process group), streaming its output as log events."""
     env = {**os.environ, **params.env}
     try:
         process = await asyncio.create_subprocess_exec(
             *params.argv,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
+            stdin=asyncio.subprocess.DEVNULL,
             env=env,
             cwd=params.cwd,
             start_new_session=True,
         )
     except OSError as exc:
         return StepOutcome(StepStatus.FAILURE, error=f"cannot start {params.argv[0]}: {exc}")
+    output = bytearray()
+    pending = ""
+    last_flush = time.monotonic()
+
+    async def flush() -> None:
+        nonlocal pending, last_flush
+        if pending:
+            lines, pending = pending, ""
+            await ctx.log(lines[-4000:])
+        last_flush = time.monotonic()
+
     try:
-        out, _ = await asyncio.wait_for(process.communicate(), params.timeout_seconds)
+        async with asyncio.timeout(params.timeout_seconds):
+            assert process.stdout is not None
+            while True:
+                try:  # a line waiting to be shown goes out within LOG_FLUSH_SECONDS
+                    chunk = await asyncio.wait_for(
+                        process.stdout.read(65536), LOG_FLUSH_SECONDS if pending else None
+                    )
+                except TimeoutError:
+                    await flush()
+                    continue
+                if not chunk:
+                    break
+                output += chunk
+                if len(output) > 2 * MAX_OUTPUT:
+                    del output[: len(output) - MAX_OUTPUT]
+                pending += chunk.decode(errors="replace")
+                if time.monotonic() - last_flush >= LOG_FLUSH_SECONDS:
+                    await flush()
+            await process.wait()
+        await flush()
     except TimeoutError:
-        process.kill()
-        out, _ = await process.communicate()
-        text_out, _ = bounded(out.decode(errors="replace"))
+        await _kill_group(process)
+        text_out, _ = bounded(output.decode(errors="replace"))
         return StepOutcome(
             StepStatus.FAILURE, text_out, error=f"timed out after {params.timeout_seconds} s"
         )
-    except asyncio.CancelledError:
-        process.kill()
+    except BaseException:
+        await _kill_group(process)
         raise
-    text_out, _ = bounded(out.decode(errors="replace"))
+    text_out, _ = bounded(output.decode(errors="replace"))
     data = {"exit_code": process.returncode}
     if process.returncode != 0:
         return StepOutcome(
             StepStatus.FAILURE, text_out, data=data, error=f"exit code {process.returncode}"
         )
     return StepOutcome(StepStatus.SUCCESS, text_out, data=data)
+
+
+async def _kill_group(process: asyncio.subprocess.Process) -> None:
+    """End the program and everything it started."""
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        await process.wait()
 
 
 # -- wait ------------------------------------------------------------------------------

@@ -140,6 +140,8 @@ async def _run_steps(context: AppContext, run_id: str, epoch: int) -> RunStatus:
             "its worker stopped, and it is not safe to run twice",
         )
     for step in steps:
+        if step.status == StepStatus.FAILURE and step.stop_on_failure:
+            break  # an earlier attempt failed here and stopped before ending the run
         if step.status in (StepStatus.SUCCESS, StepStatus.FAILURE, StepStatus.SKIPPED):
             continue
         if await _cancel_requested(context, run_id):
@@ -165,6 +167,9 @@ async def _settle_interrupted(
 ) -> Step | None:
     """Steps left ``in_progress`` by a dead worker: reset the idempotent ones; return the
     first that is not (the run cannot go on)."""
+    for step in steps:
+        if step.status == StepStatus.FAILURE and (step.result or {}).get("interrupted"):
+            return step  # settled by an earlier attempt that stopped before ending the run
     stuck = [s for s in steps if s.status == StepStatus.IN_PROGRESS]
     if not stuck:
         return None
@@ -176,6 +181,7 @@ async def _settle_interrupted(
                 row.status = StepStatus.FAILURE.value
                 row.finished_at = utcnow()
                 row.error = "interrupted: its worker stopped while it ran"
+                row.result = {"interrupted": True}
                 await run_service.append_event(
                     uow.session, run_id, "step.finished", _step_data(row)
                 )

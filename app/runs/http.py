@@ -10,12 +10,14 @@ from typing import Annotated
 
 from fastapi import Header
 from fastapi.responses import JSONResponse
+from sqlalchemy import select
 
 from app.auth.principal import Principal
 from app.context import AppContext
 from app.idempotency import Idempotency
 from app.runs import service as run_service
 from app.runs.models import TERMINAL_STATUSES, Run
+from app.runs.notify import wait_for
 from app.runs.schemas import run_out
 
 MAX_PREFER_WAIT = 300
@@ -83,15 +85,28 @@ async def event_stream(
     """Every event after ``after``, in order, until the run's final event; resumable."""
     last = after
     yield "retry: 2000\n\n"
-    while True:
-        async with context.sessionmaker() as session:
-            events = await run_service.events_after(session, run_id, last)
-        for event in events:
-            last = event.seq
-            yield sse(event.seq, event.type, {**event.data, "at": event.created_at.isoformat()})
-            if event.type == "run.finished":
-                return
-        if events:
-            continue
-        if not await context.notifier.wait(run_id, keepalive):
-            yield ": keep-alive\n\n"
+    with context.notifier.watch(run_id) as changed:
+        while True:
+            changed.clear()
+            # Read the status first: a run seen finished has all its events committed.
+            finished = await _finished(context, run_id)
+            async with context.sessionmaker() as session:
+                events = await run_service.events_after(session, run_id, last)
+            for event in events:
+                last = event.seq
+                data = {**event.data, "at": event.created_at.isoformat()}
+                yield sse(event.seq, event.type, data)
+                if event.type == "run.finished":
+                    return
+            if events:
+                continue
+            if finished:
+                return  # resumed at or after the final event: nothing more will come
+            if not await wait_for(changed, keepalive):
+                yield ": keep-alive\n\n"
+
+
+async def _finished(context: AppContext, run_id: str) -> bool:
+    async with context.sessionmaker() as session:
+        status = await session.scalar(select(Run.status).where(Run.id == run_id))
+    return status is None or status in TERMINAL_STATUSES

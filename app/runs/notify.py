@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
+from collections.abc import Iterator
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -20,8 +21,10 @@ logger = logging.getLogger(__name__)
 
 
 class RunNotifier:
-    def __init__(self, redis: Redis, prefix: str) -> None:
+    def __init__(self, redis: Redis, prefix: str, subscriber: Redis) -> None:
         self.redis = redis
+        # Its own connection without a read timeout: an idle subscription is normal.
+        self.subscriber = subscriber
         self.channel = f"{prefix}:run-changed"
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._listener: asyncio.Task[None] | None = None
@@ -32,17 +35,18 @@ class RunNotifier:
         except RedisError:
             logger.warning("could not announce a change of run %s", run_id)
 
-    async def wait(self, run_id: str, seconds: float) -> bool:
-        """Until ``run_id`` changes (True) or ``seconds`` pass (False)."""
+    @contextlib.contextmanager
+    def watch(self, run_id: str) -> Iterator[asyncio.Event]:
+        """An event set whenever ``run_id`` changes while the block runs.
+
+        Register first, then read the run, then wait on the event (clearing it before
+        each read): a change committed between the read and the wait is not lost.
+        """
         self._ensure_listener()
         event = asyncio.Event()
         self._waiters[run_id].add(event)
         try:
-            async with asyncio.timeout(seconds):
-                await event.wait()
-            return True
-        except TimeoutError:
-            return False
+            yield event
         finally:
             waiters = self._waiters.get(run_id)
             if waiters is not None:
@@ -58,9 +62,10 @@ class RunNotifier:
         backoff = 0.5
         while True:
             try:
-                async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                async with self.subscriber.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(self.channel)
                     backoff = 0.5
+                    self._wake_all()  # changes may have been missed while unsubscribed
                     async for message in pubsub.listen():
                         run_id = message.get("data")
                         if isinstance(run_id, bytes):
@@ -74,9 +79,25 @@ class RunNotifier:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10)
 
+    def _wake_all(self) -> None:
+        for events in list(self._waiters.values()):
+            for event in list(events):
+                event.set()
+
     async def aclose(self) -> None:
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._listener
             self._listener = None
+        await self.subscriber.aclose()
+
+
+async def wait_for(event: asyncio.Event, seconds: float) -> bool:
+    """Until ``event`` is set (True) or ``seconds`` pass (False)."""
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True

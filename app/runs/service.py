@@ -30,6 +30,7 @@ from app.pagination import CursorParams, paginate
 from app.queue import JobName, Queue
 from app.runs.actions import get_action
 from app.runs.models import TERMINAL_STATUSES, Run, RunEvent, RunKind, RunStatus, Step, StepStatus
+from app.runs.notify import wait_for
 
 logger = logging.getLogger(__name__)
 
@@ -242,14 +243,16 @@ async def wait_terminal(
     """
     deadline = time.monotonic() + max(0.0, seconds)
     backoff = 1.0
-    while True:
-        async with context.sessionmaker() as session:
-            run = await get_run(session, run_id, principal)
-        remaining = deadline - time.monotonic()
-        if run.status in TERMINAL_STATUSES or remaining <= 0:
-            return run
-        await context.notifier.wait(run_id, min(remaining, backoff))
-        backoff = min(backoff * 2, 5.0)
+    with context.notifier.watch(run_id) as changed:
+        while True:
+            changed.clear()
+            async with context.sessionmaker() as session:
+                run = await get_run(session, run_id, principal)
+            remaining = deadline - time.monotonic()
+            if run.status in TERMINAL_STATUSES or remaining <= 0:
+                return run
+            await wait_for(changed, min(remaining, backoff))
+            backoff = min(backoff * 2, 5.0)
 
 
 async def events_after(
@@ -434,11 +437,12 @@ def _enqueue_after_commit(uow: UnitOfWork, queue: Queue, run_id: str, count: int
 
 
 async def _arq_knows(context: AppContext, arq_job_id: str) -> bool:
+    """Whether the job still waits in arq's queue. A job arq marked in progress while
+    its run is still queued was taken by a worker that died before its claim (arq
+    keeps that mark for the whole job timeout): it is not a live job."""
     try:
-        return bool(
-            await context.redis.exists(
-                job_key_prefix + arq_job_id, in_progress_key_prefix + arq_job_id
-            )
-        )
+        waiting = await context.redis.exists(job_key_prefix + arq_job_id)
+        taken = await context.redis.exists(in_progress_key_prefix + arq_job_id)
     except Exception:
         return False
+    return bool(waiting) and not taken

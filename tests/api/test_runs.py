@@ -4,7 +4,6 @@ with a real arq worker running beside the API."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,7 +20,7 @@ from app.runs.models import RunKind
 from app.runs.service import StepSpec
 from app.settings import Settings
 from tests.factories import IssuedToken, app_with, issue_token
-from workers.main import create_worker
+from workers.main import create_worker, stop_worker
 
 
 class _Target(BaseHTTPRequestHandler):
@@ -60,10 +59,7 @@ async def worker(settings: Settings) -> AsyncIterator[None]:
     arq_worker = create_worker(settings, handle_signals=False, poll_delay=0.02)
     task = asyncio.create_task(arq_worker.main())
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    await arq_worker.close()
+    await stop_worker(arq_worker, task)
 
 
 @pytest.fixture
@@ -221,6 +217,10 @@ class TestWaitingAndFollowing:
             client, f"/v1/runs/{run_id}/events", {**operator.headers, "Last-Event-ID": "4"}
         )
         assert [i for i, _, _ in resumed] == ids[4:]
+        after_the_end = await read_sse(
+            client, f"/v1/runs/{run_id}/events", {**operator.headers, "Last-Event-ID": str(ids[-1])}
+        )
+        assert after_the_end == []  # the stream ends instead of waiting forever
 
     async def test_unknown_run_is_404(
         self, client: httpx.AsyncClient, operator: IssuedToken
@@ -336,3 +336,36 @@ async def read_sse(
                 frames.append((event_id, event, json.loads(data)))
                 event, data = "", ""
     return frames
+
+
+class TestShellLogs:
+    async def test_output_streams_as_log_events(
+        self, client: httpx.AsyncClient, context: AppContext, operator: IssuedToken, worker: None
+    ) -> None:
+        script = "echo first; sleep 0.7; echo second"
+        run_id = await _create(context, [StepSpec("talk", "shell", {"argv": ["sh", "-c", script]})])
+        frames = await read_sse(client, f"/v1/runs/{run_id}/events", operator.headers)
+        logs = [data["line"] for _, event, data in frames if event == "log"]
+        assert "".join(logs) == "first\nsecond\n"
+        assert len(logs) == 2  # the first line went out while the program still ran
+
+    async def test_a_timed_out_program_and_its_children_are_killed(
+        self, client: httpx.AsyncClient, context: AppContext, operator: IssuedToken, worker: None
+    ) -> None:
+        run_id = await _create(
+            context,
+            [
+                StepSpec(
+                    "hang",
+                    "shell",
+                    {"argv": ["sh", "-c", "sleep 30 & wait"], "timeout_seconds": 0.5},
+                )
+            ],
+        )
+        final = (await client.get(f"/v1/runs/{run_id}?wait=20", headers=operator.headers)).json()
+        assert final["steps"][0]["error"] == "timed out after 0.5 s"
+        pgrep = await asyncio.create_subprocess_exec(
+            "pgrep", "-f", "sleep 30", stdout=asyncio.subprocess.PIPE
+        )
+        leftovers, _ = await pgrep.communicate()
+        assert leftovers.strip() == b""

@@ -1,0 +1,364 @@
+"""Commands that work through the API of a running server: ``runs list|watch`` and
+``health-check``. ``FORMULA_OPS_URL`` (default http://127.0.0.1:8000) says where it is,
+``FORMULA_OPS_TOKEN`` as whom to ask.
+
+The commands that follow a run exit 0 when it succeeded, 1 when it did not (failure,
+error, cancelled, rolled back) and 2 when that could not be found out: bad usage, the
+server unreachable, a refused token (401/403), an unknown run (404) or another error.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from typing import Annotated, Any, NoReturn
+from urllib.parse import quote
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from app.client import ApiError, Client, ClientError, ServerSentEvent
+from app.runs.models import TERMINAL_STATUSES, RunKind, RunStatus
+from app.runs.schemas import FAILURE_TITLES
+
+runs = typer.Typer(
+    help="Runs of every kind, through the API (FORMULA_OPS_URL, FORMULA_OPS_TOKEN).",
+    no_args_is_help=True,
+)
+console = Console(soft_wrap=True, highlight=False)
+errors = Console(stderr=True, soft_wrap=True, highlight=False)
+
+EXIT_SUCCEEDED = 0
+EXIT_NOT_SUCCEEDED = 1
+EXIT_UNKNOWN = 2
+HEALTH_CHECKS = "/v1/health-checks"
+LIST_PAGE = 200
+STATUS_STYLES = {
+    "queued": "dim",
+    "in_progress": "cyan",
+    "pending": "dim",
+    "success": "green",
+    "failure": "red",
+    "error": "red",
+    "cancelled": "yellow",
+    "rolled_back": "yellow",
+    "skipped": "dim",
+}
+LEVEL_STYLES = {"ok": "green", "warning": "yellow", "critical": "red"}
+
+
+def _fail(message: str) -> NoReturn:
+    errors.print(f"[red]{escape(' '.join(message.split()))}[/red]")
+    raise typer.Exit(EXIT_UNKNOWN)
+
+
+@contextmanager
+def _api() -> Iterator[Client]:
+    """A client from the environment; any error it meets ends the command with one line
+    and exit code 2."""
+    try:
+        client = Client.from_env()
+    except ClientError as exc:
+        _fail(str(exc))
+    try:
+        with client:
+            yield client
+    except ApiError as exc:
+        _fail(exc.message)
+    except ClientError as exc:
+        _fail(str(exc))
+
+
+def _styled(value: str | None, styles: dict[str, str]) -> str:
+    if not value:
+        return "-"
+    style = styles.get(value)
+    return f"[{style}]{escape(value)}[/{style}]" if style else escape(value)
+
+
+def _time(value: Any) -> dt.datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def _duration(start: dt.datetime | None, end: dt.datetime | None) -> str:
+    if start is None or end is None:
+        return "-"
+    seconds = max(0.0, (end - start).total_seconds())
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s"
+
+
+def _utc(value: Any) -> str:
+    when = _time(value)
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S") if when else "-"
+
+
+# -- runs list -------------------------------------------------------------------------
+
+
+@runs.command("list")
+def list_runs(
+    kind: Annotated[RunKind | None, typer.Option(help="Only runs of this kind.")] = None,
+    status: Annotated[RunStatus | None, typer.Option(help="Only runs in this status.")] = None,
+    environment: Annotated[str | None, typer.Option(help="Only runs in this environment.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many runs.")] = 20,
+) -> None:
+    """The newest runs first, with kind, status, environment and duration."""
+    found: list[dict[str, Any]] = []
+    with _api() as client:
+        cursor: str | None = None
+        while len(found) < limit:
+            page = client.get_json(
+                "/v1/runs",
+                kind=kind.value if kind else None,
+                status=status.value if status else None,
+                environment=environment,
+                limit=min(LIST_PAGE, limit - len(found)),
+                cursor=cursor,
+            )
+            found.extend(page["items"])
+            cursor = page.get("next_cursor")
+            if not cursor:
+                break
+
+    columns = ("id", "kind", "status", "environment", "requested by", "created", "duration")
+    rows = [
+        (
+            str(run["id"]),
+            str(run["kind"]),
+            str(run["status"]),
+            run.get("environment") or "-",
+            run.get("requested_by") or "-",
+            _utc(run.get("created_at")),
+            _duration(_time(run.get("started_at")), _time(run.get("finished_at"))),
+        )
+        for run in found[:limit]
+    ]
+    if not sys.stdout.isatty():  # scripts and pipes: one tab-separated line per run
+        for row in (columns, *rows):
+            print("\t".join(row))
+        return
+    if not rows:
+        console.print("No runs.")
+        return
+    table = Table(*columns)
+    table.columns[0].no_wrap = True
+    for row in rows:
+        cells = [escape(cell) for cell in row]
+        cells[2] = _styled(row[2], STATUS_STYLES)
+        table.add_row(*cells)
+    console.print(table)
+
+
+# -- runs watch ------------------------------------------------------------------------
+
+
+@runs.command("watch")
+def watch(run_id: Annotated[str, typer.Argument(help="The run's id.")]) -> None:
+    """Follow a run until it finishes (a finished run's progress is replayed).
+
+    Exit code 0 if it succeeded, 1 if it did not, 2 if that could not be found out."""
+    with _api() as client:
+        run = client.get_json(f"/v1/runs/{quote(run_id, safe='')}")
+        code = _follow(client, run)
+    raise typer.Exit(code)
+
+
+class _Progress:
+    """Prints a run's events as they come: steps with status, level and duration, log
+    lines, and what happened to the run."""
+
+    def __init__(self, run: dict[str, Any], activity: Callable[[str], None]) -> None:
+        self.run = run
+        self.activity = activity
+        self.step_started: dict[Any, dt.datetime] = {}
+        self.run_started = _time(run.get("started_at"))
+        self.finished: dict[str, Any] | None = None
+        self.finished_at: dt.datetime | None = None
+
+    def line(self, at: dt.datetime | None, text: str) -> None:
+        when = at.astimezone().strftime("%H:%M:%S") if at else " " * 8
+        console.print(f"[dim]{when}[/dim] {text}")
+
+    def show(self, event: ServerSentEvent) -> None:
+        try:
+            payload = event.json()
+        except ValueError:
+            payload = None
+        data: dict[str, Any] = payload if isinstance(payload, dict) else {}
+        at = _time(data.get("at"))
+        step = f"[{escape(str(data.get('position', '?')))}] {escape(str(data.get('name', '')))}"
+        match event.event:
+            case "run.queued":
+                self.line(at, "queued")
+            case "run.started":
+                self.run_started = at or self.run_started
+                self.line(at, f"started (attempt {escape(str(data.get('attempt', '?')))})")
+                self.activity("waiting for the first step")
+            case "step.started":
+                if at is not None:
+                    self.step_started[data.get("position")] = at
+                attempts = data.get("attempts")
+                again = ""
+                if isinstance(attempts, int) and attempts > 1:
+                    again = f", attempt {attempts}"
+                action = escape(str(data.get("action", "")))
+                self.line(at, f"{step} [dim]({action}{again})[/dim] started")
+                self.activity(f"{step} running")
+            case "step.finished":
+                self._step_finished(at, step, data)
+                self.activity("waiting for the next step")
+            case "log":
+                text = escape(str(data.get("line", "")).rstrip())
+                self.line(at, f"    [dim]{escape(str(data.get('position', '?')))} |[/dim] {text}")
+            case "step.retrying":
+                reason = escape(str(data.get("reason", "")))
+                self.line(at, f"{step} [yellow]will run again[/yellow] ({reason})")
+            case "run.cancel_requested":
+                by = escape(str(data.get("by", "someone")))
+                self.line(at, f"[yellow]cancel requested[/yellow] by {by}")
+            case "run.requeued":
+                reason = escape(str(data.get("reason", "")))
+                self.line(at, f"[yellow]requeued[/yellow] ({reason})")
+            case "run.finished":
+                self.finished = data
+                self.finished_at = at
+            case _:
+                self.line(at, escape(event.event))
+
+    def _step_finished(self, at: dt.datetime | None, step: str, data: dict[str, Any]) -> None:
+        status = _styled(data.get("status"), STATUS_STYLES)
+        level = _styled(data.get("level"), LEVEL_STYLES)
+        took = _duration(self.step_started.pop(data.get("position"), None), at)
+        note = data.get("error") or data.get("output") or ""
+        first = str(note).strip().splitlines()[0] if str(note).strip() else ""
+        if len(first) > 160:
+            first = first[:157] + "..."
+        tail = f"  [dim]{escape(first)}[/dim]" if first else ""
+        self.line(at, f"{step}  {status}  {level}  {took}{tail}")
+
+    def outcome(self) -> int:
+        """Print the final line; the exit code."""
+        run_id = escape(str(self.run.get("id", "")))
+        data = self.finished or {}
+        status = str(data.get("status", ""))
+        took = _duration(self.run_started, self.finished_at)
+        if status == RunStatus.SUCCESS:
+            console.print(f"[green]Run {run_id} succeeded[/green] in {took}.")
+            return EXIT_SUCCEEDED
+        failure_type = data.get("failure_type")
+        title = FAILURE_TITLES.get(str(failure_type), "Run did not succeed")
+        detail = data.get("failure_detail")
+        reason = f"{title}: {detail}" if detail else title
+        console.print(
+            f"[red]Run {run_id} {escape(status or 'ended')}[/red] after {took}: "
+            f"{escape(' '.join(reason.split()))}"
+        )
+        return EXIT_NOT_SUCCEEDED if status in TERMINAL_STATUSES else EXIT_UNKNOWN
+
+
+def _follow(client: Client, run: dict[str, Any]) -> int:
+    """Print the progress of ``run`` from its event stream until it finishes; the exit
+    code of its outcome."""
+    run_id = str(run["id"])
+    environment = f", {run['environment']}" if run.get("environment") else ""
+    requested = f" requested by {run['requested_by']}" if run.get("requested_by") else ""
+    console.print(
+        f"Run [bold]{escape(run_id)}[/bold] ({escape(str(run['kind']) + environment)})"
+        f"{escape(requested)}: {_styled(str(run['status']), STATUS_STYLES)}"
+    )
+    spinner = console.status("waiting for the run") if console.is_terminal else None
+    progress = _Progress(run, spinner.update if spinner is not None else lambda _: None)
+    events = run.get("links", {}).get("events") or f"/v1/runs/{quote(run_id, safe='')}/events"
+    try:
+        with spinner if spinner is not None else nullcontext():
+            for event in client.events(events):
+                progress.show(event)
+                if event.event == "run.finished":
+                    break
+    except KeyboardInterrupt:
+        errors.print(
+            f"Stopped following; the run goes on. Follow it again with "
+            f"`formula-ops runs watch {escape(run_id)}`."
+        )
+        raise typer.Exit(130) from None
+    return progress.outcome()
+
+
+# -- health-check ----------------------------------------------------------------------
+
+
+def health_check(
+    wait: Annotated[
+        bool,
+        typer.Option("--wait", help="Follow the run until it finishes; exit like `runs watch`."),
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan; queue and run nothing.")
+    ] = False,
+) -> None:
+    """Run the daily health check now (POST /v1/health-checks).
+
+    Prints the run's id and Location; with --wait, follows it and exits 0 if it
+    succeeded, 1 if it did not, 2 if that could not be found out."""
+    with _api() as client:
+        if dry_run:
+            # Nothing is created: the request is safe to repeat without a key.
+            plan = client.request("POST", HEALTH_CHECKS, json={"dry_run": True}, retries=2)
+            _print_plan(plan.json())
+            return
+        response = client.request(
+            "POST", HEALTH_CHECKS, headers={"Idempotency-Key": str(uuid.uuid4())}, retries=3
+        )
+        run = response.json()
+        location = client.url(response.headers.get("Location") or run["links"]["self"])
+        if not wait:
+            console.print(f"Health check queued: [bold]{escape(str(run['id']))}[/bold]")
+            console.print(f"Location: {escape(location)}")
+            return
+        code = _follow(client, run)
+    raise typer.Exit(code)
+
+
+def _print_plan(plan: dict[str, Any]) -> None:
+    steps: list[dict[str, Any]] = plan.get("steps", [])
+    columns = ("position", "name", "action", "timeout", "params")
+    rows = [
+        (
+            str(step["position"]),
+            str(step["name"]),
+            str(step["action"]),
+            f"{step['timeout_seconds']:g} s",
+            json.dumps(step.get("params") or {}, separators=(",", ":"), sort_keys=True),
+        )
+        for step in steps
+    ]
+    console.print(
+        f"Dry run: the {escape(str(plan.get('kind', 'run')).replace('_', ' '))} would run "
+        f"{len(rows)} steps; nothing was queued or executed."
+    )
+    if not sys.stdout.isatty():
+        for row in (columns, *rows):
+            print("\t".join(row))
+        return
+    table = Table(*columns)
+    table.columns[-1].overflow = "fold"
+    for row in rows:
+        table.add_row(*(escape(cell) for cell in row))
+    console.print(table)

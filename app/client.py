@@ -1,0 +1,357 @@
+"""A small synchronous client of the API, for the command line.
+
+- ``FORMULA_OPS_URL`` (default ``http://127.0.0.1:8000``) and ``FORMULA_OPS_TOKEN``.
+- Problem details (RFC 9457) become :class:`ApiError` (type, title, detail, status); a
+  server that cannot be reached becomes :class:`ConnectionFailed`.
+- :meth:`Client.events` reads Server-Sent Events and, when the connection drops,
+  reconnects with ``Last-Event-ID`` where it stopped (a bounded number of times in a row).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+URL_VARIABLE = "FORMULA_OPS_URL"
+TOKEN_VARIABLE = "FORMULA_OPS_TOKEN"  # noqa: S105 - the variable's name
+TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+# The server sends a keep-alive comment every 15 s; a silent minute is a dead connection.
+STREAM_TIMEOUT = httpx.Timeout(5.0, read=60.0)
+DEFAULT_RECONNECT = 1.0
+MAX_RECONNECT = 10.0
+_RETRYABLE_STATUS = frozenset({408, 425, 429, 502, 503, 504})
+
+
+class ClientError(Exception):
+    """Anything that keeps the client from getting an answer; one line for the user."""
+
+
+class ConfigurationError(ClientError):
+    """The environment does not say where the API is or how to authenticate."""
+
+
+class ConnectionFailed(ClientError):
+    """The server could not be reached, or the connection kept dropping."""
+
+
+class ApiError(ClientError):
+    """An error answer, as its problem details."""
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str | None = None,
+        type: str = "about:blank",
+        *,
+        retry_after: float | None = None,
+    ) -> None:
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.type = type
+        self.retry_after = retry_after
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        """``title: detail (status)`` on one line."""
+        text = (
+            self.title
+            if not self.detail or self.detail == self.title
+            else (f"{self.title}: {self.detail}")
+        )
+        return f"{' '.join(text.split())} ({self.status})"
+
+    @classmethod
+    def from_response(cls, response: httpx.Response) -> ApiError:
+        """Read the problem details of ``response`` (already read), or make them up from
+        its status when the body is not a problem (a proxy's HTML page, say)."""
+        body: Any = None
+        with contextlib.suppress(ValueError):
+            body = response.json()
+        retry_after = _retry_after(response.headers.get("Retry-After"))
+        phrase = response.reason_phrase or "HTTP error"
+        if not isinstance(body, dict):
+            return cls(response.status_code, phrase, retry_after=retry_after)
+        detail = body.get("detail")
+        errors = body.get("errors")
+        if isinstance(errors, list) and errors:  # 422: say which input was wrong
+            detail = "; ".join(_field_error(e) for e in errors if isinstance(e, dict)) or detail
+        return cls(
+            int(body.get("status") or response.status_code),
+            str(body.get("title") or phrase),
+            str(detail) if detail is not None else None,
+            str(body.get("type") or "about:blank"),
+            retry_after=retry_after,
+        )
+
+
+def _field_error(error: Mapping[str, Any]) -> str:
+    loc = [str(part) for part in error.get("loc", []) if part not in ("body", "query", "path")]
+    where = ".".join(loc)
+    msg = str(error.get("msg", "invalid value"))
+    return f"{where}: {msg}" if where else msg
+
+
+def _retry_after(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class ServerSentEvent:
+    """One dispatched event: ``id`` (None when the frame had none), type and data."""
+
+    event: str
+    data: str
+    id: str | None = None
+
+    def json(self) -> Any:
+        return json.loads(self.data) if self.data else None
+
+
+class SseDecoder:
+    """The event-stream format (WHATWG HTML, "Server-sent events"), a line at a time."""
+
+    def __init__(self) -> None:
+        self.retry: float | None = None  # seconds, from the last ``retry:`` field
+        self.last_event_id: str | None = None
+        self._event = ""
+        self._data: list[str] = []
+        self._id: str | None = None
+
+    def feed(self, line: str) -> ServerSentEvent | None:
+        """The event a blank ``line`` dispatches, else None."""
+        if not line:
+            return self._dispatch()
+        if line.startswith(":"):
+            return None  # a comment: keep-alive
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "event":
+            self._event = value
+        elif name == "data":
+            self._data.append(value)
+        elif name == "id":
+            if "\0" not in value:
+                self._id = value
+        elif name == "retry" and value.isdigit():
+            self.retry = int(value) / 1000
+        return None
+
+    def _dispatch(self) -> ServerSentEvent | None:
+        if self._id is not None:
+            self.last_event_id = self._id
+        event_id, self._id = self._id, None
+        event, self._event = self._event or "message", ""
+        data, self._data = self._data, []
+        if not data:
+            return None
+        return ServerSentEvent(event=event, data="\n".join(data), id=event_id)
+
+
+def decode(lines: Iterable[str]) -> Iterator[ServerSentEvent]:
+    """Every complete event of ``lines``; an unfinished last frame is dropped."""
+    decoder = SseDecoder()
+    for line in lines:
+        event = decoder.feed(line)
+        if event is not None:
+            yield event
+
+
+class Client:
+    """The API at ``base_url`` with a bearer ``token``; use as a context manager."""
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        token: str | None = None,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        headers = {"Accept": "application/json, application/problem+json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self.base_url = base_url.rstrip("/")
+        self._sleep = sleep
+        try:
+            self._http = httpx.Client(
+                base_url=self.base_url,
+                headers=headers,
+                timeout=TIMEOUT,
+                transport=transport,
+                follow_redirects=False,
+                trust_env=True,
+            )
+        except (httpx.InvalidURL, ValueError) as exc:
+            raise ConfigurationError(f"{URL_VARIABLE}={base_url!r} is not a URL: {exc}") from None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Client:
+        env = os.environ if environ is None else environ
+        url = env.get(URL_VARIABLE) or DEFAULT_URL
+        if not url.startswith(("http://", "https://")):
+            raise ConfigurationError(f"{URL_VARIABLE} must start with http:// or https://")
+        token = env.get(TOKEN_VARIABLE)
+        if not token:
+            raise ConfigurationError(
+                f"{TOKEN_VARIABLE} is not set: create a token (`formula-ops tokens create`) "
+                "and export it"
+            )
+        return cls(url, token)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def url(self, path: str) -> str:
+        """``path`` (as a ``Location`` gives it) as an absolute URL."""
+        return str(self._http.base_url.join(path))
+
+    # -- requests --------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: httpx.Timeout | float | None = None,
+        retries: int = 0,
+    ) -> httpx.Response:
+        """A 2xx response, or :class:`ApiError` / :class:`ConnectionFailed`.
+
+        ``retries``: how often to send the request again after a dropped connection or a
+        busy answer (429, 503, an Idempotency-Key still in flight). Only for requests that
+        are safe to repeat: reads, and writes with an ``Idempotency-Key``."""
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = self._http.request(
+                    method,
+                    path,
+                    params=query,
+                    json=json,
+                    headers=dict(headers or {}),
+                    timeout=timeout if timeout is not None else TIMEOUT,
+                )
+            except httpx.TransportError as exc:
+                if attempt > retries:
+                    raise ConnectionFailed(_transport_message(self.base_url, exc)) from None
+                self._sleep(min(DEFAULT_RECONNECT * attempt, MAX_RECONNECT))
+                continue
+            if response.is_success:
+                return response
+            error = ApiError.from_response(response)
+            if attempt > retries or not _retryable(error):
+                raise error
+            self._sleep(min(error.retry_after or DEFAULT_RECONNECT * attempt, MAX_RECONNECT))
+
+    def get_json(self, path: str, **params: Any) -> Any:
+        return self.request("GET", path, params=params, retries=2).json()
+
+    # -- Server-Sent Events ----------------------------------------------------------
+
+    def events(
+        self,
+        path: str,
+        *,
+        last_event_id: str | None = None,
+        max_retries: int = 5,
+        max_delay: float = MAX_RECONNECT,
+    ) -> Iterator[ServerSentEvent]:
+        """The events of the stream at ``path``, across reconnections.
+
+        The stream is followed until the caller stops iterating or the server answers
+        204 (the format's "do not reconnect"). A dropped connection, or one the server
+        ends, is opened again with ``Last-Event-ID``, after the delay the server asked for
+        (``retry:``), growing with each failure; after ``max_retries`` failures in a row
+        without an event, :class:`ConnectionFailed`. A 4xx answer is :class:`ApiError`."""
+        last_id = last_event_id
+        retry = DEFAULT_RECONNECT
+        failures = 0
+        while True:
+            headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
+            if last_id is not None:
+                headers["Last-Event-ID"] = last_id
+            decoder = SseDecoder()
+            try:
+                with self._http.stream(
+                    "GET", path, headers=headers, timeout=STREAM_TIMEOUT
+                ) as response:
+                    if response.status_code == 204:
+                        return
+                    if not response.is_success:
+                        response.read()
+                        error = ApiError.from_response(response)
+                        if not _retryable(error) and error.status < 500:
+                            raise error
+                        reason = error.message
+                    else:
+                        content_type = response.headers.get("content-type", "")
+                        if not content_type.startswith("text/event-stream"):
+                            raise ApiError(
+                                response.status_code,
+                                "Not an event stream",
+                                f"{path} answered {content_type or 'no content type'}",
+                            )
+                        for line in response.iter_lines():
+                            event = decoder.feed(line)
+                            if decoder.retry is not None:
+                                retry = decoder.retry
+                            if event is None:
+                                continue
+                            if decoder.last_event_id is not None:
+                                last_id = decoder.last_event_id
+                            failures = 0
+                            yield event
+                        reason = "the server ended the stream"
+            except httpx.TransportError as exc:
+                reason = _transport_message(self.base_url, exc)
+            failures += 1
+            if failures > max_retries:
+                raise ConnectionFailed(f"{reason}; gave up after {max_retries} reconnections")
+            self._sleep(min(retry * failures, max_delay))
+
+
+def _retryable(error: ApiError) -> bool:
+    return error.status in _RETRYABLE_STATUS or error.type.endswith("/idempotency-key-in-flight")
+
+
+def _transport_message(base_url: str, exc: httpx.TransportError) -> str:
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        return f"Cannot reach {base_url} ({type(exc).__name__})"
+    if isinstance(exc, httpx.TimeoutException):
+        return f"{base_url} did not answer in time ({type(exc).__name__})"
+    if isinstance(exc, httpx.UnsupportedProtocol):
+        return f"{base_url} is not an http:// or https:// URL"
+    return f"The connection to {base_url} failed ({type(exc).__name__})"

@@ -1,0 +1,397 @@
+"""``formula-ops runs list|watch`` and ``formula-ops health-check`` as an operator runs
+them: the real executable against ``formula-ops serve`` (embedded SQLite + Redis) on a free
+port, with a token made by ``formula-ops tokens create`` in the same state directory.
+
+The SSE reader of ``app.client`` (reconnection with ``Last-Event-ID``, bounded retries) is
+checked in-process against a transport that drops the connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from app.client import ApiError, Client, ConnectionFailed
+from tests.helpers import free_port
+
+pytestmark = pytest.mark.slow
+FORMULA_OPS = Path(sys.executable).parent / "formula-ops"
+TOKEN = re.compile(r"^fops_[0-9a-z]{16}_[0-9A-Za-z]{38}$")
+RUN_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+LIST_COLUMNS = ["id", "kind", "status", "environment", "requested by", "created", "duration"]
+
+
+class Server:
+    """``formula-ops serve`` in ``workdir``, and the CLI pointed at it."""
+
+    def __init__(self, workdir: Path, **settings: str) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.state_dir = workdir / ".formula-ops"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("FORMULA_OPS_")}
+        self.env["FORMULA_OPS_STATE_DIR"] = str(self.state_dir)
+        self.env["FORMULA_OPS_HEALTH_CHECK__SCHEDULE_ENABLED"] = "false"  # no run but ours
+        self.env["PYTHONFAULTHANDLER"] = "1"
+        self.env.update(settings)
+        self.log = (workdir / "serve.log").open("wb")
+        self.process = subprocess.Popen(
+            [str(FORMULA_OPS), "serve", "--port", str(self.port)],
+            cwd=workdir,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        self.token = ""
+
+    def wait_healthy(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.output()
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"serve did not become healthy:\n{self.output()}")
+
+    def output(self) -> str:
+        if not self.log.closed:
+            self.log.flush()
+        return (self.workdir / "serve.log").read_text(errors="replace")
+
+    def stop(self, timeout: float = 20) -> int:
+        """SIGTERM; a serve that does not stop in ``timeout`` is made to dump its threads'
+        stacks (faulthandler, on SIGABRT) into its log, and the test fails with it."""
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.send_signal(signal.SIGABRT)
+            self.process.wait(10)
+            with contextlib.suppress(OSError, ValueError):  # its redis-server, orphaned
+                os.kill(int((self.state_dir / "redis.pid").read_text()), signal.SIGKILL)
+            raise AssertionError(
+                f"serve did not stop within {timeout} s of SIGTERM:\n{self.output()}"
+            ) from None
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+            self.log.close()
+
+    # -- the command line ------------------------------------------------------------
+
+    def cli(self, *args: str, code: int = 0, **env: str) -> subprocess.CompletedProcess[str]:
+        """``formula-ops ARGS`` with FORMULA_OPS_URL and _TOKEN (overridden by ``env``);
+        stdout is a pipe, not a terminal."""
+        result = subprocess.run(
+            [str(FORMULA_OPS), *args],
+            cwd=self.workdir,
+            env={**self.env, "FORMULA_OPS_URL": self.url, "FORMULA_OPS_TOKEN": self.token, **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == code, (
+            f"`formula-ops {' '.join(args)}` exited {result.returncode}, expected {code}\n"
+            f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+        )
+        assert "Traceback" not in result.stdout + result.stderr
+        return result
+
+    def create_token(self) -> None:
+        out = self.cli("tokens", "create", "--role", "admin", "--name", "cli runs").stdout
+        value = out.strip().splitlines()[-1]
+        assert TOKEN.match(value), out
+        self.token = value
+
+    # -- the API, directly -----------------------------------------------------------
+
+    def get(self, path: str, **params: Any) -> Any:
+        response = httpx.get(
+            f"{self.url}{path}",
+            params=params,
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def run_ids(self) -> list[str]:
+        return [r["id"] for r in self.get("/v1/runs", limit=200)["items"]]
+
+    def idempotency_keys(self) -> int:
+        database = self.state_dir / "formula-ops.db"
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as conn:
+            count: int = conn.execute("SELECT count(*) FROM idempotency_key").fetchone()[0]
+        conn.close()
+        return count
+
+
+def _serve(workdir: Path, **settings: str) -> Iterator[Server]:
+    server = Server(workdir, **settings)
+    try:
+        server.wait_healthy()
+        server.create_token()
+        yield server
+    finally:
+        if server.process.poll() is None:
+            code = server.stop()
+            assert code == 0, f"serve exited {code} on SIGTERM:\n{server.output()}"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    yield from _serve(tmp_path_factory.mktemp("serve"))
+
+
+@pytest.fixture(scope="module")
+def failing_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server whose health check probes a disk path that does not exist: critical."""
+    yield from _serve(
+        tmp_path_factory.mktemp("serve-failing"),
+        FORMULA_OPS_HEALTH_CHECK__DISK_PATHS='["/", "/no/such/disk"]',
+    )
+
+
+class Waited:
+    def __init__(self, result: subprocess.CompletedProcess[str], run: dict[str, Any]) -> None:
+        self.result = result
+        self.run = run
+
+    @property
+    def lines(self) -> list[str]:
+        return self.result.stdout.splitlines()
+
+
+@pytest.fixture(scope="module")
+def waited(server: Server) -> Waited:
+    """``formula-ops health-check --wait``, and the run it made as the API reads it."""
+    result = server.cli("health-check", "--wait")
+    found = RUN_ID.search(result.stdout.splitlines()[0])
+    assert found, result.stdout
+    return Waited(result, server.get(f"/v1/runs/{found.group()}"))
+
+
+def _assert_every_step_shown(output: str, run: dict[str, Any]) -> None:
+    lines = output.splitlines()
+    assert run["steps"], run
+    for step in run["steps"]:
+        label = f"[{step['position']}] {step['name']}"
+        started = [line for line in lines if label in line and line.endswith("started")]
+        finished = [line for line in lines if f"{label}  {step['status']}  " in line]
+        assert len(started) == 1, (label, output)
+        assert len(finished) == 1, (label, output)
+        assert f"  {step['level'] or '-'}  " in finished[0], (finished[0], step)
+        assert re.search(r"  \d+(\.\d+)? (ms|s)\b", finished[0]), finished[0]
+        assert lines.index(started[0]) < lines.index(finished[0])
+
+
+class TestHealthCheck:
+    def test_wait_follows_every_step_and_exits_0(self, waited: Waited) -> None:
+        run = waited.run
+        assert run["kind"] == "health_check"
+        assert run["status"] == "success", run
+        assert run["id"] in waited.lines[0]
+        _assert_every_step_shown(waited.result.stdout, run)
+        assert re.fullmatch(rf"Run {run['id']} succeeded in \d.*\.", waited.lines[-1])
+        assert waited.result.stderr == ""
+
+    def test_without_wait_prints_the_id_and_location(self, server: Server) -> None:
+        keys = server.idempotency_keys()
+        result = server.cli("health-check")
+        found = RUN_ID.search(result.stdout)
+        assert found, result.stdout
+        run_id = found.group()
+        location = f"{server.url}/v1/health-checks/{run_id}"
+        assert f"Location: {location}" in result.stdout.splitlines()
+        assert server.get(f"/v1/health-checks/{run_id}")["id"] == run_id
+        assert server.idempotency_keys() == keys + 1  # it sent an Idempotency-Key
+        # it finishes all the same
+        assert server.get(f"/v1/runs/{run_id}", wait=30)["status"] == "success"
+
+    def test_dry_run_prints_the_plan_and_creates_no_run(
+        self, server: Server, waited: Waited
+    ) -> None:
+        before = server.run_ids()
+        result = server.cli("health-check", "--dry-run")
+        lines = result.stdout.splitlines()
+        assert "Dry run" in lines[0]
+        assert "nothing was queued" in lines[0]
+        assert lines[1].split("\t") == ["position", "name", "action", "timeout", "params"]
+        planned = [line.split("\t") for line in lines[2:]]
+        assert [(int(p[0]), p[1]) for p in planned] == [
+            (step["position"], step["name"]) for step in waited.run["steps"]
+        ]
+        assert server.run_ids() == before
+
+    def test_a_failing_check_exits_1_with_the_reason(self, failing_server: Server) -> None:
+        result = failing_server.cli("health-check", "--wait", code=1)
+        last = result.stdout.splitlines()[-1]
+        assert "failure" in last
+        assert "Health check failed: critical: disk /no/such/disk" in last
+        assert re.search(r"\[\d+\] disk /no/such/disk  failure  critical  ", result.stdout)
+        run_id = RUN_ID.search(result.stdout)
+        assert run_id
+        assert failing_server.get(f"/v1/runs/{run_id.group()}")["status"] == "failure"
+        # watching it again says the same
+        again = failing_server.cli("runs", "watch", run_id.group(), code=1)
+        assert again.stdout.splitlines()[-1].split(" after ")[0] == last.split(" after ")[0]
+
+
+class TestRuns:
+    def test_list_is_tab_separated_when_piped(self, server: Server, waited: Waited) -> None:
+        lines = server.cli("runs", "list").stdout.splitlines()
+        assert lines[0].split("\t") == LIST_COLUMNS
+        rows = {cells[0]: cells for cells in (line.split("\t") for line in lines[1:])}
+        assert all(len(cells) == len(LIST_COLUMNS) for cells in rows.values()), lines
+        row = rows[waited.run["id"]]
+        assert row[1:5] == ["health_check", "success", "-", waited.run["requested_by"]]
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", row[5])
+        assert re.fullmatch(r"\d+(\.\d+)? (ms|s)|\d+ min \d+ s", row[6]), row
+
+    def test_list_filters_and_limits(self, server: Server, waited: Waited) -> None:
+        newest = server.cli("runs", "list", "--kind", "health_check", "--limit", "1")
+        assert len(newest.stdout.splitlines()) == 2
+        succeeded = server.cli("runs", "list", "--status", "success", "--limit", "200").stdout
+        assert waited.run["id"] in succeeded
+        failed = server.cli("runs", "list", "--status", "failure").stdout.splitlines()
+        assert failed == ["\t".join(LIST_COLUMNS)]
+        other = server.cli("runs", "list", "--kind", "deployment").stdout.splitlines()
+        assert other == ["\t".join(LIST_COLUMNS)]
+
+    def test_watch_replays_a_finished_run_and_exits_0(self, server: Server, waited: Waited) -> None:
+        result = server.cli("runs", "watch", waited.run["id"])
+        _assert_every_step_shown(result.stdout, waited.run)
+        steps = [line for line in result.stdout.splitlines() if re.search(r"\[\d+\] ", line)]
+        original = [line for line in waited.lines if re.search(r"\[\d+\] ", line)]
+        assert steps == original  # the same events, in the same order
+        assert result.stdout.splitlines()[-1].startswith(f"Run {waited.run['id']} succeeded")
+
+    def test_watch_of_an_unknown_run_exits_2(self, server: Server) -> None:
+        result = server.cli("runs", "watch", "no-such-run", code=2)
+        assert result.stdout == ""
+        assert result.stderr.strip() == "Run not found: No run 'no-such-run' (404)"
+
+    def test_usage_errors_exit_2(self, server: Server) -> None:
+        server.cli("runs", "watch", code=2)
+        server.cli("runs", "list", "--status", "sideways", code=2)
+        server.cli("runs", "list", "--limit", "0", code=2)
+
+
+class TestRefusals:
+    @pytest.mark.parametrize(
+        "args",
+        [("runs", "list"), ("runs", "watch", "anything"), ("health-check", "--wait")],
+    )
+    def test_a_bad_token_exits_2_with_one_line(self, server: Server, args: tuple[str, ...]) -> None:
+        bad = "fops_0000000000000000_" + "x" * 38
+        result = server.cli(*args, code=2, FORMULA_OPS_TOKEN=bad)
+        assert result.stdout == ""
+        message = result.stderr.strip()
+        assert "\n" not in message
+        assert message.startswith("Authentication required")
+        assert message.endswith("(401)")
+        assert bad not in message
+
+    def test_no_token_exits_2(self, server: Server) -> None:
+        result = server.cli("runs", "list", code=2, FORMULA_OPS_TOKEN="")
+        assert "FORMULA_OPS_TOKEN is not set" in result.stderr
+
+    def test_an_unreachable_server_exits_2(self, server: Server) -> None:
+        nowhere = f"http://127.0.0.1:{free_port()}"
+        result = server.cli("runs", "list", code=2, FORMULA_OPS_URL=nowhere)
+        assert result.stderr.strip() == f"Cannot reach {nowhere} (ConnectError)"
+
+
+# -- the SSE reader, in-process ------------------------------------------------------------
+
+
+class _Dropping(httpx.SyncByteStream):
+    """Sends ``chunks``, then fails as a connection cut mid-stream does."""
+
+    def __init__(self, *chunks: bytes) -> None:
+        self.chunks = chunks
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self.chunks
+        raise httpx.RemoteProtocolError("peer closed connection")
+
+
+def _frame(seq: int, event: str = "log") -> bytes:
+    return f'id: {seq}\nevent: {event}\ndata: {{"n": {seq}}}\n\n'.encode()
+
+
+SSE = {"content-type": "text/event-stream"}
+
+
+class TestEventReader:
+    def test_a_dropped_stream_resumes_after_the_last_event(self) -> None:
+        seen: list[str | None] = []
+
+        def handler(request: httpx.Request) -> httpx.Response:
+            seen.append(request.headers.get("Last-Event-ID"))
+            if len(seen) == 1:
+                # half a frame after event 2: it must not be dispatched
+                stream = _Dropping(b"retry: 10\n\n", _frame(1), _frame(2), b"id: 3\nevent: lo")
+                return httpx.Response(200, headers=SSE, stream=stream)
+            if len(seen) == 2:
+                raise httpx.ConnectError("refused")
+            return httpx.Response(200, headers=SSE, content=_frame(3) + _frame(4, "run.finished"))
+
+        sleeps: list[float] = []
+        transport = httpx.MockTransport(handler)
+        client = Client("http://test", "t", transport=transport, sleep=sleeps.append)
+        events = []
+        for event in client.events("/v1/runs/r/events"):
+            events.append(event)
+            if event.event == "run.finished":
+                break
+        assert [(e.id, e.event, e.json()) for e in events] == [
+            ("1", "log", {"n": 1}),
+            ("2", "log", {"n": 2}),
+            ("3", "log", {"n": 3}),
+            ("4", "run.finished", {"n": 4}),
+        ]
+        assert seen == [None, "2", "2"]
+        assert sleeps == [0.01, 0.02]  # the server's retry:, growing with each failure
+
+    def test_retries_are_bounded(self) -> None:
+        calls = 0
+
+        def handler(request: httpx.Request) -> httpx.Response:
+            nonlocal calls
+            calls += 1
+            raise httpx.ConnectError("refused")
+
+        transport = httpx.MockTransport(handler)
+        client = Client("http://test", "t", transport=transport, sleep=lambda _: None)
+        with pytest.raises(ConnectionFailed, match="gave up after 3 reconnections"):
+            list(client.events("/e", max_retries=3))
+        assert calls == 4
+
+    def test_an_error_answer_is_not_retried(self) -> None:
+        def handler(request: httpx.Request) -> httpx.Response:
+            body = {"type": "/problems/run-not-found", "title": "Run not found", "status": 404}
+            return httpx.Response(404, json={**body, "detail": "No run 'x'"})
+
+        client = Client("http://test", "t", transport=httpx.MockTransport(handler))
+        with pytest.raises(ApiError) as caught:
+            list(client.events("/e"))
+        assert (caught.value.status, caught.value.type) == (404, "/problems/run-not-found")
+        assert caught.value.message == "Run not found: No run 'x' (404)"
