@@ -17,7 +17,6 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
-from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
 
 from app.settings import Settings
@@ -72,7 +71,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
     url = settings.database_url_value
     if url.startswith("sqlite"):
         settings.state_dir.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, poolclass=NullPool)
+        engine = create_async_engine(url)  # pooled: a connection's PRAGMAs run once
         _configure_sqlite(engine)
         return engine
     return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from app.runs.actions import worst
 from app.runs.kinds import Summary, register_finalizer
-from app.runs.models import Level, Run, RunKind, RunStatus, Step, StepStatus
+from app.runs.models import Level, RunKind, RunStatus, Step, StepStatus
 from app.runs.service import StepSpec
 from app.settings import Settings
 
@@ -54,7 +54,7 @@ def plan(settings: Settings) -> list[StepSpec]:
     ]
 
 
-def finalize(run: Run, steps: list[Step]) -> Summary:
+def finalize(steps: list[Step]) -> Summary:
     levels = {s.name: Level(s.level) for s in steps if s.level}
     failed = [s for s in steps if s.status == StepStatus.FAILURE]
     overall = worst(Level.OK, *levels.values())

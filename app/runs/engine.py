@@ -37,56 +37,80 @@ class LeaseLost(Exception):
     """Another worker owns the run now; stop without writing anything."""
 
 
-async def _fence(uow: UnitOfWork, run_id: str, epoch: int) -> None:
+async def _fence(uow: UnitOfWork, run_id: str, epoch: int) -> bool:
     """Fail unless this worker's claim (``epoch``) still holds; on PostgreSQL this also
-    locks the run row until the transaction ends, so a takeover waits for it."""
-    result = await uow.session.execute(
-        update(Run)
-        .where(
-            Run.id == run_id, Run.lease_epoch == epoch, Run.status == RunStatus.IN_PROGRESS.value
+    locks the run row until the transaction ends, so a takeover waits for it. Returns
+    whether cancellation was requested (read by the same statement)."""
+    row = (
+        await uow.session.execute(
+            update(Run)
+            .where(
+                Run.id == run_id,
+                Run.lease_epoch == epoch,
+                Run.status == RunStatus.IN_PROGRESS.value,
+            )
+            .values(updated_at=utcnow())
+            .returning(Run.id, Run.cancel_requested_at)
         )
-        .values(updated_at=utcnow())
-    )
-    if getattr(result, "rowcount", 0) != 1:
+    ).first()
+    if row is None:
         raise LeaseLost(run_id)
+    return row.cancel_requested_at is not None
 
 
 async def claim(context: AppContext, run_id: str, owner: str) -> int | None:
     """Take a queued run; returns the new lease epoch, or None when there is nothing to do."""
+    claimed = await _claim(context, run_id, owner)
+    return claimed[0] if claimed else None
+
+
+async def _claim(
+    context: AppContext, run_id: str, owner: str
+) -> tuple[int, str, list[Step]] | None:
+    """Claim the run and read its kind and steps, in one transaction."""
     now = utcnow()
     lease = dt.timedelta(seconds=context.settings.run_lease_seconds)
     async with context.unit_of_work() as uow:
-        epoch = await uow.session.scalar(
-            update(Run)
-            .where(Run.id == run_id, Run.status == RunStatus.QUEUED.value)
-            .values(
-                status=RunStatus.IN_PROGRESS.value,
-                lease_owner=owner,
-                lease_expires_at=now + lease,
-                lease_epoch=Run.lease_epoch + 1,
-                started_at=now,
-                updated_at=now,
+        claimed = (
+            await uow.session.execute(
+                update(Run)
+                .where(Run.id == run_id, Run.status == RunStatus.QUEUED.value)
+                .values(
+                    status=RunStatus.IN_PROGRESS.value,
+                    lease_owner=owner,
+                    lease_expires_at=now + lease,
+                    lease_epoch=Run.lease_epoch + 1,
+                    started_at=now,
+                    updated_at=now,
+                )
+                .returning(Run.lease_epoch, Run.kind)
             )
-            .returning(Run.lease_epoch)
-        )
-        if epoch is None:
+        ).first()
+        if claimed is None:
             return None
+        epoch, kind = int(claimed.lease_epoch), str(claimed.kind)
         await run_service.append_event(
             uow.session, run_id, "run.started", {"worker": owner, "attempt": epoch}
         )
+        steps = list(
+            await uow.session.scalars(
+                select(Step).where(Step.run_id == run_id).order_by(Step.position)
+            )
+        )
     await context.notifier.publish(run_id)
-    return int(epoch)
+    return epoch, kind, steps
 
 
 async def execute(context: AppContext, run_id: str, owner: str) -> RunStatus | None:
     """Claim ``run_id`` and run its remaining steps; None when there was nothing to do."""
-    epoch = await claim(context, run_id, owner)
-    if epoch is None:
+    claimed = await _claim(context, run_id, owner)
+    if claimed is None:
         logger.info("run %s is not queued; nothing to do", run_id)
         return None
+    epoch, kind, steps = claimed
     renewer = asyncio.create_task(_renew_lease(context, run_id, epoch), name=f"lease-{run_id}")
     try:
-        return await _run_steps(context, run_id, epoch)
+        return await _run_steps(context, run_id, epoch, kind, steps)
     except LeaseLost:
         logger.warning("run %s: lease lost (epoch %d); another worker owns it", run_id, epoch)
         return None
@@ -117,17 +141,9 @@ async def _renew_lease(context: AppContext, run_id: str, epoch: int) -> None:
             logger.warning("could not renew the lease of run %s; retrying", run_id)
 
 
-async def _load(context: AppContext, run_id: str) -> tuple[Run, list[Step]]:
-    async with context.sessionmaker() as session:
-        run = await session.get_one(Run, run_id, populate_existing=True)
-        steps = list(
-            await session.scalars(select(Step).where(Step.run_id == run_id).order_by(Step.position))
-        )
-    return run, steps
-
-
-async def _run_steps(context: AppContext, run_id: str, epoch: int) -> RunStatus:
-    run, steps = await _load(context, run_id)
+async def _run_steps(
+    context: AppContext, run_id: str, epoch: int, kind: str, steps: list[Step]
+) -> RunStatus:
     interrupted = await _settle_interrupted(context, run_id, epoch, steps)
     if interrupted is not None:
         return await _finish(
@@ -144,13 +160,12 @@ async def _run_steps(context: AppContext, run_id: str, epoch: int) -> RunStatus:
             break  # an earlier attempt failed here and stopped before ending the run
         if step.status in (StepStatus.SUCCESS, StepStatus.FAILURE, StepStatus.SKIPPED):
             continue
-        if await _cancel_requested(context, run_id):
-            return await _cancel(context, run_id, epoch)
         outcome = await _run_step(context, run_id, epoch, step)
+        if outcome is None:
+            return await _cancel(context, run_id, epoch)
         if outcome.status == StepStatus.FAILURE and step.stop_on_failure:
             break
-    run, steps = await _load(context, run_id)
-    status, failure_type, detail, result = kinds.finalize(run, steps)
+    status, failure_type, detail, result = kinds.finalize(kind, steps)
     return await _finish(
         context,
         run_id,
@@ -197,12 +212,6 @@ async def _settle_interrupted(
     return None
 
 
-async def _cancel_requested(context: AppContext, run_id: str) -> bool:
-    async with context.sessionmaker() as session:
-        requested = await session.scalar(select(Run.cancel_requested_at).where(Run.id == run_id))
-    return requested is not None
-
-
 async def _cancel(context: AppContext, run_id: str, epoch: int) -> RunStatus:
     async with context.unit_of_work() as uow:
         await _fence(uow, run_id, epoch)
@@ -232,9 +241,12 @@ def _step_data(step: Step) -> dict[str, Any]:
     }
 
 
-async def _run_step(context: AppContext, run_id: str, epoch: int, step: Step) -> StepOutcome:
+async def _run_step(context: AppContext, run_id: str, epoch: int, step: Step) -> StepOutcome | None:
+    """Run one step, its start and its end each committed; None when the run was
+    cancelled before the step started (cooperative cancellation)."""
     async with context.unit_of_work() as uow:
-        await _fence(uow, run_id, epoch)
+        if await _fence(uow, run_id, epoch):
+            return None
         row = await uow.session.get_one(Step, step.id)
         row.status = StepStatus.IN_PROGRESS.value
         row.attempts += 1
@@ -266,6 +278,7 @@ async def _run_step(context: AppContext, run_id: str, epoch: int, step: Step) ->
             uow.session, run_id, "step.finished", {**_step_data(row), "output": row.output[:2000]}
         )
     await context.notifier.publish(run_id)
+    step.status, step.level, step.result, step.error = row.status, row.level, row.result, row.error
     return outcome
 
 

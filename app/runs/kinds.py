@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from app.runs.models import Run, RunKind, RunStatus, Step, StepStatus
+from app.runs.models import RunKind, RunStatus, Step, StepStatus
 
 Summary = tuple[RunStatus, str | None, str | None, dict[str, Any] | None]
-Finalizer = Callable[[Run, list[Step]], Summary]
+Finalizer = Callable[[list[Step]], Summary]
 
 _FINALIZERS: dict[str, Finalizer] = {}
 
@@ -17,7 +17,7 @@ def register_finalizer(kind: RunKind, finalizer: Finalizer) -> None:
     _FINALIZERS[kind.value] = finalizer
 
 
-def default_finalizer(run: Run, steps: list[Step]) -> Summary:
+def default_finalizer(steps: list[Step]) -> Summary:
     """Success when every step succeeded or was skipped; otherwise the first failure."""
     for step in steps:
         if step.status == StepStatus.FAILURE:
@@ -32,9 +32,9 @@ def default_finalizer(run: Run, steps: list[Step]) -> Summary:
     return RunStatus.SUCCESS, None, None, None
 
 
-def finalize(run: Run, steps: list[Step]) -> Summary:
+def finalize(kind: str, steps: list[Step]) -> Summary:
     _load_kinds()
-    return _FINALIZERS.get(run.kind, default_finalizer)(run, steps)
+    return _FINALIZERS.get(kind, default_finalizer)(steps)
 
 
 def _load_kinds() -> None:
