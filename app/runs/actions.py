@@ -359,24 +359,22 @@ class NoParams(Params):
     pass
 
 
-@register("database", NoParams, idempotent=True)
-async def database(params: NoParams, ctx: ActionContext) -> StepOutcome:
-    check = await ctx.context.check_database()
+def _reachability(what: str, check: dict[str, Any]) -> StepOutcome:
     if check["status"] != "ok":
         return StepOutcome(
-            StepStatus.FAILURE, level=Level.CRITICAL, data=check, error="unreachable"
+            StepStatus.FAILURE, level=Level.CRITICAL, data=check, error=f"{what} unreachable"
         )
-    return level_outcome(Level.OK, f"database answered in {check['latency_ms']} ms", check)
+    return level_outcome(Level.OK, f"{what} answered in {check['latency_ms']} ms", check)
+
+
+@register("database", NoParams, idempotent=True)
+async def database(params: NoParams, ctx: ActionContext) -> StepOutcome:
+    return _reachability("the database", await ctx.context.check_database())
 
 
 @register("redis", NoParams, idempotent=True)
 async def redis_ping(params: NoParams, ctx: ActionContext) -> StepOutcome:
-    check = await ctx.context.check_redis()
-    if check["status"] != "ok":
-        return StepOutcome(
-            StepStatus.FAILURE, level=Level.CRITICAL, data=check, error="unreachable"
-        )
-    return level_outcome(Level.OK, f"Redis answered in {check['latency_ms']} ms", check)
+    return _reachability("Redis", await ctx.context.check_redis())
 
 
 @register("backup_age", NoParams, idempotent=True)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,56 +12,12 @@ import httpx
 import pytest
 
 from app.embedded import process_alive
-from tests.helpers import free_port
+from tests.e2e.serve_process import FORMULA_OPS, ServeProcess
 
 pytestmark = pytest.mark.slow
-FORMULA_OPS = Path(sys.executable).parent / "formula-ops"
 
 
-class Served:
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FORMULA_OPS_")}
-        self.log = (workdir / "serve.log").open("wb")
-        self.process = subprocess.Popen(
-            [str(FORMULA_OPS), "serve", "--port", str(self.port)],
-            cwd=workdir,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def wait_healthy(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.output()
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"serve did not become healthy:\n{self.output()}")
-
-    @property
-    def redis_pid(self) -> int:
-        return int((self.workdir / ".formula-ops" / "redis.pid").read_text())
-
-    def output(self) -> str:
-        if not self.log.closed:
-            self.log.flush()
-        return (self.workdir / "serve.log").read_text(errors="replace")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
-        self.process.send_signal(sig)
-        try:
-            code = self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"serve did not stop in {timeout} s:\n{self.output()}") from None
-        self.log.close()
-        return code
+Served = ServeProcess
 
 
 @pytest.fixture
