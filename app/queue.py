@@ -13,12 +13,18 @@ from typing import Any
 
 from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool
+from redis.exceptions import RedisError
 
 logger = logging.getLogger(__name__)
 
 
 class JobName(enum.StrEnum):
     EXECUTE_RUN = "execute_run"
+
+
+def wake_channel(queue_name: str) -> str:
+    """Where enqueues are announced, so idle workers start the job without polling."""
+    return f"{queue_name}:wake"
 
 
 def serialize_job(data: dict[str, Any]) -> bytes:
@@ -62,4 +68,8 @@ class Queue:
         if enqueued is None:
             logger.info("arq already knows job %s; not enqueued again", job_id)
             return False
+        try:
+            await self.redis.publish(wake_channel(self.queue_name), job_id)
+        except RedisError:  # the workers' next poll finds it
+            logger.debug("could not announce job %s", job_id)
         return True

@@ -8,12 +8,14 @@ from typing import Any
 
 from arq.cron import CronJob, cron
 from arq.worker import Worker, func
+from redis.asyncio import Redis
 
 from app.queue import JobName, connect_redis, deserialize_job, serialize_job
 from app.settings import Settings, get_settings
 from workers.context import shutdown, startup
 from workers.cron import purge_idempotency_keys, reconcile_runs, scheduled_health_check
 from workers.runs import execute_run
+from workers.wake import WakeableWorker
 
 FUNCTIONS = [func(execute_run, name=JobName.EXECUTE_RUN.value)]  # type: ignore[arg-type]
 
@@ -88,7 +90,10 @@ def create_worker(settings: Settings | None = None, **overrides: Any) -> Worker:
         "health_check_key": f"{settings.queue_name}:health-check",
     }
     options.update(overrides)
-    return Worker(**options)
+    subscriber = Redis.from_url(
+        settings.redis_url.get_secret_value(), socket_timeout=None, health_check_interval=30
+    )
+    return WakeableWorker(subscriber=subscriber, **options)
 
 
 async def stop_worker(worker: Worker, task: asyncio.Task[None], limit: float = 15.0) -> None:
