@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     )
     token_requests_per_minute: int = Field(default=600, ge=1)
     idempotency_ttl_hours: int = Field(default=24, ge=1, le=24 * 30)
-    worker_poll_delay_seconds: float = Field(default=0.05, gt=0, le=5)
+    worker_poll_delay_seconds: float = Field(default=0.5, gt=0, le=5)
     reconcile_every_seconds: int = Field(default=5, ge=1, le=60)
     reconcile_stale_after_seconds: float = Field(default=10, gt=0)
     health_check: HealthCheckSettings = Field(default_factory=HealthCheckSettings)
