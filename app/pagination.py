@@ -100,6 +100,25 @@ class Keyed(Protocol):
 K = TypeVar("K", bound=Keyed)
 
 
+def keyset_statement(
+    statement: Select[K],
+    params: CursorParams,
+    *,
+    created_at: InstrumentedAttribute[dt.datetime],
+    id: InstrumentedAttribute[str],
+) -> Select[K]:
+    """``statement`` limited to one page (one row more, to tell whether another follows)."""
+    if params.cursor is not None:
+        # A row-value comparison, so the (created_at, id) index bounds the scan instead
+        # of filtering every newer row (deep pages stay as fast as the first).
+        after = tuple_(
+            bindparam(None, params.cursor.created_at, type_=created_at.type),
+            bindparam(None, params.cursor.id, type_=id.type),
+        )
+        statement = statement.where(tuple_(created_at, id) < after)
+    return statement.order_by(created_at.desc(), id.desc()).limit(params.limit + 1)
+
+
 async def paginate(
     session: AsyncSession,
     statement: Select[K],
@@ -109,18 +128,8 @@ async def paginate(
     id: InstrumentedAttribute[str],
 ) -> tuple[Sequence[K], str | None]:
     """Run ``statement`` for one page; returns the rows and the next cursor (or None)."""
-    if params.cursor is not None:
-        at, last_id = params.cursor.created_at, params.cursor.id
-        # A row-value comparison, so the (created_at, id) index bounds the scan instead
-        # of filtering every newer row (deep pages stay as fast as the first).
-        statement = statement.where(
-            tuple_(created_at, id)
-            < tuple_(
-                bindparam(None, at, type_=created_at.type), bindparam(None, last_id, type_=id.type)
-            )
-        )
-    statement = statement.order_by(created_at.desc(), id.desc()).limit(params.limit + 1)
-    rows = list((await session.scalars(statement)).all())
+    page = keyset_statement(statement, params, created_at=created_at, id=id)
+    rows = list((await session.scalars(page)).all())
     if len(rows) <= params.limit:
         return rows, None
     rows = rows[: params.limit]

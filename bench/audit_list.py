@@ -16,7 +16,6 @@ Environment: ``FORMULA_OPS_BENCH_PG_ADMIN_URL`` (default
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import os
 import statistics
@@ -26,12 +25,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import psycopg
 import sqlalchemy as sa
 from pydantic import SecretStr
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import migrate
 from app.audit import service
@@ -107,28 +105,9 @@ class Query:
     params: dict[str, Any]
 
 
-class _Recorder:
-    """Stands in for the session: keeps the statement ``paginate`` would run."""
-
-    statement: sa.Select[Any] | None = None
-
-    async def scalars(self, statement: sa.Select[Any]) -> _NoRows:
-        self.statement = statement
-        return _NoRows()
-
-
-class _NoRows:
-    def all(self) -> list[Any]:
-        return []
-
-
 def listing_statement(filters: service.AuditFilters, cursor: Cursor | None) -> sa.Select[Any]:
     """The SELECT ``GET /v1/audit-events`` runs for these filters, built by the app."""
-    recorder = _Recorder()
-    page = CursorParams(limit=DEFAULT_LIMIT, cursor=cursor)
-    asyncio.run(service.list_page(cast(AsyncSession, recorder), filters, page))
-    assert recorder.statement is not None
-    return recorder.statement
+    return service.list_statement(filters, CursorParams(limit=DEFAULT_LIMIT, cursor=cursor))
 
 
 def driver_sql(engine: sa.Engine, statement: sa.Select[Any]) -> tuple[str, dict[str, Any]]:

@@ -8,20 +8,18 @@ for the planner to prefer an index whenever one fits.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import psycopg
 import pytest
 import sqlalchemy as sa
 from psycopg.rows import dict_row
 from pydantic import SecretStr
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import migrate
 from app.audit import service
@@ -93,27 +91,8 @@ class Events:
     middle: dict[str, Any]
 
 
-class _Recorder:
-    """Stands in for the session: keeps the statement ``paginate`` would run."""
-
-    statement: sa.Select[Any] | None = None
-
-    async def scalars(self, statement: sa.Select[Any]) -> _NoRows:
-        self.statement = statement
-        return _NoRows()
-
-
-class _NoRows:
-    def all(self) -> list[Any]:
-        return []
-
-
 def listing_statement(filters: service.AuditFilters, cursor: Cursor | None) -> sa.Select[Any]:
-    recorder = _Recorder()
-    page = CursorParams(limit=DEFAULT_LIMIT, cursor=cursor)
-    in_thread(asyncio.run, service.list_page(cast(AsyncSession, recorder), filters, page))
-    assert recorder.statement is not None
-    return recorder.statement
+    return service.list_statement(filters, CursorParams(limit=DEFAULT_LIMIT, cursor=cursor))
 
 
 def driver_sql(engine: sa.Engine, statement: sa.Select[Any]) -> tuple[str, dict[str, Any]]:

@@ -26,7 +26,7 @@ from app.auth.principal import Principal
 from app.db import UnitOfWork, utcnow
 from app.errors import ServiceUnavailable
 from app.ids import new_id
-from app.pagination import CursorParams, paginate
+from app.pagination import CursorParams, keyset_statement, paginate
 
 logger = logging.getLogger(__name__)
 HEAD_ID = 1
@@ -181,6 +181,13 @@ async def list_page(
 ) -> tuple[Sequence[AuditEvent], str | None]:
     return await paginate(
         session, _filtered(filters), page, created_at=AuditEvent.created_at, id=AuditEvent.id
+    )
+
+
+def list_statement(filters: AuditFilters, page: CursorParams) -> Select[AuditEvent]:
+    """The SELECT :func:`list_page` runs (benchmarks and query-plan tests read it)."""
+    return keyset_statement(
+        _filtered(filters), page, created_at=AuditEvent.created_at, id=AuditEvent.id
     )
 
 
