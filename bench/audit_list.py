@@ -105,25 +105,14 @@ class Query:
     params: dict[str, Any]
 
 
-def listing_statement(filters: service.AuditFilters, cursor: Cursor | None) -> sa.Select[Any]:
-    """The SELECT ``GET /v1/audit-events`` runs for these filters, built by the app."""
-    return service.list_statement(filters, CursorParams(limit=DEFAULT_LIMIT, cursor=cursor))
-
-
-def driver_sql(engine: sa.Engine, statement: sa.Select[Any]) -> tuple[str, dict[str, Any]]:
-    """The SQL text and parameters SQLAlchemy hands to psycopg for ``statement``."""
-    sent: list[tuple[str, dict[str, Any]]] = []
-
-    def capture(_conn: Any, _cursor: Any, sql: str, params: Any, *_rest: Any) -> None:
-        sent.append((sql, dict(params)))
-
-    sa.event.listen(engine, "before_cursor_execute", capture)
-    try:
-        with engine.connect() as conn:
-            conn.execute(statement).all()
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", capture)
-    return sent[-1]
+def listing_sql(
+    engine: sa.Engine, filters: service.AuditFilters, cursor: Cursor | None
+) -> tuple[str, dict[str, Any]]:
+    """The SQL and parameters of the page ``GET /v1/audit-events`` reads, as the app
+    builds it (``app.audit.service.list_statement``), compiled for this engine."""
+    page = CursorParams(limit=DEFAULT_LIMIT, cursor=cursor)
+    compiled = service.list_statement(filters, page).compile(dialect=engine.dialect)
+    return compiled.string, dict(compiled.params)
 
 
 @contextmanager
@@ -174,7 +163,7 @@ def queries(conn: psycopg.Connection[Any], engine: sa.Engine, rows: int) -> list
     ]
     built = []
     for name, filters, cursor in cases:
-        sql, params = driver_sql(engine, listing_statement(filters, cursor))
+        sql, params = listing_sql(engine, filters, cursor)
         built.append(Query(name, sql, params))
     return built
 

@@ -91,24 +91,14 @@ class Events:
     middle: dict[str, Any]
 
 
-def listing_statement(filters: service.AuditFilters, cursor: Cursor | None) -> sa.Select[Any]:
-    return service.list_statement(filters, CursorParams(limit=DEFAULT_LIMIT, cursor=cursor))
-
-
-def driver_sql(engine: sa.Engine, statement: sa.Select[Any]) -> tuple[str, dict[str, Any]]:
-    """The SQL text and parameters SQLAlchemy hands to psycopg for ``statement``."""
-    sent: list[tuple[str, dict[str, Any]]] = []
-
-    def capture(_conn: Any, _cursor: Any, sql: str, params: Any, *_rest: Any) -> None:
-        sent.append((sql, dict(params)))
-
-    sa.event.listen(engine, "before_cursor_execute", capture)
-    try:
-        with engine.connect() as conn:
-            conn.execute(statement).all()
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", capture)
-    return sent[-1]
+def listing_sql(
+    engine: sa.Engine, filters: service.AuditFilters, cursor: Cursor | None
+) -> tuple[str, dict[str, Any]]:
+    """The SQL and parameters of the page ``GET /v1/audit-events`` reads, as the app
+    builds it (``app.audit.service.list_statement``), compiled for this engine."""
+    page = CursorParams(limit=DEFAULT_LIMIT, cursor=cursor)
+    compiled = service.list_statement(filters, page).compile(dialect=engine.dialect)
+    return compiled.string, dict(compiled.params)
 
 
 def plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -188,7 +178,7 @@ def _case(name: str, middle: dict[str, Any]) -> tuple[service.AuditFilters, Curs
 )
 def test_listing_query_uses_an_index(events: Events, case: str) -> None:
     filters, cursor = _case(case, events.middle)
-    sql, params = driver_sql(events.engine, listing_statement(filters, cursor))
+    sql, params = listing_sql(events.engine, filters, cursor)
     row = events.conn.execute("EXPLAIN (FORMAT JSON) " + sql, params).fetchone()
     assert row is not None
     nodes = list(plan_nodes(row[0][0]["Plan"]))
