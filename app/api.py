@@ -10,6 +10,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app.audit.router import router as audit_router
+from app.deployments.router import router as deployments_router
+from app.environments.router import router as environments_router
 from app.health_checks.router import router as health_checks_router
 from app.ops.router import router as ops_router
 from app.runs.router import router as runs_router
@@ -20,6 +22,8 @@ v1.include_router(tokens_router)
 v1.include_router(audit_router)
 v1.include_router(runs_router)
 v1.include_router(health_checks_router)
+v1.include_router(environments_router)
+v1.include_router(deployments_router)
 
 public = APIRouter()
 public.include_router(ops_router)

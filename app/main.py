@@ -96,14 +96,33 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                     response["content"] = problem_content
                     if int(code) == 422:
                         response["description"] = "Request validation failed"
+            if "requestBody" in operation:
+                responses.setdefault(
+                    "413",
+                    {"description": "Request body too large", "content": problem_content},
+                )
             responses.setdefault(
                 "500",
                 {"description": "Internal server error", "content": problem_content},
             )
     for unused in ("HTTPValidationError", "ValidationError"):
         components.pop(unused, None)
+    _closed_pattern_objects(components)
     app.openapi_schema = schema
     return schema
+
+
+def _closed_pattern_objects(node: Any) -> None:
+    """A mapping whose keys must match a pattern is validated as such: say so in the
+    schema too (pydantic leaves other keys open)."""
+    if isinstance(node, dict):
+        if "patternProperties" in node and "additionalProperties" not in node:
+            node["additionalProperties"] = False
+        for value in node.values():
+            _closed_pattern_objects(value)
+    elif isinstance(node, list):
+        for value in node:
+            _closed_pattern_objects(value)
 
 
 def _problem_schemas() -> dict[str, Any]:

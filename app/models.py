@@ -2,6 +2,8 @@
 
 from app.audit.models import AuditChainHead, AuditEvent
 from app.auth.models import ApiToken
+from app.deployments.models import Deployment, DeploymentTarget
+from app.environments.models import Environment, Pin, Service
 from app.idempotency import IdempotencyRecord
 from app.outbox import OutboxEvent
 from app.runs.models import Run, RunEvent, Step
@@ -10,9 +12,14 @@ __all__ = [
     "ApiToken",
     "AuditChainHead",
     "AuditEvent",
+    "Deployment",
+    "DeploymentTarget",
+    "Environment",
     "IdempotencyRecord",
     "OutboxEvent",
+    "Pin",
     "Run",
     "RunEvent",
+    "Service",
     "Step",
 ]

@@ -94,7 +94,6 @@ CursorParamsDep = Annotated[CursorParams, Depends(cursor_params)]
 
 class Keyed(Protocol):
     created_at: dt.datetime
-    id: str
 
 
 K = TypeVar("K", bound=Keyed)
@@ -133,4 +132,5 @@ async def paginate(
     if len(rows) <= params.limit:
         return rows, None
     rows = rows[: params.limit]
-    return rows, encode_cursor(rows[-1].created_at, rows[-1].id)
+    last = rows[-1]
+    return rows, encode_cursor(last.created_at, str(getattr(last, id.key)))

@@ -78,6 +78,11 @@ class Settings(BaseSettings):
     worker_poll_delay_seconds: float = Field(default=0.5, gt=0, le=5)
     reconcile_every_seconds: int = Field(default=5, ge=1, le=60)
     reconcile_stale_after_seconds: float = Field(default=10, gt=0)
+    seed_local_environment: bool = Field(
+        default=True, description="`serve` creates the `local` environment when missing."
+    )
+    local_backend_port: int = Field(default=18081, ge=1, le=65535)
+    local_frontend_port: int = Field(default=18082, ge=1, le=65535)
     health_check: HealthCheckSettings = Field(default_factory=HealthCheckSettings)
     storage_url: str | None = Field(
         default=None, description="file:///path or s3://bucket/prefix for backups."

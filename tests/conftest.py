@@ -23,7 +23,19 @@ from app import migrate
 from app.context import AppContext, build_context
 from app.embedded import EmbeddedRedis
 from app.main import create_app
-from app.models import ApiToken, IdempotencyRecord, OutboxEvent, Run, RunEvent, Step
+from app.models import (
+    ApiToken,
+    Deployment,
+    DeploymentTarget,
+    Environment,
+    IdempotencyRecord,
+    OutboxEvent,
+    Pin,
+    Run,
+    RunEvent,
+    Service,
+    Step,
+)
 from app.settings import Settings
 from tests.helpers import create_pg_database, drop_pg_database, in_thread
 
@@ -94,7 +106,19 @@ async def _clean(request: pytest.FixtureRequest) -> None:
         return
     ctx: AppContext = request.getfixturevalue("context")
     async with ctx.unit_of_work() as uow:
-        for table in (RunEvent, Step, Run, OutboxEvent, IdempotencyRecord, ApiToken):
+        for table in (
+            DeploymentTarget,
+            Deployment,
+            RunEvent,
+            Step,
+            Run,
+            Pin,
+            Service,
+            Environment,
+            OutboxEvent,
+            IdempotencyRecord,
+            ApiToken,
+        ):
             await uow.session.execute(delete(table))
     keys = [k async for k in ctx.redis.scan_iter(match=f"{ctx.settings.redis_prefix}*")]
     if keys:

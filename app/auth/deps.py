@@ -72,3 +72,4 @@ Admin = Annotated[Principal, Depends(require_role(Role.ADMIN))]
 # Routes whose resources belong to an environment: a restricted token sees only its own.
 ScopedViewer = Annotated[Principal, Depends(require_role(Role.VIEWER, environment_scoped=True))]
 ScopedOperator = Annotated[Principal, Depends(require_role(Role.OPERATOR, environment_scoped=True))]
+ScopedDeployer = Annotated[Principal, Depends(require_role(Role.DEPLOYER, environment_scoped=True))]

@@ -9,7 +9,7 @@ runs even when another fails; the run fails when any probe is critical.
 from __future__ import annotations
 
 from app.runs.actions import worst
-from app.runs.kinds import Summary, register_finalizer
+from app.runs.kinds import Ending, Summary, register_finalizer
 from app.runs.models import Level, RunKind, RunStatus, Step, StepStatus
 from app.runs.service import StepSpec
 from app.settings import Settings
@@ -54,7 +54,7 @@ def plan(settings: Settings) -> list[StepSpec]:
     ]
 
 
-def finalize(steps: list[Step]) -> Summary:
+def finalize(steps: list[Step], ending: Ending) -> Summary:
     levels = {s.name: Level(s.level) for s in steps if s.level}
     failed = [s for s in steps if s.status == StepStatus.FAILURE]
     overall = worst(Level.OK, *levels.values())

@@ -50,6 +50,7 @@ LogLine = Callable[[str], Awaitable[None]]
 class ActionContext:
     context: AppContext
     log: LogLine
+    run_id: str = ""
 
 
 class Params(BaseModel):

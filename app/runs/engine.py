@@ -21,14 +21,15 @@ import logging
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 
 from app.context import AppContext
 from app.db import UnitOfWork, utcnow
 from app.runs import kinds
 from app.runs import service as run_service
 from app.runs.actions import ActionContext, StepOutcome, bounded, get_action
-from app.runs.models import Run, RunStatus, Step, StepStatus
+from app.runs.models import Phase, Run, RunStatus, Step, StepStatus
 
 logger = logging.getLogger(__name__)
 
@@ -64,41 +65,54 @@ async def claim(context: AppContext, run_id: str, owner: str) -> int | None:
     return claimed[0] if claimed else None
 
 
+class _Deferred(Exception):
+    """The run's kind says it may not start yet (its claim is rolled back)."""
+
+
 async def _claim(
     context: AppContext, run_id: str, owner: str
-) -> tuple[int, str, list[Step]] | None:
-    """Claim the run and read its kind and steps, in one transaction."""
+) -> tuple[int, Run, list[Step]] | None:
+    """Claim the run and read it and its steps, in one transaction."""
     now = utcnow()
     lease = dt.timedelta(seconds=context.settings.run_lease_seconds)
-    async with context.unit_of_work() as uow:
-        claimed = (
-            await uow.session.execute(
-                update(Run)
-                .where(Run.id == run_id, Run.status == RunStatus.QUEUED.value)
-                .values(
-                    status=RunStatus.IN_PROGRESS.value,
-                    lease_owner=owner,
-                    lease_expires_at=now + lease,
-                    lease_epoch=Run.lease_epoch + 1,
-                    started_at=now,
-                    updated_at=now,
+    try:
+        async with context.unit_of_work() as uow:
+            claimed = (
+                await uow.session.execute(
+                    update(Run)
+                    .where(Run.id == run_id, Run.status == RunStatus.QUEUED.value)
+                    .values(
+                        status=RunStatus.IN_PROGRESS.value,
+                        lease_owner=owner,
+                        lease_expires_at=now + lease,
+                        lease_epoch=Run.lease_epoch + 1,
+                        started_at=func.coalesce(Run.started_at, now),
+                        updated_at=now,
+                    )
+                    .returning(Run.lease_epoch, Run.kind)
                 )
-                .returning(Run.lease_epoch, Run.kind)
+            ).first()
+            if claimed is None:
+                return None
+            epoch = int(claimed.lease_epoch)
+            run = await uow.session.get_one(Run, run_id, populate_existing=True)
+            guard = kinds.hooks(run.kind).claim_guard
+            if guard is not None and not await guard(uow.session, run):
+                raise _Deferred(run_id)
+            await run_service.append_event(
+                uow.session, run_id, "run.started", {"worker": owner, "attempt": epoch}
             )
-        ).first()
-        if claimed is None:
-            return None
-        epoch, kind = int(claimed.lease_epoch), str(claimed.kind)
-        await run_service.append_event(
-            uow.session, run_id, "run.started", {"worker": owner, "attempt": epoch}
-        )
-        steps = list(
-            await uow.session.scalars(
-                select(Step).where(Step.run_id == run_id).order_by(Step.position)
+            steps = list(
+                await uow.session.scalars(
+                    select(Step).where(Step.run_id == run_id).order_by(Step.position)
+                )
             )
-        )
+    except (_Deferred, IntegrityError):
+        # A guard said "not yet", or a database constraint it relies on refused.
+        logger.info("run %s waits: its kind does not let it start yet", run_id)
+        return None
     await context.notifier.publish(run_id)
-    return epoch, kind, steps
+    return epoch, run, steps
 
 
 async def execute(context: AppContext, run_id: str, owner: str) -> RunStatus | None:
@@ -107,10 +121,10 @@ async def execute(context: AppContext, run_id: str, owner: str) -> RunStatus | N
     if claimed is None:
         logger.info("run %s is not queued; nothing to do", run_id)
         return None
-    epoch, kind, steps = claimed
+    epoch, run, steps = claimed
     renewer = asyncio.create_task(_renew_lease(context, run_id, epoch), name=f"lease-{run_id}")
     try:
-        return await _run_steps(context, run_id, epoch, kind, steps)
+        return await _run_steps(context, run, epoch, steps)
     except LeaseLost:
         logger.warning("run %s: lease lost (epoch %d); another worker owns it", run_id, epoch)
         return None
@@ -141,11 +155,13 @@ async def _renew_lease(context: AppContext, run_id: str, epoch: int) -> None:
             logger.warning("could not renew the lease of run %s; retrying", run_id)
 
 
-async def _run_steps(
-    context: AppContext, run_id: str, epoch: int, kind: str, steps: list[Step]
-) -> RunStatus:
+async def _run_steps(context: AppContext, run: Run, epoch: int, steps: list[Step]) -> RunStatus:
+    run_id = run.id
+    hooks = kinds.hooks(run.kind)
+    main = [s for s in steps if s.phase != Phase.ROLLBACK]
+    compensation = [s for s in steps if s.phase == Phase.ROLLBACK]
     interrupted = await _settle_interrupted(context, run_id, epoch, steps)
-    if interrupted is not None:
+    if interrupted is not None and not compensation:
         return await _finish(
             context,
             run_id,
@@ -155,17 +171,37 @@ async def _run_steps(
             failure_detail=f"step {interrupted.position} ({interrupted.name}) was running when "
             "its worker stopped, and it is not safe to run twice",
         )
-    for step in steps:
-        if step.status == StepStatus.FAILURE and step.stop_on_failure:
-            break  # an earlier attempt failed here and stopped before ending the run
-        if step.status in (StepStatus.SUCCESS, StepStatus.FAILURE, StepStatus.SKIPPED):
-            continue
-        outcome = await _run_step(context, run_id, epoch, step)
-        if outcome is None:
-            return await _cancel(context, run_id, epoch)
-        if outcome.status == StepStatus.FAILURE and step.stop_on_failure:
-            break
-    status, failure_type, detail, result = kinds.finalize(kind, steps)
+    stopped, cancelled = interrupted, False
+    if stopped is None:
+        for step in main:
+            if step.status == StepStatus.FAILURE and step.stop_on_failure:
+                stopped = step  # an earlier attempt failed here and stopped before ending
+                break
+            if step.status in (StepStatus.SUCCESS, StepStatus.FAILURE, StepStatus.SKIPPED):
+                continue
+            outcome = await _run_step(context, run_id, epoch, step)
+            if outcome is None:
+                cancelled = True
+                break
+            if outcome.status == StepStatus.FAILURE and step.stop_on_failure:
+                stopped = step
+                break
+    if cancelled and not compensation:
+        return await _cancel(context, run_id, epoch)
+    ending = kinds.Ending(cancelled=cancelled, stopped_at=stopped)
+    if compensation:
+        started = any(s.status != StepStatus.PENDING for s in compensation)
+        wanted = (stopped is not None or cancelled) and (
+            hooks.compensate is None or hooks.compensate(run, ending)
+        )
+        if started or wanted:
+            for step in compensation:
+                if step.status in (StepStatus.SUCCESS, StepStatus.FAILURE, StepStatus.SKIPPED):
+                    continue
+                await _run_step(context, run_id, epoch, step, cancellable=False)
+            ending = kinds.Ending(cancelled=cancelled, stopped_at=stopped, compensated=True)
+        await _skip_pending(context, run_id, epoch)
+    status, failure_type, detail, result = kinds.finalize(run.kind, steps, ending)
     return await _finish(
         context,
         run_id,
@@ -175,6 +211,18 @@ async def _run_steps(
         failure_detail=detail,
         result=result,
     )
+
+
+async def _skip_pending(context: AppContext, run_id: str, epoch: int) -> None:
+    """Steps that will not run (rollback steps after a success, main steps after a
+    failure) end ``skipped``."""
+    async with context.unit_of_work() as uow:
+        await _fence(uow, run_id, epoch)
+        await uow.session.execute(
+            update(Step)
+            .where(Step.run_id == run_id, Step.status == StepStatus.PENDING.value)
+            .values(status=StepStatus.SKIPPED.value)
+        )
 
 
 async def _settle_interrupted(
@@ -241,11 +289,13 @@ def _step_data(step: Step) -> dict[str, Any]:
     }
 
 
-async def _run_step(context: AppContext, run_id: str, epoch: int, step: Step) -> StepOutcome | None:
+async def _run_step(
+    context: AppContext, run_id: str, epoch: int, step: Step, *, cancellable: bool = True
+) -> StepOutcome | None:
     """Run one step, its start and its end each committed; None when the run was
     cancelled before the step started (cooperative cancellation)."""
     async with context.unit_of_work() as uow:
-        if await _fence(uow, run_id, epoch):
+        if await _fence(uow, run_id, epoch) and cancellable:
             return None
         row = await uow.session.get_one(Step, step.id)
         row.status = StepStatus.IN_PROGRESS.value
@@ -290,7 +340,7 @@ async def _perform(context: AppContext, step: Step, log: Any) -> StepOutcome:
         return StepOutcome(StepStatus.FAILURE, error=f"invalid step: {exc}")
     try:
         async with asyncio.timeout(step.timeout_seconds):
-            return await action.handler(params, ActionContext(context, log))
+            return await action.handler(params, ActionContext(context, log, step.run_id))
     except TimeoutError:
         return StepOutcome(
             StepStatus.FAILURE,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Header
@@ -48,6 +48,16 @@ def run_response(run: Run, status_code: int, location: str, **headers: str) -> J
     return JSONResponse(body, status_code=status_code, headers={"Location": location, **headers})
 
 
+# Builds the response of a creating POST from its run (its kind may add to the body).
+Render = Callable[[Run, int, str, dict[str, str]], Awaitable[JSONResponse]]
+
+
+async def _render_run(
+    run: Run, status: int, location: str, headers: dict[str, str]
+) -> JSONResponse:
+    return run_response(run, status, location, **headers)
+
+
 async def created(
     context: AppContext,
     principal: Principal,
@@ -57,6 +67,7 @@ async def created(
     location: str,
     prefer: str | None,
     idem: Idempotency,
+    render: Render | None = None,
 ) -> JSONResponse:
     """The answer to a creating POST: ``accepted`` (202), or with ``Prefer: wait`` the
     finished run (201) — or the run as it is when the wait ends (202 + ``Retry-After``).
@@ -66,10 +77,11 @@ async def created(
         return accepted
     run = await run_service.wait_terminal(context, run_id, principal, wait)
     applied = {"Preference-Applied": f"wait={wait}"}
+    respond = render or _render_run
     if run.status in TERMINAL_STATUSES:
-        response = run_response(run, 201, location, **applied)
+        response = await respond(run, 201, location, applied)
     else:
-        response = run_response(run, 202, location, **applied, **{"Retry-After": RETRY_AFTER})
+        response = await respond(run, 202, location, {**applied, "Retry-After": RETRY_AFTER})
     await idem.replace(context, response)
     return response
 

@@ -54,6 +54,14 @@ class StepStatus(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
+class Phase(enum.StrEnum):
+    """``main`` steps run in order; ``rollback`` steps undo them when the run's kind
+    says so (a failed or cancelled deployment) and are skipped otherwise."""
+
+    MAIN = "main"
+    ROLLBACK = "rollback"
+
+
 class Level(enum.StrEnum):
     """How a probe's measurement compares with the runbook's thresholds."""
 
@@ -113,6 +121,7 @@ class Step(Base):
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
     idempotent: Mapped[bool] = mapped_column(default=False)
     stop_on_failure: Mapped[bool] = mapped_column(default=True)
+    phase: Mapped[str] = mapped_column(String(16), default=Phase.MAIN.value)
     timeout_seconds: Mapped[float] = mapped_column(default=300.0)
     level: Mapped[str | None] = mapped_column(String(16))
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from app.runs.models import Run, RunKind, RunStatus, Step, StepStatus
+from app.runs.models import Phase, Run, RunKind, RunStatus, Step, StepStatus
 from app.schemas import RequestModel
 
 FAILURE_TITLES = {
@@ -33,6 +33,7 @@ class StepOut(BaseModel):
     name: str
     action: str
     status: StepStatus
+    phase: Phase = Field(description="`rollback` steps undo `main` ones after a failure.")
     level: Literal["ok", "warning", "critical"] | None
     idempotent: bool
     attempts: int
@@ -81,6 +82,7 @@ class PlannedStep(BaseModel):
     idempotent: bool
     timeout_seconds: float
     stop_on_failure: bool
+    phase: Phase
 
 
 class DryRun(BaseModel):
@@ -106,6 +108,7 @@ def step_out(step: Step) -> StepOut:
         name=step.name,
         action=step.action,
         status=StepStatus(step.status),
+        phase=Phase(step.phase),
         level=step.level,
         idempotent=step.idempotent,
         attempts=step.attempts,

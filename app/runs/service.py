@@ -28,8 +28,18 @@ from app.errors import AppError, NotFound, ValidationFailed
 from app.outbox import add_event
 from app.pagination import CursorParams, paginate
 from app.queue import JobName, Queue
+from app.runs import kinds
 from app.runs.actions import get_action
-from app.runs.models import TERMINAL_STATUSES, Run, RunEvent, RunKind, RunStatus, Step, StepStatus
+from app.runs.models import (
+    TERMINAL_STATUSES,
+    Phase,
+    Run,
+    RunEvent,
+    RunKind,
+    RunStatus,
+    Step,
+    StepStatus,
+)
 from app.runs.notify import wait_for
 
 logger = logging.getLogger(__name__)
@@ -56,6 +66,7 @@ class StepSpec:
     idempotent: bool | None = None  # default: what the action declares
     timeout_seconds: float = 300.0
     stop_on_failure: bool = True
+    phase: Phase = Phase.MAIN
 
 
 def validate_plan(steps: Sequence[StepSpec]) -> list[StepSpec]:
@@ -79,6 +90,7 @@ def validate_plan(steps: Sequence[StepSpec]) -> list[StepSpec]:
                 idempotent,
                 spec.timeout_seconds,
                 spec.stop_on_failure,
+                spec.phase,
             )
         )
     return checked
@@ -95,6 +107,7 @@ def plan_view(steps: Sequence[StepSpec]) -> list[dict[str, Any]]:
             "idempotent": spec.idempotent,
             "timeout_seconds": spec.timeout_seconds,
             "stop_on_failure": spec.stop_on_failure,
+            "phase": spec.phase.value,
         }
         for position, spec in enumerate(steps)
     ]
@@ -168,6 +181,7 @@ async def create_run(
                 idempotent=bool(spec.idempotent),
                 timeout_seconds=spec.timeout_seconds,
                 stop_on_failure=spec.stop_on_failure,
+                phase=spec.phase.value,
             )
         )
     await uow.session.flush()
@@ -275,6 +289,9 @@ async def cancel(uow: UnitOfWork, context: AppContext, principal: Principal, run
         raise RunAlreadyFinished(f"Run {run_id} already ended with status {run.status}")
     now = utcnow()
     if run.status == RunStatus.QUEUED:
+        for step in run.steps:
+            if step.status == StepStatus.PENDING:
+                step.status = StepStatus.CANCELLED.value
         await finish(
             uow,
             context,
@@ -283,9 +300,6 @@ async def cancel(uow: UnitOfWork, context: AppContext, principal: Principal, run
             failure_type="/problems/cancelled",
             failure_detail=f"cancelled by {principal.actor} before it started",
         )
-        for step in run.steps:
-            if step.status == StepStatus.PENDING:
-                step.status = StepStatus.CANCELLED.value
     else:
         run.cancel_requested_at = now
         await append_event(uow.session, run.id, "run.cancel_requested", {"by": principal.actor})
@@ -326,15 +340,20 @@ async def finish(
     if result is not None:
         run.result = result
     await uow.session.flush()
+    on_finish = kinds.hooks(run.kind).on_finish
+    if on_finish is not None:
+        await on_finish(uow, context, run)
     await append_event(
         uow.session,
         run.id,
         "run.finished",
         {"status": status.value, "failure_type": failure_type, "failure_detail": failure_detail},
     )
+    # A rollback is a deployment too: its end is announced as one.
+    prefix = RunKind.DEPLOYMENT.value if run.kind == RunKind.ROLLBACK else run.kind
     await add_event(
         uow.session,
-        f"{run.kind}.{_past(status)}",
+        f"{prefix}.{_past(status)}",
         {"id": run.id, "kind": run.kind, "status": status.value, "failure_type": failure_type},
     )
     _notify_after_commit(uow, context, run.id)
@@ -400,7 +419,7 @@ async def reconcile(
             if getattr(changed, "rowcount", 0) != 1:
                 continue
             await append_event(uow.session, run_id, "run.requeued", {"reason": "lease_expired"})
-            _enqueue_after_commit(uow, context.queue, run_id, count + 1)
+            enqueue_after_commit(uow, context.queue, run_id, count + 1)
             _notify_after_commit(uow, context, run_id)
         done.requeued_expired += 1
     for run_id, count in stale:
@@ -418,7 +437,7 @@ async def reconcile(
             )
             if getattr(changed, "rowcount", 0) != 1:
                 continue
-            _enqueue_after_commit(uow, context.queue, run_id, count + 1)
+            enqueue_after_commit(uow, context.queue, run_id, count + 1)
         done.reenqueued_stale += 1
     if done.requeued_expired or done.reenqueued_stale:
         logger.info(
@@ -429,7 +448,7 @@ async def reconcile(
     return done
 
 
-def _enqueue_after_commit(uow: UnitOfWork, queue: Queue, run_id: str, count: int) -> None:
+def enqueue_after_commit(uow: UnitOfWork, queue: Queue, run_id: str, count: int) -> None:
     async def _enqueue() -> None:
         await queue.enqueue(JobName.EXECUTE_RUN, run_id, job_id=job_id(run_id, count))
 

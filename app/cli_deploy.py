@@ -1,0 +1,336 @@
+"""``formula-ops deploy`` (what CI runs) and ``formula-ops apply -f`` (environments as a
+file), both through the API (``FORMULA_OPS_URL``, ``FORMULA_OPS_TOKEN``).
+
+``deploy`` exits 0 when the deployment succeeded, 1 when it did not (failure, rolled
+back, error, cancelled, or refused: pinned version, unknown service) and 2 when that
+could not be found out (bad usage, server unreachable, token refused).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
+
+import typer
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from rich.markup import escape
+
+from app.cli_runs import (
+    EXIT_NOT_SUCCEEDED,
+    EXIT_SUCCEEDED,
+    STATUS_STYLES,
+    _api,
+    _fail,
+    _follow,
+    _print_plan,
+    _styled,
+    console,
+    errors,
+)
+from app.client import ApiError, Client
+from app.environments.schemas import NAME, SERVICE_IN, EnvironmentCreate
+
+DEPLOYMENTS = "/v1/deployments"
+# CI systems' ids of a pipeline run: the same when a job of that run is retried.
+CI_RUN_VARIABLES = (
+    "GITHUB_RUN_ID",
+    "CI_PIPELINE_ID",
+    "BUILDKITE_BUILD_ID",
+    "CIRCLE_WORKFLOW_ID",
+    "BUILD_TAG",
+)
+
+
+def idempotency_key(body: dict[str, Any], environ: Mapping[str, str] | None = None) -> str:
+    """Derived from the inputs and the CI pipeline run: a retried job of the same run
+    sends the same key and gets the deployment its first attempt created. Outside CI
+    (no pipeline id) each invocation has its own key; its own retries of a dropped
+    request still share it."""
+    env = os.environ if environ is None else environ
+    ci_run = {name: env[name] for name in CI_RUN_VARIABLES if env.get(name)}
+    material = {
+        "body": {k: v for k, v in body.items() if k != "dry_run"},
+        "ci_run": ci_run or {"invocation": uuid.uuid4().hex},
+    }
+    digest = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+    return f"deploy-{digest[:40]}"
+
+
+def deploy(
+    environment: Annotated[str, typer.Option("--env", "-e", help="Environment name.")],
+    service: Annotated[str, typer.Option("--service", "-s", help="Service name.")],
+    version: Annotated[str, typer.Option("--version", "-v", help="Version to deploy.")],
+    ref: Annotated[str | None, typer.Option(help="Commit SHA, tag or branch.")] = None,
+    description: Annotated[str, typer.Option(help="Why (shown in the evidence).")] = "",
+    checklist: Annotated[
+        str,
+        typer.Option(
+            help="Confirmed checklist items, comma-separated: code_review, tests_passed, "
+            "security_scan, performance_tests, rollback_plan, stakeholders_notified."
+        ),
+    ] = "",
+    backup: Annotated[
+        bool, typer.Option("--backup/--no-backup", help="Back up the database first.")
+    ] = True,
+    auto_rollback: Annotated[
+        bool,
+        typer.Option("--auto-rollback/--no-auto-rollback", help="Roll back when a step fails."),
+    ] = True,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Follow it until it ends; the exit code tells how.")
+    ] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan only.")] = False,
+    key: Annotated[
+        str | None,
+        typer.Option(
+            "--idempotency-key",
+            help="Default: derived from the inputs and the CI pipeline run id.",
+        ),
+    ] = None,
+) -> None:
+    """Deploy a version of a service (POST /v1/deployments).
+
+    Prints the deployment's URL; with --wait follows its progress and exits 0 on success,
+    1 on failure or rollback, 2 when the outcome could not be found out."""
+    items = [i.strip() for i in checklist.split(",") if i.strip()]
+    body: dict[str, Any] = {
+        "environment": environment,
+        "service": service,
+        "version": version,
+        "checklist": items,
+        "backup": backup,
+        "auto_rollback": auto_rollback,
+    }
+    if ref:
+        body["ref"] = ref
+    if description:
+        body["description"] = description
+    with _api() as client:
+        if dry_run:
+            plan = client.request("POST", DEPLOYMENTS, json={**body, "dry_run": True}, retries=2)
+            data = plan.json()
+            missing = data.get("checklist_missing") or []
+            _print_plan({**data, "kind": "deployment"})
+            if missing:
+                console.print(f"[yellow]Checklist items missing:[/yellow] {', '.join(missing)}")
+            return
+        headers = {"Idempotency-Key": key or idempotency_key(body)}
+        try:
+            response = client.request("POST", DEPLOYMENTS, json=body, headers=headers, retries=5)
+        except ApiError as exc:
+            if exc.status in (409, 404, 422):  # refused: pinned, unknown… — it did not deploy
+                errors.print(f"[red]Not deployed:[/red] {escape(exc.message)}")
+                raise typer.Exit(EXIT_NOT_SUCCEEDED) from None
+            raise
+        deployment = response.json()
+        url = client.url(response.headers.get("Location") or deployment["links"]["self"])
+        replayed = (
+            " (already requested: same inputs)"
+            if response.headers.get("Idempotent-Replayed")
+            else ""
+        )
+        console.print(
+            f"Deployment [bold]{escape(str(deployment['id']))}[/bold]{replayed}: "
+            f"{escape(service)} {escape(version)} to {escape(environment)}, "
+            f"{_styled(str(deployment['status']), STATUS_STYLES)}"
+            + (
+                f", queue position {deployment['queue_position']}"
+                if deployment.get("queue_position")
+                else ""
+            )
+        )
+        console.print(f"URL: {escape(url)}")
+        if not wait:
+            return
+        code = _follow(client, {**deployment, "kind": deployment.get("kind", "deployment")})
+        final = client.get_json(f"{DEPLOYMENTS}/{quote(str(deployment['id']), safe='')}")
+    _summary(final)
+    raise typer.Exit(
+        EXIT_SUCCEEDED if final["status"] == "success" and code == 0 else EXIT_NOT_SUCCEEDED
+    )
+
+
+def _summary(deployment: dict[str, Any]) -> None:
+    status = str(deployment["status"])
+    services = ", ".join(f"{s['name']} {s['version']}" for s in deployment.get("services", []))
+    console.print(f"Deployment {escape(services)}: {_styled(status, STATUS_STYLES)}")
+    failure = deployment.get("failure")
+    if failure:
+        console.print(f"  {escape(failure['type'])}: {escape(str(failure.get('detail') or ''))}")
+    console.print(f"  Evidence: {escape(deployment['links']['evidence'])}")
+
+
+# -- apply -----------------------------------------------------------------------------
+
+
+class ServiceFile(BaseModel):
+    """A service: its name and the fields of PUT .../services/{name}."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(pattern=NAME, max_length=63)
+
+
+class EnvironmentFile(EnvironmentCreate):
+    services: list[ServiceFile] = Field(default_factory=list)
+
+
+class DeclarativeFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    environments: list[EnvironmentFile]
+
+
+ENV_FIELDS = ("description", "database", "required_checklist")
+SERVICE_FIELDS = (
+    "driver",
+    "config",
+    "health_url",
+    "health_timeout_seconds",
+    "deploy_order",
+    "settle_seconds",
+    "smoke_tests",
+)
+
+
+def apply(
+    file: Annotated[Path, typer.Option("--file", "-f", help="environments.yaml (or .json).")],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show the differences; change nothing.")
+    ] = False,
+    prune: Annotated[
+        bool,
+        typer.Option(
+            "--prune", help="Delete services of the listed environments that the file omits."
+        ),
+    ] = False,
+) -> None:
+    """Make the server's environments and services match a declarative file, through the
+    API: prints each difference (+ create, ~ change, - delete), then applies it (each
+    write guarded by If-Match, so a concurrent change is refused, not overwritten)."""
+    try:
+        raw = yaml.safe_load(file.read_text())
+        wanted = DeclarativeFile.model_validate(raw)
+    except OSError as exc:
+        _fail(f"cannot read {file}: {exc.strerror}")
+    except yaml.YAMLError as exc:
+        _fail(f"{file} is not valid YAML: {exc}")
+    except ValidationError as exc:
+        lines = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+        _fail(f"{file} is not a valid environments file: " + "; ".join(lines))
+    with _api() as client:
+        changes = _plan(client, wanted, prune)
+        if not changes:
+            console.print("No differences: nothing to do.")
+            return
+        for change in changes:
+            console.print(change.describe())
+        if dry_run:
+            console.print(f"Dry run: {len(changes)} change(s) not applied.")
+            return
+        for change in changes:
+            change.apply(client)
+        console.print(f"Applied {len(changes)} change(s).")
+
+
+class _Change:
+    def __init__(
+        self,
+        sign: str,
+        path: str,
+        body: dict[str, Any] | None,
+        etag: str | None,
+        diff: list[str],
+    ) -> None:
+        self.sign, self.path, self.body, self.etag, self.diff = sign, path, body, etag, diff
+
+    def describe(self) -> str:
+        style = {"+": "green", "~": "yellow", "-": "red"}[self.sign]
+        name = self.path.removeprefix("/v1/environments/").replace("/services/", "/")
+        lines = [f"[{style}]{self.sign} {escape(name)}[/{style}]"]
+        lines += [f"    {escape(d)}" for d in self.diff]
+        return "\n".join(lines)
+
+    def apply(self, client: Client) -> None:
+        headers = {"If-Match": self.etag} if self.etag else {}
+        method = "DELETE" if self.sign == "-" else "PUT"
+        client.request(method, self.path, json=self.body, headers=headers, retries=2)
+
+
+def _show(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _diff(current: dict[str, Any], wanted: dict[str, Any], fields: tuple[str, ...]) -> list[str]:
+    return [
+        f"{field}: {_show(current.get(field))} -> {_show(wanted.get(field))}"
+        for field in fields
+        if _show(current.get(field)) != _show(wanted.get(field))
+    ]
+
+
+def _plan(client: Client, wanted: DeclarativeFile, prune: bool) -> list[_Change]:
+    changes: list[_Change] = []
+    for env in wanted.environments:
+        path = f"/v1/environments/{quote(env.name, safe='')}"
+        env_body = env.model_dump(mode="json", include=set(ENV_FIELDS))
+        try:
+            response = client.request("GET", path, retries=2)
+            current: dict[str, Any] | None = response.json()
+            etag = response.headers.get("ETag")
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            current, etag = None, None
+        if current is None:
+            changes.append(
+                _Change(
+                    "+",
+                    path,
+                    env_body,
+                    None,
+                    [f"{k}: {_show(v)}" for k, v in env_body.items() if v],
+                )
+            )
+        else:
+            diff = _diff(current, env_body, ENV_FIELDS)
+            if diff:
+                changes.append(_Change("~", path, env_body, etag, diff))
+        existing = {s["name"]: s for s in (current or {}).get("services", [])}
+        for svc in env.services:
+            svc_path = f"{path}/services/{quote(svc.name, safe='')}"
+            body = SERVICE_IN.validate_python(svc.model_dump(exclude={"name"})).model_dump(
+                mode="json", exclude_none=True
+            )
+            have = existing.pop(svc.name, None)
+            if have is None:
+                changes.append(_Change("+", svc_path, body, None, [f"driver: {body['driver']}"]))
+                continue
+            normalized = {
+                **have,
+                "smoke_tests": [
+                    {k: v for k, v in t.items() if v is not None}
+                    for t in have.get("smoke_tests", [])
+                ],
+            }
+            wanted_view = {**body, "config": {**have.get("config", {}), **body["config"]}}
+            diff = _diff(normalized, wanted_view, SERVICE_FIELDS)
+            if diff:
+                changes.append(_Change("~", svc_path, body, f'"{have["revision"]}"', diff))
+        if prune:
+            for name, have in existing.items():
+                changes.append(
+                    _Change(
+                        "-",
+                        f"{path}/services/{quote(name, safe='')}",
+                        None,
+                        f'"{have["revision"]}"',
+                        ["not in the file"],
+                    )
+                )
+    return changes

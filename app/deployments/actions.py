@@ -1,0 +1,288 @@
+"""The step actions of a deployment: checklist gate, backup, pull, deploy, verify, and
+the rollback of one service. Each calls a driver (:mod:`app.drivers`) and records what it
+observed on the service (health) and the deployment target (touched, previous version).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from pydantic import Field
+from sqlalchemy import select, update
+
+from app.db import utcnow
+from app.deployments.checklist import CHECKLIST_ITEMS
+from app.deployments.models import DeploymentTarget
+from app.drivers import get_driver
+from app.drivers.base import Driver, DriverContext, DriverError, ServiceSpec, UnhealthyError
+from app.environments.models import Pin, Service
+from app.runs.actions import ActionContext, Params, StepOutcome, register
+from app.runs.models import StepStatus
+
+
+class ServiceParams(Params):
+    environment: str
+    name: str
+    driver: str
+    config: dict[str, Any]
+    health_url: str | None = None
+    health_timeout_seconds: float = 30.0
+
+    def spec(self) -> ServiceSpec:
+        return ServiceSpec(
+            self.environment,
+            self.name,
+            self.driver,
+            self.config,
+            self.health_url,
+            self.health_timeout_seconds,
+        )
+
+
+def _driver(ctx: ActionContext, name: str) -> Driver:
+    return get_driver(name, DriverContext(state_dir=ctx.context.settings.state_dir))
+
+
+def _failure(problem: str, message: str, data: dict[str, Any] | None = None) -> StepOutcome:
+    return StepOutcome(
+        StepStatus.FAILURE, message, data={"problem": problem, **(data or {})}, error=message
+    )
+
+
+# -- checklist gate --------------------------------------------------------------------
+
+
+class TargetParams(Params):
+    service: str
+    version: str
+
+
+class ChecklistParams(Params):
+    environment: str
+    targets: list[TargetParams]
+    answers: list[str] = Field(default_factory=list)
+    required: list[str] = Field(default_factory=list)
+
+
+@register("checklist", ChecklistParams, idempotent=True)
+async def checklist(params: ChecklistParams, ctx: ActionContext) -> StepOutcome:
+    """The runbook's pre-deployment checklist, and no pinned version: nothing is touched
+    before this passes."""
+    missing = [item for item in params.required if item not in params.answers]
+    if missing:
+        names = ", ".join(missing)
+        return _failure(
+            "checklist-incomplete",
+            f"required checklist items not confirmed: {names}",
+            {"missing": missing, "answers": params.answers, "required": params.required},
+        )
+    async with ctx.context.sessionmaker() as session:
+        pinned = [
+            f"{p.service} {p.version}"
+            for t in params.targets
+            for p in await session.scalars(
+                select(Pin).where(
+                    Pin.environment == params.environment,
+                    Pin.service == t.service,
+                    Pin.version == t.version,
+                )
+            )
+        ]
+    if pinned:
+        return _failure("version-pinned", f"pinned (blocked) since queued: {', '.join(pinned)}")
+    lines = [
+        f"[x] {CHECKLIST_ITEMS.get(item, item)}"
+        + (" (required)" if item in params.required else "")
+        for item in params.answers
+    ]
+    lines += [f"[ ] {label}" for key, label in CHECKLIST_ITEMS.items() if key not in params.answers]
+    return StepOutcome(
+        StepStatus.SUCCESS,
+        "\n".join(lines),
+        data={"answers": params.answers, "required": params.required},
+    )
+
+
+# -- backup ----------------------------------------------------------------------------
+
+
+class BackupParams(Params):
+    environment: str
+    database: str
+
+
+@register("backup_database", BackupParams, idempotent=True)
+async def backup_database(params: BackupParams, ctx: ActionContext) -> StepOutcome:
+    reason = (
+        f"planned backup of database {params.database!r} not taken: this installation has "
+        "no backup capability yet"
+    )
+    return StepOutcome(StepStatus.SKIPPED, reason, data={"skipped_reason": reason})
+
+
+# -- pull / deploy / verify --------------------------------------------------------------
+
+
+class VersionParams(Params):
+    service: ServiceParams
+    version: str
+
+
+@register("pull", VersionParams, idempotent=True)
+async def pull(params: VersionParams, ctx: ActionContext) -> StepOutcome:
+    driver = _driver(ctx, params.service.driver)
+    try:
+        output = await driver.pull(params.service.spec(), params.version, ctx.log)
+    except DriverError as exc:
+        return _failure("pull-failed", f"pull of {params.version} failed: {exc}")
+    return StepOutcome(StepStatus.SUCCESS, output, data={"version": params.version})
+
+
+class DeployParams(VersionParams):
+    settle_seconds: float = Field(default=0, ge=0, le=3600)
+
+
+@register("deploy", DeployParams, idempotent=True)
+async def deploy(params: DeployParams, ctx: ActionContext) -> StepOutcome:
+    """Replace what runs by the version (idempotent: the version already running healthy
+    is left alone), then wait the settle time."""
+    spec = params.service.spec()
+    driver = _driver(ctx, spec.driver)
+    before = await driver.current(spec)
+    await _mark_touched(ctx, spec.name, before.version if before else None)
+    try:
+        result = await driver.deploy(spec, params.version, ctx.log)
+    except UnhealthyError as exc:
+        await _record_health(ctx, spec, False, str(exc))
+        return _failure(
+            "health-check-failed", f"{spec.name} {params.version} is not healthy: {exc}"
+        )
+    except DriverError as exc:
+        return _failure("deploy-failed", f"deploy of {spec.name} {params.version} failed: {exc}")
+    await _record_health(ctx, spec, True, f"{params.version} started")
+    if params.settle_seconds and result.changed:
+        await ctx.log(f"settling for {params.settle_seconds:g} s")
+        await asyncio.sleep(params.settle_seconds)
+    return StepOutcome(
+        StepStatus.SUCCESS,
+        result.output or f"{spec.name}: {result.previous_version} -> {result.version}",
+        data={
+            "version": result.version,
+            "previous_version": result.previous_version,
+            "changed": result.changed,
+            **result.details,
+        },
+    )
+
+
+class VerifyParams(VersionParams):
+    post_deploy: bool = False
+
+
+@register("verify", VerifyParams, idempotent=True)
+async def verify(params: VerifyParams, ctx: ActionContext) -> StepOutcome:
+    """The service is healthy and reports the deployed version (when it reports one)."""
+    spec = params.service.spec()
+    problem = "post-deploy-check-failed" if params.post_deploy else "health-check-failed"
+    health = await _driver(ctx, spec.driver).health(spec)
+    data: dict[str, Any] = {
+        "healthy": health.healthy,
+        "version": health.version,
+        "status_code": health.status_code,
+        "latency_ms": health.latency_ms,
+    }
+    if params.post_deploy:
+        data["error_rate"] = "not measured: no metrics source is configured for this service"
+    await _record_health(ctx, spec, health.healthy, health.detail)
+    if not health.healthy:
+        return _failure(problem, f"{spec.name} is not healthy: {health.detail}", data)
+    if health.version is not None and health.version != params.version:
+        return _failure(
+            problem,
+            f"{spec.name} reports version {health.version}, expected {params.version}",
+            data,
+        )
+    return StepOutcome(StepStatus.SUCCESS, health.detail, data=data)
+
+
+# -- rollback --------------------------------------------------------------------------
+
+
+class RollbackParams(Params):
+    service: ServiceParams
+    failed_version: str
+
+
+@register("rollback_service", RollbackParams, idempotent=True)
+async def rollback_service(params: RollbackParams, ctx: ActionContext) -> StepOutcome:
+    """Back to the service's last successful version, if this deployment changed it."""
+    spec = params.service.spec()
+    async with ctx.context.sessionmaker() as session:
+        target = await session.scalar(
+            select(DeploymentTarget).where(
+                DeploymentTarget.deployment_id == ctx.run_id,
+                DeploymentTarget.service == spec.name,
+            )
+        )
+        service = await session.scalar(
+            select(Service).where(
+                Service.environment == spec.environment, Service.name == spec.name
+            )
+        )
+    if target is None or not target.touched:
+        return StepOutcome(
+            StepStatus.SKIPPED,
+            f"{spec.name} was not changed by this deployment",
+            data={"changed": False},
+        )
+    to_version = service.current_version if service is not None else None
+    driver = _driver(ctx, spec.driver)
+    if to_version is None:
+        await driver.stop(spec, ctx.log)
+        return StepOutcome(
+            StepStatus.SUCCESS,
+            f"{spec.name} had no earlier successful version: stopped",
+            data={"to_version": None, "stopped": True},
+        )
+    try:
+        result = await driver.deploy(spec, to_version, ctx.log)
+    except DriverError as exc:
+        await _record_health(ctx, spec, False, str(exc))
+        return _failure("rollback-failed", f"rollback of {spec.name} to {to_version} failed: {exc}")
+    await _record_health(ctx, spec, True, f"rolled back to {to_version}")
+    return StepOutcome(
+        StepStatus.SUCCESS,
+        f"{spec.name}: {params.failed_version} -> {to_version}",
+        data={"to_version": to_version, "from_version": params.failed_version, **result.details},
+    )
+
+
+# -- records ---------------------------------------------------------------------------
+
+
+async def _mark_touched(ctx: ActionContext, service: str, previous: str | None) -> None:
+    """Committed before the driver changes anything: a worker that dies mid-deploy
+    leaves a record that the rollback must consider this service."""
+    async with ctx.context.unit_of_work() as uow:
+        target = await uow.session.scalar(
+            select(DeploymentTarget).where(
+                DeploymentTarget.deployment_id == ctx.run_id, DeploymentTarget.service == service
+            )
+        )
+        if target is not None and not target.touched:
+            target.touched = True
+            target.previous_version = previous
+
+
+async def _record_health(ctx: ActionContext, spec: ServiceSpec, healthy: bool, detail: str) -> None:
+    async with ctx.context.unit_of_work() as uow:
+        await uow.session.execute(
+            update(Service)
+            .where(Service.environment == spec.environment, Service.name == spec.name)
+            .values(
+                health_status="healthy" if healthy else "unhealthy",
+                health_detail=detail[:2000],
+                health_checked_at=utcnow(),
+            )
+        )

@@ -1,0 +1,281 @@
+"""What the run engine asks of deployments: may this one start now (one active
+deployment per environment + service, in request order), and what its end changes
+(service versions, pins, the evidence record, the next deployment in line)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+
+from app.context import AppContext
+from app.db import UnitOfWork, utcnow
+from app.deployments.models import Deployment, DeploymentTarget, TargetState
+from app.environments.models import Pin, Service
+from app.outbox import add_event
+from app.runs import service as run_service
+from app.runs.models import TERMINAL_STATUSES, Phase, Run, RunStatus, Step, StepStatus
+from app.runs.schemas import step_out
+
+logger = logging.getLogger(__name__)
+
+
+async def _blocked(session: AsyncSession, target: DeploymentTarget) -> bool:
+    """An earlier deployment of the same environment + service is unfinished."""
+    ahead = await session.scalar(
+        select(DeploymentTarget.id)
+        .where(
+            DeploymentTarget.environment == target.environment,
+            DeploymentTarget.service == target.service,
+            DeploymentTarget.state != TargetState.DONE.value,
+            DeploymentTarget.deployment_id != target.deployment_id,
+            or_(
+                DeploymentTarget.created_at < target.created_at,
+                and_(
+                    DeploymentTarget.created_at == target.created_at,
+                    DeploymentTarget.id < target.id,
+                ),
+            ),
+        )
+        .limit(1)
+    )
+    return ahead is not None
+
+
+async def claim_guard(session: AsyncSession, run: Run) -> bool:
+    """True when no earlier deployment of one of its services is unfinished; then its
+    targets turn ``active``, and the partial unique index refuses a second active one
+    (an IntegrityError the engine takes as "not now")."""
+    targets = list(
+        await session.scalars(
+            select(DeploymentTarget).where(DeploymentTarget.deployment_id == run.id)
+        )
+    )
+    for target in targets:
+        if await _blocked(session, target):
+            return False
+    await session.execute(
+        update(DeploymentTarget)
+        .where(DeploymentTarget.deployment_id == run.id)
+        .values(state=TargetState.ACTIVE.value)
+    )
+    await session.flush()
+    if run.lease_epoch == 1:
+        await add_event(session, "deployment.started", await _event_data(session, run))
+    return True
+
+
+async def queue_positions(session: AsyncSession, deployment_ids: list[str]) -> dict[str, int]:
+    """How many unfinished deployments are ahead of each (0: it may run now)."""
+    if not deployment_ids:
+        return {}
+    ahead = aliased(DeploymentTarget)
+    mine = aliased(DeploymentTarget)
+    rows = await session.execute(
+        select(mine.deployment_id, func.count(func.distinct(ahead.deployment_id)))
+        .join(
+            ahead,
+            and_(
+                ahead.environment == mine.environment,
+                ahead.service == mine.service,
+                ahead.state != TargetState.DONE.value,
+                ahead.deployment_id != mine.deployment_id,
+                or_(
+                    ahead.created_at < mine.created_at,
+                    and_(ahead.created_at == mine.created_at, ahead.id < mine.id),
+                ),
+            ),
+        )
+        .where(mine.deployment_id.in_(deployment_ids), mine.state != TargetState.DONE.value)
+        .group_by(mine.deployment_id)
+    )
+    return {deployment_id: int(count) for deployment_id, count in rows}
+
+
+async def _event_data(session: AsyncSession, run: Run) -> dict[str, Any]:
+    targets = await session.scalars(
+        select(DeploymentTarget)
+        .where(DeploymentTarget.deployment_id == run.id)
+        .order_by(DeploymentTarget.position)
+    )
+    return {
+        "id": run.id,
+        "kind": run.kind,
+        "environment": run.environment,
+        "services": [{"name": t.service, "version": t.version} for t in targets],
+        "status": run.status,
+    }
+
+
+async def on_finish(uow: UnitOfWork, context: AppContext, run: Run) -> None:
+    session = uow.session
+    deployment = await session.get(Deployment, run.id)
+    if deployment is None:
+        return
+    targets = list(
+        await session.scalars(
+            select(DeploymentTarget)
+            .where(DeploymentTarget.deployment_id == run.id)
+            .order_by(DeploymentTarget.position)
+        )
+    )
+    steps = list(
+        await session.scalars(select(Step).where(Step.run_id == run.id).order_by(Step.position))
+    )
+    status = RunStatus(run.status)
+    rolled_back = any(
+        s.phase == Phase.ROLLBACK and s.status in (StepStatus.SUCCESS, StepStatus.FAILURE)
+        for s in steps
+    )
+    pins: list[dict[str, str]] = []
+    for target in targets:
+        target.state = TargetState.DONE.value
+        values: dict[str, Any] = {"last_deployment_id": run.id, "updated_at": utcnow()}
+        if status == RunStatus.SUCCESS:
+            values["current_version"] = target.version
+        await session.execute(
+            update(Service)
+            .where(Service.environment == target.environment, Service.name == target.service)
+            .values(**values)
+        )
+        if status in (RunStatus.ROLLED_BACK, RunStatus.ERROR) and rolled_back and target.touched:
+            reason = f"rolled back automatically by deployment {run.id}"
+            if await pin(
+                session, target.environment, target.service, target.version, reason, run.id
+            ):
+                pins.append({"service": target.service, "version": target.version})
+    await session.flush()
+    if deployment.evidence is None:
+        deployment.evidence = evidence(deployment, run, targets, steps, pins)
+    if status == RunStatus.ERROR:  # finish() announces the others as deployment.<status>
+        await add_event(session, "deployment.failed", await _event_data(session, run))
+    await _start_next(uow, context, targets)
+
+
+async def pin(
+    session: AsyncSession,
+    environment: str,
+    service: str,
+    version: str,
+    reason: str,
+    deployment_id: str | None,
+    created_by: str = "formula-ops",
+) -> bool:
+    """Block ``version`` of the service; False when it was already pinned."""
+    existing = await session.scalar(
+        select(Pin.id).where(
+            Pin.environment == environment, Pin.service == service, Pin.version == version
+        )
+    )
+    if existing is not None:
+        return False
+    session.add(
+        Pin(
+            environment=environment,
+            service=service,
+            version=version,
+            reason=reason,
+            deployment_id=deployment_id,
+            created_by=created_by,
+        )
+    )
+    await session.flush()
+    return True
+
+
+async def _start_next(
+    uow: UnitOfWork, context: AppContext, targets: list[DeploymentTarget]
+) -> None:
+    """Enqueue the next queued deployment of each service this one held (its earlier job
+    found it blocked and ended)."""
+    seen: set[str] = set()
+    for target in targets:
+        next_id = await uow.session.scalar(
+            select(DeploymentTarget.deployment_id)
+            .join(Run, Run.id == DeploymentTarget.deployment_id)
+            .where(
+                DeploymentTarget.environment == target.environment,
+                DeploymentTarget.service == target.service,
+                DeploymentTarget.state == TargetState.QUEUED.value,
+                Run.status == RunStatus.QUEUED.value,
+            )
+            .order_by(DeploymentTarget.created_at, DeploymentTarget.id)
+            .limit(1)
+        )
+        if next_id is None or next_id in seen:
+            continue
+        seen.add(next_id)
+        count = await uow.session.scalar(
+            update(Run)
+            .where(Run.id == next_id, Run.status == RunStatus.QUEUED.value)
+            .values(enqueue_count=Run.enqueue_count + 1, updated_at=utcnow())
+            .returning(Run.enqueue_count)
+        )
+        if count is not None:
+            run_service.enqueue_after_commit(uow, context.queue, next_id, int(count))
+
+
+def evidence(
+    deployment: Deployment,
+    run: Run,
+    targets: list[DeploymentTarget],
+    steps: list[Step],
+    pins: list[dict[str, str]],
+) -> dict[str, Any]:
+    """The immutable record of a finished deployment, with a digest of its content."""
+    step_records = [step_out(s).model_dump(mode="json") for s in steps]
+    main = [s for s in step_records if s["phase"] == Phase.MAIN]
+    record: dict[str, Any] = {
+        "deployment_id": deployment.id,
+        "kind": deployment.kind,
+        "environment": deployment.environment,
+        "request": deployment.request,
+        "requested_by": deployment.requested_by,
+        "requested_at": deployment.created_at.isoformat(),
+        "started_at": run.started_at.isoformat() if run.started_at else None,
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        "status": run.status,
+        "failure": (
+            {"type": run.failure_type, "detail": run.failure_detail} if run.failure_type else None
+        ),
+        "services": [
+            {
+                "name": t.service,
+                "version": t.version,
+                "previous_version": t.previous_version,
+                "changed": t.touched,
+            }
+            for t in targets
+        ],
+        "checklist": {
+            "answers": deployment.checklist,
+            "required": deployment.required_checklist,
+            "missing": [i for i in deployment.required_checklist if i not in deployment.checklist],
+        },
+        "steps": step_records,
+        "health": [s for s in main if s["action"] == "verify"],
+        "smoke_tests": [s for s in main if s["name"].startswith("smoke ")],
+        "rollback": {
+            "automatic": deployment.auto_rollback,
+            "triggered": any(
+                s["phase"] == Phase.ROLLBACK
+                and s["status"] in (StepStatus.SUCCESS, StepStatus.FAILURE)
+                for s in step_records
+            ),
+            "reason": (run.result or {}).get("cause"),
+            "steps": [s for s in step_records if s["phase"] == Phase.ROLLBACK],
+            "pins_created": pins,
+        },
+    }
+    canonical = json.dumps(record, sort_keys=True, separators=(",", ":"), default=str)
+    record["sha256"] = hashlib.sha256(canonical.encode()).hexdigest()
+    return record
+
+
+def is_terminal(status: str) -> bool:
+    return RunStatus(status) in TERMINAL_STATUSES

@@ -1,0 +1,245 @@
+"""``/v1/deployments``: what CI calls — create (idempotent, `Prefer: wait`, dry run),
+list, read, cancel, roll back, evidence."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+
+from app.auth.deps import ScopedDeployer, ScopedViewer
+from app.auth.errors import Forbidden, TooManyRequests, Unauthenticated
+from app.deployments import service, views
+from app.deployments.schemas import (
+    DeploymentCreate,
+    DeploymentDryRun,
+    DeploymentList,
+    DeploymentOut,
+    Evidence,
+    ServiceVersion,
+)
+from app.deps import ContextDep, SessionDep, UnitOfWorkDep
+from app.environments.schemas import NAME
+from app.environments.service import EnvironmentNotFound
+from app.errors import problem_responses
+from app.idempotency import (
+    IdempotencyDep,
+    IdempotencyKeyInFlight,
+    IdempotencyKeyReused,
+    MalformedIdempotencyKey,
+)
+from app.pagination import CursorParamsDep
+from app.paths import V1
+from app.runs import service as run_service
+from app.runs.http import PreferHeader, created
+from app.runs.models import RunStatus
+from app.runs.router import RunId
+from app.runs.schemas import PlannedStep
+
+router = APIRouter(prefix=f"{V1}/deployments", tags=["deployments"])
+AUTH_ERRORS = (Unauthenticated, Forbidden, TooManyRequests)
+IDEMPOTENCY_ERRORS = (MalformedIdempotencyKey, IdempotencyKeyInFlight, IdempotencyKeyReused)
+
+
+async def _respond(session: Any, run_id: str, status: int, **headers: str) -> JSONResponse:
+    run = await service.get(session, None, run_id)  # type: ignore[arg-type]
+    (out,) = await views.deployments_out(session, [run])
+    return JSONResponse(
+        out.model_dump(mode="json"),
+        status_code=status,
+        headers={"Location": views.location(run_id), **headers},
+    )
+
+
+@router.post(
+    "",
+    status_code=202,
+    operation_id="createDeployment",
+    summary="Deploy",
+    response_model=DeploymentOut,
+    responses={
+        200: {"model": DeploymentDryRun, "description": "The plan of a dry run; nothing ran."},
+        201: {"model": DeploymentOut, "description": "With `Prefer: wait`: the finished one."},
+        **problem_responses(
+            *AUTH_ERRORS,
+            *IDEMPOTENCY_ERRORS,
+            EnvironmentNotFound,
+            service.VersionPinned,
+            service.UnknownService,
+            validation=True,
+        ),
+    },
+)
+async def create_deployment(
+    body: DeploymentCreate,
+    principal: ScopedDeployer,
+    context: ContextDep,
+    uow: UnitOfWorkDep,
+    idem: IdempotencyDep,
+    prefer: PreferHeader = None,
+) -> JSONResponse:
+    """Queues the deployment (202 + `Location`). With `Prefer: wait=N` the answer is the
+    finished deployment (201) — `success`, `failure`, `rolled_back`, `error` or
+    `cancelled`, with `failure.type` saying why — or, when the wait ends first, 202 and
+    `Retry-After`. A second deployment of a busy service waits its turn in `queued`
+    (`queue_position`). A pinned version is refused (409 `version-pinned`)."""
+    if body.dry_run:
+        async with context.sessionmaker() as session:
+            planned = await service.plan(session, principal, body)
+            ahead = await service.waiting_ahead(
+                session, planned.environment.name, [t.service.name for t in planned.targets]
+            )
+        dry = DeploymentDryRun(
+            environment=planned.environment.name,
+            services=[
+                ServiceVersion(name=t.service.name, version=t.version) for t in planned.targets
+            ],
+            checklist_missing=planned.checklist_missing,
+            queue_position=ahead,
+            steps=[PlannedStep(**s) for s in run_service.plan_view(planned.steps)],
+        )
+        return JSONResponse(dry.model_dump(mode="json"), status_code=200)
+    async with uow:
+        run = await service.create(uow, context, principal, body)
+        accepted = await _respond(uow.session, run.id, 202, **{"Retry-After": "2"})
+        await idem.complete(uow.session, accepted)
+    return await created(
+        context,
+        principal,
+        run.id,
+        accepted,
+        location=views.location(run.id),
+        prefer=prefer,
+        idem=idem,
+        render=views.renderer(context),
+    )
+
+
+@router.get(
+    "",
+    operation_id="listDeployments",
+    summary="List deployments",
+    responses=problem_responses(*AUTH_ERRORS, validation=True),
+)
+async def list_deployments(
+    principal: ScopedViewer,
+    session: SessionDep,
+    page: CursorParamsDep,
+    environment: Annotated[str | None, Query(pattern=NAME, max_length=63)] = None,
+    service_name: Annotated[str | None, Query(alias="service", pattern=NAME, max_length=63)] = None,
+    status: RunStatus | None = None,
+) -> DeploymentList:
+    """Newest first; deployments and rollbacks."""
+    rows, next_cursor = await service.list_page(
+        session, principal, service.Filters(environment, service_name, status), page
+    )
+    return DeploymentList(items=await views.deployments_out(session, rows), next_cursor=next_cursor)
+
+
+@router.get(
+    "/{deployment_id}",
+    operation_id="getDeployment",
+    summary="Get a deployment with its steps",
+    responses=problem_responses(*AUTH_ERRORS, service.DeploymentNotFound, validation=True),
+)
+async def get_deployment(
+    principal: ScopedViewer,
+    context: ContextDep,
+    deployment_id: RunId,
+    wait: Annotated[
+        int, Query(ge=0, le=60, description="Long poll: answer once it ended (≤ 60 s).")
+    ] = 0,
+) -> DeploymentOut:
+    async with context.sessionmaker() as session:
+        await service.get_or_404(session, principal, deployment_id)
+    if wait:
+        await run_service.wait_terminal(context, deployment_id, principal, wait)
+    async with context.sessionmaker() as session:
+        run = await service.get_or_404(session, principal, deployment_id)
+        (out,) = await views.deployments_out(session, [run])
+    return out
+
+
+@router.post(
+    "/{deployment_id}/cancel",
+    status_code=202,
+    operation_id="cancelDeployment",
+    summary="Cancel a deployment",
+    responses=problem_responses(
+        *AUTH_ERRORS, service.DeploymentNotFound, run_service.RunAlreadyFinished, validation=True
+    ),
+)
+async def cancel_deployment(
+    principal: ScopedDeployer, context: ContextDep, uow: UnitOfWorkDep, deployment_id: RunId
+) -> DeploymentOut:
+    """A queued deployment ends `cancelled` at once; a running one stops after its current
+    step and rolls back what it changed."""
+    async with uow:
+        await service.cancel(uow, context, principal, deployment_id)
+    async with context.sessionmaker() as session:
+        run = await service.get_or_404(session, principal, deployment_id)
+        (out,) = await views.deployments_out(session, [run])
+    return out
+
+
+@router.post(
+    "/{deployment_id}/rollback",
+    status_code=202,
+    operation_id="rollbackDeployment",
+    summary="Roll back a deployment",
+    response_model=DeploymentOut,
+    responses={
+        201: {"model": DeploymentOut, "description": "With `Prefer: wait`: the finished one."},
+        **problem_responses(
+            *AUTH_ERRORS,
+            *IDEMPOTENCY_ERRORS,
+            service.DeploymentNotFound,
+            service.NotRollbackable,
+            service.VersionPinned,
+            validation=True,
+        ),
+    },
+)
+async def rollback_deployment(
+    principal: ScopedDeployer,
+    context: ContextDep,
+    uow: UnitOfWorkDep,
+    idem: IdempotencyDep,
+    deployment_id: RunId,
+    prefer: PreferHeader = None,
+) -> JSONResponse:
+    """Queues a deployment (kind `rollback`) of the versions that ran before, and pins
+    the rolled-back versions until an operator unpins them."""
+    async with uow:
+        run = await service.rollback(uow, context, principal, deployment_id)
+        accepted = await _respond(uow.session, run.id, 202, **{"Retry-After": "2"})
+        await idem.complete(uow.session, accepted)
+    return await created(
+        context,
+        principal,
+        run.id,
+        accepted,
+        location=views.location(run.id),
+        prefer=prefer,
+        idem=idem,
+        render=views.renderer(context),
+    )
+
+
+@router.get(
+    "/{deployment_id}/evidence",
+    operation_id="getDeploymentEvidence",
+    summary="The immutable evidence record of a finished deployment",
+    response_model=Evidence,
+    responses=problem_responses(
+        *AUTH_ERRORS, service.DeploymentNotFound, service.EvidenceNotReady, validation=True
+    ),
+)
+async def get_evidence(
+    principal: ScopedViewer, session: SessionDep, deployment_id: RunId
+) -> JSONResponse:
+    """Request, checklist answers, who and when, every step's output and timings, health
+    and smoke results, the rollback decision; `sha256` over its content."""
+    record = await service.evidence(session, principal, deployment_id)
+    return JSONResponse(record)

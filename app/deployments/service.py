@@ -1,0 +1,391 @@
+"""Deployment rules: plan, create (run + deployment + targets + audit + events in one
+transaction), read with queue positions, roll back (with pins), cancel, evidence."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from app.audit import service as audit_service
+from app.auth.principal import Principal
+from app.context import AppContext
+from app.db import UnitOfWork
+from app.deployments import lifecycle
+from app.deployments import plan as deployment_plan
+from app.deployments.models import Deployment, DeploymentTarget, TargetState
+from app.deployments.schemas import DeploymentCreate
+from app.environments import service as environment_service
+from app.environments.models import Environment, Pin, Service
+from app.errors import AppError, NotFound
+from app.outbox import add_event
+from app.pagination import CursorParams, paginate
+from app.runs import service as run_service
+from app.runs.models import TERMINAL_STATUSES, Run, RunKind, RunStatus
+from app.runs.service import StepSpec
+
+
+class DeploymentNotFound(NotFound):
+    type = "/problems/deployment-not-found"
+    title = "Deployment not found"
+
+
+class VersionPinned(AppError):
+    type = "/problems/version-pinned"
+    title = "Version pinned"
+    status = 409
+
+
+class NotRollbackable(AppError):
+    type = "/problems/not-rollbackable"
+    title = "Cannot roll back this deployment"
+    status = 409
+
+
+class EvidenceNotReady(AppError):
+    type = "/problems/deployment-not-finished"
+    title = "Deployment not finished"
+    status = 409
+
+
+class UnknownService(NotFound):
+    type = "/problems/service-not-found"
+    title = "Service not found"
+
+
+@dataclass
+class Planned:
+    environment: Environment
+    targets: list[deployment_plan.PlannedTarget]
+    steps: list[StepSpec]
+    backup: bool
+    checklist_missing: list[str]
+
+
+async def plan(session: AsyncSession, principal: Principal, body: DeploymentCreate) -> Planned:
+    """Everything a deployment request is checked against, and its concrete steps."""
+    environment = await environment_service.get_environment(session, principal, body.environment)
+    wanted = body.targets()
+    rows = {
+        s.name: s
+        for s in await session.scalars(
+            select(Service).where(
+                Service.environment == environment.name,
+                Service.name.in_([name for name, _ in wanted]),
+            )
+        )
+    }
+    unknown = [name for name, _ in wanted if name not in rows]
+    if unknown:
+        raise UnknownService(
+            f"environment {environment.name!r} has no service {', '.join(map(repr, unknown))}",
+            errors=[
+                {"loc": ["body", "service"], "msg": f"unknown service {n!r}", "type": "not_found"}
+                for n in unknown
+            ],
+        )
+    await _refuse_pinned(session, environment.name, wanted)
+    targets = [deployment_plan.PlannedTarget(rows[name], version) for name, version in wanted]
+    backup = environment.database is not None and body.backup is not False
+    steps = run_service.validate_plan(
+        deployment_plan.plan(environment, targets, checklist=list(body.checklist), backup=backup)
+    )
+    missing = [i for i in environment.required_checklist if i not in body.checklist]
+    return Planned(environment, targets, steps, backup, missing)
+
+
+async def _refuse_pinned(
+    session: AsyncSession, environment: str, wanted: Sequence[tuple[str, str]]
+) -> None:
+    for name, version in wanted:
+        pin = await session.scalar(
+            select(Pin).where(
+                Pin.environment == environment, Pin.service == name, Pin.version == version
+            )
+        )
+        if pin is not None:
+            raise VersionPinned(
+                f"{name} {version} is pinned in {environment} ({pin.reason}); an operator "
+                f"unpins it with DELETE /v1/environments/{environment}/services/{name}/pins/"
+                f"{version}",
+                extra={"service": name, "version": version, "pinned_by": pin.deployment_id},
+            )
+
+
+async def waiting_ahead(session: AsyncSession, environment: str, services: list[str]) -> int:
+    return int(
+        await session.scalar(
+            select(func.count(func.distinct(DeploymentTarget.deployment_id))).where(
+                DeploymentTarget.environment == environment,
+                DeploymentTarget.service.in_(services),
+                DeploymentTarget.state != TargetState.DONE.value,
+            )
+        )
+        or 0
+    )
+
+
+async def create(
+    uow: UnitOfWork, context: AppContext, principal: Principal, body: DeploymentCreate
+) -> Run:
+    planned = await plan(uow.session, principal, body)
+    return await _create_run(
+        uow,
+        context,
+        principal,
+        kind=RunKind.DEPLOYMENT,
+        environment=planned.environment,
+        targets=[(t.service.name, t.version) for t in planned.targets],
+        steps=planned.steps,
+        checklist=list(body.checklist),
+        backup=planned.backup,
+        auto_rollback=body.auto_rollback,
+        ref=body.ref,
+        description=body.description,
+        request=body.model_dump(mode="json", exclude_none=True),
+    )
+
+
+async def _create_run(
+    uow: UnitOfWork,
+    context: AppContext,
+    principal: Principal,
+    *,
+    kind: RunKind,
+    environment: Environment,
+    targets: list[tuple[str, str]],
+    steps: list[StepSpec],
+    checklist: list[str],
+    backup: bool,
+    auto_rollback: bool,
+    ref: str | None,
+    description: str,
+    request: dict[str, Any],
+    rollback_of: str | None = None,
+) -> Run:
+    run = await run_service.create_run(
+        uow,
+        context,
+        kind=kind,
+        steps=steps,
+        params={"auto_rollback": auto_rollback},
+        requested_by=principal.actor,
+        environment=environment.name,
+    )
+    now = run.created_at
+    uow.session.add(
+        Deployment(
+            id=run.id,
+            kind=kind.value,
+            environment=environment.name,
+            ref=ref,
+            description=description,
+            checklist=checklist,
+            required_checklist=list(environment.required_checklist),
+            backup=backup,
+            auto_rollback=auto_rollback,
+            rollback_of=rollback_of,
+            requested_by=principal.actor,
+            request=request,
+            created_at=now,
+        )
+    )
+    await uow.session.flush()
+    for position, (name, version) in enumerate(targets):
+        uow.session.add(
+            DeploymentTarget(
+                deployment_id=run.id,
+                position=position,
+                environment=environment.name,
+                service=name,
+                version=version,
+                state=TargetState.QUEUED.value,
+                created_at=now,
+            )
+        )
+    await uow.session.flush()
+    services = [{"name": n, "version": v} for n, v in targets]
+    await add_event(
+        uow.session,
+        "deployment.queued",
+        {
+            "id": run.id,
+            "kind": kind.value,
+            "environment": environment.name,
+            "services": services,
+            "ref": ref,
+            "status": "queued",
+        },
+    )
+    await audit_service.record(
+        uow.session,
+        principal,
+        action=f"{kind.value}.create",
+        resource_type="deployment",
+        resource_id=run.id,
+        summary={"environment": environment.name, "services": services, "ref": ref},
+    )
+    return run
+
+
+async def get(session: AsyncSession, principal: Principal, deployment_id: str) -> Run:
+    run = await run_service.get_run(session, deployment_id, principal)
+    if run.kind not in (RunKind.DEPLOYMENT, RunKind.ROLLBACK):
+        raise DeploymentNotFound(f"No deployment {deployment_id!r}")
+    return run
+
+
+async def get_or_404(session: AsyncSession, principal: Principal, deployment_id: str) -> Run:
+    try:
+        return await get(session, principal, deployment_id)
+    except run_service.RunNotFound:
+        raise DeploymentNotFound(f"No deployment {deployment_id!r}") from None
+
+
+@dataclass(frozen=True)
+class Filters:
+    environment: str | None = None
+    service: str | None = None
+    status: RunStatus | None = None
+
+
+async def list_page(
+    session: AsyncSession, principal: Principal, filters: Filters, page: CursorParams
+) -> tuple[Sequence[Run], str | None]:
+    statement = (
+        select(Run)
+        .where(Run.kind.in_([RunKind.DEPLOYMENT.value, RunKind.ROLLBACK.value]))
+        .options(selectinload(Run.steps))
+    )
+    if principal.environment is not None:
+        statement = statement.where(Run.environment == principal.environment)
+    if filters.environment is not None:
+        statement = statement.where(Run.environment == filters.environment)
+    if filters.status is not None:
+        statement = statement.where(Run.status == filters.status.value)
+    if filters.service is not None:
+        statement = statement.where(
+            Run.id.in_(
+                select(DeploymentTarget.deployment_id).where(
+                    DeploymentTarget.service == filters.service
+                )
+            )
+        )
+    return await paginate(session, statement, page, created_at=Run.created_at, id=Run.id)
+
+
+async def details(
+    session: AsyncSession, runs: Sequence[Run]
+) -> tuple[dict[str, Deployment], dict[str, list[DeploymentTarget]], dict[str, int]]:
+    ids = [r.id for r in runs]
+    deployments = {
+        d.id: d for d in await session.scalars(select(Deployment).where(Deployment.id.in_(ids)))
+    }
+    targets: dict[str, list[DeploymentTarget]] = {i: [] for i in ids}
+    for t in await session.scalars(
+        select(DeploymentTarget)
+        .where(DeploymentTarget.deployment_id.in_(ids))
+        .order_by(DeploymentTarget.position)
+    ):
+        targets[t.deployment_id].append(t)
+    queued = [r.id for r in runs if r.status == RunStatus.QUEUED]
+    positions = await lifecycle.queue_positions(session, queued)
+    return deployments, targets, {i: positions.get(i, 0) for i in queued}
+
+
+async def rollback(
+    uow: UnitOfWork, context: AppContext, principal: Principal, deployment_id: str
+) -> Run:
+    """A new deployment (kind ``rollback``) back to what ran before ``deployment_id``;
+    its versions are pinned so automation cannot deploy them again."""
+    run = await get_or_404(uow.session, principal, deployment_id)
+    if run.status != RunStatus.SUCCESS:
+        raise NotRollbackable(
+            f"deployment {deployment_id} is {run.status}: only a successful deployment is "
+            "rolled back (a failed one was rolled back automatically or changed nothing)"
+        )
+    targets = list(
+        await uow.session.scalars(
+            select(DeploymentTarget)
+            .where(DeploymentTarget.deployment_id == deployment_id)
+            .order_by(DeploymentTarget.position)
+        )
+    )
+    missing = [t.service for t in targets if t.previous_version is None]
+    if missing:
+        raise NotRollbackable(
+            f"nothing ran before deployment {deployment_id} on {', '.join(missing)}: "
+            "there is no version to roll back to"
+        )
+    environment = await environment_service.get_environment(
+        uow.session, principal, run.environment or ""
+    )
+    rows = {
+        s.name: s
+        for s in await uow.session.scalars(
+            select(Service).where(
+                Service.environment == environment.name,
+                Service.name.in_([t.service for t in targets]),
+            )
+        )
+    }
+    gone = [t.service for t in targets if t.service not in rows]
+    if gone:
+        raise NotRollbackable(f"service {', '.join(gone)} no longer exists")
+    back = [(t.service, str(t.previous_version)) for t in targets]
+    await _refuse_pinned(uow.session, environment.name, back)
+    planned = [deployment_plan.PlannedTarget(rows[name], version) for name, version in back]
+    steps = deployment_plan.plan(
+        environment, planned, checklist=[], backup=False, rollback_of=deployment_id
+    )
+    for t in targets:
+        await lifecycle.pin(
+            uow.session,
+            t.environment,
+            t.service,
+            t.version,
+            f"rolled back by {principal.actor}",
+            deployment_id,
+            created_by=principal.actor,
+        )
+    return await _create_run(
+        uow,
+        context,
+        principal,
+        kind=RunKind.ROLLBACK,
+        environment=environment,
+        targets=back,
+        steps=steps,
+        checklist=[],
+        backup=False,
+        auto_rollback=False,
+        ref=None,
+        description=f"rollback of deployment {deployment_id}",
+        request={"rollback_of": deployment_id},
+        rollback_of=deployment_id,
+    )
+
+
+async def cancel(
+    uow: UnitOfWork, context: AppContext, principal: Principal, deployment_id: str
+) -> Run:
+    await get_or_404(uow.session, principal, deployment_id)
+    return await run_service.cancel(uow, context, principal, deployment_id)
+
+
+async def evidence(
+    session: AsyncSession, principal: Principal, deployment_id: str
+) -> dict[str, Any]:
+    run = await get_or_404(session, principal, deployment_id)
+    if RunStatus(run.status) not in TERMINAL_STATUSES:
+        raise EvidenceNotReady(
+            f"deployment {deployment_id} is {run.status}; its evidence is written when it ends"
+        )
+    deployment = await session.get(Deployment, deployment_id)
+    if deployment is None or deployment.evidence is None:
+        raise EvidenceNotReady(f"deployment {deployment_id} has no evidence record yet")
+    return deployment.evidence

@@ -1,0 +1,778 @@
+"""The ``docker`` driver: one container per service, replaced by a health-checked swap.
+
+Containers carry the labels ``formula-ops.environment``, ``formula-ops.service`` and
+``formula-ops.version``; the service's container is named ``formula-ops-<env>-<service>``
+unless the config names it. A deploy renames the running container aside
+(``<name>-previous``), starts the new version under the name with the old container's
+settings (environment, labels, published ports, networks, restart policy; the config
+wins where both set a value), waits until it is healthy, then removes the old container
+and keeps its image for a rollback. When the new version does not become healthy it is
+removed and the old container is renamed back and started again.
+
+When ports are published the old container is stopped before the new one starts (a host
+port cannot be bound twice), so the swap has a short gap; without published ports both
+run side by side until the new one is healthy.
+
+A worker killed mid-deploy leaves ``<name>-previous`` behind: the next deploy keeps the
+container under the name when it runs healthy, otherwise restores the previous one.
+
+The docker SDK is synchronous: every call runs in a thread (``asyncio.to_thread``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
+from typing import Annotated, Any, Literal, ParamSpec, TypeVar
+
+import docker
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
+
+from app.drivers.base import (
+    Deployed,
+    DeployResult,
+    DriverContext,
+    DriverError,
+    HealthResult,
+    LogLine,
+    ServiceSpec,
+    UnhealthyError,
+)
+from app.drivers.health import probe, wait_healthy
+
+LABEL_ENVIRONMENT = "formula-ops.environment"
+LABEL_SERVICE = "formula-ops.service"
+LABEL_VERSION = "formula-ops.version"
+LABEL_PREFIX = "formula-ops."
+PREVIOUS_SUFFIX = "-previous"
+
+# What a call to the engine may raise: the SDK's errors, and requests' (OSError) ones.
+ENGINE_ERRORS = (DockerException, OSError)
+
+# A health check of a container that already runs: how long its health URL may take.
+EXISTING_HEALTH_TIMEOUT = 3.0
+LOG_TAIL_LINES = 10
+
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+# Constraints a JSON schema can state too, so the API's documented schema and this
+# model accept the same configs.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_REGISTRY = (
+    r"(?:localhost|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+|[A-Za-z0-9.-]+:[0-9]{1,5})(?::[0-9]{1,5})?"
+)
+IMAGE_PATTERN = rf"^(?:{_REGISTRY}/)?{_COMPONENT}(?:/{_COMPONENT})*$"
+PORT_NUMBER = (
+    r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+)
+ContainerPort = Annotated[str, StringConstraints(pattern=rf"^{PORT_NUMBER}(?:/(?:tcp|udp|sctp))?$")]
+EnvName = Annotated[str, StringConstraints(pattern=r"^[^=\x00-\x1f\x7f]+$", max_length=128)]
+NoNul = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]*$", max_length=1024)]
+
+
+class DockerConfig(BaseModel):
+    """The ``config`` of a service run by the docker driver."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: str = Field(
+        pattern=IMAGE_PATTERN,
+        max_length=255,
+        description="Repository without tag or digest: the version to deploy is the tag.",
+    )
+    container_name: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=128
+    )
+    env: dict[EnvName, NoNul] = Field(default={}, max_length=50)
+    ports: dict[ContainerPort, Annotated[int, Field(ge=1, le=65535)]] = Field(
+        default={}, max_length=50, description='Container port ("8080/tcp") to host port.'
+    )
+    network: str | None = Field(default=None, min_length=1, max_length=255)
+    restart_policy: Literal["no", "always", "unless-stopped", "on-failure"] = "unless-stopped"
+    labels: dict[
+        Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]+$", max_length=128)], NoNul
+    ] = Field(default={}, max_length=50)
+    command: list[NoNul] | None = Field(default=None, min_length=1, max_length=50)
+    docker_host: str | None = Field(default=None, min_length=1, max_length=1000)
+    stop_timeout_seconds: int = Field(default=10, ge=0, le=3600)
+
+    # Readable messages for the common mistakes, before the patterns above apply.
+    @field_validator("image", mode="before")
+    @classmethod
+    def _image(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        if "@" in value:
+            raise ValueError(
+                f"image {value!r} contains a digest; give the repository only "
+                "(the version to deploy is the tag)"
+            )
+        if ":" in value.split("/")[-1]:
+            raise ValueError(
+                f"image {value!r} contains a tag; give the repository only "
+                "(the version to deploy is the tag)"
+            )
+        if not re.fullmatch(IMAGE_PATTERN, value):
+            raise ValueError(
+                f"image {value!r}: invalid repository name (lowercase letters, digits and "
+                "separators . _ -, after an optional registry host)"
+            )
+        return value
+
+    @field_validator("container_name", mode="before")
+    @classmethod
+    def _container_name(cls, value: Any) -> Any:
+        if isinstance(value, str) and not _NAME.match(value):
+            raise ValueError(
+                f"container_name {value!r} is not a valid container name "
+                "(letters, digits, _ . -; starting with a letter or digit)"
+            )
+        return value
+
+    @field_validator("ports", mode="before")
+    @classmethod
+    def _port_keys(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for key in value:
+                if not isinstance(key, str) or not re.fullmatch(
+                    rf"{PORT_NUMBER}(?:/(?:tcp|udp|sctp))?", key
+                ):
+                    raise ValueError(f"ports: {key!r} is not a container port like '8080/tcp'")
+        return value
+
+    @field_validator("ports")
+    @classmethod
+    def _ports(cls, value: dict[str, int]) -> dict[str, int]:
+        normalised: dict[str, int] = {}
+        for key, host_port in value.items():
+            number, _, protocol = key.partition("/")
+            normalised[f"{int(number)}/{protocol or 'tcp'}"] = host_port
+        return normalised
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not key:
+                raise ValueError("labels: empty label name")
+            if key.startswith(LABEL_PREFIX):
+                raise ValueError(f"labels: {key!r} is reserved (labels {LABEL_PREFIX}* are set)")
+        return value
+
+
+def _readable(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "config"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        problems.append(f"{where}: {message}")
+    return "invalid docker config: " + "; ".join(problems)
+
+
+def _explain(exc: BaseException) -> str:
+    if isinstance(exc, APIError) and exc.explanation:
+        text = str(exc.explanation)
+    else:
+        text = str(exc) or type(exc).__name__
+    return text if len(text) <= 400 else text[:400] + "…"
+
+
+def _labels_of(container: Any) -> dict[str, str]:
+    labels = container.attrs.get("Config", {}).get("Labels") or {}
+    return {str(key): str(value) for key, value in labels.items()}
+
+
+def _version_of(container: Any) -> str | None:
+    return _labels_of(container).get(LABEL_VERSION)
+
+
+def _image_of(container: Any) -> str:
+    return str(container.attrs.get("Config", {}).get("Image") or "")
+
+
+def _is_running(container: Any) -> bool:
+    return bool(container.attrs.get("State", {}).get("Running"))
+
+
+def _health_status(container: Any) -> str | None:
+    """Docker's health status, or None when the container has no health check."""
+    health = container.attrs.get("State", {}).get("Health")
+    if not health:
+        return None
+    return str(health.get("Status") or "starting")
+
+
+def _health_output(container: Any) -> str:
+    health = container.attrs.get("State", {}).get("Health") or {}
+    entries = health.get("Log") or []
+    if not entries:
+        return ""
+    output = str(entries[-1].get("Output") or "").strip().replace("\n", " ")
+    code = entries[-1].get("ExitCode")
+    text = f"exit code {code}" + (f": {output}" if output else "")
+    return text if len(text) <= 200 else text[:200] + "…"
+
+
+def _port_bindings(bindings: dict[str, Any]) -> dict[str, Any]:
+    """``HostConfig.PortBindings`` of an inspected container as docker-py ``ports``."""
+    ports: dict[str, Any] = {}
+    for container_port, entries in bindings.items():
+        if not entries:
+            continue
+        values: list[Any] = []
+        for entry in entries:
+            host_ip = entry.get("HostIp") or ""
+            host_port = int(entry["HostPort"]) if entry.get("HostPort") else None
+            values.append((host_ip, host_port) if host_ip else host_port)
+        ports[container_port] = values[0] if len(values) == 1 else values
+    return ports
+
+
+def _env_dict(entries: list[str]) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for entry in entries:
+        key, _, value = entry.partition("=")
+        result[key] = value
+    return result
+
+
+class _Progress:
+    """Sends progress lines to the step's log and keeps them for the result's output."""
+
+    def __init__(self, log: LogLine) -> None:
+        self._log = log
+        self.lines: list[str] = []
+
+    async def __call__(self, line: str) -> None:
+        self.lines.append(line)
+        await self._log(line)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+class DockerDriver:
+    name = "docker"
+
+    def __init__(self, context: DriverContext) -> None:
+        self.context = context
+
+    # -- configuration --------------------------------------------------------------
+
+    def validate_config(self, config: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return DockerConfig.model_validate(config).model_dump(mode="json")
+        except ValidationError as exc:
+            raise ValueError(_readable(exc)) from None
+
+    def _config(self, spec: ServiceSpec) -> DockerConfig:
+        try:
+            return DockerConfig.model_validate(spec.config)
+        except ValidationError as exc:
+            raise DriverError(f"{spec.environment}/{spec.name}: {_readable(exc)}") from None
+
+    @staticmethod
+    def container_name(spec: ServiceSpec, config: DockerConfig) -> str:
+        name = config.container_name or f"formula-ops-{spec.environment}-{spec.name}"
+        if not _NAME.match(name):
+            raise DriverError(f"{name!r} is not a valid container name; set container_name")
+        return name
+
+    # -- plumbing -------------------------------------------------------------------
+
+    @staticmethod
+    async def _call(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return await asyncio.to_thread(function, *args, **kwargs)
+
+    @staticmethod
+    def _make_client(config: DockerConfig) -> Any:
+        if config.docker_host:
+            return docker.DockerClient(base_url=config.docker_host)
+        return docker.from_env()
+
+    @asynccontextmanager
+    async def _connect(self, config: DockerConfig) -> AsyncIterator[Any]:
+        try:
+            client = await self._call(self._make_client, config)
+        except ENGINE_ERRORS as exc:
+            raise DriverError(f"cannot reach the Docker engine: {_explain(exc)}") from None
+        try:
+            yield client
+        except ENGINE_ERRORS as exc:
+            raise DriverError(f"Docker engine error: {_explain(exc)}") from exc
+        finally:
+            await self._call(client.close)
+
+    @staticmethod
+    def _get(client: Any, name: str) -> Any | None:
+        try:
+            container = client.containers.get(name)
+        except NotFound:
+            return None
+        return container if container.name == name else None
+
+    @staticmethod
+    def _labelled(client: Any, spec: ServiceSpec, *, running_only: bool) -> list[Any]:
+        filters = {
+            "label": [f"{LABEL_ENVIRONMENT}={spec.environment}", f"{LABEL_SERVICE}={spec.name}"]
+        }
+        return list(client.containers.list(all=not running_only, filters=filters))
+
+    def _service_container(
+        self, client: Any, spec: ServiceSpec, name: str, *, running_only: bool
+    ) -> Any | None:
+        """The container under ``name``, else a running one carrying the service labels."""
+        named = self._get(client, name)
+        if named is not None and (_is_running(named) or not running_only):
+            return named
+        for container in self._labelled(client, spec, running_only=True):
+            if container.name != name + PREVIOUS_SUFFIX:
+                return container
+        return None
+
+    @staticmethod
+    def _refresh(container: Any) -> Any:
+        container.reload()
+        return container
+
+    @staticmethod
+    def _log_tail(container: Any) -> str:
+        try:
+            raw = container.logs(tail=LOG_TAIL_LINES, stdout=True, stderr=True)
+        except ENGINE_ERRORS:
+            return ""
+        text = raw.decode("utf-8", errors="replace").strip() if isinstance(raw, bytes) else ""
+        return text[-1500:]
+
+    @staticmethod
+    def _remove(container: Any, stop_timeout: int) -> None:
+        try:
+            container.reload()
+            if _is_running(container):
+                container.stop(timeout=stop_timeout)
+            container.remove(force=True)
+        except NotFound:
+            pass
+
+    # -- health ---------------------------------------------------------------------
+
+    async def _healthy(
+        self,
+        container: Any,
+        spec: ServiceSpec,
+        version: str | None,
+        *,
+        within: float,
+        url_within: float | None = None,
+        log: LogLine | None = None,
+    ) -> tuple[bool, str]:
+        """Wait up to ``within`` s until ``container`` runs healthy: Docker's health status
+        when the image has a health check, the health URL when the spec has one (both
+        when both). Returns (healthy, detail)."""
+        started = time.monotonic()
+        deadline = started + within
+        while True:
+            await self._call(self._refresh, container)
+            state = container.attrs.get("State", {})
+            if not state.get("Running"):
+                return False, (
+                    f"container is {state.get('Status', 'gone')} "
+                    f"(exit code {state.get('ExitCode')})"
+                )
+            status = _health_status(container)
+            if status is None or status == "healthy":
+                break
+            if status == "unhealthy":
+                return False, f"Docker health check unhealthy ({_health_output(container)})"
+            if time.monotonic() >= deadline:
+                return False, f"Docker health status still {status!r} after {within:g} s"
+            await asyncio.sleep(0.25)
+        details = [f"Docker health: {status}"] if status else []
+        if spec.health_url:
+            remaining = max(0.0, deadline - time.monotonic())
+            if url_within is not None:
+                remaining = min(remaining, url_within)
+            result = await wait_healthy(
+                spec.health_url, version=version, timeout=remaining, log=log
+            )
+            if not result.healthy:
+                return False, result.detail
+            if version is not None and result.version not in (None, version):
+                return False, f"{result.detail}, but it reports version {result.version!r}"
+            details.append(result.detail)
+        elif status is None and within > 0:
+            # Nothing to ask: it must at least keep running for a moment.
+            await asyncio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+            await self._call(self._refresh, container)
+            if not _is_running(container):
+                state = container.attrs.get("State", {})
+                return False, f"container exited (exit code {state.get('ExitCode')})"
+            details.append("running (no health check, no health URL)")
+        return True, "; ".join(details) or "running"
+
+    # -- the driver interface -------------------------------------------------------
+
+    async def pull(self, spec: ServiceSpec, version: str, log: LogLine) -> str:
+        config = self._config(spec)
+        _check_version(version)
+        ref = f"{config.image}:{version}"
+        await log(f"pulling {ref}")
+        async with self._connect(config) as client:
+            try:
+                image = await self._call(client.images.pull, config.image, tag=version)
+            except ENGINE_ERRORS as exc:
+                raise DriverError(f"pull of {ref} failed: {_explain(exc)}") from None
+        output = f"pulled {ref} ({image.short_id})"
+        await log(output)
+        return output
+
+    async def current(self, spec: ServiceSpec) -> Deployed | None:
+        config = self._config(spec)
+        name = self.container_name(spec, config)
+        async with self._connect(config) as client:
+            container = await self._call(
+                self._service_container, client, spec, name, running_only=True
+            )
+        if container is None:
+            return None
+        return Deployed(
+            _version_of(container) or "unknown",
+            str(container.id),
+            {
+                "container_name": container.name,
+                "image": _image_of(container),
+                "status": container.attrs.get("State", {}).get("Status"),
+                "health": _health_status(container),
+            },
+        )
+
+    async def health(self, spec: ServiceSpec) -> HealthResult:
+        config = self._config(spec)
+        name = self.container_name(spec, config)
+        async with self._connect(config) as client:
+            container = await self._call(
+                self._service_container, client, spec, name, running_only=True
+            )
+        if container is None:
+            return HealthResult(False, detail=f"no running container for {name}")
+        status = _health_status(container)
+        docker_ok = status in (None, "healthy")
+        docker_detail = f"Docker health: {status}" if status else "running"
+        if status == "unhealthy":
+            docker_detail += f" ({_health_output(container)})"
+        if not spec.health_url:
+            return HealthResult(docker_ok, _version_of(container), detail=docker_detail)
+        result = await probe(spec.health_url)
+        return HealthResult(
+            result.healthy and docker_ok,
+            result.version,
+            result.status_code,
+            result.latency_ms,
+            f"{result.detail}; {docker_detail}",
+        )
+
+    async def stop(self, spec: ServiceSpec, log: LogLine) -> None:
+        config = self._config(spec)
+        name = self.container_name(spec, config)
+        async with self._connect(config) as client:
+            found: dict[str, Any] = {}
+            for container in await self._call(self._labelled, client, spec, running_only=False):
+                found[container.id] = container
+            for candidate in (name, name + PREVIOUS_SUFFIX):
+                container = await self._call(self._get, client, candidate)
+                if container is not None:
+                    found[container.id] = container
+            if not found:
+                await log(f"no container of {spec.environment}/{spec.name}")
+                return
+            for container in found.values():
+                await self._call(self._remove, container, config.stop_timeout_seconds)
+                await log(f"stopped and removed {container.name} ({_version_of(container)})")
+
+    async def deploy(self, spec: ServiceSpec, version: str, log: LogLine) -> DeployResult:
+        config = self._config(spec)
+        _check_version(version)
+        name = self.container_name(spec, config)
+        ref = f"{config.image}:{version}"
+        progress = _Progress(log)
+        async with self._connect(config) as client:
+            recovered = await self._recover(client, spec, config, name, progress)
+            old = await self._call(self._service_container, client, spec, name, running_only=False)
+            previous_version = _version_of(old) if old is not None else None
+            if (
+                old is not None
+                and _is_running(old)
+                and previous_version == version
+                and _image_of(old) == ref
+            ):
+                healthy, detail = await self._healthy(
+                    old,
+                    spec,
+                    version,
+                    within=spec.health_timeout_seconds,
+                    url_within=EXISTING_HEALTH_TIMEOUT,
+                )
+                if healthy:
+                    await progress(f"{old.name} already runs {version} healthy ({detail})")
+                    return DeployResult(
+                        version,
+                        previous_version,
+                        changed=recovered,
+                        output=progress.text,
+                        details=_details(old, ref),
+                    )
+                await progress(f"{old.name} runs {version} but is not healthy ({detail})")
+            await self._ensure_image(client, config, version, progress)
+            new = await self._replace(client, spec, config, name, ref, version, old, progress)
+            return DeployResult(
+                version,
+                previous_version,
+                changed=True,
+                output=progress.text,
+                details=_details(new, ref),
+            )
+
+    # -- deploy steps ---------------------------------------------------------------
+
+    async def _ensure_image(
+        self, client: Any, config: DockerConfig, version: str, progress: _Progress
+    ) -> None:
+        ref = f"{config.image}:{version}"
+        try:
+            await self._call(client.images.get, ref)
+            return
+        except ImageNotFound:
+            pass
+        await progress(f"pulling {ref}")
+        try:
+            await self._call(client.images.pull, config.image, tag=version)
+        except ENGINE_ERRORS as exc:
+            raise DriverError(f"pull of {ref} failed: {_explain(exc)}") from None
+
+    async def _recover(
+        self,
+        client: Any,
+        spec: ServiceSpec,
+        config: DockerConfig,
+        name: str,
+        progress: _Progress,
+    ) -> bool:
+        """Finish or undo a deploy that was interrupted (a ``<name>-previous`` is left)."""
+        previous_name = name + PREVIOUS_SUFFIX
+        previous = await self._call(self._get, client, previous_name)
+        if previous is None:
+            return False
+        current = await self._call(self._get, client, name)
+        if current is not None and _is_running(current):
+            healthy, detail = await self._healthy(current, spec, _version_of(current), within=0.0)
+            if healthy:
+                await self._call(self._remove, previous, config.stop_timeout_seconds)
+                await progress(
+                    f"interrupted deploy: {name} runs {_version_of(current)} healthy; "
+                    f"removed {previous_name} ({_version_of(previous)})"
+                )
+                return True
+            await progress(f"interrupted deploy: {name} is not healthy ({detail})")
+        if current is not None:
+            await self._call(current.remove, force=True)
+        await self._call(previous.rename, name)
+        await self._call(self._refresh, previous)
+        if not _is_running(previous):
+            await self._call(previous.start)
+        await progress(f"interrupted deploy: restored {name} ({_version_of(previous)})")
+        return True
+
+    def _run_settings(
+        self,
+        client: Any,
+        spec: ServiceSpec,
+        config: DockerConfig,
+        version: str,
+        old: Any | None,
+    ) -> dict[str, Any]:
+        """``containers.create`` arguments: the old container's settings, then the config."""
+        env: dict[str, str] = {}
+        labels: dict[str, str] = {}
+        ports: dict[str, Any] = {}
+        networks: list[str] = []
+        network_mode: str | None = None
+        restart: dict[str, Any] = {"Name": config.restart_policy}
+        if old is not None:
+            attrs = old.attrs
+            image_config: dict[str, Any] = {}
+            with suppress(ImageNotFound):
+                image_config = client.images.get(attrs["Image"]).attrs.get("Config") or {}
+            image_env = set(image_config.get("Env") or [])
+            env = _env_dict([e for e in attrs["Config"].get("Env") or [] if e not in image_env])
+            image_labels = image_config.get("Labels") or {}
+            labels = {
+                key: value
+                for key, value in _labels_of(old).items()
+                if not key.startswith(LABEL_PREFIX) and image_labels.get(key) != value
+            }
+            host_config = attrs.get("HostConfig") or {}
+            ports = _port_bindings(host_config.get("PortBindings") or {})
+            mode = str(host_config.get("NetworkMode") or "")
+            if mode in ("host", "none") or mode.startswith("container:"):
+                network_mode = mode
+            else:
+                attached = list((attrs.get("NetworkSettings") or {}).get("Networks") or {})
+                if mode and mode not in ("default", "bridge"):
+                    networks.append(mode)
+                networks += [n for n in attached if n not in networks and n != "bridge"]
+            old_restart = host_config.get("RestartPolicy") or {}
+            if old_restart.get("Name") == config.restart_policy == "on-failure":
+                restart["MaximumRetryCount"] = int(old_restart.get("MaximumRetryCount") or 0)
+        env.update(config.env)
+        labels.update(config.labels)
+        labels.update(
+            {LABEL_ENVIRONMENT: spec.environment, LABEL_SERVICE: spec.name, LABEL_VERSION: version}
+        )
+        ports.update(config.ports)
+        if config.network:
+            network_mode = None
+            networks = [config.network] + [n for n in networks if n != config.network]
+        settings: dict[str, Any] = {
+            "environment": env,
+            "labels": labels,
+            "restart_policy": restart,
+        }
+        if ports:
+            settings["ports"] = ports
+        if config.command is not None:
+            settings["command"] = config.command
+        if network_mode is not None:
+            settings["network_mode"] = network_mode
+        elif networks:
+            settings["network"] = networks[0]
+            settings["_extra_networks"] = networks[1:]
+        return settings
+
+    @staticmethod
+    def _create(client: Any, ref: str, name: str, settings: dict[str, Any]) -> Any:
+        settings = dict(settings)
+        extra_networks = settings.pop("_extra_networks", [])
+        container = client.containers.create(ref, name=name, **settings)
+        for network in extra_networks:
+            client.networks.get(network).connect(container)
+        return container
+
+    async def _replace(
+        self,
+        client: Any,
+        spec: ServiceSpec,
+        config: DockerConfig,
+        name: str,
+        ref: str,
+        version: str,
+        old: Any | None,
+        progress: _Progress,
+    ) -> Any:
+        settings = await self._call(self._run_settings, client, spec, config, version, old)
+        old_name = old.name if old is not None else None
+        old_was_running = old is not None and _is_running(old)
+        old_version = _version_of(old) if old is not None else None
+        if old is not None:
+            await self._call(old.rename, name + PREVIOUS_SUFFIX)
+            if settings.get("ports") and old_was_running:
+                await progress(f"stopping {old_name} ({old_version}) to free its ports")
+                await self._call(old.stop, timeout=config.stop_timeout_seconds)
+        new: Any = None
+        failure: DriverError
+        try:
+            new = await self._call(self._create, client, ref, name, settings)
+            await self._call(new.start)
+            await progress(f"started {name} ({version}), waiting until healthy")
+            healthy, detail = await self._healthy(
+                new, spec, version, within=spec.health_timeout_seconds, log=progress
+            )
+            if healthy:
+                await progress(f"{name} ({version}) is healthy: {detail}")
+                await self._retire(old, old_version, config, progress)
+                return new
+            tail = await self._call(self._log_tail, new)
+            message = f"{name} ({version}) did not become healthy: {detail}"
+            if tail:
+                message += f"; last log lines: {tail}"
+            failure = UnhealthyError(message)
+        except ENGINE_ERRORS as exc:
+            failure = DriverError(f"starting {name} ({version}) failed: {_explain(exc)}")
+        await progress(str(failure))
+        await self._rollback(spec, config, name, new, old, old_name, old_was_running, progress)
+        raise failure
+
+    async def _retire(
+        self, old: Any | None, old_version: str | None, config: DockerConfig, progress: _Progress
+    ) -> None:
+        """Remove the replaced container (its image stays, for a rollback)."""
+        if old is None:
+            return
+        try:
+            await self._call(self._remove, old, config.stop_timeout_seconds)
+        except ENGINE_ERRORS as exc:
+            # The new version runs healthy; the next deploy removes the leftover.
+            await progress(f"could not remove the old container ({old_version}): {_explain(exc)}")
+            return
+        await progress(f"removed the old container ({old_version}); its image is kept")
+
+    async def _rollback(
+        self,
+        spec: ServiceSpec,
+        config: DockerConfig,
+        name: str,
+        new: Any | None,
+        old: Any | None,
+        old_name: str | None,
+        old_was_running: bool,
+        progress: _Progress,
+    ) -> None:
+        try:
+            if new is not None:
+                await self._call(new.remove, force=True)
+                await progress(f"removed the new container {name}")
+            if old is None or old_name is None:
+                return
+            await self._call(old.rename, old_name)
+            await self._call(self._refresh, old)
+            if old_was_running and not _is_running(old):
+                await self._call(old.start)
+            version = _version_of(old)
+            if old_was_running:
+                healthy, detail = await self._healthy(
+                    old, spec, version, within=spec.health_timeout_seconds
+                )
+                state = "healthy" if healthy else f"not healthy: {detail}"
+                await progress(f"rolled back: {old_name} runs {version} again ({state})")
+            else:
+                await progress(f"rolled back: {old_name} ({version}) restored, not running")
+        except ENGINE_ERRORS as exc:
+            # The next deploy finishes the job (it finds <name>-previous).
+            raise DriverError(
+                f"rollback of {name} failed: {_explain(exc)}; deploy again to recover"
+            ) from None
+
+
+def _check_version(version: str) -> None:
+    if not _TAG.match(version):
+        raise DriverError(f"version {version!r} is not a valid image tag")
+
+
+def _details(container: Any, ref: str) -> dict[str, Any]:
+    return {"container_id": str(container.id), "container_name": container.name, "image": ref}

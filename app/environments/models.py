@@ -1,0 +1,69 @@
+"""Environments, their services, and the versions pinned away from them."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db import Base, utcnow
+from app.ids import new_id
+
+
+class Environment(Base):
+    __tablename__ = "environment"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    # The database a deployment backs up first (None: nothing to back up).
+    database: Mapped[str | None] = mapped_column(String(200))
+    required_checklist: Mapped[list[str]] = mapped_column(JSON, default=list)
+    revision: Mapped[int] = mapped_column(default=1)  # the ETag
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Service(Base):
+    __tablename__ = "service"
+    __table_args__ = (UniqueConstraint("environment", "name"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    environment: Mapped[str] = mapped_column(
+        ForeignKey("environment.name", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(63))
+    driver: Mapped[str] = mapped_column(String(32))
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    health_url: Mapped[str | None] = mapped_column(String(2000))
+    health_timeout_seconds: Mapped[float] = mapped_column(default=30.0)
+    deploy_order: Mapped[int] = mapped_column(default=0)
+    settle_seconds: Mapped[float] = mapped_column(default=0.0)
+    smoke_tests: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # What the last successful deployment left running.
+    current_version: Mapped[str | None] = mapped_column(String(128))
+    last_deployment_id: Mapped[str | None] = mapped_column(String(36))
+    health_status: Mapped[str | None] = mapped_column(String(16))  # healthy | unhealthy
+    health_detail: Mapped[str | None] = mapped_column(Text)
+    health_checked_at: Mapped[dt.datetime | None]
+    revision: Mapped[int] = mapped_column(default=1)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Pin(Base):
+    """A version blocked from deployment to an environment's service (set by rollbacks,
+    removed by an operator)."""
+
+    __tablename__ = "service_pin"
+    __table_args__ = (UniqueConstraint("environment", "service", "version"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    environment: Mapped[str] = mapped_column(String(63))
+    service: Mapped[str] = mapped_column(String(63))
+    version: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    deployment_id: Mapped[str | None] = mapped_column(String(36))
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,98 @@
+"""Environment and service rows as clients see them (with versions, health, pins)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.environments import service
+from app.environments.models import Environment, Pin, Service
+from app.environments.schemas import (
+    SMOKE_TEST,
+    EnvironmentOut,
+    LastDeployment,
+    PinOut,
+    ServiceHealth,
+    ServiceOut,
+)
+from app.runs.models import Run
+
+
+def pin_out(pin: Pin) -> PinOut:
+    return PinOut(
+        version=pin.version,
+        reason=pin.reason,
+        deployment_id=pin.deployment_id,
+        created_by=pin.created_by,
+        created_at=pin.created_at,
+    )
+
+
+async def services_out(session: AsyncSession, rows: Sequence[Service]) -> list[ServiceOut]:
+    deployment_ids = {r.last_deployment_id for r in rows if r.last_deployment_id}
+    runs = {
+        run.id: run for run in await session.scalars(select(Run).where(Run.id.in_(deployment_ids)))
+    }
+    pins: dict[tuple[str, str], list[Pin]] = {}
+    for environment in {r.environment for r in rows}:
+        for name, items in (await service.pins_of(session, environment)).items():
+            pins[(environment, name)] = items
+    out = []
+    for row in rows:
+        run = runs.get(row.last_deployment_id or "")
+        out.append(
+            ServiceOut(
+                environment=row.environment,
+                name=row.name,
+                driver=row.driver,
+                config=row.config,
+                health_url=row.health_url,
+                health_timeout_seconds=row.health_timeout_seconds,
+                deploy_order=row.deploy_order,
+                settle_seconds=row.settle_seconds,
+                smoke_tests=[SMOKE_TEST.validate_python(t) for t in row.smoke_tests],
+                current_version=row.current_version,
+                last_deployment=(
+                    LastDeployment(id=run.id, status=run.status, finished_at=run.finished_at)
+                    if run is not None
+                    else None
+                ),
+                health=(
+                    ServiceHealth(
+                        status=row.health_status,
+                        detail=row.health_detail,
+                        checked_at=row.health_checked_at,
+                    )
+                    if row.health_status
+                    else None
+                ),
+                pins=[pin_out(p) for p in pins.get((row.environment, row.name), [])],
+                revision=row.revision,
+                created_at=row.created_at,
+                updated_at=row.updated_at,
+            )
+        )
+    return out
+
+
+async def environments_out(
+    session: AsyncSession, rows: Sequence[Environment]
+) -> list[EnvironmentOut]:
+    grouped = await service.services_of(session, [r.name for r in rows])
+    out = []
+    for row in rows:
+        out.append(
+            EnvironmentOut(
+                name=row.name,
+                description=row.description,
+                database=row.database,
+                required_checklist=list(row.required_checklist),
+                services=await services_out(session, grouped[row.name]),
+                revision=row.revision,
+                created_at=row.created_at,
+                updated_at=row.updated_at,
+            )
+        )
+    return out

@@ -1,0 +1,160 @@
+"""``/v1/environments``: admin changes with ETag / If-Match, viewers read, scoped tokens
+see their own environment only, driver configs are checked."""
+
+from __future__ import annotations
+
+import httpx
+
+from app.auth.roles import Role
+from app.context import AppContext
+from app.models import AuditEvent
+from tests.deployments.conftest import sample_service
+from tests.factories import IssuedToken, issue_token
+
+
+async def test_create_read_replace_with_etags(
+    context: AppContext, client: httpx.AsyncClient, admin: IssuedToken
+) -> None:
+    created = await client.post(
+        "/v1/environments",
+        json={"name": "production", "database": "app", "required_checklist": ["code_review"]},
+        headers=admin.headers,
+    )
+    assert created.status_code == 201, created.text
+    assert created.headers["location"] == "/v1/environments/production"
+    etag = created.headers["etag"]
+    assert created.json()["revision"] == 1
+
+    again = await client.post(
+        "/v1/environments", json={"name": "production"}, headers=admin.headers
+    )
+    assert again.status_code == 409
+    assert again.json()["type"] == "/problems/environment-exists"
+
+    read = await client.get("/v1/environments/production", headers=admin.headers)
+    assert read.headers["etag"] == etag
+    assert read.json()["required_checklist"] == ["code_review"]
+
+    updated = await client.put(
+        "/v1/environments/production",
+        json={"description": "live", "database": "app"},
+        headers={**admin.headers, "If-Match": etag},
+    )
+    assert updated.status_code == 200, updated.text
+    assert updated.headers["etag"] != etag
+    assert updated.json()["required_checklist"] == []
+
+    stale = await client.put(
+        "/v1/environments/production",
+        json={"description": "stale"},
+        headers={**admin.headers, "If-Match": etag},
+    )
+    assert stale.status_code == 412
+    assert stale.headers["content-type"] == "application/problem+json"
+    current = await client.get("/v1/environments/production", headers=admin.headers)
+    assert current.json()["description"] == "live"
+
+
+async def test_services_are_checked_by_their_driver(
+    client: httpx.AsyncClient, admin: IssuedToken
+) -> None:
+    await client.put("/v1/environments/qa", json={}, headers=admin.headers)
+    bad = await client.put(
+        "/v1/environments/qa/services/api",
+        json={"driver": "process", "config": {"command": []}},
+        headers=admin.headers,
+    )
+    assert bad.status_code == 422
+    assert "config" in bad.json()["errors"][0]["loc"]
+    docker_tagged = await client.put(
+        "/v1/environments/qa/services/web",
+        json={"driver": "docker", "config": {"image": "registry.local/web:1.0"}},
+        headers=admin.headers,
+    )
+    assert docker_tagged.status_code == 422
+    unknown_field = await client.put(
+        "/v1/environments/qa/services/api",
+        json={**sample_service(8080), "colour": "blue"},
+        headers=admin.headers,
+    )
+    assert unknown_field.status_code == 422
+    good = await client.put(
+        "/v1/environments/qa/services/api", json=sample_service(8080), headers=admin.headers
+    )
+    assert good.status_code == 201, good.text
+    body = good.json()
+    assert body["current_version"] is None
+    assert body["pins"] == []
+    stale = await client.put(
+        "/v1/environments/qa/services/api",
+        json=sample_service(8081),
+        headers={**admin.headers, "If-Match": '"7"'},
+    )
+    assert stale.status_code == 412
+    listed = await client.get("/v1/environments/qa/services", headers=admin.headers)
+    assert [s["name"] for s in listed.json()["items"]] == ["api"]
+    env = await client.get("/v1/environments/qa", headers=admin.headers)
+    assert [s["name"] for s in env.json()["services"]] == ["api"]
+    missing = await client.put(
+        "/v1/environments/nowhere/services/api", json=sample_service(1), headers=admin.headers
+    )
+    assert missing.status_code == 404
+
+
+async def test_roles_and_scopes(
+    context: AppContext, client: httpx.AsyncClient, admin: IssuedToken
+) -> None:
+    for name in ("qa", "prod"):
+        await client.put(f"/v1/environments/{name}", json={}, headers=admin.headers)
+    viewer = await issue_token(context, Role.VIEWER)
+    assert (await client.get("/v1/environments", headers=viewer.headers)).status_code == 200
+    denied = await client.put("/v1/environments/qa", json={}, headers=viewer.headers)
+    assert denied.status_code == 403
+    scoped = await issue_token(context, Role.DEPLOYER, environment="qa")
+    listed = await client.get("/v1/environments", headers=scoped.headers)
+    assert [e["name"] for e in listed.json()["items"]] == ["qa"]
+    hidden = await client.get("/v1/environments/prod", headers=scoped.headers)
+    assert hidden.status_code == 404
+
+
+async def test_delete_and_audit(
+    context: AppContext, client: httpx.AsyncClient, admin: IssuedToken
+) -> None:
+    created = await client.put("/v1/environments/temp", json={}, headers=admin.headers)
+    await client.put(
+        "/v1/environments/temp/services/api", json=sample_service(8080), headers=admin.headers
+    )
+    stale = await client.delete(
+        "/v1/environments/temp", headers={**admin.headers, "If-Match": '"99"'}
+    )
+    assert stale.status_code == 412
+    deleted = await client.delete(
+        "/v1/environments/temp", headers={**admin.headers, "If-Match": created.headers["etag"]}
+    )
+    assert deleted.status_code == 204
+    assert (await client.get("/v1/environments/temp", headers=admin.headers)).status_code == 404
+    from sqlalchemy import select
+
+    async with context.sessionmaker() as session:
+        actions = list(
+            await session.scalars(
+                select(AuditEvent.action).where(AuditEvent.resource_id.like("temp%"))
+            )
+        )
+    assert {"environment.create", "service.create", "environment.delete"} <= set(actions)
+
+
+async def test_paginated(client: httpx.AsyncClient, admin: IssuedToken) -> None:
+    for i in range(5):
+        await client.put(f"/v1/environments/env-{i}", json={}, headers=admin.headers)
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = (await client.get("/v1/environments", params=params, headers=admin.headers)).json()
+        seen += [e["name"] for e in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert sorted(seen) == [f"env-{i}" for i in range(5)]
+    assert len(seen) == 5
