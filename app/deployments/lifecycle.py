@@ -152,8 +152,6 @@ async def on_finish(uow: UnitOfWork, context: AppContext, run: Run) -> None:
     await session.flush()
     if deployment.evidence is None:
         deployment.evidence = evidence(deployment, run, targets, steps, pins)
-    if status == RunStatus.ERROR:  # finish() announces the others as deployment.<status>
-        await add_event(session, "deployment.failed", await _event_data(session, run))
     await _start_next(uow, context, targets)
 
 

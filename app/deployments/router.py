@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 
 from app.auth.deps import ScopedDeployer, ScopedViewer
 from app.auth.errors import Forbidden, TooManyRequests, Unauthenticated
+from app.auth.roles import Role
 from app.deployments import service, views
 from app.deployments.schemas import (
     DeploymentCreate,
@@ -22,6 +23,7 @@ from app.deployments.schemas import (
 from app.deps import ContextDep, SessionDep, UnitOfWorkDep
 from app.environments.schemas import NAME
 from app.environments.service import EnvironmentNotFound
+from app.environments.views import redact
 from app.errors import problem_responses
 from app.idempotency import (
     IdempotencyDep,
@@ -50,6 +52,18 @@ async def _respond(session: Any, run_id: str, status: int, **headers: str) -> JS
         status_code=status,
         headers={"Location": views.location(run_id), **headers},
     )
+
+
+def _redacted(step: dict[str, Any], reveal: bool) -> dict[str, Any]:
+    """A planned step with its service's environment variable values hidden from
+    non-admins (they may hold credentials)."""
+    params = step["params"]
+    if isinstance(params.get("service"), dict):
+        service = params["service"]
+        params = {**params, "service": {**service, "config": redact(service["config"], reveal)}}
+    if "env" in params:
+        params = redact(params, reveal)
+    return {**step, "params": params}
 
 
 @router.post(
@@ -97,7 +111,10 @@ async def create_deployment(
             ],
             checklist_missing=planned.checklist_missing,
             queue_position=ahead,
-            steps=[PlannedStep(**s) for s in run_service.plan_view(planned.steps)],
+            steps=[
+                PlannedStep(**_redacted(step, principal.role == Role.ADMIN))
+                for step in run_service.plan_view(planned.steps)
+            ],
         )
         return JSONResponse(dry.model_dump(mode="json"), status_code=200)
     async with uow:

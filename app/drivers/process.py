@@ -87,12 +87,13 @@ _EXIT_CODES: dict[int, int] = {}  # of children seen exiting, until reported
 
 # Constraints a JSON schema can state too, so the API's documented schema and this
 # model accept the same configs.
-# No control characters but tab and newline (in values); bounded so that a request body
+# No control characters but tab and newline; bounded so that a request body
 # at every limit stays under the API's body size limit.
 Argument = Annotated[
     str,
     StringConstraints(
-        pattern=r"^[^\x00-\x1f\x7f]*[^\x00-\x20\x7f][^\x00-\x1f\x7f]*$", max_length=512
+        pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]*[^\x00-\x20\x7f][^\x00-\x08\x0b-\x1f\x7f]*$",
+        max_length=512,
     ),
 ]
 EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]

@@ -9,6 +9,8 @@ from fastapi.responses import JSONResponse
 
 from app.auth.deps import Admin, ScopedOperator, ScopedViewer
 from app.auth.errors import Forbidden, TooManyRequests, Unauthenticated
+from app.auth.principal import Principal
+from app.auth.roles import Role
 from app.deps import SessionDep, UnitOfWorkDep
 from app.environments import service, views
 from app.environments.schemas import (
@@ -49,6 +51,11 @@ IfMatch = Annotated[
 WRITE_ERRORS = (*AUTH_ERRORS, BadRequest, service.PreconditionFailed)
 
 
+def _admin(principal: Principal) -> bool:
+    """Whether the caller reads environment variable values (they may hold secrets)."""
+    return principal.role == Role.ADMIN
+
+
 def _env_location(name: str) -> str:
     return f"{V1}/environments/{name}"
 
@@ -72,7 +79,8 @@ async def list_environments(
 ) -> EnvironmentList:
     rows, next_cursor = await service.list_page(session, principal, page)
     return EnvironmentList(
-        items=await views.environments_out(session, rows), next_cursor=next_cursor
+        items=await views.environments_out(session, rows, reveal=_admin(principal)),
+        next_cursor=next_cursor,
     )
 
 
@@ -97,7 +105,7 @@ async def create_environment(
     async with uow:
         fields = EnvironmentIn.model_validate(body.model_dump(exclude={"name"}))
         row = await service.create_environment(uow, principal, body.name, fields)
-        (out,) = await views.environments_out(uow.session, [row])
+        (out,) = await views.environments_out(uow.session, [row], reveal=True)
         response = _json(out, 201, _env_location(row.name))
         await idem.complete(uow.session, response)
     return response
@@ -113,7 +121,7 @@ async def get_environment(
     principal: ScopedViewer, session: SessionDep, name: EnvName
 ) -> EnvironmentOut:
     row = await service.get_environment(session, principal, name)
-    (out,) = await views.environments_out(session, [row])
+    (out,) = await views.environments_out(session, [row], reveal=_admin(principal))
     return _json(out, 200, _env_location(name))  # type: ignore[return-value]
 
 
@@ -137,7 +145,7 @@ async def put_environment(
     """`If-Match` with the ETag last read refuses a stale write (412)."""
     async with uow:
         row, created = await service.put_environment(uow, principal, name, body, if_match)
-        (out,) = await views.environments_out(uow.session, [row])
+        (out,) = await views.environments_out(uow.session, [row], reveal=True)
     return _json(out, 201 if created else 200, _env_location(name))
 
 
@@ -167,7 +175,7 @@ async def delete_environment(
 async def list_services(principal: ScopedViewer, session: SessionDep, name: EnvName) -> ServiceList:
     await service.get_environment(session, principal, name)
     rows = (await service.services_of(session, [name]))[name]
-    return ServiceList(items=await views.services_out(session, rows))
+    return ServiceList(items=await views.services_out(session, rows, reveal=_admin(principal)))
 
 
 @router.get(
@@ -182,7 +190,7 @@ async def get_service(
     principal: ScopedViewer, session: SessionDep, name: EnvName, service_name: ServiceName
 ) -> ServiceOut:
     row = await service.get_service(session, principal, name, service_name)
-    (out,) = await views.services_out(session, [row])
+    (out,) = await views.services_out(session, [row], reveal=_admin(principal))
     return _json(out, 200, f"{_env_location(name)}/services/{service_name}")  # type: ignore[return-value]
 
 
@@ -214,7 +222,7 @@ async def put_service(
             body,
             if_match,
         )
-        (out,) = await views.services_out(uow.session, [row])
+        (out,) = await views.services_out(uow.session, [row], reveal=True)
     return _json(out, 201 if created else 200, f"{_env_location(name)}/services/{service_name}")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,6 +20,15 @@ from app.environments.schemas import (
 )
 from app.runs.models import Run
 
+REDACTED = "[redacted]"
+
+
+def redact(config: dict[str, Any], reveal: bool) -> dict[str, Any]:
+    """Environment variables may hold credentials: only admins read their values."""
+    if reveal or not isinstance(config.get("env"), dict):
+        return config
+    return {**config, "env": dict.fromkeys(config["env"], REDACTED)}
+
 
 def pin_out(pin: Pin) -> PinOut:
     return PinOut(
@@ -30,7 +40,10 @@ def pin_out(pin: Pin) -> PinOut:
     )
 
 
-async def services_out(session: AsyncSession, rows: Sequence[Service]) -> list[ServiceOut]:
+async def services_out(
+    session: AsyncSession, rows: Sequence[Service], *, reveal: bool
+) -> list[ServiceOut]:
+    """``reveal``: show environment variable values (admins)."""
     deployment_ids = {r.last_deployment_id for r in rows if r.last_deployment_id}
     runs = {
         run.id: run for run in await session.scalars(select(Run).where(Run.id.in_(deployment_ids)))
@@ -47,12 +60,14 @@ async def services_out(session: AsyncSession, rows: Sequence[Service]) -> list[S
                 environment=row.environment,
                 name=row.name,
                 driver=row.driver,
-                config=row.config,
+                config=redact(row.config, reveal),
                 health_url=row.health_url,
                 health_timeout_seconds=row.health_timeout_seconds,
                 deploy_order=row.deploy_order,
                 settle_seconds=row.settle_seconds,
-                smoke_tests=[SMOKE_TEST.validate_python(t) for t in row.smoke_tests],
+                smoke_tests=[
+                    SMOKE_TEST.validate_python(redact(t, reveal)) for t in row.smoke_tests
+                ],
                 current_version=row.current_version,
                 last_deployment=(
                     LastDeployment(id=run.id, status=run.status, finished_at=run.finished_at)
@@ -78,7 +93,7 @@ async def services_out(session: AsyncSession, rows: Sequence[Service]) -> list[S
 
 
 async def environments_out(
-    session: AsyncSession, rows: Sequence[Environment]
+    session: AsyncSession, rows: Sequence[Environment], *, reveal: bool
 ) -> list[EnvironmentOut]:
     grouped = await service.services_of(session, [r.name for r in rows])
     out = []
@@ -89,7 +104,7 @@ async def environments_out(
                 description=row.description,
                 database=row.database,
                 required_checklist=list(row.required_checklist),
-                services=await services_out(session, grouped[row.name]),
+                services=await services_out(session, grouped[row.name], reveal=reveal),
                 revision=row.revision,
                 created_at=row.created_at,
                 updated_at=row.updated_at,

@@ -22,9 +22,12 @@ def self_url(settings: Settings) -> str:
     return f"http://{host}:{settings.port}/health"
 
 
-def plan(settings: Settings) -> list[StepSpec]:
+def plan(settings: Settings, deployed: list[tuple[str, str]] | None = None) -> list[StepSpec]:
+    """``deployed``: (``environment/service``, health URL) of the environments' services,
+    probed beside the configured ones; with neither, the control plane probes itself."""
     config = settings.health_check
-    services = [(s.name, s.url) for s in config.services] or [("formula-ops", self_url(settings))]
+    services = [(s.name, s.url) for s in config.services] + list(deployed or [])
+    services = services or [("formula-ops", self_url(settings))]
     steps = [
         StepSpec(f"service {name}", "http", {"url": url}, timeout_seconds=PROBE_TIMEOUT)
         for name, url in services

@@ -9,7 +9,6 @@ from app.auth.deps import Operator, Viewer
 from app.auth.errors import Forbidden, TooManyRequests, Unauthenticated
 from app.deps import ContextDep, SessionDep, UnitOfWorkDep
 from app.errors import problem_responses
-from app.health_checks import plan as health_plan
 from app.health_checks import service
 from app.idempotency import (
     IdempotencyDep,
@@ -62,7 +61,9 @@ async def create_health_check(
     """Probes every service, disk, memory, logs, backups, PostgreSQL and Redis against the
     runbook's thresholds. 202 with the queued run; with `Prefer: wait=N`, the finished run."""
     if body is not None and body.dry_run:
-        steps = run_service.plan_view(run_service.validate_plan(health_plan.plan(context.settings)))
+        async with context.sessionmaker() as session:
+            planned = await service.steps(session, context)
+        steps = run_service.plan_view(run_service.validate_plan(planned))
         dry = DryRun(kind=RunKind.HEALTH_CHECK, steps=[PlannedStep(**s) for s in steps])
         return JSONResponse(dry.model_dump(mode="json"), status_code=200)
     async with uow:

@@ -121,7 +121,9 @@ class Step(Base):
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
     idempotent: Mapped[bool] = mapped_column(default=False)
     stop_on_failure: Mapped[bool] = mapped_column(default=True)
-    phase: Mapped[str] = mapped_column(String(16), default=Phase.MAIN.value)
+    phase: Mapped[str] = mapped_column(
+        String(16), default=Phase.MAIN.value, server_default=Phase.MAIN.value
+    )
     timeout_seconds: Mapped[float] = mapped_column(default=300.0)
     level: Mapped[str | None] = mapped_column(String(16))
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)

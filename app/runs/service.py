@@ -354,7 +354,13 @@ async def finish(
     await add_event(
         uow.session,
         f"{prefix}.{_past(status)}",
-        {"id": run.id, "kind": run.kind, "status": status.value, "failure_type": failure_type},
+        {
+            "id": run.id,
+            "kind": run.kind,
+            "environment": run.environment,
+            "status": status.value,
+            "failure_type": failure_type,
+        },
     )
     _notify_after_commit(uow, context, run.id)
 
@@ -363,7 +369,7 @@ def _past(status: RunStatus) -> str:
     return {
         RunStatus.SUCCESS: "succeeded",
         RunStatus.FAILURE: "failed",
-        RunStatus.ERROR: "errored",
+        RunStatus.ERROR: "failed",  # the data's status tells failure from error
         RunStatus.CANCELLED: "cancelled",
         RunStatus.ROLLED_BACK: "rolled_back",
     }.get(status, status.value)

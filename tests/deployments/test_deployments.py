@@ -372,3 +372,26 @@ async def test_one_at_a_time_in_request_order(
     for (_, finished), (started, _) in itertools.pairwise(spans):
         assert finished <= started  # never two at once, and in request order
     assert await running_version(staging, "backend") == "1.0.5"
+
+
+@pytest.mark.usefixtures("worker")
+async def test_health_check_probes_the_deployed_services(
+    client: httpx.AsyncClient, admin: IssuedToken, deployer: IssuedToken, staging: Env
+) -> None:
+    before = await client.post("/v1/health-checks", json={"dry_run": True}, headers=admin.headers)
+    assert "service staging/backend" not in {s["name"] for s in before.json()["steps"]}
+    both = [{"name": "backend", "version": "1.0.0"}, {"name": "frontend", "version": "1.0.0"}]
+    deployed = await client.post(
+        "/v1/deployments",
+        json={"environment": "staging", "services": both},
+        headers={**deployer.headers, **WAIT},
+        timeout=90,
+    )
+    assert deployed.json()["status"] == "success"
+    plan = await client.post("/v1/health-checks", json={"dry_run": True}, headers=admin.headers)
+    probes = {s["name"]: s["params"].get("url") for s in plan.json()["steps"]}
+    assert (
+        probes["service staging/backend"] == f"http://127.0.0.1:{staging.ports['backend']}/health"
+    )
+    assert "service staging/frontend" in probes
+    assert "service formula-ops" not in probes  # itself only when nothing else is known

@@ -108,6 +108,24 @@ async def test_roles_and_scopes(
         await client.put(f"/v1/environments/{name}", json={}, headers=admin.headers)
     viewer = await issue_token(context, Role.VIEWER)
     assert (await client.get("/v1/environments", headers=viewer.headers)).status_code == 200
+    secret = {
+        **sample_service(8080),
+        "config": {"command": ["x"], "env": {"DB_PASSWORD": "s3cr3t"}},
+    }
+    await client.put("/v1/environments/qa/services/api", json=secret, headers=admin.headers)
+    as_viewer = await client.get("/v1/environments/qa/services/api", headers=viewer.headers)
+    assert as_viewer.json()["config"]["env"] == {"DB_PASSWORD": "[redacted]"}
+    assert "s3cr3t" not in (await client.get("/v1/environments/qa", headers=viewer.headers)).text
+    as_admin = await client.get("/v1/environments/qa/services/api", headers=admin.headers)
+    assert as_admin.json()["config"]["env"] == {"DB_PASSWORD": "s3cr3t"}
+    deployer = await issue_token(context, Role.DEPLOYER)
+    plan = await client.post(
+        "/v1/deployments",
+        json={"environment": "qa", "service": "api", "version": "1", "dry_run": True},
+        headers=deployer.headers,
+    )
+    assert plan.status_code == 200, plan.text
+    assert "s3cr3t" not in plan.text
     denied = await client.put("/v1/environments/qa", json={}, headers=viewer.headers)
     assert denied.status_code == 403
     scoped = await issue_token(context, Role.DEPLOYER, environment="qa")
