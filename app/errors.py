@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
+import redis.exceptions
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -235,9 +237,36 @@ async def _handle_error(request: Request, exc: Exception) -> JSONResponse:
     return response
 
 
+# The database or Redis busy (a lock not granted in time, the pool exhausted) or down:
+# the request wrote nothing (its transaction rolled back) and may be sent again.
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.TimeoutError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
+
+
+async def _handle_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    # The class only: a statement's text or parameters may hold what must not be logged.
+    logger.warning(
+        "%s %s: a dependency is unavailable (%s)",
+        request.method,
+        request.url.path,
+        type(exc).__name__,
+    )
+    error = ServiceUnavailable(
+        "The database or Redis is busy or unreachable; nothing was changed. Retry shortly.",
+        headers={"Retry-After": "2"},
+    )
+    return _app_error_response(request, error)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     for error in (AppError, RequestValidationError, StarletteHTTPException):
         app.add_exception_handler(error, _handle_error)
+    for unavailable in UNAVAILABLE_ERRORS:
+        app.add_exception_handler(unavailable, _handle_unavailable)
 
 
 def problem_responses(

@@ -105,6 +105,14 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                 "500",
                 {"description": "Internal server error", "content": problem_content},
             )
+            responses.setdefault(
+                "503",
+                {
+                    "description": "The database or Redis is busy or unreachable; nothing "
+                    "was changed (`Retry-After`)",
+                    "content": problem_content,
+                },
+            )
     for unused in ("HTTPValidationError", "ValidationError"):
         components.pop(unused, None)
     _closed_pattern_objects(components)

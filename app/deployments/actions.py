@@ -6,10 +6,12 @@ observed on the service (health) and the deployment target (touched, previous ve
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from pydantic import Field
 from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.db import utcnow
 from app.deployments.checklist import CHECKLIST_ITEMS
@@ -19,6 +21,8 @@ from app.drivers.base import Driver, DriverContext, DriverError, ServiceSpec, Un
 from app.environments.models import Pin, Service
 from app.runs.actions import ActionContext, Params, StepOutcome, register
 from app.runs.models import StepStatus
+
+logger = logging.getLogger(__name__)
 
 
 class ServiceParams(Params):
@@ -276,6 +280,14 @@ async def _mark_touched(ctx: ActionContext, service: str, previous: str | None) 
 
 
 async def _record_health(ctx: ActionContext, spec: ServiceSpec, healthy: bool, detail: str) -> None:
+    """What a deployment last saw of the service (shown on it; best effort)."""
+    try:
+        await _write_health(ctx, spec, healthy, detail)
+    except SQLAlchemyError:
+        logger.warning("could not record the health of %s/%s", spec.environment, spec.name)
+
+
+async def _write_health(ctx: ActionContext, spec: ServiceSpec, healthy: bool, detail: str) -> None:
     async with ctx.context.unit_of_work() as uow:
         await uow.session.execute(
             update(Service)

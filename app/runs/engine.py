@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from app.context import AppContext
 from app.db import UnitOfWork, utcnow
@@ -347,7 +347,10 @@ async def _perform(context: AppContext, step: Step, log: Any) -> StepOutcome:
             error=f"timed out after {step.timeout_seconds} s",
             data={"timeout": True},
         )
-    except LeaseLost:
+    except (LeaseLost, OperationalError):
+        # Not the step's outcome: the control plane's own database failed. The run
+        # stays claimed; once its lease expires it resumes and the step runs again
+        # if it is idempotent.
         raise
     except Exception as exc:
         logger.exception("step %s (%s) raised", step.name, step.action)

@@ -73,7 +73,8 @@ async def test_hundred_at_once_run_one_at_a_time_in_order(
                 for _ in range(REQUESTS)
             )
         )
-        assert [r.status_code for r in responses] == [202] * REQUESTS
+        refused = [r.text for r in responses if r.status_code != 202]
+        assert refused == []
         for _ in range(1500):  # at most 5 minutes
             async with context.sessionmaker() as session:
                 runs = list(
