@@ -17,6 +17,7 @@ import uvicorn
 from pydantic import SecretStr
 
 from app.cli_admin import audit, tokens
+from app.cli_deploy import apply, deploy
 from app.cli_runs import health_check, runs
 from app.logging import configure_logging
 from app.settings import Settings, get_settings
@@ -34,6 +35,8 @@ cli.add_typer(tokens, name="tokens")
 cli.add_typer(audit, name="audit")
 cli.add_typer(runs, name="runs")
 cli.command("health-check")(health_check)
+cli.command("deploy")(deploy)
+cli.command("apply")(apply)
 
 HostOption = Annotated[str | None, typer.Option(help="Address to bind (default: settings).")]
 PortOption = Annotated[int | None, typer.Option(help="Port to bind (default: settings).")]
@@ -84,6 +87,10 @@ async def _serve(settings: Settings) -> int:
     from workers.main import create_worker, stop_worker
 
     context = build_context(settings)
+    if settings.seed_local_environment:
+        from app.environments.seed import seed_local
+
+        await seed_local(context)
     server = _Server(_uvicorn_config(create_app(settings, context=context), settings))
     worker = create_worker(settings, handle_signals=False)
     stop = asyncio.Event()
@@ -163,23 +170,26 @@ def api(
 
 
 @cli.command()
-def worker() -> None:
-    """Production: run an arq worker (needs FORMULA_OPS_DATABASE_URL and _REDIS_URL)."""
-    from workers.main import create_worker
+def worker(
+    processes: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Worker processes, each with its own event loop and connections. Above 1 a "
+            "supervisor starts them, forwards SIGTERM/SIGINT to them and waits (a second "
+            "signal kills them). A child that dies unexpectedly is not restarted: the "
+            "supervisor stops the others and exits 1, for the service manager to restart.",
+        ),
+    ] = 1,
+) -> None:
+    """Production: run an arq worker (needs FORMULA_OPS_DATABASE_URL and _REDIS_URL).
+
+    Stops on SIGTERM or SIGINT (exit 0); its running jobs are cancelled and run again."""
+    from workers.supervisor import run_worker, supervise
 
     settings = get_settings()
     configure_logging(settings.log_level)
-
-    async def _run() -> None:
-        arq_worker = create_worker(settings)
-        try:
-            await arq_worker.async_run()
-        except asyncio.CancelledError:  # SIGINT/SIGTERM: arq cancels its main task
-            pass
-        finally:
-            await arq_worker.close()
-
-    asyncio.run(_run())
+    raise typer.Exit(run_worker(settings) if processes == 1 else supervise(processes))
 
 
 @cli.command()

@@ -9,7 +9,7 @@ import json
 import logging
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -70,13 +70,10 @@ async def claim_guard(session: AsyncSession, run: Run) -> bool:
     return True
 
 
-async def queue_positions(session: AsyncSession, deployment_ids: list[str]) -> dict[str, int]:
-    """How many unfinished deployments are ahead of each (0: it may run now)."""
-    if not deployment_ids:
-        return {}
+def _positions_statement() -> Any:
     ahead = aliased(DeploymentTarget)
     mine = aliased(DeploymentTarget)
-    rows = await session.execute(
+    return (
         select(mine.deployment_id, func.count(func.distinct(ahead.deployment_id)))
         .join(
             ahead,
@@ -91,9 +88,22 @@ async def queue_positions(session: AsyncSession, deployment_ids: list[str]) -> d
                 ),
             ),
         )
-        .where(mine.deployment_id.in_(deployment_ids), mine.state != TargetState.DONE.value)
+        .where(
+            mine.deployment_id.in_(bindparam("ids", expanding=True)),
+            mine.state != TargetState.DONE.value,
+        )
         .group_by(mine.deployment_id)
     )
+
+
+_POSITIONS = _positions_statement()  # built once: only the ids change
+
+
+async def queue_positions(session: AsyncSession, deployment_ids: list[str]) -> dict[str, int]:
+    """How many unfinished deployments are ahead of each (0: it may run now)."""
+    if not deployment_ids:
+        return {}
+    rows = await session.execute(_POSITIONS, {"ids": deployment_ids})
     return {deployment_id: int(count) for deployment_id, count in rows}
 
 

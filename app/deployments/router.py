@@ -44,13 +44,15 @@ AUTH_ERRORS = (Unauthenticated, Forbidden, TooManyRequests)
 IDEMPOTENCY_ERRORS = (MalformedIdempotencyKey, IdempotencyKeyInFlight, IdempotencyKeyReused)
 
 
-async def _respond(session: Any, run_id: str, status: int, **headers: str) -> JSONResponse:
-    run = await service.get(session, None, run_id)  # type: ignore[arg-type]
-    (out,) = await views.deployments_out(session, [run])
+def _accepted(created: service.Created) -> JSONResponse:
+    """202 with the new deployment, built from what was just written."""
+    out = views.deployment_out(
+        created.run, created.deployment, created.targets, created.queue_position
+    )
     return JSONResponse(
         out.model_dump(mode="json"),
-        status_code=status,
-        headers={"Location": views.location(run_id), **headers},
+        status_code=202,
+        headers={"Location": views.location(created.run.id), "Retry-After": "2"},
     )
 
 
@@ -118,15 +120,15 @@ async def create_deployment(
         )
         return JSONResponse(dry.model_dump(mode="json"), status_code=200)
     async with uow:
-        run = await service.create(uow, context, principal, body)
-        accepted = await _respond(uow.session, run.id, 202, **{"Retry-After": "2"})
+        new = await service.create(uow, context, principal, body)
+        accepted = _accepted(new)
         await idem.complete(uow.session, accepted)
     return await created(
         context,
         principal,
-        run.id,
+        new.run.id,
         accepted,
-        location=views.location(run.id),
+        location=views.location(new.run.id),
         prefer=prefer,
         idem=idem,
         render=views.renderer(context),
@@ -229,15 +231,15 @@ async def rollback_deployment(
     """Queues a deployment (kind `rollback`) of the versions that ran before, and pins
     the rolled-back versions until an operator unpins them."""
     async with uow:
-        run = await service.rollback(uow, context, principal, deployment_id)
-        accepted = await _respond(uow.session, run.id, 202, **{"Retry-After": "2"})
+        new = await service.rollback(uow, context, principal, deployment_id)
+        accepted = _accepted(new)
         await idem.complete(uow.session, accepted)
     return await created(
         context,
         principal,
-        run.id,
+        new.run.id,
         accepted,
-        location=views.location(run.id),
+        location=views.location(new.run.id),
         prefer=prefer,
         idem=idem,
         render=views.renderer(context),

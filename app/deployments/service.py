@@ -129,9 +129,19 @@ async def waiting_ahead(session: AsyncSession, environment: str, services: list[
     )
 
 
+@dataclass(frozen=True)
+class Created:
+    """A new deployment as written (its answer needs no further query)."""
+
+    run: Run
+    deployment: Deployment
+    targets: list[DeploymentTarget]
+    queue_position: int
+
+
 async def create(
     uow: UnitOfWork, context: AppContext, principal: Principal, body: DeploymentCreate
-) -> Run:
+) -> Created:
     planned = await plan(uow.session, principal, body)
     return await _create_run(
         uow,
@@ -166,7 +176,8 @@ async def _create_run(
     description: str,
     request: dict[str, Any],
     rollback_of: str | None = None,
-) -> Run:
+) -> Created:
+    ahead = await waiting_ahead(uow.session, environment.name, [name for name, _ in targets])
     run = await run_service.create_run(
         uow,
         context,
@@ -177,37 +188,38 @@ async def _create_run(
         environment=environment.name,
     )
     now = run.created_at
-    uow.session.add(
-        Deployment(
-            id=run.id,
-            kind=kind.value,
+    deployment = Deployment(
+        id=run.id,
+        kind=kind.value,
+        environment=environment.name,
+        ref=ref,
+        description=description,
+        checklist=checklist,
+        required_checklist=list(environment.required_checklist),
+        backup=backup,
+        auto_rollback=auto_rollback,
+        rollback_of=rollback_of,
+        requested_by=principal.actor,
+        request=request,
+        created_at=now,
+    )
+    rows = [
+        DeploymentTarget(
+            deployment_id=run.id,
+            position=position,
             environment=environment.name,
-            ref=ref,
-            description=description,
-            checklist=checklist,
-            required_checklist=list(environment.required_checklist),
-            backup=backup,
-            auto_rollback=auto_rollback,
-            rollback_of=rollback_of,
-            requested_by=principal.actor,
-            request=request,
+            service=name,
+            version=version,
+            previous_version=None,
+            touched=False,
+            state=TargetState.QUEUED.value,
             created_at=now,
         )
-    )
-    await uow.session.flush()
-    for position, (name, version) in enumerate(targets):
-        uow.session.add(
-            DeploymentTarget(
-                deployment_id=run.id,
-                position=position,
-                environment=environment.name,
-                service=name,
-                version=version,
-                state=TargetState.QUEUED.value,
-                created_at=now,
-            )
-        )
-    await uow.session.flush()
+        for position, (name, version) in enumerate(targets)
+    ]
+    uow.session.add(deployment)
+    await uow.session.flush()  # the deployment row before its targets (foreign key)
+    uow.session.add_all(rows)
     services = [{"name": n, "version": v} for n, v in targets]
     await add_event(
         uow.session,
@@ -229,7 +241,7 @@ async def _create_run(
         resource_id=run.id,
         summary={"environment": environment.name, "services": services, "ref": ref},
     )
-    return run
+    return Created(run, deployment, rows, ahead)
 
 
 async def get(session: AsyncSession, principal: Principal, deployment_id: str) -> Run:
@@ -299,7 +311,7 @@ async def details(
 
 async def rollback(
     uow: UnitOfWork, context: AppContext, principal: Principal, deployment_id: str
-) -> Run:
+) -> Created:
     """A new deployment (kind ``rollback``) back to what ran before ``deployment_id``;
     its versions are pinned so automation cannot deploy them again."""
     run = await get_or_404(uow.session, principal, deployment_id)

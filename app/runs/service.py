@@ -19,12 +19,14 @@ from pydantic import ValidationError
 from sqlalchemy import Select, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app.audit import service as audit_service
 from app.auth.principal import Principal
 from app.context import AppContext
 from app.db import UnitOfWork, utcnow
 from app.errors import AppError, NotFound, ValidationFailed
+from app.ids import new_id
 from app.outbox import add_event
 from app.pagination import CursorParams, paginate
 from app.queue import JobName, Queue
@@ -158,7 +160,9 @@ async def create_run(
     job once the transaction commits."""
     plan = validate_plan(steps)
     now = utcnow()
+    run_id = new_id()
     run = Run(
+        id=run_id,
         kind=kind.value,
         status=RunStatus.QUEUED.value,
         params=params or {},
@@ -167,25 +171,29 @@ async def create_run(
         enqueue_count=1,
         created_at=now,
         updated_at=now,
+        event_seq=1,
+    )
+    rows = [
+        Step(
+            run_id=run_id,
+            position=position,
+            name=spec.name,
+            action=spec.action,
+            params=spec.params,
+            idempotent=bool(spec.idempotent),
+            timeout_seconds=spec.timeout_seconds,
+            stop_on_failure=spec.stop_on_failure,
+            phase=spec.phase.value,
+        )
+        for position, spec in enumerate(plan)
+    ]
+    first = RunEvent(
+        run_id=run_id, seq=1, type="run.queued", data={"status": "queued"}, created_at=now
     )
     uow.session.add(run)
-    await uow.session.flush()
-    for position, spec in enumerate(plan):
-        uow.session.add(
-            Step(
-                run_id=run.id,
-                position=position,
-                name=spec.name,
-                action=spec.action,
-                params=spec.params,
-                idempotent=bool(spec.idempotent),
-                timeout_seconds=spec.timeout_seconds,
-                stop_on_failure=spec.stop_on_failure,
-                phase=spec.phase.value,
-            )
-        )
-    await uow.session.flush()
-    await append_event(uow.session, run.id, "run.queued", {"status": "queued"})
+    uow.session.add_all([*rows, first])
+    set_committed_value(run, "steps", rows)  # the caller reads them without a query
+    # One flush writes the run, its steps, its first event and the outbox event.
     await add_event(uow.session, "run.queued", {"id": run.id, "kind": run.kind})
     run_id, queue = run.id, context.queue
 
