@@ -1,26 +1,32 @@
 """Latency from run creation to its first step, beside arq's own job latency.
 
 Starts a private ``redis-server`` on a free port and a scratch database (PostgreSQL, or a
-SQLite file in a temporary directory) built with the Alembic migrations, then, for a
-poll delay of 0.5 s (arq's default) and 0.05 s (Formula Ops' default):
+SQLite file in a temporary directory) built with the Alembic migrations, then, for each
+poll delay of ``--poll-delays`` (default 0.5 s, arq's and Formula Ops' default, and
+0.05 s):
 
 - **arq baseline**: a bare arq worker (its own process; the job is a no-op that returns
   ``time.time()`` as it starts) gets ``--runs`` jobs enqueued at ``--rate`` per second;
   latency is enqueue -> job start.
-- **Formula Ops**: a real ``formula-ops worker`` process gets ``--runs`` runs of one
-  ``wait`` 0 s step, each created with ``create_run`` in its own unit of work at
-  ``--rate`` per second; latency is the run's ``created_at`` -> its first
-  ``step.started`` event's ``created_at``, split into segments (arq's enqueue and start
-  times come from its job result).
-- **idle CPU** of each worker process (and of Redis) over ``--idle-seconds`` once its
-  work is done, from ``utime + stime`` in ``/proc/<pid>/stat``.
+- **Formula Ops**, once per value of ``--processes``: a real ``formula-ops worker
+  --processes N`` gets ``--runs`` runs of one ``wait`` 0 s step, each created with
+  ``create_run`` in its own unit of work at ``--rate`` per second; latency is the run's
+  ``created_at`` -> its first ``step.started`` event's ``created_at``, split into
+  segments (arq's enqueue and start times come from its job result).
+- **CPU while loaded**, per job or run: the worker (all its processes), this process
+  (it enqueues the jobs or creates the runs, as the API would), the PostgreSQL backends
+  of the scratch database, the commands Redis processed, how busy the whole host was
+  (% of all its cores) and how much of that none of these processes nor Redis used.
+- **idle CPU** of the worker (all its processes) and of Redis over ``--idle-seconds``
+  once the work is done, from ``utime + stime`` in ``/proc/<pid>/stat``.
 
 Prints the figures, their ratio to arq's at the same poll delay and the goal (run
 creation -> first step started: p50 <= 40 ms, p99 <= 100 ms at 100 runs/s). Nothing is
 asserted. Workers, Redis and the scratch database are removed at the end, also on
 error, Ctrl-C or SIGTERM.
 
-    .venv/bin/python bench/run_latency.py [--runs 500] [--rate 100] [--backend postgres|sqlite]
+    .venv/bin/python bench/run_latency.py [--runs 500] [--rate 100] [--processes 1 2 3]
+        [--poll-delays 0.5 0.05] [--backend postgres|sqlite]
 
 Environment: ``FORMULA_OPS_BENCH_PG_ADMIN_URL`` (default
 ``postgresql://postgres@127.0.0.1:5432/postgres``) names a database to connect to for
@@ -68,7 +74,7 @@ PG_ADMIN_URL = os.environ.get(
 )
 SCRIPT = Path(__file__).resolve()
 REPO_ROOT = SCRIPT.parent.parent
-POLL_DELAYS = (0.5, 0.05)  # arq's default, Formula Ops' default
+POLL_DELAYS = (0.5, 0.05)  # arq's and Formula Ops' default, and a tenth of it
 GOAL_P50_MS = 40.0
 GOAL_P99_MS = 100.0
 STEPS = [StepSpec("pause", "wait", {"seconds": 0})]
@@ -86,6 +92,18 @@ T = TypeVar("T")
 
 
 @dataclass
+class Load:
+    """CPU seconds spent while a phase was loaded, beside the worker's own."""
+
+    bench: float = 0.0  # this process: enqueues the jobs or creates the runs
+    postgres: float = math.nan  # the scratch database's backends (those alive at the end)
+    host_busy: float = math.nan  # % of all the host's cores
+    others: float = math.nan  # % of all the host's cores, used by none of the above,
+    # the worker or redis-server (other work on a shared host)
+    redis_commands: int = 0  # commands redis-server processed, from anyone
+
+
+@dataclass
 class Phase:
     """One measured phase: a worker at one poll delay under ``--runs`` jobs or runs."""
 
@@ -94,8 +112,10 @@ class Phase:
     latencies_ms: list[float]
     offered_per_s: float
     done_per_s: float
+    processes: int = 1
     busy_cpu_ms: float = math.nan  # worker CPU time per job or run while under load
-    idle_cpu: float = math.nan  # % of one core, the worker process
+    load: Load | None = None  # the rest of the CPU spent while under load
+    idle_cpu: float = math.nan  # % of one core, the worker (all its processes)
     idle_cpu_redis: float = math.nan  # % of one core, redis-server in the same window
     segments_ms: dict[str, list[float]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -209,32 +229,123 @@ def log_tail(log: Path) -> str:
     return log.read_text(errors="replace")[-2000:]
 
 
-def formula_ops_command() -> list[str]:
+def formula_ops_command(processes: int) -> list[str]:
     installed = Path(sys.executable).with_name("formula-ops")
-    return [str(installed) if installed.exists() else "formula-ops", "worker"]
+    program = str(installed) if installed.exists() else "formula-ops"
+    return [program, "worker", *(["--processes", str(processes)] if processes > 1 else [])]
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of ``pid`` so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    """User + system CPU time of ``pid`` so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
 
 
-async def idle_cpu(pids: list[int], seconds: float) -> list[float]:
-    """Each process's CPU use over ``seconds``, in % of one core."""
-    before = [cpu_seconds(pid) for pid in pids]
+def total_cpu_seconds(pids: list[int]) -> float:
+    return sum(cpu_seconds(pid) for pid in pids)
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its children (a supervisor and its worker processes)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rpartition(")")[2].split()[1]) == pid:
+                children.append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return [pid, *sorted(children)]
+
+
+def host_ticks() -> tuple[int, int]:
+    """(busy, total) CPU ticks of the whole host so far, from ``/proc/stat``."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def postgres_backends(database_url: str | None) -> list[int]:
+    """The server processes of the other connections to the scratch database."""
+    if database_url is None or not database_url.startswith("postgresql"):
+        return []
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchall()
+    return [int(row[0]) for row in rows]
+
+
+class LoadMeter:
+    """Measures :class:`Load` between :meth:`start` and :meth:`stop`."""
+
+    def __init__(self, redis_port: int, ours: list[int], database_url: str | None = None) -> None:
+        self.redis = redis.Redis(host="127.0.0.1", port=redis_port)
+        self.ours = ours  # the worker's processes and redis-server
+        self.database_url = database_url
+
+    def redis_commands(self) -> int:
+        stats: dict[str, Any] = self.redis.info("stats")  # type: ignore[assignment]
+        return int(stats["total_commands_processed"])
+
+    def start(self) -> None:
+        self._redis_commands = self.redis_commands()
+        self._ours = total_cpu_seconds(self.ours)
+        self._bench = time.process_time()
+        self._host = host_ticks()
+        self._backends = {pid: cpu_seconds(pid) for pid in postgres_backends(self.database_url)}
+
+    def stop(self) -> Load:
+        busy, total = host_ticks()
+        load = Load(
+            bench=time.process_time() - self._bench,
+            host_busy=(busy - self._host[0]) / max(1, total - self._host[1]) * 100,
+            redis_commands=self.redis_commands() - self._redis_commands,
+        )
+        if self.database_url is not None and self.database_url.startswith("postgresql"):
+            load.postgres = sum(
+                cpu_seconds(pid) - self._backends.get(pid, 0.0)
+                for pid in postgres_backends(self.database_url)
+            )
+        ours = total_cpu_seconds(self.ours) - self._ours + load.bench
+        ours += 0.0 if math.isnan(load.postgres) else load.postgres
+        busy_seconds = (busy - self._host[0]) / CLOCK_TICKS
+        load.others = (busy_seconds - ours) / max(1, total - self._host[1]) * CLOCK_TICKS * 100
+        self.redis.close()
+        return load
+
+
+async def idle_cpu(groups: list[list[int]], seconds: float) -> list[float]:
+    """Each group of processes' CPU use over ``seconds``, in % of one core."""
+    before = [total_cpu_seconds(pids) for pids in groups]
     started = time.monotonic()
     await asyncio.sleep(seconds)
     wall = time.monotonic() - started
-    return [(cpu_seconds(pid) - used) / wall * 100 for pid, used in zip(pids, before, strict=True)]
+    return [
+        (total_cpu_seconds(pids) - used) / wall * 100
+        for pids, used in zip(groups, before, strict=True)
+    ]
+
+
+def announced(log: Path) -> int:
+    """How many worker processes logged their start in ``log``."""
+    return log.read_text(errors="replace").count("Starting worker for")
 
 
 async def wait_ready(
-    client: ArqRedis, key: str, process: subprocess.Popen[bytes], log: Path
+    client: ArqRedis,
+    key: str,
+    process: subprocess.Popen[bytes],
+    log: Path,
+    processes: int = 1,
 ) -> None:
-    """Until the worker has polled once (it writes its health-check key then)."""
+    """Until the worker has polled once (it writes its health-check key then) and each
+    of its ``processes`` has announced itself."""
     deadline = time.monotonic() + 60
-    while not await client.exists(key):
+    while not await client.exists(key) or (processes > 1 and announced(log) < processes):
         if process.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(
                 f"the worker did not start (exit {process.poll()}):\n{log_tail(log)}"
@@ -291,6 +402,8 @@ async def arq_phase(
                 await pool.enqueue_job("noop", _job_id=job_id, _queue_name=queue)
                 return job_id, sent
 
+            meter = LoadMeter(port, [worker.pid, redis_pid])
+            meter.start()
             cpu_before = cpu_seconds(worker.pid)
             jobs, failures = await paced(args.runs, args.rate, enqueue)
             deadline = time.monotonic() + max(120.0, 20 * args.runs / args.rate)
@@ -304,7 +417,8 @@ async def arq_phase(
                     if raw is not None:
                         results[job_id] = deserialize_result(raw)
             busy = (cpu_seconds(worker.pid) - cpu_before) * 1000 / max(1, len(results))
-            cpu, cpu_redis = await idle_cpu([worker.pid, redis_pid], args.idle_seconds)
+            load = meter.stop()
+            cpu, cpu_redis = await idle_cpu([[worker.pid], [redis_pid]], args.idle_seconds)
     finally:
         await pool.aclose(close_connection_pool=True)
     if not jobs:
@@ -319,6 +433,7 @@ async def arq_phase(
         offered_per_s=per_second(len(jobs), first_sent, max(sent_at.values())),
         done_per_s=len(results) / (finished - first_sent) if results else math.nan,
         busy_cpu_ms=busy,
+        load=load,
         idle_cpu=cpu,
         idle_cpu_redis=cpu_redis,
     )
@@ -349,25 +464,30 @@ async def formula_ops_phase(
     port: int,
     redis_pid: int,
     poll_delay: float,
+    processes: int,
     args: argparse.Namespace,
     directory: Path,
 ) -> Phase:
+    name = f"{poll_delay}-{processes}"
     settings = Settings(
         database_url=SecretStr(database_url),
         redis_url=SecretStr(f"redis://127.0.0.1:{port}/0"),
-        queue_name=f"bench:formula-ops:{poll_delay}",
-        redis_prefix=f"bench-formula-ops-{poll_delay}",
+        queue_name=f"bench:formula-ops:{name}",
+        redis_prefix=f"bench-formula-ops-{name}",
         worker_poll_delay_seconds=poll_delay,
         state_dir=directory,
     )
-    argv = formula_ops_command()
-    log = directory / f"formula-ops-worker-{poll_delay}.log"
+    argv = formula_ops_command(processes)
+    log = directory / f"formula-ops-worker-{name}.log"
     env = worker_env(database_url, settings, directory, poll_delay)
-    requested_by = f"bench-{poll_delay}"
+    requested_by = f"bench-{name}"
     context = build_context(settings)
     try:
         with running(argv, log, env) as worker:
-            await wait_ready(context.redis, f"{settings.queue_name}:health-check", worker, log)
+            await wait_ready(
+                context.redis, f"{settings.queue_name}:health-check", worker, log, processes
+            )
+            pids = process_tree(worker.pid)
 
             async def create(_: int) -> tuple[str, float, float]:
                 async with context.unit_of_work() as uow:
@@ -381,7 +501,9 @@ async def formula_ops_phase(
                     before_commit = time.time()
                 return run.id, run.created_at.timestamp(), before_commit
 
-            cpu_before = cpu_seconds(worker.pid)
+            meter = LoadMeter(port, [*pids, redis_pid], database_url)
+            meter.start()
+            cpu_before = total_cpu_seconds(pids)
             created, failures = await paced(args.runs, args.rate, create)
             if not created:
                 raise RuntimeError(f"no run could be created: {failures[0]!r}")
@@ -390,12 +512,17 @@ async def formula_ops_phase(
                 await asyncio.sleep(0.25)
                 if await finished_runs(context, requested_by) >= len(created):
                     break
-            busy = (cpu_seconds(worker.pid) - cpu_before) * 1000 / max(1, len(created))
+            busy = (total_cpu_seconds(pids) - cpu_before) * 1000 / max(1, len(created))
+            load = meter.stop()
             phase = await read_phase(context, requested_by, created, poll_delay)
+            phase.processes = processes
             phase.busy_cpu_ms = busy
+            phase.load = load
             phase.notes += failure_note(failures, args.runs, "creations")
+            if worker.poll() is not None:
+                phase.notes.append(f"the worker exited ({worker.returncode}):\n{log_tail(log)}")
             phase.idle_cpu, phase.idle_cpu_redis = await idle_cpu(
-                [worker.pid, redis_pid], args.idle_seconds
+                [pids, [redis_pid]], args.idle_seconds
             )
     finally:
         await context.aclose()
@@ -501,9 +628,8 @@ def print_report(phases: list[Phase], header: str) -> None:
     print(header)
     baseline = {p.poll_delay: p for p in phases if p.label.startswith("arq")}
     title = (
-        f"{'':<44} {'poll s':>6} {'p50 ms':>7} {'p99 ms':>7} {'p50 /arq':>8} {'p99 /arq':>8}"
-        f" {'sent/s':>6} {'done/s':>6} {'CPU ms/job':>10} {'idle CPU %':>10} {'redis %':>7}"
-        "  goal"
+        f"{'':<44} {'procs':>5} {'poll s':>6} {'p50 ms':>7} {'p99 ms':>7} {'p50 /arq':>8}"
+        f" {'p99 /arq':>8} {'sent/s':>6} {'done/s':>6} {'idle CPU %':>10} {'redis %':>7}  goal"
     )
     print(title)
     print("-" * len(title))
@@ -516,32 +642,58 @@ def print_report(phases: list[Phase], header: str) -> None:
             ratios = f"{p50 / arq50:>7.1f}x {p99 / arq99:>7.1f}x"
         is_run = phase.label.startswith("Formula")
         print(
-            f"{phase.label:<44} {phase.poll_delay:>6} {p50:>7.1f} {p99:>7.1f} {ratios:>17}"
-            f" {phase.offered_per_s:>6.0f} {phase.done_per_s:>6.0f} {phase.busy_cpu_ms:>10.2f}"
-            f" {phase.idle_cpu:>10.2f}"
-            f" {phase.idle_cpu_redis:>7.2f}  {goal(phase) if is_run else ''}"
+            f"{phase.label:<44} {phase.processes:>5} {phase.poll_delay:>6} {p50:>7.1f}"
+            f" {p99:>7.1f} {ratios:>17} {phase.offered_per_s:>6.0f} {phase.done_per_s:>6.0f}"
+            f" {phase.idle_cpu:>10.2f} {phase.idle_cpu_redis:>7.2f}"
+            f"  {goal(phase) if is_run else ''}"
         )
     print(
-        "sent/s: enqueues or creations per second; done/s: jobs or runs finished per second,"
-        " first sent to last finished;\nCPU ms/job: worker CPU per job over that span"
-        " (its polling included); idle CPU %: worker and redis-server, % of one core;\n"
+        "procs: worker processes; sent/s: enqueues or creations per second; done/s: jobs or"
+        " runs finished per second,\nfirst sent to last finished; idle CPU %: the worker (all"
+        " its processes) and redis-server once done, % of one core;\n"
         f"goal: run creation -> first step started, p50 <= {GOAL_P50_MS:.0f} ms and"
         f" p99 <= {GOAL_P99_MS:.0f} ms at 100 runs/s"
+    )
+    print()
+    title = (
+        f"{'CPU while loaded, ms per job or run':<44} {'procs':>5} {'poll s':>6}"
+        f" {'worker':>7} {'bench':>7} {'postgres':>8} {'redis cmds':>10} {'host busy %':>11}"
+        f" {'others %':>8}"
+    )
+    print(title)
+    print("-" * len(title))
+    for phase in phases:
+        load = phase.load or Load()
+        count = max(1, len(phase.latencies_ms))
+        print(
+            f"{phase.label:<44} {phase.processes:>5} {phase.poll_delay:>6}"
+            f" {phase.busy_cpu_ms:>7.2f} {load.bench * 1000 / count:>7.2f}"
+            f" {load.postgres * 1000 / count:>8.2f} {load.redis_commands / count:>10.1f}"
+            f" {load.host_busy:>11.0f} {load.others:>8.0f}"
+        )
+    print(
+        "worker: all its processes, its polling included; bench: this process, which"
+        " enqueues the jobs or creates the runs\n(as the API would) and polls for their end;"
+        " postgres: the scratch database's backends; redis cmds: commands\nredis-server"
+        " processed per job or run (the workers' polls and this process's enqueues and reads"
+        " included); host busy %: all\nits cores, whatever ran on them, from the first job or"
+        " run sent to the last finished; others %: the part of it\nused by none of these"
+        " processes nor redis-server (other work on a shared host)"
     )
     runs = [p for p in phases if p.segments_ms]
     if runs:
         print()
         title = f"{'Formula Ops, p50 / p99 ms':<44}" + "".join(
-            f" {'poll ' + str(p.poll_delay) + ' s':>17}" for p in runs
+            f" {f'{p.processes} proc, poll {p.poll_delay} s':>21}" for p in runs
         )
         print(title)
         print("-" * len(title))
         for name, span in SEGMENTS:
-            cells = "".join(f" {p50_p99(p.segments_ms[name]):>17}" for p in runs)
+            cells = "".join(f" {p50_p99(p.segments_ms[name]):>21}" for p in runs)
             print(f"{name + ' (' + span + ')':<44}{cells}")
     for phase in phases:
         for note in phase.notes:
-            print(f"note: {phase.label}, poll {phase.poll_delay} s: {note}")
+            print(f"note: {phase.label}, {phase.processes} proc, poll {phase.poll_delay} s: {note}")
 
 
 # -- main -----------------------------------------------------------------------------------
@@ -559,14 +711,20 @@ async def measure(
     database_url: str, port: int, redis_pid: int, args: argparse.Namespace, directory: Path
 ) -> list[Phase]:
     phases = []
-    for poll_delay in POLL_DELAYS:
+    for poll_delay in args.poll_delays:
         print(f"arq baseline, poll {poll_delay} s ...", file=sys.stderr)
         phases.append(await arq_phase(port, redis_pid, poll_delay, args, directory))
-    for poll_delay in POLL_DELAYS:
-        print(f"Formula Ops worker, poll {poll_delay} s ...", file=sys.stderr)
-        phases.append(
-            await formula_ops_phase(database_url, port, redis_pid, poll_delay, args, directory)
-        )
+    for poll_delay in args.poll_delays:
+        for processes in args.processes:
+            print(
+                f"Formula Ops worker, {processes} processes, poll {poll_delay} s ...",
+                file=sys.stderr,
+            )
+            phases.append(
+                await formula_ops_phase(
+                    database_url, port, redis_pid, poll_delay, processes, args, directory
+                )
+            )
     return phases
 
 
@@ -584,6 +742,17 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100.0, help="per second")
     parser.add_argument("--backend", choices=("postgres", "sqlite"), default="postgres")
     parser.add_argument("--idle-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--processes",
+        type=int,
+        nargs="+",
+        default=[1],
+        metavar="N",
+        help="worker processes (`formula-ops worker --processes N`), one phase each",
+    )
+    parser.add_argument(
+        "--poll-delays", type=float, nargs="+", default=list(POLL_DELAYS), metavar="S"
+    )
     parser.add_argument("--arq-worker", metavar="QUEUE", help=argparse.SUPPRESS)
     parser.add_argument("--redis-port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--poll-delay", type=float, help=argparse.SUPPRESS)
@@ -593,6 +762,8 @@ def main() -> None:
         return
     if args.runs < 2 or args.rate <= 0 or args.idle_seconds <= 0:
         parser.error("--runs must be at least 2, --rate and --idle-seconds positive")
+    if min(args.processes) < 1 or min(args.poll_delays) <= 0:
+        parser.error("--processes must be at least 1, --poll-delays positive")
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _terminate)

@@ -5,6 +5,11 @@ arq polls its queue every ``poll_delay`` seconds, so a job waits half of that on
 enqueue (:meth:`app.queue.Queue.enqueue`); this worker waits for it between polls, with
 ``poll_delay`` as the upper bound, so nothing depends on the message arriving: a lost
 wake-up only costs one poll delay. Burst mode (tests) keeps arq's own loop.
+
+Every wake-up makes each worker read the head of the queue, where the jobs that workers
+are running stay until they end; arq checks each id it read with a transaction of its
+own (WATCH, EXISTS, ZSCORE). :meth:`WakeableWorker.start_jobs` first drops the ids this
+worker runs and, in one pipelined round trip, those another worker has started.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import logging
 from typing import Any
 
 from arq.connections import log_redis_info
+from arq.constants import in_progress_key_prefix
 from arq.worker import Worker
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -53,6 +59,18 @@ class WakeableWorker(Worker):
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await listener
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        candidates = [job_id for job_id in job_ids if job_id.decode() not in self.tasks]
+        if len(candidates) > 1:
+            async with self.pool.pipeline(transaction=False) as pipe:
+                for job_id in candidates:
+                    pipe.exists(in_progress_key_prefix + job_id.decode())
+                started = await pipe.execute()
+            candidates = [
+                job_id for job_id, taken in zip(candidates, started, strict=True) if not taken
+            ]
+        await super().start_jobs(candidates)
 
     async def _listen(self) -> None:
         backoff = 0.5
