@@ -8,6 +8,7 @@ Each test session gets its own PostgreSQL database and its own arq queue name, b
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -135,3 +136,14 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
         yield http
+
+
+@pytest_asyncio.fixture
+async def worker(settings: Settings) -> AsyncIterator[None]:
+    """A real arq worker polling the test queue for the duration of the test."""
+    from workers.main import create_worker, stop_worker
+
+    arq_worker = create_worker(settings, handle_signals=False, poll_delay=0.02)
+    task = asyncio.create_task(arq_worker.main())
+    yield
+    await stop_worker(arq_worker, task)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -18,9 +18,7 @@ from app.context import AppContext
 from app.runs import service as run_service
 from app.runs.models import RunKind
 from app.runs.service import StepSpec
-from app.settings import Settings
 from tests.factories import IssuedToken, app_with, issue_token
-from workers.main import create_worker, stop_worker
 
 
 class _Target(BaseHTTPRequestHandler):
@@ -51,15 +49,6 @@ def target() -> Iterator[str]:
 def probe_settings(target: str, *paths: str) -> dict[str, Any]:
     services = [{"name": p.strip("/") or "root", "url": f"{target}{p}"} for p in paths]
     return {"health_check": {"services": services, "disk_paths": ["/"], "log_files": []}}
-
-
-@pytest.fixture
-async def worker(settings: Settings) -> AsyncIterator[None]:
-    """A real arq worker polling the test queue for the duration of the test."""
-    arq_worker = create_worker(settings, handle_signals=False, poll_delay=0.02)
-    task = asyncio.create_task(arq_worker.main())
-    yield
-    await stop_worker(arq_worker, task)
 
 
 @pytest.fixture

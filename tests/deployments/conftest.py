@@ -3,7 +3,6 @@ sample web service run by the real ``process`` driver on free loopback ports."""
 
 from __future__ import annotations
 
-import asyncio
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -18,9 +17,7 @@ from app.context import AppContext
 from app.drivers import get_driver
 from app.drivers.base import DriverContext, ServiceSpec
 from app.environments.models import Service
-from app.settings import Settings
 from tests.factories import IssuedToken, issue_token
-from workers.main import create_worker, stop_worker
 
 
 def free_port() -> int:
@@ -59,14 +56,6 @@ async def running_version(env: Env, service: str) -> str | None:
             return None
     version: str = response.json()["version"]
     return version
-
-
-@pytest.fixture
-async def worker(settings: Settings) -> AsyncIterator[None]:
-    arq_worker = create_worker(settings, handle_signals=False, poll_delay=0.02)
-    task = asyncio.create_task(arq_worker.main())
-    yield
-    await stop_worker(arq_worker, task)
 
 
 @pytest.fixture

@@ -26,13 +26,12 @@ from app.context import AppContext, build_context
 from app.deployments import service as deployment_service
 from app.deployments.models import Deployment, DeploymentTarget, TargetState
 from app.deployments.schemas import DeploymentCreate
-from app.drivers import get_driver
-from app.drivers.base import DriverContext, ServiceSpec
 from app.environments import service as environment_service
 from app.environments.models import Service
 from app.environments.schemas import SERVICE_IN, EnvironmentIn
 from app.runs.models import TERMINAL_STATUSES, Run, RunStatus, Step, StepStatus
 from app.settings import Settings
+from tests.deployments.conftest import stop_services
 from tests.fault_injection.test_run_engine_faults import SEED, WorkerProcess
 from tests.helpers import create_pg_database, drop_pg_database, free_port, in_thread
 
@@ -139,13 +138,13 @@ async def test_kill_during_deploy_step_ends_resumed_or_rolled_back(
 
     async def deploy(version: str) -> str:
         async with context.unit_of_work() as uow:
-            run = await deployment_service.create(
+            created = await deployment_service.create(
                 uow,
                 context,
                 ACTOR,
                 DeploymentCreate(environment="prod", service="api", version=version),
             )
-        return run.id
+        return created.run.id
 
     async def finished(run_id: str) -> Run | None:
         async with context.sessionmaker() as session:
@@ -210,15 +209,7 @@ async def test_kill_during_deploy_step_ends_resumed_or_rolled_back(
         for w in workers:
             if w.alive():
                 w.kill()
-        async with context.sessionmaker() as session:
-            rows = list(await session.scalars(select(Service)))
-
-        async def quiet(line: str) -> None:
-            pass
-
-        for row in rows:
-            spec = ServiceSpec(row.environment, row.name, row.driver, row.config, row.health_url)
-            await get_driver(row.driver, DriverContext(settings.state_dir)).stop(spec, quiet)
+        await stop_services(context)
         keys = [k async for k in context.redis.scan_iter(match=f"{settings.redis_prefix}*")]
         if keys:
             await context.redis.delete(*keys)
