@@ -157,3 +157,29 @@ environments:
     file.write_text("environments: [{name: Bad Name}]")
     bad = server.cli("apply", "-f", str(file), code=2)
     assert "not a valid environments file" in bad.stderr
+
+
+def test_a_retry_after_a_dropped_connection_gets_the_same_deployment(server: Server) -> None:
+    """The first request's connection drops (the client gives up) while the server waits
+    for the deployment; the retry with the same key answers that deployment."""
+    headers = {
+        "Authorization": f"Bearer {server.token}",
+        "Idempotency-Key": "ci-pipeline-7-deploy-frontend",
+    }
+    body = {"environment": "local", "service": "frontend", "version": "3.0.0"}
+    before = len(server.get("/v1/deployments", limit=100)["items"])
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            f"{server.url}/v1/deployments",
+            json=body,
+            headers={**headers, "Prefer": "wait=60"},
+            timeout=httpx.Timeout(10, read=0.3),
+        )
+    retried = httpx.post(f"{server.url}/v1/deployments", json=body, headers=headers, timeout=30)
+    assert retried.status_code in (201, 202), retried.text
+    assert retried.headers["idempotent-replayed"] == "true"
+    deployments = server.get("/v1/deployments", limit=100)["items"]
+    assert len(deployments) == before + 1
+    assert deployments[0]["id"] == retried.json()["id"]
+    done = server.get(f"/v1/deployments/{retried.json()['id']}", wait=60)
+    assert done["status"] == "success"
