@@ -76,6 +76,7 @@ import httpx
 import psycopg
 import redis
 from pydantic import BaseModel, Field, SecretStr
+from support import free_port, stop_process
 
 PG_ADMIN_URL = os.environ.get(
     "FORMULA_OPS_BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -441,23 +442,6 @@ def run_load(spec: dict[str, Any]) -> None:
 
 
 # -- processes and resources -----------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def cpu_seconds(pid: int) -> float:

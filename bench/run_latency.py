@@ -42,7 +42,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -62,6 +61,7 @@ from arq.jobs import deserialize_result
 from arq.worker import Worker, func
 from pydantic import SecretStr
 from sqlalchemy import select
+from support import free_port, stop_process
 
 from app import migrate
 from app.context import AppContext, build_context
@@ -140,23 +140,6 @@ def run_arq_worker(queue: str, port: int, poll_delay: float) -> None:
 
 
 # -- processes ------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @contextmanager
