@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from typing import Any
 
 from sqlalchemy import and_, bindparam, func, or_, select, update
@@ -19,10 +18,8 @@ from app.deployments.models import Deployment, DeploymentTarget, TargetState
 from app.environments.models import Pin, Service
 from app.outbox import add_event
 from app.runs import service as run_service
-from app.runs.models import TERMINAL_STATUSES, Phase, Run, RunStatus, Step, StepStatus
+from app.runs.models import Phase, Run, RunStatus, Step, StepStatus
 from app.runs.schemas import step_out
-
-logger = logging.getLogger(__name__)
 
 
 async def _blocked(session: AsyncSession, target: DeploymentTarget) -> bool:
@@ -283,7 +280,3 @@ def evidence(
     canonical = json.dumps(record, sort_keys=True, separators=(",", ":"), default=str)
     record["sha256"] = hashlib.sha256(canonical.encode()).hexdigest()
     return record
-
-
-def is_terminal(status: str) -> bool:
-    return RunStatus(status) in TERMINAL_STATUSES
