@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
@@ -111,6 +112,23 @@ def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 AfterCommit = Callable[[], Awaitable[None]]
 
 
+async def _end(session: AsyncSession, *, commit: bool) -> None:
+    try:
+        if commit:
+            await session.commit()
+        else:
+            await session.rollback()
+    finally:
+        await session.close()
+
+
+def _consume(task: asyncio.Future[None]) -> None:
+    """Mark the ending's error as seen: its caller got it, or stopped waiting (then the
+    rollback it stands for is what the database does anyway)."""
+    if not task.cancelled():
+        task.exception()
+
+
 class UnitOfWork:
     """One transaction: ``async with uow:`` begins, commits on success, rolls back on error.
 
@@ -152,14 +170,14 @@ class UnitOfWork:
     ) -> None:
         session, callbacks = self.session, self._after_commit
         self._session, self._after_commit = None, []
-        try:
-            if exc_type is None:
-                await session.commit()
-            else:
-                await session.rollback()
-                return
-        finally:
-            await session.close()
+        ending = asyncio.ensure_future(_end(session, commit=exc_type is None))
+        ending.add_done_callback(_consume)
+        # Shielded: a cancellation landing while the transaction ends (a worker stopping)
+        # must not leave it open on a connection nobody returns, holding its locks (on
+        # SQLite, the database's write lock) until garbage collection.
+        await asyncio.shield(ending)
+        if exc_type is not None:
+            return
         for callback in callbacks:
             try:
                 await callback()

@@ -97,7 +97,13 @@ async def test_hundred_at_once_run_one_at_a_time_in_order(
     assert len(seen) > 20
     assert max(running for running, _ in seen) == 1  # sampled while they ran
     assert max(active for _, active in seen) <= 1
+    # In request order: each started and ended after the one requested before it. (That
+    # the next one starts only once the previous ended is the sampler's finding: the
+    # timestamps are taken before each transaction waits for its locks.)
     for earlier, later in itertools.pairwise(runs):
+        assert earlier.started_at is not None
         assert earlier.finished_at is not None
         assert later.started_at is not None
-        assert earlier.finished_at <= later.started_at  # one at a time, in request order
+        assert later.finished_at is not None
+        assert earlier.started_at < later.started_at
+        assert earlier.finished_at < later.finished_at

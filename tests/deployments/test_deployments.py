@@ -276,6 +276,10 @@ async def test_idempotent_retry_never_deploys_twice(
     assert first.json()["id"] == second.json()["id"]
     listed = (await client.get("/v1/deployments", headers=deployer.headers)).json()
     assert len(listed["items"]) == 1
+    done = await client.get(
+        f"/v1/deployments/{first.json()['id']}", params={"wait": 60}, headers=deployer.headers
+    )
+    assert done.json()["status"] == "success"
 
 
 async def test_dry_run_plans_and_writes_nothing(
