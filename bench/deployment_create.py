@@ -76,7 +76,7 @@ import httpx
 import psycopg
 import redis
 from pydantic import BaseModel, Field, SecretStr
-from support import free_port, stop_process
+from support import free_port, percentile, stop_process
 
 PG_ADMIN_URL = os.environ.get(
     "FORMULA_OPS_BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -783,14 +783,6 @@ def measure(
 
 
 # -- report ----------------------------------------------------------------------------------
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile; NaN for no values."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
 def ms(value: float) -> str:

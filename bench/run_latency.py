@@ -61,7 +61,7 @@ from arq.jobs import deserialize_result
 from arq.worker import Worker, func
 from pydantic import SecretStr
 from sqlalchemy import select
-from support import free_port, stop_process
+from support import free_port, percentile, stop_process
 
 from app import migrate
 from app.context import AppContext, build_context
@@ -584,14 +584,6 @@ async def read_phase(
 
 
 # -- report ---------------------------------------------------------------------------------
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile; NaN for no values."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
 def p50_p99(values: list[float]) -> str:

@@ -10,7 +10,9 @@ from fastapi.responses import JSONResponse
 
 from app.auth.deps import ScopedDeployer, ScopedViewer
 from app.auth.errors import Forbidden, TooManyRequests, Unauthenticated
+from app.auth.principal import Principal
 from app.auth.roles import Role
+from app.context import AppContext
 from app.deployments import service, views
 from app.deployments.schemas import (
     DeploymentCreate,
@@ -26,6 +28,7 @@ from app.environments.service import EnvironmentNotFound
 from app.environments.views import redact
 from app.errors import problem_responses
 from app.idempotency import (
+    Idempotency,
     IdempotencyDep,
     IdempotencyKeyInFlight,
     IdempotencyKeyReused,
@@ -66,6 +69,27 @@ def _redacted(step: dict[str, Any], reveal: bool) -> dict[str, Any]:
     if "env" in params:
         params = redact(params, reveal)
     return {**step, "params": params}
+
+
+async def _answer(
+    context: AppContext,
+    principal: Principal,
+    new: service.Created,
+    accepted: JSONResponse,
+    prefer: str | None,
+    idem: Idempotency,
+) -> JSONResponse:
+    """The 202 as it is, or with `Prefer: wait` the deployment once it ended."""
+    return await created(
+        context,
+        principal,
+        new.run.id,
+        accepted,
+        location=views.location(new.run.id),
+        prefer=prefer,
+        idem=idem,
+        render=views.renderer(context),
+    )
 
 
 @router.post(
@@ -123,16 +147,7 @@ async def create_deployment(
         new = await service.create(uow, context, principal, body)
         accepted = _accepted(new)
         await idem.complete(uow.session, accepted)
-    return await created(
-        context,
-        principal,
-        new.run.id,
-        accepted,
-        location=views.location(new.run.id),
-        prefer=prefer,
-        idem=idem,
-        render=views.renderer(context),
-    )
+    return await _answer(context, principal, new, accepted, prefer, idem)
 
 
 @router.get(
@@ -234,16 +249,7 @@ async def rollback_deployment(
         new = await service.rollback(uow, context, principal, deployment_id)
         accepted = _accepted(new)
         await idem.complete(uow.session, accepted)
-    return await created(
-        context,
-        principal,
-        new.run.id,
-        accepted,
-        location=views.location(new.run.id),
-        prefer=prefer,
-        idem=idem,
-        render=views.renderer(context),
-    )
+    return await _answer(context, principal, new, accepted, prefer, idem)
 
 
 @router.get(
