@@ -20,8 +20,8 @@ mode that shares the host's or another container's namespace (``host``,
 ``FORMULA_OPS_DOCKER__ALLOW_HOST_NETWORK`` allows it; bind mounts of ``/`` or of a Docker
 socket only with ``FORMULA_OPS_DOCKER__ALLOW_SENSITIVE_BINDS``.
 
-When ports are published the old container is stopped before the new one starts (a host
-port cannot be bound twice), so the swap has a short gap; without published ports both
+When ports are published (or the network is the host's) the old container is stopped
+before the new one starts (a host port cannot be bound twice), so the swap has a short gap; without published ports both
 run side by side until the new one is healthy.
 
 A worker killed mid-deploy leaves ``<name>-previous`` behind: the next deploy keeps the
@@ -935,7 +935,9 @@ class DockerDriver:
         old_version = _version_of(old) if old is not None else None
         if old is not None:
             await self._call(old.rename, name + PREVIOUS_SUFFIX)
-            if settings.get("ports") and old_was_running:
+            # Published ports, or the host's own: a port cannot be bound twice.
+            frees_ports = bool(settings.get("ports")) or settings.get("network_mode") == "host"
+            if frees_ports and old_was_running:
                 await progress(f"stopping {old_name} ({old_version}) to free its ports")
                 await self._call(old.stop, timeout=config.stop_timeout_seconds)
         new: Any = None
