@@ -21,8 +21,8 @@ mode that shares the host's or another container's namespace (``host``,
 socket only with ``FORMULA_OPS_DOCKER__ALLOW_SENSITIVE_BINDS``.
 
 When ports are published (or the network is the host's) the old container is stopped
-before the new one starts (a host port cannot be bound twice), so the swap has a short gap; without published ports both
-run side by side until the new one is healthy.
+before the new one starts (a host port cannot be bound twice), so the swap has a short
+gap; otherwise both run side by side until the new one is healthy.
 
 A worker killed mid-deploy leaves ``<name>-previous`` behind: the next deploy keeps the
 container under the name when it runs healthy, otherwise restores the previous one.
@@ -50,7 +50,6 @@ from pydantic import (
     StringConstraints,
     ValidationError,
     field_validator,
-    model_validator,
 )
 
 from app.drivers.base import (
@@ -101,47 +100,50 @@ EnvName = Annotated[str, StringConstraints(pattern=r"^[^=\x00-\x1f\x7f]+$", max_
 NoNul = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]*$", max_length=1024)]
 # ``host``, ``none``, ``bridge``, a network's name, or ``container:<name or id>``.
 NETWORK_PATTERN = r"^(?:container:)?[A-Za-z0-9][A-Za-z0-9_.-]*$"
-AbsolutePath = Annotated[str, StringConstraints(pattern=r"^/[^\x00-\x1f\x7f]*$", max_length=1024)]
-
-# Paths a bind mount must not expose unless ``allow_sensitive_binds``: the host's root,
-# a Docker socket, and the directories holding the usual ones.
-DOCKER_SOCKETS = ("/run/docker.sock", "/var/run/docker.sock", "/run/containerd/containerd.sock")
-SOCKET_NAMES = ("docker.sock", "containerd.sock")
+# An absolute, normalised path: no empty, ``.`` or ``..`` component, no trailing slash
+# (the same constraint in the API's schema and here, so both accept the same configs).
+_PATH_COMPONENT = (
+    r"(?:[^/.\x00-\x1f\x7f][^/\x00-\x1f\x7f]*"
+    r"|\.[^/.\x00-\x1f\x7f][^/\x00-\x1f\x7f]*"
+    r"|\.\.[^/\x00-\x1f\x7f]+)"
+)
+PATH_PATTERN = rf"^(?:/|(?:/{_PATH_COMPONENT})+)$"
+TARGET_PATTERN = rf"^(?:/{_PATH_COMPONENT})+$"
 HOST_NETWORK_SETTING = "FORMULA_OPS_DOCKER__ALLOW_HOST_NETWORK"
 SENSITIVE_BINDS_SETTING = "FORMULA_OPS_DOCKER__ALLOW_SENSITIVE_BINDS"
 
+# What needs a setting of the server: a network mode that shares a namespace, and bind
+# mounts of the host's root, of a Docker socket or of a directory holding a usual one.
+SHARED_NETWORK_PATTERN = r"^(?:host|container:.*)$"
+DOCKER_SOCKETS = ("/run/docker.sock", "/var/run/docker.sock", "/run/containerd/containerd.sock")
+_SOCKET_DIRS = sorted(
+    {"/"} | {socket.rsplit("/", n)[0] or "/" for socket in DOCKER_SOCKETS for n in range(1, 4)}
+)
+SENSITIVE_BIND_PATTERN = (
+    "^(?:"
+    + "|".join(re.escape(path) for path in _SOCKET_DIRS)
+    + r"|.*/(?:docker|containerd)\.sock)$"
+)
 
-def _absolute(value: str) -> str:
-    """``value`` without a trailing slash; refuses ``.``/``..`` and empty components."""
+
+def _readable_path(value: Any, *, what: str) -> Any:
+    """Readable messages for the common mistakes, before the patterns apply."""
+    if not isinstance(value, str):
+        return value
+    if not value.startswith("/"):
+        raise ValueError(f"{what} {value!r} is not an absolute path")
     parts = value.split("/")[1:]
-    if value != "/" and value.endswith("/"):
-        parts = parts[:-1]
-    if any(part in ("", ".", "..") for part in parts) and value != "/":
-        raise ValueError(f"{value!r} must be an absolute, normalised path (no '.', '..' or '//')")
-    return "/" + "/".join(parts)
-
-
-def _must_be_absolute(value: Any) -> Any:
-    if isinstance(value, str) and not value.startswith("/"):
-        raise ValueError(f"{value!r} is not an absolute path")
+    if value != "/" and any(part in ("", ".", "..") for part in parts):
+        raise ValueError(
+            f"{what} {value!r} is not a normalised path (no '.', '..', '//' or trailing '/')"
+        )
     return value
 
 
 class _MountFields(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    target: AbsolutePath = Field(description="Absolute path inside the container.")
     read_only: bool = False
-
-    _target_absolute = field_validator("target", mode="before")(_must_be_absolute)
-
-    @field_validator("target")
-    @classmethod
-    def _target(cls, value: str) -> str:
-        value = _absolute(value)
-        if value == "/":
-            raise ValueError("target '/' would hide the container's own file system")
-        return value
 
 
 class VolumeMount(_MountFields):
@@ -157,17 +159,22 @@ class BindMount(_MountFields):
     """A directory or file of the engine's host."""
 
     type: Literal["bind"]
-    source: AbsolutePath = Field(description="Absolute path on the engine's host.")
+    source: str = Field(
+        pattern=PATH_PATTERN,
+        max_length=1024,
+        description="Absolute path on the engine's host. `/`, a Docker socket and the "
+        f"directories holding one only when the server allows them ({SENSITIVE_BINDS_SETTING}).",
+        json_schema_extra={"not": {"pattern": SENSITIVE_BIND_PATTERN}},
+    )
 
-    _source_absolute = field_validator("source", mode="before")(_must_be_absolute)
-
-    @field_validator("source")
+    @field_validator("source", mode="before")
     @classmethod
-    def _source(cls, value: str) -> str:
-        return _absolute(value)
+    def _source(cls, value: Any) -> Any:
+        return _readable_path(value, what="source")
 
 
 DeclaredMount = Annotated[VolumeMount | BindMount, Field(discriminator="type")]
+MountTarget = Annotated[str, StringConstraints(pattern=TARGET_PATTERN, max_length=1024)]
 
 
 class DockerConfig(BaseModel):
@@ -193,11 +200,13 @@ class DockerConfig(BaseModel):
         max_length=255,
         description="A network's name; `host` and `container:<name>` only when the "
         f"server allows them ({HOST_NETWORK_SETTING}).",
+        json_schema_extra={"not": {"pattern": SHARED_NETWORK_PATTERN}},
     )
-    mounts: list[DeclaredMount] = Field(
-        default=[],
+    mounts: dict[MountTarget, DeclaredMount] = Field(
+        default={},
         max_length=20,
-        description="Named volumes and bind mounts of every container of the service.",
+        description="Absolute path in the container to the named volume or bind mount "
+        "there, for every container of the service.",
     )
     restart_policy: Literal["no", "always", "unless-stopped", "on-failure"] = "unless-stopped"
     labels: dict[
@@ -270,22 +279,24 @@ class DockerConfig(BaseModel):
                 raise ValueError(f"labels: {key!r} is reserved (labels {LABEL_PREFIX}* are set)")
         return value
 
-    @model_validator(mode="after")
-    def _distinct_targets(self) -> DockerConfig:
-        targets = [mount.target for mount in self.mounts]
-        twice = sorted({target for target in targets if targets.count(target) > 1})
-        if twice:
-            raise ValueError(f"mounts: target {twice[0]!r} is given more than once")
-        return self
+    @field_validator("mounts", mode="before")
+    @classmethod
+    def _mount_targets(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for target in value:
+                _readable_path(target, what="mounts: target")
+                if target == "/":
+                    raise ValueError("mounts: target '/' would hide the container's files")
+        return value
 
 
 def shares_namespace(network: str) -> bool:
     """Whether a network (mode) shares the host's or another container's namespace."""
-    return network == "host" or network.startswith("container:")
+    return re.fullmatch(SHARED_NETWORK_PATTERN, network) is not None
 
 
-def _exposes(source: str, sensitive: str) -> bool:
-    return sensitive == source or sensitive.startswith(source.rstrip("/") + "/")
+def _exposes(source: str, path: str) -> bool:
+    return path == source or path.startswith(source.rstrip("/") + "/")
 
 
 def policy_problems(
@@ -302,19 +313,16 @@ def policy_problems(
             )
         )
     if not policy.allow_sensitive_binds:
-        sockets = DOCKER_SOCKETS + ((engine_socket,) if engine_socket else ())
-        for index, mount in enumerate(config.mounts):
+        for target, mount in config.mounts.items():
             if mount.type != "bind":
                 continue
             source = mount.source
-            if (
-                source == "/"
-                or source.rsplit("/", 1)[-1] in SOCKET_NAMES
-                or any(_exposes(source, socket) for socket in sockets)
+            if re.fullmatch(SENSITIVE_BIND_PATTERN, source) or (
+                engine_socket and _exposes(source, engine_socket)
             ):
                 problems.append(
                     (
-                        ("mounts", index, "source"),
+                        ("mounts", target, "source"),
                         f"bind mount of {source!r} exposes the host's root or a Docker "
                         f"socket; the server allows it only with {SENSITIVE_BINDS_SETTING}=true",
                     )
@@ -341,14 +349,8 @@ def _engine_socket(config: DockerConfig) -> str | None:
     host = config.docker_host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
     if not host.startswith("unix://"):
         return None
-    return _absolute_or_none(host.removeprefix("unix://"))
-
-
-def _absolute_or_none(path: str) -> str | None:
-    try:
-        return _absolute(path) if path.startswith("/") else None
-    except ValueError:
-        return None
+    path = "/" + "/".join(part for part in host.removeprefix("unix://").split("/") if part)
+    return path
 
 
 def _explain(exc: BaseException) -> str:
@@ -890,12 +892,9 @@ class DockerDriver:
             "restart_policy": restart,
             "mounts": [
                 Mount(
-                    target=mount.target,
-                    source=mount.source,
-                    type=mount.type,
-                    read_only=mount.read_only,
+                    target=target, source=mount.source, type=mount.type, read_only=mount.read_only
                 )
-                for mount in config.mounts
+                for target, mount in config.mounts.items()
             ],
         }
         if ports:
@@ -1021,7 +1020,7 @@ _ANONYMOUS_VOLUME = re.compile(r"^[0-9a-f]{64}$")
 def _check_mounts_declared(old: Any, config: DockerConfig) -> None:
     """Refuse to replace ``old`` when it has a named volume or a bind mount that the
     config does not declare: the new container would silently lose its data."""
-    declared = {mount.target for mount in config.mounts}
+    declared = set(config.mounts)
     missing = []
     for mount in old.attrs.get("Mounts") or []:
         target = str(mount.get("Destination") or "")

@@ -127,7 +127,7 @@ async def test_a_declared_volume_keeps_its_data_across_a_deploy(
         **docker_env.service_config(
             container_name=f"web-{env}",
             ports={"8080/tcp": port},
-            mounts=[{"type": "volume", "source": f"data-{env}", "target": "/www/data"}],
+            mounts={"/www/data": {"type": "volume", "source": f"data-{env}"}},
         ),
     )
     try:

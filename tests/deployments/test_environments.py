@@ -191,7 +191,7 @@ async def test_docker_privileges_need_the_server_setting(
         "driver": "docker",
         "config": {
             "image": "registry.local/web",
-            "mounts": [{"type": "bind", "source": "/var/run/docker.sock", "target": "/s"}],
+            "mounts": {"/s": {"type": "bind", "source": "/var/run/docker.sock"}},
         },
     }
     refused = await client.put("/v1/environments/qa/services/web", json=host, headers=admin.headers)
@@ -203,7 +203,7 @@ async def test_docker_privileges_need_the_server_setting(
     assert "FORMULA_OPS_DOCKER__ALLOW_HOST_NETWORK=true" in problem["detail"]
     bind = await client.put("/v1/environments/qa/services/web", json=socket, headers=admin.headers)
     assert bind.status_code == 422, bind.text
-    assert bind.json()["errors"][0]["loc"] == ["body", "config", "mounts", 0, "source"]
+    assert bind.json()["errors"][0]["loc"] == ["body", "config", "mounts", "/s", "source"]
     missing = await client.get("/v1/environments/qa/services/web", headers=admin.headers)
     assert missing.status_code == 404
 

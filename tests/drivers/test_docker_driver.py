@@ -112,7 +112,7 @@ class TestValidateConfig:
             "env": {"A": "1"},
             "ports": {"8080/tcp": 18080},
             "network": None,
-            "mounts": [],
+            "mounts": {},
             "restart_policy": "unless-stopped",
             "labels": {},
             "command": None,
@@ -134,36 +134,28 @@ class TestValidateConfig:
             ({}, "image: Field required"),
             ({"image": "sample", "network": "my net"}, "network"),
             (
-                {"image": "sample", "mounts": [{"type": "bind", "source": "data", "target": "/d"}]},
-                "'data' is not an absolute path",
+                {"image": "sample", "mounts": {"/d": {"type": "bind", "source": "data"}}},
+                "source 'data' is not an absolute path",
             ),
             (
-                {"image": "sample", "mounts": [{"type": "volume", "source": "v", "target": "d"}]},
-                "'d' is not an absolute path",
+                {"image": "sample", "mounts": {"d": {"type": "volume", "source": "v1"}}},
+                "target 'd' is not an absolute path",
             ),
             (
-                {
-                    "image": "sample",
-                    "mounts": [{"type": "bind", "source": "/a/../b", "target": "/d"}],
-                },
-                "normalised path",
+                {"image": "sample", "mounts": {"/d": {"type": "bind", "source": "/a/../b"}}},
+                "not a normalised path",
             ),
             (
-                {
-                    "image": "sample",
-                    "mounts": [{"type": "volume", "source": "data", "target": "/"}],
-                },
+                {"image": "sample", "mounts": {"/d/": {"type": "volume", "source": "v1"}}},
+                "not a normalised path",
+            ),
+            (
+                {"image": "sample", "mounts": {"/": {"type": "volume", "source": "data"}}},
                 "target '/'",
             ),
             (
-                {
-                    "image": "sample",
-                    "mounts": [
-                        {"type": "volume", "source": "data", "target": "/d"},
-                        {"type": "bind", "source": "/srv", "target": "/d/"},
-                    ],
-                },
-                "given more than once",
+                {"image": "sample", "mounts": {"/d": {"type": "tmpfs", "source": "x"}}},
+                "mounts./d",
             ),
         ],
     )
@@ -180,19 +172,19 @@ class TestValidateConfig:
             ({"network": "host"}, "FORMULA_OPS_DOCKER__ALLOW_HOST_NETWORK"),
             ({"network": "container:db"}, "FORMULA_OPS_DOCKER__ALLOW_HOST_NETWORK"),
             (
-                {"mounts": [{"type": "bind", "source": "/", "target": "/host"}]},
+                {"mounts": {"/host": {"type": "bind", "source": "/"}}},
                 "FORMULA_OPS_DOCKER__ALLOW_SENSITIVE_BINDS",
             ),
             (
-                {"mounts": [{"type": "bind", "source": "/var/run/docker.sock", "target": "/s"}]},
+                {"mounts": {"/s": {"type": "bind", "source": "/var/run/docker.sock"}}},
                 "FORMULA_OPS_DOCKER__ALLOW_SENSITIVE_BINDS",
             ),
             (
-                {"mounts": [{"type": "bind", "source": "/run", "target": "/r", "read_only": True}]},
+                {"mounts": {"/r": {"type": "bind", "source": "/run", "read_only": True}}},
                 "FORMULA_OPS_DOCKER__ALLOW_SENSITIVE_BINDS",
             ),
             (
-                {"mounts": [{"type": "bind", "source": "/srv/x/docker.sock", "target": "/s"}]},
+                {"mounts": {"/s": {"type": "bind", "source": "/srv/x/docker.sock"}}},
                 "FORMULA_OPS_DOCKER__ALLOW_SENSITIVE_BINDS",
             ),
         ],
@@ -214,20 +206,20 @@ class TestValidateConfig:
         with pytest.raises(DriverError, match=setting):
             await driver.deploy(spec, "1.0.0", Lines())
 
-    def test_declared_mounts_are_normalised(self, driver: DockerDriver) -> None:
+    def test_declared_mounts_fill_defaults(self, driver: DockerDriver) -> None:
         config = driver.validate_config(
             {
                 "image": "sample",
-                "mounts": [
-                    {"type": "volume", "source": "web-data", "target": "/var/lib/web/"},
-                    {"type": "bind", "source": "/srv/conf/", "target": "/conf", "read_only": True},
-                ],
+                "mounts": {
+                    "/var/lib/web": {"type": "volume", "source": "web-data"},
+                    "/conf": {"type": "bind", "source": "/srv/conf", "read_only": True},
+                },
             }
         )
-        assert config["mounts"] == [
-            {"type": "volume", "source": "web-data", "target": "/var/lib/web", "read_only": False},
-            {"type": "bind", "source": "/srv/conf", "target": "/conf", "read_only": True},
-        ]
+        assert config["mounts"] == {
+            "/var/lib/web": {"type": "volume", "source": "web-data", "read_only": False},
+            "/conf": {"type": "bind", "source": "/srv/conf", "read_only": True},
+        }
 
     async def test_unreachable_engine_is_a_driver_error(self, driver: DockerDriver) -> None:
         spec = ServiceSpec(
@@ -556,10 +548,10 @@ class TestDockerDriver:
         conf.mkdir()
         (conf / "site.txt").write_text("from the host\n")
         volume = f"store-data-{port}"
-        mounts = [
-            {"type": "volume", "source": volume, "target": "/www/data"},
-            {"type": "bind", "source": str(conf), "target": "/www/conf", "read_only": True},
-        ]
+        mounts = {
+            "/www/data": {"type": "volume", "source": volume},
+            "/www/conf": {"type": "bind", "source": str(conf), "read_only": True},
+        }
         spec = make_spec(driver, env, "store", port=port, mounts=mounts)
         first = await driver.deploy(spec, "1.0.0", Lines())
         with env.client() as client:
