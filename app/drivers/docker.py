@@ -349,8 +349,7 @@ def _engine_socket(config: DockerConfig) -> str | None:
     host = config.docker_host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
     if not host.startswith("unix://"):
         return None
-    path = "/" + "/".join(part for part in host.removeprefix("unix://").split("/") if part)
-    return path
+    return "/" + "/".join(part for part in host.removeprefix("unix://").split("/") if part)
 
 
 def _explain(exc: BaseException) -> str:
@@ -868,9 +867,7 @@ class DockerDriver:
             {LABEL_ENVIRONMENT: spec.environment, LABEL_SERVICE: spec.name, LABEL_VERSION: version}
         )
         ports.update(config.ports)
-        if config.network in ("none", "host") or (
-            config.network and config.network.startswith("container:")
-        ):
+        if config.network and (config.network == "none" or shares_namespace(config.network)):
             network_mode, networks = config.network, []
         elif config.network:
             network_mode = None
@@ -882,9 +879,8 @@ class DockerDriver:
         ):
             raise DriverError(
                 f"{getattr(old, 'name', 'the old container')} runs with network mode "
-                f"{network_mode!r}, which the new container "
-                f"would share; it is not carried over without {HOST_NETWORK_SETTING}=true. "
-                "Set config.network to a network to use instead"
+                f"{network_mode!r}; a new container does not share it without "
+                f"{HOST_NETWORK_SETTING}=true. Set config.network to the network to use instead"
             )
         settings: dict[str, Any] = {
             "environment": env,
