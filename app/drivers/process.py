@@ -340,7 +340,11 @@ class ProcessDriver:
             if which is None:
                 raise DriverError(f"{executable!r} not found on PATH")
             found = which
-        text = f"{executable} found: {found}"
+        text = (
+            f"{found} is an executable file"
+            if found == executable
+            else f"{executable} resolves to {found}"
+        )
         await log(text)
         return text
 
