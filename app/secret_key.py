@@ -24,7 +24,7 @@ class SecretKeyUnavailable(RuntimeError):
 def load_secret_key(settings: Settings) -> bytes:
     """The configured secret, or in development the one kept under ``state_dir``."""
     if settings.secret_key is not None:
-        return settings.secret_key.get_secret_value().encode()
+        return settings.secret_key.get_secret_value().strip().encode()
     if settings.environment == "production":  # the settings refuse this already
         raise SecretKeyUnavailable("FORMULA_OPS_SECRET_KEY is required in production")
     return _local_secret(settings.state_dir / SECRET_FILE)
