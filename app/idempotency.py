@@ -415,7 +415,12 @@ async def begin(
     return idem
 
 
-_KEY_ANSWERS = (IdempotentReplay, IdempotencyKeyInFlight, IdempotencyKeyReused)
+_KEY_ANSWERS = (
+    IdempotentReplay,
+    IdempotencyKeyInFlight,
+    IdempotencyKeyReused,
+    IdempotentResponseUnreadable,
+)
 
 
 async def _store_refusal(
