@@ -36,6 +36,25 @@ class HealthCheckSettings(BaseModel):
     schedule_enabled: bool = True
 
 
+class DockerSettings(BaseModel):
+    """What services of the docker driver may ask for (``FORMULA_OPS_DOCKER__...``).
+
+    Both default to False: a service config that needs one is refused by the API (422)
+    and by the driver at deploy time.
+    """
+
+    allow_host_network: bool = Field(
+        default=False,
+        description="Allow `network: host` and `network: container:<name>`, which share "
+        "the host's or another container's network namespace.",
+    )
+    allow_sensitive_binds: bool = Field(
+        default=False,
+        description="Allow bind mounts of `/`, of a Docker socket (`docker.sock`, the "
+        "engine's own) and of the directories holding one.",
+    )
+
+
 class Settings(BaseSettings):
     """Every setting of the service; built once per process and passed in."""
 
@@ -86,6 +105,7 @@ class Settings(BaseSettings):
     local_backend_port: int = Field(default=18081, ge=1, le=65535)
     local_frontend_port: int = Field(default=18082, ge=1, le=65535)
     health_check: HealthCheckSettings = Field(default_factory=HealthCheckSettings)
+    docker: DockerSettings = Field(default_factory=DockerSettings)
     storage_url: str | None = Field(
         default=None, description="file:///path or s3://bucket/prefix for backups."
     )

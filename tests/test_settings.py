@@ -107,3 +107,14 @@ class TestSecretKey:
         settings = Settings(state_dir=tmp_path, secret_key=SecretStr("dev"))
         assert load_secret_key(settings) == b"dev"
         assert not (tmp_path / "secret.key").exists()
+
+
+def test_docker_privileges_are_off_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("ALLOW_HOST_NETWORK", "ALLOW_SENSITIVE_BINDS"):
+        monkeypatch.delenv(f"FORMULA_OPS_DOCKER__{name}", raising=False)
+    assert not Settings().docker.allow_host_network
+    assert not Settings().docker.allow_sensitive_binds
+    monkeypatch.setenv("FORMULA_OPS_DOCKER__ALLOW_HOST_NETWORK", "true")
+    monkeypatch.setenv("FORMULA_OPS_DOCKER__ALLOW_SENSITIVE_BINDS", "1")
+    assert Settings().docker.allow_host_network
+    assert Settings().docker.allow_sensitive_binds

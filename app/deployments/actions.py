@@ -45,7 +45,7 @@ class ServiceParams(Params):
 
 
 def _driver(ctx: ActionContext, name: str) -> Driver:
-    return get_driver(name, DriverContext(state_dir=ctx.context.settings.state_dir))
+    return get_driver(name, DriverContext.from_settings(ctx.context.settings))
 
 
 def _failure(problem: str, message: str, data: dict[str, Any] | None = None) -> StepOutcome:

@@ -11,7 +11,7 @@ from app.auth.deps import Admin, ScopedOperator, ScopedViewer
 from app.auth.errors import Forbidden, TooManyRequests, Unauthenticated
 from app.auth.principal import Principal
 from app.auth.roles import Role
-from app.deps import SessionDep, UnitOfWorkDep
+from app.deps import ContextDep, SessionDep, UnitOfWorkDep
 from app.environments import service, views
 from app.environments.schemas import (
     NAME,
@@ -205,17 +205,15 @@ async def put_service(
     uow: UnitOfWorkDep,
     name: EnvName,
     service_name: ServiceName,
+    context: ContextDep,
     if_match: IfMatch = None,
 ) -> JSONResponse:
-    """`config` is the driver's; `If-Match` refuses a stale write (412)."""
+    """`config` is the driver's; `If-Match` refuses a stale write (412). A docker
+    `network` of `host`/`container:<name>` and bind mounts of `/` or a Docker socket are
+    refused (422) unless the server's settings allow them."""
     async with uow:
         row, created = await service.put_service(
-            uow,
-            principal,
-            name,
-            service_name,
-            body,
-            if_match,
+            uow, principal, name, service_name, body, if_match, docker=context.settings.docker
         )
         (out,) = await views.services_out(uow.session, [row], reveal=True)
     return _json(out, 201 if created else 200, f"{_env_location(name)}/services/{service_name}")
