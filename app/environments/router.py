@@ -26,12 +26,8 @@ from app.environments.schemas import (
     ServiceOut,
 )
 from app.errors import BadRequest, problem_responses
-from app.idempotency import (
-    IdempotencyDep,
-    IdempotencyKeyInFlight,
-    IdempotencyKeyReused,
-    MalformedIdempotencyKey,
-)
+from app.idempotency import PROBLEMS as IDEMPOTENCY_ERRORS
+from app.idempotency import IdempotencyDep
 from app.pagination import CursorParamsDep
 from app.paths import V1
 
@@ -93,9 +89,7 @@ async def list_environments(
     responses=problem_responses(
         *AUTH_ERRORS,
         service.EnvironmentExists,
-        MalformedIdempotencyKey,
-        IdempotencyKeyInFlight,
-        IdempotencyKeyReused,
+        *IDEMPOTENCY_ERRORS,
         validation=True,
     ),
 )
@@ -103,6 +97,7 @@ async def create_environment(
     body: EnvironmentCreate, principal: Admin, uow: UnitOfWorkDep, idem: IdempotencyDep
 ) -> JSONResponse:
     async with uow:
+        await idem.claim(uow)
         fields = EnvironmentIn.model_validate(body.model_dump(exclude={"name"}))
         row = await service.create_environment(uow, principal, body.name, fields)
         (out,) = await views.environments_out(uow.session, [row], reveal=True)
