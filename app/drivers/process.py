@@ -56,6 +56,7 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from pydantic.config import JsonDict
 
 from app.drivers.base import (
     Deployed,
@@ -102,7 +103,7 @@ EnvValue = Annotated[
 ]
 
 
-_NO_PORT_PLACEHOLDER = {"not": {"pattern": "[{]port[}]"}}
+_NO_PORT_PLACEHOLDER: JsonDict = {"not": {"pattern": "[{]port[}]"}}
 
 
 class ProcessConfig(BaseModel):
