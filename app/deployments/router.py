@@ -15,10 +15,10 @@ from app.auth.roles import Role
 from app.context import AppContext
 from app.deployments import service, views
 from app.deployments.schemas import (
-    DeploymentCreate,
     DeploymentDryRun,
     DeploymentList,
     DeploymentOut,
+    DeploymentRequest,
     Evidence,
     ServiceVersion,
 )
@@ -106,7 +106,7 @@ async def _answer(
     },
 )
 async def create_deployment(
-    body: DeploymentCreate,
+    body: DeploymentRequest,
     principal: ScopedDeployer,
     context: ContextDep,
     uow: UnitOfWorkDep,

@@ -210,7 +210,13 @@ class DockerConfig(BaseModel):
     )
     restart_policy: Literal["no", "always", "unless-stopped", "on-failure"] = "unless-stopped"
     labels: dict[
-        Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]+$", max_length=128)], NoNul
+        Annotated[
+            str,
+            StringConstraints(pattern=r"^[^\x00-\x1f\x7f]+$", max_length=128),
+            # The reserved prefix of `_labels`, stated in the schema.
+            Field(json_schema_extra={"not": {"pattern": f"^{LABEL_PREFIX.replace('.', '[.]')}"}}),
+        ],
+        NoNul,
     ] = Field(default={}, max_length=50)
     command: list[NoNul] | None = Field(default=None, min_length=1, max_length=50)
     docker_host: str | None = Field(default=None, min_length=1, max_length=1000)

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Response
 from fastapi.responses import JSONResponse
+from pydantic.json_schema import SkipJsonSchema
 
 from app.auth.deps import Admin, ScopedOperator, ScopedViewer
 from app.auth.errors import Forbidden, TooManyRequests, Unauthenticated
@@ -36,11 +37,17 @@ AUTH_ERRORS = (Unauthenticated, Forbidden, TooManyRequests)
 EnvName = Annotated[str, Path(pattern=NAME, max_length=63, description="Environment name.")]
 ServiceName = Annotated[str, Path(pattern=NAME, max_length=63, description="Service name.")]
 Version = Annotated[str, Path(pattern=VERSION, max_length=128, description="Pinned version.")]
+# RFC 9110 If-Match: `*` or a list of entity-tags (`"..."` or `W/"..."`).
+_ENTITY_TAG = r'(W/)?"[\x21\x23-\x7e]*"'
+IF_MATCH = rf"^(\*|{_ENTITY_TAG}([ \t]*,[ \t]*{_ENTITY_TAG})*)$"
 IfMatch = Annotated[
-    str | None,
+    str | SkipJsonSchema[None],
     Header(
         alias="If-Match",
         max_length=200,
+        pattern=IF_MATCH,
+        # Repeated for the schema: a constraint on `str | None` is checked but not shown.
+        json_schema_extra={"pattern": IF_MATCH},
         description="The ETag read before; a stale one is refused with 412.",
     ),
 ]

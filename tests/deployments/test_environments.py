@@ -223,3 +223,26 @@ async def test_docker_privileges_need_the_server_setting(
             "/v1/environments/qa/services/api", json=socket, headers=admin.headers
         )
         assert created.status_code == 201, created.text
+
+
+async def test_if_match_takes_the_entity_tag_syntax_it_declares(
+    client: httpx.AsyncClient, admin: IssuedToken
+) -> None:
+    """RFC 9110 `If-Match`: `*`, `"…"`, `W/"…"` and lists of them are conditions (met or
+    412); anything else, `null` included, is a malformed header (422), never a 412."""
+    created = await client.post("/v1/environments", json={"name": "prod"}, headers=admin.headers)
+    etag = created.headers["etag"]
+
+    async def put(if_match: str) -> httpx.Response:
+        return await client.put(
+            "/v1/environments/prod", json={}, headers={**admin.headers, "If-Match": if_match}
+        )
+
+    for malformed in ("null", "1", etag[1:], f"{etag},", f"W/ {etag}", '"a"b"'):
+        response = await put(malformed)
+        assert response.status_code == 422, (malformed, response.text)
+        assert response.json()["errors"][0]["loc"] == ["header", "If-Match"]
+    assert (await put('"nope", W/"x"')).status_code == 412
+    current = (await client.get("/v1/environments/prod", headers=admin.headers)).headers["etag"]
+    assert (await put(f'"0" ,\tW/{current}')).status_code == 200
+    assert (await put("*")).status_code == 200
