@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from app.errors import ValidationFailed
+from app.schemas import is_printable
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
@@ -70,11 +71,14 @@ def decode_cursor(value: str) -> Cursor:
         raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
         stamp, id = json.loads(raw)
         created_at = dt.datetime.fromisoformat(stamp)
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
+        if created_at.tzinfo is None:
+            raise ValueError("naive timestamp")
+        created_at = created_at.astimezone(dt.UTC)  # OverflowError: out of range
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError, OverflowError):
         raise InvalidCursor() from None
-    if not isinstance(id, str) or not id or len(id) > 64 or created_at.tzinfo is None:
+    if not isinstance(id, str) or not id or len(id) > 64 or not is_printable(id):
         raise InvalidCursor()
-    return Cursor(created_at.astimezone(dt.UTC), id)
+    return Cursor(created_at, id)
 
 
 def cursor_params(

@@ -50,6 +50,7 @@ from app.drivers.base import (
     UnhealthyError,
 )
 from app.drivers.health import probe, wait_healthy
+from app.schemas import CONTROL, MULTILINE, MULTILINE_NOTE, PRINTABLE
 
 LABEL_ENVIRONMENT = "formula-ops.environment"
 LABEL_SERVICE = "formula-ops.service"
@@ -82,8 +83,8 @@ PORT_NUMBER = (
     r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
 )
 ContainerPort = Annotated[str, StringConstraints(pattern=rf"^{PORT_NUMBER}(?:/(?:tcp|udp|sctp))?$")]
-EnvName = Annotated[str, StringConstraints(pattern=r"^[^=\x00-\x1f\x7f]+$", max_length=128)]
-NoNul = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]*$", max_length=1024)]
+EnvName = Annotated[str, StringConstraints(pattern=rf"^[^={CONTROL}]+$", max_length=128)]
+NoNul = Annotated[str, StringConstraints(pattern=MULTILINE, max_length=1024)]
 
 
 class DockerConfig(BaseModel):
@@ -99,17 +100,19 @@ class DockerConfig(BaseModel):
     container_name: str | None = Field(
         default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=128
     )
-    env: dict[EnvName, NoNul] = Field(default={}, max_length=50)
+    env: dict[EnvName, NoNul] = Field(default={}, max_length=50, description=MULTILINE_NOTE)
     ports: dict[ContainerPort, Annotated[int, Field(ge=1, le=65535)]] = Field(
         default={}, max_length=50, description='Container port ("8080/tcp") to host port.'
     )
-    network: str | None = Field(default=None, min_length=1, max_length=255)
+    network: str | None = Field(default=None, min_length=1, max_length=255, pattern=PRINTABLE)
     restart_policy: Literal["no", "always", "unless-stopped", "on-failure"] = "unless-stopped"
     labels: dict[
-        Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]+$", max_length=128)], NoNul
-    ] = Field(default={}, max_length=50)
-    command: list[NoNul] | None = Field(default=None, min_length=1, max_length=50)
-    docker_host: str | None = Field(default=None, min_length=1, max_length=1000)
+        Annotated[str, StringConstraints(min_length=1, pattern=PRINTABLE, max_length=128)], NoNul
+    ] = Field(default={}, max_length=50, description=MULTILINE_NOTE)
+    command: list[NoNul] | None = Field(
+        default=None, min_length=1, max_length=50, description=MULTILINE_NOTE
+    )
+    docker_host: str | None = Field(default=None, min_length=1, max_length=1000, pattern=PRINTABLE)
     stop_timeout_seconds: int = Field(default=10, ge=0, le=3600)
 
     # Readable messages for the common mistakes, before the patterns above apply.

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field, TypeAdapter
 from app.deployments.checklist import CHECKLIST_ITEMS
 from app.drivers.docker import DockerConfig
 from app.drivers.process import Argument, EnvName, EnvValue, ProcessConfig
-from app.schemas import PRINTABLE, RequestModel
+from app.schemas import HTTP_URL, MULTILINE, MULTILINE_NOTE, PRINTABLE, RequestModel
 
 NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 VERSION = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$"
@@ -30,7 +30,7 @@ class HttpSmokeTest(RequestModel):
 
     name: str = Field(min_length=1, max_length=100, pattern=PRINTABLE)
     type: Literal["http"]
-    url: str = Field(pattern=r"^https?://[^\s]+$", max_length=2000)
+    url: str = Field(pattern=HTTP_URL, max_length=2000)
     method: Literal["GET", "HEAD", "POST"] = "GET"
     expect_status: list[int] = Field(default_factory=lambda: [200], min_length=1, max_length=20)
     timeout_seconds: float = Field(default=30, gt=0, le=600)
@@ -41,8 +41,10 @@ class CommandSmokeTest(RequestModel):
 
     name: str = Field(min_length=1, max_length=100, pattern=PRINTABLE)
     type: Literal["command"]
-    argv: list[Argument] = Field(min_length=1, max_length=20)
-    env: dict[EnvName, EnvValue] = Field(default_factory=dict, max_length=10)
+    argv: list[Argument] = Field(min_length=1, max_length=20, description=MULTILINE_NOTE)
+    env: dict[EnvName, EnvValue] = Field(
+        default_factory=dict, max_length=10, description=MULTILINE_NOTE
+    )
     timeout_seconds: float = Field(default=30, gt=0, le=600)
 
 
@@ -51,7 +53,7 @@ SMOKE_TEST: TypeAdapter[HttpSmokeTest | CommandSmokeTest] = TypeAdapter(SmokeTes
 
 
 class _ServiceFields(RequestModel):
-    health_url: str | None = Field(default=None, pattern=r"^https?://[^\s]+$", max_length=2000)
+    health_url: str | None = Field(default=None, pattern=HTTP_URL, max_length=2000)
     health_timeout_seconds: float = Field(default=30, gt=0, le=600)
     deploy_order: int = Field(default=0, ge=0, le=1000, description="Lower deploys first.")
     settle_seconds: float = Field(default=0, ge=0, le=3600, description="Wait after deploying.")
@@ -77,7 +79,9 @@ SERVICE_IN: TypeAdapter[ProcessService | DockerService] = TypeAdapter(ServiceIn)
 
 
 class EnvironmentIn(RequestModel):
-    description: str = Field(default="", max_length=2000)
+    description: str = Field(
+        default="", max_length=2000, pattern=MULTILINE, description=MULTILINE_NOTE
+    )
     database: str | None = Field(
         default=None,
         min_length=1,

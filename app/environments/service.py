@@ -202,7 +202,9 @@ async def put_service(
     body: ProcessService | DockerService,
     if_match: str | None,
 ) -> tuple[Service, bool]:
-    env = await uow.session.get(Environment, environment)
+    # Shared lock: a concurrent delete of the environment finishes first (then 404) or
+    # waits, instead of leaving this insert to break the foreign key.
+    env = await uow.session.get(Environment, environment, with_for_update={"read": True})
     if env is None:
         raise EnvironmentNotFound(f"No environment {environment!r}")
     service = await uow.session.scalar(
