@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from app.auth.roles import Role
+from app.cli import render_openapi
 from app.context import AppContext
 from app.errors import PROBLEM_MEDIA_TYPE
 from tests.factories import IssuedToken, issue_token
@@ -291,3 +294,75 @@ class TestCursors:
                 value = cursor(stamp, "x")
                 response = await client.get(path, params={"cursor": value}, headers=admin.headers)
                 assert response.status_code == 200, (path, stamp, response.text)
+
+
+def _strings(
+    node: dict[str, Any], components: dict[str, Any], described: str = ""
+) -> Iterator[tuple[dict[str, Any], str]]:
+    """Every string schema under ``node`` with the nearest description above it."""
+    if "$ref" in node:
+        node = components[node["$ref"].rsplit("/", 1)[1]]
+    described = node.get("description", described)
+    if node.get("type") == "string" and "enum" not in node and "const" not in node:
+        yield node, described
+    for key in ("anyOf", "oneOf", "allOf"):
+        for child in node.get(key, []):
+            if "pattern" in node and "pattern" not in child:  # both apply to one value
+                child = {**child, "pattern": node["pattern"]}
+            yield from _strings(child, components, described)
+    for child in node.get("prefixItems", []):
+        yield from _strings(child, components, described)
+    for key in ("items", "additionalProperties", "propertyNames"):
+        if isinstance(node.get(key), dict):
+            yield from _strings(node[key], components, described)
+    for key in ("properties", "patternProperties"):
+        for child in node.get(key, {}).values():
+            yield from _strings(child, components, described)
+    for pattern in node.get("patternProperties", {}):
+        yield {"type": "string", "pattern": pattern}, described
+
+
+def _request_strings() -> Iterator[tuple[str, dict[str, Any], str]]:
+    document = json.loads(render_openapi())
+    components = document["components"]["schemas"]
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            for parameter in operation.get("parameters", []):
+                where = f"{method.upper()} {path} {parameter['in']} {parameter['name']}"
+                if (parameter["in"], parameter["name"]) in NOT_STORED:
+                    continue
+                for node, described in _strings(parameter["schema"], components):
+                    yield where, node, described
+            body = operation.get("requestBody", {}).get("content", {})
+            for content in body.values():
+                for node, described in _strings(content["schema"], components):
+                    yield f"{method.upper()} {path} body", node, described
+
+
+# Compared or parsed, never stored; and the cursor, whose decoded text is checked.
+NOT_STORED = {("header", "If-Match"), ("header", "Prefer"), ("query", "cursor")}
+# A clean text for each kind of pattern, to put a control character into.
+CARRIERS = ["ab", "http://ab", "a b", "80"]
+TAB_NEWLINE = ["\t", "\n"]
+
+
+def test_every_request_string_refuses_control_characters() -> None:
+    """The rule holds for every string a request carries, as stated in the schema: a
+    pattern that admits a clean text refuses it with any control character inside; tab
+    and newline only where the field's description says so."""
+    checked = 0
+    for where, node, described in _request_strings():
+        if node.get("format") == "date-time":
+            continue  # the format admits no control character
+        assert "pattern" in node, f"{where}: a string without a pattern"
+        pattern = re.compile(node["pattern"])
+        carriers = [c for c in CARRIERS if pattern.search(c)]
+        assert carriers, f"{where}: no sample text fits {node['pattern']}"
+        allowed = TAB_NEWLINE if "newline" in described else []
+        for carrier in carriers:
+            for code in [*range(0x20), *range(0x7F, 0xA0)]:
+                text = carrier[:1] + chr(code) + carrier[1:]
+                if pattern.search(text):
+                    assert chr(code) in allowed, (where, node["pattern"], hex(code))
+        checked += 1
+    assert checked > 40
