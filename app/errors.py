@@ -109,6 +109,12 @@ class ServiceUnavailable(AppError):
     status = 503
 
 
+class ConcurrentChange(AppError):
+    type = PROBLEM_BASE + "concurrent-change"
+    title = "Conflicting concurrent change"
+    status = 409
+
+
 def _status_type(status: int) -> str:
     try:
         phrase = HTTPStatus(status).phrase
@@ -262,11 +268,43 @@ async def _handle_unavailable(request: Request, exc: Exception) -> JSONResponse:
     return _app_error_response(request, error)
 
 
+# SQLSTATE 23505 on PostgreSQL; SQLite names the primary key apart from other keys.
+_UNIQUE_VIOLATIONS = {"23505", "SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"}
+
+
+def is_unique_violation(exc: sqlalchemy.exc.IntegrityError) -> bool:
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "sqlite_errorname", None)
+    return code in _UNIQUE_VIOLATIONS
+
+
+async def _handle_integrity(request: Request, exc: Exception) -> JSONResponse:
+    """A unique key taken meanwhile by a concurrent request (two ``PUT`` creating the same
+    name): its transaction rolled back, so 409 and nothing was changed. Any other broken
+    constraint is a defect and stays a 500."""
+    assert isinstance(exc, sqlalchemy.exc.IntegrityError)
+    if not is_unique_violation(exc):
+        raise exc
+    # The constraint's name only: the statement's parameters may hold secrets.
+    constraint = getattr(getattr(exc.orig, "diag", None), "constraint_name", None)
+    logger.warning(
+        "%s %s: a concurrent request took the same key (%s); answered 409",
+        request.method,
+        request.url.path,
+        constraint or exc.orig,
+    )
+    error = ConcurrentChange(
+        "A concurrent request created or changed the same resource first; nothing was "
+        "changed. Read it again, then retry."
+    )
+    return _app_error_response(request, error)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     for error in (AppError, RequestValidationError, StarletteHTTPException):
         app.add_exception_handler(error, _handle_error)
     for unavailable in UNAVAILABLE_ERRORS:
         app.add_exception_handler(unavailable, _handle_unavailable)
+    app.add_exception_handler(sqlalchemy.exc.IntegrityError, _handle_integrity)
 
 
 def problem_responses(

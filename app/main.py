@@ -14,7 +14,7 @@ from app import __version__
 from app.api import public, v1
 from app.context import AppContext, build_context
 from app.deps import forbid_unknown_query
-from app.errors import PROBLEM_MEDIA_TYPE, Problem, install_error_handlers
+from app.errors import PROBLEM_MEDIA_TYPE, ConcurrentChange, Problem, install_error_handlers
 from app.idempotency import IdempotentReplay
 from app.metrics import Metrics
 from app.middleware import RequestContextMiddleware
@@ -89,8 +89,13 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     components.update(_problem_schemas())
     problem_content = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
     for path_item in schema.get("paths", {}).values():
-        for operation in path_item.values():
+        for method, operation in path_item.items():
             responses = operation.setdefault("responses", {})
+            if method in ("post", "put", "patch"):
+                # A unique key taken by a concurrent request (errors._handle_integrity).
+                conflict = responses.setdefault("409", {"description": ConcurrentChange.title})
+                if ConcurrentChange.title not in conflict["description"]:
+                    conflict["description"] += f"; {ConcurrentChange.title}"
             for code, response in responses.items():
                 if code.isdigit() and int(code) >= 400:
                     response["content"] = problem_content

@@ -1,12 +1,18 @@
 """The committed OpenAPI document is the app's, and the app keeps its promises.
 
 The schemathesis test drives a real uvicorn server on 127.0.0.1 (each backend) with
-every built-in check; it grows by itself as operations are added.
+every built-in check; it grows by itself as operations are added. On top of what the
+schema describes it tries edge values that once answered 500: control characters inside
+strings and timestamps at years 1 and 9999 with offsets (and cursors carrying both).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import copy
+import datetime as dt
+import functools
 import json
 import re
 import threading
@@ -15,11 +21,14 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
+import jsonschema_rs
 import pytest
 import schemathesis
 import uvicorn
-from hypothesis import HealthCheck
+from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import CHECKS, load_all_checks
 
@@ -100,7 +109,8 @@ def live_server(settings: Settings) -> Iterator[tuple[str, str]]:
     thread.join(10)
 
 
-schema = schemathesis.openapi.from_dict(json.loads(COMMITTED.read_text()))
+DOCUMENT = json.loads(COMMITTED.read_text())
+schema = schemathesis.openapi.from_dict(copy.deepcopy(DOCUMENT))
 load_all_checks()
 BEARER: dict[str, str] = {}  # the live server's admin token, set by its fixture
 
@@ -117,6 +127,109 @@ class BearerToken:
 
 
 ALL_CHECKS = list(CHECKS.get_all())
+
+# Edge values tried on top of what the schema describes: control characters in text,
+# and timestamps whose instant in UTC leaves years 1-9999 (or just stays inside).
+EDGE_TEXT = [
+    "\x00",
+    "\x01",
+    "\t",
+    "\n",
+    "\r",
+    "\x1b",
+    "\x7f",
+    "\x85",
+    "\x9b",
+    "\u2028",
+    "\U0010ffff",
+]
+EDGE_TIMESTAMPS = [
+    "0001-01-01T00:00:00+01:00",
+    "0001-01-01T00:00:00Z",
+    "0001-01-01T00:00:00-23:59",
+    "0001-01-01T23:58:59.999999+23:59",
+    "9999-12-31T23:59:59-01:00",
+    "9999-12-31T23:59:59.999999Z",
+    "9999-12-31T00:00:00+23:59",
+    "9999-12-31T00:01:00-23:59",
+]
+_OFFSETS = st.integers(-(23 * 60 + 59), 23 * 60 + 59).map(
+    lambda minutes: dt.timezone(dt.timedelta(minutes=minutes))
+)
+schemathesis.openapi.format(
+    "date-time",
+    st.sampled_from(EDGE_TIMESTAMPS)
+    | st.datetimes(
+        min_value=dt.datetime(1, 1, 1), max_value=dt.datetime(9999, 12, 31), timezones=_OFFSETS
+    ).map(dt.datetime.isoformat),
+)
+
+
+@functools.cache
+def _validator(path: str, method: str, where: str, name: str | None = None) -> Any:
+    """The committed schema of one part of an operation (with the components it uses)."""
+    operation = DOCUMENT["paths"][path][method.lower()]
+    if where == "body":
+        part = operation["requestBody"]["content"]["application/json"]["schema"]
+    else:
+        location = {"query": "query", "path_parameters": "path"}[where]
+        (parameter,) = [
+            p for p in operation["parameters"] if p["in"] == location and p["name"] == name
+        ]
+        part = parameter["schema"]
+    schema = {**part, "components": DOCUMENT["components"]}
+    return jsonschema_rs.validator_for(schema, validate_formats=True)
+
+
+def _text_slots(value: Any, path: tuple[str | int, ...] = ()) -> Iterator[tuple[str | int, ...]]:
+    if isinstance(value, str):
+        yield path
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _text_slots(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _text_slots(item, (*path, index))
+
+
+def _with_edge_text(case: Any, choice: tuple[tuple[Any, ...], str] | None) -> Any:
+    """``case`` with an edge character inside one of its strings, where the schema admits
+    the result (a positive case stays positive: a description takes a newline)."""
+    if choice is None:
+        return case
+    (where, *path), character = choice
+    value = copy.deepcopy(getattr(case, where))
+    holder = value
+    for key in path[:-1]:
+        holder = holder[key]
+    text = holder[path[-1]]
+    holder[path[-1]] = text[: len(text) // 2] + character + text[len(text) // 2 :]
+    operation = (case.operation.path, case.operation.method)
+    if where == "body":
+        valid = _validator(*operation, "body").is_valid(value)
+    else:
+        valid = _validator(*operation, where, path[0]).is_valid(value[path[0]])
+    if valid:
+        setattr(case, where, value)
+    return case
+
+
+@schema.hook
+def flatmap_case(context: Any, case: Any) -> st.SearchStrategy[Any]:
+    if case.meta is None or case.meta.generation.mode != GenerationMode.POSITIVE:
+        return st.just(case)
+    slots = [
+        (where, *path)
+        for where in ("body", "query", "path_parameters")
+        for path in _text_slots(getattr(case, where, None) or {})
+        if path and (where, *path)[:2] != ("query", "cursor")
+    ]
+    if not slots:
+        return st.just(case)
+    # NUL half the time: PostgreSQL cannot store it at all.
+    characters = st.just("\x00") | st.sampled_from(EDGE_TEXT)
+    choices = st.none() | st.tuples(st.sampled_from(slots), characters)
+    return choices.map(lambda choice: _with_edge_text(case, choice))
 
 
 def _one_form(body: dict[str, Any]) -> None:
@@ -158,3 +271,39 @@ def test_api_conforms_to_its_schema(case: Any, live_server: tuple[str, str]) -> 
         # ETags too: a made-up one is rightly a 412.
         del headers["If-Match"]
     case.call_and_validate(base_url=base_url, checks=ALL_CHECKS)
+
+
+LISTS = sorted(
+    path
+    for path, item in DOCUMENT["paths"].items()
+    if any(p["name"] == "cursor" for p in item.get("get", {}).get("parameters", []))
+)
+_CURSOR_TEXT = st.sampled_from(EDGE_TEXT) | st.text(max_size=70)
+
+
+@st.composite
+def _made_up_cursors(draw: st.DrawFn) -> str:
+    stamp = draw(st.sampled_from(EDGE_TIMESTAMPS) | _CURSOR_TEXT)
+    id = draw(st.builds("x{}y".format, _CURSOR_TEXT) | _CURSOR_TEXT)
+    raw = draw(st.just(json.dumps([stamp, id]).encode()) | st.binary(max_size=60))
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@given(cursor=_made_up_cursors())
+@hypothesis_settings(
+    max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True
+)
+def test_made_up_cursors_are_refused_not_failed(cursor: str, live_server: tuple[str, str]) -> None:
+    """A cursor is opaque, so the fuzzer above leaves it out; these carry its edge values
+    (control characters, timestamps outside UTC's years 1-9999) in a cursor's shape."""
+    base_url, token = live_server
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=base_url, headers=headers, trust_env=False) as http:
+        for path in LISTS:
+            response = http.get(path, params={"cursor": cursor})
+            assert response.status_code in (200, 422), (path, cursor, response.text)
+            if response.status_code == 422:
+                assert response.json()["type"] in (
+                    "/problems/invalid-cursor",
+                    "/problems/validation-error",
+                ), response.text

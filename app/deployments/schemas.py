@@ -10,7 +10,7 @@ from pydantic import BaseModel, Discriminator, Field, Tag, model_validator
 from app.environments.schemas import NAME, VERSION, ChecklistItem
 from app.runs.models import RunStatus
 from app.runs.schemas import PlannedStep, RunFailure, StepOut
-from app.schemas import PRINTABLE, RequestModel
+from app.schemas import MULTILINE, MULTILINE_NOTE, PRINTABLE, RequestModel
 
 
 class ServiceVersion(RequestModel):
@@ -25,7 +25,9 @@ class _DeploymentOptions(RequestModel):
     ref: str | None = Field(
         default=None, max_length=200, pattern=PRINTABLE, description="Commit SHA, tag or branch."
     )
-    description: str = Field(default="", max_length=2000)
+    description: str = Field(
+        default="", max_length=2000, pattern=MULTILINE, description=MULTILINE_NOTE
+    )
     checklist: list[ChecklistItem] = Field(
         default_factory=list, description="Pre-deployment checklist items confirmed."
     )

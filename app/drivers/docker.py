@@ -63,6 +63,7 @@ from app.drivers.base import (
     UnhealthyError,
 )
 from app.drivers.health import probe, wait_healthy
+from app.schemas import CONTROL, MULTILINE, MULTILINE_NOTE, PRINTABLE
 from app.settings import DockerSettings
 
 LABEL_ENVIRONMENT = "formula-ops.environment"
@@ -96,8 +97,8 @@ PORT_NUMBER = (
     r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
 )
 ContainerPort = Annotated[str, StringConstraints(pattern=rf"^{PORT_NUMBER}(?:/(?:tcp|udp|sctp))?$")]
-EnvName = Annotated[str, StringConstraints(pattern=r"^[^=\x00-\x1f\x7f]+$", max_length=128)]
-NoNul = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]*$", max_length=1024)]
+EnvName = Annotated[str, StringConstraints(pattern=rf"^[^={CONTROL}]+$", max_length=128)]
+NoNul = Annotated[str, StringConstraints(pattern=MULTILINE, max_length=1024)]
 # ``host``, ``none``, ``bridge``, a network's name, or ``container:<name or id>``.
 NETWORK_PATTERN = r"^(?:container:)?[A-Za-z0-9][A-Za-z0-9_.-]*$"
 # An absolute, normalised path: no empty, ``.`` or ``..`` component, no trailing slash
@@ -190,7 +191,7 @@ class DockerConfig(BaseModel):
     container_name: str | None = Field(
         default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=128
     )
-    env: dict[EnvName, NoNul] = Field(default={}, max_length=50)
+    env: dict[EnvName, NoNul] = Field(default={}, max_length=50, description=MULTILINE_NOTE)
     ports: dict[ContainerPort, Annotated[int, Field(ge=1, le=65535)]] = Field(
         default={}, max_length=50, description='Container port ("8080/tcp") to host port.'
     )
@@ -212,14 +213,16 @@ class DockerConfig(BaseModel):
     labels: dict[
         Annotated[
             str,
-            StringConstraints(pattern=r"^[^\x00-\x1f\x7f]+$", max_length=128),
+            StringConstraints(min_length=1, pattern=PRINTABLE, max_length=128),
             # The reserved prefix of `_labels`, stated in the schema.
             Field(json_schema_extra={"not": {"pattern": f"^{LABEL_PREFIX.replace('.', '[.]')}"}}),
         ],
         NoNul,
-    ] = Field(default={}, max_length=50)
-    command: list[NoNul] | None = Field(default=None, min_length=1, max_length=50)
-    docker_host: str | None = Field(default=None, min_length=1, max_length=1000)
+    ] = Field(default={}, max_length=50, description=MULTILINE_NOTE)
+    command: list[NoNul] | None = Field(
+        default=None, min_length=1, max_length=50, description=MULTILINE_NOTE
+    )
+    docker_host: str | None = Field(default=None, min_length=1, max_length=1000, pattern=PRINTABLE)
     stop_timeout_seconds: int = Field(default=10, ge=0, le=3600)
 
     # Readable messages for the common mistakes, before the patterns above apply.

@@ -69,6 +69,7 @@ from app.drivers.base import (
     UnhealthyError,
 )
 from app.drivers.health import probe, wait_healthy
+from app.schemas import CONTROL, CONTROL_BUT_TAB_NEWLINE, MULTILINE, MULTILINE_NOTE, PRINTABLE
 
 LOG_MAX_BYTES = 10 * 1024 * 1024
 DEFAULT_STOP_TIMEOUT_SECONDS = 10.0
@@ -88,19 +89,18 @@ _EXIT_CODES: dict[int, int] = {}  # of children seen exiting, until reported
 
 # Constraints a JSON schema can state too, so the API's documented schema and this
 # model accept the same configs.
-# No control characters but tab and newline; bounded so that a request body
-# at every limit stays under the API's body size limit.
+# The text rule of app.schemas (argv may hold tab and newline, and one character that
+# is not a space); bounded so that a request body at every limit stays under the API's
+# body size limit.
 Argument = Annotated[
     str,
     StringConstraints(
-        pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]*[^\x00-\x20\x7f][^\x00-\x08\x0b-\x1f\x7f]*$",
+        pattern=rf"^[^{CONTROL_BUT_TAB_NEWLINE}]*[^{CONTROL} ][^{CONTROL_BUT_TAB_NEWLINE}]*$",
         max_length=512,
     ),
 ]
 EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
-EnvValue = Annotated[
-    str, StringConstraints(pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]*$", max_length=1024)
-]
+EnvValue = Annotated[str, StringConstraints(pattern=MULTILINE, max_length=1024)]
 
 
 _NO_PORT_PLACEHOLDER: JsonDict = {"not": {"pattern": "[{]port[}]"}}
@@ -127,11 +127,13 @@ class ProcessConfig(BaseModel):
         min_length=1,
         max_length=50,
         description="argv (no shell); placeholders {version} {port} {service} {environment} "
-        "{python}",
+        "{python}. " + MULTILINE_NOTE,
     )
-    env: dict[EnvName, EnvValue] = Field(default_factory=dict, max_length=50)
+    env: dict[EnvName, EnvValue] = Field(
+        default_factory=dict, max_length=50, description=MULTILINE_NOTE
+    )
     cwd: (
-        Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]+$", max_length=1024)] | None
+        Annotated[str, StringConstraints(min_length=1, pattern=PRINTABLE, max_length=1024)] | None
     ) = None
     port: int | None = Field(default=None, ge=1, le=65535)
     stop_timeout_seconds: float = Field(default=DEFAULT_STOP_TIMEOUT_SECONDS, gt=0, le=3600)

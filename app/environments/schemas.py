@@ -10,13 +10,10 @@ from pydantic import BaseModel, Field, TypeAdapter
 from app.deployments.checklist import CHECKLIST_ITEMS
 from app.drivers.docker import DockerConfig
 from app.drivers.process import Argument, EnvName, EnvValue, ProcessConfig
-from app.schemas import PRINTABLE, RequestModel
+from app.schemas import HTTP_URL, MULTILINE, MULTILINE_NOTE, PRINTABLE, RequestModel
 
 NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 VERSION = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$"
-# No space or control character (C0, DEL, C1). An explicit class, not `\s`: that means
-# more characters in Python's `re` than in the schema's ECMA-262 regexes.
-HTTP_URL = r"^https?://[^\x00-\x20\x7f-\x9f]+$"
 ChecklistItem = Literal[
     "code_review",
     "tests_passed",
@@ -44,8 +41,10 @@ class CommandSmokeTest(RequestModel):
 
     name: str = Field(min_length=1, max_length=100, pattern=PRINTABLE)
     type: Literal["command"]
-    argv: list[Argument] = Field(min_length=1, max_length=20)
-    env: dict[EnvName, EnvValue] = Field(default_factory=dict, max_length=10)
+    argv: list[Argument] = Field(min_length=1, max_length=20, description=MULTILINE_NOTE)
+    env: dict[EnvName, EnvValue] = Field(
+        default_factory=dict, max_length=10, description=MULTILINE_NOTE
+    )
     timeout_seconds: float = Field(default=30, gt=0, le=600)
 
 
@@ -80,7 +79,9 @@ SERVICE_IN: TypeAdapter[ProcessService | DockerService] = TypeAdapter(ServiceIn)
 
 
 class EnvironmentIn(RequestModel):
-    description: str = Field(default="", max_length=2000)
+    description: str = Field(
+        default="", max_length=2000, pattern=MULTILINE, description=MULTILINE_NOTE
+    )
     database: str | None = Field(
         default=None,
         min_length=1,

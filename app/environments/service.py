@@ -209,7 +209,9 @@ async def put_service(
     """``docker``: what the server allows docker services (default: nothing extra)."""
     if isinstance(body, DockerService):
         _check_docker_policy(body, docker or DockerSettings())
-    env = await uow.session.get(Environment, environment)
+    # Shared lock: a concurrent delete of the environment finishes first (then 404) or
+    # waits, instead of leaving this insert to break the foreign key.
+    env = await uow.session.get(Environment, environment, with_for_update={"read": True})
     if env is None:
         raise EnvironmentNotFound(f"No environment {environment!r}")
     service = await uow.session.scalar(

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.auth.roles import Role
-from app.schemas import RequestModel
+from app.schemas import PRINTABLE, RequestModel
 
 ENVIRONMENT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,99}$"
 TokenState = Literal["active", "expired", "revoked"]
@@ -14,7 +14,7 @@ Finding = Literal["admin", "no_expiry", "unused_90_days", "expired_not_revoked"]
 
 
 class TokenCreate(RequestModel):
-    name: str = Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")
+    name: str = Field(min_length=1, max_length=100, pattern=PRINTABLE)
     role: Role
     environment: str | None = Field(
         default=None,
