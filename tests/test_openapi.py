@@ -283,10 +283,15 @@ _CURSOR_TEXT = st.sampled_from(EDGE_TEXT) | st.text(max_size=70)
 
 @st.composite
 def _made_up_cursors(draw: st.DrawFn) -> str:
-    stamp = draw(st.sampled_from(EDGE_TIMESTAMPS) | _CURSOR_TEXT)
+    stamp = draw(
+        st.sampled_from(EDGE_TIMESTAMPS)
+        | st.integers(min_value=-(10**19), max_value=10**19).map(str)
+        | _CURSOR_TEXT
+    )
     id = draw(st.builds("x{}y".format, _CURSOR_TEXT) | _CURSOR_TEXT)
-    raw = draw(st.just(json.dumps([stamp, id]).encode()) | st.binary(max_size=60))
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    # The cursor's shape (``<microseconds>.<id>``), or the JSON of an older shape.
+    old = base64.urlsafe_b64encode(json.dumps([stamp, id]).encode()).decode().rstrip("=")
+    return draw(st.sampled_from([f"{stamp}.{id}", old]))
 
 
 @given(cursor=_made_up_cursors())

@@ -104,9 +104,9 @@ NETWORK_PATTERN = r"^(?:container:)?[A-Za-z0-9][A-Za-z0-9_.-]*$"
 # An absolute, normalised path: no empty, ``.`` or ``..`` component, no trailing slash
 # (the same constraint in the API's schema and here, so both accept the same configs).
 _PATH_COMPONENT = (
-    r"(?:[^/.\x00-\x1f\x7f][^/\x00-\x1f\x7f]*"
-    r"|\.[^/.\x00-\x1f\x7f][^/\x00-\x1f\x7f]*"
-    r"|\.\.[^/\x00-\x1f\x7f]+)"
+    rf"(?:[^/.{CONTROL}][^/{CONTROL}]*"
+    rf"|\.[^/.{CONTROL}][^/{CONTROL}]*"
+    rf"|\.\.[^/{CONTROL}]+)"
 )
 PATH_PATTERN = rf"^(?:/|(?:/{_PATH_COMPONENT})+)$"
 TARGET_PATTERN = rf"^(?:/{_PATH_COMPONENT})+$"

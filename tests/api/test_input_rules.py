@@ -3,7 +3,6 @@ hold and cursors carrying either are 422 problems, on both backends."""
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from collections.abc import Iterator
@@ -69,9 +68,9 @@ def assert_422(response: httpx.Response, where: str, name: str) -> dict[str, Any
     return body
 
 
-def cursor(stamp: str, id: str) -> str:
-    raw = json.dumps([stamp, id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+def cursor(micros: int | str, id: str) -> str:
+    """A cursor's shape: ``<microseconds since the epoch>.<id>``."""
+    return f"{micros}.{id}"
 
 
 def process_service(**extra: Any) -> dict[str, Any]:
@@ -270,13 +269,14 @@ class TestCursors:
     @pytest.mark.parametrize(
         "value",
         [
+            cursor(1, "a\x00b"),
+            cursor(1, "a\x85b"),
+            cursor("1\x00", "x"),
             cursor("0001-01-01T00:00:00+01:00", "x"),
-            cursor("9999-12-31T23:59:59-01:00", "x"),
-            cursor("2026-01-01T00:00:00+00:00", "a\x00b"),
-            cursor("2026-01-01T00:00:00+00:00", "a\x85b"),
-            cursor("2026-01-01T00:00:00", "x"),
+            cursor(10**18, "x"),
+            "1.2.3",
         ],
-        ids=["year-0", "year-10000", "nul-id", "c1-id", "naive"],
+        ids=["nul-id", "c1-id", "nul-stamp", "iso-stamp", "too-many-digits", "two-dots"],
     )
     async def test_bad_cursor_is_422_on_every_list(
         self, client: httpx.AsyncClient, admin: IssuedToken, value: str
@@ -290,7 +290,8 @@ class TestCursors:
         self, client: httpx.AsyncClient, admin: IssuedToken
     ) -> None:
         for path in LISTS:
-            for stamp in ("0001-01-01T00:00:00+00:00", "9999-12-31T23:59:59.999999+00:00"):
+            # Beyond years 1 and 9999: the ends of the list, never an overflow.
+            for stamp in (-(10**18) + 1, 10**18 - 1, -62135596800000001, 253402300800000000):
                 value = cursor(stamp, "x")
                 response = await client.get(path, params={"cursor": value}, headers=admin.headers)
                 assert response.status_code == 200, (path, stamp, response.text)
@@ -342,7 +343,7 @@ def _request_strings() -> Iterator[tuple[str, dict[str, Any], str]]:
 # Compared or parsed, never stored; and the cursor, whose decoded text is checked.
 NOT_STORED = {("header", "If-Match"), ("header", "Prefer"), ("query", "cursor")}
 # A clean text for each kind of pattern, to put a control character into.
-CARRIERS = ["ab", "http://ab", "a b", "80"]
+CARRIERS = ["ab", "http://ab", "a b", "80", "/ab"]
 TAB_NEWLINE = ["\t", "\n"]
 
 
