@@ -21,6 +21,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.child_env import child_env
 from app.context import AppContext
 from app.runs.models import Level, StepStatus
 
@@ -159,7 +160,10 @@ async def http_check(params: HttpParams, ctx: ActionContext) -> StepOutcome:
 class ShellParams(Params):
     argv: list[str] = Field(min_length=1, description="Program and arguments; no shell.")
     timeout_seconds: float = Field(default=300, gt=0, le=24 * 3600)
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Added to PATH, HOME, LANG, LC_* (the program gets nothing else).",
+    )
     cwd: str | None = None
 
 
@@ -168,8 +172,9 @@ LOG_FLUSH_SECONDS = 0.5
 
 @register("shell", ShellParams, idempotent=False)
 async def shell(params: ShellParams, ctx: ActionContext) -> StepOutcome:
-    """Run a program (its own process group), streaming its output as log events."""
-    env = {**os.environ, **params.env}
+    """Run a program (its own process group), streaming its output as log events. Its
+    environment is :func:`app.child_env.child_env` of the step's ``env``."""
+    env = child_env(params.env)
     try:
         process = await asyncio.create_subprocess_exec(
             *params.argv,
