@@ -42,7 +42,7 @@ MIN_KNOWN_SECRET = 6
 
 _WORDS = (
     r"passw(?:or)?d|passphrase|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key"
-    r"|credential|authorization|signature|cookie|session[_-]?id"
+    r"|credential|authorization|signature|cookie|session[_-]?id|requirepass|masterauth"
 )
 # A name (mapping key, header, flag, query parameter, variable) that names a secret.
 SECRET_NAME = re.compile(rf"(?:{_WORDS})", re.IGNORECASE)

@@ -111,6 +111,7 @@ def level_outcome(level: Level, output: str, data: dict[str, Any]) -> StepOutcom
 class HttpParams(Params):
     method: Literal["GET", "HEAD", "POST", "PUT", "DELETE"] = "GET"
     url: str = Field(pattern=r"^https?://")
+    headers: dict[str, str] = Field(default_factory=dict)
     expect_status: list[int] = Field(default_factory=lambda: [200])
     timeout_seconds: float = Field(default=10, gt=0, le=300)
     warning_ms: int = LATENCY_WARNING_MS
@@ -122,7 +123,7 @@ async def http_check(params: HttpParams, ctx: ActionContext) -> StepOutcome:
     started = time.perf_counter()
     try:
         response = await ctx.context.http.request(
-            params.method, params.url, timeout=params.timeout_seconds
+            params.method, params.url, headers=params.headers, timeout=params.timeout_seconds
         )
     except httpx.HTTPError as exc:
         return StepOutcome(
