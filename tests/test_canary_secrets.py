@@ -232,7 +232,7 @@ async def test_no_canary_reaches_a_reader_or_a_log(
     )
     assert check.status_code == 201, check.text
     probed = [s for s in check.json()["steps"] if s["name"] == "service staging/backend"]
-    assert probed and probed[0]["status"] == "success", check.json()["steps"]
+    assert [s["status"] for s in probed] == ["success"], check.json()["steps"]
 
     # The canaries were really used: the service and the smoke command got them.
     async with context.sessionmaker() as session:
@@ -259,15 +259,17 @@ async def test_no_canary_reaches_a_reader_or_a_log(
                 leaks.append((role.value, path, found))
         if role == Role.VIEWER:  # the reads showed real content
             service = seen["/v1/environments/staging/services/backend"]
-            assert service.status_code == 200 and "[redacted]" in service.text
+            assert service.status_code == 200
+            assert "[redacted]" in service.text
             evidence = seen[f"/v1/deployments/{runs[1]}/evidence"]
-            assert evidence.status_code == 200 and "smoke backend: cli" in evidence.text
+            assert evidence.status_code == 200
+            assert "smoke backend: cli" in evidence.text
             assert "event: run.finished" in seen[f"/v1/runs/{runs[1]}/events"].text
             assert "service.create" in seen["/v1/audit-events"].text
 
     stored = await _stored_for_readers(context)
     logged = logs.getvalue()
-    assert "app.requests" in logged and "httpcore" in logged  # the handler saw records
+    assert "app.requests" in logged  # the handler saw the service's records
     assert leaks == [], leaks
     assert canaries.found_in(stored) == []
     assert canaries.found_in(logged) == []
