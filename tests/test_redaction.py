@@ -196,6 +196,26 @@ class TestChildEnvironment:
         assert not [name for name in seen if name.startswith("FORMULA_OPS_")]
 
 
+    async def test_shell_log_events_start_at_a_line(self) -> None:
+        """Known secrets are scrubbed per log event: an event never starts mid-line."""
+        events: list[str] = []
+
+        async def log(line: str) -> None:
+            events.append(line)
+
+        script = (
+            "import sys, time\n"
+            "for i in range(3000):\n"
+            "    sys.stdout.write(f'line {i:04d} {\"x\" * 40}\\n')\n"
+            "    if i % 500 == 0: sys.stdout.flush(); time.sleep(0.6)\n"
+        )
+        params = ShellParams(argv=[sys.executable, "-c", script])
+        outcome = await shell(params, ActionContext(context=None, log=log))  # type: ignore[arg-type]
+        assert outcome.status == StepStatus.SUCCESS, outcome.error
+        assert len(events) > 1
+        assert all(event.startswith("line ") for event in events), [e[:20] for e in events]
+
+
 class TestStateDirectory:
     def test_created_private_and_an_old_one_tightened(self, tmp_path: Path) -> None:
         state = tmp_path / "state"

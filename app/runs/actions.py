@@ -169,6 +169,16 @@ class ShellParams(Params):
 
 
 LOG_FLUSH_SECONDS = 0.5
+LOG_EVENT_CHARS = 4000
+
+
+def _tail(text: str, limit: int) -> str:
+    """The end of ``text``, from a line start when it must be cut."""
+    if len(text) <= limit:
+        return text
+    kept = text[-limit:]
+    start = kept.find("\n")
+    return kept[start + 1 :] if start != -1 else kept
 
 
 @register("shell", ShellParams, idempotent=False)
@@ -192,11 +202,16 @@ async def shell(params: ShellParams, ctx: ActionContext) -> StepOutcome:
     pending = ""
     last_flush = time.monotonic()
 
-    async def flush() -> None:
+    async def flush(*, whole_lines: bool = False) -> None:
+        """Log what is pending; with ``whole_lines`` up to its last line break, so a
+        value printed on one line (a secret to scrub) is not split between two events."""
         nonlocal pending, last_flush
-        if pending:
-            lines, pending = pending, ""
-            await ctx.log(lines[-4000:])
+        lines, pending = pending, ""
+        if whole_lines and "\n" in lines:
+            cut = lines.rfind("\n") + 1
+            lines, pending = lines[:cut], lines[cut:]
+        if lines:
+            await ctx.log(_tail(lines, LOG_EVENT_CHARS))
         last_flush = time.monotonic()
 
     try:
@@ -217,7 +232,7 @@ async def shell(params: ShellParams, ctx: ActionContext) -> StepOutcome:
                     del output[: len(output) - MAX_OUTPUT]
                 pending += chunk.decode(errors="replace")
                 if time.monotonic() - last_flush >= LOG_FLUSH_SECONDS:
-                    await flush()
+                    await flush(whole_lines=True)
             await process.wait()
         await flush()
     except TimeoutError:
