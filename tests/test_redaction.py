@@ -195,7 +195,6 @@ class TestChildEnvironment:
         assert CANARY not in outcome.output
         assert not [name for name in seen if name.startswith("FORMULA_OPS_")]
 
-
     async def test_shell_log_events_start_at_a_line(self) -> None:
         """Known secrets are scrubbed per log event: an event never starts mid-line."""
         events: list[str] = []
