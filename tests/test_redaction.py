@@ -203,10 +203,10 @@ class TestChildEnvironment:
             events.append(line)
 
         script = (
-            "import sys, time\n"
-            "for i in range(3000):\n"
-            "    sys.stdout.write(f'line {i:04d} {\"x\" * 40}\\n')\n"
-            "    if i % 500 == 0: sys.stdout.flush(); time.sleep(0.6)\n"
+            "import time\n"
+            "for i in range(3000):\n"  # whole lines per write: a pause never splits one
+            "    print(f'line {i:04d} {\"x\" * 40}', flush=True)\n"
+            "    if i % 500 == 0: time.sleep(0.6)\n"
         )
         params = ShellParams(argv=[sys.executable, "-c", script])
         outcome = await shell(params, ActionContext(context=None, log=log))  # type: ignore[arg-type]
