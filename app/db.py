@@ -6,11 +6,12 @@ import asyncio
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, MetaData, event
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -21,6 +22,7 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
 from app.settings import Settings
+from app.state_dir import private_file, secure_state_dir
 
 logger = logging.getLogger(__name__)
 
@@ -68,14 +70,33 @@ class Base(DeclarativeBase):
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
-    """The engine for the configured database, with the SQLite pragmas the design asks for."""
+    """The engine for the configured database, with the SQLite pragmas the design asks for.
+
+    ``hide_parameters``: a failing statement is logged and raised without its parameter
+    values (they may be secrets: environment values of a service, token hashes…)."""
     url = settings.database_url_value
     if url.startswith("sqlite"):
-        settings.state_dir.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url)  # pooled: a connection's PRAGMAs run once
+        prepare_sqlite_file(settings)
+        # pooled: a connection's PRAGMAs run once
+        engine = create_async_engine(url, hide_parameters=True)
         _configure_sqlite(engine)
         return engine
-    return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    if settings.state_dir.is_dir():  # the process driver's records and service logs
+        secure_state_dir(settings.state_dir)
+    return create_async_engine(
+        url, pool_pre_ping=True, pool_size=10, max_overflow=10, hide_parameters=True
+    )
+
+
+def prepare_sqlite_file(settings: Settings) -> None:
+    """The state directory (0700) and the SQLite file (0600; SQLite gives its ``-wal``
+    and ``-shm`` files the database file's mode) exist before SQLite opens them."""
+    secure_state_dir(settings.state_dir)
+    database = make_url(settings.database_url_value).database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        path = Path(database)
+        if path.parent.is_dir():
+            private_file(path)
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

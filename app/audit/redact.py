@@ -1,39 +1,36 @@
-"""Request summaries for the audit trail, with secrets taken out."""
+"""Request summaries for the audit trail: the secrets rule of :mod:`app.redaction`
+applied before anything is stored (the trail is append-only), then bounded in size."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-from app.auth.secrets import looks_like_token
+from app.redaction import REDACTED, redact_value
 
-REDACTED = "[redacted]"
-_SECRET_KEY = re.compile(
-    r"(secret|token|password|passwd|authorization|api[_-]?key|credential|private|signature)",
-    re.IGNORECASE,
-)
+__all__ = ["REDACTED", "redact"]
+
 _MAX_STRING = 500
 _MAX_ITEMS = 50
 _MAX_DEPTH = 6
 
 
-def redact(value: Any, depth: int = 0) -> Any:
-    """A bounded copy of ``value`` where secret-looking keys and token-like strings are
-    replaced; applied to everything that goes into an audit summary."""
+def redact(value: Any) -> Any:
+    """What an audit summary stores of ``value``: no secret, at most
+    :data:`_MAX_ITEMS` items per level, :data:`_MAX_STRING` characters per string."""
+    return _bounded(redact_value(value))
+
+
+def _bounded(value: Any, depth: int = 0) -> Any:
     if depth > _MAX_DEPTH:
         return "[too deep]"
     if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for key, item in list(value.items())[:_MAX_ITEMS]:
-            name = str(key)
-            out[name] = REDACTED if _SECRET_KEY.search(name) else redact(item, depth + 1)
-        return out
+        return {
+            str(key): _bounded(item, depth + 1) for key, item in list(value.items())[:_MAX_ITEMS]
+        }
     if isinstance(value, list | tuple):
-        return [redact(item, depth + 1) for item in list(value)[:_MAX_ITEMS]]
+        return [_bounded(item, depth + 1) for item in list(value)[:_MAX_ITEMS]]
     if isinstance(value, str):
-        if looks_like_token(value) or value.startswith("whsec_"):
-            return REDACTED
         return value if len(value) <= _MAX_STRING else value[:_MAX_STRING] + "…"
     if value is None or isinstance(value, bool | int | float):
         return value
-    return redact(str(value), depth + 1)
+    return _bounded(redact_value(str(value)), depth + 1)

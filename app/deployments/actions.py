@@ -19,6 +19,7 @@ from app.deployments.models import DeploymentTarget
 from app.drivers import get_driver
 from app.drivers.base import Driver, DriverContext, DriverError, ServiceSpec, UnhealthyError
 from app.environments.models import Pin, Service
+from app.redaction import Scrubber
 from app.runs.actions import ActionContext, Params, StepOutcome, register
 from app.runs.models import StepStatus
 
@@ -296,6 +297,7 @@ async def _record_health(ctx: ActionContext, spec: ServiceSpec, healthy: bool, d
 
 
 async def _write_health(ctx: ActionContext, spec: ServiceSpec, healthy: bool, detail: str) -> None:
+    detail = Scrubber.of(spec.config, spec.health_url).text(detail)  # shown to viewers
     async with ctx.context.unit_of_work() as uow:
         await uow.session.execute(
             update(Service)

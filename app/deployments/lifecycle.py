@@ -17,6 +17,7 @@ from app.db import UnitOfWork, utcnow
 from app.deployments.models import Deployment, DeploymentTarget, TargetState
 from app.environments.models import Pin, Service
 from app.outbox import add_event
+from app.redaction import redact_value
 from app.runs import service as run_service
 from app.runs.models import Phase, Run, RunStatus, Step, StepStatus
 from app.runs.schemas import step_out
@@ -277,6 +278,7 @@ def evidence(
             "pins_created": pins,
         },
     }
+    record = redact_value(record)  # kept for good: no secret goes into it
     canonical = json.dumps(record, sort_keys=True, separators=(",", ":"), default=str)
     record["sha256"] = hashlib.sha256(canonical.encode()).hexdigest()
     return record

@@ -139,6 +139,7 @@ def _smoke_steps(service: Service) -> list[StepSpec]:
             params = {
                 "method": test.get("method", "GET"),
                 "url": test["url"],
+                "headers": test.get("headers", {}),
                 "expect_status": test.get("expect_status", [200]),
                 "timeout_seconds": timeout,
             }

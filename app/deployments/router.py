@@ -25,12 +25,12 @@ from app.deployments.schemas import (
 from app.deps import ContextDep, SessionDep, UnitOfWorkDep
 from app.environments.schemas import NAME
 from app.environments.service import EnvironmentNotFound
-from app.environments.views import redact
 from app.errors import problem_responses
 from app.idempotency import PROBLEMS as IDEMPOTENCY_ERRORS
 from app.idempotency import Idempotency, IdempotencyDep
 from app.pagination import CursorParamsDep
 from app.paths import V1
+from app.redaction import redact_value
 from app.runs import service as run_service
 from app.runs.http import PreferHeader, created
 from app.runs.models import RunStatus
@@ -54,15 +54,9 @@ def _accepted(created: service.Created) -> JSONResponse:
 
 
 def _redacted(step: dict[str, Any], reveal: bool) -> dict[str, Any]:
-    """A planned step with its service's environment variable values hidden from
-    non-admins (they may hold credentials)."""
-    params = step["params"]
-    if isinstance(params.get("service"), dict):
-        service = params["service"]
-        params = {**params, "service": {**service, "config": redact(service["config"], reveal)}}
-    if "env" in params:
-        params = redact(params, reveal)
-    return {**step, "params": params}
+    """A planned step with its secrets (service and smoke-test environment values,
+    URL userinfo, secret flags, credential headers) hidden from non-admins."""
+    return step if reveal else {**step, "params": redact_value(step["params"])}
 
 
 async def _answer(

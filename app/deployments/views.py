@@ -13,6 +13,7 @@ from app.deployments.models import Deployment, DeploymentTarget
 from app.deployments.plan import TITLES
 from app.deployments.schemas import DeployedService, DeploymentLinks, DeploymentOut
 from app.paths import V1
+from app.redaction import redact_text
 from app.runs.models import Run, RunStatus
 from app.runs.schemas import FAILURE_TITLES, RunFailure, step_out
 
@@ -32,7 +33,7 @@ def deployment_out(
             type=run.failure_type,
             title=TITLES.get(run.failure_type)
             or FAILURE_TITLES.get(run.failure_type, "Deployment did not succeed"),
-            detail=run.failure_detail,
+            detail=redact_text(run.failure_detail) if run.failure_detail else None,
         )
         if run.failure_type
         else None

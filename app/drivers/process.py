@@ -11,9 +11,12 @@ Config (:class:`ProcessConfig`)::
 is interpreted by a shell. The placeholders ``{version}``, ``{port}``, ``{service}``,
 ``{environment}`` and ``{python}`` (the control plane's interpreter) are replaced
 literally in each argv element and env value; nothing else in the text is special. The
-process gets the worker's environment (without its ``FORMULA_OPS_*`` settings, which hold
-the control plane's credentials), then ``env``, then ``SERVICE_VERSION``, ``SERVICE_NAME``,
-``SERVICE_ENVIRONMENT`` and ``PORT`` (when ``port`` is set).
+process gets an allowlist of the worker's environment (``PATH``, ``HOME``, ``LANG``,
+``LC_*``…; never its ``FORMULA_OPS_*`` settings, which hold the control plane's
+credentials: :func:`app.child_env.child_env`), then ``env``, then ``SERVICE_VERSION``,
+``SERVICE_NAME``, ``SERVICE_ENVIRONMENT`` and ``PORT`` (when ``port`` is set). The argv
+line written to the service's log hides the values of secret flags
+(:func:`app.redaction.redact_argv`).
 
 Host state lives under ``<state_dir>/processes/<environment>/``: ``<service>.json`` (pid,
 version, argv, start time; written atomically) so a restarted worker finds what runs,
@@ -58,6 +61,7 @@ from pydantic import (
 )
 from pydantic.config import JsonDict
 
+from app.child_env import child_env
 from app.drivers.base import (
     Deployed,
     DeployResult,
@@ -69,7 +73,9 @@ from app.drivers.base import (
     UnhealthyError,
 )
 from app.drivers.health import probe, wait_healthy
+from app.redaction import redact_argv
 from app.schemas import CONTROL, CONTROL_BUT_TAB_NEWLINE, MULTILINE, MULTILINE_NOTE, PRINTABLE
+from app.state_dir import private_dir, private_file
 
 LOG_MAX_BYTES = 10 * 1024 * 1024
 DEFAULT_STOP_TIMEOUT_SECONDS = 10.0
@@ -79,7 +85,6 @@ KILL_WAIT_SECONDS = 5.0
 _POLL_SECONDS = 0.05
 _PLACEHOLDER = re.compile(r"\{(version|port|service|environment|python)\}")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-_HIDDEN_ENV_PREFIX = "FORMULA_OPS_"
 
 # The processes this worker started, by pid: polling them reaps them (no zombies) and
 # keeps their exit code. Processes started by an earlier worker are only seen via /proc.
@@ -269,7 +274,7 @@ def _read_state(path: Path) -> _State | None:
 
 def _write_state(path: Path, state: _State) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w") as out:
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
         json.dump(asdict(state), out, indent=2)
         out.flush()
         os.fsync(out.fileno())
@@ -293,7 +298,7 @@ def _start(
     """Start the process and record it (one thread call: a cancelled deploy still leaves
     the process it started recorded, for the next deploy to replace)."""
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
-    header = f"--- {started_at} starting {version}: {shlex.join(argv)}\n"
+    header = f"--- {started_at} starting {version}: {shlex.join(redact_argv(argv))}\n"
     child = _spawn(argv, env, cwd, paths.log, header)
     _CHILDREN[child.pid] = child
     stat = _proc_stat(child.pid)
@@ -310,7 +315,7 @@ def _spawn(
             os.replace(log_path, log_path.with_name(log_path.name + ".1"))
     except FileNotFoundError:
         pass
-    with log_path.open("ab") as out:
+    with private_file(log_path).open("ab") as out:
         out.write(header.encode(errors="replace"))
         out.flush()
         try:
@@ -451,8 +456,7 @@ class ProcessDriver:
         for label, value in (("environment", spec.environment), ("service", spec.name)):
             if not _SAFE_NAME.fullmatch(value):
                 raise DriverError(f"{label} name {value!r} cannot name a state file")
-        base = self.context.state_dir / "processes" / spec.environment
-        base.mkdir(parents=True, exist_ok=True)
+        base = private_dir(private_dir(self.context.state_dir / "processes") / spec.environment)
         return _Paths(
             base / f"{spec.name}.json", base / f"{spec.name}.log", base / f"{spec.name}.lock"
         )
@@ -478,8 +482,7 @@ class ProcessDriver:
             # One literal pass: a value is never scanned again, nothing is a format spec.
             return _PLACEHOLDER.sub(lambda match: values[match.group(1)], text)
 
-        env = {k: v for k, v in os.environ.items() if not k.startswith(_HIDDEN_ENV_PREFIX)}
-        env.update({key: fill(value) for key, value in config.env.items()})
+        env = child_env({key: fill(value) for key, value in config.env.items()})
         env["SERVICE_VERSION"] = version
         env["SERVICE_NAME"] = spec.name
         env["SERVICE_ENVIRONMENT"] = spec.environment

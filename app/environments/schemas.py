@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, TypeAdapter
+from pydantic import BaseModel, Field, StringConstraints, TypeAdapter
 
 from app.deployments.checklist import CHECKLIST_ITEMS
 from app.drivers.docker import DockerConfig
@@ -13,6 +13,8 @@ from app.drivers.process import Argument, EnvName, EnvValue, ProcessConfig
 from app.schemas import HTTP_URL, MULTILINE, MULTILINE_NOTE, PRINTABLE, RequestModel
 
 NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+HeaderName = Annotated[str, StringConstraints(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")]
+HeaderValue = Annotated[str, StringConstraints(pattern=r"^[\t\x20-\x7e]*$", max_length=4096)]
 VERSION = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$"
 ChecklistItem = Literal[
     "code_review",
@@ -32,6 +34,12 @@ class HttpSmokeTest(RequestModel):
     type: Literal["http"]
     url: str = Field(pattern=HTTP_URL, max_length=2000)
     method: Literal["GET", "HEAD", "POST"] = "GET"
+    headers: dict[HeaderName, HeaderValue] = Field(
+        default_factory=dict,
+        max_length=20,
+        description="Sent with the request. Credential headers (`Authorization`, `Cookie`, "
+        "`X-Api-Key`…) are shown to admins only.",
+    )
     expect_status: list[int] = Field(default_factory=lambda: [200], min_length=1, max_length=20)
     timeout_seconds: float = Field(default=30, gt=0, le=600)
 

@@ -18,16 +18,14 @@ from app.environments.schemas import (
     ServiceHealth,
     ServiceOut,
 )
+from app.redaction import redact_text, redact_value
 from app.runs.models import Run
 
-REDACTED = "[redacted]"
 
-
-def redact(config: dict[str, Any], reveal: bool) -> dict[str, Any]:
-    """Environment variables may hold credentials: only admins read their values."""
-    if reveal or not isinstance(config.get("env"), dict):
-        return config
-    return {**config, "env": dict.fromkeys(config["env"], REDACTED)}
+def shown(value: Any, reveal: bool) -> Any:
+    """A service's configuration as written for admins (they edit it); for everyone
+    else with its secrets hidden (:mod:`app.redaction`)."""
+    return value if reveal else redact_value(value)
 
 
 def pin_out(pin: Pin) -> PinOut:
@@ -60,14 +58,12 @@ async def services_out(
                 environment=row.environment,
                 name=row.name,
                 driver=row.driver,
-                config=redact(row.config, reveal),
-                health_url=row.health_url,
+                config=shown(row.config, reveal),
+                health_url=shown(row.health_url, reveal),
                 health_timeout_seconds=row.health_timeout_seconds,
                 deploy_order=row.deploy_order,
                 settle_seconds=row.settle_seconds,
-                smoke_tests=[
-                    SMOKE_TEST.validate_python(redact(t, reveal)) for t in row.smoke_tests
-                ],
+                smoke_tests=[SMOKE_TEST.validate_python(shown(t, reveal)) for t in row.smoke_tests],
                 current_version=row.current_version,
                 last_deployment=(
                     LastDeployment(id=run.id, status=run.status, finished_at=run.finished_at)
@@ -77,7 +73,7 @@ async def services_out(
                 health=(
                     ServiceHealth(
                         status=row.health_status,
-                        detail=row.health_detail,
+                        detail=redact_text(row.health_detail) if row.health_detail else None,
                         checked_at=row.health_checked_at,
                     )
                     if row.health_status

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.child_env import child_env
 from app.context import AppContext
 from app.runs.models import Level, StepStatus
 
@@ -110,6 +111,7 @@ def level_outcome(level: Level, output: str, data: dict[str, Any]) -> StepOutcom
 class HttpParams(Params):
     method: Literal["GET", "HEAD", "POST", "PUT", "DELETE"] = "GET"
     url: str = Field(pattern=r"^https?://")
+    headers: dict[str, str] = Field(default_factory=dict)
     expect_status: list[int] = Field(default_factory=lambda: [200])
     # As long as an HTTP smoke test may wait: every smoke test the API stores can run.
     timeout_seconds: float = Field(default=10, gt=0, le=600)
@@ -122,7 +124,7 @@ async def http_check(params: HttpParams, ctx: ActionContext) -> StepOutcome:
     started = time.perf_counter()
     try:
         response = await ctx.context.http.request(
-            params.method, params.url, timeout=params.timeout_seconds
+            params.method, params.url, headers=params.headers, timeout=params.timeout_seconds
         )
     except httpx.HTTPError as exc:
         return StepOutcome(
@@ -160,17 +162,31 @@ async def http_check(params: HttpParams, ctx: ActionContext) -> StepOutcome:
 class ShellParams(Params):
     argv: list[str] = Field(min_length=1, description="Program and arguments; no shell.")
     timeout_seconds: float = Field(default=300, gt=0, le=24 * 3600)
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Added to PATH, HOME, LANG, LC_* (the program gets nothing else).",
+    )
     cwd: str | None = None
 
 
 LOG_FLUSH_SECONDS = 0.5
+LOG_EVENT_CHARS = 4000
+
+
+def _tail(text: str, limit: int) -> str:
+    """The end of ``text``, from a line start when it must be cut."""
+    if len(text) <= limit:
+        return text
+    kept = text[-limit:]
+    start = kept.find("\n")
+    return kept[start + 1 :] if start != -1 else kept
 
 
 @register("shell", ShellParams, idempotent=False)
 async def shell(params: ShellParams, ctx: ActionContext) -> StepOutcome:
-    """Run a program (its own process group), streaming its output as log events."""
-    env = {**os.environ, **params.env}
+    """Run a program (its own process group), streaming its output as log events. Its
+    environment is :func:`app.child_env.child_env` of the step's ``env``."""
+    env = child_env(params.env)
     try:
         process = await asyncio.create_subprocess_exec(
             *params.argv,
@@ -187,11 +203,16 @@ async def shell(params: ShellParams, ctx: ActionContext) -> StepOutcome:
     pending = ""
     last_flush = time.monotonic()
 
-    async def flush() -> None:
+    async def flush(*, whole_lines: bool = False) -> None:
+        """Log what is pending; with ``whole_lines`` up to its last line break, so a
+        value printed on one line (a secret to scrub) is not split between two events."""
         nonlocal pending, last_flush
-        if pending:
-            lines, pending = pending, ""
-            await ctx.log(lines[-4000:])
+        lines, pending = pending, ""
+        if whole_lines and "\n" in lines:
+            cut = lines.rfind("\n") + 1
+            lines, pending = lines[:cut], lines[cut:]
+        if lines:
+            await ctx.log(_tail(lines, LOG_EVENT_CHARS))
         last_flush = time.monotonic()
 
     try:
@@ -212,7 +233,7 @@ async def shell(params: ShellParams, ctx: ActionContext) -> StepOutcome:
                     del output[: len(output) - MAX_OUTPUT]
                 pending += chunk.decode(errors="replace")
                 if time.monotonic() - last_flush >= LOG_FLUSH_SECONDS:
-                    await flush()
+                    await flush(whole_lines=True)
             await process.wait()
         await flush()
     except TimeoutError:

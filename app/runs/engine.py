@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from app.context import AppContext
 from app.db import UnitOfWork, utcnow
+from app.redaction import Scrubber
 from app.runs import kinds
 from app.runs import service as run_service
 from app.runs.actions import ActionContext, StepOutcome, bounded, get_action
@@ -304,16 +305,24 @@ async def _run_step(
         row.finished_at = None
         await run_service.append_event(uow.session, run_id, "step.started", _step_data(row))
     await context.notifier.publish(run_id)
+    # What the step prints or reports is stored without the secrets it was given.
+    scrub = Scrubber.of(step.params)
 
     async def log(line: str) -> None:
         async with context.unit_of_work() as uow:
             await _fence(uow, run_id, epoch)
             await run_service.append_event(
-                uow.session, run_id, "log", {"position": step.position, "line": line[:2000]}
+                uow.session,
+                run_id,
+                "log",
+                {"position": step.position, "line": scrub.text(line)[:2000]},
             )
         await context.notifier.publish(run_id)
 
     outcome = await _perform(context, step, log)
+    outcome.output = scrub.text(outcome.output)
+    outcome.error = scrub.text(outcome.error) if outcome.error is not None else None
+    outcome.data = scrub.value(outcome.data)
 
     async with context.unit_of_work() as uow:
         await _fence(uow, run_id, epoch)

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from app.auth.principal import Principal
 from app.context import AppContext
 from app.idempotency import Idempotency
+from app.redaction import redact_value
 from app.runs import service as run_service
 from app.runs.models import TERMINAL_STATUSES, Run
 from app.runs.notify import wait_for
@@ -119,7 +120,7 @@ async def event_stream(
                 events = await run_service.events_after(session, run_id, last)
             for event in events:
                 last = event.seq
-                data = {**event.data, "at": event.created_at.isoformat()}
+                data = {**redact_value(event.data), "at": event.created_at.isoformat()}
                 yield sse(event.seq, event.type, data)
                 if event.type == "run.finished":
                     return

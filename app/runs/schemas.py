@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from app.redaction import redact_text, redact_value
 from app.runs.models import Phase, Run, RunKind, RunStatus, Step, StepStatus
 from app.schemas import RequestModel
 
@@ -97,6 +98,12 @@ class RunCreate(RequestModel):
     dry_run: bool = Field(default=False, description="Return the plan; execute nothing.")
 
 
+def _text(value: str | None) -> str | None:
+    """Steps store their output scrubbed already (:mod:`app.runs.engine`); the rule is
+    applied again as rows become responses, for rows written before it existed."""
+    return redact_text(value) if value is not None else None
+
+
 def step_out(step: Step) -> StepOut:
     duration = (
         round((step.finished_at - step.started_at).total_seconds() * 1000, 1)
@@ -115,10 +122,10 @@ def step_out(step: Step) -> StepOut:
         started_at=step.started_at,
         finished_at=step.finished_at,
         duration_ms=duration,
-        output=step.output,
+        output=_text(step.output),
         output_truncated=step.output_truncated,
-        result=step.result,
-        error=step.error,
+        result=redact_value(step.result),
+        error=_text(step.error),
     )
 
 
@@ -127,7 +134,7 @@ def run_out(run: Run, self_path: str | None = None) -> RunOut:
         RunFailure(
             type=run.failure_type,
             title=FAILURE_TITLES.get(run.failure_type, "Run did not succeed"),
-            detail=run.failure_detail,
+            detail=_text(run.failure_detail),
         )
         if run.failure_type
         else None
@@ -144,7 +151,7 @@ def run_out(run: Run, self_path: str | None = None) -> RunOut:
         finished_at=run.finished_at,
         attempt=run.lease_epoch,
         cancel_requested=run.cancel_requested_at is not None,
-        result=run.result,
+        result=redact_value(run.result),
         failure=failure,
         steps=[step_out(s) for s in sorted(run.steps, key=lambda s: s.position)],
         links=RunLinks(self=self_path or f"/v1/runs/{run.id}", events=f"/v1/runs/{run.id}/events"),

@@ -30,6 +30,7 @@ from app.ids import new_id
 from app.outbox import add_event
 from app.pagination import CursorParams, paginate
 from app.queue import JobName, Queue
+from app.redaction import redact_value
 from app.runs import kinds
 from app.runs.actions import get_action
 from app.runs.models import (
@@ -118,7 +119,8 @@ def plan_view(steps: Sequence[StepSpec]) -> list[dict[str, Any]]:
 async def append_event(
     session: AsyncSession, run_id: str, type: str, data: dict[str, Any] | None = None
 ) -> RunEvent:
-    """The run's next progress event (``seq`` + 1), in the caller's transaction."""
+    """The run's next progress event (``seq`` + 1), in the caller's transaction; its
+    data is stored without secrets (every viewer follows the events)."""
     seq = await session.scalar(
         update(Run)
         .where(Run.id == run_id)
@@ -127,7 +129,9 @@ async def append_event(
     )
     if seq is None:
         raise RunNotFound(f"No run {run_id!r}")
-    event = RunEvent(run_id=run_id, seq=seq, type=type, data=data or {}, created_at=utcnow())
+    event = RunEvent(
+        run_id=run_id, seq=seq, type=type, data=redact_value(data or {}), created_at=utcnow()
+    )
     session.add(event)
     await session.flush()
     return event

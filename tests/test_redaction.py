@@ -1,0 +1,269 @@
+"""The secrets rule (:mod:`app.redaction`) and what it guards: the logs, the environment
+of started programs, the state directory's modes, the parameters of failing SQL."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import stat
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from app.child_env import child_env
+from app.context import AppContext
+from app.db import create_engine
+from app.logging import log_handler
+from app.redaction import (
+    REDACTED,
+    Scrubber,
+    redact_argv,
+    redact_text,
+    redact_value,
+    secrets_in,
+)
+from app.runs.actions import ActionContext, ShellParams, shell
+from app.runs.models import StepStatus
+from app.settings import Settings
+from app.state_dir import secure_state_dir
+
+CANARY = "cnry-6f1d2a9b"
+
+
+class TestText:
+    @pytest.mark.parametrize(
+        ("raw", "shown"),
+        [
+            ("http://admin:pw@host/x", "http://[redacted]@host/x"),
+            ("postgresql://u:p@ss@db:5432/app", "postgresql://[redacted]@db:5432/app"),
+            (
+                "git clone https://oauth2:glpat@gitlab/x.git",
+                "git clone https://[redacted]@gitlab/x.git",
+            ),
+            (
+                "GET http://h/x?access_token=abc&page=2",
+                "GET http://h/x?access_token=[redacted]&page=2",
+            ),
+            ("run --password=hunter2 -v", "run --password=[redacted] -v"),
+            ("run --db-password hunter2 -v", "run --db-password [redacted] -v"),
+            (
+                "--api-key=k --client-secret s --auth-token t",
+                "--api-key=[redacted] --client-secret [redacted] --auth-token [redacted]",
+            ),
+            ("Authorization: Bearer abc.def", "Authorization: [redacted]"),
+            ("proxy-authorization:Basic dTpw\nnext", "proxy-authorization:[redacted]\nnext"),
+            ("curl -H 'X-Api-Key: k1'", "curl -H 'X-Api-Key: [redacted]"),
+            ("token is Bearer abcdefghij", "token is Bearer [redacted]"),
+            (
+                "DB_PASSWORD=x API_TOKEN=y PORT=8080",
+                "DB_PASSWORD=[redacted] API_TOKEN=[redacted] PORT=8080",
+            ),
+            ('{"password": "x", "user": "u"}', '{"password": "[redacted]", "user": "u"}'),
+            ("made by fops_abc_123 and whsec_zzz", "made by [redacted] and [redacted]"),
+            ("redis-server --requirepass s3", "redis-server --requirepass [redacted]"),
+        ],
+    )
+    def test_secrets_are_hidden(self, raw: str, shown: str) -> None:
+        assert redact_text(raw) == shown
+        assert redact_text(shown) == shown  # applying it again changes nothing
+
+    @pytest.mark.parametrize(
+        "plain",
+        [
+            "GET http://127.0.0.1:8080/health -> 200 in 3.1 ms",
+            "deploy backend: 1.0.0 -> 1.1.0",
+            "[x] Code review (required)\n[ ] Tests passed",
+            "run -p 8080 --port 9000 --no-password-prompt",
+            "token.create",
+            "mail me at ops@example.com",
+        ],
+    )
+    def test_ordinary_text_is_left_alone(self, plain: str) -> None:
+        assert redact_text(plain) == plain
+
+
+class TestStructures:
+    def test_argv(self) -> None:
+        argv = [
+            "p",
+            "--password",
+            "x",
+            "--token=y",
+            "-p",
+            "8080",
+            "--secret",
+            "--next",
+            "u://a:b@h",
+        ]
+        assert redact_argv(argv) == [
+            "p", "--password", REDACTED, "--token=" + REDACTED, "-p", "8080",
+            "--secret", "--next", "u://[redacted]@h",
+        ]  # fmt: skip
+
+    def test_value(self) -> None:
+        value = {
+            "config": {"env": {"PORT": "8080", "DB": "x"}, "command": ["a", "--api-key", "k"]},
+            "headers": {"Authorization": "Bearer t", "Accept": "text/html", "Cookie": "s=1"},
+            "url": "https://u:p@h/",
+            "password": "p",
+            "empty_token": None,
+            "items": [{"client_secret": "s"}, 3, True],
+        }
+        assert redact_value(value) == {
+            "config": {
+                "env": {"PORT": REDACTED, "DB": REDACTED},
+                "command": ["a", "--api-key", REDACTED],
+            },
+            "headers": {"Authorization": REDACTED, "Accept": "text/html", "Cookie": REDACTED},
+            "url": "https://[redacted]@h/",
+            "password": REDACTED,
+            "empty_token": None,
+            "items": [{"client_secret": REDACTED}, 3, True],
+        }  # fmt: skip
+
+    def test_known_values_are_scrubbed_from_output(self) -> None:
+        params = {
+            "argv": ["cmd", "--password", "pa55word!"],
+            "env": {"DSN": "plain-dsn-value", "SHORT": "abc"},
+            "headers": {"Authorization": "Bearer tok-123456"},
+            "url": "http://user:urlsecret@h/",
+        }
+        assert secrets_in(params) >= {"pa55word!", "plain-dsn-value", "tok-123456", "urlsecret"}
+        scrub = Scrubber.of(params)
+        output = "dsn=plain-dsn-value pw pa55word! tok-123456 urlsecret abc"
+        assert scrub.text(output) == "dsn=[redacted] pw [redacted] [redacted] [redacted] abc"
+        assert scrub.value({"url": "see plain-dsn-value"}) == {"url": "see [redacted]"}
+
+
+def test_the_log_handler_redacts_messages_and_tracebacks() -> None:
+    stream = io.StringIO()
+    logger = logging.getLogger("tests.redaction")
+    logger.addHandler(handler := log_handler(stream))
+    try:
+        logger.warning("GET %s failed", f"http://u:{CANARY}@h/")
+        try:
+            raise RuntimeError(f"--password={CANARY}")
+        except RuntimeError:
+            logger.exception("with traceback")
+    finally:
+        logger.removeHandler(handler)
+    written = stream.getvalue()
+    assert "GET http://[redacted]@h/ failed" in written
+    assert "RuntimeError: --password=[redacted]" in written
+    assert CANARY not in written
+
+
+class TestChildEnvironment:
+    def test_allowlist_plus_declared(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("FORMULA_OPS_DATABASE_URL", CANARY)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", CANARY)
+        monkeypatch.setenv("LC_ALL", "C.UTF-8")
+        env = child_env({"APP_MODE": "x", "FORMULA_OPS_TOKEN": CANARY})
+        assert CANARY not in env.values()
+        assert env["APP_MODE"] == "x"
+        assert env["LC_ALL"] == "C.UTF-8"
+        assert env["PATH"]
+        assert set(env) <= {"PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "APP_MODE"} | {
+            name for name in env if name.startswith("LC_")
+        }
+
+    async def test_a_shell_step_sees_only_the_allowlist(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("FORMULA_OPS_REDIS_URL", CANARY)
+        monkeypatch.setenv("UNRELATED_SECRET", CANARY)
+        lines: list[str] = []
+
+        async def log(line: str) -> None:
+            lines.append(line)
+
+        params = ShellParams(
+            argv=[sys.executable, "-c", "import json, os; print(json.dumps(dict(os.environ)))"],
+            env={"DECLARED": "yes"},
+        )
+        # The shell action reads nothing of the application context.
+        outcome = await shell(params, ActionContext(context=None, log=log))  # type: ignore[arg-type]
+        assert outcome.status == StepStatus.SUCCESS, outcome.error
+        seen: dict[str, Any] = json.loads(outcome.output)
+        assert seen["DECLARED"] == "yes"
+        assert CANARY not in outcome.output
+        assert not [name for name in seen if name.startswith("FORMULA_OPS_")]
+
+    async def test_shell_log_events_start_at_a_line(self) -> None:
+        """Known secrets are scrubbed per log event: an event never starts mid-line."""
+        events: list[str] = []
+
+        async def log(line: str) -> None:
+            events.append(line)
+
+        script = (
+            "import time\n"
+            "for i in range(3000):\n"  # whole lines per write: a pause never splits one
+            "    print(f'line {i:04d} {\"x\" * 40}', flush=True)\n"
+            "    if i % 500 == 0: time.sleep(0.6)\n"
+        )
+        params = ShellParams(argv=[sys.executable, "-c", script])
+        outcome = await shell(params, ActionContext(context=None, log=log))  # type: ignore[arg-type]
+        assert outcome.status == StepStatus.SUCCESS, outcome.error
+        assert len(events) > 1
+        assert all(event.startswith("line ") for event in events), [e[:20] for e in events]
+
+
+class TestStateDirectory:
+    def test_created_private_and_an_old_one_tightened(self, tmp_path: Path) -> None:
+        state = tmp_path / "state"
+        (state / "processes" / "staging").mkdir(parents=True, mode=0o755)
+        for path in (state, state / "processes", state / "processes" / "staging"):
+            path.chmod(0o755)
+        old = [state / "formula-ops.db", state / "redis.pid", state / "processes/staging/a.log"]
+        for path in old:
+            path.write_text("")
+            path.chmod(0o644)
+        other = state / "someone-elses.txt"
+        other.write_text("")
+        other.chmod(0o644)
+        secure_state_dir(state)
+        assert _mode(state) == 0o700
+        assert _mode(state / "processes" / "staging") == 0o700
+        assert [_mode(p) for p in old] == [0o600] * 3
+        assert _mode(other) == 0o644  # not ours: untouched
+
+    async def test_the_sqlite_files_are_0600(self, tmp_path: Path) -> None:
+        settings = Settings(state_dir=tmp_path / "new" / "state")
+        engine = create_engine(settings)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(text("PRAGMA journal_mode=WAL"))
+                await conn.execute(text("CREATE TABLE t (x TEXT)"))
+                await conn.execute(text("INSERT INTO t VALUES ('x')"))
+            files = sorted(settings.state_dir.iterdir())
+            assert [p.name for p in files] == [
+                "formula-ops.db", "formula-ops.db-shm", "formula-ops.db-wal",
+            ]  # fmt: skip
+            assert [_mode(p) for p in files] == [0o600] * 3
+            assert _mode(settings.state_dir) == 0o700
+            assert _mode(settings.state_dir.parent) == 0o700
+        finally:
+            await engine.dispose()
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+async def test_a_failing_statement_shows_no_parameter_values(
+    context: AppContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="sqlalchemy")
+    with pytest.raises(DBAPIError) as caught:
+        async with context.engine.connect() as conn:
+            await conn.execute(text("SELECT x FROM no_such_table WHERE x = :p"), {"p": CANARY})
+    assert "parameters hidden" in str(caught.value)
+    assert CANARY not in str(caught.value)
+    assert CANARY not in caplog.text
