@@ -14,7 +14,7 @@ from app.schemas import HTTP_URL, MULTILINE, MULTILINE_NOTE, PRINTABLE, RequestM
 
 NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 HeaderName = Annotated[str, StringConstraints(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")]
-HeaderValue = Annotated[str, StringConstraints(pattern=r"^[\t\x20-\x7e]*$", max_length=4096)]
+HeaderValue = Annotated[str, StringConstraints(pattern=r"^[\x20-\x7e]*$", max_length=4096)]
 VERSION = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$"
 ChecklistItem = Literal[
     "code_review",
