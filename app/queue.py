@@ -27,12 +27,21 @@ REDIS_DOWN: tuple[type[BaseException], ...] = (RedisError, OSError)
 
 
 class RedisOutage:
-    """Tells the log once that Redis was lost and once that it is back, whatever the
+    """Tells the log once that ``who`` lost Redis and once that it is back, whatever the
     number of failed attempts in between, and gives the bounded back-off between them."""
 
-    def __init__(self, log: logging.Logger, what: str, *, first: float = 0.2, most: float = 5.0):
+    def __init__(
+        self,
+        log: logging.Logger,
+        who: str,
+        meanwhile: str,
+        *,
+        first: float = 0.2,
+        most: float = 5.0,
+    ) -> None:
         self.log = log
-        self.what = what
+        self.who = who
+        self.meanwhile = meanwhile
         self.down = False
         self._first = first
         self._most = most
@@ -43,10 +52,10 @@ class RedisOutage:
         if not self.down:
             self.down = True
             self.log.warning(
-                "Redis unreachable (%s): %s; retrying with back-off up to %.0f s",
+                "%s: Redis unreachable (%s); %s until it answers again",
+                self.who,
                 type(error).__name__,
-                self.what,
-                self._most,
+                self.meanwhile,
             )
             self._delay = self._first
         delay = self._delay
@@ -58,7 +67,7 @@ class RedisOutage:
         if self.down:
             self.down = False
             self._delay = self._first
-            self.log.info("Redis reachable again: %s", self.what)
+            self.log.info("%s: Redis reachable again", self.who)
 
 
 def wake_channel(queue_name: str) -> str:
@@ -98,7 +107,9 @@ class Queue:
     def __init__(self, redis: ArqRedis, queue_name: str) -> None:
         self.redis = redis
         self.queue_name = queue_name
-        self.outage = RedisOutage(logger, "jobs are not enqueued; the reconciler enqueues them")
+        self.outage = RedisOutage(
+            logger, "queue", "runs stay queued in the database (the reconciler enqueues them)"
+        )
 
     async def enqueue(self, job: JobName, *args: Any, job_id: str) -> bool:
         """Enqueue ``job``; False when arq refused the id (it still knows that job) or

@@ -34,7 +34,7 @@ class WakeableWorker(Worker):
         super().__init__(*args, **kwargs)
         self._subscriber = subscriber
         self._wake = asyncio.Event()
-        self._outage = RedisOutage(logger, "no job starts; running jobs go on")
+        self._outage = RedisOutage(logger, "worker", "no job starts (running jobs go on)")
 
     async def main(self) -> None:
         """arq's loop, riding out Redis outages: while Redis does not answer, the worker
@@ -102,7 +102,9 @@ class WakeableWorker(Worker):
             self._outage.lost(exc)
 
     async def _listen(self) -> None:
-        outage = RedisOutage(logger, f"wake-ups unavailable; polling every {self.poll_delay_s} s")
+        outage = RedisOutage(
+            logger, "wake-up listener", f"the worker polls every {self.poll_delay_s} s"
+        )
         while True:
             try:
                 async with self._subscriber.pubsub(ignore_subscribe_messages=True) as pubsub:

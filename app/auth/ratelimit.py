@@ -12,7 +12,7 @@ from app.queue import REDIS_DOWN, RedisOutage
 logger = logging.getLogger(__name__)
 WINDOW_SECONDS = 60
 # One per process: a limiter is made per request, an outage is logged once per process.
-_OUTAGE = RedisOutage(logger, "rate limiting is off until it answers")
+_OUTAGE = RedisOutage(logger, "rate limiter", "requests are not limited")
 
 
 class RateLimiter:

@@ -29,8 +29,10 @@ class RunNotifier:
         self.channel = f"{prefix}:run-changed"
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._listener: asyncio.Task[None] | None = None
-        self._publishing = RedisOutage(logger, "run changes are not announced")
-        self._listening = RedisOutage(logger, "waiters of runs wake up on their own timeouts")
+        self._publishing = RedisOutage(logger, "run notifier", "run changes are not announced")
+        self._listening = RedisOutage(
+            logger, "run listener", "waiters of runs wake up on their own timeouts"
+        )
 
     async def publish(self, run_id: str) -> None:
         try:

@@ -66,7 +66,7 @@ async def app_context(worker_settings: Settings) -> AsyncIterator[AppContext]:
 class Supervisor:
     """``formula-ops worker --processes N`` in its own process group, logging to a file."""
 
-    def __init__(self, settings: Settings, workdir: Path, processes: int) -> None:
+    def __init__(self, settings: Settings, workdir: Path, processes: int, **extra_env: str) -> None:
         assert settings.database_url is not None
         assert settings.redis_url is not None
         env = {k: v for k, v in os.environ.items() if not k.startswith("FORMULA_OPS_")}
@@ -80,6 +80,7 @@ class Supervisor:
             "FORMULA_OPS_WORKER_MAX_JOBS": "1",
             "FORMULA_OPS_WORKER_POLL_DELAY_SECONDS": "0.1",
             "PYTHONFAULTHANDLER": "1",
+            **extra_env,
         }
         self.processes = processes
         self.log_path = workdir / "worker.log"
