@@ -267,7 +267,7 @@ async def ride_out_outages(
                     await asyncio.sleep(DOWN_SECONDS)
                     restart()
                 load.redis_down = False
-                await until(lambda: _ready(http, load), 30, "readiness after Redis came back")
+                await until(lambda: _ready(http, load, alive), 30, "readiness after the outage")
                 assert alive() is None, alive()
             await asyncio.sleep(UP_SECONDS)
         finally:
@@ -284,7 +284,8 @@ async def ride_out_outages(
     assert load.answers[("create health check", 202)] >= OUTAGES, load.answers
 
 
-async def _ready(http: httpx.AsyncClient, load: Load) -> bool:
+async def _ready(http: httpx.AsyncClient, load: Load, alive: Callable[[], str | None]) -> bool:
+    assert alive() is None, alive()
     with contextlib.suppress(httpx.TransportError):
         return (await http.get(f"{load.url}/ready")).status_code == 200
     return False
