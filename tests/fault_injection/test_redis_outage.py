@@ -205,6 +205,10 @@ class Load:
                 response = await self._send(http, "GET", path, headers=self.headers())
                 if response is not None:
                     self.note(f"GET {path.partition('?')[0]}", response)
+                    if path == "/ready" and response.status_code == 503:
+                        checks = response.json()["checks"]
+                        if checks["redis"]["status"] == "ok":  # 503 names what is down
+                            self.failures.append(f"/ready: 503 with Redis ok: {checks}")
             await asyncio.sleep(0.2)
 
     async def _until_terminal(
