@@ -124,6 +124,9 @@ async def _supervise(
     async def start(number: int) -> asyncio.subprocess.Process:
         child = await _start_child()
         children.append(child)
+        if signals:  # a stop signal arrived while it started
+            stopped.append(child)
+            _send([child], signals[0])
         logger.info("worker process %d of %d: pid %d", number, processes, child.pid)
         return child
 
