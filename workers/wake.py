@@ -58,6 +58,8 @@ class WakeableWorker(Worker):
             while True:
                 self._wake.clear()
                 try:
+                    if self._outage.down:  # an iteration may send no command at all
+                        await self.pool.ping()
                     await self._poll_iteration()
                 except REDIS_DOWN as exc:
                     await asyncio.sleep(self._outage.lost(exc))

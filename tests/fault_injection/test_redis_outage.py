@@ -472,7 +472,9 @@ async def test_api_and_two_worker_processes_ride_out_redis_restarted_five_times(
         "FORMULA_OPS_STATE_DIR": str(pg_settings.state_dir),
         **FAST_RECONCILE,
     }
-    supervisor = Supervisor(pg_settings, tmp_path, 2, **FAST_RECONCILE)
+    supervisor = Supervisor(
+        pg_settings, tmp_path, 2, FORMULA_OPS_WORKER_MAX_JOBS="10", **FAST_RECONCILE
+    )
     api = ApiProcess(env, tmp_path)
     try:
         children = await supervisor.wait_started()
