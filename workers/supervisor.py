@@ -11,11 +11,12 @@ only waits:
 - SIGTERM or SIGINT is forwarded to every child, and the parent waits for them; it
   exits 0 when each ended cleanly. A second signal, or a child still running
   :data:`STOP_TIMEOUT` seconds after the first, is answered with SIGKILL.
-- A child that ends while no stop was asked for (a crash, the OOM killer, a stale
-  schema at start-up) is not restarted: the parent stops the other children and exits
-  1, so the service manager (compose ``restart:``, systemd ``Restart=``) restarts the
-  whole worker with its own back-off, and a child that cannot start never loops
-  unnoticed.
+- A child that ends while no stop was asked for (a crash, the OOM killer) is started
+  again after a short back-off; the others go on. More than ``max_restarts`` such
+  deaths within ``restart_window`` seconds (a crash loop: a stale schema at start-up,
+  a broken configuration) stop the other children and exit 1, so the service manager
+  (compose ``restart:``, systemd ``Restart=``) sees it, and a child that cannot start
+  never loops unnoticed.
 - On Linux each child asks for SIGTERM when its parent dies (``PR_SET_PDEATHSIG``),
   so a supervisor killed with SIGKILL leaves no worker behind.
 """
@@ -78,52 +79,108 @@ async def _run_worker(settings: Settings) -> int:
 # -- several worker processes -------------------------------------------------------------
 
 
-def supervise(processes: int, *, stop_timeout: float = STOP_TIMEOUT) -> int:
+MAX_RESTARTS = 5
+RESTART_WINDOW = 60.0
+
+
+def supervise(
+    processes: int,
+    *,
+    stop_timeout: float = STOP_TIMEOUT,
+    max_restarts: int = MAX_RESTARTS,
+    restart_window: float = RESTART_WINDOW,
+) -> int:
     """Run ``processes`` worker processes until SIGTERM or SIGINT; the exit code."""
     if processes < 1:
         raise ValueError("processes must be at least 1")
-    return asyncio.run(_supervise(processes, stop_timeout))
+    return asyncio.run(_supervise(processes, stop_timeout, max_restarts, restart_window))
 
 
-async def _supervise(processes: int, stop_timeout: float) -> int:
+async def _supervise(
+    processes: int, stop_timeout: float, max_restarts: int, restart_window: float
+) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    children: list[asyncio.subprocess.Process] = []
+    children: list[asyncio.subprocess.Process] = []  # every child ever started
     signals: list[signal.Signals] = []
+    deaths: list[float] = []  # when children died unexpectedly (monotonic)
+    crash_loop = False
+    stopped: list[asyncio.subprocess.Process] = []  # the children a stop signal reached
+
+    def running() -> list[asyncio.subprocess.Process]:
+        return [child for child in children if child.returncode is None]
 
     def on_signal(sig: signal.Signals) -> None:
         signals.append(sig)
         if len(signals) == 1:
-            logger.info("%s: stopping %d worker processes", sig.name, len(children))
+            stopped.extend(running())
+            logger.info("%s: stopping %d worker processes", sig.name, len(stopped))
             _send(children, sig)
             stop.set()
         else:
             logger.warning("%s again: killing the worker processes", sig.name)
             _send(children, signal.SIGKILL)
 
+    async def start(number: int) -> asyncio.subprocess.Process:
+        child = await _start_child()
+        children.append(child)
+        if signals:  # a stop signal arrived while it started
+            stopped.append(child)
+            _send([child], signals[0])
+        logger.info("worker process %d of %d: pid %d", number, processes, child.pid)
+        return child
+
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, on_signal, sig)
     try:
-        while len(children) < processes and not stop.is_set():
-            children.append(await _start_child())
-            logger.info(
-                "worker process %d of %d: pid %d", len(children), processes, children[-1].pid
-            )
-        exits = {asyncio.create_task(child.wait()): child for child in children}
+        slots: dict[asyncio.Task[int], tuple[int, asyncio.subprocess.Process]] = {}
+        for number in range(1, processes + 1):
+            if stop.is_set():
+                break
+            child = await start(number)
+            slots[asyncio.create_task(child.wait())] = (number, child)
         stopping = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait({*exits, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        while slots and not stop.is_set():
+            done, _ = await asyncio.wait({*slots, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if stop.is_set():
+                break
+            for task in done:
+                number, child = slots.pop(task)
+                now = loop.time()
+                deaths[:] = [t for t in deaths if now - t < restart_window] + [now]
+                if len(deaths) > max_restarts:
+                    logger.error(
+                        "worker process %d exited unexpectedly (%s): %d deaths within "
+                        "%.0f s, a crash loop; stopping the others",
+                        child.pid,
+                        _describe(child.returncode),
+                        len(deaths),
+                        restart_window,
+                    )
+                    crash_loop = True
+                    continue
+                delay = min(0.5 * 2 ** (len(deaths) - 1), 10.0)
+                logger.error(
+                    "worker process %d exited unexpectedly (%s); starting it again in %.1f s",
+                    child.pid,
+                    _describe(child.returncode),
+                    delay,
+                )
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await stop.wait()
+                if stop.is_set():
+                    break
+                child = await start(number)
+                slots[asyncio.create_task(child.wait())] = (number, child)
+            if crash_loop:
+                break
         stopping.cancel()
-        died = [] if stop.is_set() else [exits[task] for task in done]
-        for child in died:
-            logger.error(
-                "worker process %d exited unexpectedly (%s); stopping the others",
-                child.pid,
-                _describe(child.returncode),
-            )
-        if died:
+        if crash_loop:
             _send(children, signal.SIGTERM)
-        if exits:
-            _, pending = await asyncio.wait(exits, timeout=stop_timeout)
+        waits = [asyncio.create_task(child.wait()) for child in running()]
+        if waits:
+            _, pending = await asyncio.wait(waits, timeout=stop_timeout)
             if pending:
                 logger.warning(
                     "%d worker processes still running after %.0f s: killing them",
@@ -136,10 +193,10 @@ async def _supervise(processes: int, stop_timeout: float) -> int:
         for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
     clean = {0, -signal.SIGTERM, *(-sig for sig in signals)}
-    unclean = [c for c in children if c not in died and c.returncode not in clean]
+    unclean = [c for c in stopped if c.returncode not in clean]
     for child in unclean:
         logger.error("worker process %d ended with %s", child.pid, _describe(child.returncode))
-    return 1 if died or unclean else 0
+    return 1 if crash_loop or unclean else 0
 
 
 async def _start_child() -> asyncio.subprocess.Process:

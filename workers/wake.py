@@ -23,9 +23,8 @@ from arq.connections import log_redis_info
 from arq.constants import in_progress_key_prefix
 from arq.worker import Worker
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
-from app.queue import wake_channel
+from app.queue import REDIS_DOWN, RedisOutage, wake_channel
 
 logger = logging.getLogger(__name__)
 
@@ -35,15 +34,22 @@ class WakeableWorker(Worker):
         super().__init__(*args, **kwargs)
         self._subscriber = subscriber
         self._wake = asyncio.Event()
+        self._outage = RedisOutage(logger, "worker", "no job starts (running jobs go on)")
 
     async def main(self) -> None:
+        """arq's loop, riding out Redis outages: while Redis does not answer, the worker
+        retries with a bounded back-off instead of ending (its running jobs go on, their
+        state is in the database), and starts jobs again once it answers."""
         if self.burst or self._pool is None:
             await super().main()
             return
         logger.info(
             "Starting worker for %d functions: %s", len(self.functions), ", ".join(self.functions)
         )
-        await log_redis_info(self.pool, logger.info)
+        try:
+            await log_redis_info(self.pool, logger.info)
+        except REDIS_DOWN as exc:
+            self._outage.lost(exc)
         self.ctx["redis"] = self.pool
         if self.on_startup:
             await self.on_startup(self.ctx)
@@ -51,7 +57,14 @@ class WakeableWorker(Worker):
         try:
             while True:
                 self._wake.clear()
-                await self._poll_iteration()
+                try:
+                    if self._outage.down:  # an iteration may send no command at all
+                        await self.pool.ping()
+                    await self._poll_iteration()
+                except REDIS_DOWN as exc:
+                    await asyncio.sleep(self._outage.lost(exc))
+                    continue
+                self._outage.back()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.poll_delay_s):
                         await self._wake.wait()
@@ -70,25 +83,53 @@ class WakeableWorker(Worker):
             candidates = [
                 job_id for job_id, taken in zip(candidates, started, strict=True) if not taken
             ]
-        await super().start_jobs(candidates)
+        for job_id in candidates:
+            counted = self.job_counter
+            try:
+                await super().start_jobs([job_id])
+            except REDIS_DOWN:
+                # arq counted the job and took a slot before Redis failed it: give them
+                # back, or each outage would leave the worker with fewer slots.
+                if job_id.decode() not in self.tasks and self.job_counter > counted:
+                    self._release_sem_dec_counter_on_complete()
+                raise
+
+    async def run_job(self, job_id: str, score: int) -> None:
+        """arq's job, whose bookkeeping in Redis may fail during an outage. The run's own
+        state is in the database: it ended, or it is still queued there and the
+        reconciler enqueues it again."""
+        try:
+            await super().run_job(job_id, score)
+        except REDIS_DOWN as exc:
+            self._outage.lost(exc)
 
     async def _listen(self) -> None:
-        backoff = 0.5
+        outage = RedisOutage(
+            logger, "wake-up listener", f"the worker polls every {self.poll_delay_s} s"
+        )
         while True:
             try:
                 async with self._subscriber.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(wake_channel(self.queue_name))
-                    backoff = 0.5
+                    outage.back()
                     async for _ in pubsub.listen():
                         self._wake.set()
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError):
-                logger.warning("wake-ups unavailable; polling every %s s", self.poll_delay_s)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10)
+            except REDIS_DOWN as exc:
+                await asyncio.sleep(outage.lost(exc))
 
     async def close(self) -> None:
-        await super().close()
-        with contextlib.suppress(Exception):
-            await self._subscriber.aclose()
+        try:
+            await super().close()
+        except REDIS_DOWN as exc:  # arq's close stops at its first Redis command
+            self._outage.lost(exc)
+            if self.on_shutdown:
+                await self.on_shutdown(self.ctx)
+            if self._pool is not None:
+                with contextlib.suppress(Exception):
+                    await self._pool.close(close_connection_pool=True)
+                self._pool = None
+        finally:
+            with contextlib.suppress(Exception):
+                await self._subscriber.aclose()

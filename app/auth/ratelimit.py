@@ -6,10 +6,13 @@ import logging
 import time
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+
+from app.queue import REDIS_DOWN, RedisOutage
 
 logger = logging.getLogger(__name__)
 WINDOW_SECONDS = 60
+# One per process: a limiter is made per request, an outage is logged once per process.
+_OUTAGE = RedisOutage(logger, "rate limiter", "requests are not limited")
 
 
 class RateLimiter:
@@ -19,6 +22,7 @@ class RateLimiter:
     def __init__(self, redis: Redis, prefix: str) -> None:
         self.redis = redis
         self.prefix = prefix
+        self.outage = _OUTAGE
 
     def _key(self, name: str) -> tuple[str, int]:
         now = time.time()
@@ -31,9 +35,10 @@ class RateLimiter:
         key, retry_after = self._key(name)
         try:
             value = await self.redis.get(key)
-        except RedisError:
-            logger.warning("rate limiting unavailable (Redis unreachable)")
+        except REDIS_DOWN as exc:
+            self.outage.lost(exc)
             return 0, retry_after
+        self.outage.back()
         return int(value or 0), retry_after
 
     async def hit(self, name: str) -> tuple[int, int]:
@@ -44,7 +49,8 @@ class RateLimiter:
                 pipe.incr(key)
                 pipe.expire(key, WINDOW_SECONDS * 2)
                 count, _ = await pipe.execute()
-        except RedisError:
-            logger.warning("rate limiting unavailable (Redis unreachable)")
+        except REDIS_DOWN as exc:
+            self.outage.lost(exc)
             return 0, retry_after
+        self.outage.back()
         return int(count), retry_after

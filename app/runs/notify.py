@@ -15,7 +15,8 @@ from collections import defaultdict
 from collections.abc import Iterator
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+
+from app.queue import REDIS_DOWN, RedisOutage
 
 logger = logging.getLogger(__name__)
 
@@ -28,12 +29,18 @@ class RunNotifier:
         self.channel = f"{prefix}:run-changed"
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._listener: asyncio.Task[None] | None = None
+        self._publishing = RedisOutage(logger, "run notifier", "run changes are not announced")
+        self._listening = RedisOutage(
+            logger, "run listener", "waiters of runs wake up on their own timeouts"
+        )
 
     async def publish(self, run_id: str) -> None:
         try:
             await self.redis.publish(self.channel, run_id)
-        except RedisError:
-            logger.warning("could not announce a change of run %s", run_id)
+        except REDIS_DOWN as exc:
+            self._publishing.lost(exc)
+        else:
+            self._publishing.back()
 
     @contextlib.contextmanager
     def watch(self, run_id: str) -> Iterator[asyncio.Event]:
@@ -59,12 +66,11 @@ class RunNotifier:
             self._listener = asyncio.create_task(self._listen(), name="run-notifier")
 
     async def _listen(self) -> None:
-        backoff = 0.5
         while True:
             try:
                 async with self.subscriber.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(self.channel)
-                    backoff = 0.5
+                    self._listening.back()
                     self._wake_all()  # changes may have been missed while unsubscribed
                     async for message in pubsub.listen():
                         run_id = message.get("data")
@@ -74,10 +80,8 @@ class RunNotifier:
                             event.set()
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError):
-                logger.warning("run notifications unavailable; retrying in %.1f s", backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10)
+            except REDIS_DOWN as exc:
+                await asyncio.sleep(self._listening.lost(exc))
 
     def _wake_all(self) -> None:
         for events in list(self._waiters.values()):

@@ -1,6 +1,7 @@
 """``formula-ops worker --processes 2`` as a real subprocess on the test PostgreSQL and
-Redis: both worker processes execute runs, SIGTERM to the supervisor stops them all, and
-a worker process that dies makes the supervisor stop the other one and exit 1."""
+Redis: both worker processes execute runs, SIGTERM to the supervisor stops them all, a
+worker process that dies is started again, and a crash loop makes the supervisor stop
+the others and exit 1."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from app.runs import service as run_service
 from app.runs.models import TERMINAL_STATUSES, Run, RunEvent, RunKind, RunStatus
 from app.runs.service import StepSpec
 from app.settings import Settings
-from tests.helpers import in_thread
+from tests.helpers import create_pg_database, drop_pg_database, in_thread
 
 pytestmark = pytest.mark.slow
 
@@ -66,7 +67,7 @@ async def app_context(worker_settings: Settings) -> AsyncIterator[AppContext]:
 class Supervisor:
     """``formula-ops worker --processes N`` in its own process group, logging to a file."""
 
-    def __init__(self, settings: Settings, workdir: Path, processes: int) -> None:
+    def __init__(self, settings: Settings, workdir: Path, processes: int, **extra_env: str) -> None:
         assert settings.database_url is not None
         assert settings.redis_url is not None
         env = {k: v for k, v in os.environ.items() if not k.startswith("FORMULA_OPS_")}
@@ -80,6 +81,7 @@ class Supervisor:
             "FORMULA_OPS_WORKER_MAX_JOBS": "1",
             "FORMULA_OPS_WORKER_POLL_DELAY_SECONDS": "0.1",
             "PYTHONFAULTHANDLER": "1",
+            **extra_env,
         }
         self.processes = processes
         self.log_path = workdir / "worker.log"
@@ -215,15 +217,61 @@ async def test_two_worker_processes_share_the_runs_and_stop_on_sigterm(
     assert "execute_run(" not in output, "arq's per-job lines are logged"
 
 
-async def test_a_worker_process_that_dies_stops_the_others(supervisor: Supervisor) -> None:
+async def test_a_worker_process_that_dies_is_started_again(
+    supervisor: Supervisor, app_context: AppContext
+) -> None:
     children = await supervisor.wait_started()
     victim, other = sorted(children)
     os.kill(victim, signal.SIGKILL)
 
-    assert supervisor.wait() == 1
-    assert not process_alive(other)
+    deadline = time.monotonic() + 60
+    while True:
+        assert supervisor.process.poll() is None, supervisor.output()
+        now = supervisor.children()
+        if (
+            len(now) == 2
+            and victim not in now
+            and supervisor.output().count("Starting worker for") >= 3
+        ):
+            break
+        assert time.monotonic() < deadline, supervisor.output()[-4000:]
+        await asyncio.sleep(0.1)
+    assert other in now  # the other one went on
     output = supervisor.output()
-    assert f"worker process {victim} exited unexpectedly (signal SIGKILL)" in output, output
+    assert f"worker process {victim} exited unexpectedly (signal SIGKILL); starting it again" in (
+        output
+    ), output
+
+    run_ids = await create_runs(app_context, 2)  # the new one executes runs
+    statuses = await wait_finished(app_context, run_ids, supervisor)
+    assert set(statuses.values()) == {RunStatus.SUCCESS.value}, statuses
+    assert supervisor.stop(signal.SIGTERM) == 0, supervisor.output()[-4000:]
+    assert not [pid for pid in now if process_alive(pid)]
+
+
+async def test_a_crash_loop_ends_the_supervisor_with_exit_1(
+    worker_settings: Settings, tmp_path: Path
+) -> None:
+    """Workers that cannot start (here: a database without the schema) are started
+    again until more than FORMULA_OPS_WORKER_MAX_RESTARTS died within the window."""
+    name = f"formula_ops_empty_{os.getpid()}"
+    empty = worker_settings.model_copy(update={"database_url": SecretStr(create_pg_database(name))})
+    started = Supervisor(
+        empty,
+        tmp_path,
+        processes=2,
+        FORMULA_OPS_WORKER_MAX_RESTARTS="2",
+        FORMULA_OPS_WORKER_RESTART_WINDOW_SECONDS="60",
+    )
+    try:
+        assert started.wait(60) == 1
+        output = started.output()
+        assert output.count("starting it again") == 2, output
+        assert "a crash loop; stopping the others" in output, output
+        assert not started.children()
+    finally:
+        started.kill_all()
+        drop_pg_database(name)
 
 
 async def test_worker_processes_stop_when_the_supervisor_is_killed(
