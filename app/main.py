@@ -12,6 +12,7 @@ from fastapi.openapi.utils import get_openapi
 
 from app import __version__
 from app.api import public, v1
+from app.audit.refusals import install_refusal_audit
 from app.context import AppContext, build_context
 from app.deps import forbid_unknown_query
 from app.errors import PROBLEM_MEDIA_TYPE, Problem, install_error_handlers
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
         app.state.context = context
 
     install_error_handlers(app)
+    install_refusal_audit(app)  # after the handlers it wraps
     app.add_exception_handler(IdempotentReplay, _replay)
     app.include_router(public)
     app.include_router(v1)

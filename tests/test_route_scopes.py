@@ -12,6 +12,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
 from app.api import DOCS_PATHS, PUBLIC_PATHS
+from app.audit.refusals import ACTIONS
 from app.auth.deps import ROLE_MARK
 from app.auth.roles import Role
 from app.context import AppContext
@@ -75,6 +76,15 @@ class TestRouteScopeWalk:
 
     def test_public_list_is_exactly_the_operational_routes(self) -> None:
         assert {"/health", "/ready", "/metrics"} == PUBLIC_PATHS
+
+    def test_every_state_changing_route_names_its_audit_action(self) -> None:
+        """A refused change is audited under its route's action (app/audit/refusals.py)."""
+        changing = {
+            route.operation_id
+            for route in api_routes(create_app(Settings()))
+            if route.methods - {"GET", "HEAD"}
+        }
+        assert changing == set(ACTIONS)
 
 
 def _concrete(path: str) -> str:
