@@ -136,7 +136,8 @@ _UVICORN_OPTIONS: dict[str, Any] = {
     "timeout_graceful_shutdown": 5,
     "log_config": None,
     "access_log": False,
-    "proxy_headers": True,
+    # X-Forwarded-For is believed only from FORMULA_OPS_TRUSTED_PROXIES (app/proxies.py).
+    "proxy_headers": False,
     "server_header": False,
 }
 

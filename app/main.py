@@ -19,6 +19,7 @@ from app.errors import PROBLEM_MEDIA_TYPE, Problem, install_error_handlers
 from app.idempotency import IdempotentReplay
 from app.metrics import Metrics
 from app.middleware import RequestContextMiddleware
+from app.proxies import TrustedProxies
 from app.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -66,7 +67,10 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     app.include_router(public)
     app.include_router(v1)
     app.add_middleware(
-        RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics
+        RequestContextMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        metrics=metrics,
+        trusted_proxies=TrustedProxies.parse(settings.trusted_proxies),
     )
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -20,6 +20,7 @@ from app.auth.secrets import looks_like_token
 from app.errors import PROBLEM_MEDIA_TYPE, PayloadTooLarge
 from app.ids import new_id
 from app.metrics import Metrics
+from app.proxies import TrustedProxies
 
 logger = logging.getLogger("app.requests")
 
@@ -35,10 +36,18 @@ class BodyTooLarge(HTTPException):
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        metrics: Metrics,
+        trusted_proxies: TrustedProxies | None = None,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
+        self.trusted_proxies = trusted_proxies or TrustedProxies()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -46,6 +55,7 @@ class RequestContextMiddleware:
             return
 
         started = time.perf_counter()
+        _resolve_client(scope, self.trusted_proxies)
         request_id = _incoming_request_id(scope) or new_id()
         scope.setdefault("state", {})["request_id"] = request_id
         status_holder = {"status": 500, "started": False}
@@ -135,6 +145,21 @@ class RequestContextMiddleware:
             return message
 
         return limited_receive
+
+
+def _resolve_client(scope: Scope, proxies: TrustedProxies) -> None:
+    """Behind a trusted proxy, ``scope["client"]`` becomes the forwarded client."""
+    if not proxies.networks or not scope.get("client"):
+        return
+    host = scope["client"][0]
+    forwarded = [
+        value.decode("latin-1")
+        for name, value in scope.get("headers", [])
+        if name == b"x-forwarded-for"
+    ]
+    client = proxies.client(host, forwarded)
+    if client is not None and client != host:
+        scope["client"] = (client, 0)
 
 
 def _incoming_request_id(scope: Scope) -> str | None:
