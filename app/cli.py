@@ -59,7 +59,7 @@ def serve(host: HostOption = None, port: PortOption = None) -> None:
     from app.embedded import EmbeddedRedis
 
     settings = _settings(host, port)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     embedded: EmbeddedRedis | None = None
     try:
         if settings.redis_url is None:
@@ -154,7 +154,7 @@ def api(
 ) -> None:
     """Production: serve the API only (needs FORMULA_OPS_DATABASE_URL and _REDIS_URL)."""
     settings = _settings(host, port)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     if workers > 1:
         uvicorn.run(
             "app.main:create_app",
@@ -189,7 +189,7 @@ def worker(
     from workers.supervisor import run_worker, supervise
 
     settings = get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     raise typer.Exit(run_worker(settings) if processes == 1 else supervise(processes))
 
 
@@ -201,7 +201,7 @@ def migrate(
     from app import migrate as migrations
 
     settings = get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     migrations.upgrade(settings, revision)
     typer.echo(f"database at {revision}")
 

@@ -19,6 +19,7 @@ from app.auth.errors import TokenInQuery
 from app.auth.secrets import looks_like_token
 from app.errors import PROBLEM_MEDIA_TYPE, PayloadTooLarge
 from app.ids import new_id
+from app.logging import escape
 from app.metrics import Metrics
 from app.proxies import TrustedProxies
 
@@ -97,8 +98,8 @@ class RequestContextMiddleware:
         except Exception:
             logger.exception(
                 "unhandled error in %s %s (request id %s)",
-                scope.get("method"),
-                scope.get("path"),
+                escape(scope.get("method", "")),
+                escape(scope.get("path", "")),
                 request_id,
             )
             if not status_holder["started"]:
@@ -121,11 +122,12 @@ class RequestContextMiddleware:
             status = int(status_holder["status"])
             method = scope.get("method", "GET")
             self.metrics.observe_request(method, template, status, seconds)
-            # The path only: query strings may carry what must never reach a log.
+            # The path only (query strings may carry what must never reach a log), and
+            # escaped: a client's `%0a` must not start a line of its own.
             logger.info(
                 "%s %s %s %.1fms request_id=%s",
-                method,
-                scope.get("path", ""),
+                escape(method),
+                escape(scope.get("path", "")),
                 status,
                 seconds * 1000,
                 request_id,

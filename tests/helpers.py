@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
+from fastapi import FastAPI
 
+from app.cli import _Server, _uvicorn_config
+from app.context import AppContext
 from app.settings import Settings
 from workers.main import create_worker
 
@@ -60,3 +65,38 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+@asynccontextmanager
+async def live(app: FastAPI, context: AppContext) -> AsyncIterator[str]:
+    """``app`` served by uvicorn on a free loopback port, with the CLI's options."""
+    settings = context.settings.model_copy(update={"host": "127.0.0.1", "port": free_port()})
+    server = _Server(_uvicorn_config(app, settings))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{settings.port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def raw_get(base_url: str, path: str, headers: dict[str, str]) -> int:
+    """One GET on a connection of its own (as a flood of separate clients sends them);
+    the answer's status."""
+    host, port = base_url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        lines = [f"GET {path} HTTP/1.1", f"Host: {host}", "Connection: close"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        await writer.drain()
+        status = int((await reader.readline()).split()[1])
+        await reader.read()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    return status

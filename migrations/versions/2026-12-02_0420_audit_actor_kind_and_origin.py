@@ -23,9 +23,7 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.add_column("audit_event", sa.Column("actor_kind", sa.String(length=16), nullable=True))
-    op.add_column(
-        "audit_event", sa.Column("origin_token_id", sa.String(length=16), nullable=True)
-    )
+    op.add_column("audit_event", sa.Column("origin_token_id", sa.String(length=16), nullable=True))
 
 
 def downgrade() -> None:

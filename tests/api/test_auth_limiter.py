@@ -8,42 +8,21 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import httpx
-from fastapi import FastAPI
 from sqlalchemy import func, select
 
 from app.audit.models import AuditEvent
 from app.auth.ratelimit import WINDOW_SECONDS
 from app.auth.roles import Role
 from app.auth.secrets import new_token, new_token_id
-from app.cli import _Server, _uvicorn_config
 from app.context import AppContext
 from app.main import create_app
 from app.proxies import TrustedProxies
 from tests.factories import app_with, issue_token
-from tests.helpers import free_port
+from tests.helpers import live, raw_get
 
 LIMIT = 10  # the default auth_failures_per_minute
-
-
-@asynccontextmanager
-async def live(app: FastAPI, context: AppContext) -> AsyncIterator[str]:
-    """``app`` served by uvicorn on a free loopback port, with the CLI's options."""
-    settings = context.settings.model_copy(update={"host": "127.0.0.1", "port": free_port()})
-    server = _Server(_uvicorn_config(app, settings))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{settings.port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 def http(base_url: str) -> httpx.AsyncClient:
@@ -168,24 +147,6 @@ class TestSharedAddress:
             "rate_limited"
         ]
         assert rate_limited(context) - limited_before == 30
-
-
-async def raw_get(base_url: str, path: str, headers: dict[str, str]) -> int:
-    """One GET on a connection of its own (as a flood of separate clients sends them);
-    the answer's status."""
-    host, port = base_url.removeprefix("http://").rsplit(":", 1)
-    reader, writer = await asyncio.open_connection(host, int(port))
-    try:
-        lines = [f"GET {path} HTTP/1.1", f"Host: {host}", "Connection: close"]
-        lines += [f"{name}: {value}" for name, value in headers.items()]
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
-        await writer.drain()
-        status = int((await reader.readline()).split()[1])
-        await reader.read()
-    finally:
-        writer.close()
-        await writer.wait_closed()
-    return status
 
 
 class TestFlood:
