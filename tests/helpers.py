@@ -13,7 +13,9 @@ from typing import Any, TypeVar
 
 import psycopg
 from fastapi import FastAPI
+from sqlalchemy import func, select
 
+from app.audit.models import AuditEvent
 from app.cli import _Server, _uvicorn_config
 from app.context import AppContext
 from app.settings import Settings
@@ -82,6 +84,23 @@ async def live(app: FastAPI, context: AppContext) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
+
+
+async def last_audit_seq(context: AppContext) -> int:
+    """The audit chain's last event number (tests read what their requests add after it)."""
+    async with context.sessionmaker() as session:
+        return int(await session.scalar(select(func.max(AuditEvent.seq))) or 0)
+
+
+async def audit_events_after(
+    context: AppContext, seq: int, *, action: str | None = None
+) -> list[AuditEvent]:
+    """The audit events after ``seq`` in chain order (of one action when given)."""
+    statement = select(AuditEvent).where(AuditEvent.seq > seq).order_by(AuditEvent.seq)
+    if action is not None:
+        statement = statement.where(AuditEvent.action == action)
+    async with context.sessionmaker() as session:
+        return list(await session.scalars(statement))
 
 
 async def raw_get(base_url: str, path: str, headers: dict[str, str]) -> int:

@@ -12,29 +12,17 @@ import pytest
 from sqlalchemy import func, select, text
 
 from app.audit import service as audit_service
-from app.audit.models import AuditEvent
 from app.auth.models import ApiToken
 from app.auth.roles import Role
 from app.context import AppContext
 from tests.factories import IssuedToken, issue_token
+from tests.helpers import audit_events_after as events_after
+from tests.helpers import last_audit_seq as last_seq
 
 
 @pytest.fixture
 async def admin(context: AppContext) -> IssuedToken:
     return await issue_token(context, Role.ADMIN, name="root")
-
-
-async def last_seq(context: AppContext) -> int:
-    async with context.sessionmaker() as session:
-        return int(await session.scalar(select(func.max(AuditEvent.seq))) or 0)
-
-
-async def events_after(context: AppContext, seq: int) -> list[AuditEvent]:
-    async with context.sessionmaker() as session:
-        rows = await session.scalars(
-            select(AuditEvent).where(AuditEvent.seq > seq).order_by(AuditEvent.seq)
-        )
-        return list(rows)
 
 
 class TestOneRowPerRequest:

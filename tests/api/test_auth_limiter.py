@@ -10,7 +10,6 @@ import itertools
 import time
 
 import httpx
-from sqlalchemy import func, select
 
 from app.audit.models import AuditEvent
 from app.auth.ratelimit import WINDOW_SECONDS
@@ -20,7 +19,8 @@ from app.context import AppContext
 from app.main import create_app
 from app.proxies import TrustedProxies
 from tests.factories import app_with, issue_token
-from tests.helpers import live, raw_get
+from tests.helpers import audit_events_after, live, raw_get
+from tests.helpers import last_audit_seq as last_seq
 
 LIMIT = 10  # the default auth_failures_per_minute
 
@@ -29,19 +29,8 @@ def http(base_url: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=base_url, trust_env=False, timeout=120)
 
 
-async def last_seq(context: AppContext) -> int:
-    async with context.sessionmaker() as session:
-        return int(await session.scalar(select(func.max(AuditEvent.seq))) or 0)
-
-
 async def denials_after(context: AppContext, seq: int) -> list[AuditEvent]:
-    async with context.sessionmaker() as session:
-        rows = await session.scalars(
-            select(AuditEvent)
-            .where(AuditEvent.seq > seq, AuditEvent.action == "auth.denied")
-            .order_by(AuditEvent.seq)
-        )
-        return list(rows)
+    return await audit_events_after(context, seq, action="auth.denied")
 
 
 BAD = {"Authorization": "Bearer fops_not_a_token"}

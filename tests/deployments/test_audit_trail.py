@@ -8,37 +8,17 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
 
 from app.audit import service as audit_service
 from app.audit.models import AuditEvent
 from app.context import AppContext
 from tests.deployments.conftest import Env, running_version
+from tests.deployments.test_deployments import WAIT, deploy
 from tests.factories import IssuedToken
+from tests.helpers import audit_events_after as events_after
+from tests.helpers import last_audit_seq as last_seq
 
-WAIT = {"Prefer": "wait=60"}
 pytestmark = pytest.mark.slow
-
-
-async def deploy(client: httpx.AsyncClient, token: IssuedToken, version: str) -> httpx.Response:
-    payload = {"environment": "staging", "service": "backend", "version": version}
-    return await client.post(
-        "/v1/deployments", json=payload, headers={**token.headers, **WAIT}, timeout=90
-    )
-
-
-async def last_seq(context: AppContext) -> int:
-    async with context.sessionmaker() as session:
-        return int(await session.scalar(select(func.max(AuditEvent.seq))) or 0)
-
-
-async def events_after(context: AppContext, seq: int) -> list[AuditEvent]:
-    async with context.sessionmaker() as session:
-        return list(
-            await session.scalars(
-                select(AuditEvent).where(AuditEvent.seq > seq).order_by(AuditEvent.seq)
-            )
-        )
 
 
 def row(event: AuditEvent) -> tuple[Any, ...]:
