@@ -18,6 +18,7 @@ from pydantic import SecretStr
 
 from app.cli_admin import audit, tokens
 from app.cli_deploy import apply, deploy
+from app.cli_ops import audit_list, cancel, rollback, unpin
 from app.cli_runs import health_check, runs
 from app.logging import configure_logging
 from app.settings import Settings, get_settings
@@ -37,6 +38,10 @@ cli.add_typer(runs, name="runs")
 cli.command("health-check")(health_check)
 cli.command("deploy")(deploy)
 cli.command("apply")(apply)
+cli.command("rollback")(rollback)
+cli.command("cancel")(cancel)
+cli.command("unpin")(unpin)
+audit.command("list")(audit_list)
 
 HostOption = Annotated[str | None, typer.Option(help="Address to bind (default: settings).")]
 PortOption = Annotated[int | None, typer.Option(help="Port to bind (default: settings).")]

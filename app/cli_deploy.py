@@ -130,41 +130,46 @@ def deploy(
                 raise typer.Exit(EXIT_NOT_SUCCEEDED) from None
             raise
         deployment = response.json()
-        url = client.url(response.headers.get("Location") or deployment["links"]["self"])
-        replayed = (
-            " (already requested: same inputs)"
-            if response.headers.get("Idempotent-Replayed")
+        replayed = bool(response.headers.get("Idempotent-Replayed"))
+        code = _show_and_follow(client, deployment, wait, replayed)
+    raise typer.Exit(code)
+
+
+def _show_and_follow(
+    client: Client, deployment: dict[str, Any], wait: bool, replayed: bool = False
+) -> int:
+    """Print a deployment just requested (id, what, status, URL); with ``wait``, follow
+    it to its end and print its summary. The exit code."""
+    path = f"{DEPLOYMENTS}/{quote(str(deployment['id']), safe='')}"
+    if replayed:  # the stored answer says how it was then; say how it is now
+        deployment = client.get_json(path)
+    services = ", ".join(f"{s['name']} {s['version']}" for s in deployment.get("services", []))
+    again = " (already requested: same inputs)" if replayed else ""
+    console.print(
+        f"Deployment [bold]{escape(str(deployment['id']))}[/bold]{again}: "
+        f"{escape(services)} to {escape(str(deployment.get('environment', '')))}, "
+        f"{_styled(str(deployment['status']), STATUS_STYLES)}"
+        + (
+            f", queue position {deployment['queue_position']}"
+            if deployment.get("queue_position")
             else ""
         )
-        console.print(
-            f"Deployment [bold]{escape(str(deployment['id']))}[/bold]{replayed}: "
-            f"{escape(service)} {escape(version)} to {escape(environment)}, "
-            f"{_styled(str(deployment['status']), STATUS_STYLES)}"
-            + (
-                f", queue position {deployment['queue_position']}"
-                if deployment.get("queue_position")
-                else ""
-            )
-        )
-        console.print(f"URL: {escape(url)}")
-        if not wait:
-            return
-        code = _follow(client, {**deployment, "kind": deployment.get("kind", "deployment")})
-        final = client.get_json(f"{DEPLOYMENTS}/{quote(str(deployment['id']), safe='')}")
-    _summary(final)
-    raise typer.Exit(
-        EXIT_SUCCEEDED if final["status"] == "success" and code == 0 else EXIT_NOT_SUCCEEDED
     )
+    console.print(f"URL: {escape(client.url(path))}")
+    if not wait:
+        return EXIT_SUCCEEDED
+    code = _follow(client, {**deployment, "kind": deployment.get("kind", "deployment")})
+    final = client.get_json(path)
+    _summary(client, final)
+    return EXIT_SUCCEEDED if final["status"] == "success" and code == 0 else EXIT_NOT_SUCCEEDED
 
 
-def _summary(deployment: dict[str, Any]) -> None:
+def _summary(client: Client, deployment: dict[str, Any]) -> None:
+    """Status and evidence; the reason of a failure was said with the run's outcome."""
     status = str(deployment["status"])
     services = ", ".join(f"{s['name']} {s['version']}" for s in deployment.get("services", []))
     console.print(f"Deployment {escape(services)}: {_styled(status, STATUS_STYLES)}")
-    failure = deployment.get("failure")
-    if failure:
-        console.print(f"  {escape(failure['type'])}: {escape(str(failure.get('detail') or ''))}")
-    console.print(f"  Evidence: {escape(deployment['links']['evidence'])}")
+    console.print(f"  Evidence: {escape(client.url(deployment['links']['evidence']))}")
 
 
 # -- apply -----------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Commands that work through the API of a running server: ``runs list|watch`` and
-``health-check``. ``FORMULA_OPS_URL`` (default http://127.0.0.1:8000) says where it is,
-``FORMULA_OPS_TOKEN`` as whom to ask.
+``health-check``. ``FORMULA_OPS_URL`` says where it is (default: this host's server,
+``FORMULA_OPS_HOST``/``FORMULA_OPS_PORT``, http://127.0.0.1:8000), ``FORMULA_OPS_TOKEN``
+as whom to ask.
 
 The commands that follow a run exit 0 when it succeeded, 1 when it did not (failure,
 error, cancelled, rolled back) and 2 when that could not be found out: bad usage, the
@@ -9,9 +10,13 @@ server unreachable, a refused token (401/403), an unknown run (404) or another e
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import queue
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -24,7 +29,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from app.client import ApiError, Client, ClientError, ServerSentEvent
-from app.runs.models import TERMINAL_STATUSES, RunKind, RunStatus
+from app.runs import kinds
+from app.runs.models import TERMINAL_STATUSES, RunStatus
 from app.runs.schemas import FAILURE_TITLES
 
 runs = typer.Typer(
@@ -50,6 +56,8 @@ STATUS_STYLES = {
     "rolled_back": "yellow",
     "skipped": "dim",
 }
+# The kinds that exist here (a module registered them), not every reserved name.
+RUN_KINDS = [kind.value for kind in kinds.registered()]
 LEVEL_STYLES = {"ok": "green", "warning": "yellow", "critical": "red"}
 
 
@@ -109,33 +117,53 @@ def _utc(value: Any) -> str:
     return when.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S") if when else "-"
 
 
+def _collect(client: Client, path: str, limit: int, **filters: Any) -> list[dict[str, Any]]:
+    """The first ``limit`` items of the list at ``path``, page after page."""
+    found: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while len(found) < limit:
+        page = client.get_json(
+            path, **filters, limit=min(LIST_PAGE, limit - len(found)), cursor=cursor
+        )
+        found.extend(page["items"])
+        cursor = page.get("next_cursor")
+        if not cursor:
+            break
+    return found[:limit]
+
+
 # -- runs list -------------------------------------------------------------------------
+
+
+def _known_kind(value: str | None) -> str | None:
+    if value is not None and value not in RUN_KINDS:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(RUN_KINDS)}.")
+    return value
 
 
 @runs.command("list")
 def list_runs(
-    kind: Annotated[RunKind | None, typer.Option(help="Only runs of this kind.")] = None,
+    kind: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Only runs of this kind: {', '.join(RUN_KINDS)}.",
+            callback=_known_kind,
+        ),
+    ] = None,
     status: Annotated[RunStatus | None, typer.Option(help="Only runs in this status.")] = None,
     environment: Annotated[str | None, typer.Option(help="Only runs in this environment.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many runs.")] = 20,
 ) -> None:
     """The newest runs first, with kind, status, environment and duration."""
-    found: list[dict[str, Any]] = []
     with _api() as client:
-        cursor: str | None = None
-        while len(found) < limit:
-            page = client.get_json(
-                "/v1/runs",
-                kind=kind.value if kind else None,
-                status=status.value if status else None,
-                environment=environment,
-                limit=min(LIST_PAGE, limit - len(found)),
-                cursor=cursor,
-            )
-            found.extend(page["items"])
-            cursor = page.get("next_cursor")
-            if not cursor:
-                break
+        found = _collect(
+            client,
+            "/v1/runs",
+            limit,
+            kind=kind,
+            status=status.value if status else None,
+            environment=environment,
+        )
 
     columns = ("id", "kind", "status", "environment", "requested by", "created", "duration")
     rows = [
@@ -148,7 +176,7 @@ def list_runs(
             _utc(run.get("created_at")),
             _duration(_time(run.get("started_at")), _time(run.get("finished_at"))),
         )
-        for run in found[:limit]
+        for run in found
     ]
     if not sys.stdout.isatty():  # scripts and pipes: one tab-separated line per run
         for row in (columns, *rows):
@@ -182,7 +210,7 @@ def watch(run_id: Annotated[str, typer.Argument(help="The run's id.")]) -> None:
 
 class _Progress:
     """Prints a run's events as they come: steps with status, level and duration, log
-    lines, and what happened to the run."""
+    lines, and what happened to the run; between events, a heartbeat line."""
 
     def __init__(self, run: dict[str, Any], activity: Callable[[str], None]) -> None:
         self.run = run
@@ -191,10 +219,29 @@ class _Progress:
         self.run_started = _time(run.get("started_at"))
         self.finished: dict[str, Any] | None = None
         self.finished_at: dt.datetime | None = None
+        self.current = "waiting for the run to start"
+        self.current_since: dt.datetime | None = None
+        self.failed_steps: list[tuple[str, str]] = []  # (step, its error), said at the end
+        self.printed_at = time.monotonic()
 
     def line(self, at: dt.datetime | None, text: str) -> None:
         when = at.astimezone().strftime("%H:%M:%S") if at else " " * 8
         console.print(f"[dim]{when}[/dim] {text}")
+        self.printed_at = time.monotonic()
+
+    def _now_doing(self, what: str, since: dt.datetime | None) -> None:
+        self.current, self.current_since = what, since
+        self.activity(what)
+
+    def heartbeat(self) -> None:
+        """One line: what the run is doing and for how long (where no spinner shows it)."""
+        now = dt.datetime.now(dt.UTC)
+        text = self.current
+        if self.current_since is not None:
+            text += f" for {_duration(self.current_since, now)}"
+        if self.run_started is not None:
+            text += f" ({_duration(self.run_started, now)} since the run started)"
+        self.line(now, f"[dim]... {escape(text)}[/dim]")
 
     def show(self, event: ServerSentEvent) -> None:
         try:
@@ -203,14 +250,16 @@ class _Progress:
             payload = None
         data: dict[str, Any] = payload if isinstance(payload, dict) else {}
         at = _time(data.get("at"))
-        step = f"[{escape(str(data.get('position', '?')))}] {escape(str(data.get('name', '')))}"
+        label = f"[{data.get('position', '?')}] {data.get('name', '')}"
+        step = escape(label)
         match event.event:
             case "run.queued":
                 self.line(at, "queued")
+                self._now_doing("queued", at)
             case "run.started":
                 self.run_started = at or self.run_started
                 self.line(at, f"started (attempt {escape(str(data.get('attempt', '?')))})")
-                self.activity("waiting for the first step")
+                self._now_doing("waiting for the first step", at)
             case "step.started":
                 if at is not None:
                     self.step_started[data.get("position")] = at
@@ -220,10 +269,10 @@ class _Progress:
                     again = f", attempt {attempts}"
                 action = escape(str(data.get("action", "")))
                 self.line(at, f"{step} [dim]({action}{again})[/dim] started")
-                self.activity(f"{step} running")
+                self._now_doing(f"{label} running", at)
             case "step.finished":
-                self._step_finished(at, step, data)
-                self.activity("waiting for the next step")
+                self._step_finished(at, label, data)
+                self._now_doing("waiting for the next step", at)
             case "log":
                 text = escape(str(data.get("line", "")).rstrip())
                 self.line(at, f"    [dim]{escape(str(data.get('position', '?')))} |[/dim] {text}")
@@ -236,25 +285,30 @@ class _Progress:
             case "run.requeued":
                 reason = escape(str(data.get("reason", "")))
                 self.line(at, f"[yellow]requeued[/yellow] ({reason})")
+                self._now_doing("requeued", at)
             case "run.finished":
                 self.finished = data
                 self.finished_at = at
             case _:
                 self.line(at, escape(event.event))
 
-    def _step_finished(self, at: dt.datetime | None, step: str, data: dict[str, Any]) -> None:
+    def _step_finished(self, at: dt.datetime | None, label: str, data: dict[str, Any]) -> None:
         status = _styled(data.get("status"), STATUS_STYLES)
         level = _styled(data.get("level"), LEVEL_STYLES)
         took = _duration(self.step_started.pop(data.get("position"), None), at)
-        note = data.get("error") or data.get("output") or ""
-        first = str(note).strip().splitlines()[0] if str(note).strip() else ""
+        note = str(data.get("error") or data.get("output") or "").strip()
+        if data.get("status") == "failure" and note:
+            # The reason is said once, with the run's outcome at the end.
+            self.failed_steps.append((label, note))
+            note = ""
+        first = note.splitlines()[0] if note else ""
         if len(first) > 160:
             first = first[:157] + "..."
         tail = f"  [dim]{escape(first)}[/dim]" if first else ""
-        self.line(at, f"{step}  {status}  {level}  {took}{tail}")
+        self.line(at, f"{escape(label)}  {status}  {level}  {took}{tail}")
 
     def outcome(self) -> int:
-        """Print the final line; the exit code."""
+        """Print the final line (with the reason of a failure, once); the exit code."""
         run_id = escape(str(self.run.get("id", "")))
         data = self.finished or {}
         status = str(data.get("status", ""))
@@ -265,17 +319,40 @@ class _Progress:
         failure_type = data.get("failure_type")
         title = FAILURE_TITLES.get(str(failure_type), "Run did not succeed")
         detail = data.get("failure_detail")
-        reason = f"{title}: {detail}" if detail else title
+        reason = " ".join((f"{title}: {detail}" if detail else title).split())
         console.print(
-            f"[red]Run {run_id} {escape(status or 'ended')}[/red] after {took}: "
-            f"{escape(' '.join(reason.split()))}"
+            f"[red]Run {run_id} {escape(status or 'ended')}[/red] after {took}: {escape(reason)}"
         )
+        for label, error in self.failed_steps:
+            if " ".join(error.split()) not in reason:  # a step's error the reason omits
+                console.print(f"  {escape(label)}: {escape(' '.join(error.split()))}")
         return EXIT_NOT_SUCCEEDED if status in TERMINAL_STATUSES else EXIT_UNKNOWN
+
+
+# Without a terminal (CI logs), a line at least this often while a run is followed.
+HEARTBEAT_SECONDS = 5.0
+_STREAM_END = object()
+
+
+def _read_events(client: Client, path: str, into: queue.Queue[Any]) -> None:
+    """Put the events of ``path`` into ``into`` until ``run.finished``; then the end
+    marker, or the exception that stopped the stream."""
+    try:
+        with contextlib.closing(client.events(path)) as events:
+            for event in events:
+                into.put(event)
+                if event.event == "run.finished":
+                    break
+    except BaseException as exc:  # handed to the thread that follows, which raises it
+        into.put(exc)
+        return
+    into.put(_STREAM_END)
 
 
 def _follow(client: Client, run: dict[str, Any]) -> int:
     """Print the progress of ``run`` from its event stream until it finishes; the exit
-    code of its outcome."""
+    code of its outcome. Without a terminal, a heartbeat line (current step, elapsed)
+    comes whenever nothing was printed for ``HEARTBEAT_SECONDS``."""
     run_id = str(run["id"])
     environment = f", {run['environment']}" if run.get("environment") else ""
     requested = f" requested by {run['requested_by']}" if run.get("requested_by") else ""
@@ -286,12 +363,29 @@ def _follow(client: Client, run: dict[str, Any]) -> int:
     spinner = console.status("waiting for the run") if console.is_terminal else None
     progress = _Progress(run, spinner.update if spinner is not None else lambda _: None)
     events = run.get("links", {}).get("events") or f"/v1/runs/{quote(run_id, safe='')}/events"
+    received: queue.Queue[Any] = queue.Queue()
+    reader = threading.Thread(
+        target=_read_events, args=(client, events, received), name="events", daemon=True
+    )
     try:
         with spinner if spinner is not None else nullcontext():
-            for event in client.events(events):
-                progress.show(event)
-                if event.event == "run.finished":
+            reader.start()
+            while True:
+                wait = progress.printed_at + HEARTBEAT_SECONDS - time.monotonic()
+                try:
+                    item = received.get(timeout=max(wait, 0.05))
+                except queue.Empty:
+                    if spinner is None:
+                        progress.heartbeat()
+                    continue
+                if isinstance(item, BaseException):
+                    raise item
+                if item is _STREAM_END:
                     break
+                progress.show(item)
+                if item.event == "run.finished":
+                    break
+        reader.join()
     except KeyboardInterrupt:
         errors.print(
             f"Stopped following; the run goes on. Follow it again with "

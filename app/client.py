@@ -1,6 +1,8 @@
 """A small synchronous client of the API, for the command line.
 
-- ``FORMULA_OPS_URL`` (default ``http://127.0.0.1:8000``) and ``FORMULA_OPS_TOKEN``.
+- ``FORMULA_OPS_URL`` and ``FORMULA_OPS_TOKEN``; without ``FORMULA_OPS_URL``, the server
+  of this host as ``FORMULA_OPS_HOST``/``FORMULA_OPS_PORT`` configure it (what ``serve``
+  and ``api`` listen on; default ``http://127.0.0.1:8000``).
 - Problem details (RFC 9457) become :class:`ApiError` (type, title, detail, status); a
   server that cannot be reached becomes :class:`ConnectionFailed`.
 - :meth:`Client.events` reads Server-Sent Events and, when the connection drops,
@@ -13,15 +15,24 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 import httpx
 
-DEFAULT_URL = "http://127.0.0.1:8000"
+from app.settings import Settings
+
+# The server's own defaults (``Settings.host``/``port``).
+DEFAULT_HOST: str = Settings.model_fields["host"].default
+DEFAULT_PORT: int = Settings.model_fields["port"].default
+DEFAULT_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
 URL_VARIABLE = "FORMULA_OPS_URL"
+HOST_VARIABLE = "FORMULA_OPS_HOST"
+PORT_VARIABLE = "FORMULA_OPS_PORT"
+# A server bound to every address is reached on loopback.
+_ANY_ADDRESS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": DEFAULT_HOST}
 TOKEN_VARIABLE = "FORMULA_OPS_TOKEN"  # noqa: S105 - the variable's name
 TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 # The server sends a keep-alive comment every 15 s; a silent minute is a dead connection.
@@ -204,7 +215,7 @@ class Client:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Client:
         env = os.environ if environ is None else environ
-        url = env.get(URL_VARIABLE) or DEFAULT_URL
+        url = env.get(URL_VARIABLE) or default_url(env)
         if not url.startswith(("http://", "https://")):
             raise ConfigurationError(f"{URL_VARIABLE} must start with http:// or https://")
         token = env.get(TOKEN_VARIABLE)
@@ -288,7 +299,7 @@ class Client:
         last_event_id: str | None = None,
         max_retries: int = 5,
         max_delay: float = MAX_RECONNECT,
-    ) -> Iterator[ServerSentEvent]:
+    ) -> Generator[ServerSentEvent, None, None]:
         """The events of the stream at ``path``, across reconnections.
 
         The stream is followed until the caller stops iterating or the server answers
@@ -341,6 +352,19 @@ class Client:
             if failures > max_retries:
                 raise ConnectionFailed(f"{reason}; gave up after {max_retries} reconnections")
             self._sleep(min(retry * failures, max_delay))
+
+
+def default_url(environ: Mapping[str, str]) -> str:
+    """The API of this host, where ``serve`` and ``api`` listen: ``FORMULA_OPS_HOST`` and
+    ``FORMULA_OPS_PORT`` (the server's own settings), else ``http://127.0.0.1:8000``."""
+    host = environ.get(HOST_VARIABLE, "").strip()
+    host = _ANY_ADDRESS.get(host, host)
+    port_text = environ.get(PORT_VARIABLE, "").strip() or str(DEFAULT_PORT)
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigurationError(f"{PORT_VARIABLE}={port_text!r} is not a port number")
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 address
+    return f"http://{host}:{int(port_text)}"
 
 
 def _retryable(error: ApiError) -> bool:

@@ -18,6 +18,7 @@ from app.db import UnitOfWork, create_engine, make_sessionmaker, write_engine
 from app.metrics import Metrics
 from app.queue import Queue, connect_redis
 from app.runs.notify import RunNotifier
+from app.secret_key import load_secret_key
 from app.settings import Settings
 
 
@@ -35,6 +36,7 @@ class AppContext:
     queue: Queue
     http: httpx.AsyncClient
     notifier: RunNotifier
+    secret_key: bytes  # server-side secret (app.secret_key)
     metrics: Metrics = field(default_factory=Metrics)
 
     def unit_of_work(self) -> UnitOfWork:
@@ -102,5 +104,6 @@ def build_context(settings: Settings, *, metrics: Metrics | None = None) -> AppC
                 health_check_interval=30,
             ),
         ),
+        secret_key=load_secret_key(settings),
         metrics=metrics or Metrics(),
     )

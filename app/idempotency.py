@@ -2,16 +2,23 @@
 
 - The key is scoped to the calling token and stored as a hash, with a fingerprint of
   method, path and body.
-- First use: an *in-flight* row is committed at once, so a concurrent duplicate gets
-  409. The route stores its response with :meth:`Idempotency.complete` **in the
-  transaction of the change**: the resource and its replayable response commit together.
+- The key is owned by its row, written **in the transaction of the change**: the route
+  calls :meth:`Idempotency.claim` first in its transaction, which inserts the row under
+  its unique constraint, and :meth:`Idempotency.complete` with the response before the
+  commit. The change, the key and the replayable response commit together, or none of
+  them does. Never owned by age: a duplicate of a request still inside its transaction
+  waits briefly on the uncommitted row (PostgreSQL; on SQLite writers take turns), then
+  replays what it committed or answers 409.
 - Same key and request again (within ``idempotency_ttl_hours``): the stored status,
   headers and body, byte for byte, with ``Idempotent-Replayed: true``.
-- Same key, different request: 422. A 4xx answer is stored and replayed like a success;
-  a 5xx answer releases the key (nothing was written).
-- Stored bodies are encrypted (AES-GCM) with a key derived from the Idempotency-Key
-  itself, which only the client holds: a token-creation response replays its secret,
-  but the database never holds it readable.
+- Same key, different request: 422. A 4xx answer is stored and replayed like a success.
+  A 5xx before the commit wrote nothing, the key row included, so the key is free again.
+  Once the change committed the key is never released: whatever fails afterwards (the
+  wait of ``Prefer: wait``, building the answer) answers with the stored response.
+- Stored bodies are encrypted (AES-GCM) with a key derived from the server-side secret
+  (``FORMULA_OPS_SECRET_KEY``) together with the Idempotency-Key: a token-creation
+  response replays its secret, but neither the database alone nor the database plus a
+  guessed Idempotency-Key reads it.
 """
 
 from __future__ import annotations
@@ -23,21 +30,35 @@ import logging
 import os
 import re
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated, Any
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from fastapi import Depends, Header, Request
 from fastapi.responses import Response
-from sqlalchemy import JSON, Index, LargeBinary, String, UniqueConstraint, delete, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import (
+    JSON,
+    Index,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+    delete,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.auth.deps import CurrentPrincipal
 from app.context import AppContext
-from app.db import Base, utcnow
+from app.db import Base, UnitOfWork, utcnow
 from app.deps import ContextDep
 from app.errors import AppError, BadRequest, render_error
 from app.ids import new_id
@@ -47,8 +68,13 @@ logger = logging.getLogger(__name__)
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
 _KEY = re.compile(r"^[\x20-\x7e]{1,255}$")
-IN_FLIGHT_LOCK = dt.timedelta(seconds=60)
+# How long a duplicate waits on the uncommitted key row of the request it repeats before
+# answering 409 (PostgreSQL ``lock_timeout``); only requests with the same key wait.
+IN_FLIGHT_WAIT = "1s"
+_LOCK_NOT_AVAILABLE = "55P03"
 _STORED_HEADERS = ("content-type", "location", "retry-after", "preference-applied")
+COMPLETED = "completed"
+IN_FLIGHT = "in_flight"  # only inside the claiming transaction; never committed as such
 
 
 class IdempotencyRecord(Base):
@@ -65,7 +91,7 @@ class IdempotencyRecord(Base):
     method: Mapped[str] = mapped_column(String(10))
     path: Mapped[str] = mapped_column(String(500))
     state: Mapped[str] = mapped_column(String(16))  # in_flight | completed
-    locked_until: Mapped[dt.datetime | None]
+    locked_until: Mapped[dt.datetime | None]  # unused: a key is never owned by age
     response_status: Mapped[int | None]
     response_headers: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     response_body: Mapped[bytes | None] = mapped_column(LargeBinary)
@@ -90,11 +116,33 @@ class IdempotencyKeyReused(AppError):
     status = 422
 
 
+class IdempotentResponseUnreadable(AppError):
+    type = "/problems/idempotent-response-unreadable"
+    title = "The stored response to this Idempotency-Key cannot be read"
+    status = 409
+
+
+# Every problem the Idempotency-Key itself can answer, for routes' ``responses=``.
+PROBLEMS: tuple[type[AppError], ...] = (
+    MalformedIdempotencyKey,
+    IdempotencyKeyInFlight,
+    IdempotencyKeyReused,
+    IdempotentResponseUnreadable,
+)
+
+
 class IdempotentReplay(Exception):
-    """Raised by the dependency to answer with a stored response."""
+    """Raised to answer with a stored response."""
 
     def __init__(self, response: Response) -> None:
         self.response = response
+
+
+def _in_flight() -> IdempotencyKeyInFlight:
+    return IdempotencyKeyInFlight(
+        f"A request with this {HEADER} is still in progress; retry shortly",
+        headers={"Retry-After": "1"},
+    )
 
 
 def _hash_key(token_id: str, key: str) -> str:
@@ -109,148 +157,284 @@ def _fingerprint(method: str, path: str, body: bytes) -> str:
     return hashlib.sha256(method.encode() + b" " + path.encode() + b"\n" + canonical).hexdigest()
 
 
-def _cipher(token_id: str, key: str) -> AESGCM:
+def _cipher(secret: bytes, token_id: str, key: str) -> AESGCM:
+    """HKDF-Extract keyed by the server secret over the Idempotency-Key (HMAC(secret,
+    key)): reading a stored body takes both; bound to the calling token."""
     derived = HKDF(
         algorithm=hashes.SHA256(),
         length=32,
-        salt=token_id.encode(),
-        info=b"formula-ops idempotent response",
+        salt=secret,
+        info=b"formula-ops idempotent response\n" + token_id.encode(),
     ).derive(key.encode())
     return AESGCM(derived)
 
 
-class Idempotency:
-    """The request's key, if it sent one; routes call :meth:`complete` in their transaction."""
+@dataclass(frozen=True)
+class _Stored:
+    status: int
+    headers: dict[str, str]
+    body: bytes
 
-    def __init__(self, token_id: str | None = None, key: str | None = None) -> None:
+    @classmethod
+    def of(cls, response: Response) -> _Stored:
+        headers = {k: v for k, v in response.headers.items() if k in _STORED_HEADERS}
+        return cls(response.status_code, headers, bytes(response.body))
+
+    def response(self, **extra: str) -> Response:
+        headers = {**self.headers, **extra}
+        media_type = headers.pop("content-type", None)
+        return Response(self.body, status_code=self.status, headers=headers, media_type=media_type)
+
+
+class Idempotency:
+    """The request's key, if it sent one. In the transaction of its change a route calls
+    :meth:`claim` first and :meth:`complete` last."""
+
+    def __init__(
+        self,
+        secret: bytes = b"",
+        token_id: str | None = None,
+        key: str | None = None,
+        *,
+        method: str = "",
+        path: str = "",
+        fingerprint: str = "",
+        ttl: dt.timedelta = dt.timedelta(hours=24),
+    ) -> None:
+        self.secret = secret
         self.token_id = token_id
         self.key = key
+        self.method = method
+        self.path = path
+        self.fingerprint = fingerprint
+        self.ttl = ttl
         self.record_id: str | None = None
-        self.completed = False
+        self.committed = False  # the change and its key row are durable
+        self.stored: _Stored | None = None  # what a replay answers
 
     @property
     def active(self) -> bool:
-        return self.record_id is not None
+        return self.key is not None
+
+    @property
+    def key_hash(self) -> str:
+        assert self.token_id is not None
+        assert self.key is not None
+        return _hash_key(self.token_id, self.key)
+
+    async def claim(self, uow: UnitOfWork) -> None:
+        """Own the key in this transaction: its row, inserted under the unique constraint.
+
+        A committed first use answers here (replay, or 422 for another request); a first
+        use still inside its transaction makes this wait up to ``IN_FLIGHT_WAIT`` on its
+        row, then answer 409. Either way nothing of this transaction is kept.
+        """
+        if not self.active:
+            return
+        existing = await _insert(uow.session, self, IN_FLIGHT, None)
+        if existing is not None:
+            raise _answer(self, existing)
+        uow.after_commit(self._on_commit)
+
+    async def _on_commit(self) -> None:
+        self.committed = True
 
     async def complete(self, session: AsyncSession, response: Response) -> None:
-        """Store ``response`` (status, headers, body) in the caller's transaction."""
+        """Store ``response`` in the claiming transaction: it commits with the change."""
         if not self.active:
             return
-        await _store(session, self, response)
-        self.completed = True
+        if self.record_id is None:
+            raise RuntimeError("claim() the Idempotency-Key first in this transaction")
+        stored = _Stored.of(response)
+        await session.execute(
+            update(IdempotencyRecord)
+            .where(IdempotencyRecord.id == self.record_id)
+            .values(state=COMPLETED, **_sealed(self, stored))
+        )
+        self.stored = stored
 
     async def replace(self, context: AppContext, response: Response) -> None:
-        """Store a later answer to the same request (e.g. after ``Prefer: wait``)."""
-        if not self.active:
+        """Store a later answer to the same request (e.g. after ``Prefer: wait``). Best
+        effort: if it cannot be stored, a replay answers the earlier response."""
+        if not self.committed:
             return
-        async with context.unit_of_work() as uow:
-            await _store(uow.session, self, response)
+        stored = _Stored.of(response)
+        try:
+            async with context.unit_of_work() as uow:
+                await uow.session.execute(
+                    update(IdempotencyRecord)
+                    .where(IdempotencyRecord.id == self.record_id)
+                    .values(**_sealed(self, stored))
+                )
+        except Exception as exc:  # the earlier answer stays the replayed one
+            logger.warning("could not store a later idempotent answer (%s)", type(exc).__name__)
+            return
+        self.stored = stored
 
 
-async def _store(session: AsyncSession, idem: Idempotency, response: Response) -> None:
+def _sealed(idem: Idempotency, stored: _Stored) -> dict[str, Any]:
     assert idem.token_id is not None
     assert idem.key is not None
-    record = await session.get(IdempotencyRecord, idem.record_id)
-    if record is None:  # purged or taken over; nothing to keep
-        return
     nonce = os.urandom(12)
-    sealed = _cipher(idem.token_id, idem.key).encrypt(nonce, bytes(response.body), None)
-    record.state = "completed"
-    record.locked_until = None
-    record.response_status = response.status_code
-    record.response_headers = {
-        name: value for name, value in response.headers.items() if name in _STORED_HEADERS
+    sealed = _cipher(idem.secret, idem.token_id, idem.key).encrypt(nonce, stored.body, None)
+    return {
+        "response_status": stored.status,
+        "response_headers": stored.headers,
+        "response_body": nonce + sealed,
     }
-    record.response_body = nonce + sealed
-    await session.flush()
 
 
-def _replay(record: IdempotencyRecord, token_id: str, key: str) -> Response:
-    assert record.response_body is not None
-    assert record.response_status is not None
-    body = _cipher(token_id, key).decrypt(
-        record.response_body[:12], record.response_body[12:], None
-    )
-    headers = dict(record.response_headers or {})
-    headers[REPLAYED_HEADER] = "true"
-    media_type = headers.pop("content-type", None)
-    return Response(
-        body, status_code=record.response_status, headers=headers, media_type=media_type
-    )
+def _stale(record: IdempotencyRecord, now: dt.datetime) -> bool:
+    """Expired, or an in-flight row committed by an earlier version (its change did not
+    commit with it): such a row owns nothing."""
+    return record.expires_at <= now or record.state != COMPLETED
 
 
-async def _begin(
-    context: AppContext, token_id: str, key: str, method: str, path: str, fingerprint: str
-) -> Idempotency:
-    key_hash = _hash_key(token_id, key)
-    now = utcnow()
-    ttl = dt.timedelta(hours=context.settings.idempotency_ttl_hours)
-    idem = Idempotency(token_id, key)
-    async with context.unit_of_work() as uow:
-        existing = await uow.session.scalar(
-            select(IdempotencyRecord).where(
-                IdempotencyRecord.token_id == token_id, IdempotencyRecord.key_hash == key_hash
+async def _insert(
+    session: AsyncSession, idem: Idempotency, state: str, stored: _Stored | None
+) -> IdempotencyRecord | None:
+    """Insert the key row; None when inserted, else the committed row that holds the key.
+
+    On PostgreSQL an uncommitted row of the same key makes the insert wait on its
+    transaction: for ``IN_FLIGHT_WAIT`` at most (``lock_timeout``, for this statement
+    only), then 409. Other keys never wait on each other.
+    """
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if postgres:
+        await session.execute(text(f"SET LOCAL lock_timeout = '{IN_FLIGHT_WAIT}'"))
+    try:
+        found = await _insert_row(session, idem, state, stored, postgres=postgres)
+    except OperationalError as exc:
+        if getattr(exc.orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
+            raise _in_flight() from None
+        raise
+    if postgres:
+        await session.execute(text("SET LOCAL lock_timeout TO DEFAULT"))
+    return found
+
+
+async def _insert_row(
+    session: AsyncSession,
+    idem: Idempotency,
+    state: str,
+    stored: _Stored | None,
+    *,
+    postgres: bool,
+) -> IdempotencyRecord | None:
+    dialect = postgresql if postgres else sqlite
+    for _ in range(3):
+        now = utcnow()
+        record_id = new_id()
+        values: dict[str, Any] = {
+            "id": record_id,
+            "token_id": idem.token_id,
+            "key_hash": idem.key_hash,
+            "fingerprint": idem.fingerprint,
+            "method": idem.method,
+            "path": idem.path,
+            "state": state,
+            "created_at": now,
+            "expires_at": now + idem.ttl,
+        }
+        if stored is not None:
+            values.update(_sealed(idem, stored))
+        statement = dialect.insert(IdempotencyRecord).values(**values)
+        inserted = await session.scalar(
+            statement.on_conflict_do_nothing(index_elements=["token_id", "key_hash"]).returning(
+                IdempotencyRecord.id
             )
         )
-        if existing is not None and existing.expires_at <= now:
-            await uow.session.delete(existing)
-            await uow.session.flush()
-            existing = None
-        if existing is None:
-            record = IdempotencyRecord(
-                token_id=token_id,
-                key_hash=key_hash,
-                fingerprint=fingerprint,
-                method=method,
-                path=path,
-                state="in_flight",
-                locked_until=now + IN_FLIGHT_LOCK,
-                created_at=now,
-                expires_at=now + ttl,
+        if inserted is not None:
+            idem.record_id = record_id
+            return None
+        existing = await _committed(session, idem)
+        if existing is not None and not _stale(existing, now):
+            return existing
+        await session.execute(  # purged meanwhile, or stale: take its place
+            delete(IdempotencyRecord).where(
+                IdempotencyRecord.token_id == idem.token_id,
+                IdempotencyRecord.key_hash == idem.key_hash,
+                or_(IdempotencyRecord.expires_at <= now, IdempotencyRecord.state != COMPLETED),
             )
-            uow.session.add(record)
-            try:
-                await uow.session.flush()
-            except IntegrityError:  # a concurrent first use won; look again
-                raise _Retry() from None
-            idem.record_id = record.id
-            return idem
-        if existing.fingerprint != fingerprint:
-            raise IdempotencyKeyReused(
-                f"This {HEADER} was used for a different request; use a new key"
-            )
-        if existing.state == "completed":
-            raise IdempotentReplay(_replay(existing, token_id, key))
-        if existing.locked_until is not None and existing.locked_until > now:
-            raise IdempotencyKeyInFlight(
-                f"A request with this {HEADER} is still in progress; retry shortly",
-                headers={"Retry-After": "1"},
-            )
-        # The first request died before committing anything: take the key over.
-        existing.locked_until = now + IN_FLIGHT_LOCK
-        idem.record_id = existing.id
-        return idem
+        )
+    raise _in_flight()
 
 
-class _Retry(Exception):
-    pass
+async def _committed(session: AsyncSession, idem: Idempotency) -> IdempotencyRecord | None:
+    return await session.scalar(
+        select(IdempotencyRecord)
+        .where(
+            IdempotencyRecord.token_id == idem.token_id,
+            IdempotencyRecord.key_hash == idem.key_hash,
+        )
+        .execution_options(populate_existing=True)
+    )
 
 
-async def _finish_failed(
+def _answer(idem: Idempotency, record: IdempotencyRecord) -> Exception:
+    """What a repeated request answers, given the committed row of its key."""
+    if record.fingerprint != idem.fingerprint:
+        return IdempotencyKeyReused(
+            f"This {HEADER} was used for a different request; use a new key"
+        )
+    assert record.response_body is not None
+    assert record.response_status is not None
+    assert idem.token_id is not None
+    assert idem.key is not None
+    sealed = record.response_body
+    try:
+        body = _cipher(idem.secret, idem.token_id, idem.key).decrypt(sealed[:12], sealed[12:], None)
+    except InvalidTag:
+        return IdempotentResponseUnreadable(
+            f"The request with this {HEADER} was carried out, but its stored response was "
+            "sealed with another server secret (FORMULA_OPS_SECRET_KEY changed); read the "
+            "resource, or use a new key for a new request"
+        )
+    stored = _Stored(record.response_status, dict(record.response_headers or {}), body)
+    return IdempotentReplay(stored.response(**{REPLAYED_HEADER: "true"}))
+
+
+async def begin(
+    context: AppContext, token_id: str, key: str, method: str, path: str, body: bytes
+) -> Idempotency:
+    """The request's :class:`Idempotency`; raises the stored answer of a committed first
+    use (replay, or 422 for a different request)."""
+    idem = Idempotency(
+        context.secret_key,
+        token_id,
+        key,
+        method=method,
+        path=path,
+        fingerprint=_fingerprint(method, path, body),
+        ttl=dt.timedelta(hours=context.settings.idempotency_ttl_hours),
+    )
+    async with context.sessionmaker() as session:
+        existing = await _committed(session, idem)
+    if existing is not None and not _stale(existing, utcnow()):
+        raise _answer(idem, existing)
+    return idem
+
+
+_KEY_ANSWERS = (
+    IdempotentReplay,
+    IdempotencyKeyInFlight,
+    IdempotencyKeyReused,
+    IdempotentResponseUnreadable,
+)
+
+
+async def _store_refusal(
     context: AppContext, request: Request, idem: Idempotency, exc: Exception
 ) -> None:
-    """After an error: keep a 4xx answer for replay, release the key after a 5xx."""
+    """A 4xx answer (its transaction rolled back) is stored for replay; a 5xx is not."""
     response = render_error(request, exc)
+    if response is None or response.status_code >= 500:
+        return
     try:
         async with context.unit_of_work() as uow:
-            if response is not None and response.status_code < 500:
-                await _store(uow.session, idem, response)
-            else:
-                await uow.session.execute(
-                    delete(IdempotencyRecord).where(IdempotencyRecord.id == idem.record_id)
-                )
-    except Exception:
-        logger.exception("could not settle an idempotency key after an error")
+            await _insert(uow.session, idem, COMPLETED, _Stored.of(response))
+    except Exception as error:
+        logger.warning("could not store a refused idempotent request (%s)", type(error).__name__)
 
 
 async def idempotency(
@@ -275,27 +459,24 @@ async def idempotency(
         raise MalformedIdempotencyKey(f"{HEADER} must be 1-255 printable ASCII characters")
     token_id = principal.token_id or principal.name
     body = await request.body()
-    fingerprint = _fingerprint(request.method, request.url.path, body)
-    for _ in range(3):
-        try:
-            idem = await _begin(
-                context, token_id, key, request.method, request.url.path, fingerprint
-            )
-            break
-        except _Retry:
-            continue
-    else:
-        raise IdempotencyKeyInFlight(
-            f"A request with this {HEADER} is still in progress; retry shortly",
-            headers={"Retry-After": "1"},
-        )
+    idem = await begin(context, token_id, key, request.method, request.url.path, body)
     try:
         yield idem
-    except Exception as exc:
-        await _finish_failed(context, request, idem, exc)
+    except _KEY_ANSWERS:
         raise
-    if not idem.completed:
-        await _finish_failed(context, request, idem, RuntimeError("response not stored"))
+    except Exception as exc:
+        if idem.committed and idem.stored is not None:
+            # The change is durable and its key kept: answer what was stored, never
+            # "nothing was changed".
+            logger.warning(
+                "%s %s failed after its change committed (%s); answering the stored response",
+                request.method,
+                request.url.path,
+                type(exc).__name__,
+            )
+            raise IdempotentReplay(idem.stored.response()) from exc
+        await _store_refusal(context, request, idem, exc)
+        raise
 
 
 IdempotencyDep = Annotated[Idempotency, Depends(idempotency)]

@@ -7,11 +7,12 @@ The embedded default needs none of them: the database is a SQLite file under
 from __future__ import annotations
 
 import ipaddress
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
@@ -36,6 +37,25 @@ class HealthCheckSettings(BaseModel):
     schedule_enabled: bool = True
 
 
+class DockerSettings(BaseModel):
+    """What services of the docker driver may ask for (``FORMULA_OPS_DOCKER__...``).
+
+    Both default to False: a service config that needs one is refused by the API (422)
+    and by the driver at deploy time.
+    """
+
+    allow_host_network: bool = Field(
+        default=False,
+        description="Allow `network: host` and `network: container:<name>`, which share "
+        "the host's or another container's network namespace.",
+    )
+    allow_sensitive_binds: bool = Field(
+        default=False,
+        description="Allow bind mounts of `/`, of a Docker socket (`docker.sock`, the "
+        "engine's own) and of the directories holding one.",
+    )
+
+
 class Settings(BaseSettings):
     """Every setting of the service; built once per process and passed in."""
 
@@ -43,6 +63,7 @@ class Settings(BaseSettings):
         env_prefix="FORMULA_OPS_",
         env_nested_delimiter="__",
         extra="ignore",
+        hide_input_in_errors=True,  # a refused value may be a secret: never echo it
     )
 
     environment: Literal["development", "production"] = "development"
@@ -93,12 +114,20 @@ class Settings(BaseSettings):
     local_backend_port: int = Field(default=18081, ge=1, le=65535)
     local_frontend_port: int = Field(default=18082, ge=1, le=65535)
     health_check: HealthCheckSettings = Field(default_factory=HealthCheckSettings)
+    docker: DockerSettings = Field(default_factory=DockerSettings)
     storage_url: str | None = Field(
         default=None, description="file:///path or s3://bucket/prefix for backups."
     )
     s3_endpoint_url: str | None = None
+    secret_key: SecretStr | None = Field(
+        default=None,
+        validate_default=True,
+        description="Server-side secret sealing stored idempotent responses; every API "
+        "replica must share it. Required in production (32+ random characters); in "
+        "development one is generated once in <state_dir>/secret.key.",
+    )
 
-    @field_validator("database_url", "redis_url", mode="before")
+    @field_validator("database_url", "redis_url", "secret_key", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
@@ -117,6 +146,26 @@ class Settings(BaseSettings):
             ipaddress.ip_network(item, strict=False)  # ValueError: not an address or network
         return value
 
+    @field_validator("secret_key")
+    @classmethod
+    def _secret_key_in_production(
+        cls, value: SecretStr | None, info: ValidationInfo
+    ) -> SecretStr | None:
+        if info.data.get("environment") != "production":
+            return value
+        if value is None:
+            raise ValueError(
+                "FORMULA_OPS_SECRET_KEY is required when FORMULA_OPS_ENVIRONMENT=production "
+                "(every API replica must share it); generate one with "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`"
+            )
+        if is_placeholder_secret(value.get_secret_value()):
+            raise ValueError(
+                "FORMULA_OPS_SECRET_KEY looks like a placeholder: use at least 32 random "
+                "characters in production"
+            )
+        return value
+
     @property
     def database_url_value(self) -> str:
         """The SQLAlchemy URL, with the async driver of its dialect."""
@@ -128,6 +177,20 @@ class Settings(BaseSettings):
     @property
     def uses_sqlite(self) -> bool:
         return self.database_url_value.startswith("sqlite")
+
+
+MIN_SECRET_KEY_LENGTH = 32
+_PLACEHOLDER_WORDS = ("changeme", "changethis", "replaceme", "placeholder", "yoursecret")
+
+
+def is_placeholder_secret(value: str) -> bool:
+    """Too short, too few distinct characters, or an example value left in place."""
+    letters = re.sub(r"[^a-z0-9]", "", value.lower())
+    return (
+        len(value) < MIN_SECRET_KEY_LENGTH
+        or len(set(value)) < 8
+        or any(word in letters for word in _PLACEHOLDER_WORDS)
+    )
 
 
 def async_database_url(url: str) -> str:

@@ -377,6 +377,15 @@ class TestCompose:
         for name in ("api", "worker", "migrate"):
             assert _environment(services[name]).get("FORMULA_OPS_ENVIRONMENT") == "production"
 
+    def test_app_services_share_a_secret_key_the_operator_must_set(
+        self, services: dict[str, dict[str, Any]]
+    ) -> None:
+        """Production refuses to start without FORMULA_OPS_SECRET_KEY; compose asks for it
+        (``${VAR:?message}``) instead of shipping an example value."""
+        for name in ("api", "worker", "migrate"):
+            value = _environment(services[name]).get("FORMULA_OPS_SECRET_KEY", "")
+            assert value.startswith("${FORMULA_OPS_SECRET_KEY:?"), name
+
     def test_dependencies_exist_and_their_conditions_can_be_met(
         self, services: dict[str, dict[str, Any]]
     ) -> None:

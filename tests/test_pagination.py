@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
+import re
 
 import httpx
 import pytest
@@ -15,9 +17,19 @@ from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 
+from app.auth.secrets import new_token_id
+from app.cli import render_openapi
 from app.context import AppContext
 from app.deps import SessionDep
-from app.pagination import CursorParamsDep, Page, decode_cursor, encode_cursor, paginate
+from app.ids import new_id
+from app.pagination import (
+    Cursor,
+    CursorParamsDep,
+    Page,
+    decode_cursor,
+    encode_cursor,
+    paginate,
+)
 from app.runs.models import Run, RunKind, RunStatus
 
 
@@ -161,6 +173,62 @@ class TestBadParameters:
         response = await client.get("/v1/_probe/runs", params={"limit": limit})
         assert response.status_code == 422
         assert response.json()["errors"][0]["loc"] == ["query", "limit"]
+
+
+class TestDeclaredPattern:
+    """The cursor pattern in the schema is exactly what the API emits and accepts."""
+
+    async def test_emitted_cursors_match_the_declared_pattern(
+        self, client: httpx.AsyncClient, context: AppContext
+    ) -> None:
+        await insert_runs(context, 5)
+        declared = re.compile(_declared_cursor_pattern())
+        cursor = (await client.get("/v1/_probe/runs", params={"limit": 2})).json()["next_cursor"]
+        assert declared.fullmatch(cursor)
+
+    @pytest.mark.parametrize(
+        "cursor",
+        [
+            "0.a",
+            "-1.0",
+            "999999999999999999.zz_-",  # beyond year 9999: after the newest item
+            "-999999999999999999.x",  # before year 1: nothing precedes it
+            "000000000000000001." + "Z" * 64,
+        ],
+    )
+    async def test_every_declared_cursor_is_accepted(
+        self, client: httpx.AsyncClient, context: AppContext, cursor: str
+    ) -> None:
+        assert re.fullmatch(_declared_cursor_pattern(), cursor)
+        ids = await insert_runs(context, 2)
+        response = await client.get("/v1/_probe/runs", params={"cursor": cursor})
+        assert response.status_code == 200, response.text
+        got = [item["id"] for item in response.json()["items"]]
+        assert got == (list(reversed(ids)) if cursor.startswith("9") else [])
+
+    @pytest.mark.parametrize("cursor", ["1.", ".a", "1.a\n", "1.a.b", "1:a", "1.a b", "+1.a"])
+    async def test_anything_else_is_refused(self, client: httpx.AsyncClient, cursor: str) -> None:
+        assert not re.fullmatch(_declared_cursor_pattern(), cursor)
+        response = await client.get("/v1/_probe/runs", params={"cursor": cursor})
+        assert response.status_code == 422
+        assert response.json()["type"] == "/problems/invalid-cursor"
+
+
+def _declared_cursor_pattern() -> str:
+    document = json.loads(render_openapi())
+    (cursor,) = (
+        p
+        for p in document["paths"]["/v1/deployments"]["get"]["parameters"]
+        if p["name"] == "cursor"
+    )
+    pattern: str = cursor["schema"]["pattern"]
+    return pattern
+
+
+@pytest.mark.parametrize("id", [new_id(), new_token_id(), "a" * 63])
+def test_every_kind_of_id_fits_a_cursor(id: str) -> None:
+    at = dt.datetime(2026, 5, 4, 3, 2, 1, 123456, tzinfo=dt.UTC)
+    assert decode_cursor(encode_cursor(at, id)) == Cursor(at, id)
 
 
 def test_cursor_round_trip() -> None:

@@ -45,7 +45,7 @@ class ServiceParams(Params):
 
 
 def _driver(ctx: ActionContext, name: str) -> Driver:
-    return get_driver(name, DriverContext(state_dir=ctx.context.settings.state_dir))
+    return get_driver(name, DriverContext.from_settings(ctx.context.settings))
 
 
 def _failure(problem: str, message: str, data: dict[str, Any] | None = None) -> StepOutcome:
@@ -95,7 +95,15 @@ async def checklist(params: ChecklistParams, ctx: ActionContext) -> StepOutcome:
         ]
     if pinned:
         return _failure("version-pinned", f"pinned (blocked) since queued: {', '.join(pinned)}")
-    lines = [
+    confirmed = len(params.answers)
+    required = (
+        f"every required item ({', '.join(params.required)}) among them"
+        if params.required
+        else "none required"
+    )
+    # The first line is the step's one-line summary (the command line shows only it).
+    lines = [f"passed: {confirmed} of {len(CHECKLIST_ITEMS)} items confirmed, {required}"]
+    lines += [
         f"[x] {CHECKLIST_ITEMS.get(item, item)}"
         + (" (required)" if item in params.required else "")
         for item in params.answers

@@ -15,10 +15,10 @@ from app.auth.roles import Role
 from app.context import AppContext
 from app.deployments import service, views
 from app.deployments.schemas import (
-    DeploymentCreate,
     DeploymentDryRun,
     DeploymentList,
     DeploymentOut,
+    DeploymentRequest,
     Evidence,
     ServiceVersion,
 )
@@ -27,13 +27,8 @@ from app.environments.schemas import NAME
 from app.environments.service import EnvironmentNotFound
 from app.environments.views import redact
 from app.errors import problem_responses
-from app.idempotency import (
-    Idempotency,
-    IdempotencyDep,
-    IdempotencyKeyInFlight,
-    IdempotencyKeyReused,
-    MalformedIdempotencyKey,
-)
+from app.idempotency import PROBLEMS as IDEMPOTENCY_ERRORS
+from app.idempotency import Idempotency, IdempotencyDep
 from app.pagination import CursorParamsDep
 from app.paths import V1
 from app.runs import service as run_service
@@ -44,7 +39,6 @@ from app.runs.schemas import PlannedStep
 
 router = APIRouter(prefix=f"{V1}/deployments", tags=["deployments"])
 AUTH_ERRORS = (Unauthenticated, Forbidden, TooManyRequests)
-IDEMPOTENCY_ERRORS = (MalformedIdempotencyKey, IdempotencyKeyInFlight, IdempotencyKeyReused)
 
 
 def _accepted(created: service.Created) -> JSONResponse:
@@ -112,7 +106,7 @@ async def _answer(
     },
 )
 async def create_deployment(
-    body: DeploymentCreate,
+    body: DeploymentRequest,
     principal: ScopedDeployer,
     context: ContextDep,
     uow: UnitOfWorkDep,
@@ -144,6 +138,7 @@ async def create_deployment(
         )
         return JSONResponse(dry.model_dump(mode="json"), status_code=200)
     async with uow:
+        await idem.claim(uow)
         new = await service.create(uow, context, principal, body)
         accepted = _accepted(new)
         await idem.complete(uow.session, accepted)
@@ -246,6 +241,7 @@ async def rollback_deployment(
     """Queues a deployment (kind `rollback`) of the versions that ran before, and pins
     the rolled-back versions until an operator unpins them."""
     async with uow:
+        await idem.claim(uow)
         new = await service.rollback(uow, context, principal, deployment_id)
         accepted = _accepted(new)
         await idem.complete(uow.session, accepted)

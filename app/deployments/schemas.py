@@ -5,8 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic.json_schema import SkipJsonSchema
+from pydantic import BaseModel, Discriminator, Field, Tag, model_validator
 
 from app.environments.schemas import NAME, VERSION, ChecklistItem
 from app.runs.models import RunStatus
@@ -19,24 +18,10 @@ class ServiceVersion(RequestModel):
     version: str = Field(pattern=VERSION, max_length=128)
 
 
-class DeploymentCreate(RequestModel):
-    """`service` + `version` for one service, or `services` for several at once (each
-    service once)."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "anyOf": [{"required": ["service", "version"]}, {"required": ["services"]}]
-        },
-    )
+class _DeploymentOptions(RequestModel):
+    """What both forms of a deployment request share."""
 
     environment: str = Field(pattern=NAME, max_length=63)
-    # Not nullable in the schema: which form a request uses is told by the keys present.
-    service: Annotated[str, Field(pattern=NAME, max_length=63)] | SkipJsonSchema[None] = None
-    version: Annotated[str, Field(pattern=VERSION, max_length=128)] | SkipJsonSchema[None] = None
-    services: (
-        Annotated[list[ServiceVersion], Field(min_length=1, max_length=20)] | SkipJsonSchema[None]
-    ) = None
     ref: str | None = Field(
         default=None, max_length=200, pattern=PRINTABLE, description="Commit SHA, tag or branch."
     )
@@ -52,25 +37,54 @@ class DeploymentCreate(RequestModel):
     )
     dry_run: bool = Field(default=False, description="Return the plan; execute nothing.")
 
+
+class DeploymentCreate(_DeploymentOptions):
+    """One service: `service` + `version`."""
+
+    service: str = Field(pattern=NAME, max_length=63)
+    version: str = Field(pattern=VERSION, max_length=128)
+
+    def targets(self) -> list[tuple[str, str]]:
+        return [(self.service, self.version)]
+
+
+class MultiServiceDeploymentCreate(_DeploymentOptions):
+    """Several services at once: `services`, each service once."""
+
+    services: list[ServiceVersion] = Field(
+        min_length=1,
+        max_length=20,
+        json_schema_extra={"uniqueItems": True},
+        description="Each service once (a name listed twice is refused).",
+    )
+
     @model_validator(mode="after")
-    def _one_form(self) -> DeploymentCreate:
-        single = self.service is not None or self.version is not None
-        if single and self.services is not None:
-            raise ValueError("give either service + version or services, not both")
-        if self.services is None and (self.service is None or self.version is None):
-            raise ValueError("give service and version (or services)")
-        if self.services is not None:
-            names = [s.name for s in self.services]
-            if len(set(names)) != len(names):
-                raise ValueError("a service appears twice in services")
+    def _each_service_once(self) -> MultiServiceDeploymentCreate:
+        # `uniqueItems` says it for identical entries; one name with two versions is
+        # the part a JSON schema cannot state.
+        names = [s.name for s in self.services]
+        if len(set(names)) != len(names):
+            raise ValueError("a service appears twice in services")
         return self
 
     def targets(self) -> list[tuple[str, str]]:
-        if self.services is not None:
-            return [(s.name, s.version) for s in self.services]
-        assert self.service is not None
-        assert self.version is not None
-        return [(self.service, self.version)]
+        return [(s.name, s.version) for s in self.services]
+
+
+def _form(value: Any) -> str:
+    """Which form a request uses, told by the keys present: `services` or not."""
+    if isinstance(value, dict):
+        return "MultiServiceDeploymentCreate" if "services" in value else "DeploymentCreate"
+    return type(value).__name__
+
+
+DeploymentRequest = Annotated[
+    Annotated[DeploymentCreate, Tag("DeploymentCreate")]
+    | Annotated[MultiServiceDeploymentCreate, Tag("MultiServiceDeploymentCreate")],
+    Discriminator(_form),
+]
+"""`service` + `version` for one service, or `services` for several at once (exactly one
+of the two forms: `oneOf` in the schema)."""
 
 
 class DeployedService(BaseModel):

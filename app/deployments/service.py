@@ -18,7 +18,7 @@ from app.db import UnitOfWork
 from app.deployments import lifecycle
 from app.deployments import plan as deployment_plan
 from app.deployments.models import Deployment, DeploymentTarget, TargetState
-from app.deployments.schemas import DeploymentCreate
+from app.deployments.schemas import DeploymentRequest
 from app.environments import service as environment_service
 from app.environments.models import Environment, Pin, Service
 from app.errors import AppError, NotFound
@@ -66,7 +66,7 @@ class Planned:
     checklist_missing: list[str]
 
 
-async def plan(session: AsyncSession, principal: Principal, body: DeploymentCreate) -> Planned:
+async def plan(session: AsyncSession, principal: Principal, body: DeploymentRequest) -> Planned:
     """Everything a deployment request is checked against, and its concrete steps."""
     environment = await environment_service.get_environment(session, principal, body.environment)
     wanted = body.targets()
@@ -140,7 +140,7 @@ class Created:
 
 
 async def create(
-    uow: UnitOfWork, context: AppContext, principal: Principal, body: DeploymentCreate
+    uow: UnitOfWork, context: AppContext, principal: Principal, body: DeploymentRequest
 ) -> Created:
     planned = await plan(uow.session, principal, body)
     return await _create_run(

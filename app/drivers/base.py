@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from app.settings import DockerSettings, Settings
+
 LogLine = Callable[[str], Awaitable[None]]
 
 
@@ -65,9 +67,14 @@ class HealthResult:
 
 @dataclass(frozen=True)
 class DriverContext:
-    """Host facts a driver may use."""
+    """Host facts and settings a driver may use."""
 
     state_dir: Path
+    docker: DockerSettings = field(default_factory=DockerSettings)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DriverContext:
+        return cls(state_dir=settings.state_dir, docker=settings.docker)
 
 
 class Driver(Protocol):

@@ -2,16 +2,27 @@
 
 Containers carry the labels ``formula-ops.environment``, ``formula-ops.service`` and
 ``formula-ops.version``; the service's container is named ``formula-ops-<env>-<service>``
-unless the config names it. A deploy renames the running container aside
-(``<name>-previous``), starts the new version under the name with the old container's
-settings (environment, labels, published ports, networks, restart policy; the config
-wins where both set a value), waits until it is healthy, then removes the old container
-and keeps its image for a rollback. When the new version does not become healthy it is
-removed and the old container is renamed back and started again.
+unless the config names it. The driver renames, replaces and removes only containers
+that carry the service's labels: a deploy whose name (or ``<name>-previous``) is held
+by another container fails and leaves that container untouched.
 
-When ports are published the old container is stopped before the new one starts (a host
-port cannot be bound twice), so the swap has a short gap; without published ports both
-run side by side until the new one is healthy.
+A deploy renames the running container aside (``<name>-previous``), starts the new
+version under the name with the old container's settings (environment, labels,
+published ports, networks, restart policy; the config wins where both set a value) and
+the mounts the config declares, waits until it is healthy, then removes the old
+container and keeps its image for a rollback. When the new version does not become
+healthy it is removed and the old container is renamed back and started again.
+
+Mounts are never copied: a deploy refuses to replace a container that has a named
+volume or bind mount the config does not declare (its data would be lost). A network
+mode that shares the host's or another container's namespace (``host``,
+``container:<name>``) is used, declared or carried over, only when
+``FORMULA_OPS_DOCKER__ALLOW_HOST_NETWORK`` allows it; bind mounts of ``/`` or of a Docker
+socket only with ``FORMULA_OPS_DOCKER__ALLOW_SENSITIVE_BINDS``.
+
+When ports are published (or the network is the host's) the old container is stopped
+before the new one starts (a host port cannot be bound twice), so the swap has a short
+gap; otherwise both run side by side until the new one is healthy.
 
 A worker killed mid-deploy leaves ``<name>-previous`` behind: the next deploy keeps the
 container under the name when it runs healthy, otherwise restores the previous one.
@@ -22,6 +33,7 @@ The docker SDK is synchronous: every call runs in a thread (``asyncio.to_thread`
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import time
 from collections.abc import AsyncIterator, Callable
@@ -30,6 +42,7 @@ from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.types import Mount
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -50,6 +63,7 @@ from app.drivers.base import (
     UnhealthyError,
 )
 from app.drivers.health import probe, wait_healthy
+from app.settings import DockerSettings
 
 LABEL_ENVIRONMENT = "formula-ops.environment"
 LABEL_SERVICE = "formula-ops.service"
@@ -84,6 +98,83 @@ PORT_NUMBER = (
 ContainerPort = Annotated[str, StringConstraints(pattern=rf"^{PORT_NUMBER}(?:/(?:tcp|udp|sctp))?$")]
 EnvName = Annotated[str, StringConstraints(pattern=r"^[^=\x00-\x1f\x7f]+$", max_length=128)]
 NoNul = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]*$", max_length=1024)]
+# ``host``, ``none``, ``bridge``, a network's name, or ``container:<name or id>``.
+NETWORK_PATTERN = r"^(?:container:)?[A-Za-z0-9][A-Za-z0-9_.-]*$"
+# An absolute, normalised path: no empty, ``.`` or ``..`` component, no trailing slash
+# (the same constraint in the API's schema and here, so both accept the same configs).
+_PATH_COMPONENT = (
+    r"(?:[^/.\x00-\x1f\x7f][^/\x00-\x1f\x7f]*"
+    r"|\.[^/.\x00-\x1f\x7f][^/\x00-\x1f\x7f]*"
+    r"|\.\.[^/\x00-\x1f\x7f]+)"
+)
+PATH_PATTERN = rf"^(?:/|(?:/{_PATH_COMPONENT})+)$"
+TARGET_PATTERN = rf"^(?:/{_PATH_COMPONENT})+$"
+HOST_NETWORK_SETTING = "FORMULA_OPS_DOCKER__ALLOW_HOST_NETWORK"
+SENSITIVE_BINDS_SETTING = "FORMULA_OPS_DOCKER__ALLOW_SENSITIVE_BINDS"
+
+# What needs a setting of the server: a network mode that shares a namespace, and bind
+# mounts of the host's root, of a Docker socket or of a directory holding a usual one.
+SHARED_NETWORK_PATTERN = r"^(?:host|container:.*)$"
+DOCKER_SOCKETS = ("/run/docker.sock", "/var/run/docker.sock", "/run/containerd/containerd.sock")
+_SOCKET_DIRS = sorted(
+    {"/"} | {socket.rsplit("/", n)[0] or "/" for socket in DOCKER_SOCKETS for n in range(1, 4)}
+)
+SENSITIVE_BIND_PATTERN = (
+    "^(?:"
+    + "|".join(re.escape(path) for path in _SOCKET_DIRS)
+    + r"|.*/(?:docker|containerd)\.sock)$"
+)
+
+
+def _readable_path(value: Any, *, what: str) -> Any:
+    """Readable messages for the common mistakes, before the patterns apply."""
+    if not isinstance(value, str):
+        return value
+    if not value.startswith("/"):
+        raise ValueError(f"{what} {value!r} is not an absolute path")
+    parts = value.split("/")[1:]
+    if value != "/" and any(part in ("", ".", "..") for part in parts):
+        raise ValueError(
+            f"{what} {value!r} is not a normalised path (no '.', '..', '//' or trailing '/')"
+        )
+    return value
+
+
+class _MountFields(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    read_only: bool = False
+
+
+class VolumeMount(_MountFields):
+    """A named volume of the engine (created on first use; kept across deploys)."""
+
+    type: Literal["volume"]
+    source: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]+$", max_length=255, description="Volume name."
+    )
+
+
+class BindMount(_MountFields):
+    """A directory or file of the engine's host."""
+
+    type: Literal["bind"]
+    source: str = Field(
+        pattern=PATH_PATTERN,
+        max_length=1024,
+        description="Absolute path on the engine's host. `/`, a Docker socket and the "
+        f"directories holding one only when the server allows them ({SENSITIVE_BINDS_SETTING}).",
+        json_schema_extra={"not": {"pattern": SENSITIVE_BIND_PATTERN}},
+    )
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _source(cls, value: Any) -> Any:
+        return _readable_path(value, what="source")
+
+
+DeclaredMount = Annotated[VolumeMount | BindMount, Field(discriminator="type")]
+MountTarget = Annotated[str, StringConstraints(pattern=TARGET_PATTERN, max_length=1024)]
 
 
 class DockerConfig(BaseModel):
@@ -103,10 +194,29 @@ class DockerConfig(BaseModel):
     ports: dict[ContainerPort, Annotated[int, Field(ge=1, le=65535)]] = Field(
         default={}, max_length=50, description='Container port ("8080/tcp") to host port.'
     )
-    network: str | None = Field(default=None, min_length=1, max_length=255)
+    network: str | None = Field(
+        default=None,
+        pattern=NETWORK_PATTERN,
+        max_length=255,
+        description="A network's name; `host` and `container:<name>` only when the "
+        f"server allows them ({HOST_NETWORK_SETTING}).",
+        json_schema_extra={"not": {"pattern": SHARED_NETWORK_PATTERN}},
+    )
+    mounts: dict[MountTarget, DeclaredMount] = Field(
+        default={},
+        max_length=20,
+        description="Absolute path in the container to the named volume or bind mount "
+        "there, for every container of the service.",
+    )
     restart_policy: Literal["no", "always", "unless-stopped", "on-failure"] = "unless-stopped"
     labels: dict[
-        Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]+$", max_length=128)], NoNul
+        Annotated[
+            str,
+            StringConstraints(pattern=r"^[^\x00-\x1f\x7f]+$", max_length=128),
+            # The reserved prefix of `_labels`, stated in the schema.
+            Field(json_schema_extra={"not": {"pattern": f"^{LABEL_PREFIX.replace('.', '[.]')}"}}),
+        ],
+        NoNul,
     ] = Field(default={}, max_length=50)
     command: list[NoNul] | None = Field(default=None, min_length=1, max_length=50)
     docker_host: str | None = Field(default=None, min_length=1, max_length=1000)
@@ -175,6 +285,56 @@ class DockerConfig(BaseModel):
                 raise ValueError(f"labels: {key!r} is reserved (labels {LABEL_PREFIX}* are set)")
         return value
 
+    @field_validator("mounts", mode="before")
+    @classmethod
+    def _mount_targets(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for target in value:
+                _readable_path(target, what="mounts: target")
+                if target == "/":
+                    raise ValueError("mounts: target '/' would hide the container's files")
+        return value
+
+
+def shares_namespace(network: str) -> bool:
+    """Whether a network (mode) shares the host's or another container's namespace."""
+    return re.fullmatch(SHARED_NETWORK_PATTERN, network) is not None
+
+
+def _exposes(source: str, path: str) -> bool:
+    return path == source or path.startswith(source.rstrip("/") + "/")
+
+
+def policy_problems(
+    config: DockerConfig, policy: DockerSettings, *, engine_socket: str | None = None
+) -> list[tuple[tuple[str | int, ...], str]]:
+    """What ``config`` asks for that ``policy`` does not allow: (location, message)."""
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    if config.network and shares_namespace(config.network) and not policy.allow_host_network:
+        problems.append(
+            (
+                ("network",),
+                f"network {config.network!r} shares a network namespace; "
+                f"the server allows it only with {HOST_NETWORK_SETTING}=true",
+            )
+        )
+    if not policy.allow_sensitive_binds:
+        for target, mount in config.mounts.items():
+            if mount.type != "bind":
+                continue
+            source = mount.source
+            if re.fullmatch(SENSITIVE_BIND_PATTERN, source) or (
+                engine_socket and _exposes(source, engine_socket)
+            ):
+                problems.append(
+                    (
+                        ("mounts", target, "source"),
+                        f"bind mount of {source!r} exposes the host's root or a Docker "
+                        f"socket; the server allows it only with {SENSITIVE_BINDS_SETTING}=true",
+                    )
+                )
+    return problems
+
 
 def _readable(exc: ValidationError) -> str:
     problems = []
@@ -183,6 +343,19 @@ def _readable(exc: ValidationError) -> str:
         message = str(error["msg"]).removeprefix("Value error, ")
         problems.append(f"{where}: {message}")
     return "invalid docker config: " + "; ".join(problems)
+
+
+def _refused(problems: list[tuple[tuple[str | int, ...], str]]) -> str:
+    text = "; ".join(".".join(str(part) for part in loc) + f": {msg}" for loc, msg in problems)
+    return "docker config refused: " + text
+
+
+def _engine_socket(config: DockerConfig) -> str | None:
+    """The path of the engine's unix socket the driver talks to, when it is one."""
+    host = config.docker_host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    if not host.startswith("unix://"):
+        return None
+    return "/" + "/".join(part for part in host.removeprefix("unix://").split("/") if part)
 
 
 def _explain(exc: BaseException) -> str:
@@ -196,6 +369,33 @@ def _explain(exc: BaseException) -> str:
 def _labels_of(container: Any) -> dict[str, str]:
     labels = container.attrs.get("Config", {}).get("Labels") or {}
     return {str(key): str(value) for key, value in labels.items()}
+
+
+def _owner_of(container: Any) -> tuple[str, str] | None:
+    """The (environment, service) whose labels ``container`` carries, if any."""
+    labels = _labels_of(container)
+    if LABEL_ENVIRONMENT in labels and LABEL_SERVICE in labels:
+        return labels[LABEL_ENVIRONMENT], labels[LABEL_SERVICE]
+    return None
+
+
+def _owned(container: Any, spec: ServiceSpec) -> bool:
+    """Whether ``container`` was created for ``spec``'s service (it carries its labels)."""
+    return _owner_of(container) == (spec.environment, spec.name)
+
+
+def _foreign(container: Any, spec: ServiceSpec) -> str:
+    owner = _owner_of(container)
+    whose = (
+        f"it belongs to service {owner[0]}/{owner[1]}"
+        if owner
+        else f"it has no {LABEL_ENVIRONMENT}/{LABEL_SERVICE} labels (not created by formula-ops)"
+    )
+    return (
+        f"container {container.name!r} ({str(container.id)[:12]}) is not "
+        f"{spec.environment}/{spec.name}'s: {whose}; it is left untouched. "
+        "Remove or rename it, or set another container_name"
+    )
 
 
 def _version_of(container: Any) -> str | None:
@@ -278,15 +478,25 @@ class DockerDriver:
 
     def validate_config(self, config: dict[str, Any]) -> dict[str, Any]:
         try:
-            return DockerConfig.model_validate(config).model_dump(mode="json")
+            model = DockerConfig.model_validate(config)
         except ValidationError as exc:
             raise ValueError(_readable(exc)) from None
+        problems = policy_problems(model, self.context.docker)
+        if problems:
+            raise ValueError(_refused(problems))
+        return model.model_dump(mode="json")
 
     def _config(self, spec: ServiceSpec) -> DockerConfig:
         try:
-            return DockerConfig.model_validate(spec.config)
+            config = DockerConfig.model_validate(spec.config)
         except ValidationError as exc:
             raise DriverError(f"{spec.environment}/{spec.name}: {_readable(exc)}") from None
+        problems = policy_problems(
+            config, self.context.docker, engine_socket=_engine_socket(config)
+        )
+        if problems:
+            raise DriverError(f"{spec.environment}/{spec.name}: {_refused(problems)}")
+        return config
 
     @staticmethod
     def container_name(spec: ServiceSpec, config: DockerConfig) -> str:
@@ -338,14 +548,23 @@ class DockerDriver:
     def _service_container(
         self, client: Any, spec: ServiceSpec, name: str, *, running_only: bool
     ) -> Any | None:
-        """The container under ``name``, else a running one carrying the service labels."""
+        """The service's container under ``name``, else a running one carrying the
+        service labels. A container of someone else under ``name`` is never it."""
         named = self._get(client, name)
-        if named is not None and (_is_running(named) or not running_only):
+        if named is not None and _owned(named, spec) and (_is_running(named) or not running_only):
             return named
         for container in self._labelled(client, spec, running_only=True):
             if container.name != name + PREVIOUS_SUFFIX:
                 return container
         return None
+
+    def _check_names(self, client: Any, spec: ServiceSpec, name: str) -> None:
+        """Refuse when ``name`` or ``<name>-previous`` is held by another container than
+        the service's own: a deploy renames, replaces and removes containers there."""
+        for candidate in (name, name + PREVIOUS_SUFFIX):
+            container = self._get(client, candidate)
+            if container is not None and not _owned(container, spec):
+                raise DriverError(_foreign(container, spec))
 
     @staticmethod
     def _refresh(container: Any) -> Any:
@@ -497,8 +716,12 @@ class DockerDriver:
                 found[container.id] = container
             for candidate in (name, name + PREVIOUS_SUFFIX):
                 container = await self._call(self._get, client, candidate)
-                if container is not None:
+                if container is None or container.id in found:
+                    continue
+                if _owned(container, spec):
                     found[container.id] = container
+                else:
+                    await log(_foreign(container, spec))
             if not found:
                 await log(f"no container of {spec.environment}/{spec.name}")
                 return
@@ -513,6 +736,7 @@ class DockerDriver:
         ref = f"{config.image}:{version}"
         progress = _Progress(log)
         async with self._connect(config) as client:
+            await self._call(self._check_names, client, spec, name)
             recovered = await self._recover(client, spec, config, name, progress)
             old = await self._call(self._service_container, client, spec, name, running_only=False)
             previous_version = _version_of(old) if old is not None else None
@@ -607,7 +831,9 @@ class DockerDriver:
         version: str,
         old: Any | None,
     ) -> dict[str, Any]:
-        """``containers.create`` arguments: the old container's settings, then the config."""
+        """``containers.create`` arguments: the old container's settings, then the config.
+        Mounts come from the config only; a network mode that shares a namespace is
+        carried over only when the settings allow it."""
         env: dict[str, str] = {}
         labels: dict[str, str] = {}
         ports: dict[str, Any] = {}
@@ -630,7 +856,7 @@ class DockerDriver:
             host_config = attrs.get("HostConfig") or {}
             ports = _port_bindings(host_config.get("PortBindings") or {})
             mode = str(host_config.get("NetworkMode") or "")
-            if mode in ("host", "none") or mode.startswith("container:"):
+            if mode == "none" or shares_namespace(mode):
                 network_mode = mode
             else:
                 attached = list((attrs.get("NetworkSettings") or {}).get("Networks") or {})
@@ -640,19 +866,38 @@ class DockerDriver:
             old_restart = host_config.get("RestartPolicy") or {}
             if old_restart.get("Name") == config.restart_policy == "on-failure":
                 restart["MaximumRetryCount"] = int(old_restart.get("MaximumRetryCount") or 0)
+            _check_mounts_declared(old, config)
         env.update(config.env)
         labels.update(config.labels)
         labels.update(
             {LABEL_ENVIRONMENT: spec.environment, LABEL_SERVICE: spec.name, LABEL_VERSION: version}
         )
         ports.update(config.ports)
-        if config.network:
+        if config.network and (config.network == "none" or shares_namespace(config.network)):
+            network_mode, networks = config.network, []
+        elif config.network:
             network_mode = None
             networks = [config.network] + [n for n in networks if n != config.network]
+        if (
+            network_mode is not None
+            and shares_namespace(network_mode)
+            and not self.context.docker.allow_host_network
+        ):
+            raise DriverError(
+                f"{getattr(old, 'name', 'the old container')} runs with network mode "
+                f"{network_mode!r}; a new container does not share it without "
+                f"{HOST_NETWORK_SETTING}=true. Set config.network to the network to use instead"
+            )
         settings: dict[str, Any] = {
             "environment": env,
             "labels": labels,
             "restart_policy": restart,
+            "mounts": [
+                Mount(
+                    target=target, source=mount.source, type=mount.type, read_only=mount.read_only
+                )
+                for target, mount in config.mounts.items()
+            ],
         }
         if ports:
             settings["ports"] = ports
@@ -691,7 +936,9 @@ class DockerDriver:
         old_version = _version_of(old) if old is not None else None
         if old is not None:
             await self._call(old.rename, name + PREVIOUS_SUFFIX)
-            if settings.get("ports") and old_was_running:
+            # Published ports, or the host's own: a port cannot be bound twice.
+            frees_ports = bool(settings.get("ports")) or settings.get("network_mode") == "host"
+            if frees_ports and old_was_running:
                 await progress(f"stopping {old_name} ({old_version}) to free its ports")
                 await self._call(old.stop, timeout=config.stop_timeout_seconds)
         new: Any = None
@@ -767,6 +1014,33 @@ class DockerDriver:
             raise DriverError(
                 f"rollback of {name} failed: {_explain(exc)}; deploy again to recover"
             ) from None
+
+
+_ANONYMOUS_VOLUME = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _check_mounts_declared(old: Any, config: DockerConfig) -> None:
+    """Refuse to replace ``old`` when it has a named volume or a bind mount that the
+    config does not declare: the new container would silently lose its data."""
+    declared = set(config.mounts)
+    missing = []
+    for mount in old.attrs.get("Mounts") or []:
+        target = str(mount.get("Destination") or "")
+        kind = str(mount.get("Type") or "")
+        if target in declared or kind not in ("volume", "bind"):
+            continue
+        if kind == "volume":
+            name = str(mount.get("Name") or "")
+            if _ANONYMOUS_VOLUME.match(name):
+                continue  # the image's own VOLUME: each container gets a fresh one
+            missing.append(f"{target} (volume {name})")
+        else:
+            missing.append(f"{target} (bind {mount.get('Source')})")
+    if missing:
+        raise DriverError(
+            f"{old.name} has mounts that the config does not declare: {', '.join(missing)}; "
+            "a new container would lose them. Declare them in config.mounts"
+        )
 
 
 def _check_version(version: str) -> None:

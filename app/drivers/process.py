@@ -56,6 +56,7 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from pydantic.config import JsonDict
 
 from app.drivers.base import (
     Deployed,
@@ -102,10 +103,25 @@ EnvValue = Annotated[
 ]
 
 
+_NO_PORT_PLACEHOLDER: JsonDict = {"not": {"pattern": "[{]port[}]"}}
+
+
 class ProcessConfig(BaseModel):
     """The ``config`` of a service run by the ``process`` driver."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        # `{port}` needs a port: the rule of `_port_placeholder`, stated in the schema.
+        json_schema_extra={
+            "if": {"required": ["port"], "properties": {"port": {"type": "integer"}}},
+            "else": {
+                "properties": {
+                    "command": {"items": _NO_PORT_PLACEHOLDER},
+                    "env": {"additionalProperties": _NO_PORT_PLACEHOLDER},
+                }
+            },
+        },
+    )
 
     command: list[Argument] = Field(
         min_length=1,
@@ -340,7 +356,11 @@ class ProcessDriver:
             if which is None:
                 raise DriverError(f"{executable!r} not found on PATH")
             found = which
-        text = f"{executable} found: {found}"
+        text = (
+            f"{found} is an executable file"
+            if found == executable
+            else f"{executable} resolves to {found}"
+        )
         await log(text)
         return text
 

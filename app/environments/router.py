@@ -6,12 +6,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Response
 from fastapi.responses import JSONResponse
+from pydantic.json_schema import SkipJsonSchema
 
 from app.auth.deps import Admin, ScopedOperator, ScopedViewer
 from app.auth.errors import Forbidden, TooManyRequests, Unauthenticated
 from app.auth.principal import Principal
 from app.auth.roles import Role
-from app.deps import SessionDep, UnitOfWorkDep
+from app.deps import ContextDep, SessionDep, UnitOfWorkDep
 from app.environments import service, views
 from app.environments.schemas import (
     NAME,
@@ -26,12 +27,8 @@ from app.environments.schemas import (
     ServiceOut,
 )
 from app.errors import BadRequest, problem_responses
-from app.idempotency import (
-    IdempotencyDep,
-    IdempotencyKeyInFlight,
-    IdempotencyKeyReused,
-    MalformedIdempotencyKey,
-)
+from app.idempotency import PROBLEMS as IDEMPOTENCY_ERRORS
+from app.idempotency import IdempotencyDep
 from app.pagination import CursorParamsDep
 from app.paths import V1
 
@@ -40,11 +37,17 @@ AUTH_ERRORS = (Unauthenticated, Forbidden, TooManyRequests)
 EnvName = Annotated[str, Path(pattern=NAME, max_length=63, description="Environment name.")]
 ServiceName = Annotated[str, Path(pattern=NAME, max_length=63, description="Service name.")]
 Version = Annotated[str, Path(pattern=VERSION, max_length=128, description="Pinned version.")]
+# RFC 9110 If-Match: `*` or a list of entity-tags (`"..."` or `W/"..."`).
+_ENTITY_TAG = r'(W/)?"[\x21\x23-\x7e]*"'
+IF_MATCH = rf"^(\*|{_ENTITY_TAG}([ \t]*,[ \t]*{_ENTITY_TAG})*)$"
 IfMatch = Annotated[
-    str | None,
+    str | SkipJsonSchema[None],
     Header(
         alias="If-Match",
         max_length=200,
+        pattern=IF_MATCH,
+        # Repeated for the schema: a constraint on `str | None` is checked but not shown.
+        json_schema_extra={"pattern": IF_MATCH},
         description="The ETag read before; a stale one is refused with 412.",
     ),
 ]
@@ -93,9 +96,7 @@ async def list_environments(
     responses=problem_responses(
         *AUTH_ERRORS,
         service.EnvironmentExists,
-        MalformedIdempotencyKey,
-        IdempotencyKeyInFlight,
-        IdempotencyKeyReused,
+        *IDEMPOTENCY_ERRORS,
         validation=True,
     ),
 )
@@ -103,6 +104,7 @@ async def create_environment(
     body: EnvironmentCreate, principal: Admin, uow: UnitOfWorkDep, idem: IdempotencyDep
 ) -> JSONResponse:
     async with uow:
+        await idem.claim(uow)
         fields = EnvironmentIn.model_validate(body.model_dump(exclude={"name"}))
         row = await service.create_environment(uow, principal, body.name, fields)
         (out,) = await views.environments_out(uow.session, [row], reveal=True)
@@ -210,17 +212,15 @@ async def put_service(
     uow: UnitOfWorkDep,
     name: EnvName,
     service_name: ServiceName,
+    context: ContextDep,
     if_match: IfMatch = None,
 ) -> JSONResponse:
-    """`config` is the driver's; `If-Match` refuses a stale write (412)."""
+    """`config` is the driver's; `If-Match` refuses a stale write (412). A docker
+    `network` of `host`/`container:<name>` and bind mounts of `/` or a Docker socket are
+    refused (422) unless the server's settings allow them."""
     async with uow:
         row, created = await service.put_service(
-            uow,
-            principal,
-            name,
-            service_name,
-            body,
-            if_match,
+            uow, principal, name, service_name, body, if_match, docker=context.settings.docker
         )
         (out,) = await views.services_out(uow.session, [row], reveal=True)
     return _json(out, 201 if created else 200, f"{_env_location(name)}/services/{service_name}")

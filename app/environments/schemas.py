@@ -14,6 +14,9 @@ from app.schemas import PRINTABLE, RequestModel
 
 NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 VERSION = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$"
+# No space or control character (C0, DEL, C1). An explicit class, not `\s`: that means
+# more characters in Python's `re` than in the schema's ECMA-262 regexes.
+HTTP_URL = r"^https?://[^\x00-\x20\x7f-\x9f]+$"
 ChecklistItem = Literal[
     "code_review",
     "tests_passed",
@@ -30,7 +33,7 @@ class HttpSmokeTest(RequestModel):
 
     name: str = Field(min_length=1, max_length=100, pattern=PRINTABLE)
     type: Literal["http"]
-    url: str = Field(pattern=r"^https?://[^\s]+$", max_length=2000)
+    url: str = Field(pattern=HTTP_URL, max_length=2000)
     method: Literal["GET", "HEAD", "POST"] = "GET"
     expect_status: list[int] = Field(default_factory=lambda: [200], min_length=1, max_length=20)
     timeout_seconds: float = Field(default=30, gt=0, le=600)
@@ -51,7 +54,7 @@ SMOKE_TEST: TypeAdapter[HttpSmokeTest | CommandSmokeTest] = TypeAdapter(SmokeTes
 
 
 class _ServiceFields(RequestModel):
-    health_url: str | None = Field(default=None, pattern=r"^https?://[^\s]+$", max_length=2000)
+    health_url: str | None = Field(default=None, pattern=HTTP_URL, max_length=2000)
     health_timeout_seconds: float = Field(default=30, gt=0, le=600)
     deploy_order: int = Field(default=0, ge=0, le=1000, description="Lower deploys first.")
     settle_seconds: float = Field(default=0, ge=0, le=3600, description="Wait after deploying.")

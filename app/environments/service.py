@@ -15,10 +15,12 @@ from app.audit import service as audit_service
 from app.auth.principal import Principal
 from app.db import UnitOfWork, utcnow
 from app.deployments.models import DeploymentTarget, TargetState
+from app.drivers.docker import policy_problems
 from app.environments.models import Environment, Pin, Service
 from app.environments.schemas import DockerService, EnvironmentIn, ProcessService
-from app.errors import AppError, NotFound
+from app.errors import AppError, NotFound, ValidationFailed
 from app.pagination import CursorParams, paginate
+from app.settings import DockerSettings
 
 
 class EnvironmentNotFound(NotFound):
@@ -201,7 +203,12 @@ async def put_service(
     name: str,
     body: ProcessService | DockerService,
     if_match: str | None,
+    *,
+    docker: DockerSettings | None = None,
 ) -> tuple[Service, bool]:
+    """``docker``: what the server allows docker services (default: nothing extra)."""
+    if isinstance(body, DockerService):
+        _check_docker_policy(body, docker or DockerSettings())
     env = await uow.session.get(Environment, environment)
     if env is None:
         raise EnvironmentNotFound(f"No environment {environment!r}")
@@ -235,6 +242,18 @@ async def put_service(
         body.model_dump(mode="json", exclude={"config"}),
     )
     return service, created
+
+
+def _check_docker_policy(body: DockerService, policy: DockerSettings) -> None:
+    problems = policy_problems(body.config, policy)
+    if problems:
+        raise ValidationFailed(
+            "; ".join(message for _, message in problems),
+            errors=[
+                {"loc": ["body", "config", *loc], "msg": message, "type": "not_allowed"}
+                for loc, message in problems
+            ],
+        )
 
 
 async def delete_service(

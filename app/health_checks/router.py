@@ -10,12 +10,8 @@ from app.auth.errors import Forbidden, TooManyRequests, Unauthenticated
 from app.deps import ContextDep, SessionDep, UnitOfWorkDep
 from app.errors import problem_responses
 from app.health_checks import service
-from app.idempotency import (
-    IdempotencyDep,
-    IdempotencyKeyInFlight,
-    IdempotencyKeyReused,
-    MalformedIdempotencyKey,
-)
+from app.idempotency import PROBLEMS as IDEMPOTENCY_ERRORS
+from app.idempotency import IdempotencyDep
 from app.pagination import CursorParamsDep
 from app.paths import V1
 from app.runs import service as run_service
@@ -43,9 +39,7 @@ def _location(run_id: str) -> str:
         201: {"model": RunOut, "description": "With `Prefer: wait`: the finished run."},
         **problem_responses(
             *AUTH_ERRORS,
-            MalformedIdempotencyKey,
-            IdempotencyKeyInFlight,
-            IdempotencyKeyReused,
+            *IDEMPOTENCY_ERRORS,
             validation=True,
         ),
     },
@@ -67,6 +61,7 @@ async def create_health_check(
         dry = DryRun(kind=RunKind.HEALTH_CHECK, steps=[PlannedStep(**s) for s in steps])
         return JSONResponse(dry.model_dump(mode="json"), status_code=200)
     async with uow:
+        await idem.claim(uow)
         run = await service.create(uow, context, principal)
         accepted = run_response(run, 202, _location(run.id), **{"Retry-After": "1"})
         await idem.complete(uow.session, accepted)

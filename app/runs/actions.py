@@ -111,7 +111,8 @@ class HttpParams(Params):
     method: Literal["GET", "HEAD", "POST", "PUT", "DELETE"] = "GET"
     url: str = Field(pattern=r"^https?://")
     expect_status: list[int] = Field(default_factory=lambda: [200])
-    timeout_seconds: float = Field(default=10, gt=0, le=300)
+    # As long as an HTTP smoke test may wait: every smoke test the API stores can run.
+    timeout_seconds: float = Field(default=10, gt=0, le=600)
     warning_ms: int = LATENCY_WARNING_MS
     critical_ms: int = LATENCY_CRITICAL_MS
 

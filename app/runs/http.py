@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
@@ -19,6 +20,8 @@ from app.runs import service as run_service
 from app.runs.models import TERMINAL_STATUSES, Run
 from app.runs.notify import wait_for
 from app.runs.schemas import run_out
+
+logger = logging.getLogger(__name__)
 
 MAX_PREFER_WAIT = 300
 RETRY_AFTER = "2"
@@ -71,17 +74,27 @@ async def created(
 ) -> JSONResponse:
     """The answer to a creating POST: ``accepted`` (202), or with ``Prefer: wait`` the
     finished run (201) — or the run as it is when the wait ends (202 + ``Retry-After``).
-    A replay of the same Idempotency-Key returns the last of these."""
+    A replay of the same Idempotency-Key returns the last of these.
+
+    The run is committed already: when waiting or building the answer fails (the
+    database busy or gone), the answer is ``accepted``, never an error saying nothing
+    was changed."""
     wait = parse_prefer_wait(prefer)
     if wait is None:
         return accepted
-    run = await run_service.wait_terminal(context, run_id, principal, wait)
-    applied = {"Preference-Applied": f"wait={wait}"}
-    respond = render or _render_run
-    if run.status in TERMINAL_STATUSES:
-        response = await respond(run, 201, location, applied)
-    else:
-        response = await respond(run, 202, location, {**applied, "Retry-After": RETRY_AFTER})
+    try:
+        run = await run_service.wait_terminal(context, run_id, principal, wait)
+        applied = {"Preference-Applied": f"wait={wait}"}
+        respond = render or _render_run
+        if run.status in TERMINAL_STATUSES:
+            response = await respond(run, 201, location, applied)
+        else:
+            headers = {**applied, "Retry-After": RETRY_AFTER}
+            response = await respond(run, 202, location, headers)
+    except Exception as exc:
+        # The class only: a statement's text or parameters may hold what must not be logged.
+        logger.warning("waiting for run %s failed (%s); answering 202", run_id, type(exc).__name__)
+        return accepted
     await idem.replace(context, response)
     return response
 

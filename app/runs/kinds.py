@@ -55,6 +55,13 @@ def hooks(kind: RunKind | str) -> KindHooks:
     return _KINDS.get(str(kind), KindHooks())
 
 
+def registered() -> list[RunKind]:
+    """The kinds this installation can run (a module registered them), in declaration
+    order; the others are reserved names."""
+    _load_kinds()
+    return [kind for kind in RunKind if kind.value in _KINDS]
+
+
 def register_finalizer(kind: RunKind, finalizer: Finalizer) -> None:
     _KINDS.setdefault(kind.value, KindHooks()).finalizer = finalizer
 

@@ -10,12 +10,8 @@ from app.auth.errors import Forbidden, TooManyRequests, Unauthenticated
 from app.db import utcnow
 from app.deps import SessionDep, UnitOfWorkDep
 from app.errors import problem_responses
-from app.idempotency import (
-    IdempotencyDep,
-    IdempotencyKeyInFlight,
-    IdempotencyKeyReused,
-    MalformedIdempotencyKey,
-)
+from app.idempotency import PROBLEMS as IDEMPOTENCY_ERRORS
+from app.idempotency import IdempotencyDep
 from app.pagination import CursorParamsDep
 from app.paths import V1
 from app.schemas import PRINTABLE
@@ -35,9 +31,7 @@ TokenId = Path(min_length=1, max_length=64, pattern=PRINTABLE, description="The 
     response_model=TokenCreated,
     responses=problem_responses(
         *AUTH_ERRORS,
-        MalformedIdempotencyKey,
-        IdempotencyKeyInFlight,
-        IdempotencyKeyReused,
+        *IDEMPOTENCY_ERRORS,
         validation=True,
     ),
 )
@@ -49,6 +43,7 @@ async def create_token(
 ) -> JSONResponse:
     """The response carries the token once; only its hash is kept."""
     async with uow:
+        await idem.claim(uow)
         token, value = await service.create(uow, principal, body)
         created = TokenCreated(**service.to_schema(token).model_dump(), token=value)
         response = JSONResponse(

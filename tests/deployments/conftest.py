@@ -91,7 +91,7 @@ async def staging(
 
 
 async def stop_services(context: AppContext) -> None:
-    driver_context = DriverContext(state_dir=context.settings.state_dir)
+    driver_context = DriverContext.from_settings(context.settings)
     async with context.sessionmaker() as session:
         services = list(await session.scalars(select(Service)))
 

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from app.context import AppContext
 from app.models import OutboxEvent
-from tests.deployments.conftest import Env, running_version
+from tests.deployments.conftest import Env, running_version, sample_service
 from tests.factories import IssuedToken
 
 WAIT = {"Prefer": "wait=60"}
@@ -399,3 +399,29 @@ async def test_health_check_probes_the_deployed_services(
     )
     assert "service staging/frontend" in probes
     assert "service formula-ops" not in probes  # itself only when nothing else is known
+
+
+async def test_every_service_the_schema_accepts_can_be_planned(
+    client: httpx.AsyncClient, admin: IssuedToken, deployer: IssuedToken, staging: Env
+) -> None:
+    """A service stored at the limits of its schema does not make its deployments a 422
+    (an HTTP smoke test may wait up to 600 s, so its step may too)."""
+    port = staging.ports["backend"]
+    limits = sample_service(
+        port,
+        smoke_tests=[
+            {
+                "name": "slow",
+                "type": "http",
+                "url": f"http://127.0.0.1:{port}/",
+                "timeout_seconds": 600,
+            },
+            {"name": "cmd", "type": "command", "argv": ["true"], "timeout_seconds": 600},
+        ],
+    )
+    stored = await client.put(
+        "/v1/environments/staging/services/backend", json=limits, headers=admin.headers
+    )
+    assert stored.status_code == 200, stored.text
+    planned = await deploy(client, deployer, "2.0.0", dry_run=True)
+    assert planned.status_code == 200, planned.text

@@ -3,11 +3,15 @@ see their own environment only, driver configs are checked."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import httpx
 
 from app.auth.roles import Role
 from app.context import AppContext
+from app.main import create_app
 from app.models import AuditEvent
+from app.settings import DockerSettings
 from tests.deployments.conftest import sample_service
 from tests.factories import IssuedToken, issue_token
 
@@ -176,3 +180,69 @@ async def test_paginated(client: httpx.AsyncClient, admin: IssuedToken) -> None:
             break
     assert sorted(seen) == [f"env-{i}" for i in range(5)]
     assert len(seen) == 5
+
+
+async def test_docker_privileges_need_the_server_setting(
+    context: AppContext, client: httpx.AsyncClient, admin: IssuedToken
+) -> None:
+    await client.put("/v1/environments/qa", json={}, headers=admin.headers)
+    host = {"driver": "docker", "config": {"image": "registry.local/web", "network": "host"}}
+    socket = {
+        "driver": "docker",
+        "config": {
+            "image": "registry.local/web",
+            "mounts": {"/s": {"type": "bind", "source": "/var/run/docker.sock"}},
+        },
+    }
+    refused = await client.put("/v1/environments/qa/services/web", json=host, headers=admin.headers)
+    assert refused.status_code == 422, refused.text
+    assert refused.headers["content-type"] == "application/problem+json"
+    problem = refused.json()
+    assert problem["type"] == "/problems/validation-error"
+    assert problem["errors"][0]["loc"] == ["body", "config", "network"]
+    assert "FORMULA_OPS_DOCKER__ALLOW_HOST_NETWORK=true" in problem["detail"]
+    bind = await client.put("/v1/environments/qa/services/web", json=socket, headers=admin.headers)
+    assert bind.status_code == 422, bind.text
+    assert bind.json()["errors"][0]["loc"] == ["body", "config", "mounts", "/s", "source"]
+    missing = await client.get("/v1/environments/qa/services/web", headers=admin.headers)
+    assert missing.status_code == 404
+
+    # The same requests to a server whose settings allow them.
+    allowing = context.settings.model_copy(
+        update={"docker": DockerSettings(allow_host_network=True, allow_sensitive_binds=True)}
+    )
+    app = create_app(allowing, context=dataclasses.replace(context, settings=allowing))
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as allowed:
+        created = await allowed.put(
+            "/v1/environments/qa/services/web", json=host, headers=admin.headers
+        )
+        assert created.status_code == 201, created.text
+        assert created.json()["config"]["network"] == "host"
+        created = await allowed.put(
+            "/v1/environments/qa/services/api", json=socket, headers=admin.headers
+        )
+        assert created.status_code == 201, created.text
+
+
+async def test_if_match_takes_the_entity_tag_syntax_it_declares(
+    client: httpx.AsyncClient, admin: IssuedToken
+) -> None:
+    """RFC 9110 `If-Match`: `*`, `"…"`, `W/"…"` and lists of them are conditions (met or
+    412); anything else, `null` included, is a malformed header (422), never a 412."""
+    created = await client.post("/v1/environments", json={"name": "prod"}, headers=admin.headers)
+    etag = created.headers["etag"]
+
+    async def put(if_match: str) -> httpx.Response:
+        return await client.put(
+            "/v1/environments/prod", json={}, headers={**admin.headers, "If-Match": if_match}
+        )
+
+    for malformed in ("null", "1", etag[1:], f"{etag},", f"W/ {etag}", '"a"b"'):
+        response = await put(malformed)
+        assert response.status_code == 422, (malformed, response.text)
+        assert response.json()["errors"][0]["loc"] == ["header", "If-Match"]
+    assert (await put('"nope", W/"x"')).status_code == 412
+    current = (await client.get("/v1/environments/prod", headers=admin.headers)).headers["etag"]
+    assert (await put(f'"0" ,\tW/{current}')).status_code == 200
+    assert (await put("*")).status_code == 200

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from docker.errors import NotFound
 
@@ -18,6 +19,7 @@ from app.drivers.docker import (
     DockerDriver,
 )
 from app.drivers.health import probe
+from app.settings import DockerSettings
 from tests.docker_env import DockerEnv, free_port
 
 ENVIRONMENT = "staging"
@@ -39,6 +41,13 @@ class Lines:
 @pytest.fixture
 def driver(tmp_path: Path) -> DockerDriver:
     return DockerDriver(DriverContext(state_dir=tmp_path))
+
+
+@pytest.fixture
+def permissive(tmp_path: Path) -> DockerDriver:
+    """A driver whose settings allow shared network namespaces and sensitive binds."""
+    allow = DockerSettings(allow_host_network=True, allow_sensitive_binds=True)
+    return DockerDriver(DriverContext(state_dir=tmp_path, docker=allow))
 
 
 def make_spec(
@@ -103,6 +112,7 @@ class TestValidateConfig:
             "env": {"A": "1"},
             "ports": {"8080/tcp": 18080},
             "network": None,
+            "mounts": {},
             "restart_policy": "unless-stopped",
             "labels": {},
             "command": None,
@@ -122,6 +132,31 @@ class TestValidateConfig:
             ({"image": "sample", "labels": {"formula-ops.version": "x"}}, "reserved"),
             ({"image": "sample", "container_name": "-bad"}, "not a valid container name"),
             ({}, "image: Field required"),
+            ({"image": "sample", "network": "my net"}, "network"),
+            (
+                {"image": "sample", "mounts": {"/d": {"type": "bind", "source": "data"}}},
+                "source 'data' is not an absolute path",
+            ),
+            (
+                {"image": "sample", "mounts": {"d": {"type": "volume", "source": "v1"}}},
+                "target 'd' is not an absolute path",
+            ),
+            (
+                {"image": "sample", "mounts": {"/d": {"type": "bind", "source": "/a/../b"}}},
+                "not a normalised path",
+            ),
+            (
+                {"image": "sample", "mounts": {"/d/": {"type": "volume", "source": "v1"}}},
+                "not a normalised path",
+            ),
+            (
+                {"image": "sample", "mounts": {"/": {"type": "volume", "source": "data"}}},
+                "target '/'",
+            ),
+            (
+                {"image": "sample", "mounts": {"/d": {"type": "tmpfs", "source": "x"}}},
+                "mounts./d",
+            ),
         ],
     )
     def test_rejects_with_a_readable_message(
@@ -130,6 +165,61 @@ class TestValidateConfig:
         with pytest.raises(ValueError, match="invalid docker config") as error:
             driver.validate_config(config)
         assert message in str(error.value)
+
+    @pytest.mark.parametrize(
+        ("extra", "setting"),
+        [
+            ({"network": "host"}, "FORMULA_OPS_DOCKER__ALLOW_HOST_NETWORK"),
+            ({"network": "container:db"}, "FORMULA_OPS_DOCKER__ALLOW_HOST_NETWORK"),
+            (
+                {"mounts": {"/host": {"type": "bind", "source": "/"}}},
+                "FORMULA_OPS_DOCKER__ALLOW_SENSITIVE_BINDS",
+            ),
+            (
+                {"mounts": {"/s": {"type": "bind", "source": "/var/run/docker.sock"}}},
+                "FORMULA_OPS_DOCKER__ALLOW_SENSITIVE_BINDS",
+            ),
+            (
+                {"mounts": {"/r": {"type": "bind", "source": "/run", "read_only": True}}},
+                "FORMULA_OPS_DOCKER__ALLOW_SENSITIVE_BINDS",
+            ),
+            (
+                {"mounts": {"/s": {"type": "bind", "source": "/srv/x/docker.sock"}}},
+                "FORMULA_OPS_DOCKER__ALLOW_SENSITIVE_BINDS",
+            ),
+        ],
+    )
+    async def test_privileged_settings_need_the_server_setting(
+        self,
+        driver: DockerDriver,
+        permissive: DockerDriver,
+        extra: dict[str, Any],
+        setting: str,
+    ) -> None:
+        config = {"image": "sample", **extra}
+        with pytest.raises(ValueError, match="docker config refused") as error:
+            driver.validate_config(config)
+        assert f"{setting}=true" in str(error.value)
+        assert permissive.validate_config(config)["image"] == "sample"
+        # At deploy time too: a config stored while it was allowed is refused.
+        spec = ServiceSpec(ENVIRONMENT, "web", "docker", permissive.validate_config(config))
+        with pytest.raises(DriverError, match=setting):
+            await driver.deploy(spec, "1.0.0", Lines())
+
+    def test_declared_mounts_fill_defaults(self, driver: DockerDriver) -> None:
+        config = driver.validate_config(
+            {
+                "image": "sample",
+                "mounts": {
+                    "/var/lib/web": {"type": "volume", "source": "web-data"},
+                    "/conf": {"type": "bind", "source": "/srv/conf", "read_only": True},
+                },
+            }
+        )
+        assert config["mounts"] == {
+            "/var/lib/web": {"type": "volume", "source": "web-data", "read_only": False},
+            "/conf": {"type": "bind", "source": "/srv/conf", "read_only": True},
+        }
 
     async def test_unreachable_engine_is_a_driver_error(self, driver: DockerDriver) -> None:
         spec = ServiceSpec(
@@ -394,3 +484,143 @@ class TestDockerDriver:
 
         await driver.stop(spec, Lines())
         assert service_containers(env, "jobs") == []
+
+    async def test_host_network_only_when_the_settings_allow_it(
+        self, driver: DockerDriver, permissive: DockerDriver, clean_engine: DockerEnv
+    ) -> None:
+        env = clean_engine
+        env.build_and_push("1.0.0")
+        env.build_and_push("1.1.0")
+        port = free_port()
+        # In the host's namespace the sample must listen on loopback and a free port.
+        command = [
+            "/bin/sh",
+            "-c",
+            "httpd -f -p 127.0.0.1:${PORT} -h /www & trap 'kill $! 2>/dev/null; exit 0' TERM; wait",
+        ]
+
+        def spec_of(config: dict[str, Any]) -> ServiceSpec:
+            return ServiceSpec(
+                ENVIRONMENT,
+                "hostnet",
+                "docker",
+                config,
+                health_url=f"http://127.0.0.1:{port}/health",
+                health_timeout_seconds=20,
+            )
+
+        base = env.service_config(env={"PORT": str(port)}, command=command)
+        host = spec_of(permissive.validate_config({**base, "network": "host"}))
+        with pytest.raises(DriverError, match="FORMULA_OPS_DOCKER__ALLOW_HOST_NETWORK=true"):
+            await driver.deploy(host, "1.0.0", Lines())
+        assert service_containers(env, "hostnet") == []
+
+        first = await permissive.deploy(host, "1.0.0", Lines())
+        with env.client() as client:
+            running = client.containers.get(first.details["container_id"])
+            assert running.attrs["HostConfig"]["NetworkMode"] == "host"
+
+        # A config without a network: the old container's host mode is not carried over
+        # without the setting, and the old container keeps running untouched.
+        plain = spec_of(driver.validate_config(base))
+        with pytest.raises(DriverError, match="network mode 'host'") as refused:
+            await driver.deploy(plain, "1.1.0", Lines())
+        assert "ALLOW_HOST_NETWORK" in str(refused.value)
+        assert [c.id for c in service_containers(env, "hostnet")] == [running.id]
+        served = await probe(plain.health_url or "")
+        assert (served.healthy, served.version) == (True, "1.0.0")
+
+        second = await permissive.deploy(plain, "1.1.0", Lines())
+        with env.client() as client:
+            new = client.containers.get(second.details["container_id"])
+            assert new.attrs["HostConfig"]["NetworkMode"] == "host"
+        await permissive.stop(plain, Lines())
+        assert service_containers(env, "hostnet") == []
+
+    async def test_declared_mounts_keep_data_across_deploys(
+        self, driver: DockerDriver, clean_engine: DockerEnv, tmp_path: Path
+    ) -> None:
+        env = clean_engine
+        env.build_and_push("1.0.0")
+        env.build_and_push("1.1.0")
+        port = free_port()
+        conf = tmp_path / "conf"
+        conf.mkdir()
+        (conf / "site.txt").write_text("from the host\n")
+        volume = f"store-data-{port}"
+        mounts = {
+            "/www/data": {"type": "volume", "source": volume},
+            "/www/conf": {"type": "bind", "source": str(conf), "read_only": True},
+        }
+        spec = make_spec(driver, env, "store", port=port, mounts=mounts)
+        first = await driver.deploy(spec, "1.0.0", Lines())
+        with env.client() as client:
+            container = client.containers.get(first.details["container_id"])
+            code, output = container.exec_run(
+                ["sh", "-c", "echo written-by-1.0.0 > /www/data/note"]
+            )
+            assert code == 0, output
+            code, _ = container.exec_run(["sh", "-c", "echo x > /www/conf/new"])
+            assert code != 0, "the bind mount is read-only"
+
+        second = await driver.deploy(spec, "1.1.0", Lines())
+        assert (second.previous_version, second.changed) == ("1.0.0", True)
+        async with httpx.AsyncClient(trust_env=False, timeout=5) as http:
+            base = f"http://127.0.0.1:{port}"
+            assert (await http.get(f"{base}/version")).text.strip() == "1.1.0"
+            assert (await http.get(f"{base}/data/note")).text.strip() == "written-by-1.0.0"
+            assert (await http.get(f"{base}/conf/site.txt")).text.strip() == "from the host"
+        with env.client() as client:
+            new = client.containers.get(second.details["container_id"])
+            mounted = {m["Destination"]: m for m in new.attrs["Mounts"]}
+            assert mounted["/www/data"]["Name"] == volume
+            assert mounted["/www/conf"]["RW"] is False
+
+        # The same service without the mounts declared: the deploy would lose them, so it
+        # is refused and the running container stays.
+        undeclared = make_spec(driver, env, "store", port=port)
+        with pytest.raises(DriverError, match="does not declare") as refused:
+            await driver.deploy(undeclared, "1.0.0", Lines())
+        assert f"/www/data (volume {volume})" in str(refused.value)
+        assert "/www/conf (bind" in str(refused.value)
+        assert [c.id for c in service_containers(env, "store")] == [new.id]
+        served = await probe(spec.health_url or "")
+        assert (served.healthy, served.version) == (True, "1.1.0")
+        await driver.stop(spec, Lines())
+
+    async def test_a_container_of_someone_else_is_left_untouched(
+        self, driver: DockerDriver, clean_engine: DockerEnv
+    ) -> None:
+        env = clean_engine
+        ref = env.build_and_push("1.0.0")
+        with env.client() as client:
+            client.images.pull(env.repository(), tag="1.0.0")
+            foreign = client.containers.run(
+                ref, name="shared-name", detach=True, labels={"owner": "someone"}
+            )
+            other = client.containers.run(
+                ref,
+                name="other-service",
+                detach=True,
+                labels={LABEL_ENVIRONMENT: ENVIRONMENT, LABEL_SERVICE: "elsewhere"},
+            )
+        spec = make_spec(driver, env, "claim", container_name="shared-name")
+        log = Lines()
+        with pytest.raises(DriverError, match="not created by formula-ops") as refused:
+            await driver.deploy(spec, "1.0.0", log)
+        assert "'shared-name'" in str(refused.value)
+        assert "left untouched" in str(refused.value)
+        assert await driver.current(spec) is None
+        await driver.stop(spec, log)
+        assert any("left untouched" in line for line in log.lines), log
+
+        taken = make_spec(driver, env, "claim", container_name="other-service")
+        with pytest.raises(DriverError, match=f"belongs to service {ENVIRONMENT}/elsewhere"):
+            await driver.deploy(taken, "1.0.0", Lines())
+
+        with env.client() as client:
+            for container in (foreign, other):
+                after = client.containers.get(container.id)
+                assert after.name == container.name
+                assert after.attrs["State"]["Running"], after.attrs["State"]
+        assert service_containers(env, "claim") == []

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -412,7 +413,11 @@ async def test_placeholders_are_literal_and_never_reach_a_shell(
 
 async def test_pull_checks_the_executable(harness: Harness) -> None:
     text = await harness.driver.pull(harness.spec(), "1.0.0", harness.log)
-    assert sys.executable in text
+    assert text == f"{sys.executable} is an executable file"  # said once, not "X found: X"
+    by_name = await harness.driver.pull(
+        harness.spec(command=["sh", "-c", "true"]), "1", harness.log
+    )
+    assert re.fullmatch(r"sh resolves to /\S+/sh", by_name), by_name
     with pytest.raises(DriverError, match="not found"):
         await harness.driver.pull(
             harness.spec(command=["no-such-binary-formula-ops"]), "1.0.0", harness.log

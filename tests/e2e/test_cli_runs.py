@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.client import ApiError, Client, ConnectionFailed
+from app.client import ApiError, Client, ConfigurationError, ConnectionFailed, default_url
 from tests.e2e.serve_process import FORMULA_OPS, ServeProcess
 from tests.helpers import free_port
 
@@ -184,16 +184,21 @@ class TestHealthCheck:
 
     def test_a_failing_check_exits_1_with_the_reason(self, failing_server: Server) -> None:
         result = failing_server.cli("health-check", "--wait", code=1)
-        last = result.stdout.splitlines()[-1]
-        assert "failure" in last
-        assert "Health check failed: critical: disk /no/such/disk" in last
-        assert re.search(r"\[\d+\] disk /no/such/disk  failure  critical  ", result.stdout)
         run_id = RUN_ID.search(result.stdout)
         assert run_id
+        lines = result.stdout.splitlines()
+        outcome = lines[-2]
+        assert outcome.startswith(f"Run {run_id.group()} failure after "), result.stdout
+        assert "Health check failed: critical: disk /no/such/disk" in outcome
+        # the step's own error, which the run's reason does not give, follows it (once)
+        assert re.fullmatch(r"  \[\d+\] disk /no/such/disk: .*No such file.*", lines[-1])
+        assert result.stdout.count("No such file") == 1, result.stdout
+        assert re.search(r"\[\d+\] disk /no/such/disk  failure  critical  \S", result.stdout)
         assert failing_server.get(f"/v1/runs/{run_id.group()}")["status"] == "failure"
         # watching it again says the same
-        again = failing_server.cli("runs", "watch", run_id.group(), code=1)
-        assert again.stdout.splitlines()[-1].split(" after ")[0] == last.split(" after ")[0]
+        again = failing_server.cli("runs", "watch", run_id.group(), code=1).stdout.splitlines()
+        assert again[-2].split(" after ")[0] == outcome.split(" after ")[0]
+        assert again[-1] == lines[-1]
 
 
 class TestRuns:
@@ -235,6 +240,31 @@ class TestRuns:
         server.cli("runs", "list", "--status", "sideways", code=2)
         server.cli("runs", "list", "--limit", "0", code=2)
 
+    def test_kind_offers_only_the_kinds_that_exist(self, server: Server) -> None:
+        helped = server.cli("runs", "list", "--help", COLUMNS="200").stdout
+        assert "deployment, rollback, health_check" in " ".join(helped.split())
+        for reserved in ("backup", "maintenance"):  # kinds without endpoints (yet)
+            refused = server.cli("runs", "list", "--kind", reserved, code=2, COLUMNS="200")
+            message = " ".join(re.sub("[│╭╮╰╯─]", " ", refused.stderr).split())
+            assert f"'{reserved}' is not one of deployment, rollback, health_check" in message
+        server.cli("runs", "list", "--kind", "rollback")
+
+    def test_without_a_url_the_cli_finds_the_server_by_its_port(self, server: Server) -> None:
+        found = server.cli(
+            "runs", "list", FORMULA_OPS_URL="", FORMULA_OPS_PORT=str(server.port)
+        ).stdout
+        assert found.splitlines()[0].split("\t") == LIST_COLUMNS
+        elsewhere = free_port()
+        missed = server.cli(
+            "runs",
+            "list",
+            code=2,
+            FORMULA_OPS_URL="",
+            FORMULA_OPS_HOST="0.0.0.0",
+            FORMULA_OPS_PORT=str(elsewhere),
+        )
+        assert missed.stderr.strip() == f"Cannot reach http://127.0.0.1:{elsewhere} (ConnectError)"
+
 
 class TestRefusals:
     @pytest.mark.parametrize(
@@ -259,6 +289,27 @@ class TestRefusals:
         nowhere = f"http://127.0.0.1:{free_port()}"
         result = server.cli("runs", "list", code=2, FORMULA_OPS_URL=nowhere)
         assert result.stderr.strip() == f"Cannot reach {nowhere} (ConnectError)"
+
+
+class TestDefaultUrl:
+    def test_the_servers_own_host_and_port(self) -> None:
+        assert default_url({}) == "http://127.0.0.1:8000"
+        assert default_url({"FORMULA_OPS_PORT": "9001"}) == "http://127.0.0.1:9001"
+        assert default_url({"FORMULA_OPS_HOST": "10.1.2.3"}) == "http://10.1.2.3:8000"
+        assert default_url({"FORMULA_OPS_HOST": "::"}) == "http://[::1]:8000"
+        assert default_url({"FORMULA_OPS_HOST": "::1", "FORMULA_OPS_PORT": "1"}) == (
+            "http://[::1]:1"
+        )
+
+    def test_the_url_wins(self) -> None:
+        env = {"FORMULA_OPS_URL": "https://ops.example", "FORMULA_OPS_PORT": "9001"}
+        with Client.from_env({**env, "FORMULA_OPS_TOKEN": "t"}) as client:
+            assert client.base_url == "https://ops.example"
+
+    @pytest.mark.parametrize("port", ["http", "0", "65536", "-1"])
+    def test_a_port_that_is_not_one_is_refused(self, port: str) -> None:
+        with pytest.raises(ConfigurationError, match="FORMULA_OPS_PORT"):
+            Client.from_env({"FORMULA_OPS_PORT": port, "FORMULA_OPS_TOKEN": "t"})
 
 
 # -- the SSE reader, in-process ------------------------------------------------------------
