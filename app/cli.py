@@ -67,7 +67,7 @@ def serve(host: HostOption = None, port: PortOption = None) -> None:
     from app.embedded import EmbeddedRedis, EmbeddedRedisMissing
 
     settings = _settings(host, port)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     embedded: EmbeddedRedis | None = None
     try:
         if settings.redis_url is None:
@@ -173,7 +173,8 @@ _UVICORN_OPTIONS: dict[str, Any] = {
     "timeout_graceful_shutdown": 5,
     "log_config": None,
     "access_log": False,
-    "proxy_headers": True,
+    # X-Forwarded-For is believed only from FORMULA_OPS_TRUSTED_PROXIES (app/proxies.py).
+    "proxy_headers": False,
     "server_header": False,
 }
 
@@ -190,7 +191,7 @@ def api(
 ) -> None:
     """Production: serve the API only (needs FORMULA_OPS_DATABASE_URL and _REDIS_URL)."""
     settings = _settings(host, port)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     if workers > 1:
         uvicorn.run(
             "app.main:create_app",
@@ -227,7 +228,7 @@ def worker(
     from workers.supervisor import run_worker, supervise
 
     settings = get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     if processes == 1:
         raise typer.Exit(run_worker(settings))
     raise typer.Exit(
@@ -247,7 +248,7 @@ def migrate(
     from app import migrate as migrations
 
     settings = get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     migrations.upgrade(settings, revision)
     typer.echo(f"database at {revision}")
 

@@ -21,6 +21,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.logging import escape
+
 logger = logging.getLogger(__name__)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -257,8 +259,8 @@ async def _handle_unavailable(request: Request, exc: Exception) -> JSONResponse:
     # The class only: a statement's text or parameters may hold what must not be logged.
     logger.warning(
         "%s %s: a dependency is unavailable (%s)",
-        request.method,
-        request.url.path,
+        escape(request.method),
+        escape(request.url.path),
         type(exc).__name__,
     )
     error = ServiceUnavailable(

@@ -12,12 +12,14 @@ from fastapi.openapi.utils import get_openapi
 
 from app import __version__
 from app.api import public, v1
+from app.audit.refusals import install_refusal_audit
 from app.context import AppContext, build_context
 from app.deps import forbid_unknown_query
 from app.errors import PROBLEM_MEDIA_TYPE, ConcurrentChange, Problem, install_error_handlers
 from app.idempotency import IdempotentReplay
 from app.metrics import Metrics
 from app.middleware import RequestContextMiddleware
+from app.proxies import TrustedProxies
 from app.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -60,11 +62,15 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
         app.state.context = context
 
     install_error_handlers(app)
+    install_refusal_audit(app)  # after the handlers it wraps
     app.add_exception_handler(IdempotentReplay, _replay)
     app.include_router(public)
     app.include_router(v1)
     app.add_middleware(
-        RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics
+        RequestContextMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        metrics=metrics,
+        trusted_proxies=TrustedProxies.parse(settings.trusted_proxies),
     )
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -34,6 +34,13 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.auth_rate_limited = Counter(
+            "formula_ops_auth_rate_limited",
+            "Requests refused (429) because their address passed the failed-authentication "
+            "limit; the first per address and minute is audited, the rest only counted here.",
+            registry=self.registry,
+        )
+
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()
         self.latency.labels(method, route).observe(seconds)

@@ -19,7 +19,9 @@ from app.auth.errors import TokenInQuery
 from app.auth.secrets import looks_like_token
 from app.errors import PROBLEM_MEDIA_TYPE, PayloadTooLarge
 from app.ids import new_id
+from app.logging import escape
 from app.metrics import Metrics
+from app.proxies import TrustedProxies
 
 logger = logging.getLogger("app.requests")
 
@@ -35,10 +37,18 @@ class BodyTooLarge(HTTPException):
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        metrics: Metrics,
+        trusted_proxies: TrustedProxies | None = None,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
+        self.trusted_proxies = trusted_proxies or TrustedProxies()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -46,6 +56,7 @@ class RequestContextMiddleware:
             return
 
         started = time.perf_counter()
+        _resolve_client(scope, self.trusted_proxies)
         request_id = _incoming_request_id(scope) or new_id()
         scope.setdefault("state", {})["request_id"] = request_id
         status_holder = {"status": 500, "started": False}
@@ -87,8 +98,8 @@ class RequestContextMiddleware:
         except Exception:
             logger.exception(
                 "unhandled error in %s %s (request id %s)",
-                scope.get("method"),
-                scope.get("path"),
+                escape(scope.get("method", "")),
+                escape(scope.get("path", "")),
                 request_id,
             )
             if not status_holder["started"]:
@@ -111,11 +122,12 @@ class RequestContextMiddleware:
             status = int(status_holder["status"])
             method = scope.get("method", "GET")
             self.metrics.observe_request(method, template, status, seconds)
-            # The path only: query strings may carry what must never reach a log.
+            # The path only (query strings may carry what must never reach a log), and
+            # escaped: a client's `%0a` must not start a line of its own.
             logger.info(
                 "%s %s %s %.1fms request_id=%s",
-                method,
-                scope.get("path", ""),
+                escape(method),
+                escape(scope.get("path", "")),
                 status,
                 seconds * 1000,
                 request_id,
@@ -135,6 +147,21 @@ class RequestContextMiddleware:
             return message
 
         return limited_receive
+
+
+def _resolve_client(scope: Scope, proxies: TrustedProxies) -> None:
+    """Behind a trusted proxy, ``scope["client"]`` becomes the forwarded client."""
+    if not proxies.networks or not scope.get("client"):
+        return
+    host = scope["client"][0]
+    forwarded = [
+        value.decode("latin-1")
+        for name, value in scope.get("headers", [])
+        if name == b"x-forwarded-for"
+    ]
+    client = proxies.client(host, forwarded)
+    if client is not None and client != host:
+        scope["client"] = (client, 0)
 
 
 def _incoming_request_id(scope: Scope) -> str | None:

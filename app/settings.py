@@ -6,13 +6,14 @@ The embedded default needs none of them: the database is a SQLite file under
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, SecretStr, ValidationInfo, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
@@ -87,6 +88,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     metrics_public: bool = True
     log_level: LogLevel = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="`text` lines, or `json`: one JSON object per line."
+    )
     ready_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
     worker_max_jobs: int = Field(default=10, ge=1, le=1000)
     worker_job_timeout_seconds: int = Field(default=3600, ge=1)
@@ -102,6 +106,11 @@ class Settings(BaseSettings):
         default=10, ge=1, description="Failed authentications per client address per minute."
     )
     token_requests_per_minute: int = Field(default=600, ge=1)
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Addresses or CIDR networks of reverse proxies whose X-Forwarded-For is "
+        "believed (comma-separated); empty: the connection's peer address is the client.",
+    )
     idempotency_ttl_hours: int = Field(default=24, ge=1, le=24 * 30)
     worker_poll_delay_seconds: float = Field(default=0.5, gt=0, le=5)
     reconcile_every_seconds: int = Field(default=5, ge=1, le=60)
@@ -129,6 +138,20 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxy_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            ipaddress.ip_network(item, strict=False)  # ValueError: not an address or network
+        return value
 
     @field_validator("secret_key")
     @classmethod

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
+from fastapi import FastAPI
+from sqlalchemy import func, select
 
+from app.audit.models import AuditEvent
+from app.cli import _Server, _uvicorn_config
+from app.context import AppContext
 from app.settings import Settings
 from workers.main import create_worker
 
@@ -60,3 +67,55 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+@asynccontextmanager
+async def live(app: FastAPI, context: AppContext) -> AsyncIterator[str]:
+    """``app`` served by uvicorn on a free loopback port, with the CLI's options."""
+    settings = context.settings.model_copy(update={"host": "127.0.0.1", "port": free_port()})
+    server = _Server(_uvicorn_config(app, settings))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{settings.port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def last_audit_seq(context: AppContext) -> int:
+    """The audit chain's last event number (tests read what their requests add after it)."""
+    async with context.sessionmaker() as session:
+        return int(await session.scalar(select(func.max(AuditEvent.seq))) or 0)
+
+
+async def audit_events_after(
+    context: AppContext, seq: int, *, action: str | None = None
+) -> list[AuditEvent]:
+    """The audit events after ``seq`` in chain order (of one action when given)."""
+    statement = select(AuditEvent).where(AuditEvent.seq > seq).order_by(AuditEvent.seq)
+    if action is not None:
+        statement = statement.where(AuditEvent.action == action)
+    async with context.sessionmaker() as session:
+        return list(await session.scalars(statement))
+
+
+async def raw_get(base_url: str, path: str, headers: dict[str, str]) -> int:
+    """One GET on a connection of its own (as a flood of separate clients sends them);
+    the answer's status."""
+    host, port = base_url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        lines = [f"GET {path} HTTP/1.1", f"Host: {host}", "Connection: close"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        await writer.drain()
+        status = int((await reader.readline()).split()[1])
+        await reader.read()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    return status

@@ -12,13 +12,14 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
 from app.api import DOCS_PATHS, PUBLIC_PATHS
+from app.audit.refusals import ACTIONS
 from app.auth.deps import ROLE_MARK
 from app.auth.roles import Role
 from app.context import AppContext
 from app.main import create_app
 from app.routing import all_routes, api_routes
 from app.settings import Settings
-from tests.factories import issue_token
+from tests.factories import app_with, issue_token
 
 
 def scope_of(dependant: Dependant) -> tuple[Role, bool] | None:
@@ -76,6 +77,15 @@ class TestRouteScopeWalk:
     def test_public_list_is_exactly_the_operational_routes(self) -> None:
         assert {"/health", "/ready", "/metrics"} == PUBLIC_PATHS
 
+    def test_every_state_changing_route_names_its_audit_action(self) -> None:
+        """A refused change is audited under its route's action (app/audit/refusals.py)."""
+        changing = {
+            route.operation_id
+            for route in api_routes(create_app(Settings()))
+            if route.methods - {"GET", "HEAD"}
+        }
+        assert changing == set(ACTIONS)
+
 
 def _concrete(path: str) -> str:
     return re.sub(r"\{[^}]+\}", "0000000000000000", path)
@@ -88,9 +98,15 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
 
 
 class TestRoleRouteMatrix:
-    async def test_no_role_gets_a_2xx_below_its_rights(
-        self, client: httpx.AsyncClient, context: AppContext, app: FastAPI
-    ) -> None:
+    async def test_no_role_gets_a_2xx_below_its_rights(self, context: AppContext) -> None:
+        # Every route is asked without a token once: more than the failed-authentication
+        # limit of one address allows by default (requests without a token count).
+        app = app_with(context, auth_failures_per_minute=10_000)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            await self._check(client, context, app)
+
+    async def _check(self, client: httpx.AsyncClient, context: AppContext, app: FastAPI) -> None:
         tokens = {role: await issue_token(context, role) for role in Role}
         restricted_admin = await issue_token(context, Role.ADMIN, environment="staging")
         checked = 0

@@ -33,7 +33,7 @@ import signal
 import subprocess
 import sys
 
-from app.logging import FORMAT, configure_logging
+from app.logging import configure_logging
 from app.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -240,10 +240,7 @@ def child_main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     _die_with_parent(args.parent)
     settings = get_settings()
-    configure_logging(settings.log_level)
-    tagged = logging.Formatter(FORMAT.replace("%(name)s:", "%(name)s[%(process)d]:"))
-    for handler in logging.getLogger().handlers:
-        handler.setFormatter(tagged)  # which worker process said it
+    configure_logging(settings.log_level, settings.log_format, with_pid=True)
     sys.exit(run_worker(settings))
 
 

@@ -21,8 +21,19 @@ class Outcome(enum.StrEnum):
     FAILED = "failed"
 
 
+class ActorKind(enum.StrEnum):
+    """Who acted: an API token, a system actor (CLI, seed), or a run executed by a worker
+    (whose ``origin_token_id`` names the token that requested it)."""
+
+    TOKEN = "token"  # noqa: S105 - a kind of actor, not a credential
+    SYSTEM = "system"
+    RUN = "run"
+    ANONYMOUS = "anonymous"
+
+
 class AuditEvent(Base):
-    """One audited request. ``hash`` covers the content and ``prev_hash`` (a chain)."""
+    """One audited request or worker-side change. ``hash`` covers the content and
+    ``prev_hash`` (a chain)."""
 
     __tablename__ = "audit_event"
     __table_args__ = (
@@ -44,6 +55,9 @@ class AuditEvent(Base):
     actor_token_id: Mapped[str | None] = mapped_column(String(16))
     actor_name: Mapped[str | None] = mapped_column(String(200))
     actor_role: Mapped[str | None] = mapped_column(String(16))
+    # Null on events written before these columns existed (their hash does not cover them).
+    actor_kind: Mapped[str | None] = mapped_column(String(16))
+    origin_token_id: Mapped[str | None] = mapped_column(String(16))
     client_address: Mapped[str | None] = mapped_column(String(64))
     request_id: Mapped[str | None] = mapped_column(String(128))
     action: Mapped[str] = mapped_column(String(100))

@@ -3,9 +3,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from app.audit.models import Outcome
+from app.audit.models import ActorKind, Outcome
 
 
 class AuditEventOut(BaseModel):
@@ -17,6 +17,13 @@ class AuditEventOut(BaseModel):
     actor_token_id: str | None
     actor_name: str | None
     actor_role: str | None
+    actor_kind: ActorKind | None = Field(
+        description="`token`, `system`, `run` (a worker-side change) or `anonymous`; null "
+        "on events recorded before it existed."
+    )
+    origin_token_id: str | None = Field(
+        description="For a run's own changes: the token that requested the run."
+    )
     client_address: str | None
     request_id: str | None
     action: str

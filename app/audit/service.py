@@ -20,7 +20,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.audit.models import GENESIS_HASH, AuditChainHead, AuditEvent, Outcome
+from app.audit.models import GENESIS_HASH, ActorKind, AuditChainHead, AuditEvent, Outcome
 from app.audit.redact import redact
 from app.auth.principal import Principal
 from app.db import UnitOfWork, utcnow
@@ -44,26 +44,77 @@ class AuditUnavailable(ServiceUnavailable):
 
 
 def _content(event: AuditEvent) -> str:
-    return json.dumps(
-        [
-            event.seq,
-            event.id,
-            event.created_at.astimezone(dt.UTC).isoformat(),
-            event.actor_token_id,
-            event.actor_name,
-            event.actor_role,
-            event.client_address,
-            event.request_id,
-            event.action,
-            event.resource_type,
-            event.resource_id,
-            event.outcome,
-            event.summary,
-        ],
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=True,
-    )
+    fields: list[Any] = [
+        event.seq,
+        event.id,
+        event.created_at.astimezone(dt.UTC).isoformat(),
+        event.actor_token_id,
+        event.actor_name,
+        event.actor_role,
+        event.client_address,
+        event.request_id,
+        event.action,
+        event.resource_type,
+        event.resource_id,
+        event.outcome,
+        event.summary,
+    ]
+    # Fields added later are hashed when set, so events written before them still verify
+    # and clearing one afterwards breaks the hash.
+    added = {
+        name: value
+        for name, value in (
+            ("actor_kind", event.actor_kind),
+            ("origin_token_id", event.origin_token_id),
+        )
+        if value is not None
+    }
+    if added:
+        fields.append(added)
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+@dataclass(frozen=True)
+class RunActor:
+    """A run acting on its own (a worker finishing it, rolling it back, pinning): the
+    event names the run, and the token that requested it as origin."""
+
+    run_id: str
+    requested_by: str | None
+
+    @property
+    def origin_token_id(self) -> str | None:
+        by = self.requested_by or ""
+        return by.removeprefix("token:") if by.startswith("token:") else None
+
+
+Actor = Principal | RunActor | None
+
+
+def _actor_fields(actor: Actor) -> dict[str, Any]:
+    if isinstance(actor, RunActor):
+        return {
+            "actor_kind": ActorKind.RUN.value,
+            "actor_token_id": None,
+            "actor_name": f"run:{actor.run_id}",
+            "actor_role": None,
+            "origin_token_id": actor.origin_token_id,
+        }
+    if actor is None:
+        return {
+            "actor_kind": ActorKind.ANONYMOUS.value,
+            "actor_token_id": None,
+            "actor_name": None,
+            "actor_role": None,
+            "origin_token_id": None,
+        }
+    return {
+        "actor_kind": (ActorKind.TOKEN if actor.token_id else ActorKind.SYSTEM).value,
+        "actor_token_id": actor.token_id,
+        "actor_name": actor.name,
+        "actor_role": actor.role.value,
+        "origin_token_id": None,
+    }
 
 
 def compute_hash(event: AuditEvent) -> str:
@@ -72,7 +123,7 @@ def compute_hash(event: AuditEvent) -> str:
 
 async def record(
     session: AsyncSession,
-    principal: Principal | None,
+    principal: Actor,
     *,
     action: str,
     outcome: Outcome = Outcome.SUCCESS,
@@ -94,11 +145,11 @@ async def record(
             id=new_id(),  # every hashed field is set here, none left to column defaults
             seq=head.seq + 1,
             created_at=utcnow(),
-            actor_token_id=principal.token_id if principal else None,
-            actor_name=principal.name if principal else None,
-            actor_role=principal.role.value if principal else None,
-            client_address=principal.client_address if principal else client_address,
-            request_id=principal.request_id if principal else request_id,
+            **_actor_fields(principal),
+            client_address=(
+                principal.client_address if isinstance(principal, Principal) else client_address
+            ),
+            request_id=principal.request_id if isinstance(principal, Principal) else request_id,
             action=action,
             resource_type=resource_type,
             resource_id=resource_id,
@@ -116,6 +167,42 @@ async def record(
     return event
 
 
+async def record_apart(
+    unit_of_work: Callable[[], UnitOfWork],
+    principal: Principal | None,
+    *,
+    action: str,
+    outcome: Outcome,
+    summary: dict[str, Any],
+    client_address: str | None,
+    request_id: str | None,
+    resource_type: str | None = None,
+    resource_id: str | None = None,
+) -> bool:
+    """Audit a refused request in a transaction of its own (the request changes nothing).
+
+    The refusal is answered even when its audit record cannot be written; that is logged
+    and False returned.
+    """
+    try:
+        async with unit_of_work() as uow:
+            await record(
+                uow.session,
+                principal,
+                action=action,
+                outcome=outcome,
+                resource_type=resource_type,
+                resource_id=resource_id,
+                summary=summary,
+                client_address=client_address,
+                request_id=request_id,
+            )
+    except Exception:
+        logger.error("could not audit a refused request (%s, %s)", action, outcome.value)
+        return False
+    return True
+
+
 async def record_denial(
     unit_of_work: Callable[[], UnitOfWork],
     principal: Principal | None,
@@ -127,23 +214,16 @@ async def record_denial(
     client_address: str | None,
     request_id: str | None,
 ) -> None:
-    """Audit a refused request in a transaction of its own (the request changes nothing).
-
-    A denial is answered even when its audit record cannot be written; that is logged.
-    """
-    try:
-        async with unit_of_work() as uow:
-            await record(
-                uow.session,
-                principal,
-                action="auth.denied",
-                outcome=Outcome.DENIED,
-                summary={"reason": reason, "status": status, "method": method, "path": path},
-                client_address=client_address,
-                request_id=request_id,
-            )
-    except Exception:
-        logger.error("could not audit a denied request (%s %s: %s)", method, path, reason)
+    """Audit a request refused by authentication or authorisation (``auth.denied``)."""
+    await record_apart(
+        unit_of_work,
+        principal,
+        action="auth.denied",
+        outcome=Outcome.DENIED,
+        summary={"reason": reason, "status": status, "method": method, "path": path},
+        client_address=client_address,
+        request_id=request_id,
+    )
 
 
 @dataclass(frozen=True)

@@ -30,17 +30,6 @@ class RateLimiter:
         retry_after = max(1, int((window + 1) * WINDOW_SECONDS - now + 0.999))
         return f"{self.prefix}:rate:{name}:{window}", retry_after
 
-    async def count(self, name: str) -> tuple[int, int]:
-        """Events so far in this window, and seconds until the window ends."""
-        key, retry_after = self._key(name)
-        try:
-            value = await self.redis.get(key)
-        except REDIS_DOWN as exc:
-            self.outage.lost(exc)
-            return 0, retry_after
-        self.outage.back()
-        return int(value or 0), retry_after
-
     async def hit(self, name: str) -> tuple[int, int]:
         """Count one event; returns the new count and seconds until the window ends."""
         key, retry_after = self._key(name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
+from typing import NoReturn
 
 from sqlalchemy import update
 from sqlalchemy.exc import SQLAlchemyError
@@ -38,39 +39,35 @@ def limiter(context: AppContext) -> RateLimiter:
 async def authenticate(
     context: AppContext, credentials: str | None, request: RequestInfo
 ) -> Principal:
-    """The caller of ``credentials``; 401 (audited) or 429 when refused."""
-    rates = limiter(context)
-    client = request.client_address or "unknown"
-    failures, retry_after = await rates.count(f"auth-failures:{client}")
-    if failures >= context.settings.auth_failures_per_minute:
-        raise TooManyRequests(
-            "Too many failed authentications from this address; wait and retry",
-            retry_after=retry_after,
+    """The caller of ``credentials``; 401 (audited) or 429 when refused.
+
+    The credentials are checked first: a valid token is never refused because of other
+    clients' failures from the same address (NAT, CI runners, a load balancer). Only a
+    request whose credentials fail — or that has none — counts against its address, and
+    past ``auth_failures_per_minute`` such requests are answered 429 instead of 401.
+    """
+    token = await _token(context, credentials)
+    if token is None:
+        reason, detail = (
+            ("invalid_token", "The bearer token is not valid")
+            if credentials
+            else ("missing_token", "This operation needs a bearer token")
         )
-    if not credentials:
-        await _deny(context, None, request, "missing_token", 401)
-        raise Unauthenticated("This operation needs a bearer token", error=None)
-
-    parsed = parse_token(credentials)
-    token: ApiToken | None = None
-    if parsed is not None:
-        async with context.sessionmaker() as session:
-            token = await session.get(ApiToken, parsed.token_id)
-    if parsed is None or token is None or not secret_matches(parsed.secret, token.secret_hash):
-        await rates.hit(f"auth-failures:{client}")
-        await _deny(context, None, request, "invalid_token", 401)
-        raise Unauthenticated("The bearer token is not valid")
-
+        await _refuse(
+            context,
+            None,
+            request,
+            reason,
+            detail,
+            error=None if not credentials else "invalid_token",
+        )
     now = utcnow()
+    principal = _principal(token, request)
     state = token.state(now)
     if state != "active":
-        await rates.hit(f"auth-failures:{client}")
-        principal = _principal(token, request)
-        await _deny(context, principal, request, f"token_{state}", 401)
-        raise Unauthenticated(f"The bearer token is {state}")
+        await _refuse(context, principal, request, f"token_{state}", f"The bearer token is {state}")
 
-    principal = _principal(token, request)
-    used, retry_after = await rates.hit(f"token:{token.id}")
+    used, retry_after = await limiter(context).hit(f"token:{token.id}")
     if used > context.settings.token_requests_per_minute:
         raise TooManyRequests(
             f"Token {token.id} exceeded {context.settings.token_requests_per_minute} "
@@ -80,6 +77,49 @@ async def authenticate(
     if token.last_used_at is None or now - token.last_used_at >= LAST_USED_PRECISION:
         await _touch(context, token.id, now)
     return principal
+
+
+async def _token(context: AppContext, credentials: str | None) -> ApiToken | None:
+    """The token ``credentials`` name, when its secret matches (malformed ones are
+    refused by their checksum, before any database lookup)."""
+    parsed = parse_token(credentials) if credentials else None
+    if parsed is None:
+        return None
+    async with context.sessionmaker() as session:
+        token = await session.get(ApiToken, parsed.token_id)
+    if token is None or not secret_matches(parsed.secret, token.secret_hash):
+        return None
+    return token
+
+
+async def _refuse(
+    context: AppContext,
+    principal: Principal | None,
+    request: RequestInfo,
+    reason: str,
+    detail: str,
+    *,
+    error: str | None = "invalid_token",
+) -> NoReturn:
+    """Count a failed authentication against the client's address, audit it and refuse.
+
+    Past the limit the answer is 429; only the first of those per address and window is
+    audited (``reason: rate_limited``), the others are counted in the
+    ``formula_ops_auth_rate_limited`` metric, so a flood cannot fill the audit trail.
+    """
+    client = request.client_address or "unknown"
+    limit = context.settings.auth_failures_per_minute
+    failures, retry_after = await limiter(context).hit(f"auth-failures:{client}")
+    if failures > limit:
+        context.metrics.auth_rate_limited.inc()
+        if failures == limit + 1:
+            await _deny(context, principal, request, "rate_limited", 429)
+        raise TooManyRequests(
+            "Too many failed authentications from this address; wait and retry",
+            retry_after=retry_after,
+        )
+    await _deny(context, principal, request, reason, 401)
+    raise Unauthenticated(detail, error=error)
 
 
 def authorize(principal: Principal, required: Role, *, environment_scoped: bool) -> str | None:

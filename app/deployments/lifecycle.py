@@ -12,6 +12,8 @@ from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from app.audit import service as audit_service
+from app.audit.models import Outcome
 from app.context import AppContext
 from app.db import UnitOfWork, utcnow
 from app.deployments.models import Deployment, DeploymentTarget, TargetState
@@ -141,6 +143,7 @@ async def on_finish(uow: UnitOfWork, context: AppContext, run: Run) -> None:
         for s in steps
     )
     pins: list[dict[str, str]] = []
+    restored: list[dict[str, str | None]] = []
     for target in targets:
         target.state = TargetState.DONE.value
         values: dict[str, Any] = {"last_deployment_id": run.id, "updated_at": utcnow()}
@@ -151,6 +154,10 @@ async def on_finish(uow: UnitOfWork, context: AppContext, run: Run) -> None:
             .where(Service.environment == target.environment, Service.name == target.service)
             .values(**values)
         )
+        if rolled_back and target.touched:
+            restored.append(
+                {"name": target.service, "from": target.version, "to": target.previous_version}
+            )
         if status in (RunStatus.ROLLED_BACK, RunStatus.ERROR) and rolled_back and target.touched:
             reason = f"rolled back automatically by deployment {run.id}"
             if await pin(
@@ -161,6 +168,56 @@ async def on_finish(uow: UnitOfWork, context: AppContext, run: Run) -> None:
     if deployment.evidence is None:
         deployment.evidence = evidence(deployment, run, targets, steps, pins)
     await _start_next(uow, context, targets)
+    # Last, so the audit chain's head is the last lock this transaction takes.
+    await _audit_finish(session, run, targets, restored, pins)
+
+
+async def _audit_finish(
+    session: AsyncSession,
+    run: Run,
+    targets: list[DeploymentTarget],
+    restored: list[dict[str, str | None]],
+    pins: list[dict[str, str]],
+) -> None:
+    """The worker's own changes, with the run as actor: the automatic rollback, the pins
+    it created, and the deployment's outcome."""
+    actor = audit_service.RunActor(run.id, run.requested_by)
+    status = RunStatus(run.status)
+    cause = (run.result or {}).get("cause")
+    if restored:
+        await audit_service.record(
+            session,
+            actor,
+            action="deployment.auto_rollback",
+            outcome=Outcome.FAILED if status == RunStatus.ERROR else Outcome.SUCCESS,
+            resource_type="deployment",
+            resource_id=run.id,
+            summary={"environment": run.environment, "services": restored, "cause": cause},
+        )
+    for pinned in pins:
+        await audit_service.record(
+            session,
+            actor,
+            action="pin.create",
+            resource_type="pin",
+            resource_id=f"{run.environment}/{pinned['service']}/{pinned['version']}",
+            summary={"reason": "automatic rollback", "deployment_id": run.id},
+        )
+    await audit_service.record(
+        session,
+        actor,
+        action=f"deployment.{run_service.past_tense(status)}",
+        outcome=Outcome.SUCCESS if status == RunStatus.SUCCESS else Outcome.FAILED,
+        resource_type="deployment",
+        resource_id=run.id,
+        summary={
+            "kind": run.kind,
+            "environment": run.environment,
+            "status": status.value,
+            "services": [{"name": t.service, "version": t.version} for t in targets],
+            "failure_type": run.failure_type,
+        },
+    )
 
 
 async def pin(

@@ -355,15 +355,24 @@ async def rollback(
         environment, planned, checklist=[], backup=False, rollback_of=deployment_id
     )
     for t in targets:
-        await lifecycle.pin(
+        reason = f"rolled back by {principal.actor}"
+        if await lifecycle.pin(
             uow.session,
             t.environment,
             t.service,
             t.version,
-            f"rolled back by {principal.actor}",
+            reason,
             deployment_id,
             created_by=principal.actor,
-        )
+        ):
+            await audit_service.record(
+                uow.session,
+                principal,
+                action="pin.create",
+                resource_type="pin",
+                resource_id=f"{t.environment}/{t.service}/{t.version}",
+                summary={"reason": reason, "deployment_id": deployment_id},
+            )
     return await _create_run(
         uow,
         context,

@@ -365,7 +365,7 @@ async def finish(
     prefix = RunKind.DEPLOYMENT.value if run.kind == RunKind.ROLLBACK else run.kind
     await add_event(
         uow.session,
-        f"{prefix}.{_past(status)}",
+        f"{prefix}.{past_tense(status)}",
         {
             "id": run.id,
             "kind": run.kind,
@@ -377,7 +377,8 @@ async def finish(
     _notify_after_commit(uow, context, run.id)
 
 
-def _past(status: RunStatus) -> str:
+def past_tense(status: RunStatus) -> str:
+    """How a run's end is named in event and audit actions (``deployment.succeeded``)."""
     return {
         RunStatus.SUCCESS: "succeeded",
         RunStatus.FAILURE: "failed",

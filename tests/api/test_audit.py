@@ -4,6 +4,8 @@ no audit, no change; tampering is detected."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -17,24 +19,13 @@ from app.auth.models import ApiToken
 from app.auth.roles import Role
 from app.context import AppContext
 from tests.factories import IssuedToken, issue_token
+from tests.helpers import audit_events_after as events_after
+from tests.helpers import last_audit_seq as last_seq
 
 
 @pytest.fixture
 async def admin(context: AppContext) -> IssuedToken:
     return await issue_token(context, Role.ADMIN, name="root")
-
-
-async def last_seq(context: AppContext) -> int:
-    async with context.sessionmaker() as session:
-        return int(await session.scalar(select(func.max(AuditEvent.seq))) or 0)
-
-
-async def events_after(context: AppContext, seq: int) -> list[AuditEvent]:
-    async with context.sessionmaker() as session:
-        rows = await session.scalars(
-            select(AuditEvent).where(AuditEvent.seq > seq).order_by(AuditEvent.seq)
-        )
-        return list(rows)
 
 
 class TestOneRowPerRequest:
@@ -78,6 +69,34 @@ class TestOneRowPerRequest:
         assert events[2].summary["reason"] == "insufficient_scope"
         assert events[3].summary["reason"] == "missing_token"
         assert events[4].summary["reason"] == "invalid_token"
+
+    async def test_a_refused_change_leaves_one_failed_row_and_a_refused_read_none(
+        self, client: httpx.AsyncClient, context: AppContext, admin: IssuedToken
+    ) -> None:
+        start = await last_seq(context)
+        invalid = await client.post(
+            "/v1/tokens", json={"name": "x", "role": "emperor"}, headers=admin.headers
+        )
+        assert invalid.status_code == 422
+        gone = await client.delete("/v1/environments/nowhere", headers=admin.headers)
+        assert gone.status_code == 404  # not a refusal of a change: nothing to change
+        bad_read = await client.get("/v1/audit-events?outcome=maybe", headers=admin.headers)
+        assert bad_read.status_code == 422  # a read: not audited
+        anonymous = await client.post("/v1/tokens", json={"role": "emperor"})
+        assert anonymous.status_code == 401  # authentication comes before the body's checks
+
+        events = await events_after(context, start)
+        assert [(e.action, e.outcome, e.actor_token_id, e.actor_kind) for e in events] == [
+            ("token.create", "failed", admin.id, "token"),
+            ("auth.denied", "denied", None, "anonymous"),
+        ]
+        refused = events[0]
+        assert refused.resource_type == "token"
+        assert refused.summary["status"] == 422
+        assert refused.summary["type"] == "/problems/validation-error"
+        assert refused.summary["method"] == "POST"
+        assert ["body", "role"] in refused.summary["errors"]
+        assert "emperor" not in str(refused.summary)  # where the input was wrong, not what
 
     async def test_events_are_listed_and_filtered(
         self, client: httpx.AsyncClient, context: AppContext, admin: IssuedToken
@@ -233,6 +252,37 @@ class TestVerify:
         assert body["valid"] is True, body
         assert body["checked"] == body["head_seq"] == await last_seq(context)
         assert body["broken"] is None
+
+    def test_events_from_before_actor_kind_keep_their_hash(self) -> None:
+        """Fields added later are hashed only when set: an event written before them
+        verifies as it did, and clearing one of them afterwards breaks its hash."""
+        event = AuditEvent(
+            seq=1,
+            id="e1",
+            created_at=dt.datetime(2026, 11, 27, tzinfo=dt.UTC),
+            actor_token_id="t1",
+            actor_name="ci",
+            actor_role="deployer",
+            client_address="127.0.0.1",
+            request_id="r1",
+            action="deployment.create",
+            resource_type="deployment",
+            resource_id="d1",
+            outcome="success",
+            summary={"ref": "abc"},
+            prev_hash="0" * 64,
+        )
+        fields = [1, "e1", "2026-11-27T00:00:00+00:00", "t1", "ci", "deployer", "127.0.0.1"]
+        fields += ["r1", "deployment.create", "deployment", "d1", "success", {"ref": "abc"}]
+        content = json.dumps(
+            fields,
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+        legacy = hashlib.sha256(f"{'0' * 64}\n{content}".encode()).hexdigest()
+        assert audit_service.compute_hash(event) == legacy
+        event.actor_kind = "token"
+        assert audit_service.compute_hash(event) != legacy
 
     async def test_the_table_refuses_updates_and_deletes(
         self, context: AppContext, admin: IssuedToken

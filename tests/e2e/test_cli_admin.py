@@ -536,6 +536,8 @@ def _bulk_chain(installation: Installation, count: int) -> None:
                 actor_token_id=None,
                 actor_name="cli:bulk",
                 actor_role="admin",
+                actor_kind=None,  # as written before the column existed
+                origin_token_id=None,
                 client_address=None,
                 request_id=None,
                 action="test.bulk",
