@@ -51,7 +51,10 @@ _RFC3339 = re.compile(
 # A timestamp whose instant could fall outside years 1-9999 in UTC: on 0001-01-01 one
 # ahead of UTC, on 9999-12-31 one behind it. Stated as a pattern for the schema, and
 # checked with the same pattern here, so both refuse exactly the same texts.
-IN_UTC_RANGE = r"^(?!0001-01-01[Tt ][^+]*\+(?!00:00))(?!9999-12-31[Tt ][^+]*-(?!00:00)\d{2}:\d{2}$)"
+IN_UTC_RANGE = (
+    r"^(?!0001-01-01[Tt ][^+]*\+(?!00:00))"
+    r"(?!9999-12-31[Tt ][^+]*-(?!00:00)[0-9]{2}:[0-9]{2}$)"
+)
 _IN_UTC_RANGE = re.compile(IN_UTC_RANGE)
 _OUT_OF_RANGE = (
     "out of range: in UTC a timestamp must lie within years 1 to 9999 (no offset ahead of "

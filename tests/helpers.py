@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -16,6 +17,7 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 
 from app.audit.models import AuditEvent
+from app.auth.ratelimit import WINDOW_SECONDS
 from app.cli import _Server, _uvicorn_config
 from app.context import AppContext
 from app.settings import Settings
@@ -119,3 +121,11 @@ async def raw_get(base_url: str, path: str, headers: dict[str, str]) -> int:
         writer.close()
         await writer.wait_closed()
     return status
+
+
+async def fresh_window(needed: float = 20) -> None:
+    """Start in a limiter window (fixed, one minute) with ``needed`` seconds left, so a
+    sequence's count is not reset half-way by the next window."""
+    left = WINDOW_SECONDS - time.time() % WINDOW_SECONDS
+    if left < needed:
+        await asyncio.sleep(left + 0.05)

@@ -15,6 +15,7 @@ from app.auth.secrets import new_token, new_token_id, parse_token
 from app.context import AppContext
 from app.main import create_app
 from tests.factories import app_with, issue_token, set_token_times
+from tests.helpers import fresh_window
 
 
 def _problem(response: httpx.Response, status: int) -> dict[str, object]:
@@ -183,6 +184,7 @@ class TestCredentialsInTheUrl:
 
 class TestRateLimits:
     async def test_brute_force_from_one_address_gets_429(self, context: AppContext) -> None:
+        await fresh_window(needed=10)  # the eleven requests in one fixed window
         app: FastAPI = create_app(context.settings, context=context)
         transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 5000))
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
@@ -199,6 +201,7 @@ class TestRateLimits:
             assert response.status_code == 401  # another address is not blocked
 
     async def test_per_token_request_limit(self, context: AppContext) -> None:
+        await fresh_window(needed=10)  # the six requests in one fixed window
         app = app_with(context, token_requests_per_minute=5)
         token = await issue_token(context, Role.VIEWER)
         transport = httpx.ASGITransport(app=app)

@@ -7,19 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
 
 import httpx
 
 from app.audit.models import AuditEvent
-from app.auth.ratelimit import WINDOW_SECONDS
 from app.auth.roles import Role
 from app.auth.secrets import new_token, new_token_id
 from app.context import AppContext
 from app.main import create_app
 from app.proxies import TrustedProxies
 from tests.factories import app_with, issue_token
-from tests.helpers import audit_events_after, live, raw_get
+from tests.helpers import audit_events_after, fresh_window, live, raw_get
 from tests.helpers import last_audit_seq as last_seq
 
 LIMIT = 10  # the default auth_failures_per_minute
@@ -34,14 +32,6 @@ async def denials_after(context: AppContext, seq: int) -> list[AuditEvent]:
 
 
 BAD = {"Authorization": "Bearer fops_not_a_token"}
-
-
-async def fresh_window(needed: float = 20) -> None:
-    """Start in a limiter window (fixed, one minute) with ``needed`` seconds left, so a
-    sequence's count is not reset half-way by the next window."""
-    left = WINDOW_SECONDS - time.time() % WINDOW_SECONDS
-    if left < needed:
-        await asyncio.sleep(left + 0.05)
 
 
 def rate_limited(context: AppContext) -> float:

@@ -390,7 +390,13 @@ def test_cancel_a_running_deployment_and_a_finished_one(server: Server) -> None:
 
 def test_audit_list_is_tab_separated_and_filters(server: Server) -> None:
     columns = ["seq", "created", "actor", "actor name", "action", "resource", "outcome"]
-    listed = server.cli("audit", "list", "--action", "deployment.create", "--limit", "3")
+    _put_service(server, "listed", settle_seconds=0)
+    for version in ("1", "2", "3"):  # three creations of its own, whatever ran before
+        server.cli("deploy", "--env", "local", "--service", "listed", "--version", version)
+    # Refused creations (version pinned) are deployment.create too, with outcome failed.
+    listed = server.cli(
+        "audit", "list", "--action", "deployment.create", "--outcome", "success", "--limit", "3"
+    )
     lines = [line.split("\t") for line in listed.stdout.splitlines()]
     assert lines[0] == [*columns, "summary"]
     assert len(lines) == 4, listed.stdout
