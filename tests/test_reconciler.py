@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
+from arq.constants import in_progress_key_prefix
+from arq.utils import timestamp_ms
 from sqlalchemy import update
 
 from app.context import AppContext
 from app.db import utcnow
 from app.runs import engine
 from app.runs import service as run_service
-from app.runs.models import Run, RunKind, RunStatus
+from app.runs.models import TERMINAL_STATUSES, Run, RunKind, RunStatus
 from app.runs.service import StepSpec
 from app.settings import Settings
 from tests.helpers import run_worker_burst
+from workers.main import create_worker, stop_worker
+from workers.wake import WakeableWorker
 
 STALE = dt.timedelta(seconds=10)
 
@@ -92,3 +100,77 @@ class TestReconciler:
         still = await _get(context, run_id)
         assert still.status == RunStatus.IN_PROGRESS
         assert still.lease_owner == "new-worker"
+
+
+async def _finished(context: AppContext, run_id: str, within: float = 30) -> Run:
+    """The run once it ended (failing after ``within`` seconds: a run nobody starts)."""
+    deadline = time.monotonic() + within
+    while (run := await _get(context, run_id)).status not in TERMINAL_STATUSES:
+        assert time.monotonic() < deadline, f"run {run_id} still {run.status}"
+        await asyncio.sleep(0.05)
+    return run
+
+
+@asynccontextmanager
+async def _dead_jobs(context: AppContext, settings: Settings, count: int) -> AsyncIterator[None]:
+    """What killed workers leave in the queue: ``count`` due jobs whose in-progress keys
+    exist (arq keeps them until they expire, the longest job timeout: an hour by default).
+    Queued a minute ago, so a job enqueued now is behind all of them."""
+    ids = [f"{settings.redis_prefix}:dead:{n}" for n in range(count)]
+    queued_at = timestamp_ms() - 60_000
+    async with context.redis.pipeline(transaction=False) as pipe:
+        for job_id in ids:
+            pipe.zadd(settings.queue_name, {job_id: queued_at})
+            pipe.psetex(in_progress_key_prefix + job_id, 600_000, b"1")
+        await pipe.execute()
+    try:
+        yield
+    finally:
+        await context.redis.delete(*(in_progress_key_prefix + job_id for job_id in ids))
+
+
+@asynccontextmanager
+async def _running(worker: WakeableWorker) -> AsyncIterator[None]:
+    task = asyncio.create_task(worker.main())
+    try:
+        yield
+    finally:
+        await stop_worker(worker, task)
+
+
+class TestQueueFullOfDeadJobs:
+    """A worker reads past the jobs in progress at the head of the queue (arq alone reads
+    its first ``queue_read_limit`` entries and would find nothing to start)."""
+
+    async def test_the_reconciler_recovers_a_run_queued_behind_more_dead_jobs_than_one_read(
+        self, context: AppContext, settings: Settings
+    ) -> None:
+        worker = create_worker(settings, handle_signals=False, poll_delay=0.02)
+        assert isinstance(worker, WakeableWorker)
+        run_id = await _create(context)
+        # its worker was killed: the run's lease expired, its job is one of the dead ones
+        assert await engine.claim(context, run_id, "dead-worker") == 1
+        await _age(context, run_id, lease_expires_at=utcnow() - dt.timedelta(seconds=1))
+        await context.redis.psetex(
+            in_progress_key_prefix + run_service.job_id(run_id, 1), 600_000, b"1"
+        )
+        try:
+            # the worker's reconcile cron job runs at start-up, queued behind the dead jobs
+            async with _dead_jobs(context, settings, 2 * worker.queue_read_limit), _running(worker):
+                run = await _finished(context, run_id)
+        finally:
+            await context.redis.delete(in_progress_key_prefix + run_service.job_id(run_id, 1))
+        assert run.status == RunStatus.SUCCESS
+        assert run.enqueue_count == 2  # requeued by the reconciler under a fresh job id
+
+    async def test_a_poll_that_stops_at_its_scan_limit_resumes_there(
+        self, context: AppContext, settings: Settings
+    ) -> None:
+        worker = create_worker(settings, handle_signals=False, poll_delay=0.02)
+        assert isinstance(worker, WakeableWorker)
+        worker.queue_scan_limit = worker.queue_read_limit  # one page per poll
+        async with _dead_jobs(context, settings, 3 * worker.queue_read_limit):
+            run_id = await _create(context)
+            async with _running(worker):
+                run = await _finished(context, run_id)
+        assert run.status == RunStatus.SUCCESS

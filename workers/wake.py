@@ -6,10 +6,15 @@ enqueue (:meth:`app.queue.Queue.enqueue`); this worker waits for it between poll
 ``poll_delay`` as the upper bound, so nothing depends on the message arriving: a lost
 wake-up only costs one poll delay. Burst mode (tests) keeps arq's own loop.
 
-Every wake-up makes each worker read the head of the queue, where the jobs that workers
-are running stay until they end; arq checks each id it read with a transaction of its
-own (WATCH, EXISTS, ZSCORE). :meth:`WakeableWorker.start_jobs` first drops the ids this
-worker runs and, in one pipelined round trip, those another worker has started.
+Every wake-up makes each worker read the queue, where the jobs that workers are running
+stay until they end, and so do those of a killed worker until their in-progress keys
+expire (the longest job timeout plus 10 s: an hour by default). arq reads only the first
+``queue_read_limit`` (100) due entries: once that many are jobs in progress, a worker
+starts nothing, and the jobs behind them (the reconciler's own cron job among them) wait
+an hour. :meth:`WakeableWorker._runnable_job_ids` reads page after page instead, dropping
+the ids this worker runs and, in one pipelined round trip per page, those in progress
+elsewhere, until it has a job for every free slot; arq then checks each id it starts
+with a transaction of its own (WATCH, EXISTS, ZSCORE).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 
 from arq.connections import log_redis_info
 from arq.constants import in_progress_key_prefix
+from arq.utils import timestamp_ms
 from arq.worker import Worker
 from redis.asyncio import Redis
 
@@ -35,6 +41,7 @@ class WakeableWorker(Worker):
         self._subscriber = subscriber
         self._wake = asyncio.Event()
         self._outage = RedisOutage(logger, "worker", "no job starts (running jobs go on)")
+        self._scan_from = 0
 
     async def main(self) -> None:
         """arq's loop, riding out Redis outages: while Redis does not answer, the worker
@@ -73,17 +80,66 @@ class WakeableWorker(Worker):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await listener
 
-    async def start_jobs(self, job_ids: list[bytes]) -> None:
+    #: Queue entries read per poll at most, in pages of ``queue_read_limit``; a poll that
+    #: stops there without finding enough to start resumes where it stopped next time.
+    queue_scan_limit = 1000
+
+    async def _poll_iteration(self) -> None:
+        """arq's poll (:meth:`arq.worker.Worker._poll_iteration`), reading the queue with
+        :meth:`_runnable_job_ids` instead of taking its first ``queue_read_limit`` ids."""
+        wanted = self.max_jobs - self.job_counter
+        if self.burst and self.max_burst_jobs >= 0:
+            burst_remaining = self.max_burst_jobs - self._jobs_started()
+            if burst_remaining < 1:
+                return
+            wanted = min(wanted, burst_remaining)
+        if self.allow_pick_jobs and wanted > 0:
+            await self.start_jobs(await self._runnable_job_ids(wanted))
+        if self.allow_abort_jobs:
+            await self._cancel_aborted_jobs()
+        for job_id, task in list(self.tasks.items()):
+            if task.done():
+                del self.tasks[job_id]
+                task.result()  # an error of run_job is raised here, as arq does
+        await self.heart_beat()
+
+    async def _runnable_job_ids(self, wanted: int) -> list[bytes]:
+        """Ids of due jobs that no worker has started, oldest first: at least ``wanted``
+        when the queue holds that many within ``queue_scan_limit`` entries (from where the
+        previous poll stopped, if it stopped at that bound), all it found otherwise."""
+        now = timestamp_ms()
+        page_size = self.queue_read_limit
+        start, scanned = self._scan_from, 0
+        found: list[bytes] = []
+        while True:
+            page: list[bytes] = await self.pool.zrangebyscore(
+                self.queue_name, min=float("-inf"), max=now, start=start, num=page_size
+            )
+            found += await self._not_started(page)
+            start, scanned = start + len(page), scanned + len(page)
+            if len(found) >= wanted or len(page) < page_size:
+                self._scan_from = 0  # the next poll reads from the head again
+                return found
+            if scanned >= self.queue_scan_limit:
+                self._scan_from = start
+                return found
+
+    async def _not_started(self, job_ids: list[bytes]) -> list[bytes]:
+        """``job_ids`` less those this worker runs and, in one pipelined round trip, those
+        whose in-progress key exists (started by another worker, maybe one that died)."""
         candidates = [job_id for job_id in job_ids if job_id.decode() not in self.tasks]
-        if len(candidates) > 1:
-            async with self.pool.pipeline(transaction=False) as pipe:
-                for job_id in candidates:
-                    pipe.exists(in_progress_key_prefix + job_id.decode())
-                started = await pipe.execute()
-            candidates = [
-                job_id for job_id, taken in zip(candidates, started, strict=True) if not taken
-            ]
-        for job_id in candidates:
+        if not candidates:
+            return []
+        async with self.pool.pipeline(transaction=False) as pipe:
+            for job_id in candidates:
+                pipe.exists(in_progress_key_prefix + job_id.decode())
+            started = await pipe.execute()
+        return [job_id for job_id, taken in zip(candidates, started, strict=True) if not taken]
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        for job_id in job_ids:
+            if self.job_counter >= self.max_jobs:
+                return  # arq's would wait here for a slot, holding up the poll loop
             counted = self.job_counter
             try:
                 await super().start_jobs([job_id])

@@ -7,17 +7,19 @@ import datetime as dt
 import hashlib
 import json
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import httpx
 import pytest
 from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.audit import service as audit_service
 from app.audit.models import AuditEvent
 from app.auth.models import ApiToken
 from app.auth.roles import Role
 from app.context import AppContext
+from app.db import create_engine
 from tests.factories import IssuedToken, issue_token
 from tests.helpers import audit_events_after as events_after
 from tests.helpers import last_audit_seq as last_seq
@@ -132,10 +134,25 @@ class TestOneRowPerRequest:
 
 
 @asynccontextmanager
+async def _schema_change(context: AppContext) -> AsyncIterator[AsyncConnection]:
+    """A transaction for DDL, on a new connection rather than one of the pool. A SQLite
+    connection keeps its own copy of the schema until its next statement finds the
+    schema changed, and CREATE TRIGGER checks the name against that copy alone: a pooled
+    connection that read the schema while the trigger existed, and nothing since another
+    one dropped it, answers "trigger already exists"."""
+    engine = create_engine(context.settings)
+    try:
+        async with engine.begin() as conn:
+            yield conn
+    finally:
+        await engine.dispose()
+
+
+@asynccontextmanager
 async def audit_outage(context: AppContext) -> AsyncIterator[None]:
     """Every insert into audit_event fails, as when the audit store is broken."""
     postgres = context.engine.dialect.name == "postgresql"
-    async with context.engine.begin() as conn:
+    async with _schema_change(context) as conn:
         if postgres:
             await conn.execute(
                 text(
@@ -159,12 +176,21 @@ async def audit_outage(context: AppContext) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        async with context.engine.begin() as conn:
+        async with _schema_change(context) as conn:
             if postgres:
                 await conn.execute(text("DROP TRIGGER audit_down ON audit_event"))
                 await conn.execute(text("DROP FUNCTION audit_down()"))
             else:
                 await conn.execute(text("DROP TRIGGER audit_down"))
+
+
+async def _read_on_pooled_connections(context: AppContext, count: int = 3) -> None:
+    """``count`` connections of the pool (held together, so distinct) each read the
+    audit table, and with it the schema as it is now."""
+    async with AsyncExitStack() as stack:
+        for _ in range(count):
+            conn = await stack.enter_async_context(context.engine.connect())
+            await conn.execute(select(func.count()).select_from(AuditEvent))
 
 
 @pytest.fixture
@@ -212,6 +238,24 @@ class TestNoAuditNoChange:
         retried = await client.post("/v1/tokens", json=body, headers=headers)
         assert retried.status_code == 201
         assert "idempotent-replayed" not in retried.headers
+
+    async def test_an_outage_can_follow_another_whatever_pooled_connections_last_read(
+        self, client: httpx.AsyncClient, context: AppContext, admin: IssuedToken
+    ) -> None:
+        """On SQLite each pooled connection keeps its own copy of the schema: here several
+        of them read it before, during and after an outage, as a busy API would."""
+        await _read_on_pooled_connections(context)
+        async with audit_outage(context):
+            await _read_on_pooled_connections(context)
+        async with audit_outage(context):
+            refused = await client.post(
+                "/v1/tokens", json={"name": "x", "role": "viewer"}, headers=admin.headers
+            )
+        assert refused.status_code == 503
+        created = await client.post(
+            "/v1/tokens", json={"name": "x", "role": "viewer"}, headers=admin.headers
+        )
+        assert created.status_code == 201
 
     async def test_denials_are_still_answered(
         self, client: httpx.AsyncClient, audit_down: None

@@ -4,9 +4,14 @@ with a real arq worker running beside the API."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 import threading
+import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -327,6 +332,21 @@ async def read_sse(
     return frames
 
 
+def _running_with(variable: str) -> list[int]:
+    """Pids of the processes whose environment holds ``variable`` (``NAME=value``) and
+    that still run (a zombie has ended: only its exit status is left for its parent)."""
+    running = []
+    for proc in Path("/proc").iterdir():
+        try:
+            environ = (proc / "environ").read_bytes().split(b"\0")
+            state = (proc / "stat").read_text().rpartition(")")[2].split()[0]
+        except (OSError, IndexError):  # not a process, not ours, or it ended meanwhile
+            continue
+        if variable.encode() in environ and state != "Z":
+            running.append(int(proc.name))
+    return running
+
+
 class TestShellLogs:
     async def test_output_streams_as_log_events(
         self, client: httpx.AsyncClient, context: AppContext, operator: IssuedToken, worker: None
@@ -339,22 +359,33 @@ class TestShellLogs:
         assert len(logs) == 2  # the first line went out while the program still ran
 
     async def test_a_timed_out_program_and_its_children_are_killed(
-        self, client: httpx.AsyncClient, context: AppContext, operator: IssuedToken, worker: None
+        self,
+        client: httpx.AsyncClient,
+        context: AppContext,
+        operator: IssuedToken,
+        worker: None,
+        tmp_path: Path,
     ) -> None:
-        run_id = await _create(
-            context,
-            [
-                StepSpec(
-                    "hang",
-                    "shell",
-                    {"argv": ["sh", "-c", "sleep 30 & wait"], "timeout_seconds": 0.5},
-                )
-            ],
-        )
-        final = (await client.get(f"/v1/runs/{run_id}?wait=20", headers=operator.headers)).json()
-        assert final["steps"][0]["error"] == "timed out after 0.5 s"
-        pgrep = await asyncio.create_subprocess_exec(
-            "pgrep", "-f", "sleep 30", stdout=asyncio.subprocess.PIPE
-        )
-        leftovers, _ = await pgrep.communicate()
-        assert leftovers.strip() == b""
+        """Its processes carry a variable of this test in their environment, so only they
+        are looked at, never the machine's others; the child's pid, written once it
+        started, makes the test fail instead of passing if it never did."""
+        mark = uuid.uuid4().hex
+        started = tmp_path / "started"
+        # the child's output does not go to the pipe: killing only the program would end
+        # the step as well, and leave the child running
+        script = 'sleep 30 > /dev/null 2>&1 & echo $! > "$STARTED"; wait'
+        step = {
+            "argv": ["sh", "-c", script],
+            "env": {"STARTED": str(started), "TIMEOUT_TEST": mark},
+            "timeout_seconds": 2.0,
+        }
+        run_id = await _create(context, [StepSpec("hang", "shell", step)])
+        try:
+            final = await client.get(f"/v1/runs/{run_id}?wait=20", headers=operator.headers)
+            assert final.json()["steps"][0]["error"] == "timed out after 2.0 s"
+            assert started.exists(), "the program had not started its child"
+            assert _running_with(f"TIMEOUT_TEST={mark}") == []
+        finally:  # a failed test leaves nothing behind
+            for pid in _running_with(f"TIMEOUT_TEST={mark}"):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
