@@ -146,7 +146,7 @@ def _show_and_follow(
     services = ", ".join(f"{s['name']} {s['version']}" for s in deployment.get("services", []))
     again = " (already requested: same inputs)" if replayed else ""
     console.print(
-        f"Deployment [bold]{escape(str(deployment['id']))}[/bold]{again}: "
+        f"{_noun(deployment)} [bold]{escape(str(deployment['id']))}[/bold]{again}: "
         f"{escape(services)} to {escape(str(deployment.get('environment', '')))}, "
         f"{_styled(str(deployment['status']), STATUS_STYLES)}"
         + (
@@ -164,11 +164,16 @@ def _show_and_follow(
     return EXIT_SUCCEEDED if final["status"] == "success" and code == 0 else EXIT_NOT_SUCCEEDED
 
 
+def _noun(deployment: dict[str, Any]) -> str:
+    """What the deployment is to its reader: a rollback or a deployment."""
+    return "Rollback" if deployment.get("kind") == "rollback" else "Deployment"
+
+
 def _summary(client: Client, deployment: dict[str, Any]) -> None:
     """Status and evidence; the reason of a failure was said with the run's outcome."""
     status = str(deployment["status"])
     services = ", ".join(f"{s['name']} {s['version']}" for s in deployment.get("services", []))
-    console.print(f"Deployment {escape(services)}: {_styled(status, STATUS_STYLES)}")
+    console.print(f"{_noun(deployment)} {escape(services)}: {_styled(status, STATUS_STYLES)}")
     console.print(f"  Evidence: {escape(client.url(deployment['links']['evidence']))}")
 
 
