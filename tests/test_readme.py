@@ -117,7 +117,8 @@ def test_every_command_and_option_of_the_command_line_table_exists() -> None:
     commands = _table_commands()
     assert ["tokens", "list"] in [c[:2] for c in commands]  # the walk finds the second spans
     for words in commands:
-        command, path = root, []
+        command: Any = root
+        path: list[str] = []
         for word in words:
             if not hasattr(command, "commands") or not re.fullmatch(r"[a-z][a-z-]*", word):
                 break
