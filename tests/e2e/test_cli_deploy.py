@@ -425,7 +425,10 @@ def test_cancel_a_running_deployment_and_a_finished_one(server: Server) -> None:
 
 def test_audit_list_is_tab_separated_and_filters(server: Server) -> None:
     columns = ["seq", "created", "actor", "actor name", "action", "resource", "outcome"]
-    listed = server.cli("audit", "list", "--action", "deployment.create", "--limit", "3")
+    # refused creations (outcome failed, no resource id) are in the trail too: leave them out
+    listed = server.cli(
+        "audit", "list", "--action", "deployment.create", "--outcome", "success", "--limit", "3"
+    )
     lines = [line.split("\t") for line in listed.stdout.splitlines()]
     assert lines[0] == [*columns, "summary"]
     assert len(lines) == 4, listed.stdout
@@ -440,6 +443,9 @@ def test_audit_list_is_tab_separated_and_filters(server: Server) -> None:
     actor = lines[1][2]
     mine = server.cli("audit", "list", "--actor", actor, "--outcome", "success", "--limit", "1000")
     assert all(line.split("\t")[2] == actor for line in mine.stdout.splitlines()[1:])
+    refused = server.cli("audit", "list", "--action", "deployment.create", "--outcome", "failed")
+    reasons = [json.loads(line.split("\t")[7]) for line in refused.stdout.splitlines()[1:]]
+    assert any(r.get("type") == "/problems/version-pinned" for r in reasons), refused.stdout
 
     future = server.cli("audit", "list", "--since", "2999-01-01T00:00:00Z")
     assert future.stdout.splitlines() == ["\t".join([*columns, "summary"])]
