@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -127,6 +128,10 @@ def deploy(
         except ApiError as exc:
             if exc.status in (409, 404, 422):  # refused: pinned, unknown… — it did not deploy
                 errors.print(f"[red]Not deployed:[/red] {escape(exc.message)}")
+                if exc.type.endswith("/version-pinned"):
+                    unpin = ["formula-ops", "unpin", "--env", environment, "--service", service]
+                    command = shlex.join([*unpin, "--version", version])
+                    errors.print(f"An operator allows it again with: {escape(command)}")
                 raise typer.Exit(EXIT_NOT_SUCCEEDED) from None
             raise
         deployment = response.json()

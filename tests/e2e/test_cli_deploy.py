@@ -382,6 +382,8 @@ def test_rollback_pins_and_unpin_releases(server: Server) -> None:
 
     refused = server.cli(*deploy, "5.1.0", code=1)
     assert "pinned" in refused.stderr
+    hint = "formula-ops unpin --env local --service frontend --version 5.1.0"
+    assert f"An operator allows it again with: {hint}" in refused.stderr, refused.stderr
     unpinned = server.cli("unpin", "--env", "local", "--service", "frontend", "--version", "5.1.0")
     assert "Unpinned frontend 5.1.0 in local" in unpinned.stdout
     assert server.get("/v1/environments/local/services/frontend/pins")["items"] == []
