@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import uvicorn
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
+from pydantic_settings import SettingsError
 
 from app.cli_admin import audit, tokens
 from app.cli_deploy import apply, deploy
@@ -283,8 +284,32 @@ def render_openapi() -> str:
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
 
 
+def setting_errors(exc: ValidationError) -> list[str]:
+    """One line per invalid ``FORMULA_OPS_*`` variable: its name and what is wrong, never
+    its value (database URLs and the secret key are secrets)."""
+    prefix = str(Settings.model_config.get("env_prefix", ""))
+    delimiter = str(Settings.model_config.get("env_nested_delimiter") or "__")
+    lines = []
+    for error in exc.errors(include_input=False, include_url=False):
+        path = delimiter.join(str(part) for part in error["loc"] if not isinstance(part, int))
+        variable = f"{prefix}{path.upper()}" if path else "the settings"
+        lines.append(f"formula-ops: {variable}: {' '.join(error['msg'].split())}")
+    return lines
+
+
 def main() -> None:
     try:
         cli()
     except KeyboardInterrupt:  # pragma: no cover
         sys.exit(130)
+    except ValidationError as exc:
+        if exc.title != Settings.__name__:
+            raise
+        # A setting from the environment is invalid: say which, as a usage error.
+        for line in setting_errors(exc):
+            print(line, file=sys.stderr)
+        sys.exit(2)
+    except SettingsError as exc:  # a nested group's variable is not JSON
+        cause = f": {exc.__cause__}" if exc.__cause__ else ""
+        print(f"formula-ops: invalid settings, {exc}{cause}", file=sys.stderr)
+        sys.exit(2)

@@ -14,6 +14,7 @@ from typing import Annotated, TypeVar
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.exc import OperationalError
 
@@ -31,7 +32,14 @@ from app.tokens.schemas import Token, TokenCreate
 tokens = typer.Typer(help="Manage API tokens (directly in the database).", no_args_is_help=True)
 audit = typer.Typer(help="The audit trail.", no_args_is_help=True)
 console = Console()
+# Errors go to stderr, so that `$(formula-ops tokens create … | tail -n 1)` never takes one
+# for a token.
+errors = Console(stderr=True)
 T = TypeVar("T")
+# Exit codes as the commands that work through the API: 1 refused, 2 bad input (an
+# unknown id, an invalid value) or the database out of reach.
+EXIT_REFUSED = 1
+EXIT_BAD_INPUT = 2
 
 
 @asynccontextmanager
@@ -40,8 +48,8 @@ async def _database() -> AsyncIterator[Callable[[], UnitOfWork]]:
     engine = create_engine(settings)
     try:
         if not await schema_is_current(engine):
-            console.print("[red]The database is not migrated: run `formula-ops migrate`.[/red]")
-            raise typer.Exit(2)
+            errors.print("[red]The database is not migrated: run `formula-ops migrate`.[/red]")
+            raise typer.Exit(EXIT_BAD_INPUT)
         sessionmaker = make_sessionmaker(write_engine(engine))
         yield lambda: UnitOfWork(sessionmaker)
     finally:
@@ -60,11 +68,11 @@ def _run(work: Callable[[Callable[[], UnitOfWork]], Awaitable[T]]) -> T:
     try:
         return asyncio.run(main())
     except AppError as exc:
-        console.print(f"[red]{exc.title}: {exc.detail or ''}[/red]")
-        raise typer.Exit(1) from None
+        errors.print(f"[red]{escape(exc.title)}: {escape(exc.detail or '')}[/red]")
+        raise typer.Exit(EXIT_BAD_INPUT if exc.status in (404, 422) else EXIT_REFUSED) from None
     except OperationalError as exc:
-        console.print(f"[red]The database is unreachable ({type(exc.orig).__name__}).[/red]")
-        raise typer.Exit(2) from None
+        errors.print(f"[red]The database is unreachable ({type(exc.orig).__name__}).[/red]")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
 
 
 @tokens.command("create")
@@ -81,8 +89,8 @@ def create_token(
 ) -> None:
     """Create a token and print it once."""
     if no_expiry and expires_in_days:
-        console.print("[red]Give either --expires-in-days or --no-expiry.[/red]")
-        raise typer.Exit(2)
+        errors.print("[red]Give either --expires-in-days or --no-expiry.[/red]")
+        raise typer.Exit(EXIT_BAD_INPUT)
     try:
         body = TokenCreate(
             name=name,
@@ -93,8 +101,8 @@ def create_token(
     except ValidationError as exc:
         for error in exc.errors():
             where = ".".join(str(part) for part in error["loc"]) or "input"
-            console.print(f"[red]--{where.replace('_', '-')}: {error['msg']}[/red]")
-        raise typer.Exit(2) from None
+            errors.print(f"[red]--{where.replace('_', '-')}: {escape(error['msg'])}[/red]")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
 
     async def work(unit_of_work: Callable[[], UnitOfWork]) -> tuple[str, str]:
         async with unit_of_work() as uow:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -127,6 +128,10 @@ def deploy(
         except ApiError as exc:
             if exc.status in (409, 404, 422):  # refused: pinned, unknown… — it did not deploy
                 errors.print(f"[red]Not deployed:[/red] {escape(exc.message)}")
+                if exc.type.endswith("/version-pinned"):
+                    unpin = ["formula-ops", "unpin", "--env", environment, "--service", service]
+                    command = shlex.join([*unpin, "--version", version])
+                    errors.print(f"An operator allows it again with: {escape(command)}")
                 raise typer.Exit(EXIT_NOT_SUCCEEDED) from None
             raise
         deployment = response.json()
@@ -146,7 +151,7 @@ def _show_and_follow(
     services = ", ".join(f"{s['name']} {s['version']}" for s in deployment.get("services", []))
     again = " (already requested: same inputs)" if replayed else ""
     console.print(
-        f"Deployment [bold]{escape(str(deployment['id']))}[/bold]{again}: "
+        f"{_noun(deployment)} [bold]{escape(str(deployment['id']))}[/bold]{again}: "
         f"{escape(services)} to {escape(str(deployment.get('environment', '')))}, "
         f"{_styled(str(deployment['status']), STATUS_STYLES)}"
         + (
@@ -164,11 +169,16 @@ def _show_and_follow(
     return EXIT_SUCCEEDED if final["status"] == "success" and code == 0 else EXIT_NOT_SUCCEEDED
 
 
+def _noun(deployment: dict[str, Any]) -> str:
+    """What the deployment is to its reader: a rollback or a deployment."""
+    return "Rollback" if deployment.get("kind") == "rollback" else "Deployment"
+
+
 def _summary(client: Client, deployment: dict[str, Any]) -> None:
     """Status and evidence; the reason of a failure was said with the run's outcome."""
     status = str(deployment["status"])
     services = ", ".join(f"{s['name']} {s['version']}" for s in deployment.get("services", []))
-    console.print(f"Deployment {escape(services)}: {_styled(status, STATUS_STYLES)}")
+    console.print(f"{_noun(deployment)} {escape(services)}: {_styled(status, STATUS_STYLES)}")
     console.print(f"  Evidence: {escape(client.url(deployment['links']['evidence']))}")
 
 

@@ -29,6 +29,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from app.client import ApiError, Client, ClientError, ServerSentEvent
+from app.deployments.plan import TITLES as DEPLOYMENT_TITLES
 from app.runs import kinds
 from app.runs.models import TERMINAL_STATUSES, RunStatus
 from app.runs.schemas import FAILURE_TITLES
@@ -317,7 +318,11 @@ class _Progress:
             console.print(f"[green]Run {run_id} succeeded[/green] in {took}.")
             return EXIT_SUCCEEDED
         failure_type = data.get("failure_type")
-        title = FAILURE_TITLES.get(str(failure_type), "Run did not succeed")
+        title = (
+            DEPLOYMENT_TITLES.get(str(failure_type))
+            or FAILURE_TITLES.get(str(failure_type))
+            or "Run did not succeed"
+        )
         detail = data.get("failure_detail")
         reason = " ".join((f"{title}: {detail}" if detail else title).split())
         console.print(

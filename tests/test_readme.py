@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -56,3 +58,74 @@ def test_every_variable_is_in_the_configuration_table() -> None:
     unknown = sorted(set(listed) - expected)
     assert not unknown, f"README.md's configuration table lists unknown variables {unknown}"
     assert len(listed) == len(set(listed)), "a variable has two rows"
+
+
+# -- the README names only what exists ------------------------------------------------
+
+OPENAPI = README.parent / "openapi" / "openapi.json"
+API_PATH = re.compile(r"/v1/[A-Za-z0-9_\-{}<>/.]+")
+COMMAND_SPAN = re.compile(r"`((?:formula-ops )?[a-z][^`]*)`")
+OPTION = re.compile(r"--[a-z][a-z-]*")
+# Named in the runbook but not built: no route may exist for them (see "Not yet").
+NOT_YET = ("backup", "restore", "incident", "maintenance", "webhook", "runbook", "status-page")
+
+
+def _segments_match(named: str, route: str) -> bool:
+    a, b = named.strip("/").split("/"), route.strip("/").split("/")
+    placeholder = re.compile(r"^(\{[^}]*\}|<[^>]*>)$")
+    return len(a) == len(b) and all(
+        x == y or placeholder.match(x) or placeholder.match(y) for x, y in zip(a, b, strict=True)
+    )
+
+
+def test_every_api_path_the_readme_names_exists() -> None:
+    routes = list(json.loads(OPENAPI.read_text())["paths"])
+    named = {m.rstrip(".") for m in API_PATH.findall(README.read_text()) if "..." not in m}
+    assert "/v1/tokens/review" in named  # the walk finds them
+    unknown = sorted(p for p in named if not any(_segments_match(p, r) for r in routes))
+    assert not unknown, f"README.md names API paths that do not exist: {unknown}"
+
+
+def test_nothing_of_the_not_yet_list_has_a_route() -> None:
+    routes = json.loads(OPENAPI.read_text())["paths"]
+    built = sorted(r for r in routes for word in NOT_YET if word in r)
+    assert not built, f"routes exist for what README.md lists as not yet built: {built}"
+    not_yet = section(README.read_text(), "Not yet")
+    for word in ("backups", "restores", "incidents", "maintenance", "webhooks", "runbook"):
+        assert word in not_yet
+
+
+def _table_commands() -> list[list[str]]:
+    """Each command of the "Command line" table as its words and options."""
+    found = []
+    for line in section(README.read_text(), "Command line").splitlines():
+        if not line.startswith("| `"):
+            continue
+        first_cell = line.split(" | ")[0]
+        for span in COMMAND_SPAN.findall(first_cell):
+            words = span.removeprefix("formula-ops ").split()
+            found.append(words)
+    return found
+
+
+def test_every_command_and_option_of_the_command_line_table_exists() -> None:
+    import typer
+
+    from app.cli import cli
+
+    root: Any = typer.main.get_command(cli)
+    commands = _table_commands()
+    assert ["tokens", "list"] in [c[:2] for c in commands]  # the walk finds the second spans
+    for words in commands:
+        command: Any = root
+        path: list[str] = []
+        for word in words:
+            if not hasattr(command, "commands") or not re.fullmatch(r"[a-z][a-z-]*", word):
+                break
+            sub = command.commands.get(word)
+            assert sub is not None, f"README.md names `formula-ops {' '.join([*path, word])}`"
+            command, path = sub, [*path, word]
+        assert not hasattr(command, "commands"), f"`{' '.join(words)}` is not a command"
+        options = {o for p in command.params for o in getattr(p, "opts", [])}
+        for option in OPTION.findall(" ".join(words)):
+            assert option in options, f"`formula-ops {' '.join(path)}` has no {option}"

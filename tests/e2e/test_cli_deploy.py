@@ -309,6 +309,40 @@ def test_a_failed_deploy_says_its_reason_once_with_absolute_links(server: Server
     server.cli("unpin", "--env", "local", "--service", "backend", "--version", "1.3.0-broken")
 
 
+def test_a_deployment_failure_is_named_by_its_deployment_problem(server: Server) -> None:
+    """The reason line names the problem as the deployment does (``Checklist incomplete``),
+    not a generic "Run did not succeed"."""
+    response = httpx.put(
+        f"{server.url}/v1/environments/gated",
+        json={"required_checklist": ["code_review", "security_scan"]},
+        headers={"Authorization": f"Bearer {server.token}"},
+        timeout=30,
+    )
+    assert response.status_code in (200, 201), response.text
+    port = free_port()
+    service = {
+        "driver": "process",
+        "config": {"command": ["{python}", "-m", "app.sample_service"], "port": port},
+        "health_url": f"http://127.0.0.1:{port}/health",
+    }
+    response = httpx.put(
+        f"{server.url}/v1/environments/gated/services/api",
+        json=service,
+        headers={"Authorization": f"Bearer {server.token}"},
+        timeout=30,
+    )
+    assert response.status_code in (200, 201), response.text
+    result = server.cli(
+        "deploy", "--env", "gated", "--service", "api", "--version", "1.0.0", "--wait", code=1
+    )
+    deployment = server.get(f"/v1/deployments/{_deployment_id(result)}")
+    assert deployment["failure"]["title"] == "Checklist incomplete", deployment
+    reason = next(line for line in result.stdout.splitlines() if " failure after " in line)
+    assert reason.startswith("Run "), reason
+    assert "Checklist incomplete: " in reason, reason
+    assert "Run did not succeed" not in result.stdout
+
+
 def test_a_replay_shows_the_deployments_real_status(server: Server) -> None:
     args = ("deploy", "--env", "local", "--service", "frontend", "--version", "4.0.0")
     first = server.cli(*args, "--wait", "--idempotency-key", "replay-shows-status")
@@ -337,7 +371,8 @@ def test_rollback_pins_and_unpin_releases(server: Server) -> None:
     rollback_id = _deployment_id(rolled)
     assert rollback_id != bad
     assert f"URL: {server.url}/v1/deployments/{rollback_id}" in rolled.stdout
-    assert rolled.stdout.splitlines()[-2] == "Deployment frontend 5.0.0: success", rolled.stdout
+    assert rolled.stdout.startswith(f"Rollback {rollback_id}: frontend 5.0.0 to local")
+    assert rolled.stdout.splitlines()[-2] == "Rollback frontend 5.0.0: success", rolled.stdout
     rollback = server.get(f"/v1/deployments/{rollback_id}")
     assert (rollback["kind"], rollback["rollback_of"], rollback["status"]) == (
         "rollback",
@@ -347,6 +382,8 @@ def test_rollback_pins_and_unpin_releases(server: Server) -> None:
 
     refused = server.cli(*deploy, "5.1.0", code=1)
     assert "pinned" in refused.stderr
+    hint = "formula-ops unpin --env local --service frontend --version 5.1.0"
+    assert f"An operator allows it again with: {hint}" in refused.stderr, refused.stderr
     unpinned = server.cli("unpin", "--env", "local", "--service", "frontend", "--version", "5.1.0")
     assert "Unpinned frontend 5.1.0 in local" in unpinned.stdout
     assert server.get("/v1/environments/local/services/frontend/pins")["items"] == []
@@ -393,6 +430,9 @@ def test_audit_list_is_tab_separated_and_filters(server: Server) -> None:
     _put_service(server, "listed", settle_seconds=0)
     for version in ("1", "2", "3"):  # three creations of its own, whatever ran before
         server.cli("deploy", "--env", "local", "--service", "listed", "--version", version)
+    broken = ("deploy", "--env", "local", "--service", "listed", "--version", "4-broken")
+    server.cli(*broken, "--wait", code=1)  # rolled back, 4-broken pinned
+    server.cli(*broken, code=1)  # refused: pinned
     # Refused creations (version pinned) are deployment.create too, with outcome failed.
     listed = server.cli(
         "audit", "list", "--action", "deployment.create", "--outcome", "success", "--limit", "3"
@@ -411,6 +451,9 @@ def test_audit_list_is_tab_separated_and_filters(server: Server) -> None:
     actor = lines[1][2]
     mine = server.cli("audit", "list", "--actor", actor, "--outcome", "success", "--limit", "1000")
     assert all(line.split("\t")[2] == actor for line in mine.stdout.splitlines()[1:])
+    refused = server.cli("audit", "list", "--action", "deployment.create", "--outcome", "failed")
+    reasons = [json.loads(line.split("\t")[7]) for line in refused.stdout.splitlines()[1:]]
+    assert any(r.get("type") == "/problems/version-pinned" for r in reasons), refused.stdout
 
     future = server.cli("audit", "list", "--since", "2999-01-01T00:00:00Z")
     assert future.stdout.splitlines() == ["\t".join([*columns, "summary"])]

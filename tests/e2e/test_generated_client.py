@@ -5,11 +5,14 @@ deployment request, and it deploys and reads the evidence against a real
 from __future__ import annotations
 
 import importlib
+import os
+import re
 import subprocess
 import sys
 import typing
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -19,6 +22,7 @@ from tests.e2e.serve_process import FORMULA_OPS
 from tests.e2e.test_cli_deploy import _stop_sample_services, backend_version
 from tests.e2e.test_cli_runs import Server
 from tests.helpers import REPO_ROOT, free_port
+from tests.test_readme import README
 
 pytestmark = pytest.mark.slow
 GENERATOR = FORMULA_OPS.parent / "openapi-python-client"
@@ -144,3 +148,49 @@ def test_deploy_and_read_the_evidence(client_package: ModuleType, server: Server
         )
         assert replayed.parsed.id == deployment.id
     assert backend_version(server) == "1.4.2"
+
+
+README_SCRIPT = re.compile(r"^```python\n(# deploy\.py .*?)^```$", re.MULTILINE | re.DOTALL)
+
+
+def test_the_readme_script_deploys_waits_and_says_how_it_ended(
+    client_package: ModuleType, server: Server, tmp_path: Path
+) -> None:
+    """The README's `deploy.py`, as written, with the generated client on its path: exit 0
+    on success, 1 when rolled back, and a one-line refusal (exit 1) for a pinned version."""
+    found = README_SCRIPT.search(README.read_text())
+    assert found, "README.md has no `deploy.py` block"
+    script = tmp_path / "deploy.py"
+    script.write_text(found.group(1))
+    package_dir = Path(next(iter(client_package.__path__))).parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FORMULA_OPS_")}
+    env |= {
+        "PYTHONPATH": str(package_dir),
+        "FORMULA_OPS_PORT": str(server.port),
+        "FORMULA_OPS_TOKEN": server.token,
+    }
+
+    def deploy(version: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(script), version],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
+        )
+
+    ok = deploy("3.0.0")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert " success" in ok.stdout
+    assert backend_version(server) == "3.0.0"
+
+    broken = deploy("3.1.0-broken")
+    assert broken.returncode == 1, broken.stdout + broken.stderr
+    assert " rolled_back " in broken.stdout, broken.stdout
+
+    pinned = deploy("3.1.0-broken")
+    assert pinned.returncode == 1, pinned.stdout + pinned.stderr
+    assert pinned.stderr.startswith("refused: Version pinned: "), pinned.stderr
+    assert "Traceback" not in pinned.stderr
