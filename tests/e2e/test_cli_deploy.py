@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import re
-import signal
 import subprocess
 import threading
 import time
@@ -20,40 +18,16 @@ import httpx
 import pytest
 
 from tests.e2e.serve_process import FORMULA_OPS
-from tests.e2e.test_cli_runs import Server
+from tests.e2e.test_cli_runs import Server, sample_ports, serve_with_cli
 from tests.helpers import free_port
 
 pytestmark = pytest.mark.slow
 DEPLOYMENT_URL = re.compile(r"URL: (http://\S+/v1/deployments/(\S+))")
 
 
-def _stop_sample_services(state_dir: Path) -> None:
-    """The sample services outlive ``serve`` (as deployed services do): stop them."""
-    for state in (state_dir / "processes").glob("*/*.json"):
-        try:
-            pid = json.loads(state.read_text())["pid"]
-            os.killpg(pid, signal.SIGKILL)
-        except (OSError, ValueError, KeyError):
-            pass
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    workdir = tmp_path_factory.mktemp("serve-deploy")
-    server = Server(
-        workdir,
-        FORMULA_OPS_LOCAL_BACKEND_PORT=str(free_port()),
-        FORMULA_OPS_LOCAL_FRONTEND_PORT=str(free_port()),
-    )
-    try:
-        server.wait_healthy()
-        server.create_token()
-        yield server
-    finally:
-        if server.process.poll() is None:
-            code = server.stop()
-            assert code == 0, server.output()
-        _stop_sample_services(server.state_dir)
+    yield from serve_with_cli(tmp_path_factory.mktemp("serve-deploy"), **sample_ports())
 
 
 def backend_version(server: Server) -> str | None:

@@ -8,7 +8,10 @@ checked in-process against a transport that drops the connection.
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import signal
 import sqlite3
 import subprocess
 from collections.abc import Iterator
@@ -85,27 +88,49 @@ class Server(ServeProcess):
         return count
 
 
-def _serve(workdir: Path, **settings: str) -> Iterator[Server]:
+def stop_sample_services(state_dir: Path) -> None:
+    """A backstop for a ``serve`` that did not stop its sample services (killed)."""
+    for state in (state_dir / "processes").glob("*/*.json"):
+        try:
+            pid = json.loads(state.read_text())["pid"]
+            os.killpg(pid, signal.SIGKILL)
+        except (OSError, ValueError, KeyError):
+            pass
+
+
+def sample_ports() -> dict[str, str]:
+    """Free ports for the seeded ``local`` environment's sample services."""
+    return {
+        "FORMULA_OPS_LOCAL_BACKEND_PORT": str(free_port()),
+        "FORMULA_OPS_LOCAL_FRONTEND_PORT": str(free_port()),
+    }
+
+
+def serve_with_cli(workdir: Path, *, token: bool = True, **settings: str) -> Iterator[Server]:
+    """A module's ``serve`` (with an admin token for its CLI unless ``token`` is false),
+    stopped with SIGTERM afterwards, which must exit 0."""
     server = Server(workdir, **settings)
     try:
         server.wait_healthy()
-        server.create_token()
+        if token:
+            server.create_token()
         yield server
     finally:
         if server.process.poll() is None:
             code = server.stop()
             assert code == 0, f"serve exited {code} on SIGTERM:\n{server.output()}"
+        stop_sample_services(server.state_dir)
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    yield from _serve(tmp_path_factory.mktemp("serve"))
+    yield from serve_with_cli(tmp_path_factory.mktemp("serve"))
 
 
 @pytest.fixture(scope="module")
 def failing_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server whose health check probes a disk path that does not exist: critical."""
-    yield from _serve(
+    yield from serve_with_cli(
         tmp_path_factory.mktemp("serve-failing"),
         FORMULA_OPS_HEALTH_CHECK__DISK_PATHS='["/", "/no/such/disk"]',
     )

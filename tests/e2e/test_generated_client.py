@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 from tests.e2e.serve_process import FORMULA_OPS
-from tests.e2e.test_cli_deploy import _stop_sample_services, backend_version
-from tests.e2e.test_cli_runs import Server
-from tests.helpers import REPO_ROOT, free_port
+from tests.e2e.test_cli_deploy import backend_version
+from tests.e2e.test_cli_runs import Server, sample_ports, serve_with_cli
+from tests.helpers import REPO_ROOT
 from tests.test_readme import README
 
 pytestmark = pytest.mark.slow
@@ -94,21 +94,7 @@ def test_the_deployment_request_is_typed(client_package: ModuleType) -> None:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    workdir = tmp_path_factory.mktemp("serve-client")
-    server = Server(
-        workdir,
-        FORMULA_OPS_LOCAL_BACKEND_PORT=str(free_port()),
-        FORMULA_OPS_LOCAL_FRONTEND_PORT=str(free_port()),
-    )
-    try:
-        server.wait_healthy()
-        server.create_token()
-        yield server
-    finally:
-        if server.process.poll() is None:
-            code = server.stop()
-            assert code == 0, server.output()
-        _stop_sample_services(server.state_dir)
+    yield from serve_with_cli(tmp_path_factory.mktemp("serve-client"), **sample_ports())
 
 
 def test_deploy_and_read_the_evidence(client_package: ModuleType, server: Server) -> None:

@@ -17,9 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_cli_deploy import _stop_sample_services
-from tests.e2e.test_cli_runs import Server
-from tests.helpers import free_port
+from tests.e2e.test_cli_runs import Server, sample_ports, serve_with_cli
 from tests.test_readme import README, section
 
 pytestmark = pytest.mark.slow
@@ -33,20 +31,9 @@ def walkthrough() -> list[str]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    workdir = tmp_path_factory.mktemp("serve-readme")
-    server = Server(
-        workdir,
-        FORMULA_OPS_LOCAL_BACKEND_PORT=str(free_port()),
-        FORMULA_OPS_LOCAL_FRONTEND_PORT=str(free_port()),
+    yield from serve_with_cli(
+        tmp_path_factory.mktemp("serve-readme"), token=False, **sample_ports()
     )
-    try:
-        server.wait_healthy()
-        yield server
-    finally:
-        if server.process.poll() is None:
-            code = server.stop()
-            assert code == 0, server.output()
-        _stop_sample_services(server.state_dir)
 
 
 def _shell_environment(server: Server) -> dict[str, str]:
