@@ -112,6 +112,9 @@ class EmbeddedRedis:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                # Not in the terminal's process group: Ctrl-C reaches `serve`, which stops
+                # the API and the worker first and this server last.
+                start_new_session=True,
             )  # fmt: skip
         finally:
             log.close()

@@ -50,9 +50,7 @@ class LocalPorts:
         while not self._try(port):
             port = _free_port()
         if port != wanted:
-            message = f"port {wanted} is taken: the local {service} uses port {port}"
-            logger.warning("%s", message)
-            print(message, flush=True)
+            logger.warning("port %s is taken: the local %s uses port %s", wanted, service, port)
         self.ports[service] = port
         return port
 
