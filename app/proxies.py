@@ -17,6 +17,10 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address ``text`` is; None for anything else, an IPv6 zone (``%…``, which may
+    hold any text) included."""
+    if "%" in text:
+        return None
     try:
         return ipaddress.ip_address(text.strip())
     except ValueError:

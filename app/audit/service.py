@@ -91,6 +91,14 @@ class RunActor:
 Actor = Principal | RunActor | None
 
 
+def _fit(value: str | None, column: Any) -> str | None:
+    """``value`` cut to ``column``'s length: a refused request names its resource as the
+    client wrote it (a path parameter refused for its length), and the event is still
+    written."""
+    length = column.type.length
+    return value[:length] if value is not None and length else value
+
+
 def _actor_fields(actor: Actor) -> dict[str, Any]:
     if isinstance(actor, RunActor):
         return {
@@ -146,13 +154,14 @@ async def record(
             seq=head.seq + 1,
             created_at=utcnow(),
             **_actor_fields(principal),
-            client_address=(
-                principal.client_address if isinstance(principal, Principal) else client_address
+            client_address=_fit(
+                principal.client_address if isinstance(principal, Principal) else client_address,
+                AuditEvent.client_address,
             ),
             request_id=principal.request_id if isinstance(principal, Principal) else request_id,
             action=action,
             resource_type=resource_type,
-            resource_id=resource_id,
+            resource_id=_fit(resource_id, AuditEvent.resource_id),
             outcome=outcome.value,
             summary=redact(summary or {}),
             prev_hash=head.hash,

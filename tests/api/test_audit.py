@@ -98,6 +98,22 @@ class TestOneRowPerRequest:
         assert ["body", "role"] in refused.summary["errors"]
         assert "emperor" not in str(refused.summary)  # where the input was wrong, not what
 
+    async def test_a_refusal_naming_a_long_resource_is_still_audited(
+        self, client: httpx.AsyncClient, context: AppContext
+    ) -> None:
+        """A path parameter refused for its length is as long as the client made it; the
+        event keeps its start (the column's length), instead of failing to be written."""
+        deployer = await issue_token(context, Role.DEPLOYER)
+        start = await last_seq(context)
+        long_id = "r" * 300
+        refused = await client.post(f"/v1/deployments/{long_id}/rollback", headers=deployer.headers)
+        assert refused.status_code == 422, refused.text
+
+        events = await events_after(context, start)
+        assert [(e.action, e.outcome) for e in events] == [("rollback.create", "failed")]
+        assert long_id.startswith(events[0].resource_id or "-")
+        assert (await audit_service_verify(context)).valid
+
     async def test_events_are_listed_and_filtered(
         self, client: httpx.AsyncClient, context: AppContext, admin: IssuedToken
     ) -> None:

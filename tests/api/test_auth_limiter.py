@@ -104,6 +104,14 @@ class TestForwardedFor:
         assert proxies.client("::1", []) == "::1"
         assert TrustedProxies().client("10.0.0.5", ["1.1.1.1"]) == "10.0.0.5"
 
+    def test_a_hop_is_an_address_and_nothing_more(self) -> None:
+        """An IPv6 zone (``%…``) may carry any text: a hop with one is not an address, so
+        the walk stops before it, as at any other hop a trusted proxy did not write."""
+        proxies = TrustedProxies.parse(["10.0.0.0/8"])
+        forged = "fe80::1%forged\n" + "x" * 100
+        assert proxies.client("10.0.0.5", [f"{forged}, 10.0.0.9"]) == "10.0.0.9"
+        assert proxies.client("10.0.0.5", ["fe80::1%eth0"]) == "10.0.0.5"
+
 
 class TestSharedAddress:
     async def test_a_valid_token_is_not_refused_for_others_failures(

@@ -297,6 +297,28 @@ class TestCursors:
                 assert response.status_code == 200, (path, stamp, response.text)
 
 
+class TestEventPositions:
+    async def test_a_position_beyond_what_the_database_counts_is_422(
+        self, client: httpx.AsyncClient, admin: IssuedToken, context: AppContext
+    ) -> None:
+        """``after`` and ``Last-Event-ID`` are event numbers (a 32-bit column): beyond it,
+        a 422 before the stream starts, not an error in the middle of it."""
+        operator = await issue_token(context, Role.OPERATOR)
+        run = await client.post("/v1/health-checks", headers=operator.headers)
+        assert run.status_code == 202, run.text
+        run_id = run.json()["id"]
+        cancelled = await client.post(f"/v1/runs/{run_id}/cancel", headers=operator.headers)
+        assert cancelled.json()["status"] == "cancelled"  # a stream of it ends
+        events = f"/v1/runs/{run_id}/events"
+        for value in (2**31, 2**63, 10**30):
+            response = await client.get(events, params={"after": value}, headers=admin.headers)
+            assert_422(response, "query", "after")
+            response = await client.get(
+                events, headers={**admin.headers, "Last-Event-ID": str(value)}
+            )
+            assert_422(response, "header", "Last-Event-ID")
+
+
 def _strings(
     node: dict[str, Any], components: dict[str, Any], described: str = ""
 ) -> Iterator[tuple[dict[str, Any], str]]:
