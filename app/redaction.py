@@ -13,8 +13,9 @@ Secret-bearing parts, wherever they appear:
   ``--auth-token``… (see :data:`SECRET_NAME`). Short flags are not: ``-p`` means a port
   to as many programs as a password, so it is shown;
 - **credential headers** (``Authorization``, ``Proxy-Authorization``, ``Cookie``,
-  ``Set-Cookie``, ``X-Api-Key``, ``X-Auth-Token``…; a ``headers`` mapping, ``Name: value``
-  lines and ``Bearer`` credentials in text);
+  ``Set-Cookie``, ``X-Api-Key``, ``X-Auth-Token``, and in a ``headers`` mapping every
+  name holding ``auth`` or ``key``, e.g. ``X-Auth-Key``, ``Ocp-Apim-Subscription-Key``;
+  a ``headers`` mapping, ``Name: value`` lines and ``Bearer`` credentials in text);
 - keys named like a secret (``password``, ``token``…) in any mapping, ``NAME=value``
   with such a name in text, and this service's own tokens (``fops_…``, ``whsec_…``).
 
@@ -83,6 +84,9 @@ _SECRET_FLAG = re.compile(rf"^--?{_NAME}*(?:{_WORDS}){_NAME}*$", re.IGNORECASE)
 _SECRET_FLAG_VALUE = re.compile(rf"^(--?{_NAME}*(?:{_WORDS}){_NAME}*=).*$", re.IGNORECASE | re.S)
 _USERINFO = re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://([^\s/?#@]*(?:@[^\s/?#@]*)*)@")
 _HEADER_NAME = re.compile(rf"^(?:{_HEADERS})$", re.IGNORECASE)
+# Header names that carry a credential without naming one of the words above:
+# X-Auth-Key, X-Auth, Ocp-Apim-Subscription-Key, X-Functions-Key, X-License-Key…
+_HEADER_WORDS = re.compile(r"auth|key", re.IGNORECASE)
 _ENV_KEYS = frozenset({"env"})
 _ARGV_KEYS = frozenset({"argv", "command"})
 _HEADER_KEYS = frozenset({"headers"})
@@ -96,7 +100,7 @@ def redact_text(text: str) -> str:
 
 
 def is_secret_header(name: str) -> bool:
-    return bool(_HEADER_NAME.match(name) or SECRET_NAME.search(name))
+    return bool(_HEADER_NAME.match(name) or SECRET_NAME.search(name) or _HEADER_WORDS.search(name))
 
 
 def redact_argv(argv: Iterable[Any]) -> list[Any]:

@@ -108,6 +108,8 @@ def backend_service(port: int, c: Canaries) -> dict[str, Any]:
                     "Authorization": f"Bearer {c['smoke_authorization']}",
                     "X-Api-Key": c["smoke_api_key"],
                     "Cookie": f"session={c['smoke_cookie']}",
+                    "X-Auth-Key": c["smoke_auth_key_header"],
+                    "Ocp-Apim-Subscription-Key": c["smoke_subscription_key_header"],
                 },
             },
             {

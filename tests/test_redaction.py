@@ -127,6 +127,25 @@ class TestStructures:
             "items": [{"client_secret": REDACTED}, 3, True],
         }  # fmt: skip
 
+    def test_credential_headers_without_a_secret_word_in_their_name(self) -> None:
+        headers = {
+            "X-Auth-Key": "cloudflare-key",
+            "X-Auth": "plain-credential",
+            "Ocp-Apim-Subscription-Key": "azure-key",
+            "x-functions-key": "function-key",
+            "Accept": "application/json",
+            "Keep-Alive": "timeout=5",
+        }
+        assert redact_value({"headers": headers})["headers"] == {
+            "X-Auth-Key": REDACTED,
+            "X-Auth": REDACTED,
+            "Ocp-Apim-Subscription-Key": REDACTED,
+            "x-functions-key": REDACTED,
+            "Accept": "application/json",
+            "Keep-Alive": "timeout=5",
+        }
+        assert secrets_in({"headers": headers}) >= {"cloudflare-key", "azure-key", "function-key"}
+
     def test_known_values_are_scrubbed_from_output(self) -> None:
         params = {
             "argv": ["cmd", "--password", "pa55word!"],
