@@ -10,7 +10,8 @@ Secret-bearing parts, wherever they appear:
   secret (``?token=…``);
 - **argv values of flags that name a secret**: ``--password=x``, ``--password x``,
   ``--db-password``, ``--token``, ``--secret``, ``--api-key``, ``--client-secret``,
-  ``--auth-token``… (see :data:`SECRET_NAME`). Short flags are not: ``-p`` means a port
+  ``--auth-token``, ``--pass``, ``--auth``, ``--key``… (see :data:`SECRET_NAME` and
+  ``_FLAG_WORDS``). Short flags are not: ``-p`` means a port
   to as many programs as a password, so it is shown;
 - **credential headers** (``Authorization``, ``Proxy-Authorization``, ``Cookie``,
   ``Set-Cookie``, ``X-Api-Key``, ``X-Auth-Token``, and in a ``headers`` mapping every
@@ -47,6 +48,9 @@ _WORDS = (
 )
 # A name (mapping key, header, flag, query parameter, variable) that names a secret.
 SECRET_NAME = re.compile(rf"(?:{_WORDS})", re.IGNORECASE)
+# A flag names a secret with fewer letters: --pass (redis-cli, openssl -pass),
+# --auth user:pw, --key (an API key).
+_FLAG_WORDS = rf"{_WORDS}|pass|auth|key"
 _NAME = r"[A-Za-z0-9_.-]"
 _HEADERS = (
     r"authorization|proxy-authorization|cookie|set-cookie|x-api-key|api-key|x-auth-token"
@@ -66,7 +70,9 @@ _TEXT_RULES: list[tuple[re.Pattern[str], str]] = [
     ),
     # Flags naming a secret: --password=x, --password x.
     (
-        re.compile(rf"(?i)((?<![\w-])--?{_NAME}*(?:{_WORDS}){_NAME}*)(=|[ \t]+)(?!-)[^\s\"',]+"),
+        re.compile(
+            rf"(?i)((?<![\w-])--?{_NAME}*(?:{_FLAG_WORDS}){_NAME}*)(=|[ \t]+)(?!-)[^\s\"',]+"
+        ),
         rf"\1\2{REDACTED}",
     ),
     # NAME=value, "name": "value", name: value, with a name naming a secret.
@@ -80,8 +86,10 @@ _TEXT_RULES: list[tuple[re.Pattern[str], str]] = [
     # This service's own tokens and webhook secrets.
     (re.compile(rf"\b(?:{TOKEN_PREFIX}|whsec)_[A-Za-z0-9_-]+"), REDACTED),
 ]
-_SECRET_FLAG = re.compile(rf"^--?{_NAME}*(?:{_WORDS}){_NAME}*$", re.IGNORECASE)
-_SECRET_FLAG_VALUE = re.compile(rf"^(--?{_NAME}*(?:{_WORDS}){_NAME}*=).*$", re.IGNORECASE | re.S)
+_SECRET_FLAG = re.compile(rf"^--?{_NAME}*(?:{_FLAG_WORDS}){_NAME}*$", re.IGNORECASE)
+_SECRET_FLAG_VALUE = re.compile(
+    rf"^(--?{_NAME}*(?:{_FLAG_WORDS}){_NAME}*=).*$", re.IGNORECASE | re.S
+)
 _USERINFO = re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://([^\s/?#@]*(?:@[^\s/?#@]*)*)@")
 _HEADER_NAME = re.compile(rf"^(?:{_HEADERS})$", re.IGNORECASE)
 # Header names that carry a credential without naming one of the words above:

@@ -88,6 +88,9 @@ def backend_service(port: int, c: Canaries) -> dict[str, Any]:
                 f"--password={c['service_argv_eq']}",
                 "--api-key",
                 c["service_argv_sep"],
+                "--pass",
+                c["service_argv_pass"],
+                f"--auth=admin:{c['service_argv_auth']}",
             ],
             "env": {
                 "DB_PASSWORD": c["service_env"],

@@ -127,6 +127,14 @@ class TestStructures:
             "items": [{"client_secret": REDACTED}, 3, True],
         }  # fmt: skip
 
+    def test_flags_naming_a_secret_with_fewer_letters(self) -> None:
+        argv = ["redis-cli", "--pass", "redis-pw", "--auth=u:auth-pw", "--key", "api-key-1"]
+        assert redact_argv(argv) == [
+            "redis-cli", "--pass", REDACTED, "--auth=" + REDACTED, "--key", REDACTED,
+        ]  # fmt: skip
+        assert secrets_in({"argv": argv}) >= {"redis-pw", "u:auth-pw", "api-key-1"}
+        assert redact_text("started: tool --pass redis-pw") == f"started: tool --pass {REDACTED}"
+
     def test_credential_headers_without_a_secret_word_in_their_name(self) -> None:
         headers = {
             "X-Auth-Key": "cloudflare-key",
