@@ -12,13 +12,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import text, update
 from sqlalchemy.exc import DBAPIError
 
+from app.auth.roles import Role
 from app.child_env import child_env
 from app.context import AppContext
 from app.db import create_engine
+from app.environments.models import Service
 from app.logging import log_handler
 from app.redaction import (
     REDACTED,
@@ -32,6 +35,7 @@ from app.runs.actions import ActionContext, ShellParams, shell
 from app.runs.models import StepStatus
 from app.settings import Settings
 from app.state_dir import secure_state_dir
+from tests.factories import issue_token
 
 CANARY = "cnry-6f1d2a9b"
 
@@ -294,3 +298,38 @@ async def test_a_failing_statement_shows_no_parameter_values(
     assert "parameters hidden" in str(caught.value)
     assert CANARY not in str(caught.value)
     assert CANARY not in caplog.text
+
+
+async def test_an_invalid_step_names_where_it_is_wrong_never_the_value(
+    context: AppContext, client: httpx.AsyncClient
+) -> None:
+    """A service stored in a shape its steps no longer accept (written by an earlier
+    version): the deployer's 422 says where the step is wrong, without the value —
+    pydantic's own message quotes the input."""
+    admin = await issue_token(context, Role.ADMIN)
+    env = await client.put("/v1/environments/staging", json={}, headers=admin.headers)
+    assert env.status_code == 201, env.text
+    service = {
+        "driver": "process",
+        "config": {"command": ["{python}", "-c", "pass"]},
+        "smoke_tests": [{"name": "home", "type": "http", "url": "http://127.0.0.1:9/"}],
+    }
+    put = await client.put(
+        "/v1/environments/staging/services/api", json=service, headers=admin.headers
+    )
+    assert put.status_code == 201, put.text
+    async with context.unit_of_work() as uow:  # as an earlier version stored it
+        test = {**service["smoke_tests"][0], "headers": {"Authorization": [f"Bearer {CANARY}"]}}
+        await uow.session.execute(
+            update(Service).where(Service.name == "api").values(smoke_tests=[test])
+        )
+    deployer = await issue_token(context, Role.DEPLOYER)
+    for dry_run in (True, False):
+        response = await client.post(
+            "/v1/deployments",
+            json={"environment": "staging", "service": "api", "version": "1", "dry_run": dry_run},
+            headers=deployer.headers,
+        )
+        assert response.status_code == 422, response.text
+        assert "headers.Authorization" in response.text
+        assert CANARY not in response.text
