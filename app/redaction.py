@@ -7,7 +7,7 @@ Secret-bearing parts, wherever they appear:
   step): every value, whatever its name;
 - **URL userinfo** (``scheme://user:password@host``), in fields and inside any text
   (argv elements, step output, error messages), and URL query parameters named like a
-  secret (``?token=…``);
+  secret (``?token=…``, ``?key=…``, ``&sig=…``, ``?code=…``);
 - **argv values of flags that name a secret**: ``--password=x``, ``--password x``,
   ``--db-password``, ``--token``, ``--secret``, ``--api-key``, ``--client-secret``,
   ``--auth-token``, ``--pass``, ``--auth``, ``--key``… (see :data:`SECRET_NAME` and
@@ -48,10 +48,14 @@ _WORDS = (
 )
 # A name (mapping key, header, flag, query parameter, variable) that names a secret.
 SECRET_NAME = re.compile(rf"(?:{_WORDS})", re.IGNORECASE)
+_NAME = r"[A-Za-z0-9_.-]"
 # A flag names a secret with fewer letters: --pass (redis-cli, openssl -pass),
 # --auth user:pw, --key (an API key).
 _FLAG_WORDS = rf"{_WORDS}|pass|auth|key"
-_NAME = r"[A-Za-z0-9_.-]"
+# A URL query parameter does too: ?key= (Google APIs), &sig= (Azure SAS), ?code= (Azure
+# Functions, OAuth), ?auth=.
+_QUERY_WORDS = rf"{_WORDS}|key|sig|auth|code"
+_SECRET_QUERY = re.compile(rf"(?i)[?&;]{_NAME}*(?:{_QUERY_WORDS}){_NAME}*=([^&#;\s\"']*)")
 _HEADERS = (
     r"authorization|proxy-authorization|cookie|set-cookie|x-api-key|api-key|x-auth-token"
     r"|x-access-token|x-csrf-token|x-amz-security-token|private-token"
@@ -65,7 +69,7 @@ _TEXT_RULES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/?#@]*(?:@[^\s/?#@]*)*@"), rf"\1{REDACTED}@"),
     # URL query parameters named like a secret.
     (
-        re.compile(rf"(?i)([?&;]{_NAME}*(?:{_WORDS}){_NAME}*=)[^&#;\s\"']*"),
+        re.compile(rf"(?i)([?&;]{_NAME}*(?:{_QUERY_WORDS}){_NAME}*=)[^&#;\s\"']*"),
         rf"\1{REDACTED}",
     ),
     # Flags naming a secret: --password=x, --password x.
@@ -194,6 +198,7 @@ def _collect(value: Any, found: set[str]) -> None:
         for userinfo in _USERINFO.findall(value):
             found.add(userinfo)
             found.update(part for part in userinfo.split(":", 1)[1:] if part)
+        found.update(secret for secret in _SECRET_QUERY.findall(value) if secret)
 
 
 def _collect_argv(argv: Iterable[Any], found: set[str]) -> None:

@@ -99,14 +99,16 @@ def backend_service(port: int, c: Canaries) -> dict[str, Any]:
             },
             "port": port,
         },
-        "health_url": f"http://probe:{c['health_userinfo']}@127.0.0.1:{port}/health",
+        "health_url": f"http://probe:{c['health_userinfo']}@127.0.0.1:{port}/health"
+        f"?code={c['health_query_code']}",
         "health_timeout_seconds": 5,
         "smoke_tests": [
             {
                 "name": "home",
                 "type": "http",
                 "url": f"http://smoke:{c['smoke_userinfo']}@127.0.0.1:{port}/"
-                f"?access_token={c['smoke_query']}",
+                f"?access_token={c['smoke_query']}&key={c['smoke_query_key']}"
+                f"&sig={c['smoke_query_sig']}",
                 "headers": {
                     "Authorization": f"Bearer {c['smoke_authorization']}",
                     "X-Api-Key": c["smoke_api_key"],

@@ -131,6 +131,13 @@ class TestStructures:
             "items": [{"client_secret": REDACTED}, 3, True],
         }  # fmt: skip
 
+    def test_query_parameters_naming_a_secret_with_fewer_letters(self) -> None:
+        url = "https://h/x?key=google-key-1&sv=2024&sig=azure-sas-1&code=function-key-1&zip=1"
+        assert redact_text(url) == (
+            f"https://h/x?key={REDACTED}&sv=2024&sig={REDACTED}&code={REDACTED}&zip=1"
+        )
+        assert secrets_in({"url": url}) >= {"google-key-1", "azure-sas-1", "function-key-1"}
+
     def test_flags_naming_a_secret_with_fewer_letters(self) -> None:
         argv = ["redis-cli", "--pass", "redis-pw", "--auth=u:auth-pw", "--key", "api-key-1"]
         assert redact_argv(argv) == [
