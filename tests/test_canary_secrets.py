@@ -199,6 +199,11 @@ async def _read_everything(
             json={"environment": "staging", "service": "backend", "version": "9", "dry_run": True},
             headers=token.headers,
         )
+    if token.role == Role.OPERATOR:  # the health check's plan probes the health URLs
+        seen["health-check dry run"] = await client.post(
+            "/v1/health-checks", json={"dry_run": True}, headers=token.headers
+        )
+        assert seen["health-check dry run"].status_code == 200
     return seen
 
 

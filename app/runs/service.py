@@ -112,14 +112,16 @@ def validate_plan(steps: Sequence[StepSpec]) -> list[StepSpec]:
     return checked
 
 
-def plan_view(steps: Sequence[StepSpec]) -> list[dict[str, Any]]:
-    """The concrete plan a dry run returns."""
+def plan_view(steps: Sequence[StepSpec], *, reveal: bool) -> list[dict[str, Any]]:
+    """The concrete plan a dry run returns; unless ``reveal`` (admins, who wrote the
+    configuration), with the secrets of its parameters hidden (:mod:`app.redaction`):
+    environment values, URL userinfo, secret flags, credential headers."""
     return [
         {
             "position": position,
             "name": spec.name,
             "action": spec.action,
-            "params": spec.params,
+            "params": spec.params if reveal else redact_value(spec.params),
             "idempotent": spec.idempotent,
             "timeout_seconds": spec.timeout_seconds,
             "stop_on_failure": spec.stop_on_failure,
