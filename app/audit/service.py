@@ -26,6 +26,7 @@ from app.auth.principal import Principal
 from app.db import UnitOfWork, utcnow
 from app.errors import ServiceUnavailable
 from app.ids import new_id
+from app.logging import escape
 from app.pagination import CursorParams, keyset_statement, paginate
 
 logger = logging.getLogger(__name__)
@@ -92,11 +93,14 @@ Actor = Principal | RunActor | None
 
 
 def _fit(value: str | None, column: Any) -> str | None:
-    """``value`` cut to ``column``'s length: a refused request names its resource as the
-    client wrote it (a path parameter refused for its length), and the event is still
-    written."""
+    """``value`` escaped (:func:`app.logging.escape`) and cut to ``column``'s length: a
+    refused request names its resource as the client wrote it (a path parameter refused
+    for its length or its NUL), and the event is still written."""
+    if value is None:
+        return None
     length = column.type.length
-    return value[:length] if value is not None and length else value
+    text = escape(value)
+    return text[:length] if length else text
 
 
 def _actor_fields(actor: Actor) -> dict[str, Any]:

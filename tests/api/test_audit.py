@@ -114,6 +114,31 @@ class TestOneRowPerRequest:
         assert long_id.startswith(events[0].resource_id or "-")
         assert (await audit_service_verify(context)).valid
 
+    async def test_a_refusal_naming_nul_characters_is_still_audited(
+        self, client: httpx.AsyncClient, context: AppContext
+    ) -> None:
+        """NUL in a path parameter or a body's key is refused (422), and the refusal is
+        recorded: PostgreSQL's text columns store no NUL, so the resource id is written
+        escaped."""
+        deployer = await issue_token(context, Role.DEPLOYER)
+        start = await last_seq(context)
+        in_path = await client.post("/v1/deployments/r%00n/rollback", headers=deployer.headers)
+        assert in_path.status_code == 422, in_path.text
+        in_key = await client.post(
+            "/v1/deployments",
+            json={"environment": "staging", "service": "api", "version": "1", "k\u0000": 1},
+            headers=deployer.headers,
+        )
+        assert in_key.status_code == 422, in_key.text
+
+        events = await events_after(context, start)
+        assert [(e.action, e.outcome) for e in events] == [
+            ("rollback.create", "failed"),
+            ("deployment.create", "failed"),
+        ]
+        assert events[0].resource_id == "r\\x00n"  # escaped as in the logs
+        assert (await audit_service_verify(context)).valid
+
     async def test_events_are_listed_and_filtered(
         self, client: httpx.AsyncClient, context: AppContext, admin: IssuedToken
     ) -> None:
