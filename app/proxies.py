@@ -17,10 +17,27 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address ``text`` is; None for anything else, an IPv6 zone (``%…``, which may
+    hold any text) included."""
+    if "%" in text:
+        return None
     try:
         return ipaddress.ip_address(text.strip())
     except ValueError:
         return None
+
+
+def client_block(address: str | None) -> str:
+    """What counts as one client: an IPv4 address, or an IPv6 address's /64 (a single
+    host or site is given a whole /64 and picks addresses from it freely)."""
+    parsed = _address(address) if address else None
+    if parsed is None:
+        return address or "unknown"
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.IPv6Network((parsed, 64), strict=False))
+    return str(parsed)
 
 
 @dataclass(frozen=True)

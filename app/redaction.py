@@ -7,14 +7,16 @@ Secret-bearing parts, wherever they appear:
   step): every value, whatever its name;
 - **URL userinfo** (``scheme://user:password@host``), in fields and inside any text
   (argv elements, step output, error messages), and URL query parameters named like a
-  secret (``?token=…``);
+  secret (``?token=…``, ``?key=…``, ``&sig=…``, ``?code=…``);
 - **argv values of flags that name a secret**: ``--password=x``, ``--password x``,
   ``--db-password``, ``--token``, ``--secret``, ``--api-key``, ``--client-secret``,
-  ``--auth-token``… (see :data:`SECRET_NAME`). Short flags are not: ``-p`` means a port
+  ``--auth-token``, ``--pass``, ``--auth``, ``--key``… (see :data:`SECRET_NAME` and
+  ``_FLAG_WORDS``). Short flags are not: ``-p`` means a port
   to as many programs as a password, so it is shown;
 - **credential headers** (``Authorization``, ``Proxy-Authorization``, ``Cookie``,
-  ``Set-Cookie``, ``X-Api-Key``, ``X-Auth-Token``…; a ``headers`` mapping, ``Name: value``
-  lines and ``Bearer`` credentials in text);
+  ``Set-Cookie``, ``X-Api-Key``, ``X-Auth-Token``, and in a ``headers`` mapping every
+  name holding ``auth`` or ``key``, e.g. ``X-Auth-Key``, ``Ocp-Apim-Subscription-Key``;
+  a ``headers`` mapping, ``Name: value`` lines and ``Bearer`` credentials in text);
 - keys named like a secret (``password``, ``token``…) in any mapping, ``NAME=value``
   with such a name in text, and this service's own tokens (``fops_…``, ``whsec_…``).
 
@@ -47,6 +49,13 @@ _WORDS = (
 # A name (mapping key, header, flag, query parameter, variable) that names a secret.
 SECRET_NAME = re.compile(rf"(?:{_WORDS})", re.IGNORECASE)
 _NAME = r"[A-Za-z0-9_.-]"
+# A flag names a secret with fewer letters: --pass (redis-cli, openssl -pass),
+# --auth user:pw, --key (an API key).
+_FLAG_WORDS = rf"{_WORDS}|pass|auth|key"
+# A URL query parameter does too: ?key= (Google APIs), &sig= (Azure SAS), ?code= (Azure
+# Functions, OAuth), ?auth=.
+_QUERY_WORDS = rf"{_WORDS}|key|sig|auth|code"
+_SECRET_QUERY = re.compile(rf"(?i)[?&;]{_NAME}*(?:{_QUERY_WORDS}){_NAME}*=([^&#;\s\"']*)")
 _HEADERS = (
     r"authorization|proxy-authorization|cookie|set-cookie|x-api-key|api-key|x-auth-token"
     r"|x-access-token|x-csrf-token|x-amz-security-token|private-token"
@@ -60,12 +69,14 @@ _TEXT_RULES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/?#@]*(?:@[^\s/?#@]*)*@"), rf"\1{REDACTED}@"),
     # URL query parameters named like a secret.
     (
-        re.compile(rf"(?i)([?&;]{_NAME}*(?:{_WORDS}){_NAME}*=)[^&#;\s\"']*"),
+        re.compile(rf"(?i)([?&;]{_NAME}*(?:{_QUERY_WORDS}){_NAME}*=)[^&#;\s\"']*"),
         rf"\1{REDACTED}",
     ),
     # Flags naming a secret: --password=x, --password x.
     (
-        re.compile(rf"(?i)((?<![\w-])--?{_NAME}*(?:{_WORDS}){_NAME}*)(=|[ \t]+)(?!-)[^\s\"',]+"),
+        re.compile(
+            rf"(?i)((?<![\w-])--?{_NAME}*(?:{_FLAG_WORDS}){_NAME}*)(=|[ \t]+)(?!-)[^\s\"',]+"
+        ),
         rf"\1\2{REDACTED}",
     ),
     # NAME=value, "name": "value", name: value, with a name naming a secret.
@@ -79,10 +90,15 @@ _TEXT_RULES: list[tuple[re.Pattern[str], str]] = [
     # This service's own tokens and webhook secrets.
     (re.compile(rf"\b(?:{TOKEN_PREFIX}|whsec)_[A-Za-z0-9_-]+"), REDACTED),
 ]
-_SECRET_FLAG = re.compile(rf"^--?{_NAME}*(?:{_WORDS}){_NAME}*$", re.IGNORECASE)
-_SECRET_FLAG_VALUE = re.compile(rf"^(--?{_NAME}*(?:{_WORDS}){_NAME}*=).*$", re.IGNORECASE | re.S)
+_SECRET_FLAG = re.compile(rf"^--?{_NAME}*(?:{_FLAG_WORDS}){_NAME}*$", re.IGNORECASE)
+_SECRET_FLAG_VALUE = re.compile(
+    rf"^(--?{_NAME}*(?:{_FLAG_WORDS}){_NAME}*=).*$", re.IGNORECASE | re.S
+)
 _USERINFO = re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://([^\s/?#@]*(?:@[^\s/?#@]*)*)@")
 _HEADER_NAME = re.compile(rf"^(?:{_HEADERS})$", re.IGNORECASE)
+# Header names that carry a credential without naming one of the words above:
+# X-Auth-Key, X-Auth, Ocp-Apim-Subscription-Key, X-Functions-Key, X-License-Key…
+_HEADER_WORDS = re.compile(r"auth|key", re.IGNORECASE)
 _ENV_KEYS = frozenset({"env"})
 _ARGV_KEYS = frozenset({"argv", "command"})
 _HEADER_KEYS = frozenset({"headers"})
@@ -96,7 +112,7 @@ def redact_text(text: str) -> str:
 
 
 def is_secret_header(name: str) -> bool:
-    return bool(_HEADER_NAME.match(name) or SECRET_NAME.search(name))
+    return bool(_HEADER_NAME.match(name) or SECRET_NAME.search(name) or _HEADER_WORDS.search(name))
 
 
 def redact_argv(argv: Iterable[Any]) -> list[Any]:
@@ -182,6 +198,7 @@ def _collect(value: Any, found: set[str]) -> None:
         for userinfo in _USERINFO.findall(value):
             found.add(userinfo)
             found.update(part for part in userinfo.split(":", 1)[1:] if part)
+        found.update(secret for secret in _SECRET_QUERY.findall(value) if secret)
 
 
 def _collect_argv(argv: Iterable[Any], found: set[str]) -> None:

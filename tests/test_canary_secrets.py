@@ -88,6 +88,9 @@ def backend_service(port: int, c: Canaries) -> dict[str, Any]:
                 f"--password={c['service_argv_eq']}",
                 "--api-key",
                 c["service_argv_sep"],
+                "--pass",
+                c["service_argv_pass"],
+                f"--auth=admin:{c['service_argv_auth']}",
             ],
             "env": {
                 "DB_PASSWORD": c["service_env"],
@@ -96,18 +99,22 @@ def backend_service(port: int, c: Canaries) -> dict[str, Any]:
             },
             "port": port,
         },
-        "health_url": f"http://probe:{c['health_userinfo']}@127.0.0.1:{port}/health",
+        "health_url": f"http://probe:{c['health_userinfo']}@127.0.0.1:{port}/health"
+        f"?code={c['health_query_code']}",
         "health_timeout_seconds": 5,
         "smoke_tests": [
             {
                 "name": "home",
                 "type": "http",
                 "url": f"http://smoke:{c['smoke_userinfo']}@127.0.0.1:{port}/"
-                f"?access_token={c['smoke_query']}",
+                f"?access_token={c['smoke_query']}&key={c['smoke_query_key']}"
+                f"&sig={c['smoke_query_sig']}",
                 "headers": {
                     "Authorization": f"Bearer {c['smoke_authorization']}",
                     "X-Api-Key": c["smoke_api_key"],
                     "Cookie": f"session={c['smoke_cookie']}",
+                    "X-Auth-Key": c["smoke_auth_key_header"],
+                    "Ocp-Apim-Subscription-Key": c["smoke_subscription_key_header"],
                 },
             },
             {
@@ -192,6 +199,11 @@ async def _read_everything(
             json={"environment": "staging", "service": "backend", "version": "9", "dry_run": True},
             headers=token.headers,
         )
+    if token.role == Role.OPERATOR:  # the health check's plan probes the health URLs
+        seen["health-check dry run"] = await client.post(
+            "/v1/health-checks", json={"dry_run": True}, headers=token.headers
+        )
+        assert seen["health-check dry run"].status_code == 200
     return seen
 
 

@@ -12,13 +12,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import text, update
 from sqlalchemy.exc import DBAPIError
 
+from app.auth.roles import Role
 from app.child_env import child_env
 from app.context import AppContext
 from app.db import create_engine
+from app.environments.models import Service
 from app.logging import log_handler
 from app.redaction import (
     REDACTED,
@@ -32,6 +35,7 @@ from app.runs.actions import ActionContext, ShellParams, shell
 from app.runs.models import StepStatus
 from app.settings import Settings
 from app.state_dir import secure_state_dir
+from tests.factories import issue_token
 
 CANARY = "cnry-6f1d2a9b"
 
@@ -126,6 +130,40 @@ class TestStructures:
             "empty_token": None,
             "items": [{"client_secret": REDACTED}, 3, True],
         }  # fmt: skip
+
+    def test_query_parameters_naming_a_secret_with_fewer_letters(self) -> None:
+        url = "https://h/x?key=google-key-1&sv=2024&sig=azure-sas-1&code=function-key-1&zip=1"
+        assert redact_text(url) == (
+            f"https://h/x?key={REDACTED}&sv=2024&sig={REDACTED}&code={REDACTED}&zip=1"
+        )
+        assert secrets_in({"url": url}) >= {"google-key-1", "azure-sas-1", "function-key-1"}
+
+    def test_flags_naming_a_secret_with_fewer_letters(self) -> None:
+        argv = ["redis-cli", "--pass", "redis-pw", "--auth=u:auth-pw", "--key", "api-key-1"]
+        assert redact_argv(argv) == [
+            "redis-cli", "--pass", REDACTED, "--auth=" + REDACTED, "--key", REDACTED,
+        ]  # fmt: skip
+        assert secrets_in({"argv": argv}) >= {"redis-pw", "u:auth-pw", "api-key-1"}
+        assert redact_text("started: tool --pass redis-pw") == f"started: tool --pass {REDACTED}"
+
+    def test_credential_headers_without_a_secret_word_in_their_name(self) -> None:
+        headers = {
+            "X-Auth-Key": "cloudflare-key",
+            "X-Auth": "plain-credential",
+            "Ocp-Apim-Subscription-Key": "azure-key",
+            "x-functions-key": "function-key",
+            "Accept": "application/json",
+            "Keep-Alive": "timeout=5",
+        }
+        assert redact_value({"headers": headers})["headers"] == {
+            "X-Auth-Key": REDACTED,
+            "X-Auth": REDACTED,
+            "Ocp-Apim-Subscription-Key": REDACTED,
+            "x-functions-key": REDACTED,
+            "Accept": "application/json",
+            "Keep-Alive": "timeout=5",
+        }
+        assert secrets_in({"headers": headers}) >= {"cloudflare-key", "azure-key", "function-key"}
 
     def test_known_values_are_scrubbed_from_output(self) -> None:
         params = {
@@ -267,3 +305,38 @@ async def test_a_failing_statement_shows_no_parameter_values(
     assert "parameters hidden" in str(caught.value)
     assert CANARY not in str(caught.value)
     assert CANARY not in caplog.text
+
+
+async def test_an_invalid_step_names_where_it_is_wrong_never_the_value(
+    context: AppContext, client: httpx.AsyncClient
+) -> None:
+    """A service stored in a shape its steps no longer accept (written by an earlier
+    version): the deployer's 422 says where the step is wrong, without the value —
+    pydantic's own message quotes the input."""
+    admin = await issue_token(context, Role.ADMIN)
+    env = await client.put("/v1/environments/staging", json={}, headers=admin.headers)
+    assert env.status_code == 201, env.text
+    service = {
+        "driver": "process",
+        "config": {"command": ["{python}", "-c", "pass"]},
+        "smoke_tests": [{"name": "home", "type": "http", "url": "http://127.0.0.1:9/"}],
+    }
+    put = await client.put(
+        "/v1/environments/staging/services/api", json=service, headers=admin.headers
+    )
+    assert put.status_code == 201, put.text
+    async with context.unit_of_work() as uow:  # as an earlier version stored it
+        test = {**service["smoke_tests"][0], "headers": {"Authorization": [f"Bearer {CANARY}"]}}
+        await uow.session.execute(
+            update(Service).where(Service.name == "api").values(smoke_tests=[test])
+        )
+    deployer = await issue_token(context, Role.DEPLOYER)
+    for dry_run in (True, False):
+        response = await client.post(
+            "/v1/deployments",
+            json={"environment": "staging", "service": "api", "version": "1", "dry_run": dry_run},
+            headers=deployer.headers,
+        )
+        assert response.status_code == 422, response.text
+        assert "headers.Authorization" in response.text
+        assert CANARY not in response.text

@@ -10,6 +10,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
+from sqlalchemy import select
 
 from app.api import DOCS_PATHS, PUBLIC_PATHS
 from app.audit.refusals import ACTIONS
@@ -18,6 +19,7 @@ from app.auth.roles import Role
 from app.context import AppContext
 from app.main import create_app
 from app.routing import all_routes, api_routes
+from app.runs.models import Run
 from app.settings import Settings
 from tests.factories import app_with, issue_token
 
@@ -138,3 +140,59 @@ class TestRoleRouteMatrix:
 def test_roles_include_their_lower_roles(role: Role) -> None:
     for other in Role:
         assert role.includes(other) == (other.rank <= role.rank)
+
+
+PROCESS_SERVICE = {"driver": "process", "config": {"command": ["{python}", "-c", "pass"]}}
+
+
+async def test_a_restricted_token_reaches_nothing_of_another_environment(
+    context: AppContext, client: httpx.AsyncClient
+) -> None:
+    """A token restricted to staging, of every role, asks for a production deployment by
+    id on every path that takes one (read, events, evidence, cancel, rollback), lists
+    with a production filter, and asks for production's environment, services and pins:
+    404 or an empty list, never production's data."""
+    admin = await issue_token(context, Role.ADMIN)
+    for env in ("staging", "production"):
+        created = await client.put(f"/v1/environments/{env}", json={}, headers=admin.headers)
+        assert created.status_code == 201, created.text
+        service = await client.put(
+            f"/v1/environments/{env}/services/api", json=PROCESS_SERVICE, headers=admin.headers
+        )
+        assert service.status_code == 201, service.text
+    deployer = await issue_token(context, Role.DEPLOYER)
+    queued = await client.post(
+        "/v1/deployments",
+        json={"environment": "production", "service": "api", "version": "1"},
+        headers=deployer.headers,
+    )
+    assert queued.status_code == 202, queued.text
+    run = queued.json()["id"]
+    by_id = [
+        ("GET", f"/v1/runs/{run}"),
+        ("GET", f"/v1/runs/{run}/events"),
+        ("GET", f"/v1/deployments/{run}"),
+        ("GET", f"/v1/deployments/{run}/evidence"),
+        ("POST", f"/v1/runs/{run}/cancel"),
+        ("POST", f"/v1/deployments/{run}/cancel"),
+        ("POST", f"/v1/deployments/{run}/rollback"),
+        ("GET", "/v1/environments/production"),
+        ("GET", "/v1/environments/production/services"),
+        ("GET", "/v1/environments/production/services/api"),
+        ("GET", "/v1/environments/production/services/api/pins"),
+        ("DELETE", "/v1/environments/production/services/api/pins/1"),
+    ]
+    lists = ["/v1/runs?environment=production", "/v1/deployments?environment=production"]
+    for role in Role:
+        token = await issue_token(context, role, environment="staging")
+        for method, path in by_id:
+            response = await client.request(method, path, headers=token.headers)
+            assert response.status_code in (403, 404), (role, method, path, response.text)
+        for path in [*lists, "/v1/runs", "/v1/deployments", "/v1/environments"]:
+            response = await client.get(path, headers=token.headers)
+            assert response.status_code == 200, (role, path, response.text)
+            assert run not in response.text, (role, path)
+            assert "production" not in response.text, (role, path)
+    async with context.sessionmaker() as session:
+        status = await session.scalar(select(Run.status).where(Run.id == run))
+    assert status == "queued"  # nothing a restricted token did reached it

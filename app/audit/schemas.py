@@ -3,9 +3,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.audit.models import ActorKind, Outcome
+from app.redaction import redact_value
 
 
 class AuditEventOut(BaseModel):
@@ -30,9 +31,20 @@ class AuditEventOut(BaseModel):
     resource_type: str | None
     resource_id: str | None
     outcome: Outcome
-    summary: dict[str, Any]
+    summary: dict[str, Any] = Field(
+        description="What the request changed, without secrets. The secrets rule is applied "
+        "again as events are read, so events stored before a rule existed show no more "
+        "than new ones; `GET /v1/audit-events/verify` checks the hashes of what is stored."
+    )
     prev_hash: str
     hash: str
+
+    @field_validator("summary")
+    @classmethod
+    def _redacted(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # The trail is append-only: what an earlier version stored stays stored.
+        redacted: dict[str, Any] = redact_value(value)
+        return redacted
 
 
 class AuditEventList(BaseModel):

@@ -26,6 +26,7 @@ from app.auth.principal import Principal
 from app.db import UnitOfWork, utcnow
 from app.errors import ServiceUnavailable
 from app.ids import new_id
+from app.logging import escape
 from app.pagination import CursorParams, keyset_statement, paginate
 
 logger = logging.getLogger(__name__)
@@ -91,6 +92,17 @@ class RunActor:
 Actor = Principal | RunActor | None
 
 
+def _fit(value: str | None, column: Any) -> str | None:
+    """``value`` escaped (:func:`app.logging.escape`) and cut to ``column``'s length: a
+    refused request names its resource as the client wrote it (a path parameter refused
+    for its length or its NUL), and the event is still written."""
+    if value is None:
+        return None
+    length = column.type.length
+    text = escape(value)
+    return text[:length] if length else text
+
+
 def _actor_fields(actor: Actor) -> dict[str, Any]:
     if isinstance(actor, RunActor):
         return {
@@ -146,13 +158,14 @@ async def record(
             seq=head.seq + 1,
             created_at=utcnow(),
             **_actor_fields(principal),
-            client_address=(
-                principal.client_address if isinstance(principal, Principal) else client_address
+            client_address=_fit(
+                principal.client_address if isinstance(principal, Principal) else client_address,
+                AuditEvent.client_address,
             ),
             request_id=principal.request_id if isinstance(principal, Principal) else request_id,
             action=action,
             resource_type=resource_type,
-            resource_id=resource_id,
+            resource_id=_fit(resource_id, AuditEvent.resource_id),
             outcome=outcome.value,
             summary=redact(summary or {}),
             prev_hash=head.hash,

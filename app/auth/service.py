@@ -19,6 +19,7 @@ from app.auth.roles import Role
 from app.auth.secrets import parse_token, secret_matches
 from app.context import AppContext
 from app.db import utcnow
+from app.proxies import client_block
 
 logger = logging.getLogger(__name__)
 LAST_USED_PRECISION = dt.timedelta(seconds=60)
@@ -101,13 +102,14 @@ async def _refuse(
     *,
     error: str | None = "invalid_token",
 ) -> NoReturn:
-    """Count a failed authentication against the client's address, audit it and refuse.
+    """Count a failed authentication against the client's address (an IPv6 client's
+    /64, :func:`app.proxies.client_block`), audit it and refuse.
 
     Past the limit the answer is 429; only the first of those per address and window is
     audited (``reason: rate_limited``), the others are counted in the
     ``formula_ops_auth_rate_limited`` metric, so a flood cannot fill the audit trail.
     """
-    client = request.client_address or "unknown"
+    client = client_block(request.client_address)
     limit = context.settings.auth_failures_per_minute
     failures, retry_after = await limiter(context).hit(f"auth-failures:{client}")
     if failures > limit:

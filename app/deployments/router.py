@@ -3,7 +3,7 @@ list, read, cancel, roll back, evidence."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
@@ -30,7 +30,6 @@ from app.idempotency import PROBLEMS as IDEMPOTENCY_ERRORS
 from app.idempotency import Idempotency, IdempotencyDep
 from app.pagination import CursorParamsDep
 from app.paths import V1
-from app.redaction import redact_value
 from app.runs import service as run_service
 from app.runs.http import PreferHeader, created
 from app.runs.models import RunStatus
@@ -51,12 +50,6 @@ def _accepted(created: service.Created) -> JSONResponse:
         status_code=202,
         headers={"Location": views.location(created.run.id), "Retry-After": "2"},
     )
-
-
-def _redacted(step: dict[str, Any], reveal: bool) -> dict[str, Any]:
-    """A planned step with its secrets (service and smoke-test environment values,
-    URL userinfo, secret flags, credential headers) hidden from non-admins."""
-    return step if reveal else {**step, "params": redact_value(step["params"])}
 
 
 async def _answer(
@@ -126,8 +119,10 @@ async def create_deployment(
             checklist_missing=planned.checklist_missing,
             queue_position=ahead,
             steps=[
-                PlannedStep(**_redacted(step, principal.role == Role.ADMIN))
-                for step in run_service.plan_view(planned.steps)
+                PlannedStep(**step)
+                for step in run_service.plan_view(
+                    planned.steps, reveal=principal.role == Role.ADMIN
+                )
             ],
         )
         return JSONResponse(dry.model_dump(mode="json"), status_code=200)

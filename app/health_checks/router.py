@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 
 from app.auth.deps import Operator, Viewer
 from app.auth.errors import Forbidden, TooManyRequests, Unauthenticated
+from app.auth.roles import Role
 from app.deps import ContextDep, SessionDep, UnitOfWorkDep
 from app.errors import problem_responses
 from app.health_checks import service
@@ -57,7 +58,9 @@ async def create_health_check(
     if body is not None and body.dry_run:
         async with context.sessionmaker() as session:
             planned = await service.steps(session, context)
-        steps = run_service.plan_view(run_service.validate_plan(planned))
+        steps = run_service.plan_view(
+            run_service.validate_plan(planned), reveal=principal.role == Role.ADMIN
+        )
         dry = DryRun(kind=RunKind.HEALTH_CHECK, steps=[PlannedStep(**s) for s in steps])
         return JSONResponse(dry.model_dump(mode="json"), status_code=200)
     async with uow:

@@ -346,7 +346,9 @@ async def _perform(context: AppContext, step: Step, log: Any) -> StepOutcome:
         action = get_action(step.action)
         params = action.params.model_validate(step.params)
     except (ValueError, ValidationError) as exc:
-        return StepOutcome(StepStatus.FAILURE, error=f"invalid step: {exc}")
+        return StepOutcome(
+            StepStatus.FAILURE, error=f"invalid step: {run_service.invalid_params(exc)}"
+        )
     try:
         async with asyncio.timeout(step.timeout_seconds):
             return await action.handler(params, ActionContext(context, log, step.run_id))

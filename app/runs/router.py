@@ -23,6 +23,8 @@ from app.schemas import PRINTABLE, Timestamp
 router = APIRouter(prefix=f"{V1}/runs", tags=["runs"])
 AUTH_ERRORS = (Unauthenticated, Forbidden, TooManyRequests)
 RunId = Annotated[str, Path(min_length=1, max_length=64, pattern=PRINTABLE)]
+# Event numbers are a 32-bit column: a position beyond it is a 422, not a failed query.
+MAX_EVENT_SEQ = 2**31 - 1
 
 
 @router.get(
@@ -98,9 +100,14 @@ async def stream_run_events(
     session: SessionDep,
     run_id: RunId,
     last_event_id: Annotated[
-        int | None, Header(alias="Last-Event-ID", ge=0, description="Resume after this event.")
+        int | None,
+        Header(
+            alias="Last-Event-ID", ge=0, le=MAX_EVENT_SEQ, description="Resume after this event."
+        ),
     ] = None,
-    after: Annotated[int, Query(ge=0, description="Resume after this event.")] = 0,
+    after: Annotated[
+        int, Query(ge=0, le=MAX_EVENT_SEQ, description="Resume after this event.")
+    ] = 0,
 ) -> StreamingResponse:
     await service.get_run(session, run_id, principal)  # 404 before the stream starts
     await session.close()

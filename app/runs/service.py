@@ -72,6 +72,17 @@ class StepSpec:
     phase: Phase = Phase.MAIN
 
 
+def invalid_params(exc: ValueError) -> str:
+    """What is wrong with a step's parameters: where, and why — never the value (the
+    text of a pydantic error quotes its input, which may be a secret)."""
+    if isinstance(exc, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'params'}: {error['msg']}"
+            for error in exc.errors(include_url=False, include_input=False)
+        )
+    return str(exc)
+
+
 def validate_plan(steps: Sequence[StepSpec]) -> list[StepSpec]:
     """Each step's parameters checked against its action (422 on the first bad one)."""
     checked = []
@@ -82,7 +93,9 @@ def validate_plan(steps: Sequence[StepSpec]) -> list[StepSpec]:
         except (ValueError, ValidationError) as exc:
             raise ValidationFailed(
                 f"step {position} ({spec.name}) is invalid",
-                errors=[{"loc": ["steps", position], "msg": str(exc), "type": "invalid_step"}],
+                errors=[
+                    {"loc": ["steps", position], "msg": invalid_params(exc), "type": "invalid_step"}
+                ],
             ) from None
         idempotent = action.idempotent if spec.idempotent is None else spec.idempotent
         checked.append(
@@ -99,14 +112,16 @@ def validate_plan(steps: Sequence[StepSpec]) -> list[StepSpec]:
     return checked
 
 
-def plan_view(steps: Sequence[StepSpec]) -> list[dict[str, Any]]:
-    """The concrete plan a dry run returns."""
+def plan_view(steps: Sequence[StepSpec], *, reveal: bool) -> list[dict[str, Any]]:
+    """The concrete plan a dry run returns; unless ``reveal`` (admins, who wrote the
+    configuration), with the secrets of its parameters hidden (:mod:`app.redaction`):
+    environment values, URL userinfo, secret flags, credential headers."""
     return [
         {
             "position": position,
             "name": spec.name,
             "action": spec.action,
-            "params": spec.params,
+            "params": spec.params if reveal else redact_value(spec.params),
             "idempotent": spec.idempotent,
             "timeout_seconds": spec.timeout_seconds,
             "stop_on_failure": spec.stop_on_failure,

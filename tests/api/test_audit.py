@@ -15,11 +15,12 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.audit import service as audit_service
-from app.audit.models import AuditEvent
+from app.audit.models import AuditChainHead, AuditEvent
 from app.auth.models import ApiToken
 from app.auth.roles import Role
 from app.context import AppContext
-from app.db import create_engine
+from app.db import create_engine, utcnow
+from app.ids import new_id
 from tests.factories import IssuedToken, issue_token
 from tests.helpers import audit_events_after as events_after
 from tests.helpers import last_audit_seq as last_seq
@@ -99,6 +100,47 @@ class TestOneRowPerRequest:
         assert refused.summary["method"] == "POST"
         assert ["body", "role"] in refused.summary["errors"]
         assert "emperor" not in str(refused.summary)  # where the input was wrong, not what
+
+    async def test_a_refusal_naming_a_long_resource_is_still_audited(
+        self, client: httpx.AsyncClient, context: AppContext
+    ) -> None:
+        """A path parameter refused for its length is as long as the client made it; the
+        event keeps its start (the column's length), instead of failing to be written."""
+        deployer = await issue_token(context, Role.DEPLOYER)
+        start = await last_seq(context)
+        long_id = "r" * 300
+        refused = await client.post(f"/v1/deployments/{long_id}/rollback", headers=deployer.headers)
+        assert refused.status_code == 422, refused.text
+
+        events = await events_after(context, start)
+        assert [(e.action, e.outcome) for e in events] == [("rollback.create", "failed")]
+        assert long_id.startswith(events[0].resource_id or "-")
+        assert (await audit_service_verify(context)).valid
+
+    async def test_a_refusal_naming_nul_characters_is_still_audited(
+        self, client: httpx.AsyncClient, context: AppContext
+    ) -> None:
+        """NUL in a path parameter or a body's key is refused (422), and the refusal is
+        recorded: PostgreSQL's text columns store no NUL, so the resource id is written
+        escaped."""
+        deployer = await issue_token(context, Role.DEPLOYER)
+        start = await last_seq(context)
+        in_path = await client.post("/v1/deployments/r%00n/rollback", headers=deployer.headers)
+        assert in_path.status_code == 422, in_path.text
+        in_key = await client.post(
+            "/v1/deployments",
+            json={"environment": "staging", "service": "api", "version": "1", "k\u0000": 1},
+            headers=deployer.headers,
+        )
+        assert in_key.status_code == 422, in_key.text
+
+        events = await events_after(context, start)
+        assert [(e.action, e.outcome) for e in events] == [
+            ("rollback.create", "failed"),
+            ("deployment.create", "failed"),
+        ]
+        assert events[0].resource_id == "r\\x00n"  # escaped as in the logs
+        assert (await audit_service_verify(context)).valid
 
     async def test_events_are_listed_and_filtered(
         self, client: httpx.AsyncClient, context: AppContext, admin: IssuedToken
@@ -281,6 +323,61 @@ class TestNoAuditNoChange:
                 )
             )
         return token_id
+
+
+async def append_as_written_before(context: AppContext, summary: dict[str, object]) -> None:
+    """An event as an earlier version appended it: its summary stored as given (that
+    version's secrets rule was weaker), chained and hashed like every other."""
+    async with context.unit_of_work() as uow:
+        head = await uow.session.scalar(
+            select(AuditChainHead).where(AuditChainHead.id == audit_service.HEAD_ID)
+        )
+        assert head is not None
+        event = AuditEvent(
+            id=new_id(),
+            seq=head.seq + 1,
+            created_at=utcnow(),
+            actor_token_id=None,
+            actor_name="admin",
+            actor_role="admin",
+            client_address="127.0.0.1",
+            request_id=None,
+            action="service.create",
+            resource_type="service",
+            resource_id="staging/api",
+            outcome="success",
+            summary=summary,
+            prev_hash=head.hash,
+        )
+        event.hash = audit_service.compute_hash(event)
+        uow.session.add(event)
+        head.seq, head.hash = event.seq, event.hash
+
+
+class TestReadersOfOldEvents:
+    async def test_secrets_stored_before_the_rule_are_hidden_as_they_are_read(
+        self, client: httpx.AsyncClient, context: AppContext, admin: IssuedToken
+    ) -> None:
+        """The trail is append-only: summaries an earlier version stored with secrets in
+        them stay, so the rule is applied again to every summary a reader gets."""
+        await client.post("/v1/tokens", json={"name": "x", "role": "viewer"}, headers=admin.headers)
+        canary = "cnry-old-audit-4c1e"
+        await append_as_written_before(
+            context,
+            {
+                "health_url": f"http://probe:{canary}-1@127.0.0.1/health",
+                "smoke_tests": [
+                    {"env": {"DB_URL": f"{canary}-2"}, "headers": {"X-Auth-Key": f"{canary}-3"}}
+                ],
+            },
+        )
+        viewer = await issue_token(context, Role.VIEWER)
+        listed = await client.get("/v1/audit-events", headers=viewer.headers)
+        assert listed.status_code == 200
+        assert "service.create" in listed.text
+        assert canary not in listed.text
+        verified = await client.get("/v1/audit-events/verify", headers=viewer.headers)
+        assert verified.json()["valid"] is True  # the stored events are untouched
 
 
 class TestVerify:

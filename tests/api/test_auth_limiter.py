@@ -94,6 +94,14 @@ class TestForwardedFor:
         assert proxies.client("::1", []) == "::1"
         assert TrustedProxies().client("10.0.0.5", ["1.1.1.1"]) == "10.0.0.5"
 
+    def test_a_hop_is_an_address_and_nothing_more(self) -> None:
+        """An IPv6 zone (``%…``) may carry any text: a hop with one is not an address, so
+        the walk stops before it, as at any other hop a trusted proxy did not write."""
+        proxies = TrustedProxies.parse(["10.0.0.0/8"])
+        forged = "fe80::1%forged\n" + "x" * 100
+        assert proxies.client("10.0.0.5", [f"{forged}, 10.0.0.9"]) == "10.0.0.9"
+        assert proxies.client("10.0.0.5", ["fe80::1%eth0"]) == "10.0.0.5"
+
 
 class TestSharedAddress:
     async def test_a_valid_token_is_not_refused_for_others_failures(
@@ -109,6 +117,23 @@ class TestSharedAddress:
             assert (await client.get("/v1/tokens", headers=valid.headers)).status_code == 200
             assert (await client.get("/v1/tokens", headers=BAD)).status_code == 429
             assert (await client.get("/v1/tokens", headers=valid.headers)).status_code == 200
+
+    async def test_an_ipv6_client_is_counted_by_its_64_bit_prefix(
+        self, context: AppContext
+    ) -> None:
+        """One IPv6 client holds a whole /64: new addresses from it are the same client,
+        or each failure could come from a fresh one (and write an audit row)."""
+        await fresh_window()
+        app = create_app(context.settings, context=context)
+
+        async def status(address: str) -> int:
+            transport = httpx.ASGITransport(app=app, client=(address, 4000))
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                return (await client.get("/v1/tokens", headers=BAD)).status_code
+
+        statuses = [await status(f"2001:db8:5:6::{i + 1:x}") for i in range(LIMIT + 1)]
+        assert statuses == [401] * LIMIT + [429]
+        assert await status("2001:db8:5:7::1") == 401  # another /64: another client
 
     async def test_requests_without_a_token_count_and_flooding_audits_once(
         self, context: AppContext

@@ -114,6 +114,23 @@ class TestReplay:
         assert response.status_code == 400, response.text
         assert response.json()["type"] == "/problems/malformed-idempotency-key"
 
+    async def test_a_body_nested_too_deep_to_fingerprint_is_not_a_500(
+        self, client: httpx.AsyncClient, context: AppContext
+    ) -> None:
+        """A route without a body model (rollback) still fingerprints whatever was sent;
+        JSON nested past the parser's recursion limit is fingerprinted as bytes."""
+        deployer = await issue_token(context, Role.DEPLOYER)
+        nested = b"[" * 100_000 + b"]" * 100_000
+        response = await client.post(
+            "/v1/deployments/0000000000000000/rollback",
+            content=nested,
+            headers={
+                **keyed(deployer, "k-deep"),
+                "Content-Type": "application/json",
+            },
+        )
+        assert response.status_code == 404, response.text
+
     async def test_stored_response_does_not_hold_the_secret_readably(
         self, client: httpx.AsyncClient, context: AppContext, admin: IssuedToken
     ) -> None:

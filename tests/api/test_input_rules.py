@@ -15,7 +15,7 @@ from app.auth.roles import Role
 from app.cli import render_openapi
 from app.context import AppContext
 from app.errors import PROBLEM_MEDIA_TYPE
-from tests.factories import IssuedToken, issue_token
+from tests.factories import IssuedToken, app_with, issue_token
 
 # NUL (PostgreSQL cannot store it), another C0, CR, ESC, DEL and two C1 characters
 # (U+0085 ends a line for Python, U+009B starts a terminal escape).
@@ -295,6 +295,79 @@ class TestCursors:
                 value = cursor(stamp, "x")
                 response = await client.get(path, params={"cursor": value}, headers=admin.headers)
                 assert response.status_code == 200, (path, stamp, response.text)
+
+
+class TestEventPositions:
+    async def test_a_position_beyond_what_the_database_counts_is_422(
+        self, client: httpx.AsyncClient, admin: IssuedToken, context: AppContext
+    ) -> None:
+        """``after`` and ``Last-Event-ID`` are event numbers (a 32-bit column): beyond it,
+        a 422 before the stream starts, not an error in the middle of it."""
+        operator = await issue_token(context, Role.OPERATOR)
+        run = await client.post("/v1/health-checks", headers=operator.headers)
+        assert run.status_code == 202, run.text
+        run_id = run.json()["id"]
+        cancelled = await client.post(f"/v1/runs/{run_id}/cancel", headers=operator.headers)
+        assert cancelled.json()["status"] == "cancelled"  # a stream of it ends
+        events = f"/v1/runs/{run_id}/events"
+        for value in (2**31, 2**63, 10**30):
+            response = await client.get(events, params={"after": value}, headers=admin.headers)
+            assert_422(response, "query", "after")
+            response = await client.get(
+                events, headers={**admin.headers, "Last-Event-ID": str(value)}
+            )
+            assert_422(response, "header", "Last-Event-ID")
+
+
+# Header values as a client may send them: empty, huge, non-ASCII bytes, numbers beyond
+# 64 bits, lists, an IPv6 zone.
+ODD_HEADER_VALUES = [
+    b"",
+    b" ",
+    b"null",
+    b"x" * 8000,
+    "\u00e9\u2028".encode(),
+    b"\xff\xfe",
+    b"9" * 400,
+    b"-1",
+    b'"a", W/"b", *',
+    b"wait=999999999999, respond-async",
+    b"fe80::1%eth0, [::1]:80, 1.2.3.4:5, ::ffff:10.0.0.1",
+]
+ODD_HEADERS = [
+    "Prefer",
+    "If-Match",
+    "Idempotency-Key",
+    "Last-Event-ID",
+    "X-Forwarded-For",
+    "X-Request-ID",
+]
+
+
+class TestOddHeaders:
+    async def test_no_header_value_answers_500(
+        self, context: AppContext, staging: str, admin: IssuedToken
+    ) -> None:
+        """Every header the API reads, with odd values, on the routes that read it; also
+        behind a trusted proxy, so X-Forwarded-For is parsed."""
+        app = app_with(context, trusted_proxies=["127.0.0.0/8", "::1"])
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 4000))
+        operator = await issue_token(context, Role.OPERATOR)
+        run = await issue_token(context, Role.VIEWER)
+        requests: list[tuple[str, str, IssuedToken, Any]] = [
+            ("PUT", f"/v1/environments/{staging}", admin, {}),
+            ("POST", "/v1/health-checks", operator, {"dry_run": True}),
+            ("POST", "/v1/tokens", admin, {"name": "odd", "role": "viewer"}),
+            ("GET", "/v1/runs/0000000000000000/events", run, None),
+        ]
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            for name in ODD_HEADERS:
+                for value in ODD_HEADER_VALUES:
+                    for method, path, token, body in requests:
+                        response = await client.request(
+                            method, path, json=body, headers={**token.headers, name: value}
+                        )
+                        assert response.status_code < 500, (name, value, path, response.text)
 
 
 def _strings(
