@@ -22,7 +22,8 @@ from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from app.context import AppContext
 from app.db import UnitOfWork, utcnow
@@ -33,6 +34,8 @@ from app.runs.actions import ActionContext, StepOutcome, bounded, get_action
 from app.runs.models import Phase, Run, RunStatus, Step, StepStatus
 
 logger = logging.getLogger(__name__)
+# The database down or unreachable (not a constraint or a bug): what a run rides out.
+DATABASE_DOWN = (OperationalError, InterfaceError, PoolTimeout)
 
 
 class LeaseLost(Exception):
@@ -129,10 +132,38 @@ async def execute(context: AppContext, run_id: str, owner: str) -> RunStatus | N
     except LeaseLost:
         logger.warning("run %s: lease lost (epoch %d); another worker owns it", run_id, epoch)
         return None
+    except DATABASE_DOWN as exc:
+        # The control plane's own database failed mid-run (a restart, a dropped
+        # connection). Hand the run back as soon as the database answers again, instead
+        # of leaving it claimed until its lease expires.
+        logger.warning(
+            "run %s: the database failed (%s); releasing the run", run_id, type(exc).__name__
+        )
+        renewer.cancel()
+        await _release_when_back(context, run, epoch)
+        return None
     finally:
         renewer.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await renewer
+
+
+async def _release_when_back(context: AppContext, run: Run, epoch: int) -> None:
+    """Retry :func:`run_service.release` with bounded back-off for at most one lease; if
+    the database stays down that long, the reconciler takes over as for any expiry."""
+    delay, deadline = 0.2, asyncio.get_running_loop().time() + context.settings.run_lease_seconds
+    while True:
+        try:
+            if await run_service.release(
+                context, run.id, epoch, run.enqueue_count, reason="database_error"
+            ):
+                logger.info("run %s: released after a database failure; it resumes", run.id)
+            return
+        except DATABASE_DOWN:
+            if asyncio.get_running_loop().time() + delay > deadline:
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 async def _renew_lease(context: AppContext, run_id: str, epoch: int) -> None:

@@ -403,6 +403,36 @@ def past_tense(status: RunStatus) -> str:
     }.get(status, status.value)
 
 
+async def release(
+    context: AppContext, run_id: str, epoch: int, enqueue_count: int, *, reason: str
+) -> bool:
+    """Put a claimed run back to ``queued`` and enqueue it under a fresh job id, if claim
+    ``epoch`` still holds it; returns whether it did. Its next claim resumes after the
+    last completed step, as after any interruption."""
+    async with context.unit_of_work() as uow:
+        changed = await uow.session.execute(
+            update(Run)
+            .where(
+                Run.id == run_id,
+                Run.lease_epoch == epoch,
+                Run.status == RunStatus.IN_PROGRESS.value,
+            )
+            .values(
+                status=RunStatus.QUEUED.value,
+                lease_owner=None,
+                lease_expires_at=None,
+                enqueue_count=enqueue_count + 1,
+                updated_at=utcnow(),
+            )
+        )
+        if getattr(changed, "rowcount", 0) != 1:
+            return False
+        await append_event(uow.session, run_id, "run.requeued", {"reason": reason})
+        enqueue_after_commit(uow, context.queue, run_id, enqueue_count + 1)
+        _notify_after_commit(uow, context, run_id)
+    return True
+
+
 @dataclass
 class Reconciled:
     requeued_expired: int = 0
@@ -434,28 +464,8 @@ async def reconcile(
             )
         ).all()
     for run_id, epoch, count in expired:
-        async with context.unit_of_work() as uow:
-            changed = await uow.session.execute(
-                update(Run)
-                .where(
-                    Run.id == run_id,
-                    Run.lease_epoch == epoch,
-                    Run.status == RunStatus.IN_PROGRESS.value,
-                )
-                .values(
-                    status=RunStatus.QUEUED.value,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    enqueue_count=count + 1,
-                    updated_at=now,
-                )
-            )
-            if getattr(changed, "rowcount", 0) != 1:
-                continue
-            await append_event(uow.session, run_id, "run.requeued", {"reason": "lease_expired"})
-            enqueue_after_commit(uow, context.queue, run_id, count + 1)
-            _notify_after_commit(uow, context, run_id)
-        done.requeued_expired += 1
+        if await release(context, run_id, epoch, count, reason="lease_expired"):
+            done.requeued_expired += 1
     for run_id, count in stale:
         if await _arq_knows(context, job_id(run_id, count)):
             continue  # still waiting in arq's queue (workers busy): leave it
