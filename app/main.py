@@ -13,14 +13,14 @@ from fastapi.openapi.utils import get_openapi
 from app import __version__
 from app.api import public, v1
 from app.audit.refusals import install_refusal_audit
-from app.context import AppContext, build_context
-from app.deps import forbid_unknown_query
-from app.errors import PROBLEM_MEDIA_TYPE, ConcurrentChange, Problem, install_error_handlers
-from app.idempotency import IdempotentReplay
-from app.metrics import Metrics
-from app.middleware import RequestContextMiddleware
-from app.proxies import TrustedProxies
-from app.settings import Settings, get_settings
+from app.core.context import AppContext, build_context
+from app.core.deps import forbid_unknown_query
+from app.core.errors import PROBLEM_MEDIA_TYPE, ConcurrentChange, Problem, install_error_handlers
+from app.core.metrics import Metrics
+from app.core.middleware import RequestContextMiddleware
+from app.core.proxies import TrustedProxies
+from app.core.settings import Settings, get_settings
+from app.idempotency.service import IdempotentReplay
 
 logger = logging.getLogger(__name__)
 

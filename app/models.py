@@ -4,8 +4,8 @@ from app.audit.models import AuditChainHead, AuditEvent
 from app.auth.models import ApiToken
 from app.deployments.models import Deployment, DeploymentTarget
 from app.environments.models import Environment, Pin, Service
-from app.idempotency import IdempotencyRecord
-from app.outbox import OutboxEvent
+from app.idempotency.service import IdempotencyRecord
+from app.outbox.models import OutboxEvent
 from app.runs.models import Run, RunEvent, Step
 
 __all__ = [

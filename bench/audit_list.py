@@ -31,11 +31,11 @@ import psycopg
 import sqlalchemy as sa
 from pydantic import SecretStr
 
-from app import migrate
 from app.audit import service
 from app.audit.models import Outcome
-from app.pagination import DEFAULT_LIMIT, Cursor, CursorParams
-from app.settings import Settings
+from app.core import migrate
+from app.core.pagination import DEFAULT_LIMIT, Cursor, CursorParams
+from app.core.settings import Settings
 
 PG_ADMIN_URL = os.environ.get(
     "FORMULA_OPS_BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -1,14 +1,14 @@
 """Throughput and latency of ``POST /v1/deployments`` beside a bare insert + enqueue.
 
-Creates a scratch PostgreSQL database migrated with ``app.migrate.upgrade`` and uses the
+Creates a scratch PostgreSQL database migrated with ``app.core.migrate.upgrade`` and uses the
 Redis keys of a prefix of its own, then serves two apps with uvicorn (one worker process
 each, in a process of its own, with the uvicorn options and logging of
 ``formula-ops api``):
 
 - **baseline**: a bare FastAPI app built here, whose one endpoint validates a small JSON
   body, does one INSERT into a small table of the scratch database (an engine of
-  ``app.db.create_engine``, as the app's) and one ``ArqRedis.enqueue_job`` (a client of
-  ``app.queue.connect_redis``, on a queue name of its own), and answers 201;
+  ``app.core.db.create_engine``, as the app's) and one ``ArqRedis.enqueue_job`` (a client of
+  ``app.core.queue.connect_redis``, on a queue name of its own), and answers 201;
 - **Formula Ops**: ``app.main.create_app``, with an environment ``bench`` and a service
   ``api`` (``process`` driver) created through the API. No worker runs, so nothing is
   deployed: the deployments stay queued, which is what is measured (acceptance and
@@ -112,9 +112,9 @@ def baseline_app(database_url: str, redis_url: str, queue_name: str, job_prefix:
     from fastapi import FastAPI
     from fastapi.responses import JSONResponse
 
-    from app.db import create_engine
-    from app.queue import connect_redis
-    from app.settings import Settings
+    from app.core.db import create_engine
+    from app.core.queue import connect_redis
+    from app.core.settings import Settings
 
     table = sa.Table(
         BASELINE_TABLE,
@@ -164,10 +164,10 @@ def serve(args: argparse.Namespace) -> None:
     SIGUSR2 stops it and writes the stats there."""
     import uvicorn
 
-    from app.cli import _UVICORN_OPTIONS
-    from app.logging import configure_logging
+    from app.cli.main import _UVICORN_OPTIONS
+    from app.core.logging import configure_logging
+    from app.core.settings import Settings
     from app.main import create_app
-    from app.settings import Settings
 
     pin(args.cpu)
     settings = Settings()
@@ -463,8 +463,8 @@ def host_ticks() -> tuple[int, int]:
 @contextmanager
 def scratch_database(directory: Path) -> Iterator[str]:
     """A migrated scratch database (with the baseline's table); dropped afterwards."""
-    from app import migrate
-    from app.settings import Settings
+    from app.core import migrate
+    from app.core.settings import Settings
 
     name = f"formula_ops_bench_deploy_{os.getpid()}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
@@ -575,8 +575,8 @@ async def issue_tokens(database_url: str, prefix: str, directory: Path) -> tuple
     """An admin token (to create the environment) and a deployer token (to deploy)."""
     from app.auth.principal import Principal
     from app.auth.roles import Role
-    from app.context import build_context
-    from app.settings import Settings
+    from app.core.context import build_context
+    from app.core.settings import Settings
     from app.tokens import service as token_service
     from app.tokens.schemas import TokenCreate
 
@@ -605,7 +605,10 @@ def create_environment(port: int, admin: str) -> None:
     base = f"http://127.0.0.1:{port}/v1/environments/{ENVIRONMENT}"
     service = {
         "driver": "process",
-        "config": {"command": ["{python}", "-m", "app.sample_service"], "port": free_port()},
+        "config": {
+            "command": ["{python}", "-m", "app.embedded.sample_service"],
+            "port": free_port(),
+        },
     }
     with httpx.Client(headers=headers, timeout=10) as http:
         for url, body in (

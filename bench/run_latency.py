@@ -63,11 +63,11 @@ from pydantic import SecretStr
 from sqlalchemy import select
 from support import free_port, percentile, stop_process
 
-from app import migrate
-from app.context import AppContext, build_context
+from app.core import migrate
+from app.core.context import AppContext, build_context
+from app.core.settings import Settings
 from app.runs.models import TERMINAL_STATUSES, Run, RunEvent, RunKind
 from app.runs.service import StepSpec, create_run
-from app.settings import Settings
 
 PG_ADMIN_URL = os.environ.get(
     "FORMULA_OPS_BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -9,8 +9,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import app.models  # noqa: F401 - registers every table on Base.metadata
-from app.db import Base, create_engine
-from app.settings import Settings
+from app.core.db import Base, create_engine
+from app.core.settings import Settings
 
 config = context.config
 target_metadata = Base.metadata

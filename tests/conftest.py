@@ -20,9 +20,10 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 from sqlalchemy import delete
 
-from app import migrate
-from app.context import AppContext, build_context
-from app.embedded import EmbeddedRedis
+from app.core import migrate
+from app.core.context import AppContext, build_context
+from app.core.settings import Settings
+from app.embedded.redis import EmbeddedRedis
 from app.main import create_app
 from app.models import (
     ApiToken,
@@ -37,7 +38,6 @@ from app.models import (
     Service,
     Step,
 )
-from app.settings import Settings
 from tests.helpers import create_pg_database, drop_pg_database, in_thread
 
 REDIS_URL = os.environ.get("FORMULA_OPS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -12,7 +12,7 @@ from sqlalchemy import update
 from app.auth.models import ApiToken
 from app.auth.principal import Principal
 from app.auth.roles import Role
-from app.context import AppContext
+from app.core.context import AppContext
 from app.main import create_app
 from app.tokens import service as token_service
 from app.tokens.schemas import TokenCreate

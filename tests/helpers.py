@@ -18,9 +18,9 @@ from sqlalchemy import func, select
 
 from app.audit.models import AuditEvent
 from app.auth.ratelimit import WINDOW_SECONDS
-from app.cli import _Server, _uvicorn_config
-from app.context import AppContext
-from app.settings import Settings
+from app.cli.main import _Server, _uvicorn_config
+from app.core.context import AppContext
+from app.core.settings import Settings
 from workers.main import create_worker
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -21,11 +21,11 @@ import sqlalchemy as sa
 from psycopg.rows import dict_row
 from pydantic import SecretStr
 
-from app import migrate
 from app.audit import service
 from app.audit.models import Outcome
-from app.pagination import DEFAULT_LIMIT, Cursor, CursorParams
-from app.settings import Settings
+from app.core import migrate
+from app.core.pagination import DEFAULT_LIMIT, Cursor, CursorParams
+from app.core.settings import Settings
 from tests.helpers import create_pg_database, drop_pg_database, in_thread
 
 ROWS = 20_000

@@ -25,11 +25,11 @@ from sqlalchemy import select
 
 from app.audit.models import AuditEvent
 from app.auth.roles import Role
-from app.context import AppContext
+from app.core.context import AppContext
+from app.core.logging import QUIETED_LOGGERS, configure_logging, log_handler
+from app.core.routing import api_routes
 from app.deployments.models import Deployment
 from app.environments.models import Service
-from app.logging import QUIETED_LOGGERS, configure_logging, log_handler
-from app.routing import api_routes
 from app.runs.models import Run, RunEvent, Step
 from tests.deployments.conftest import free_port, stop_services
 from tests.factories import IssuedToken, issue_token
@@ -42,7 +42,7 @@ SERVICE_SCRIPT = (
     "import os, runpy, sys\n"
     "print('env', dict(os.environ), 'argv', sys.argv, flush=True)\n"
     "sys.argv = [sys.argv[0]]\n"
-    "runpy.run_module('app.sample_service', run_name='__main__')\n"
+    "runpy.run_module('app.embedded.sample_service', run_name='__main__')\n"
 )
 # The smoke command prints its environment and argv, then succeeds.
 SMOKE_SCRIPT = "import os, sys; print(dict(os.environ)); print(sys.argv)"

@@ -6,10 +6,10 @@ import datetime as dt
 
 from sqlalchemy import select
 
-from app.context import AppContext
-from app.db import utcnow
-from app.idempotency import IdempotencyRecord
-from app.settings import Settings
+from app.core.context import AppContext
+from app.core.db import utcnow
+from app.core.settings import Settings
+from app.idempotency.service import IdempotencyRecord
 from workers.context import WorkerContext
 from workers.cron import purge_idempotency_keys
 from workers.main import cron_jobs

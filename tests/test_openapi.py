@@ -33,10 +33,10 @@ from schemathesis import GenerationMode
 from schemathesis.checks import CHECKS, load_all_checks
 
 from app.auth.roles import Role
-from app.cli import render_openapi
-from app.context import build_context
+from app.cli.main import render_openapi
+from app.core.context import build_context
+from app.core.settings import Settings
 from app.main import create_app
-from app.settings import Settings
 from tests.factories import issue_token
 from tests.helpers import REPO_ROOT, free_port, in_thread
 

@@ -134,7 +134,7 @@ def _accepted(adapter: TypeAdapter[Any], value: Any) -> bool:
 
 
 DEPLOYMENT: TypeAdapter[Any] = TypeAdapter(DeploymentRequest)
-PROCESS = {"command": ["{python}", "-m", "app.sample_service"]}
+PROCESS = {"command": ["{python}", "-m", "app.embedded.sample_service"]}
 DEPLOY = {"environment": "prod"}
 CASES: list[tuple[str, TypeAdapter[Any], Any]] = [
     ("ProcessConfig", TypeAdapter(ProcessConfig), {**PROCESS, "port": 8000}),

@@ -18,11 +18,11 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 
 from app.auth.secrets import new_token_id
-from app.cli import render_openapi
-from app.context import AppContext
-from app.deps import SessionDep
-from app.ids import new_id
-from app.pagination import (
+from app.cli.main import render_openapi
+from app.core.context import AppContext
+from app.core.deps import SessionDep
+from app.core.ids import new_id
+from app.core.pagination import (
     Cursor,
     CursorParamsDep,
     Page,

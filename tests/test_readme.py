@@ -10,8 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from app.client import TOKEN_VARIABLE, URL_VARIABLE
-from app.settings import Settings
+from app.cli.client import TOKEN_VARIABLE, URL_VARIABLE
+from app.core.settings import Settings
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 ROW = re.compile(r"^\| `(FORMULA_OPS_[A-Z0-9_]+)` \|")
@@ -111,7 +111,7 @@ def _table_commands() -> list[list[str]]:
 def test_every_command_and_option_of_the_command_line_table_exists() -> None:
     import typer
 
-    from app.cli import cli
+    from app.cli.main import cli
 
     root: Any = typer.main.get_command(cli)
     commands = _table_commands()

@@ -13,13 +13,13 @@ from arq.constants import in_progress_key_prefix
 from arq.utils import timestamp_ms
 from sqlalchemy import update
 
-from app.context import AppContext
-from app.db import utcnow
+from app.core.context import AppContext
+from app.core.db import utcnow
+from app.core.settings import Settings
 from app.runs import engine
 from app.runs import service as run_service
 from app.runs.models import TERMINAL_STATUSES, Run, RunKind, RunStatus
 from app.runs.service import StepSpec
-from app.settings import Settings
 from tests.helpers import run_worker_burst
 from workers.main import create_worker, stop_worker
 from workers.wake import WakeableWorker

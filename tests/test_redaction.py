@@ -1,4 +1,4 @@
-"""The secrets rule (:mod:`app.redaction`) and what it guards: the logs, the environment
+"""The secrets rule (:mod:`app.core.redaction`) and what it guards: the logs, the environment
 of started programs, the state directory's modes, the parameters of failing SQL."""
 
 from __future__ import annotations
@@ -18,12 +18,11 @@ from sqlalchemy import text, update
 from sqlalchemy.exc import DBAPIError
 
 from app.auth.roles import Role
-from app.child_env import child_env
-from app.context import AppContext
-from app.db import create_engine
-from app.environments.models import Service
-from app.logging import log_handler
-from app.redaction import (
+from app.core.child_env import child_env
+from app.core.context import AppContext
+from app.core.db import create_engine
+from app.core.logging import log_handler
+from app.core.redaction import (
     REDACTED,
     Scrubber,
     redact_argv,
@@ -31,10 +30,11 @@ from app.redaction import (
     redact_value,
     secrets_in,
 )
+from app.core.settings import Settings
+from app.core.state_dir import secure_state_dir
+from app.environments.models import Service
 from app.runs.actions import ActionContext, ShellParams, shell
 from app.runs.models import StepStatus
-from app.settings import Settings
-from app.state_dir import secure_state_dir
 from tests.factories import issue_token
 
 CANARY = "cnry-6f1d2a9b"

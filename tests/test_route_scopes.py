@@ -16,11 +16,11 @@ from app.api import DOCS_PATHS, PUBLIC_PATHS
 from app.audit.refusals import ACTIONS
 from app.auth.deps import ROLE_MARK
 from app.auth.roles import Role
-from app.context import AppContext
+from app.core.context import AppContext
+from app.core.routing import all_routes, api_routes
+from app.core.settings import Settings
 from app.main import create_app
-from app.routing import all_routes, api_routes
 from app.runs.models import Run
-from app.settings import Settings
 from tests.factories import app_with, issue_token
 
 

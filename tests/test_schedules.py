@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from app.context import AppContext
+from app.core.context import AppContext
+from app.core.settings import HealthCheckSettings, Settings
 from app.runs.models import Run
-from app.settings import HealthCheckSettings, Settings
 from workers.context import WorkerContext
 from workers.cron import scheduled_health_check
 from workers.main import cron_jobs

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from app.auth.roles import Role
-from app.context import AppContext
+from app.core.context import AppContext
 from tests.factories import issue_token
 
 

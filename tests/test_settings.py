@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from app.secret_key import load_secret_key
-from app.settings import Settings, async_database_url
+from app.core.secret_key import load_secret_key
+from app.core.settings import Settings, async_database_url
 
 
 class TestEmbeddedDefault:

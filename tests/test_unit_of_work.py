@@ -9,14 +9,14 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import func, select
 
-from app.context import AppContext, build_context
-from app.outbox import OutboxEvent
-from app.queue import JobName
+from app.core.context import AppContext, build_context
+from app.core.queue import JobName
+from app.core.settings import Settings
+from app.outbox.models import OutboxEvent
 from app.runs import engine
 from app.runs import service as run_service
 from app.runs.models import Run, RunKind, RunStatus
 from app.runs.service import StepSpec
-from app.settings import Settings
 from tests.helpers import free_port, run_worker_burst
 
 

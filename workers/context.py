@@ -6,10 +6,10 @@ import os
 import socket
 from typing import Any, TypedDict
 
-from app.context import AppContext, build_context
-from app.ids import new_id
-from app.migrate import schema_is_current
-from app.settings import Settings
+from app.core.context import AppContext, build_context
+from app.core.ids import new_id
+from app.core.migrate import schema_is_current
+from app.core.settings import Settings
 
 
 class WorkerContext(TypedDict):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from app import idempotency
 from app.auth.principal import Principal
 from app.auth.roles import Role
 from app.health_checks import service as health_check_service
+from app.idempotency import service as idempotency
 from app.runs import service as run_service
 from workers.context import WorkerContext
 

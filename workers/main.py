@@ -11,8 +11,8 @@ from arq.cron import CronJob, cron
 from arq.worker import Worker, func
 from redis.asyncio import Redis
 
-from app.queue import JobName, connect_redis, deserialize_job, serialize_job
-from app.settings import Settings, get_settings
+from app.core.queue import JobName, connect_redis, deserialize_job, serialize_job
+from app.core.settings import Settings, get_settings
 from workers.context import shutdown, startup
 from workers.cron import purge_idempotency_keys, reconcile_runs, scheduled_health_check
 from workers.runs import execute_run

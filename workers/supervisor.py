@@ -33,8 +33,8 @@ import signal
 import subprocess
 import sys
 
-from app.logging import configure_logging
-from app.settings import Settings, get_settings
+from app.core.logging import configure_logging
+from app.core.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 arq polls its queue every ``poll_delay`` seconds, so a job waits half of that on average
 (about 25 ms at 0.05 s). The API publishes a wake-up on ``<queue>:wake`` after every
-enqueue (:meth:`app.queue.Queue.enqueue`); this worker waits for it between polls, with
+enqueue (:meth:`app.core.queue.Queue.enqueue`); this worker waits for it between polls, with
 ``poll_delay`` as the upper bound, so nothing depends on the message arriving: a lost
 wake-up only costs one poll delay. Burst mode (tests) keeps arq's own loop.
 
@@ -30,7 +30,7 @@ from arq.utils import timestamp_ms
 from arq.worker import Worker
 from redis.asyncio import Redis
 
-from app.queue import REDIS_DOWN, RedisOutage, wake_channel
+from app.core.queue import REDIS_DOWN, RedisOutage, wake_channel
 
 logger = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy import Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db import Base, utcnow
-from app.ids import new_id
+from app.core.db import Base, utcnow
+from app.core.ids import new_id
 
 GENESIS_HASH = "0" * 64
 

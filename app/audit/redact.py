@@ -1,11 +1,11 @@
-"""Request summaries for the audit trail: the secrets rule of :mod:`app.redaction`
+"""Request summaries for the audit trail: the secrets rule of :mod:`app.core.redaction`
 applied before anything is stored (the trail is append-only), then bounded in size."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from app.redaction import REDACTED, redact_value
+from app.core.redaction import REDACTED, redact_value
 
 __all__ = ["REDACTED", "redact"]
 

@@ -13,11 +13,11 @@ from app.audit.models import Outcome
 from app.audit.schemas import AuditEventList, AuditEventOut, AuditVerification, BrokenLinkOut
 from app.auth.deps import Viewer
 from app.auth.errors import Forbidden, TooManyRequests, Unauthenticated
-from app.deps import SessionDep
-from app.errors import problem_responses
-from app.pagination import CursorParamsDep
-from app.paths import V1
-from app.schemas import PRINTABLE, Timestamp
+from app.core.deps import SessionDep
+from app.core.errors import problem_responses
+from app.core.pagination import CursorParamsDep
+from app.core.paths import V1
+from app.core.schemas import PRINTABLE, Timestamp
 
 router = APIRouter(prefix=f"{V1}/audit-events", tags=["audit"])
 AUTH_ERRORS = (Unauthenticated, Forbidden, TooManyRequests)

@@ -6,7 +6,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.audit.models import ActorKind, Outcome
-from app.redaction import redact_value
+from app.core.redaction import redact_value
 
 
 class AuditEventOut(BaseModel):

@@ -23,11 +23,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.audit.models import GENESIS_HASH, ActorKind, AuditChainHead, AuditEvent, Outcome
 from app.audit.redact import redact
 from app.auth.principal import Principal
-from app.db import UnitOfWork, utcnow
-from app.errors import ServiceUnavailable
-from app.ids import new_id
-from app.logging import escape
-from app.pagination import CursorParams, keyset_statement, paginate
+from app.core.db import UnitOfWork, utcnow
+from app.core.errors import ServiceUnavailable
+from app.core.ids import new_id
+from app.core.logging import escape
+from app.core.pagination import CursorParams, keyset_statement, paginate
 
 logger = logging.getLogger(__name__)
 HEAD_ID = 1
@@ -93,7 +93,7 @@ Actor = Principal | RunActor | None
 
 
 def _fit(value: str | None, column: Any) -> str | None:
-    """``value`` escaped (:func:`app.logging.escape`) and cut to ``column``'s length: a
+    """``value`` escaped (:func:`app.core.logging.escape`) and cut to ``column``'s length: a
     refused request names its resource as the client wrote it (a path parameter refused
     for its length or its NUL), and the event is still written."""
     if value is None:

@@ -18,7 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from app.auth import service as auth_service
 from app.auth.principal import Principal
 from app.auth.roles import Role
-from app.deps import ContextDep
+from app.core.deps import ContextDep
 
 _bearer = HTTPBearer(auto_error=False, description="An API token: `fops_<id>_<secret>`.")
 ROLE_MARK = "required_role"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.errors import AppError, BadRequest
+from app.core.errors import AppError, BadRequest
 
 
 class Unauthenticated(AppError):

@@ -7,7 +7,7 @@ import time
 
 from redis.asyncio import Redis
 
-from app.queue import REDIS_DOWN, RedisOutage
+from app.core.queue import REDIS_DOWN, RedisOutage
 
 logger = logging.getLogger(__name__)
 WINDOW_SECONDS = 60

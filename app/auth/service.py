@@ -17,9 +17,9 @@ from app.auth.principal import Principal
 from app.auth.ratelimit import RateLimiter
 from app.auth.roles import Role
 from app.auth.secrets import parse_token, secret_matches
-from app.context import AppContext
-from app.db import utcnow
-from app.proxies import client_block
+from app.core.context import AppContext
+from app.core.db import utcnow
+from app.core.proxies import client_block
 
 logger = logging.getLogger(__name__)
 LAST_USED_PRECISION = dt.timedelta(seconds=60)
@@ -103,7 +103,7 @@ async def _refuse(
     error: str | None = "invalid_token",
 ) -> NoReturn:
     """Count a failed authentication against the client's address (an IPv6 client's
-    /64, :func:`app.proxies.client_block`), audit it and refuse.
+    /64, :func:`app.core.proxies.client_block`), audit it and refuse.
 
     Past the limit the answer is 429; only the first of those per address and window is
     audited (``reason: rate_limited``), the others are counted in the

@@ -13,13 +13,13 @@ from pydantic import Field
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.db import utcnow
+from app.core.db import utcnow
+from app.core.redaction import Scrubber
 from app.deployments.checklist import CHECKLIST_ITEMS
 from app.deployments.models import DeploymentTarget
 from app.drivers import get_driver
 from app.drivers.base import Driver, DriverContext, DriverError, ServiceSpec, UnhealthyError
 from app.environments.models import Pin, Service
-from app.redaction import Scrubber
 from app.runs.actions import ActionContext, Params, StepOutcome, register
 from app.runs.models import StepStatus
 

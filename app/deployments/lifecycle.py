@@ -14,12 +14,12 @@ from sqlalchemy.orm import aliased
 
 from app.audit import service as audit_service
 from app.audit.models import Outcome
-from app.context import AppContext
-from app.db import UnitOfWork, utcnow
+from app.core.context import AppContext
+from app.core.db import UnitOfWork, utcnow
+from app.core.redaction import redact_value
 from app.deployments.models import Deployment, DeploymentTarget, TargetState
 from app.environments.models import Pin, Service
-from app.outbox import add_event
-from app.redaction import redact_value
+from app.outbox.service import add_event
 from app.runs import service as run_service
 from app.runs.models import Phase, Run, RunStatus, Step, StepStatus
 from app.runs.schemas import step_out

@@ -12,7 +12,11 @@ from app.auth.deps import ScopedDeployer, ScopedViewer
 from app.auth.errors import Forbidden, TooManyRequests, Unauthenticated
 from app.auth.principal import Principal
 from app.auth.roles import Role
-from app.context import AppContext
+from app.core.context import AppContext
+from app.core.deps import ContextDep, SessionDep, UnitOfWorkDep
+from app.core.errors import problem_responses
+from app.core.pagination import CursorParamsDep
+from app.core.paths import V1
 from app.deployments import service, views
 from app.deployments.schemas import (
     DeploymentDryRun,
@@ -22,14 +26,10 @@ from app.deployments.schemas import (
     Evidence,
     ServiceVersion,
 )
-from app.deps import ContextDep, SessionDep, UnitOfWorkDep
 from app.environments.schemas import NAME
 from app.environments.service import EnvironmentNotFound
-from app.errors import problem_responses
-from app.idempotency import PROBLEMS as IDEMPOTENCY_ERRORS
-from app.idempotency import Idempotency, IdempotencyDep
-from app.pagination import CursorParamsDep
-from app.paths import V1
+from app.idempotency.service import PROBLEMS as IDEMPOTENCY_ERRORS
+from app.idempotency.service import Idempotency, IdempotencyDep
 from app.runs import service as run_service
 from app.runs.http import PreferHeader, created
 from app.runs.models import RunStatus

@@ -7,10 +7,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Discriminator, Field, Tag, model_validator
 
+from app.core.schemas import MULTILINE, MULTILINE_NOTE, PRINTABLE, RequestModel
 from app.environments.schemas import NAME, VERSION, ChecklistItem
 from app.runs.models import RunStatus
 from app.runs.schemas import PlannedStep, RunFailure, StepOut
-from app.schemas import MULTILINE, MULTILINE_NOTE, PRINTABLE, RequestModel
 
 
 class ServiceVersion(RequestModel):

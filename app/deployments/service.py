@@ -13,17 +13,17 @@ from sqlalchemy.orm import selectinload
 
 from app.audit import service as audit_service
 from app.auth.principal import Principal
-from app.context import AppContext
-from app.db import UnitOfWork
+from app.core.context import AppContext
+from app.core.db import UnitOfWork
+from app.core.errors import AppError, NotFound
+from app.core.pagination import CursorParams, paginate
 from app.deployments import lifecycle
 from app.deployments import plan as deployment_plan
 from app.deployments.models import Deployment, DeploymentTarget, TargetState
 from app.deployments.schemas import DeploymentRequest
 from app.environments import service as environment_service
 from app.environments.models import Environment, Pin, Service
-from app.errors import AppError, NotFound
-from app.outbox import add_event
-from app.pagination import CursorParams, paginate
+from app.outbox.service import add_event
 from app.runs import service as run_service
 from app.runs.models import TERMINAL_STATUSES, Run, RunKind, RunStatus
 from app.runs.service import StepSpec

@@ -7,13 +7,13 @@ from collections.abc import Sequence
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.context import AppContext
+from app.core.context import AppContext
+from app.core.paths import V1
+from app.core.redaction import redact_text
 from app.deployments import service
 from app.deployments.models import Deployment, DeploymentTarget
 from app.deployments.plan import TITLES
 from app.deployments.schemas import DeployedService, DeploymentLinks, DeploymentOut
-from app.paths import V1
-from app.redaction import redact_text
 from app.runs.models import Run, RunStatus
 from app.runs.schemas import FAILURE_TITLES, RunFailure, step_out
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from app.settings import DockerSettings, Settings
+from app.core.settings import DockerSettings, Settings
 
 LogLine = Callable[[str], Awaitable[None]]
 

@@ -52,6 +52,8 @@ from pydantic import (
     field_validator,
 )
 
+from app.core.schemas import CONTROL, MULTILINE, MULTILINE_NOTE, PRINTABLE
+from app.core.settings import DockerSettings
 from app.drivers.base import (
     Deployed,
     DeployResult,
@@ -63,8 +65,6 @@ from app.drivers.base import (
     UnhealthyError,
 )
 from app.drivers.health import probe, wait_healthy
-from app.schemas import CONTROL, MULTILINE, MULTILINE_NOTE, PRINTABLE
-from app.settings import DockerSettings
 
 LABEL_ENVIRONMENT = "formula-ops.environment"
 LABEL_SERVICE = "formula-ops.service"

@@ -3,7 +3,7 @@ stops the old process and starts the new one.
 
 Config (:class:`ProcessConfig`)::
 
-    {"command": ["{python}", "-m", "app.sample_service", "--port", "{port}"],
+    {"command": ["{python}", "-m", "app.embedded.sample_service", "--port", "{port}"],
      "env": {"GREETING": "hello {service}"}, "cwd": null, "port": 8081,
      "stop_timeout_seconds": 10}
 
@@ -13,10 +13,10 @@ is interpreted by a shell. The placeholders ``{version}``, ``{port}``, ``{servic
 literally in each argv element and env value; nothing else in the text is special. The
 process gets an allowlist of the worker's environment (``PATH``, ``HOME``, ``LANG``,
 ``LC_*``…; never its ``FORMULA_OPS_*`` settings, which hold the control plane's
-credentials: :func:`app.child_env.child_env`), then ``env``, then ``SERVICE_VERSION``,
+credentials: :func:`app.core.child_env.child_env`), then ``env``, then ``SERVICE_VERSION``,
 ``SERVICE_NAME``, ``SERVICE_ENVIRONMENT`` and ``PORT`` (when ``port`` is set). The argv
 line written to the service's log hides the values of secret flags
-(:func:`app.redaction.redact_argv`).
+(:func:`app.core.redaction.redact_argv`).
 
 Host state lives under ``<state_dir>/processes/<environment>/``: ``<service>.json`` (pid,
 version, argv, start time; written atomically) so a restarted worker finds what runs,
@@ -61,7 +61,10 @@ from pydantic import (
 )
 from pydantic.config import JsonDict
 
-from app.child_env import child_env
+from app.core.child_env import child_env
+from app.core.redaction import redact_argv
+from app.core.schemas import CONTROL, CONTROL_BUT_TAB_NEWLINE, MULTILINE, MULTILINE_NOTE, PRINTABLE
+from app.core.state_dir import private_dir, private_file
 from app.drivers.base import (
     Deployed,
     DeployResult,
@@ -73,9 +76,6 @@ from app.drivers.base import (
     UnhealthyError,
 )
 from app.drivers.health import probe, wait_healthy
-from app.redaction import redact_argv
-from app.schemas import CONTROL, CONTROL_BUT_TAB_NEWLINE, MULTILINE, MULTILINE_NOTE, PRINTABLE
-from app.state_dir import private_dir, private_file
 
 LOG_MAX_BYTES = 10 * 1024 * 1024
 DEFAULT_STOP_TIMEOUT_SECONDS = 10.0
@@ -94,7 +94,7 @@ _EXIT_CODES: dict[int, int] = {}  # of children seen exiting, until reported
 
 # Constraints a JSON schema can state too, so the API's documented schema and this
 # model accept the same configs.
-# The text rule of app.schemas (argv may hold tab and newline, and one character that
+# The text rule of app.core.schemas (argv may hold tab and newline, and one character that
 # is not a space); bounded so that a request body at every limit stays under the API's
 # body size limit.
 Argument = Annotated[

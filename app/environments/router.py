@@ -12,7 +12,10 @@ from app.auth.deps import Admin, ScopedOperator, ScopedViewer
 from app.auth.errors import Forbidden, TooManyRequests, Unauthenticated
 from app.auth.principal import Principal
 from app.auth.roles import Role
-from app.deps import ContextDep, SessionDep, UnitOfWorkDep
+from app.core.deps import ContextDep, SessionDep, UnitOfWorkDep
+from app.core.errors import BadRequest, problem_responses
+from app.core.pagination import CursorParamsDep
+from app.core.paths import V1
 from app.environments import service, views
 from app.environments.schemas import (
     NAME,
@@ -26,11 +29,8 @@ from app.environments.schemas import (
     ServiceList,
     ServiceOut,
 )
-from app.errors import BadRequest, problem_responses
-from app.idempotency import PROBLEMS as IDEMPOTENCY_ERRORS
-from app.idempotency import IdempotencyDep
-from app.pagination import CursorParamsDep
-from app.paths import V1
+from app.idempotency.service import PROBLEMS as IDEMPOTENCY_ERRORS
+from app.idempotency.service import IdempotencyDep
 
 router = APIRouter(prefix=f"{V1}/environments", tags=["environments"])
 AUTH_ERRORS = (Unauthenticated, Forbidden, TooManyRequests)

@@ -13,14 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import service as audit_service
 from app.auth.principal import Principal
-from app.db import UnitOfWork, utcnow
+from app.core.db import UnitOfWork, utcnow
+from app.core.errors import AppError, NotFound, ValidationFailed
+from app.core.pagination import CursorParams, paginate
+from app.core.settings import DockerSettings
 from app.deployments.models import DeploymentTarget, TargetState
 from app.drivers.docker import policy_problems
 from app.environments.models import Environment, Pin, Service
 from app.environments.schemas import DockerService, EnvironmentIn, ProcessService
-from app.errors import AppError, NotFound, ValidationFailed
-from app.pagination import CursorParams, paginate
-from app.settings import DockerSettings
 
 
 class EnvironmentNotFound(NotFound):

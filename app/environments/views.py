@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.redaction import redact_text, redact_value
 from app.environments import service
 from app.environments.models import Environment, Pin, Service
 from app.environments.schemas import (
@@ -18,13 +19,12 @@ from app.environments.schemas import (
     ServiceHealth,
     ServiceOut,
 )
-from app.redaction import redact_text, redact_value
 from app.runs.models import Run
 
 
 def shown(value: Any, reveal: bool) -> Any:
     """A service's configuration as written for admins (they edit it); for everyone
-    else with its secrets hidden (:mod:`app.redaction`)."""
+    else with its secrets hidden (:mod:`app.core.redaction`)."""
     return value if reveal else redact_value(value)
 
 

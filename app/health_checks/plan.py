@@ -8,11 +8,11 @@ runs even when another fails; the run fails when any probe is critical.
 
 from __future__ import annotations
 
+from app.core.settings import Settings
 from app.runs.actions import worst
 from app.runs.kinds import Ending, Summary, register_finalizer
 from app.runs.models import Level, RunKind, RunStatus, Step, StepStatus
 from app.runs.service import StepSpec
-from app.settings import Settings
 
 PROBE_TIMEOUT = 30.0
 

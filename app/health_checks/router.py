@@ -8,13 +8,13 @@ from fastapi.responses import JSONResponse
 from app.auth.deps import Operator, Viewer
 from app.auth.errors import Forbidden, TooManyRequests, Unauthenticated
 from app.auth.roles import Role
-from app.deps import ContextDep, SessionDep, UnitOfWorkDep
-from app.errors import problem_responses
+from app.core.deps import ContextDep, SessionDep, UnitOfWorkDep
+from app.core.errors import problem_responses
+from app.core.pagination import CursorParamsDep
+from app.core.paths import V1
 from app.health_checks import service
-from app.idempotency import PROBLEMS as IDEMPOTENCY_ERRORS
-from app.idempotency import IdempotencyDep
-from app.pagination import CursorParamsDep
-from app.paths import V1
+from app.idempotency.service import PROBLEMS as IDEMPOTENCY_ERRORS
+from app.idempotency.service import IdempotencyDep
 from app.runs import service as run_service
 from app.runs.http import PreferHeader, created, run_response
 from app.runs.models import RunKind

@@ -7,8 +7,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import service as audit_service
 from app.auth.principal import Principal
-from app.context import AppContext
-from app.db import UnitOfWork
+from app.core.context import AppContext
+from app.core.db import UnitOfWork
 from app.environments.models import Service
 from app.health_checks.plan import plan
 from app.runs import service as run_service

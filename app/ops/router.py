@@ -12,8 +12,8 @@ from app.auth import service as auth_service
 from app.auth.deps import request_info
 from app.auth.errors import Forbidden, TooManyRequests, Unauthenticated
 from app.auth.roles import Role
-from app.deps import ContextDep, SessionDep
-from app.errors import ServiceUnavailable, problem_responses
+from app.core.deps import ContextDep, SessionDep
+from app.core.errors import ServiceUnavailable, problem_responses
 from app.ops.schemas import DependencyCheck, Health, Readiness
 
 logger = logging.getLogger(__name__)

@@ -21,8 +21,8 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.child_env import child_env
-from app.context import AppContext
+from app.core.child_env import child_env
+from app.core.context import AppContext
 from app.runs.models import Level, StepStatus
 
 MAX_OUTPUT = 64 * 1024  # bytes of output kept per step
@@ -185,7 +185,7 @@ def _tail(text: str, limit: int) -> str:
 @register("shell", ShellParams, idempotent=False)
 async def shell(params: ShellParams, ctx: ActionContext) -> StepOutcome:
     """Run a program (its own process group), streaming its output as log events. Its
-    environment is :func:`app.child_env.child_env` of the step's ``env``."""
+    environment is :func:`app.core.child_env.child_env` of the step's ``env``."""
     env = child_env(params.env)
     try:
         process = await asyncio.create_subprocess_exec(

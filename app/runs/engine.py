@@ -25,9 +25,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from app.context import AppContext
-from app.db import UnitOfWork, utcnow
-from app.redaction import Scrubber
+from app.core.context import AppContext
+from app.core.db import UnitOfWork, utcnow
+from app.core.redaction import Scrubber
 from app.runs import kinds
 from app.runs import service as run_service
 from app.runs.actions import ActionContext, StepOutcome, bounded, get_action

@@ -14,9 +14,9 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from app.auth.principal import Principal
-from app.context import AppContext
-from app.idempotency import Idempotency
-from app.redaction import redact_value
+from app.core.context import AppContext
+from app.core.redaction import redact_value
+from app.idempotency.service import Idempotency
 from app.runs import service as run_service
 from app.runs.models import TERMINAL_STATUSES, Run
 from app.runs.notify import wait_for

@@ -13,8 +13,8 @@ from app.runs.models import RunKind, RunStatus, Step, StepStatus
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
-    from app.context import AppContext
-    from app.db import UnitOfWork
+    from app.core.context import AppContext
+    from app.core.db import UnitOfWork
     from app.runs.models import Run
 
 Summary = tuple[RunStatus, str | None, str | None, dict[str, Any] | None]

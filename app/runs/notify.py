@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 from redis.asyncio import Redis
 
-from app.queue import REDIS_DOWN, RedisOutage
+from app.core.queue import REDIS_DOWN, RedisOutage
 
 logger = logging.getLogger(__name__)
 

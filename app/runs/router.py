@@ -10,15 +10,15 @@ from fastapi.responses import StreamingResponse
 
 from app.auth.deps import ScopedOperator, ScopedViewer
 from app.auth.errors import Forbidden, TooManyRequests, Unauthenticated
-from app.deps import ContextDep, SessionDep, UnitOfWorkDep
-from app.errors import problem_responses
-from app.pagination import CursorParamsDep
-from app.paths import V1
+from app.core.deps import ContextDep, SessionDep, UnitOfWorkDep
+from app.core.errors import problem_responses
+from app.core.pagination import CursorParamsDep
+from app.core.paths import V1
+from app.core.schemas import PRINTABLE, Timestamp
 from app.runs import service
 from app.runs.http import event_stream
 from app.runs.models import RunKind, RunStatus
 from app.runs.schemas import RunList, RunOut, run_out
-from app.schemas import PRINTABLE, Timestamp
 
 router = APIRouter(prefix=f"{V1}/runs", tags=["runs"])
 AUTH_ERRORS = (Unauthenticated, Forbidden, TooManyRequests)

@@ -7,9 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from app.redaction import redact_text, redact_value
+from app.core.redaction import redact_text, redact_value
+from app.core.schemas import RequestModel
 from app.runs.models import Phase, Run, RunKind, RunStatus, Step, StepStatus
-from app.schemas import RequestModel
 
 FAILURE_TITLES = {
     "/problems/step-failed": "A step failed",

@@ -23,14 +23,14 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from app.audit import service as audit_service
 from app.auth.principal import Principal
-from app.context import AppContext
-from app.db import UnitOfWork, utcnow
-from app.errors import AppError, NotFound, ValidationFailed
-from app.ids import new_id
-from app.outbox import add_event
-from app.pagination import CursorParams, paginate
-from app.queue import JobName, Queue
-from app.redaction import redact_value
+from app.core.context import AppContext
+from app.core.db import UnitOfWork, utcnow
+from app.core.errors import AppError, NotFound, ValidationFailed
+from app.core.ids import new_id
+from app.core.pagination import CursorParams, paginate
+from app.core.queue import JobName, Queue
+from app.core.redaction import redact_value
+from app.outbox.service import add_event
 from app.runs import kinds
 from app.runs.actions import get_action
 from app.runs.models import (
@@ -114,7 +114,7 @@ def validate_plan(steps: Sequence[StepSpec]) -> list[StepSpec]:
 
 def plan_view(steps: Sequence[StepSpec], *, reveal: bool) -> list[dict[str, Any]]:
     """The concrete plan a dry run returns; unless ``reveal`` (admins, who wrote the
-    configuration), with the secrets of its parameters hidden (:mod:`app.redaction`):
+    configuration), with the secrets of its parameters hidden (:mod:`app.core.redaction`):
     environment values, URL userinfo, secret flags, credential headers."""
     return [
         {

@@ -7,14 +7,14 @@ from fastapi.responses import JSONResponse
 
 from app.auth.deps import Admin
 from app.auth.errors import Forbidden, TooManyRequests, Unauthenticated
-from app.db import utcnow
-from app.deps import SessionDep, UnitOfWorkDep
-from app.errors import problem_responses
-from app.idempotency import PROBLEMS as IDEMPOTENCY_ERRORS
-from app.idempotency import IdempotencyDep
-from app.pagination import CursorParamsDep
-from app.paths import V1
-from app.schemas import PRINTABLE
+from app.core.db import utcnow
+from app.core.deps import SessionDep, UnitOfWorkDep
+from app.core.errors import problem_responses
+from app.core.pagination import CursorParamsDep
+from app.core.paths import V1
+from app.core.schemas import PRINTABLE
+from app.idempotency.service import PROBLEMS as IDEMPOTENCY_ERRORS
+from app.idempotency.service import IdempotencyDep
 from app.tokens import service
 from app.tokens.schemas import ReviewItem, Token, TokenCreate, TokenCreated, TokenList, TokenReview
 

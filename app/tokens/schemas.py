@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.auth.roles import Role
-from app.schemas import PRINTABLE, RequestModel
+from app.core.schemas import PRINTABLE, RequestModel
 
 ENVIRONMENT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,99}$"
 TokenState = Literal["active", "expired", "revoked"]

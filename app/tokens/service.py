@@ -12,9 +12,9 @@ from app.audit import service as audit_service
 from app.auth.models import ApiToken
 from app.auth.principal import Principal
 from app.auth.secrets import TOKEN_ID, hash_secret, new_token, new_token_id
-from app.db import UnitOfWork, utcnow
-from app.errors import NotFound
-from app.pagination import CursorParams, paginate
+from app.core.db import UnitOfWork, utcnow
+from app.core.errors import NotFound
+from app.core.pagination import CursorParams, paginate
 from app.tokens.schemas import Finding, Token, TokenCreate
 
 UNUSED_DAYS = 90

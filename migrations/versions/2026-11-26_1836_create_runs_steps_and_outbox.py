@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import app.db
+import app.core.db
 
 revision: str = "0001"
 down_revision: str | Sequence[str] | None = None
@@ -27,8 +27,8 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=36), nullable=False),
         sa.Column("type", sa.String(length=100), nullable=False),
         sa.Column("data", sa.JSON(), nullable=False),
-        sa.Column("created_at", app.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("dispatched_at", app.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", app.core.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("dispatched_at", app.core.db.UTCDateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_outbox_event")),
     )
     with op.batch_alter_table("outbox_event", schema=None) as batch_op:
@@ -46,12 +46,12 @@ def upgrade() -> None:
         sa.Column("environment", sa.String(length=100), nullable=True),
         sa.Column("params", sa.JSON(), nullable=False),
         sa.Column("requested_by", sa.String(length=200), nullable=True),
-        sa.Column("created_at", app.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", app.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("started_at", app.db.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("finished_at", app.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", app.core.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", app.core.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("started_at", app.core.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("finished_at", app.core.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("lease_owner", sa.String(length=200), nullable=True),
-        sa.Column("lease_expires_at", app.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("lease_expires_at", app.core.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("lease_epoch", sa.Integer(), nullable=False),
         sa.Column("enqueue_count", sa.Integer(), nullable=False),
         sa.Column("failure_type", sa.String(length=200), nullable=True),
@@ -75,8 +75,8 @@ def upgrade() -> None:
         sa.Column("action", sa.String(length=64), nullable=False),
         sa.Column("status", sa.String(length=32), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
-        sa.Column("started_at", app.db.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("finished_at", app.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("started_at", app.core.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("finished_at", app.core.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("output", sa.Text(), nullable=True),
         sa.Column("output_truncated", sa.Boolean(), nullable=False),
         sa.ForeignKeyConstraint(

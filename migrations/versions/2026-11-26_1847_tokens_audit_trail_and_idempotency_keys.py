@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import app.db
+import app.core.db
 
 revision: str = "0002"
 down_revision: str | Sequence[str] | None = "0001"
@@ -29,11 +29,11 @@ def upgrade() -> None:
         sa.Column("role", sa.String(length=16), nullable=False),
         sa.Column("environment", sa.String(length=100), nullable=True),
         sa.Column("secret_hash", sa.String(length=64), nullable=False),
-        sa.Column("created_at", app.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", app.core.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("created_by", sa.String(length=200), nullable=False),
-        sa.Column("expires_at", app.db.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("last_used_at", app.db.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("revoked_at", app.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("expires_at", app.core.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("last_used_at", app.core.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("revoked_at", app.core.db.UTCDateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_api_token")),
     )
     with op.batch_alter_table("api_token", schema=None) as batch_op:
@@ -52,7 +52,7 @@ def upgrade() -> None:
         "audit_event",
         sa.Column("id", sa.String(length=36), nullable=False),
         sa.Column("seq", sa.Integer(), nullable=False),
-        sa.Column("created_at", app.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", app.core.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("actor_token_id", sa.String(length=16), nullable=True),
         sa.Column("actor_name", sa.String(length=200), nullable=True),
         sa.Column("actor_role", sa.String(length=16), nullable=True),
@@ -113,12 +113,12 @@ def upgrade() -> None:
         sa.Column("method", sa.String(length=10), nullable=False),
         sa.Column("path", sa.String(length=500), nullable=False),
         sa.Column("state", sa.String(length=16), nullable=False),
-        sa.Column("locked_until", app.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("locked_until", app.core.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("response_status", sa.Integer(), nullable=True),
         sa.Column("response_headers", sa.JSON(), nullable=True),
         sa.Column("response_body", sa.LargeBinary(), nullable=True),
-        sa.Column("created_at", app.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("expires_at", app.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", app.core.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", app.core.db.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_idempotency_key")),
         sa.UniqueConstraint(
             "token_id", "key_hash", name=op.f("uq_idempotency_key_token_id_key_hash")

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import app.db
+import app.core.db
 
 revision: str = "0004"
 down_revision: str | Sequence[str] | None = "0003"
@@ -29,8 +29,8 @@ def upgrade() -> None:
         sa.Column("database", sa.String(length=200), nullable=True),
         sa.Column("required_checklist", sa.JSON(), nullable=False),
         sa.Column("revision", sa.Integer(), nullable=False),
-        sa.Column("created_at", app.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", app.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", app.core.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", app.core.db.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_environment")),
     )
     op.create_table(
@@ -42,7 +42,7 @@ def upgrade() -> None:
         sa.Column("reason", sa.Text(), nullable=False),
         sa.Column("deployment_id", sa.String(length=36), nullable=True),
         sa.Column("created_by", sa.String(length=200), nullable=False),
-        sa.Column("created_at", app.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", app.core.db.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_service_pin")),
         sa.UniqueConstraint(
             "environment",
@@ -65,7 +65,7 @@ def upgrade() -> None:
         sa.Column("rollback_of", sa.String(length=36), nullable=True),
         sa.Column("requested_by", sa.String(length=200), nullable=False),
         sa.Column("request", sa.JSON(), nullable=False),
-        sa.Column("created_at", app.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", app.core.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("evidence", sa.JSON(), nullable=True),
         sa.ForeignKeyConstraint(
             ["id"], ["run.id"], name=op.f("fk_deployment_id_run"), ondelete="CASCADE"
@@ -93,10 +93,10 @@ def upgrade() -> None:
         sa.Column("last_deployment_id", sa.String(length=36), nullable=True),
         sa.Column("health_status", sa.String(length=16), nullable=True),
         sa.Column("health_detail", sa.Text(), nullable=True),
-        sa.Column("health_checked_at", app.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("health_checked_at", app.core.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("revision", sa.Integer(), nullable=False),
-        sa.Column("created_at", app.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", app.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", app.core.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", app.core.db.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["environment"],
             ["environment.name"],
@@ -120,7 +120,7 @@ def upgrade() -> None:
         sa.Column("previous_version", sa.String(length=128), nullable=True),
         sa.Column("touched", sa.Boolean(), nullable=False),
         sa.Column("state", sa.String(length=16), nullable=False),
-        sa.Column("created_at", app.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", app.core.db.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["deployment_id"],
             ["deployment.id"],

@@ -18,9 +18,9 @@ from app.audit import service as audit_service
 from app.audit.models import AuditChainHead, AuditEvent
 from app.auth.models import ApiToken
 from app.auth.roles import Role
-from app.context import AppContext
-from app.db import create_engine, utcnow
-from app.ids import new_id
+from app.core.context import AppContext
+from app.core.db import create_engine, utcnow
+from app.core.ids import new_id
 from tests.factories import IssuedToken, issue_token
 from tests.helpers import audit_events_after as events_after
 from tests.helpers import last_audit_seq as last_seq
@@ -308,7 +308,7 @@ class TestNoAuditNoChange:
     async def _victim(context: AppContext) -> str:
         # created before the outage fixture took effect would be nicer; write it directly
         from app.auth.secrets import hash_secret, new_token_id
-        from app.db import utcnow
+        from app.core.db import utcnow
 
         token_id = new_token_id()
         async with context.unit_of_work() as uow:

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from app.auth.roles import Role
 from app.auth.secrets import new_token, new_token_id, parse_token
-from app.context import AppContext
+from app.core.context import AppContext
 from app.main import create_app
 from tests.factories import app_with, issue_token, set_token_times
 from tests.helpers import fresh_window

@@ -13,9 +13,9 @@ import httpx
 from app.audit.models import AuditEvent
 from app.auth.roles import Role
 from app.auth.secrets import new_token, new_token_id
-from app.context import AppContext
+from app.core.context import AppContext
+from app.core.proxies import TrustedProxies
 from app.main import create_app
-from app.proxies import TrustedProxies
 from tests.factories import app_with, issue_token
 from tests.helpers import audit_events_after, fresh_window, live, raw_get
 from tests.helpers import last_audit_seq as last_seq

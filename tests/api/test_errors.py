@@ -15,8 +15,8 @@ import pytest
 from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.errors import PROBLEM_MEDIA_TYPE, AppError
-from app.schemas import RequestModel
+from app.core.errors import PROBLEM_MEDIA_TYPE, AppError
+from app.core.schemas import RequestModel
 
 PROBLEM_KEYS = {"type", "title", "status", "detail", "instance"}
 

@@ -19,9 +19,9 @@ from sqlalchemy import func, select, text
 from app.auth.deps import Admin
 from app.auth.models import ApiToken
 from app.auth.roles import Role
-from app.context import AppContext
-from app.deps import UnitOfWorkDep
-from app.idempotency import IdempotencyDep, IdempotencyRecord, begin
+from app.core.context import AppContext
+from app.core.deps import UnitOfWorkDep
+from app.idempotency.service import IdempotencyDep, IdempotencyRecord, begin
 from app.main import create_app
 from app.tokens import service as token_service
 from app.tokens.schemas import TokenCreate

@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from app.auth.roles import Role
-from app.cli import render_openapi
-from app.context import AppContext
-from app.errors import PROBLEM_MEDIA_TYPE
+from app.cli.main import render_openapi
+from app.core.context import AppContext
+from app.core.errors import PROBLEM_MEDIA_TYPE
 from tests.factories import IssuedToken, app_with, issue_token
 
 # NUL (PostgreSQL cannot store it), another C0, CR, ESC, DEL and two C1 characters

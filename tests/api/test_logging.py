@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from app.context import AppContext
-from app.logging import LogFormat, configure_logging, escape
+from app.core.context import AppContext
+from app.core.logging import LogFormat, configure_logging, escape
 from app.main import create_app
 from tests.helpers import live, raw_get
 

@@ -9,11 +9,11 @@ import pytest_asyncio
 from pydantic import SecretStr
 
 from app.auth.roles import Role
-from app.context import AppContext, build_context
+from app.core.context import AppContext, build_context
+from app.core.settings import Settings
 from app.main import create_app
 from app.runs.models import RunKind
 from app.runs.service import StepSpec, create_run
-from app.settings import Settings
 from tests.factories import app_with, issue_token
 from tests.helpers import free_port
 

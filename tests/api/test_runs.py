@@ -19,7 +19,7 @@ import pytest
 from fastapi import FastAPI
 
 from app.auth.roles import Role
-from app.context import AppContext
+from app.core.context import AppContext
 from app.runs import service as run_service
 from app.runs.models import RunKind
 from app.runs.service import StepSpec
@@ -303,7 +303,7 @@ class TestStepFailures:
     async def test_invalid_plan_is_refused_before_anything_is_written(
         self, context: AppContext
     ) -> None:
-        from app.errors import ValidationFailed
+        from app.core.errors import ValidationFailed
 
         with pytest.raises(ValidationFailed):
             await _create(context, [StepSpec("bad", "shell", {"argv": "rm -rf /"})])

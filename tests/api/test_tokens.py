@@ -9,7 +9,7 @@ import pytest
 
 from app.auth.roles import Role
 from app.auth.secrets import parse_token
-from app.context import AppContext
+from app.core.context import AppContext
 from tests.factories import IssuedToken, issue_token, set_token_times
 
 

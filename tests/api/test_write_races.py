@@ -21,10 +21,10 @@ from sqlalchemy import func, select, text
 
 from app.audit.models import AuditEvent
 from app.auth.roles import Role
-from app.context import AppContext
-from app.deps import UnitOfWorkDep
+from app.core.context import AppContext
+from app.core.deps import UnitOfWorkDep
+from app.core.errors import PROBLEM_MEDIA_TYPE
 from app.environments.models import Environment, Service
-from app.errors import PROBLEM_MEDIA_TYPE
 from tests.factories import IssuedToken, issue_token
 
 WAIT_SECONDS = 60  # a bound for a lock wait to show up, not a speed expectation

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from app.auth.roles import Role
-from app.context import AppContext
+from app.core.context import AppContext
 from app.drivers import get_driver
 from app.drivers.base import DriverContext, ServiceSpec
 from app.environments.models import Service
@@ -29,7 +29,7 @@ def free_port() -> int:
 def sample_service(port: int, *, order: int = 0, settle: float = 0, **extra: Any) -> dict[str, Any]:
     return {
         "driver": "process",
-        "config": {"command": ["{python}", "-m", "app.sample_service"], "port": port},
+        "config": {"command": ["{python}", "-m", "app.embedded.sample_service"], "port": port},
         "health_url": f"http://127.0.0.1:{port}/health",
         "health_timeout_seconds": 10,
         "deploy_order": order,

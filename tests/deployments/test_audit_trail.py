@@ -11,7 +11,7 @@ import pytest
 
 from app.audit import service as audit_service
 from app.audit.models import AuditEvent
-from app.context import AppContext
+from app.core.context import AppContext
 from tests.deployments.conftest import Env, running_version
 from tests.deployments.test_deployments import WAIT, deploy
 from tests.factories import IssuedToken

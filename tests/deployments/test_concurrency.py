@@ -10,10 +10,10 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from app.context import AppContext
+from app.core.context import AppContext
+from app.core.settings import Settings
 from app.deployments.models import DeploymentTarget, TargetState
 from app.runs.models import TERMINAL_STATUSES, Run, RunKind, RunStatus
-from app.settings import Settings
 from tests.deployments.conftest import Env
 from tests.factories import IssuedToken
 from workers.main import create_worker, stop_worker
@@ -54,7 +54,7 @@ async def test_hundred_at_once_run_one_at_a_time_in_order(
         json={
             "driver": "process",
             "config": {
-                "command": ["{python}", "-m", "app.sample_service"],
+                "command": ["{python}", "-m", "app.embedded.sample_service"],
                 "port": staging.ports["backend"],
             },
             "health_url": f"http://127.0.0.1:{staging.ports['backend']}/health",

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from app.context import AppContext
+from app.core.context import AppContext
 from app.models import OutboxEvent
 from tests.deployments.conftest import Env, running_version, sample_service
 from tests.factories import IssuedToken

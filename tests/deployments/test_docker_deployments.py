@@ -7,7 +7,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from app.context import AppContext
+from app.core.context import AppContext
 from tests.deployments.conftest import free_port
 from tests.docker_env import DockerEnv
 from tests.factories import IssuedToken

@@ -8,10 +8,10 @@ import dataclasses
 import httpx
 
 from app.auth.roles import Role
-from app.context import AppContext
+from app.core.context import AppContext
+from app.core.settings import DockerSettings
 from app.main import create_app
 from app.models import AuditEvent
-from app.settings import DockerSettings
 from tests.deployments.conftest import sample_service
 from tests.factories import IssuedToken, issue_token
 

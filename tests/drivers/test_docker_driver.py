@@ -11,6 +11,7 @@ import httpx
 import pytest
 from docker.errors import NotFound
 
+from app.core.settings import DockerSettings
 from app.drivers.base import DriverContext, DriverError, ServiceSpec, UnhealthyError
 from app.drivers.docker import (
     LABEL_ENVIRONMENT,
@@ -19,7 +20,6 @@ from app.drivers.docker import (
     DockerDriver,
 )
 from app.drivers.health import probe
-from app.settings import DockerSettings
 from tests.docker_env import DockerEnv, free_port
 
 ENVIRONMENT = "staging"

@@ -26,7 +26,15 @@ from app.drivers.base import DriverContext, DriverError, ServiceSpec, UnhealthyE
 from app.drivers.process import ProcessDriver
 from tests.helpers import free_port
 
-SAMPLE = ["{python}", "-m", "app.sample_service", "--port", "{port}", "--version", "{version}"]
+SAMPLE = [
+    "{python}",
+    "-m",
+    "app.embedded.sample_service",
+    "--port",
+    "{port}",
+    "--version",
+    "{version}",
+]
 
 
 def _gone(pid: int) -> bool:
@@ -104,7 +112,7 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
 
 def _start_sample(port: int, *args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
     child = subprocess.Popen(
-        [sys.executable, "-m", "app.sample_service", *args],
+        [sys.executable, "-m", "app.embedded.sample_service", *args],
         env={**os.environ, "PORT": str(port), **env},
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
@@ -444,7 +452,7 @@ def test_validate_config_normalises() -> None:
     [
         ({}, "command"),
         ({"command": []}, "command"),
-        ({"command": "python -m app.sample_service"}, "command"),
+        ({"command": "python -m app.embedded.sample_service"}, "command"),
         ({"command": [""]}, "command.0"),
         ({"command": ["x"], "shell": True}, "shell"),
         ({"command": ["x"], "port": 0}, "port"),

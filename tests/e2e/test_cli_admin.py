@@ -37,8 +37,8 @@ from app.audit import service as audit_service
 from app.audit.models import GENESIS_HASH, Outcome
 from app.auth.principal import Principal
 from app.auth.secrets import hash_secret, new_token_id
-from app.db import UnitOfWork, create_engine, make_sessionmaker, write_engine
-from app.settings import Settings
+from app.core.db import UnitOfWork, create_engine, make_sessionmaker, write_engine
+from app.core.settings import Settings
 from tests.helpers import PG_ADMIN_URL, create_pg_database, drop_pg_database, in_thread, pg_url
 
 pytestmark = pytest.mark.slow

@@ -111,7 +111,7 @@ environments:
       - name: api
         driver: process
         config:
-          command: ["{{python}}", "-m", "app.sample_service"]
+          command: ["{{python}}", "-m", "app.embedded.sample_service"]
           port: {port}
         health_url: http://127.0.0.1:{port}/health
         settle_seconds: 1
@@ -179,7 +179,7 @@ def _put_service(server: Server, name: str, settle_seconds: float = SETTLE_SECON
     port = free_port()
     body = {
         "driver": "process",
-        "config": {"command": ["{python}", "-m", "app.sample_service"], "port": port},
+        "config": {"command": ["{python}", "-m", "app.embedded.sample_service"], "port": port},
         "health_url": f"http://127.0.0.1:{port}/health",
         "settle_seconds": settle_seconds,
     }
@@ -296,7 +296,7 @@ def test_a_deployment_failure_is_named_by_its_deployment_problem(server: Server)
     port = free_port()
     service = {
         "driver": "process",
-        "config": {"command": ["{python}", "-m", "app.sample_service"], "port": port},
+        "config": {"command": ["{python}", "-m", "app.embedded.sample_service"], "port": port},
         "health_url": f"http://127.0.0.1:{port}/health",
     }
     response = httpx.put(

@@ -2,7 +2,7 @@
 them: the real executable against ``formula-ops serve`` (embedded SQLite + Redis) on a free
 port, with a token made by ``formula-ops tokens create`` in the same state directory.
 
-The SSE reader of ``app.client`` (reconnection with ``Last-Event-ID``, bounded retries) is
+The SSE reader of ``app.cli.client`` (reconnection with ``Last-Event-ID``, bounded retries) is
 checked in-process against a transport that drops the connection.
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.client import ApiError, Client, ConfigurationError, ConnectionFailed, default_url
+from app.cli.client import ApiError, Client, ConfigurationError, ConnectionFailed, default_url
 from tests.e2e.serve_process import FORMULA_OPS, ServeProcess
 from tests.helpers import free_port
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.embedded import process_alive
+from app.embedded.redis import process_alive
 from tests.e2e.serve_process import FORMULA_OPS, ServeProcess
 from tests.helpers import free_port
 

@@ -21,13 +21,13 @@ import pytest_asyncio
 from pydantic import SecretStr
 from sqlalchemy import select
 
-from app import migrate
-from app.context import AppContext, build_context
-from app.embedded import process_alive
+from app.core import migrate
+from app.core.context import AppContext, build_context
+from app.core.settings import Settings
+from app.embedded.redis import process_alive
 from app.runs import service as run_service
 from app.runs.models import TERMINAL_STATUSES, Run, RunEvent, RunKind, RunStatus
 from app.runs.service import StepSpec
-from app.settings import Settings
 from tests.helpers import create_pg_database, drop_pg_database, in_thread
 
 pytestmark = pytest.mark.slow

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from app.auth.roles import Role
-from app.context import AppContext
+from app.core.context import AppContext
 from app.runs.models import Run, RunEvent
 from tests.factories import issue_token
 from tests.fault_injection.test_idempotency_faults import _url, until, waiting

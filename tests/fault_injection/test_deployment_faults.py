@@ -20,9 +20,10 @@ import pytest_asyncio
 from pydantic import SecretStr
 from sqlalchemy import select
 
-from app import migrate
 from app.auth.principal import Principal
-from app.context import AppContext, build_context
+from app.core import migrate
+from app.core.context import AppContext, build_context
+from app.core.settings import Settings
 from app.deployments import service as deployment_service
 from app.deployments.models import Deployment, DeploymentTarget, TargetState
 from app.deployments.schemas import DeploymentCreate
@@ -30,7 +31,6 @@ from app.environments import service as environment_service
 from app.environments.models import Service
 from app.environments.schemas import SERVICE_IN, EnvironmentIn
 from app.runs.models import TERMINAL_STATUSES, Run, RunStatus, Step, StepStatus
-from app.settings import Settings
 from tests.deployments.conftest import stop_services
 from tests.fault_injection.test_run_engine_faults import SEED, WorkerProcess
 from tests.helpers import create_pg_database, drop_pg_database, free_port, in_thread
@@ -121,7 +121,10 @@ async def test_kill_during_deploy_step_ends_resumed_or_rolled_back(
             SERVICE_IN.validate_python(
                 {
                     "driver": "process",
-                    "config": {"command": ["{python}", "-m", "app.sample_service"], "port": port},
+                    "config": {
+                        "command": ["{python}", "-m", "app.embedded.sample_service"],
+                        "port": port,
+                    },
                     "health_url": f"http://127.0.0.1:{port}/health",
                     "health_timeout_seconds": 15,
                     "settle_seconds": 2,  # the deploy step lasts: a window to kill in

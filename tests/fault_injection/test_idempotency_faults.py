@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import func, select
 
 from app.auth.roles import Role
-from app.context import AppContext
+from app.core.context import AppContext
 from app.deployments.models import Deployment
 from tests.deployments.conftest import free_port, sample_service
 from tests.factories import IssuedToken, issue_token

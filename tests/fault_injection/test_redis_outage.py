@@ -37,11 +37,11 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from app import migrate
-from app.context import build_context
-from app.embedded import process_alive
-from app.environments.seed import LocalPorts, seed_local, stop_process_services
-from app.settings import Settings
+from app.core import migrate
+from app.core.context import build_context
+from app.core.settings import Settings
+from app.embedded.redis import process_alive
+from app.embedded.seed import LocalPorts, seed_local, stop_process_services
 from tests.e2e.serve_process import FORMULA_OPS, ServeProcess
 from tests.e2e.test_worker_processes import Supervisor
 from tests.helpers import create_pg_database, drop_pg_database, free_port, in_thread

@@ -35,10 +35,11 @@ from arq.constants import in_progress_key_prefix, job_key_prefix
 from pydantic import SecretStr
 from sqlalchemy import select, text, update
 
-from app import migrate
-from app.context import AppContext, build_context
-from app.db import utcnow
-from app.queue import JobName
+from app.core import migrate
+from app.core.context import AppContext, build_context
+from app.core.db import utcnow
+from app.core.queue import JobName
+from app.core.settings import Settings
 from app.runs import service as run_service
 from app.runs.models import (
     TERMINAL_STATUSES,
@@ -50,7 +51,6 @@ from app.runs.models import (
     StepStatus,
 )
 from app.runs.service import StepSpec
-from app.settings import Settings
 from tests.helpers import create_pg_database, drop_pg_database, free_port, in_thread
 
 pytestmark = pytest.mark.slow

@@ -21,8 +21,8 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
-from app.settings import Settings
-from app.state_dir import private_file, secure_state_dir
+from app.core.settings import Settings
+from app.core.state_dir import private_file, secure_state_dir
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""A tiny sample web service to try deployments with: ``python -m app.sample_service``.
+"""A tiny sample web service to try deployments with: ``python -m app.embedded.sample_service``.
 
 Standard library only. Configuration from the environment, overridden by arguments:
 
@@ -95,7 +95,7 @@ def _stderr(line: str) -> None:
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m app.sample_service",
+        prog="python -m app.embedded.sample_service",
         description="Sample web service (a version ending with -broken fails /health).",
     )
     parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))

@@ -28,7 +28,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from app.client import ApiError, Client, ClientError, ServerSentEvent
+from app.cli.client import ApiError, Client, ClientError, ServerSentEvent
 from app.deployments.plan import TITLES as DEPLOYMENT_TITLES
 from app.runs import kinds
 from app.runs.models import TERMINAL_STATUSES, RunStatus

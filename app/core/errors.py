@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.logging import escape
+from app.core.logging import escape
 
 logger = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ def _http_exception_response(request: Request, exc: StarletteHTTPException) -> J
     headers = dict(exc.headers or {})
     if status == 405:
         # Starlette names only the first route on the path; list every one of them.
-        from app.routing import allowed_methods
+        from app.core.routing import allowed_methods
 
         methods = allowed_methods(request.app, request.url.path)
         if methods:

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from app.settings import Settings
+from app.core.settings import Settings
 
 # The server's own defaults (``Settings.host``/``port``).
 DEFAULT_HOST: str = Settings.model_fields["host"].default

@@ -21,11 +21,11 @@ from sqlalchemy.exc import OperationalError
 from app.audit import service as audit_service
 from app.auth.principal import Principal
 from app.auth.roles import Role
-from app.db import UnitOfWork, create_engine, make_sessionmaker, write_engine
-from app.errors import AppError
-from app.migrate import schema_is_current
-from app.pagination import CursorParams, decode_cursor
-from app.settings import get_settings
+from app.core.db import UnitOfWork, create_engine, make_sessionmaker, write_engine
+from app.core.errors import AppError
+from app.core.migrate import schema_is_current
+from app.core.pagination import CursorParams, decode_cursor
+from app.core.settings import get_settings
 from app.tokens import service as token_service
 from app.tokens.schemas import Token, TokenCreate
 

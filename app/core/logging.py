@@ -15,7 +15,7 @@ import logging
 import re
 from typing import IO, Literal
 
-from app.redaction import redact_text
+from app.core.redaction import redact_text
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 LogFormat = Literal["text", "json"]
@@ -28,7 +28,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 class RedactingFilter(logging.Filter):
-    """Applies the secrets rule (:func:`app.redaction.redact_text`) to every record a
+    """Applies the secrets rule (:func:`app.core.redaction.redact_text`) to every record a
     handler writes: its message with its arguments, and its traceback."""
 
     def filter(self, record: logging.LogRecord) -> bool:

@@ -17,17 +17,17 @@ import uvicorn
 from pydantic import SecretStr, ValidationError
 from pydantic_settings import SettingsError
 
-from app.cli_admin import audit, tokens
-from app.cli_deploy import apply, deploy
-from app.cli_ops import audit_list, cancel, rollback, unpin
-from app.cli_runs import health_check, runs
-from app.logging import configure_logging
-from app.settings import Settings, get_settings
+from app.cli.admin import audit, tokens
+from app.cli.deploy import apply, deploy
+from app.cli.ops import audit_list, cancel, rollback, unpin
+from app.cli.runs import health_check, runs
+from app.core.logging import configure_logging
+from app.core.settings import Settings, get_settings
 
 if TYPE_CHECKING:
-    from app.embedded import EmbeddedRedis
+    from app.embedded.redis import EmbeddedRedis
 
-logger = logging.getLogger("app.cli")
+logger = logging.getLogger("app.cli.main")
 
 cli = typer.Typer(
     name="formula-ops",
@@ -64,8 +64,8 @@ def _settings(host: str | None = None, port: int | None = None) -> Settings:
 @cli.command()
 def serve(host: HostOption = None, port: PortOption = None) -> None:
     """Embedded default: migrate, start Redis, run the API and a worker in one process."""
-    from app import migrate
-    from app.embedded import EmbeddedRedis, EmbeddedRedisMissing
+    from app.core import migrate
+    from app.embedded.redis import EmbeddedRedis, EmbeddedRedisMissing
 
     settings = _settings(host, port)
     configure_logging(settings.log_level, settings.log_format)
@@ -97,8 +97,8 @@ class _Server(uvicorn.Server):
 
 
 async def _serve(settings: Settings, embedded: EmbeddedRedis | None = None) -> int:
-    from app.context import build_context
-    from app.environments.seed import LocalPorts, seed_local, stop_process_services
+    from app.core.context import build_context
+    from app.embedded.seed import LocalPorts, seed_local, stop_process_services
     from app.main import create_app
     from workers.main import create_worker, stop_worker
 
@@ -174,7 +174,7 @@ _UVICORN_OPTIONS: dict[str, Any] = {
     "timeout_graceful_shutdown": 5,
     "log_config": None,
     "access_log": False,
-    # X-Forwarded-For is believed only from FORMULA_OPS_TRUSTED_PROXIES (app/proxies.py).
+    # X-Forwarded-For is believed only from FORMULA_OPS_TRUSTED_PROXIES (app/core/proxies.py).
     "proxy_headers": False,
     "server_header": False,
 }
@@ -246,7 +246,7 @@ def migrate(
     revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
 ) -> None:
     """Bring the database schema to REVISION (default: head)."""
-    from app import migrate as migrations
+    from app.core import migrate as migrations
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)

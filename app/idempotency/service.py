@@ -57,11 +57,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.auth.deps import CurrentPrincipal
-from app.context import AppContext
-from app.db import Base, UnitOfWork, utcnow
-from app.deps import ContextDep
-from app.errors import AppError, BadRequest, render_error
-from app.ids import new_id
+from app.core.context import AppContext
+from app.core.db import Base, UnitOfWork, utcnow
+from app.core.deps import ContextDep
+from app.core.errors import AppError, BadRequest, render_error
+from app.core.ids import new_id
 
 logger = logging.getLogger(__name__)
 

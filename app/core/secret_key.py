@@ -12,7 +12,7 @@ import os
 import secrets
 from pathlib import Path
 
-from app.settings import Settings
+from app.core.settings import Settings
 
 SECRET_FILE = "secret.key"  # noqa: S105  (a file name)
 

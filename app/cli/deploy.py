@@ -23,7 +23,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.markup import escape
 
-from app.cli_runs import (
+from app.cli.client import ApiError, Client
+from app.cli.runs import (
     EXIT_NOT_SUCCEEDED,
     EXIT_SUCCEEDED,
     STATUS_STYLES,
@@ -35,7 +36,6 @@ from app.cli_runs import (
     console,
     errors,
 )
-from app.client import ApiError, Client
 from app.environments.schemas import NAME, SERVICE_IN, EnvironmentCreate
 
 DEPLOYMENTS = "/v1/deployments"

@@ -18,8 +18,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from app.audit.models import Outcome
-from app.cli_deploy import DEPLOYMENTS, _show_and_follow, idempotency_key
-from app.cli_runs import (
+from app.cli.client import ApiError
+from app.cli.deploy import DEPLOYMENTS, _show_and_follow, idempotency_key
+from app.cli.runs import (
     EXIT_NOT_SUCCEEDED,
     STATUS_STYLES,
     _api,
@@ -29,7 +30,6 @@ from app.cli_runs import (
     console,
     errors,
 )
-from app.client import ApiError
 from app.runs.models import RunKind, RunStatus
 
 DEPLOYMENT_KINDS = (RunKind.DEPLOYMENT.value, RunKind.ROLLBACK.value)

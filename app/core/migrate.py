@@ -12,8 +12,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import migrations
-from app.db import prepare_sqlite_file
-from app.settings import Settings
+from app.core.db import prepare_sqlite_file
+from app.core.settings import Settings
 
 MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent
 

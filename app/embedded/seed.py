@@ -1,6 +1,6 @@
 """The embedded default's ``local`` environment: a first deployment works on a fresh
 machine. Its ``backend`` and ``frontend`` are the sample web service
-(:mod:`app.sample_service`) run by the ``process`` driver; a version ending in
+(:mod:`app.embedded.sample_service`) run by the ``process`` driver; a version ending in
 ``-broken`` fails its health check, so a rollback can be tried too.
 
 ``serve`` claims the two ports for as long as it runs (:class:`LocalPorts`): a port that
@@ -22,8 +22,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import service as audit_service
-from app.context import AppContext
-from app.db import utcnow
+from app.core.context import AppContext
+from app.core.db import utcnow
 from app.drivers import get_driver
 from app.drivers.base import DriverContext, ServiceSpec
 from app.environments.models import Environment, Service
@@ -114,7 +114,7 @@ def _service(name: str, port: int, order: int) -> Service:
         name=name,
         driver="process",
         config={
-            "command": ["{python}", "-m", "app.sample_service", "--name", name],
+            "command": ["{python}", "-m", "app.embedded.sample_service", "--name", name],
             "env": {},
             "cwd": None,
             "port": port,

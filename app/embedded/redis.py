@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from app.state_dir import secure_state_dir, write_private
+from app.core.state_dir import secure_state_dir, write_private
 
 logger = logging.getLogger(__name__)
 

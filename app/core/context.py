@@ -14,12 +14,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app import __version__
-from app.db import UnitOfWork, create_engine, make_sessionmaker, write_engine
-from app.metrics import Metrics
-from app.queue import Queue, connect_redis
+from app.core.db import UnitOfWork, create_engine, make_sessionmaker, write_engine
+from app.core.metrics import Metrics
+from app.core.queue import Queue, connect_redis
+from app.core.secret_key import load_secret_key
+from app.core.settings import Settings
 from app.runs.notify import RunNotifier
-from app.secret_key import load_secret_key
-from app.settings import Settings
 
 
 class RedisNotConfigured(RuntimeError):
@@ -36,7 +36,7 @@ class AppContext:
     queue: Queue
     http: httpx.AsyncClient
     notifier: RunNotifier
-    secret_key: bytes  # server-side secret (app.secret_key)
+    secret_key: bytes  # server-side secret (app.core.secret_key)
     metrics: Metrics = field(default_factory=Metrics)
 
     def unit_of_work(self) -> UnitOfWork:

@@ -17,11 +17,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth.errors import TokenInQuery
 from app.auth.secrets import looks_like_token
-from app.errors import PROBLEM_MEDIA_TYPE, PayloadTooLarge
-from app.ids import new_id
-from app.logging import escape
-from app.metrics import Metrics
-from app.proxies import TrustedProxies
+from app.core.errors import PROBLEM_MEDIA_TYPE, PayloadTooLarge
+from app.core.ids import new_id
+from app.core.logging import escape
+from app.core.metrics import Metrics
+from app.core.proxies import TrustedProxies
 
 logger = logging.getLogger("app.requests")
 

@@ -10,8 +10,8 @@ from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.context import AppContext
-from app.db import UnitOfWork
+from app.core.context import AppContext
+from app.core.db import UnitOfWork
 
 
 def get_context(request: Request) -> AppContext:

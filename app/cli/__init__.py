@@ -1,0 +1,1 @@
+"""The ``formula-ops`` command line."""

@@ -1,0 +1,1 @@
+"""Idempotency-Key claims and stored responses."""

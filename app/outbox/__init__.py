@@ -1,0 +1,1 @@
+"""Domain events written in the transaction of the change."""
