@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from app.bootstrap import build_registry
 from app.cli.client import ApiError, Client, ClientError, ServerSentEvent
 from app.deployments.plan import TITLES as DEPLOYMENT_TITLES
 from app.runs import kinds
@@ -57,8 +58,8 @@ STATUS_STYLES = {
     "rolled_back": "yellow",
     "skipped": "dim",
 }
-# The kinds that exist here (a module registered them), not every reserved name.
-RUN_KINDS = [kind.value for kind in kinds.registered()]
+# The kinds that exist here (a domain registered them), not every reserved name.
+RUN_KINDS = [kind.value for kind in kinds.registered(build_registry())]
 LEVEL_STYLES = {"ok": "green", "warning": "yellow", "critical": "red"}
 
 

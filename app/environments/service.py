@@ -16,11 +16,11 @@ from app.auth.principal import Principal
 from app.core.db import UnitOfWork, utcnow
 from app.core.errors import AppError, NotFound, ValidationFailed
 from app.core.pagination import CursorParams, paginate
-from app.core.settings import DockerSettings
+from app.core.registry import Catalog
 from app.deployments.models import DeploymentTarget, TargetState
-from app.drivers.docker import policy_problems
+from app.drivers.base import DriverSettings, DriverType
 from app.environments.models import Environment, Pin, Service
-from app.environments.schemas import DockerService, EnvironmentIn, ProcessService
+from app.environments.schemas import EnvironmentIn, ServiceBody
 
 
 class EnvironmentNotFound(NotFound):
@@ -201,14 +201,15 @@ async def put_service(
     principal: Principal,
     environment: str,
     name: str,
-    body: ProcessService | DockerService,
+    body: ServiceBody,
     if_match: str | None,
     *,
-    docker: DockerSettings | None = None,
+    drivers: Catalog[DriverType],
+    settings: DriverSettings,
 ) -> tuple[Service, bool]:
-    """``docker``: what the server allows docker services (default: nothing extra)."""
-    if isinstance(body, DockerService):
-        _check_docker_policy(body, docker or DockerSettings())
+    """``settings``: what the server allows (a docker ``network`` of the host's…), as
+    checked by the driver type's ``policy``."""
+    _check_policy(body, drivers.get(body.driver), settings)
     # Shared lock: a concurrent delete of the environment finishes first (then 404) or
     # waits, instead of leaving this insert to break the foreign key.
     env = await uow.session.get(Environment, environment, with_for_update={"read": True})
@@ -246,8 +247,8 @@ async def put_service(
     return service, created
 
 
-def _check_docker_policy(body: DockerService, policy: DockerSettings) -> None:
-    problems = policy_problems(body.config, policy)
+def _check_policy(body: ServiceBody, driver: DriverType, settings: DriverSettings) -> None:
+    problems = driver.policy(body.config, settings)
     if problems:
         raise ValidationFailed(
             "; ".join(message for _, message in problems),

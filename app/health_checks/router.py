@@ -59,7 +59,8 @@ async def create_health_check(
         async with context.sessionmaker() as session:
             planned = await service.steps(session, context)
         steps = run_service.plan_view(
-            run_service.validate_plan(planned), reveal=principal.role == Role.ADMIN
+            run_service.validate_plan(context.registry, planned),
+            reveal=principal.role == Role.ADMIN,
         )
         dry = DryRun(kind=RunKind.HEALTH_CHECK, steps=[PlannedStep(**s) for s in steps])
         return JSONResponse(dry.model_dump(mode="json"), status_code=200)

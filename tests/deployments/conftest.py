@@ -14,8 +14,8 @@ from sqlalchemy import select
 
 from app.auth.roles import Role
 from app.core.context import AppContext
-from app.drivers import get_driver
-from app.drivers.base import DriverContext, ServiceSpec
+from app.drivers.base import ServiceSpec
+from app.drivers.pool import drivers
 from app.environments.models import Service
 from tests.factories import IssuedToken, issue_token
 
@@ -91,7 +91,6 @@ async def staging(
 
 
 async def stop_services(context: AppContext) -> None:
-    driver_context = DriverContext.from_settings(context.settings)
     async with context.sessionmaker() as session:
         services = list(await session.scalars(select(Service)))
 
@@ -100,7 +99,7 @@ async def stop_services(context: AppContext) -> None:
 
     for s in services:
         spec = ServiceSpec(s.environment, s.name, s.driver, s.config, s.health_url)
-        await get_driver(s.driver, driver_context).stop(spec, quiet)
+        await drivers(context).get(s.driver, s.config).stop(spec, quiet)
 
 
 from tests.docker_env import docker_env  # noqa: E402, F401  (the real Docker engine)
