@@ -11,6 +11,7 @@ nothing, so a step interrupted by a dead worker can safely run again.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,3 +153,16 @@ class DriverType:
 
 
 DRIVERS: CatalogKey[DriverType] = CatalogKey("driver")
+
+
+def lazy(path: str) -> Callable[[DriverSettings, str | None], Driver]:
+    """``create`` for a driver class named ``"module:Class"``, imported when the first
+    instance is made (so a process that never runs the driver never loads its SDK)."""
+    module_name, _, class_name = path.partition(":")
+
+    def create(settings: DriverSettings, connection: str | None) -> Driver:
+        driver_class = getattr(importlib.import_module(module_name), class_name)
+        driver: Driver = driver_class(settings, connection)
+        return driver
+
+    return create
