@@ -24,6 +24,7 @@ from app.core.registry import Registry
 from app.core.settings import Settings, get_settings
 from app.drivers.base import DRIVERS
 from app.idempotency.service import IdempotentReplay
+from app.runs.kinds import registered
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +138,15 @@ def _openapi(app: FastAPI, registry: Registry) -> dict[str, Any]:
 
 
 def _registered_names(components: dict[str, Any], registry: Registry) -> None:
-    """Names the responses carry that are whatever the registry holds, as enums."""
+    """What the registry holds, in the schemas: the drivers a service names, and which
+    of the reserved run kinds this installation runs."""
+    kinds = components.get("RunKind")
+    if kinds is not None:
+        runs = ", ".join(f"`{kind.value}`" for kind in registered(registry))
+        kinds["description"] = (
+            f"The kind of operation a run is. This installation runs {runs}; "
+            "the other names are reserved for capabilities to come."
+        )
     service = components.get("ServiceOut", {}).get("properties", {})
     if "driver" in service:
         kind = service["driver"].pop("type")

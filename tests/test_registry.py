@@ -299,6 +299,8 @@ async def test_a_registered_driver_is_accepted_and_documented(settings: Settings
         "docker",
         "fake",
     ]
+    runs = "This installation runs `deployment`, `rollback`, `health_check`;"
+    assert runs in components["RunKind"]["description"]
     put = document["paths"]["/v1/environments/{name}/services/{service_name}"]["put"]
     body_schema = put["requestBody"]["content"]["application/json"]["schema"]
     assert {ref["$ref"].rsplit("/", 1)[1] for ref in body_schema["oneOf"]} == {
