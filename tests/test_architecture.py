@@ -24,6 +24,7 @@ LAYERS = "app is layered: entry points, composition, domains, run engine, shared
 ACYCLIC = "No import circle between sibling packages or modules anywhere in app"
 CORE = "app.core imports no other package of app"
 APP_WORKERS = "The application never imports the worker, but for the command that starts it"
+WORKERS_APP = "The worker imports the application, never its command line"
 
 
 def _lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
@@ -73,6 +74,10 @@ def test_the_import_contracts_hold() -> None:
         ("app/runs/models.py", "from app.runs import schemas", {ACYCLIC}),
         # A domain starting the worker.
         ("app/deployments/service.py", "import workers.main", {APP_WORKERS, LAYERS}),
+        # Two independent shared services, without a circle: only the layers see it.
+        ("app/outbox/service.py", "from app.auth import roles", {LAYERS}),
+        # The worker reaching for the command line that starts it.
+        ("workers/cron.py", "from app.cli import main", {WORKERS_APP}),
     ],
 )
 def test_a_contract_breaks_when_the_architecture_does(

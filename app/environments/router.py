@@ -47,6 +47,7 @@ def _holds(request: Request) -> Sequence[service.Hold]:
 
 
 Holds = Annotated[Sequence[service.Hold], Depends(_holds)]
+
 # RFC 9110 If-Match: `*` or a list of entity-tags (`"..."` or `W/"..."`).
 _ENTITY_TAG = r'(W/)?"[\x21\x23-\x7e]*"'
 IF_MATCH = rf"^(\*|{_ENTITY_TAG}([ \t]*,[ \t]*{_ENTITY_TAG})*)$"
