@@ -16,6 +16,7 @@ from app import __version__
 from app.core.context import AppContext, RedisNotConfigured
 from app.core.db import create_engine, make_sessionmaker, write_engine
 from app.core.metrics import Metrics
+from app.core.notify import RunNotifier
 from app.core.queue import Queue, connect_redis
 from app.core.registry import Registry
 from app.core.secret_key import load_secret_key
@@ -26,7 +27,6 @@ from app.drivers.base import DRIVERS, DriverSettings
 from app.drivers.pool import DRIVER_POOL, DriverPool
 from app.health_checks import registration as health_checks
 from app.runs import registration as runs
-from app.runs.notify import RunNotifier
 
 # Each domain's one registration function, called in this order.
 REGISTRATIONS: tuple[Callable[[Registry], None], ...] = (

@@ -31,6 +31,7 @@ from app.drivers.base import DRIVERS, Driver, DriverSettings, DriverType
 from app.drivers.pool import DriverPool, drivers
 from app.environments.models import Environment, Service
 from app.environments.schemas import service_schemas
+from app.environments.service import HOLDS
 from app.health_checks import plan as health_check_plan
 from app.main import create_app
 from app.runs import engine
@@ -95,6 +96,7 @@ def test_what_the_domains_register() -> None:
         "health_check",
     ]
     assert registry[DRIVERS].names() == ("process", "docker")
+    assert registry[HOLDS].names() == ("deployments",)
     assert set(registry[ACTIONS].names()) == {
         *("http", "shell", "wait"),
         *("disk", "memory", "log_errors", "database", "redis", "backup_age"),

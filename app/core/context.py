@@ -17,11 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.db import UnitOfWork
 from app.core.metrics import Metrics
+from app.core.notify import RunNotifier
 from app.core.queue import Queue
 from app.core.registry import Registry
 from app.core.resources import Resources
 from app.core.settings import Settings
-from app.runs.notify import RunNotifier
 
 
 class RedisNotConfigured(RuntimeError):

@@ -81,6 +81,9 @@ class Catalog(Generic[T]):
     def names(self) -> tuple[str, ...]:
         return tuple(self._entries)
 
+    def values(self) -> tuple[T, ...]:
+        return tuple(self._entries.values())
+
     def items(self) -> tuple[tuple[str, T], ...]:
         return tuple(self._entries.items())
 

@@ -1,10 +1,12 @@
 """What the deployments contribute: the ``deployment`` and ``rollback`` run kinds (their
-claim guard, finalizer, compensation and end hook) and the step actions of their plan."""
+claim guard, finalizer, compensation and end hook), the step actions of their plan, and
+the hold of their unfinished deployments on environments and services."""
 
 from __future__ import annotations
 
 from app.core.registry import Registry
 from app.deployments import actions, lifecycle, plan
+from app.environments.service import HOLDS
 from app.runs.actions import ACTIONS, Action
 from app.runs.kinds import KINDS, KindHooks
 from app.runs.models import RunKind
@@ -19,6 +21,7 @@ def register(registry: Registry) -> None:
     )
     registry[KINDS].add(RunKind.DEPLOYMENT.value, hooks)
     registry[KINDS].add(RunKind.ROLLBACK.value, hooks)
+    registry[HOLDS].add("deployments", lifecycle.holds)
     steps = registry[ACTIONS]
     steps.add("checklist", Action(actions.ChecklistParams, actions.checklist, idempotent=True))
     steps.add(

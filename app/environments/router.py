@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Response
+from fastapi import APIRouter, Depends, Header, Path, Response
 from fastapi.responses import JSONResponse
 from pydantic.json_schema import SkipJsonSchema
 
@@ -40,6 +41,15 @@ AUTH_ERRORS = (Unauthenticated, Forbidden, TooManyRequests)
 EnvName = Annotated[str, Path(pattern=NAME, max_length=63, description="Environment name.")]
 ServiceName = Annotated[str, Path(pattern=NAME, max_length=63, description="Service name.")]
 Version = Annotated[str, Path(pattern=VERSION, max_length=128, description="Pinned version.")]
+
+
+def _holds(context: ContextDep) -> Sequence[service.Hold]:
+    """What may hold an environment's services, as the domains registered it."""
+    return context.registry[service.HOLDS].values()
+
+
+Holds = Annotated[Sequence[service.Hold], Depends(_holds)]
+
 # RFC 9110 If-Match: `*` or a list of entity-tags (`"..."` or `W/"..."`).
 _ENTITY_TAG = r'(W/)?"[\x21\x23-\x7e]*"'
 IF_MATCH = rf"^(\*|{_ENTITY_TAG}([ \t]*,[ \t]*{_ENTITY_TAG})*)$"
@@ -164,10 +174,10 @@ async def put_environment(
     ),
 )
 async def delete_environment(
-    principal: Admin, uow: UnitOfWorkDep, name: EnvName, if_match: IfMatch = None
+    principal: Admin, uow: UnitOfWorkDep, holds: Holds, name: EnvName, if_match: IfMatch = None
 ) -> Response:
     async with uow:
-        await service.delete_environment(uow, principal, name, if_match)
+        await service.delete_environment(uow, principal, name, if_match, holds=holds)
     return Response(status_code=204)
 
 
@@ -211,12 +221,13 @@ async def get_service(
 async def delete_service(
     principal: Admin,
     uow: UnitOfWorkDep,
+    holds: Holds,
     name: EnvName,
     service_name: ServiceName,
     if_match: IfMatch = None,
 ) -> Response:
     async with uow:
-        await service.delete_service(uow, principal, name, service_name, if_match)
+        await service.delete_service(uow, principal, name, service_name, if_match, holds=holds)
     return Response(status_code=204)
 
 

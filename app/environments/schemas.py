@@ -17,9 +17,9 @@ from pydantic import BaseModel, Field, StringConstraints, TypeAdapter, create_mo
 
 from app.core.registry import Catalog
 from app.core.schemas import HTTP_URL, MULTILINE, MULTILINE_NOTE, PRINTABLE, RequestModel
-from app.deployments.checklist import CHECKLIST_ITEMS
 from app.drivers.base import DriverType
 from app.drivers.process_config import Argument, EnvName, EnvValue
+from app.environments.checklist import CHECKLIST_ITEMS
 
 NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 HeaderName = Annotated[str, StringConstraints(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")]

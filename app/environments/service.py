@@ -7,8 +7,9 @@ same transaction.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import service as audit_service
@@ -16,8 +17,7 @@ from app.auth.principal import Principal
 from app.core.db import UnitOfWork, utcnow
 from app.core.errors import AppError, NotFound, ValidationFailed
 from app.core.pagination import CursorParams, paginate
-from app.core.registry import Catalog
-from app.deployments.models import DeploymentTarget, TargetState
+from app.core.registry import Catalog, CatalogKey
 from app.drivers.base import DriverSettings, DriverType
 from app.environments.models import Environment, Pin, Service
 from app.environments.schemas import EnvironmentIn, ServiceBody
@@ -54,6 +54,21 @@ class DeploymentsActive(AppError):
     type = "/problems/deployments-active"
     title = "Deployments are active"
     status = 409
+
+
+class Hold(Protocol):
+    """Whether unfinished work holds ``environment`` (only its ``service``, when one is
+    named), so that it may not be deleted now. A domain above registers its holds in
+    :data:`HOLDS` (the deployments: their queued and running deployments), so this
+    package needs nothing from the domains above.
+    """
+
+    async def __call__(
+        self, session: AsyncSession, environment: str, service: str | None
+    ) -> bool: ...
+
+
+HOLDS: CatalogKey[Hold] = CatalogKey("environment hold")
 
 
 def etag(revision: int) -> str:
@@ -157,13 +172,18 @@ async def put_environment(
 
 
 async def delete_environment(
-    uow: UnitOfWork, principal: Principal, name: str, if_match: str | None
+    uow: UnitOfWork,
+    principal: Principal,
+    name: str,
+    if_match: str | None,
+    *,
+    holds: Sequence[Hold],
 ) -> None:
     environment = await uow.session.get(Environment, name, with_for_update=True)
     if environment is None:
         raise EnvironmentNotFound(f"No environment {name!r}")
     check_if_match(if_match, environment.revision)
-    await _refuse_if_active(uow.session, name, None)
+    await _refuse_if_held(uow.session, holds, name, None)
     await uow.session.execute(delete(Pin).where(Pin.environment == name))
     await uow.session.execute(delete(Service).where(Service.environment == name))
     await uow.session.delete(environment)
@@ -171,15 +191,12 @@ async def delete_environment(
     await _audit(uow, principal, "environment.delete", name, {})
 
 
-async def _refuse_if_active(session: AsyncSession, environment: str, service: str | None) -> None:
-    statement = select(func.count()).where(
-        DeploymentTarget.environment == environment,
-        DeploymentTarget.state != TargetState.DONE.value,
-    )
-    if service is not None:
-        statement = statement.where(DeploymentTarget.service == service)
-    if await session.scalar(statement):
-        raise DeploymentsActive("Deployments are queued or running here; wait or cancel them")
+async def _refuse_if_held(
+    session: AsyncSession, holds: Sequence[Hold], environment: str, service: str | None
+) -> None:
+    for hold in holds:
+        if await hold(session, environment, service):
+            raise DeploymentsActive("Deployments are queued or running here; wait or cancel them")
 
 
 async def get_service(
@@ -260,7 +277,13 @@ def _check_policy(body: ServiceBody, driver: DriverType, settings: DriverSetting
 
 
 async def delete_service(
-    uow: UnitOfWork, principal: Principal, environment: str, name: str, if_match: str | None
+    uow: UnitOfWork,
+    principal: Principal,
+    environment: str,
+    name: str,
+    if_match: str | None,
+    *,
+    holds: Sequence[Hold],
 ) -> None:
     service = await uow.session.scalar(
         select(Service)
@@ -270,7 +293,7 @@ async def delete_service(
     if service is None:
         raise ServiceNotFound(f"No service {name!r} in environment {environment!r}")
     check_if_match(if_match, service.revision)
-    await _refuse_if_active(uow.session, environment, name)
+    await _refuse_if_held(uow.session, holds, environment, name)
     await uow.session.delete(service)
     await uow.session.flush()
     await _audit(uow, principal, "service.delete", f"{environment}/{name}", {})

@@ -16,7 +16,7 @@ from typing import Any
 
 from arq.constants import in_progress_key_prefix, job_key_prefix
 from pydantic import ValidationError
-from sqlalchemy import Select, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
@@ -27,6 +27,7 @@ from app.core.context import AppContext
 from app.core.db import UnitOfWork, utcnow
 from app.core.errors import AppError, NotFound, ValidationFailed
 from app.core.ids import new_id
+from app.core.notify import wait_for
 from app.core.pagination import CursorParams, paginate
 from app.core.queue import JobName, Queue
 from app.core.redaction import redact_value
@@ -44,7 +45,6 @@ from app.runs.models import (
     Step,
     StepStatus,
 )
-from app.runs.notify import wait_for
 
 logger = logging.getLogger(__name__)
 
@@ -510,3 +510,11 @@ async def _arq_knows(context: AppContext, arq_job_id: str) -> bool:
     except Exception:
         return False
     return bool(waiting) and not taken
+
+
+async def count_by_kind_and_status(session: AsyncSession) -> list[tuple[str, str, int]]:
+    """How many runs there are of each kind in each status (the ``formula_ops_runs`` gauge)."""
+    rows = await session.execute(
+        select(Run.kind, Run.status, func.count()).group_by(Run.kind, Run.status)
+    )
+    return [(kind, status, count) for kind, status, count in rows]
