@@ -28,6 +28,7 @@ from app.core.migrate import schema_is_current
 from app.core.pagination import CursorParams, decode_cursor
 from app.core.settings import Settings, get_settings
 from app.tokens import service as token_service
+from app.tokens.presenters import token_out
 from app.tokens.schemas import Token, TokenCreate
 
 tokens = typer.Typer(help="Manage API tokens (directly in the database).", no_args_is_help=True)
@@ -119,7 +120,7 @@ def list_tokens() -> None:
                 rows, next_cursor = await token_service.list_page(
                     uow.session, CursorParams(limit=200, cursor=cursor)
                 )
-                found.extend(token_service.to_schema(t) for t in rows)
+                found.extend(token_out(t) for t in rows)
                 if next_cursor is None:
                     return found
                 cursor = decode_cursor(next_cursor)

@@ -112,25 +112,6 @@ def validate_plan(steps: Sequence[StepSpec]) -> list[StepSpec]:
     return checked
 
 
-def plan_view(steps: Sequence[StepSpec], *, reveal: bool) -> list[dict[str, Any]]:
-    """The concrete plan a dry run returns; unless ``reveal`` (admins, who wrote the
-    configuration), with the secrets of its parameters hidden (:mod:`app.core.redaction`):
-    environment values, URL userinfo, secret flags, credential headers."""
-    return [
-        {
-            "position": position,
-            "name": spec.name,
-            "action": spec.action,
-            "params": spec.params if reveal else redact_value(spec.params),
-            "idempotent": spec.idempotent,
-            "timeout_seconds": spec.timeout_seconds,
-            "stop_on_failure": spec.stop_on_failure,
-            "phase": spec.phase.value,
-        }
-        for position, spec in enumerate(steps)
-    ]
-
-
 async def append_event(
     session: AsyncSession, run_id: str, type: str, data: dict[str, Any] | None = None
 ) -> RunEvent:
