@@ -27,8 +27,9 @@ from app.deployments.schemas import (
 )
 from app.environments.schemas import NAME
 from app.environments.service import EnvironmentNotFound
-from app.idempotency.service import PROBLEMS as IDEMPOTENCY_ERRORS
-from app.idempotency.service import Idempotency, IdempotencyDep
+from app.idempotency.deps import IdempotencyDep
+from app.idempotency.errors import PROBLEMS as IDEMPOTENCY_ERRORS
+from app.idempotency.service import Idempotency
 from app.runs import service as run_service
 from app.runs.http import PreferHeader, created
 from app.runs.models import RunStatus

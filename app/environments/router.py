@@ -29,8 +29,8 @@ from app.environments.schemas import (
     ServiceList,
     ServiceOut,
 )
-from app.idempotency.service import PROBLEMS as IDEMPOTENCY_ERRORS
-from app.idempotency.service import IdempotencyDep
+from app.idempotency.deps import IdempotencyDep
+from app.idempotency.errors import PROBLEMS as IDEMPOTENCY_ERRORS
 
 router = APIRouter(prefix=f"{V1}/environments", tags=["environments"])
 AUTH_ERRORS = (Unauthenticated, Forbidden, TooManyRequests)

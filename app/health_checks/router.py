@@ -13,8 +13,8 @@ from app.core.errors import problem_responses
 from app.core.pagination import CursorParamsDep
 from app.core.paths import V1
 from app.health_checks import service
-from app.idempotency.service import PROBLEMS as IDEMPOTENCY_ERRORS
-from app.idempotency.service import IdempotencyDep
+from app.idempotency.deps import IdempotencyDep
+from app.idempotency.errors import PROBLEMS as IDEMPOTENCY_ERRORS
 from app.runs import service as run_service
 from app.runs.http import PreferHeader, created, run_response
 from app.runs.models import RunKind

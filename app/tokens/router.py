@@ -13,8 +13,8 @@ from app.core.errors import problem_responses
 from app.core.pagination import CursorParamsDep
 from app.core.paths import V1
 from app.core.schemas import PRINTABLE
-from app.idempotency.service import PROBLEMS as IDEMPOTENCY_ERRORS
-from app.idempotency.service import IdempotencyDep
+from app.idempotency.deps import IdempotencyDep
+from app.idempotency.errors import PROBLEMS as IDEMPOTENCY_ERRORS
 from app.tokens import service
 from app.tokens.presenters import token_out
 from app.tokens.schemas import ReviewItem, Token, TokenCreate, TokenCreated, TokenList, TokenReview

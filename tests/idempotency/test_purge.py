@@ -9,7 +9,7 @@ from sqlalchemy import select
 from app.core.context import AppContext
 from app.core.db import utcnow
 from app.core.settings import Settings
-from app.idempotency.service import IdempotencyRecord
+from app.idempotency.models import IdempotencyRecord
 from workers.context import WorkerContext
 from workers.cron import purge_idempotency_keys
 from workers.main import cron_jobs
