@@ -21,7 +21,7 @@ from app.core.middleware import RequestContextMiddleware
 from app.core.proxies import TrustedProxies
 from app.core.settings import Settings, get_settings
 from app.deployments import lifecycle as deployment_lifecycle
-from app.idempotency.service import IdempotentReplay
+from app.idempotency.errors import IdempotentReplay
 
 logger = logging.getLogger(__name__)
 
