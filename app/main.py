@@ -23,7 +23,7 @@ from app.core.proxies import TrustedProxies
 from app.core.registry import Registry
 from app.core.settings import Settings, get_settings
 from app.drivers.base import DRIVERS
-from app.idempotency.service import IdempotentReplay
+from app.idempotency.errors import IdempotentReplay
 from app.runs.kinds import registered
 
 logger = logging.getLogger(__name__)

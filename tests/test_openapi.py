@@ -34,7 +34,7 @@ from schemathesis.checks import CHECKS, load_all_checks
 
 from app.auth.roles import Role
 from app.bootstrap import build_context
-from app.cli.main import render_openapi
+from app.cli.admin import render_openapi
 from app.core.settings import Settings
 from app.main import create_app
 from tests.factories import issue_token

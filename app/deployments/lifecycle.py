@@ -22,7 +22,7 @@ from app.environments.models import Pin, Service
 from app.outbox.service import add_event
 from app.runs import service as run_service
 from app.runs.models import Phase, Run, RunStatus, Step, StepStatus
-from app.runs.schemas import step_out
+from app.runs.presenters import step_out
 
 
 async def holds(session: AsyncSession, environment: str, service: str | None) -> bool:

@@ -19,7 +19,7 @@ from app.core.pagination import CursorParamsDep
 from app.core.paths import V1
 from app.core.registry import Catalog
 from app.drivers.base import DriverSettings, DriverType
-from app.environments import service, views
+from app.environments import presenters, service
 from app.environments.schemas import (
     NAME,
     VERSION,
@@ -33,8 +33,8 @@ from app.environments.schemas import (
     ServiceOut,
     service_schemas,
 )
-from app.idempotency.service import PROBLEMS as IDEMPOTENCY_ERRORS
-from app.idempotency.service import IdempotencyDep
+from app.idempotency.deps import IdempotencyDep
+from app.idempotency.errors import PROBLEMS as IDEMPOTENCY_ERRORS
 
 router = APIRouter(prefix=f"{V1}/environments", tags=["environments"])
 AUTH_ERRORS = (Unauthenticated, Forbidden, TooManyRequests)
@@ -95,7 +95,7 @@ async def list_environments(
 ) -> EnvironmentList:
     rows, next_cursor = await service.list_page(session, principal, page)
     return EnvironmentList(
-        items=await views.environments_out(session, rows, reveal=_admin(principal)),
+        items=await presenters.environments_out(session, rows, reveal=_admin(principal)),
         next_cursor=next_cursor,
     )
 
@@ -120,7 +120,7 @@ async def create_environment(
         await idem.claim(uow)
         fields = EnvironmentIn.model_validate(body.model_dump(exclude={"name"}))
         row = await service.create_environment(uow, principal, body.name, fields)
-        (out,) = await views.environments_out(uow.session, [row], reveal=True)
+        (out,) = await presenters.environments_out(uow.session, [row], reveal=True)
         response = _json(out, 201, _env_location(row.name))
         await idem.complete(uow.session, response)
     return response
@@ -136,7 +136,7 @@ async def get_environment(
     principal: ScopedViewer, session: SessionDep, name: EnvName
 ) -> EnvironmentOut:
     row = await service.get_environment(session, principal, name)
-    (out,) = await views.environments_out(session, [row], reveal=_admin(principal))
+    (out,) = await presenters.environments_out(session, [row], reveal=_admin(principal))
     return _json(out, 200, _env_location(name))  # type: ignore[return-value]
 
 
@@ -160,7 +160,7 @@ async def put_environment(
     """`If-Match` with the ETag last read refuses a stale write (412)."""
     async with uow:
         row, created = await service.put_environment(uow, principal, name, body, if_match)
-        (out,) = await views.environments_out(uow.session, [row], reveal=True)
+        (out,) = await presenters.environments_out(uow.session, [row], reveal=True)
     return _json(out, 201 if created else 200, _env_location(name))
 
 
@@ -190,7 +190,7 @@ async def delete_environment(
 async def list_services(principal: ScopedViewer, session: SessionDep, name: EnvName) -> ServiceList:
     await service.get_environment(session, principal, name)
     rows = (await service.services_of(session, [name]))[name]
-    return ServiceList(items=await views.services_out(session, rows, reveal=_admin(principal)))
+    return ServiceList(items=await presenters.services_out(session, rows, reveal=_admin(principal)))
 
 
 @router.get(
@@ -205,7 +205,7 @@ async def get_service(
     principal: ScopedViewer, session: SessionDep, name: EnvName, service_name: ServiceName
 ) -> ServiceOut:
     row = await service.get_service(session, principal, name, service_name)
-    (out,) = await views.services_out(session, [row], reveal=_admin(principal))
+    (out,) = await presenters.services_out(session, [row], reveal=_admin(principal))
     return _json(out, 200, f"{_env_location(name)}/services/{service_name}")  # type: ignore[return-value]
 
 
@@ -244,7 +244,7 @@ async def list_pins(
 ) -> PinList:
     await service.get_service(session, principal, name, service_name)
     pins = (await service.pins_of(session, name)).get(service_name, [])
-    return PinList(items=[views.pin_out(p) for p in pins])
+    return PinList(items=[presenters.pin_out(p) for p in pins])
 
 
 @router.delete(
@@ -302,7 +302,7 @@ def build_router(drivers: Catalog[DriverType]) -> APIRouter:
                 drivers=drivers,
                 settings=DriverSettings.from_settings(context.settings),
             )
-            (out,) = await views.services_out(uow.session, [row], reveal=True)
+            (out,) = await presenters.services_out(uow.session, [row], reveal=True)
         return _json(out, 201 if created else 200, f"{_env_location(name)}/services/{service_name}")
 
     put_service.__annotations__["body"] = service_schemas(drivers).body

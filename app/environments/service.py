@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import service as audit_service
 from app.auth.principal import Principal
+from app.auth.scope import may_read, readable
 from app.core.db import UnitOfWork, utcnow
 from app.core.errors import AppError, NotFound, ValidationFailed
 from app.core.pagination import CursorParams, paginate
@@ -89,13 +90,9 @@ def check_if_match(if_match: str | None, revision: int | None) -> None:
     )
 
 
-def _visible(principal: Principal, name: str) -> bool:
-    return principal.environment is None or principal.environment == name
-
-
 async def get_environment(session: AsyncSession, principal: Principal, name: str) -> Environment:
     environment = await session.get(Environment, name, populate_existing=True)
-    if environment is None or not _visible(principal, name):
+    if environment is None or not may_read(principal, name):
         raise EnvironmentNotFound(f"No environment {name!r}")
     return environment
 
@@ -103,9 +100,7 @@ async def get_environment(session: AsyncSession, principal: Principal, name: str
 async def list_page(
     session: AsyncSession, principal: Principal, page: CursorParams
 ) -> tuple[Sequence[Environment], str | None]:
-    statement = select(Environment)
-    if principal.environment is not None:
-        statement = statement.where(Environment.name == principal.environment)
+    statement = readable(select(Environment), Environment.name, principal)
     return await paginate(
         session, statement, page, created_at=Environment.created_at, id=Environment.name
     )

@@ -20,7 +20,7 @@ from app.core.redaction import redact_value
 from app.idempotency.service import Idempotency
 from app.runs import service as run_service
 from app.runs.models import TERMINAL_STATUSES, Run
-from app.runs.schemas import run_out
+from app.runs.presenters import run_out
 
 logger = logging.getLogger(__name__)
 

@@ -16,13 +16,14 @@ from typing import Any
 
 from arq.constants import in_progress_key_prefix, job_key_prefix
 from pydantic import ValidationError
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app.audit import service as audit_service
 from app.auth.principal import Principal
+from app.auth.scope import readable
 from app.core.context import AppContext
 from app.core.db import UnitOfWork, utcnow
 from app.core.errors import AppError, NotFound, ValidationFailed
@@ -111,25 +112,6 @@ def validate_plan(registry: Registry, steps: Sequence[StepSpec]) -> list[StepSpe
             )
         )
     return checked
-
-
-def plan_view(steps: Sequence[StepSpec], *, reveal: bool) -> list[dict[str, Any]]:
-    """The concrete plan a dry run returns; unless ``reveal`` (admins, who wrote the
-    configuration), with the secrets of its parameters hidden (:mod:`app.core.redaction`):
-    environment values, URL userinfo, secret flags, credential headers."""
-    return [
-        {
-            "position": position,
-            "name": spec.name,
-            "action": spec.action,
-            "params": spec.params if reveal else redact_value(spec.params),
-            "idempotent": spec.idempotent,
-            "timeout_seconds": spec.timeout_seconds,
-            "stop_on_failure": spec.stop_on_failure,
-            "phase": spec.phase.value,
-        }
-        for position, spec in enumerate(steps)
-    ]
 
 
 async def append_event(
@@ -225,18 +207,14 @@ async def create_run(
     return run
 
 
-def _visible(statement: Select[Run], principal: Principal | None) -> Select[Run]:
-    if principal is not None and principal.environment is not None:
-        statement = statement.where(Run.environment == principal.environment)
-    return statement
-
-
 async def get_run(
     session: AsyncSession, run_id: str, principal: Principal | None, *, kind: RunKind | None = None
 ) -> Run:
     """A run with its steps; 404 when it does not exist or the caller may not see it."""
-    statement = _visible(
-        select(Run).where(Run.id == run_id).options(selectinload(Run.steps)), principal
+    statement = readable(
+        select(Run).where(Run.id == run_id).options(selectinload(Run.steps)),
+        Run.environment,
+        principal,
     )
     if kind is not None:
         statement = statement.where(Run.kind == kind.value)
@@ -259,7 +237,7 @@ class RunFilters:
 async def list_page(
     session: AsyncSession, filters: RunFilters, page: CursorParams, principal: Principal
 ) -> tuple[Sequence[Run], str | None]:
-    statement = _visible(select(Run).options(selectinload(Run.steps)), principal)
+    statement = readable(select(Run).options(selectinload(Run.steps)), Run.environment, principal)
     if filters.kind is not None:
         statement = statement.where(Run.kind == filters.kind.value)
     if filters.status is not None:
