@@ -1,4 +1,6 @@
-"""Router assembly: the versioned API under ``/v1`` and the public routes beside it.
+"""Router assembly: the versioned API under ``/v1`` and the public routes beside it;
+:func:`build_api` adds the routes whose types come from the registry (a service's body,
+by driver).
 
 Each domain router carries its whole path prefix (``APIRouter(prefix=f"{V1}/tokens")``),
 so a route's own ``path`` is its full template (metrics label requests by it). Public
@@ -10,20 +12,27 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app.audit.router import router as audit_router
+from app.core.registry import Registry
 from app.deployments.router import router as deployments_router
-from app.environments.router import router as environments_router
+from app.drivers.base import DRIVERS
+from app.environments.router import build_router as environments_router
 from app.health_checks.router import router as health_checks_router
 from app.ops.router import router as ops_router
 from app.runs.router import router as runs_router
 from app.tokens.router import router as tokens_router
 
-v1 = APIRouter()
-v1.include_router(tokens_router)
-v1.include_router(audit_router)
-v1.include_router(runs_router)
-v1.include_router(health_checks_router)
-v1.include_router(environments_router)
-v1.include_router(deployments_router)
+
+def build_api(registry: Registry) -> APIRouter:
+    """The ``/v1`` routes for what ``registry`` holds."""
+    v1 = APIRouter()
+    v1.include_router(tokens_router)
+    v1.include_router(audit_router)
+    v1.include_router(runs_router)
+    v1.include_router(health_checks_router)
+    v1.include_router(environments_router(registry[DRIVERS]))
+    v1.include_router(deployments_router)
+    return v1
+
 
 public = APIRouter()
 public.include_router(ops_router)

@@ -11,17 +11,20 @@ from fastapi import Depends, FastAPI, Request, Response
 from fastapi.openapi.utils import get_openapi
 
 from app import __version__
-from app.api import public, v1
+from app.api import build_api, public
 from app.audit.refusals import install_refusal_audit
-from app.core.context import AppContext, build_context
+from app.bootstrap import build_context, build_registry
+from app.core.context import AppContext
 from app.core.deps import forbid_unknown_query
 from app.core.errors import PROBLEM_MEDIA_TYPE, ConcurrentChange, Problem, install_error_handlers
 from app.core.metrics import Metrics
 from app.core.middleware import RequestContextMiddleware
 from app.core.proxies import TrustedProxies
+from app.core.registry import Registry
 from app.core.settings import Settings, get_settings
-from app.deployments import lifecycle as deployment_lifecycle
+from app.drivers.base import DRIVERS
 from app.idempotency.errors import IdempotentReplay
+from app.runs.kinds import registered
 
 logger = logging.getLogger(__name__)
 
@@ -36,13 +39,14 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     """Build the application. With ``context`` given, the caller owns (and closes) it."""
     settings = settings or (context.settings if context else get_settings())
     metrics = context.metrics if context is not None else Metrics()
+    registry = context.registry if context is not None else build_registry()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if context is not None:
             yield
             return
-        owned = build_context(settings, metrics=metrics)
+        owned = build_context(settings, metrics=metrics, registry=registry)
         app.state.context = owned
         try:
             yield
@@ -61,21 +65,19 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     )
     if context is not None:
         app.state.context = context
-    # What refuses deleting an environment or service (environments.service.Hold).
-    app.state.environment_holds = (deployment_lifecycle.holds,)
 
     install_error_handlers(app)
     install_refusal_audit(app)  # after the handlers it wraps
     app.add_exception_handler(IdempotentReplay, _replay)
     app.include_router(public)
-    app.include_router(v1)
+    app.include_router(build_api(registry))
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.max_body_bytes,
         metrics=metrics,
         trusted_proxies=TrustedProxies.parse(settings.trusted_proxies),
     )
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    app.openapi = lambda: _openapi(app, registry)  # type: ignore[method-assign]
     return app
 
 
@@ -84,7 +86,7 @@ async def _replay(request: Request, exc: Exception) -> Response:
     return exc.response
 
 
-def _openapi(app: FastAPI) -> dict[str, Any]:
+def _openapi(app: FastAPI, registry: Registry) -> dict[str, Any]:
     """The OpenAPI document, with every error response described as a problem."""
     if app.openapi_schema:
         return app.openapi_schema
@@ -130,8 +132,29 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     for unused in ("HTTPValidationError", "ValidationError"):
         components.pop(unused, None)
     _closed_pattern_objects(components)
+    _registered_names(components, registry)
     app.openapi_schema = schema
     return schema
+
+
+def _registered_names(components: dict[str, Any], registry: Registry) -> None:
+    """What the registry holds, in the schemas: the drivers a service names, and which
+    of the reserved run kinds this installation runs."""
+    kinds = components.get("RunKind")
+    if kinds is not None:
+        runs = ", ".join(f"`{kind.value}`" for kind in registered(registry))
+        kinds["description"] = (
+            f"The kind of operation a run is. This installation runs {runs}; "
+            "the other names are reserved for capabilities to come."
+        )
+    service = components.get("ServiceOut", {}).get("properties", {})
+    if "driver" in service:
+        kind = service["driver"].pop("type")
+        service["driver"] = {
+            "type": kind,
+            "enum": list(registry[DRIVERS].names()),
+            **service["driver"],
+        }
 
 
 def _closed_pattern_objects(node: Any) -> None:

@@ -575,7 +575,7 @@ async def issue_tokens(database_url: str, prefix: str, directory: Path) -> tuple
     """An admin token (to create the environment) and a deployer token (to deploy)."""
     from app.auth.principal import Principal
     from app.auth.roles import Role
-    from app.core.context import build_context
+    from app.bootstrap import build_context
     from app.core.settings import Settings
     from app.tokens import service as token_service
     from app.tokens.schemas import TokenCreate

@@ -63,8 +63,9 @@ from pydantic import SecretStr
 from sqlalchemy import select
 from support import free_port, percentile, stop_process
 
+from app.bootstrap import build_context
 from app.core import migrate
-from app.core.context import AppContext, build_context
+from app.core.context import AppContext
 from app.core.settings import Settings
 from app.runs.models import TERMINAL_STATUSES, Run, RunEvent, RunKind
 from app.runs.service import StepSpec, create_run

@@ -21,8 +21,9 @@ from pydantic import SecretStr
 from sqlalchemy import delete
 
 from app.auth.roles import Role
+from app.bootstrap import build_context
 from app.core import migrate
-from app.core.context import AppContext, build_context
+from app.core.context import AppContext
 from app.core.settings import Settings
 from app.embedded.redis import EmbeddedRedis
 from app.main import create_app

@@ -21,8 +21,8 @@ from app.auth.ratelimit import WINDOW_SECONDS
 from app.cli.server import QuietServer, uvicorn_config
 from app.core.context import AppContext
 from app.core.settings import Settings
-from app.drivers import get_driver
-from app.drivers.base import DriverContext, ServiceSpec
+from app.drivers.base import ServiceSpec
+from app.drivers.pool import drivers
 from app.environments.models import Service
 from workers.main import create_worker
 
@@ -135,7 +135,6 @@ async def fresh_window(needed: float = 20) -> None:
 
 
 async def stop_services(context: AppContext) -> None:
-    driver_context = DriverContext.from_settings(context.settings)
     async with context.sessionmaker() as session:
         services = list(await session.scalars(select(Service)))
 
@@ -144,4 +143,4 @@ async def stop_services(context: AppContext) -> None:
 
     for s in services:
         spec = ServiceSpec(s.environment, s.name, s.driver, s.config, s.health_url)
-        await get_driver(s.driver, driver_context).stop(spec, quiet)
+        await drivers(context).get(s.driver, s.config).stop(spec, quiet)

@@ -22,10 +22,12 @@ from pydantic import TypeAdapter, ValidationError
 from schemathesis.config import SchemathesisConfig
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from app.bootstrap import build_registry
 from app.deployments.schemas import DeploymentRequest
-from app.drivers.docker import DockerConfig
-from app.drivers.process import ProcessConfig
-from app.environments.schemas import SERVICE_IN
+from app.drivers.base import DRIVERS
+from app.drivers.docker_config import DockerConfig
+from app.drivers.process_config import ProcessConfig
+from app.environments.schemas import service_schemas
 from tests.test_openapi import COMMITTED, IDEMPOTENCY_KEY, live_server
 
 __all__ = ["live_server"]  # the fixture, shared with the other schemathesis test
@@ -134,6 +136,7 @@ def _accepted(adapter: TypeAdapter[Any], value: Any) -> bool:
 
 
 DEPLOYMENT: TypeAdapter[Any] = TypeAdapter(DeploymentRequest)
+SERVICE_IN = service_schemas(build_registry()[DRIVERS]).adapter
 PROCESS = {"command": ["{python}", "-m", "app.embedded.sample_service"]}
 DEPLOY = {"environment": "prod"}
 CASES: list[tuple[str, TypeAdapter[Any], Any]] = [

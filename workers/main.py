@@ -12,6 +12,7 @@ from arq.worker import Worker, func
 from redis.asyncio import Redis
 
 from app.core.queue import JobName, connect_redis, deserialize_job, serialize_job
+from app.core.registry import Registry
 from app.core.settings import Settings, get_settings
 from workers.cron import purge_idempotency_keys, reconcile_runs, scheduled_health_check
 from workers.runs import execute_run
@@ -62,8 +63,11 @@ class WorkerSettings:
     log_results = False  # the result's repr only served arq's per-job log line
 
 
-def create_worker(settings: Settings | None = None, **overrides: Any) -> Worker:
-    """A worker for ``settings``; tests pass ``burst=True, poll_delay=0``."""
+def create_worker(
+    settings: Settings | None = None, *, registry: Registry | None = None, **overrides: Any
+) -> Worker:
+    """A worker for ``settings``; tests pass ``burst=True, poll_delay=0``. ``registry``:
+    the one the process built already (``serve``); else its start-up builds one."""
     settings = settings or get_settings()
     if settings.redis_url is None:
         raise RuntimeError("FORMULA_OPS_REDIS_URL is not set")
@@ -86,7 +90,7 @@ def create_worker(settings: Settings | None = None, **overrides: Any) -> Worker:
         "redis_pool": connect_redis(
             settings.redis_url.get_secret_value(), queue_name=settings.queue_name
         ),
-        "ctx": {"settings": settings},
+        "ctx": {"settings": settings, "registry": registry},
         "max_jobs": settings.worker_max_jobs,
         "job_timeout": settings.worker_job_timeout_seconds,
         "poll_delay": settings.worker_poll_delay_seconds,

@@ -11,7 +11,8 @@ import os
 import socket
 from typing import Any, TypedDict
 
-from app.core.context import AppContext, build_context
+from app.bootstrap import build_context
+from app.core.context import AppContext
 from app.core.ids import new_id
 from app.core.migrate import schema_is_current
 from app.core.settings import Settings
@@ -29,7 +30,7 @@ class StaleSchema(RuntimeError):
 
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
-    context = build_context(settings)
+    context = build_context(settings, registry=ctx.get("registry"))
     if not await schema_is_current(context.engine):
         await context.aclose()
         raise StaleSchema("the database schema is not at head; run `formula-ops migrate` first")

@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.markup import escape
 
+from app.bootstrap import build_registry
 from app.cli.client import ApiError, Client, connect
 from app.cli.output import (
     EXIT_NOT_SUCCEEDED,
@@ -36,7 +37,8 @@ from app.cli.output import (
     styled,
 )
 from app.cli.runs import follow, print_plan
-from app.environments.schemas import NAME, SERVICE_IN, EnvironmentCreate
+from app.drivers.base import DRIVERS
+from app.environments.schemas import NAME, EnvironmentCreate, service_schemas
 
 DEPLOYMENTS = "/v1/deployments"
 # CI systems' ids of a pipeline run: the same when a job of that run is retried.
@@ -290,6 +292,7 @@ def _diff(current: dict[str, Any], wanted: dict[str, Any], fields: tuple[str, ..
 
 def _plan(client: Client, wanted: DeclarativeFile, prune: bool) -> list[_Change]:
     changes: list[_Change] = []
+    service_in = service_schemas(build_registry()[DRIVERS]).adapter
     for env in wanted.environments:
         path = f"/v1/environments/{quote(env.name, safe='')}"
         env_body = env.model_dump(mode="json", include=set(ENV_FIELDS))
@@ -318,7 +321,7 @@ def _plan(client: Client, wanted: DeclarativeFile, prune: bool) -> list[_Change]
         existing = {s["name"]: s for s in (current or {}).get("services", [])}
         for svc in env.services:
             svc_path = f"{path}/services/{quote(svc.name, safe='')}"
-            body = SERVICE_IN.validate_python(svc.model_dump(exclude={"name"})).model_dump(
+            body = service_in.validate_python(svc.model_dump(exclude={"name"})).model_dump(
                 mode="json", exclude_none=True
             )
             have = existing.pop(svc.name, None)

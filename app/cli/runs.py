@@ -25,6 +25,7 @@ from urllib.parse import quote
 import typer
 from rich.markup import escape
 
+from app.bootstrap import build_registry
 from app.cli.client import Client, ServerSentEvent, collect, connect
 from app.cli.output import (
     EXIT_NOT_SUCCEEDED,
@@ -50,8 +51,8 @@ runs = typer.Typer(
     no_args_is_help=True,
 )
 HEALTH_CHECKS = "/v1/health-checks"
-# The kinds that exist here (a module registered them), not every reserved name.
-RUN_KINDS = [kind.value for kind in kinds.registered()]
+# The kinds that exist here (a domain registered them), not every reserved name.
+RUN_KINDS = [kind.value for kind in kinds.registered(build_registry())]
 
 
 # -- runs list -------------------------------------------------------------------------

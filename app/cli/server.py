@@ -76,7 +76,7 @@ class QuietServer(uvicorn.Server):
 
 
 async def _serve(settings: Settings, embedded: EmbeddedRedis | None = None) -> int:
-    from app.core.context import build_context
+    from app.bootstrap import build_context
     from app.embedded.seed import LocalPorts, seed_local, stop_process_services
     from app.main import create_app
     from workers.main import create_worker, stop_worker
@@ -87,7 +87,7 @@ async def _serve(settings: Settings, embedded: EmbeddedRedis | None = None) -> i
     if settings.seed_local_environment:
         await seed_local(context, ports)
     server = QuietServer(uvicorn_config(create_app(settings, context=context), settings))
-    worker = create_worker(settings, handle_signals=False)
+    worker = create_worker(settings, handle_signals=False, registry=context.registry)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

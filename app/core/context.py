@@ -1,4 +1,7 @@
-"""The composition root shared by the API process and the worker process."""
+"""The application context shared by the API process, the worker process and the
+command line: settings, engines, clients, the registry of what the domains contribute,
+and their long-lived resources. It is built by the composition root,
+:func:`app.bootstrap.build_context`."""
 
 from __future__ import annotations
 
@@ -9,16 +12,15 @@ from typing import Any
 
 import httpx
 from arq.connections import ArqRedis
-from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app import __version__
-from app.core.db import UnitOfWork, create_engine, make_sessionmaker, write_engine
+from app.core.db import UnitOfWork
 from app.core.metrics import Metrics
 from app.core.notify import RunNotifier
-from app.core.queue import Queue, connect_redis
-from app.core.secret_key import load_secret_key
+from app.core.queue import Queue
+from app.core.registry import Registry
+from app.core.resources import Resources
 from app.core.settings import Settings
 
 
@@ -37,7 +39,9 @@ class AppContext:
     http: httpx.AsyncClient
     notifier: RunNotifier
     secret_key: bytes  # server-side secret (app.core.secret_key)
+    registry: Registry  # frozen: the run kinds, step actions and drivers (app.bootstrap)
     metrics: Metrics = field(default_factory=Metrics)
+    resources: Resources = field(default_factory=Resources)
 
     def unit_of_work(self) -> UnitOfWork:
         """A new transaction that may write; enter it with ``async with``."""
@@ -54,6 +58,7 @@ class AppContext:
             await conn.execute(text("SELECT 1"))
 
     async def aclose(self) -> None:
+        await self.resources.aclose()
         await self.notifier.aclose()
         await self.http.aclose()
         await self.redis.aclose(close_connection_pool=True)
@@ -69,41 +74,3 @@ async def _timed(check: Any, limit: float) -> dict[str, Any]:
         reason = "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
         return {"status": "unavailable", "error": reason}
     return {"status": "ok", "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
-
-
-def build_context(settings: Settings, *, metrics: Metrics | None = None) -> AppContext:
-    """Engines and clients connect lazily: building a context never blocks on a server."""
-    if settings.redis_url is None:
-        raise RedisNotConfigured(
-            "FORMULA_OPS_REDIS_URL is not set; `formula-ops serve` starts an embedded Redis, "
-            "`formula-ops api` and `formula-ops worker` need a Redis URL"
-        )
-    engine = create_engine(settings)
-    redis = connect_redis(
-        settings.redis_url.get_secret_value(),
-        queue_name=settings.queue_name,
-        timeout=settings.ready_timeout_seconds,
-    )
-    return AppContext(
-        settings=settings,
-        engine=engine,
-        sessionmaker=make_sessionmaker(engine),
-        write_sessionmaker=make_sessionmaker(write_engine(engine)),
-        redis=redis,
-        queue=Queue(redis, settings.queue_name),
-        http=httpx.AsyncClient(
-            timeout=httpx.Timeout(10.0), headers={"User-Agent": f"formula-ops/{__version__}"}
-        ),
-        notifier=RunNotifier(
-            redis,
-            settings.redis_prefix,
-            Redis.from_url(
-                settings.redis_url.get_secret_value(),
-                socket_connect_timeout=settings.ready_timeout_seconds,
-                socket_timeout=None,
-                health_check_interval=30,
-            ),
-        ),
-        secret_key=load_secret_key(settings),
-        metrics=metrics or Metrics(),
-    )

@@ -16,11 +16,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from app.core.db import utcnow
 from app.core.redaction import Scrubber
 from app.deployments.models import DeploymentTarget
-from app.drivers import get_driver
-from app.drivers.base import Driver, DriverContext, DriverError, ServiceSpec, UnhealthyError
+from app.drivers.base import Driver, DriverError, ServiceSpec, UnhealthyError
+from app.drivers.pool import drivers
 from app.environments.checklist import CHECKLIST_ITEMS
 from app.environments.models import Pin, Service
-from app.runs.actions import ActionContext, Params, StepOutcome, register
+from app.runs.actions import Params, StepContext, StepOutcome
 from app.runs.models import StepStatus
 
 logger = logging.getLogger(__name__)
@@ -45,8 +45,9 @@ class ServiceParams(Params):
         )
 
 
-def _driver(ctx: ActionContext, name: str) -> Driver:
-    return get_driver(name, DriverContext.from_settings(ctx.context.settings))
+def _driver(ctx: StepContext, spec: ServiceSpec) -> Driver:
+    """The long-lived driver instance for the service (its driver and connection)."""
+    return drivers(ctx.context).get(spec.driver, spec.config)
 
 
 def _failure(problem: str, message: str, data: dict[str, Any] | None = None) -> StepOutcome:
@@ -70,8 +71,7 @@ class ChecklistParams(Params):
     required: list[str] = Field(default_factory=list)
 
 
-@register("checklist", ChecklistParams, idempotent=True)
-async def checklist(params: ChecklistParams, ctx: ActionContext) -> StepOutcome:
+async def checklist(params: ChecklistParams, ctx: StepContext) -> StepOutcome:
     """The runbook's pre-deployment checklist, and no pinned version: nothing is touched
     before this passes."""
     missing = [item for item in params.required if item not in params.answers]
@@ -125,8 +125,7 @@ class BackupParams(Params):
     database: str
 
 
-@register("backup_database", BackupParams, idempotent=True)
-async def backup_database(params: BackupParams, ctx: ActionContext) -> StepOutcome:
+async def backup_database(params: BackupParams, ctx: StepContext) -> StepOutcome:
     reason = (
         f"planned backup of database {params.database!r} not taken: this installation has "
         "no backup capability yet"
@@ -142,11 +141,11 @@ class VersionParams(Params):
     version: str
 
 
-@register("pull", VersionParams, idempotent=True)
-async def pull(params: VersionParams, ctx: ActionContext) -> StepOutcome:
-    driver = _driver(ctx, params.service.driver)
+async def pull(params: VersionParams, ctx: StepContext) -> StepOutcome:
+    spec = params.service.spec()
+    driver = _driver(ctx, spec)
     try:
-        output = await driver.pull(params.service.spec(), params.version, ctx.log)
+        output = await driver.pull(spec, params.version, ctx.log)
     except DriverError as exc:
         return _failure("pull-failed", f"pull of {params.version} failed: {exc}")
     return StepOutcome(StepStatus.SUCCESS, output, data={"version": params.version})
@@ -156,12 +155,11 @@ class DeployParams(VersionParams):
     settle_seconds: float = Field(default=0, ge=0, le=3600)
 
 
-@register("deploy", DeployParams, idempotent=True)
-async def deploy(params: DeployParams, ctx: ActionContext) -> StepOutcome:
+async def deploy(params: DeployParams, ctx: StepContext) -> StepOutcome:
     """Replace what runs by the version (idempotent: the version already running healthy
     is left alone), then wait the settle time."""
     spec = params.service.spec()
-    driver = _driver(ctx, spec.driver)
+    driver = _driver(ctx, spec)
     before = await driver.current(spec)
     await _mark_touched(ctx, spec.name, before.version if before else None)
     try:
@@ -193,12 +191,11 @@ class VerifyParams(VersionParams):
     post_deploy: bool = False
 
 
-@register("verify", VerifyParams, idempotent=True)
-async def verify(params: VerifyParams, ctx: ActionContext) -> StepOutcome:
+async def verify(params: VerifyParams, ctx: StepContext) -> StepOutcome:
     """The service is healthy and reports the deployed version (when it reports one)."""
     spec = params.service.spec()
     problem = "post-deploy-check-failed" if params.post_deploy else "health-check-failed"
-    health = await _driver(ctx, spec.driver).health(spec)
+    health = await _driver(ctx, spec).health(spec)
     data: dict[str, Any] = {
         "healthy": health.healthy,
         "version": health.version,
@@ -227,8 +224,7 @@ class RollbackParams(Params):
     failed_version: str
 
 
-@register("rollback_service", RollbackParams, idempotent=True)
-async def rollback_service(params: RollbackParams, ctx: ActionContext) -> StepOutcome:
+async def rollback_service(params: RollbackParams, ctx: StepContext) -> StepOutcome:
     """Back to the service's last successful version, if this deployment changed it."""
     spec = params.service.spec()
     async with ctx.context.sessionmaker() as session:
@@ -250,7 +246,7 @@ async def rollback_service(params: RollbackParams, ctx: ActionContext) -> StepOu
             data={"changed": False},
         )
     to_version = service.current_version if service is not None else None
-    driver = _driver(ctx, spec.driver)
+    driver = _driver(ctx, spec)
     if to_version is None:
         await driver.stop(spec, ctx.log)
         return StepOutcome(
@@ -274,7 +270,7 @@ async def rollback_service(params: RollbackParams, ctx: ActionContext) -> StepOu
 # -- records ---------------------------------------------------------------------------
 
 
-async def _mark_touched(ctx: ActionContext, service: str, previous: str | None) -> None:
+async def _mark_touched(ctx: StepContext, service: str, previous: str | None) -> None:
     """Committed before the driver changes anything: a worker that dies mid-deploy
     leaves a record that the rollback must consider this service."""
     async with ctx.context.unit_of_work() as uow:
@@ -288,7 +284,7 @@ async def _mark_touched(ctx: ActionContext, service: str, previous: str | None) 
             target.previous_version = previous
 
 
-async def _record_health(ctx: ActionContext, spec: ServiceSpec, healthy: bool, detail: str) -> None:
+async def _record_health(ctx: StepContext, spec: ServiceSpec, healthy: bool, detail: str) -> None:
     """What a deployment last saw of the service (shown on it; best effort)."""
     try:
         await _write_health(ctx, spec, healthy, detail)
@@ -296,7 +292,7 @@ async def _record_health(ctx: ActionContext, spec: ServiceSpec, healthy: bool, d
         logger.warning("could not record the health of %s/%s", spec.environment, spec.name)
 
 
-async def _write_health(ctx: ActionContext, spec: ServiceSpec, healthy: bool, detail: str) -> None:
+async def _write_health(ctx: StepContext, spec: ServiceSpec, healthy: bool, detail: str) -> None:
     detail = Scrubber.of(spec.config, spec.health_url).text(detail)  # shown to viewers
     async with ctx.context.unit_of_work() as uow:
         await uow.session.execute(

@@ -14,11 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from app.deployments import actions as _actions  # noqa: F401 - registers the step actions
-from app.deployments import lifecycle
 from app.environments.models import Environment, Service
-from app.runs.kinds import Ending, Summary, register_finalizer, register_hooks
-from app.runs.models import Phase, Run, RunKind, RunStatus, Step, StepStatus
+from app.runs.kinds import Ending, Summary
+from app.runs.models import Phase, Run, RunStatus, Step, StepStatus
 from app.runs.service import StepSpec
 
 PULL_TIMEOUT = 900.0
@@ -215,13 +213,3 @@ def finalize(steps: list[Step], ending: Ending) -> Summary:
 
 def compensate(run: Run, ending: Ending) -> bool:
     return ending.cancelled or bool(run.params.get("auto_rollback", True))
-
-
-for _kind in (RunKind.DEPLOYMENT, RunKind.ROLLBACK):
-    register_finalizer(_kind, finalize)
-    register_hooks(
-        _kind,
-        claim_guard=lifecycle.claim_guard,
-        on_finish=lifecycle.on_finish,
-        compensate=compensate,
-    )

@@ -106,7 +106,7 @@ async def create_deployment(
     (`queue_position`). A pinned version is refused (409 `version-pinned`)."""
     if body.dry_run:
         async with context.sessionmaker() as session:
-            planned = await service.plan(session, principal, body)
+            planned = await service.plan(session, context.registry, principal, body)
             ahead = await service.waiting_ahead(
                 session, planned.environment.name, [t.service.name for t in planned.targets]
             )

@@ -18,6 +18,7 @@ from app.core.context import AppContext
 from app.core.db import UnitOfWork
 from app.core.errors import AppError, NotFound
 from app.core.pagination import CursorParams, paginate
+from app.core.registry import Registry
 from app.deployments import lifecycle
 from app.deployments import plan as deployment_plan
 from app.deployments.models import Deployment, DeploymentTarget, TargetState
@@ -67,7 +68,9 @@ class Planned:
     checklist_missing: list[str]
 
 
-async def plan(session: AsyncSession, principal: Principal, body: DeploymentRequest) -> Planned:
+async def plan(
+    session: AsyncSession, registry: Registry, principal: Principal, body: DeploymentRequest
+) -> Planned:
     """Everything a deployment request is checked against, and its concrete steps."""
     environment = await environment_service.get_environment(session, principal, body.environment)
     wanted = body.targets()
@@ -93,7 +96,8 @@ async def plan(session: AsyncSession, principal: Principal, body: DeploymentRequ
     targets = [deployment_plan.PlannedTarget(rows[name], version) for name, version in wanted]
     backup = environment.database is not None and body.backup is not False
     steps = run_service.validate_plan(
-        deployment_plan.plan(environment, targets, checklist=list(body.checklist), backup=backup)
+        registry,
+        deployment_plan.plan(environment, targets, checklist=list(body.checklist), backup=backup),
     )
     missing = [i for i in environment.required_checklist if i not in body.checklist]
     return Planned(environment, targets, steps, backup, missing)
@@ -143,7 +147,7 @@ class Created:
 async def create(
     uow: UnitOfWork, context: AppContext, principal: Principal, body: DeploymentRequest
 ) -> Created:
-    planned = await plan(uow.session, principal, body)
+    planned = await plan(uow.session, context.registry, principal, body)
     return await _create_run(
         uow,
         context,

@@ -49,36 +49,29 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StringConstraints,
     ValidationError,
-    model_validator,
 )
-from pydantic.config import JsonDict
 
 from app.core.child_env import child_env
 from app.core.redaction import redact_argv
-from app.core.schemas import CONTROL, CONTROL_BUT_TAB_NEWLINE, MULTILINE, MULTILINE_NOTE, PRINTABLE
 from app.core.state_dir import private_dir, private_file
 from app.drivers.base import (
     Deployed,
     DeployResult,
-    DriverContext,
     DriverError,
+    DriverSettings,
     HealthResult,
     LogLine,
     ServiceSpec,
     UnhealthyError,
 )
 from app.drivers.health import probe, wait_healthy
+from app.drivers.process_config import DEFAULT_STOP_TIMEOUT_SECONDS, ProcessConfig
 
 LOG_MAX_BYTES = 10 * 1024 * 1024
-DEFAULT_STOP_TIMEOUT_SECONDS = 10.0
 LOG_TAIL_LINES = 5
 STARTUP_GRACE_SECONDS = 0.5  # without a health URL: alive this long after start = started
 KILL_WAIT_SECONDS = 5.0
@@ -90,66 +83,6 @@ _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 # keeps their exit code. Processes started by an earlier worker are only seen via /proc.
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 _EXIT_CODES: dict[int, int] = {}  # of children seen exiting, until reported
-
-
-# Constraints a JSON schema can state too, so the API's documented schema and this
-# model accept the same configs.
-# The text rule of app.core.schemas (argv may hold tab and newline, and one character that
-# is not a space); bounded so that a request body at every limit stays under the API's
-# body size limit.
-Argument = Annotated[
-    str,
-    StringConstraints(
-        pattern=rf"^[^{CONTROL_BUT_TAB_NEWLINE}]*[^{CONTROL} ][^{CONTROL_BUT_TAB_NEWLINE}]*$",
-        max_length=512,
-    ),
-]
-EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
-EnvValue = Annotated[str, StringConstraints(pattern=MULTILINE, max_length=1024)]
-
-
-_NO_PORT_PLACEHOLDER: JsonDict = {"not": {"pattern": "[{]port[}]"}}
-
-
-class ProcessConfig(BaseModel):
-    """The ``config`` of a service run by the ``process`` driver."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        # `{port}` needs a port: the rule of `_port_placeholder`, stated in the schema.
-        json_schema_extra={
-            "if": {"required": ["port"], "properties": {"port": {"type": "integer"}}},
-            "else": {
-                "properties": {
-                    "command": {"items": _NO_PORT_PLACEHOLDER},
-                    "env": {"additionalProperties": _NO_PORT_PLACEHOLDER},
-                }
-            },
-        },
-    )
-
-    command: list[Argument] = Field(
-        min_length=1,
-        max_length=50,
-        description="argv (no shell); placeholders {version} {port} {service} {environment} "
-        "{python}. " + MULTILINE_NOTE,
-    )
-    env: dict[EnvName, EnvValue] = Field(
-        default_factory=dict, max_length=50, description=MULTILINE_NOTE
-    )
-    cwd: (
-        Annotated[str, StringConstraints(min_length=1, pattern=PRINTABLE, max_length=1024)] | None
-    ) = None
-    port: int | None = Field(default=None, ge=1, le=65535)
-    stop_timeout_seconds: float = Field(default=DEFAULT_STOP_TIMEOUT_SECONDS, gt=0, le=3600)
-
-    @model_validator(mode="after")
-    def _port_placeholder(self) -> ProcessConfig:
-        if self.port is None and any(
-            "{port}" in text for text in [*self.command, *self.env.values()]
-        ):
-            raise ValueError("{port} is used but no port is set")
-        return self
 
 
 @dataclass(frozen=True)
@@ -339,8 +272,11 @@ class ProcessDriver:
 
     name = "process"
 
-    def __init__(self, context: DriverContext) -> None:
-        self.context = context
+    def __init__(self, settings: DriverSettings, connection: str | None = None) -> None:
+        self.settings = settings
+
+    async def aclose(self) -> None:
+        """Nothing to release: started processes outlive the worker by design."""
 
     # -- Driver interface ---------------------------------------------------------------
 
@@ -456,7 +392,7 @@ class ProcessDriver:
         for label, value in (("environment", spec.environment), ("service", spec.name)):
             if not _SAFE_NAME.fullmatch(value):
                 raise DriverError(f"{label} name {value!r} cannot name a state file")
-        base = private_dir(private_dir(self.context.state_dir / "processes") / spec.environment)
+        base = private_dir(private_dir(self.settings.state_dir / "processes") / spec.environment)
         return _Paths(
             base / f"{spec.name}.json", base / f"{spec.name}.log", base / f"{spec.name}.lock"
         )

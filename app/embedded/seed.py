@@ -24,8 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.audit import service as audit_service
 from app.core.context import AppContext
 from app.core.db import utcnow
-from app.drivers import get_driver
-from app.drivers.base import DriverContext, ServiceSpec
+from app.drivers.base import ServiceSpec
+from app.drivers.pool import drivers
 from app.environments.models import Environment, Service
 
 logger = logging.getLogger(__name__)
@@ -218,7 +218,7 @@ async def stop_process_services(context: AppContext) -> int:
     (``serve`` started them); the number stopped."""
     async with context.sessionmaker() as session:
         services = (await session.scalars(select(Service).where(Service.driver == "process"))).all()
-    driver = get_driver("process", DriverContext(state_dir=context.settings.state_dir))
+    driver = drivers(context).get("process")
     stopped = 0
     for service in services:
         spec = ServiceSpec(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Path, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Response
 from fastapi.responses import JSONResponse
 from pydantic.json_schema import SkipJsonSchema
 
@@ -17,6 +17,8 @@ from app.core.deps import ContextDep, SessionDep, UnitOfWorkDep
 from app.core.errors import BadRequest, problem_responses
 from app.core.pagination import CursorParamsDep
 from app.core.paths import V1
+from app.core.registry import Catalog
+from app.drivers.base import DriverSettings, DriverType
 from app.environments import presenters, service
 from app.environments.schemas import (
     NAME,
@@ -26,9 +28,10 @@ from app.environments.schemas import (
     EnvironmentList,
     EnvironmentOut,
     PinList,
-    ServiceIn,
+    ServiceBody,
     ServiceList,
     ServiceOut,
+    service_schemas,
 )
 from app.idempotency.deps import IdempotencyDep
 from app.idempotency.errors import PROBLEMS as IDEMPOTENCY_ERRORS
@@ -40,10 +43,9 @@ ServiceName = Annotated[str, Path(pattern=NAME, max_length=63, description="Serv
 Version = Annotated[str, Path(pattern=VERSION, max_length=128, description="Pinned version.")]
 
 
-def _holds(request: Request) -> Sequence[service.Hold]:
-    """What may hold an environment's services, as the composition root set it."""
-    holds: Sequence[service.Hold] = request.app.state.environment_holds
-    return holds
+def _holds(context: ContextDep) -> Sequence[service.Hold]:
+    """What may hold an environment's services, as the domains registered it."""
+    return context.registry[service.HOLDS].values()
 
 
 Holds = Annotated[Sequence[service.Hold], Depends(_holds)]
@@ -207,36 +209,6 @@ async def get_service(
     return _json(out, 200, f"{_env_location(name)}/services/{service_name}")  # type: ignore[return-value]
 
 
-@router.put(
-    "/{name}/services/{service_name}",
-    operation_id="putService",
-    summary="Create or replace a service",
-    response_model=ServiceOut,
-    responses={
-        201: {"model": ServiceOut, "description": "Created."},
-        **problem_responses(*WRITE_ERRORS, service.EnvironmentNotFound, validation=True),
-    },
-)
-async def put_service(
-    body: ServiceIn,
-    principal: Admin,
-    uow: UnitOfWorkDep,
-    name: EnvName,
-    service_name: ServiceName,
-    context: ContextDep,
-    if_match: IfMatch = None,
-) -> JSONResponse:
-    """`config` is the driver's; `If-Match` refuses a stale write (412). A docker
-    `network` of `host`/`container:<name>` and bind mounts of `/` or a Docker socket are
-    refused (422) unless the server's settings allow them."""
-    async with uow:
-        row, created = await service.put_service(
-            uow, principal, name, service_name, body, if_match, docker=context.settings.docker
-        )
-        (out,) = await presenters.services_out(uow.session, [row], reveal=True)
-    return _json(out, 201 if created else 200, f"{_env_location(name)}/services/{service_name}")
-
-
 @router.delete(
     "/{name}/services/{service_name}",
     status_code=204,
@@ -299,3 +271,53 @@ async def delete_pin(
     async with uow:
         await service.delete_pin(uow, principal, name, service_name, version)
     return Response(status_code=204)
+
+
+def build_router(drivers: Catalog[DriverType]) -> APIRouter:
+    """The environments' routes, with the one whose body depends on the registered
+    drivers (``putService``) in its place after ``getService``; built when the
+    application is created (:func:`app.api.build_api`)."""
+    routes = APIRouter(prefix=f"{V1}/environments", tags=["environments"])
+
+    async def put_service(
+        body: ServiceBody,  # the registered drivers' union: set by service_router
+        principal: Admin,
+        uow: UnitOfWorkDep,
+        name: EnvName,
+        service_name: ServiceName,
+        context: ContextDep,
+        if_match: IfMatch = None,
+    ) -> JSONResponse:
+        """`config` is the driver's; `If-Match` refuses a stale write (412). A docker
+        `network` of `host`/`container:<name>` and bind mounts of `/` or a Docker socket are
+        refused (422) unless the server's settings allow them."""
+        async with uow:
+            row, created = await service.put_service(
+                uow,
+                principal,
+                name,
+                service_name,
+                body,
+                if_match,
+                drivers=drivers,
+                settings=DriverSettings.from_settings(context.settings),
+            )
+            (out,) = await presenters.services_out(uow.session, [row], reveal=True)
+        return _json(out, 201 if created else 200, f"{_env_location(name)}/services/{service_name}")
+
+    put_service.__annotations__["body"] = service_schemas(drivers).body
+    routes.put(
+        "/{name}/services/{service_name}",
+        operation_id="putService",
+        summary="Create or replace a service",
+        response_model=ServiceOut,
+        responses={
+            201: {"model": ServiceOut, "description": "Created."},
+            **problem_responses(*WRITE_ERRORS, service.EnvironmentNotFound, validation=True),
+        },
+    )(put_service)
+    combined = APIRouter()
+    combined.routes.extend(router.routes)
+    after = next(i for i, r in enumerate(router.routes) if getattr(r, "name", "") == "get_service")
+    combined.routes[after + 1 : after + 1] = routes.routes
+    return combined

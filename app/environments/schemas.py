@@ -1,15 +1,24 @@
-"""What clients send and see of environments, services and pins."""
+"""What clients send and see of environments, services and pins.
+
+A service's request body depends on the registered drivers (one model per driver,
+``<Name>Service``, with the driver's config model): :func:`service_schemas` derives it
+from the ``DRIVERS`` catalog when the application is created.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any, Literal
+import functools
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, Field, StringConstraints, TypeAdapter
+from pydantic import BaseModel, Field, StringConstraints, TypeAdapter, create_model
 
+from app.core.registry import Catalog
 from app.core.schemas import HTTP_URL, MULTILINE, MULTILINE_NOTE, PRINTABLE, RequestModel
-from app.drivers.docker import DockerConfig
-from app.drivers.process import Argument, EnvName, EnvValue, ProcessConfig
+from app.drivers.base import DriverType
+from app.drivers.process_config import Argument, EnvName, EnvValue
 from app.environments.checklist import CHECKLIST_ITEMS
 
 NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
@@ -68,22 +77,48 @@ class _ServiceFields(RequestModel):
     smoke_tests: list[SmokeTest] = Field(default_factory=list, max_length=10)
 
 
-class ProcessService(_ServiceFields):
-    """Runs as a local process of the control plane's host."""
+class ServiceBody(_ServiceFields):
+    """A service as a client writes it; each registered driver has its subclass, whose
+    ``driver`` is the driver's name and ``config`` the driver's config model."""
 
-    driver: Literal["process"]
-    config: ProcessConfig
-
-
-class DockerService(_ServiceFields):
-    """Runs as a container of the Docker engine at `DOCKER_HOST` (or `config.docker_host`)."""
-
-    driver: Literal["docker"]
-    config: DockerConfig
+    driver: str
+    config: BaseModel
 
 
-ServiceIn = Annotated[ProcessService | DockerService, Field(discriminator="driver")]
-SERVICE_IN: TypeAdapter[ProcessService | DockerService] = TypeAdapter(ServiceIn)
+@dataclass(frozen=True)
+class ServiceSchemas:
+    """``body``: the request body type of a service (the union of one model per driver,
+    discriminated by ``driver``); ``adapter`` validates it; ``models`` by driver name."""
+
+    body: Any
+    adapter: TypeAdapter[ServiceBody]
+    models: dict[str, type[ServiceBody]]
+
+
+def _model_name(driver: str) -> str:
+    return "".join(part.capitalize() for part in re.split(r"[^A-Za-z0-9]+", driver)) + "Service"
+
+
+@functools.cache
+def service_schemas(drivers: Catalog[DriverType]) -> ServiceSchemas:
+    """The service body types of the registered drivers (``ProcessService``…)."""
+    models: dict[str, type[ServiceBody]] = {
+        name: create_model(
+            _model_name(name),
+            __base__=ServiceBody,
+            __doc__=driver.description,
+            __module__=__name__,
+            driver=(Literal[name], ...),  # type: ignore[arg-type]
+            config=(driver.config, ...),
+        )
+        for name, driver in drivers.items()
+    }
+    if not models:
+        raise ValueError("no driver is registered")
+    union: Any = Union[tuple(models.values())]  # noqa: UP007 - built from a tuple
+    body: Any = Annotated[union, Field(discriminator="driver")] if len(models) > 1 else union
+    adapter: TypeAdapter[ServiceBody] = TypeAdapter(body)
+    return ServiceSchemas(body, adapter, models)
 
 
 class EnvironmentIn(RequestModel):
@@ -129,7 +164,7 @@ class ServiceHealth(BaseModel):
 class ServiceOut(BaseModel):
     environment: str
     name: str
-    driver: Literal["process", "docker"]
+    driver: str  # documented as one of the registered drivers (app.main)
     config: dict[str, Any]
     health_url: str | None
     health_timeout_seconds: float

@@ -18,10 +18,10 @@ from app.auth.scope import may_read, readable
 from app.core.db import UnitOfWork, utcnow
 from app.core.errors import AppError, NotFound, ValidationFailed
 from app.core.pagination import CursorParams, paginate
-from app.core.settings import DockerSettings
-from app.drivers.docker import policy_problems
+from app.core.registry import Catalog, CatalogKey
+from app.drivers.base import DriverSettings, DriverType
 from app.environments.models import Environment, Pin, Service
-from app.environments.schemas import DockerService, EnvironmentIn, ProcessService
+from app.environments.schemas import EnvironmentIn, ServiceBody
 
 
 class EnvironmentNotFound(NotFound):
@@ -59,14 +59,17 @@ class DeploymentsActive(AppError):
 
 class Hold(Protocol):
     """Whether unfinished work holds ``environment`` (only its ``service``, when one is
-    named), so that it may not be deleted now. The deployments domain contributes its
-    queued and running deployments; the composition root (:func:`app.main.create_app`)
-    hands the holds to the routes, so this package needs nothing from the domains above.
+    named), so that it may not be deleted now. A domain above registers its holds in
+    :data:`HOLDS` (the deployments: their queued and running deployments), so this
+    package needs nothing from the domains above.
     """
 
     async def __call__(
         self, session: AsyncSession, environment: str, service: str | None
     ) -> bool: ...
+
+
+HOLDS: CatalogKey[Hold] = CatalogKey("environment hold")
 
 
 def etag(revision: int) -> str:
@@ -210,14 +213,15 @@ async def put_service(
     principal: Principal,
     environment: str,
     name: str,
-    body: ProcessService | DockerService,
+    body: ServiceBody,
     if_match: str | None,
     *,
-    docker: DockerSettings | None = None,
+    drivers: Catalog[DriverType],
+    settings: DriverSettings,
 ) -> tuple[Service, bool]:
-    """``docker``: what the server allows docker services (default: nothing extra)."""
-    if isinstance(body, DockerService):
-        _check_docker_policy(body, docker or DockerSettings())
+    """``settings``: what the server allows (a docker ``network`` of the host's…), as
+    checked by the driver type's ``policy``."""
+    _check_policy(body, drivers.get(body.driver), settings)
     # Shared lock: a concurrent delete of the environment finishes first (then 404) or
     # waits, instead of leaving this insert to break the foreign key.
     env = await uow.session.get(Environment, environment, with_for_update={"read": True})
@@ -255,8 +259,8 @@ async def put_service(
     return service, created
 
 
-def _check_docker_policy(body: DockerService, policy: DockerSettings) -> None:
-    problems = policy_problems(body.config, policy)
+def _check_policy(body: ServiceBody, driver: DriverType, settings: DriverSettings) -> None:
+    problems = driver.policy(body.config, settings)
     if problems:
         raise ValidationFailed(
             "; ".join(message for _, message in problems),

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from app.core.settings import Settings
 from app.runs.actions import worst
-from app.runs.kinds import Ending, Summary, register_finalizer
-from app.runs.models import Level, RunKind, RunStatus, Step, StepStatus
+from app.runs.kinds import Ending, Summary
+from app.runs.models import Level, RunStatus, Step, StepStatus
 from app.runs.service import StepSpec
 
 PROBE_TIMEOUT = 30.0
@@ -76,6 +76,3 @@ def finalize(steps: list[Step], ending: Ending) -> Summary:
         names = ", ".join(result["critical"])
         return RunStatus.FAILURE, "/problems/health-check-failed", f"critical: {names}", result
     return RunStatus.SUCCESS, None, None, result
-
-
-register_finalizer(RunKind.HEALTH_CHECK, finalize)

@@ -59,7 +59,10 @@ async def create_health_check(
     if body is not None and body.dry_run:
         async with context.sessionmaker() as session:
             planned = await service.steps(session, context)
-        steps = plan_view(run_service.validate_plan(planned), reveal=principal.role == Role.ADMIN)
+        steps = plan_view(
+            run_service.validate_plan(context.registry, planned),
+            reveal=principal.role == Role.ADMIN,
+        )
         dry = DryRun(kind=RunKind.HEALTH_CHECK, steps=[PlannedStep(**s) for s in steps])
         return JSONResponse(dry.model_dump(mode="json"), status_code=200)
     async with uow:

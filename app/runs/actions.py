@@ -1,7 +1,10 @@
 """Step actions: the typed things a step can do. Each takes validated parameters (data,
-never a shell string built from them) and returns a :class:`StepOutcome`.
+never a shell string built from them) and a :class:`StepContext`, and returns a
+:class:`StepOutcome`.
 
-Later capabilities add actions (docker, sql, backup, approval) with :func:`register`.
+An action is an :class:`Action` registered under its name in the :data:`ACTIONS`
+catalog by its domain's ``register(registry)``; this module defines the built-in ones
+(``http``, ``shell``, ``wait``: :mod:`app.runs.registration`).
 """
 
 from __future__ import annotations
@@ -9,13 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
-import shutil
 import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import httpx
@@ -23,16 +23,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.core.child_env import child_env
 from app.core.context import AppContext
+from app.core.registry import CatalogKey
 from app.runs.models import Level, StepStatus
 
 MAX_OUTPUT = 64 * 1024  # bytes of output kept per step
 
-# The runbook's thresholds, defined once.
+# The runbook's latency thresholds (an ``http`` step's defaults); the health check's
+# other thresholds are in app.health_checks.thresholds.
 LATENCY_WARNING_MS = 1000
 LATENCY_CRITICAL_MS = 2000
-DISK_WARNING_PERCENT = 80
-DISK_CRITICAL_PERCENT = 95
-MEMORY_WARNING_PERCENT = 85
 
 
 @dataclass
@@ -48,7 +47,9 @@ LogLine = Callable[[str], Awaitable[None]]
 
 
 @dataclass
-class ActionContext:
+class StepContext:
+    """What a step's action receives besides its parameters."""
+
     context: AppContext
     log: LogLine
     run_id: str = ""
@@ -58,33 +59,20 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-Handler = Callable[[Any, ActionContext], Awaitable[StepOutcome]]
+Handler = Callable[[Any, StepContext], Awaitable[StepOutcome]]
 
 
 @dataclass(frozen=True)
 class Action:
-    name: str
+    """A step action: its parameters' model, what it does, and whether it is
+    idempotent (safe to run again if a worker died while it ran)."""
+
     params: type[Params]
     handler: Handler
-    idempotent: bool  # safe to run again if a worker died while it ran
+    idempotent: bool
 
 
-ACTIONS: dict[str, Action] = {}
-
-
-def register(name: str, params: type[Params], *, idempotent: bool) -> Callable[[Handler], Handler]:
-    def decorator(handler: Handler) -> Handler:
-        ACTIONS[name] = Action(name, params, handler, idempotent)
-        return handler
-
-    return decorator
-
-
-def get_action(name: str) -> Action:
-    try:
-        return ACTIONS[name]
-    except KeyError:
-        raise ValueError(f"unknown step action {name!r}") from None
+ACTIONS: CatalogKey[Action] = CatalogKey("step action")
 
 
 def bounded(text_value: str) -> tuple[str, bool]:
@@ -119,8 +107,7 @@ class HttpParams(Params):
     critical_ms: int = LATENCY_CRITICAL_MS
 
 
-@register("http", HttpParams, idempotent=True)
-async def http_check(params: HttpParams, ctx: ActionContext) -> StepOutcome:
+async def http_check(params: HttpParams, ctx: StepContext) -> StepOutcome:
     started = time.perf_counter()
     try:
         response = await ctx.context.http.request(
@@ -182,8 +169,7 @@ def _tail(text: str, limit: int) -> str:
     return kept[start + 1 :] if start != -1 else kept
 
 
-@register("shell", ShellParams, idempotent=False)
-async def shell(params: ShellParams, ctx: ActionContext) -> StepOutcome:
+async def shell(params: ShellParams, ctx: StepContext) -> StepOutcome:
     """Run a program (its own process group), streaming its output as log events. Its
     environment is :func:`app.core.child_env.child_env` of the step's ``env``."""
     env = child_env(params.env)
@@ -269,143 +255,6 @@ class WaitParams(Params):
     seconds: float = Field(ge=0, le=24 * 3600)
 
 
-@register("wait", WaitParams, idempotent=True)
-async def wait(params: WaitParams, ctx: ActionContext) -> StepOutcome:
+async def wait(params: WaitParams, ctx: StepContext) -> StepOutcome:
     await asyncio.sleep(params.seconds)
     return StepOutcome(StepStatus.SUCCESS, f"waited {params.seconds} s")
-
-
-# -- probes of the daily health check --------------------------------------------------
-
-
-class DiskParams(Params):
-    path: str = "/"
-    warning_percent: float = DISK_WARNING_PERCENT
-    critical_percent: float = DISK_CRITICAL_PERCENT
-
-
-@register("disk", DiskParams, idempotent=True)
-async def disk(params: DiskParams, ctx: ActionContext) -> StepOutcome:
-    try:
-        usage = await asyncio.to_thread(shutil.disk_usage, params.path)
-    except OSError as exc:
-        return StepOutcome(StepStatus.FAILURE, level=Level.CRITICAL, error=str(exc))
-    percent = round(usage.used / usage.total * 100, 1)
-    level = (
-        Level.CRITICAL
-        if percent > params.critical_percent
-        else Level.WARNING
-        if percent > params.warning_percent
-        else Level.OK
-    )
-    free_gib = round(usage.free / 2**30, 1)
-    return level_outcome(
-        level,
-        f"{params.path}: {percent} % used, {free_gib} GiB free",
-        {"path": params.path, "used_percent": percent, "free_bytes": usage.free},
-    )
-
-
-class MemoryParams(Params):
-    warning_percent: float = MEMORY_WARNING_PERCENT
-
-
-@register("memory", MemoryParams, idempotent=True)
-async def memory(params: MemoryParams, ctx: ActionContext) -> StepOutcome:
-    try:
-        info = await asyncio.to_thread(Path("/proc/meminfo").read_text)
-    except OSError as exc:
-        return StepOutcome(StepStatus.SKIPPED, error=f"no /proc/meminfo: {exc}")
-    values = {
-        m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+):\s+(\d+)", info, re.MULTILINE)
-    }
-    total, available = values.get("MemTotal", 0), values.get("MemAvailable", 0)
-    if not total:
-        return StepOutcome(StepStatus.SKIPPED, error="MemTotal not reported")
-    percent = round((total - available) / total * 100, 1)
-    level = Level.WARNING if percent > params.warning_percent else Level.OK
-    return level_outcome(
-        level,
-        f"memory {percent} % used",
-        {"used_percent": percent, "total_kib": total, "available_kib": available},
-    )
-
-
-class LogScanParams(Params):
-    files: list[str] = Field(min_length=1)
-    pattern: str = r"\b(ERROR|FATAL|CRITICAL|Error|Exception)\b"
-    window_hours: float = Field(default=24, gt=0)
-    tail_bytes: int = Field(default=1024 * 1024, ge=1024)
-    warning_lines: int = 1
-    critical_lines: int = 100
-
-
-@register("log_errors", LogScanParams, idempotent=True)
-async def log_errors(params: LogScanParams, ctx: ActionContext) -> StepOutcome:
-    pattern = re.compile(params.pattern)
-    cutoff = time.time() - params.window_hours * 3600
-
-    def scan() -> tuple[dict[str, int], list[str]]:
-        counts: dict[str, int] = {}
-        samples: list[str] = []
-        for name in params.files:
-            path = Path(name)
-            try:
-                if path.stat().st_mtime < cutoff:
-                    counts[name] = 0
-                    continue
-                with path.open("rb") as handle:
-                    handle.seek(max(0, path.stat().st_size - params.tail_bytes))
-                    lines = handle.read().decode(errors="replace").splitlines()
-            except OSError:
-                counts[name] = -1
-                continue
-            hits = [line for line in lines if pattern.search(line)]
-            counts[name] = len(hits)
-            samples.extend(hits[-5:])
-        return counts, samples
-
-    counts, samples = await asyncio.to_thread(scan)
-    total = sum(c for c in counts.values() if c > 0)
-    level = (
-        Level.CRITICAL
-        if total >= params.critical_lines
-        else Level.WARNING
-        if total >= params.warning_lines
-        else Level.OK
-    )
-    output, _ = bounded("\n".join([f"{total} error line(s) in the last window", *samples]))
-    return level_outcome(level, output, {"error_lines": counts})
-
-
-class NoParams(Params):
-    pass
-
-
-def _reachability(what: str, check: dict[str, Any]) -> StepOutcome:
-    if check["status"] != "ok":
-        return StepOutcome(
-            StepStatus.FAILURE, level=Level.CRITICAL, data=check, error=f"{what} unreachable"
-        )
-    return level_outcome(Level.OK, f"{what} answered in {check['latency_ms']} ms", check)
-
-
-@register("database", NoParams, idempotent=True)
-async def database(params: NoParams, ctx: ActionContext) -> StepOutcome:
-    return _reachability("the database", await ctx.context.check_database())
-
-
-@register("redis", NoParams, idempotent=True)
-async def redis_ping(params: NoParams, ctx: ActionContext) -> StepOutcome:
-    return _reachability("Redis", await ctx.context.check_redis())
-
-
-@register("backup_age", NoParams, idempotent=True)
-async def backup_age(params: NoParams, ctx: ActionContext) -> StepOutcome:
-    """Age of the newest backup; until the backups capability has written one, there is
-    nothing to measure and the step says so."""
-    async with ctx.context.engine.connect() as conn:
-        has_backups = await conn.run_sync(lambda c: c.dialect.has_table(c, "backup"))
-    if not has_backups:
-        return StepOutcome(StepStatus.SKIPPED, "no backups exist yet", data={"backups": 0})
-    return StepOutcome(StepStatus.SKIPPED, "backup ages are not measured yet")

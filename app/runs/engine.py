@@ -28,9 +28,10 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from app.core.context import AppContext
 from app.core.db import UnitOfWork, utcnow
 from app.core.redaction import Scrubber
+from app.core.registry import NotRegistered
 from app.runs import kinds
 from app.runs import service as run_service
-from app.runs.actions import ActionContext, StepOutcome, bounded, get_action
+from app.runs.actions import ACTIONS, StepContext, StepOutcome, bounded
 from app.runs.models import Phase, Run, RunStatus, Step, StepStatus
 
 logger = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ async def _claim(
                 return None
             epoch = int(claimed.lease_epoch)
             run = await uow.session.get_one(Run, run_id, populate_existing=True)
-            guard = kinds.hooks(run.kind).claim_guard
+            guard = kinds.hooks(context.registry, run.kind).claim_guard
             if guard is not None and not await guard(uow.session, run):
                 raise _Deferred(run_id)
             await run_service.append_event(
@@ -189,7 +190,7 @@ async def _renew_lease(context: AppContext, run_id: str, epoch: int) -> None:
 
 async def _run_steps(context: AppContext, run: Run, epoch: int, steps: list[Step]) -> RunStatus:
     run_id = run.id
-    hooks = kinds.hooks(run.kind)
+    hooks = kinds.hooks(context.registry, run.kind)
     main = [s for s in steps if s.phase != Phase.ROLLBACK]
     compensation = [s for s in steps if s.phase == Phase.ROLLBACK]
     interrupted = await _settle_interrupted(context, run_id, epoch, steps)
@@ -233,7 +234,7 @@ async def _run_steps(context: AppContext, run: Run, epoch: int, steps: list[Step
                 await _run_step(context, run_id, epoch, step, cancellable=False)
             ending = kinds.Ending(cancelled=cancelled, stopped_at=stopped, compensated=True)
         await _skip_pending(context, run_id, epoch)
-    status, failure_type, detail, result = kinds.finalize(run.kind, steps, ending)
+    status, failure_type, detail, result = kinds.finalize(hooks, steps, ending)
     return await _finish(
         context,
         run_id,
@@ -374,15 +375,15 @@ async def _run_step(
 
 async def _perform(context: AppContext, step: Step, log: Any) -> StepOutcome:
     try:
-        action = get_action(step.action)
+        action = context.registry[ACTIONS].get(step.action)
         params = action.params.model_validate(step.params)
-    except (ValueError, ValidationError) as exc:
+    except (NotRegistered, ValueError, ValidationError) as exc:
         return StepOutcome(
             StepStatus.FAILURE, error=f"invalid step: {run_service.invalid_params(exc)}"
         )
     try:
         async with asyncio.timeout(step.timeout_seconds):
-            return await action.handler(params, ActionContext(context, log, step.run_id))
+            return await action.handler(params, StepContext(context, log, step.run_id))
     except TimeoutError:
         return StepOutcome(
             StepStatus.FAILURE,

@@ -5,9 +5,10 @@ compensating (``rollback`` phase) steps, and what its end changes besides the ru
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from app.core.registry import CatalogKey, Registry
 from app.runs.models import RunKind, RunStatus, Step, StepStatus
 
 if TYPE_CHECKING:
@@ -38,45 +39,33 @@ FinishHook = Callable[["UnitOfWork", "AppContext", "Run"], Awaitable[None]]
 Compensate = Callable[["Run", Ending], bool]
 
 
-@dataclass
+@dataclass(frozen=True)
 class KindHooks:
+    """What a kind of run adds to the engine (registered under the kind's name in
+    :data:`KINDS`); every hook is optional."""
+
     finalizer: Finalizer | None = None
     claim_guard: ClaimGuard | None = None
     on_finish: FinishHook | None = None
     compensate: Compensate | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
-_KINDS: dict[str, KindHooks] = {}
+KINDS: CatalogKey[KindHooks] = CatalogKey("run kind")
 
 
-def hooks(kind: RunKind | str) -> KindHooks:
-    _load_kinds()
-    return _KINDS.get(str(kind), KindHooks())
+DEFAULT_HOOKS = KindHooks()
 
 
-def registered() -> list[RunKind]:
-    """The kinds this installation can run (a module registered them), in declaration
+def hooks(registry: Registry, kind: RunKind | str) -> KindHooks:
+    """The hooks a domain registered for ``kind``; a kind nothing registered (a plain
+    list of steps) runs with none: every step must succeed (:func:`default_finalizer`)."""
+    return registry[KINDS].find(str(kind)) or DEFAULT_HOOKS
+
+
+def registered(registry: Registry) -> list[RunKind]:
+    """The kinds this installation can run (a domain registered them), in declaration
     order; the others are reserved names."""
-    _load_kinds()
-    return [kind for kind in RunKind if kind.value in _KINDS]
-
-
-def register_finalizer(kind: RunKind, finalizer: Finalizer) -> None:
-    _KINDS.setdefault(kind.value, KindHooks()).finalizer = finalizer
-
-
-def register_hooks(
-    kind: RunKind,
-    *,
-    claim_guard: ClaimGuard | None = None,
-    on_finish: FinishHook | None = None,
-    compensate: Compensate | None = None,
-) -> None:
-    entry = _KINDS.setdefault(kind.value, KindHooks())
-    entry.claim_guard = claim_guard
-    entry.on_finish = on_finish
-    entry.compensate = compensate
+    return [kind for kind in RunKind if kind.value in registry[KINDS]]
 
 
 def default_finalizer(steps: list[Step], ending: Ending) -> Summary:
@@ -94,19 +83,6 @@ def default_finalizer(steps: list[Step], ending: Ending) -> Summary:
     return RunStatus.SUCCESS, None, None, None
 
 
-def finalize(kind: str, steps: list[Step], ending: Ending | None = None) -> Summary:
-    finalizer = hooks(kind).finalizer or default_finalizer
+def finalize(hooks: KindHooks, steps: list[Step], ending: Ending | None = None) -> Summary:
+    finalizer = hooks.finalizer or default_finalizer
     return finalizer(steps, ending or Ending())
-
-
-_loaded = False
-
-
-def _load_kinds() -> None:
-    """Import the modules that register kinds (the worker may not have imported them)."""
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    import app.deployments.plan
-    import app.health_checks.plan  # noqa: F401

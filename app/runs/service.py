@@ -32,9 +32,10 @@ from app.core.notify import wait_for
 from app.core.pagination import CursorParams, paginate
 from app.core.queue import JobName, Queue
 from app.core.redaction import redact_value
+from app.core.registry import NotRegistered, Registry
 from app.outbox.service import add_event
 from app.runs import kinds
-from app.runs.actions import get_action
+from app.runs.actions import ACTIONS
 from app.runs.models import (
     TERMINAL_STATUSES,
     Phase,
@@ -73,7 +74,7 @@ class StepSpec:
     phase: Phase = Phase.MAIN
 
 
-def invalid_params(exc: ValueError) -> str:
+def invalid_params(exc: Exception) -> str:
     """What is wrong with a step's parameters: where, and why — never the value (the
     text of a pydantic error quotes its input, which may be a secret)."""
     if isinstance(exc, ValidationError):
@@ -84,14 +85,14 @@ def invalid_params(exc: ValueError) -> str:
     return str(exc)
 
 
-def validate_plan(steps: Sequence[StepSpec]) -> list[StepSpec]:
+def validate_plan(registry: Registry, steps: Sequence[StepSpec]) -> list[StepSpec]:
     """Each step's parameters checked against its action (422 on the first bad one)."""
     checked = []
     for position, spec in enumerate(steps):
         try:
-            action = get_action(spec.action)
+            action = registry[ACTIONS].get(spec.action)
             params = action.params.model_validate(spec.params).model_dump(mode="json")
-        except (ValueError, ValidationError) as exc:
+        except (NotRegistered, ValueError, ValidationError) as exc:
             raise ValidationFailed(
                 f"step {position} ({spec.name}) is invalid",
                 errors=[
@@ -159,7 +160,7 @@ async def create_run(
 ) -> Run:
     """Write a queued run, its steps, its first event and its outbox event; enqueue the
     job once the transaction commits."""
-    plan = validate_plan(steps)
+    plan = validate_plan(context.registry, steps)
     now = utcnow()
     run_id = new_id()
     run = Run(
@@ -345,7 +346,7 @@ async def finish(
     if result is not None:
         run.result = result
     await uow.session.flush()
-    on_finish = kinds.hooks(run.kind).on_finish
+    on_finish = kinds.hooks(context.registry, run.kind).on_finish
     if on_finish is not None:
         await on_finish(uow, context, run)
     await append_event(

@@ -33,7 +33,7 @@ from app.core.redaction import (
 from app.core.settings import Settings
 from app.core.state_dir import secure_state_dir
 from app.environments.models import Service
-from app.runs.actions import ActionContext, ShellParams, shell
+from app.runs.actions import ShellParams, StepContext, shell
 from app.runs.models import StepStatus
 from tests.factories import issue_token
 
@@ -226,7 +226,7 @@ class TestChildEnvironment:
             env={"DECLARED": "yes"},
         )
         # The shell action reads nothing of the application context.
-        outcome = await shell(params, ActionContext(context=None, log=log))  # type: ignore[arg-type]
+        outcome = await shell(params, StepContext(context=None, log=log))  # type: ignore[arg-type]
         assert outcome.status == StepStatus.SUCCESS, outcome.error
         seen: dict[str, Any] = json.loads(outcome.output)
         assert seen["DECLARED"] == "yes"
@@ -247,7 +247,7 @@ class TestChildEnvironment:
             "    if i % 500 == 0: time.sleep(0.6)\n"
         )
         params = ShellParams(argv=[sys.executable, "-c", script])
-        outcome = await shell(params, ActionContext(context=None, log=log))  # type: ignore[arg-type]
+        outcome = await shell(params, StepContext(context=None, log=log))  # type: ignore[arg-type]
         assert outcome.status == StepStatus.SUCCESS, outcome.error
         assert len(events) > 1
         assert all(event.startswith("line ") for event in events), [e[:20] for e in events]

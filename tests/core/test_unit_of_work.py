@@ -9,7 +9,8 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import func, select
 
-from app.core.context import AppContext, build_context
+from app.bootstrap import build_context
+from app.core.context import AppContext
 from app.core.queue import JobName
 from app.core.settings import Settings
 from app.outbox.models import OutboxEvent

@@ -12,7 +12,7 @@ import pytest
 from docker.errors import NotFound
 
 from app.core.settings import DockerSettings
-from app.drivers.base import DriverContext, DriverError, ServiceSpec, UnhealthyError
+from app.drivers.base import DriverError, DriverSettings, ServiceSpec, UnhealthyError
 from app.drivers.docker import (
     LABEL_ENVIRONMENT,
     LABEL_SERVICE,
@@ -40,14 +40,14 @@ class Lines:
 
 @pytest.fixture
 def driver(tmp_path: Path) -> DockerDriver:
-    return DockerDriver(DriverContext(state_dir=tmp_path))
+    return DockerDriver(DriverSettings(state_dir=tmp_path))
 
 
 @pytest.fixture
 def permissive(tmp_path: Path) -> DockerDriver:
     """A driver whose settings allow shared network namespaces and sensitive binds."""
     allow = DockerSettings(allow_host_network=True, allow_sensitive_binds=True)
-    return DockerDriver(DriverContext(state_dir=tmp_path, docker=allow))
+    return DockerDriver(DriverSettings(state_dir=tmp_path, docker=allow))
 
 
 def make_spec(

@@ -20,9 +20,10 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from app.drivers import get_driver
+from app.bootstrap import build_registry
 from app.drivers import process as process_module
-from app.drivers.base import DriverContext, DriverError, ServiceSpec, UnhealthyError
+from app.drivers.base import DRIVERS, DriverError, DriverSettings, ServiceSpec, UnhealthyError
+from app.drivers.pool import DriverPool
 from app.drivers.process import ProcessDriver
 from tests.helpers import free_port
 
@@ -91,7 +92,7 @@ class Harness:
 @pytest_asyncio.fixture
 async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
     state_dir = tmp_path / "state"
-    harness = Harness(ProcessDriver(DriverContext(state_dir)), state_dir)
+    harness = Harness(ProcessDriver(DriverSettings(state_dir)), state_dir)
     try:
         yield harness
     finally:
@@ -202,7 +203,8 @@ async def test_deploy_replace_redeploy_and_worker_restart(harness: Harness) -> N
     assert again.details["pid"] == second_pid
 
     # A restarted worker has a new driver; the state on disk tells it what runs.
-    restarted = get_driver("process", DriverContext(harness.state_dir))
+    pool = DriverPool(build_registry()[DRIVERS], DriverSettings(harness.state_dir))
+    restarted = pool.get("process")
     current = await restarted.current(spec)
     assert current is not None
     assert (current.version, current.ident) == ("1.1.0", str(second_pid))
@@ -437,7 +439,7 @@ async def test_pull_checks_the_executable(harness: Harness) -> None:
 
 
 def test_validate_config_normalises() -> None:
-    driver = ProcessDriver(DriverContext(Path("/nonexistent")))
+    driver = ProcessDriver(DriverSettings(Path("/nonexistent")))
     assert driver.validate_config({"command": ["{python}", "-V"]}) == {
         "command": ["{python}", "-V"],
         "env": {},
@@ -464,7 +466,7 @@ def test_validate_config_normalises() -> None:
     ],
 )
 def test_invalid_configs_are_refused(config: dict[str, Any], fragment: str) -> None:
-    driver = ProcessDriver(DriverContext(Path("/nonexistent")))
+    driver = ProcessDriver(DriverSettings(Path("/nonexistent")))
     with pytest.raises(ValueError, match="invalid process config") as refused:
         driver.validate_config(config)
     assert fragment in str(refused.value)

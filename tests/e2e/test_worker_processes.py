@@ -21,8 +21,9 @@ import pytest_asyncio
 from pydantic import SecretStr
 from sqlalchemy import select
 
+from app.bootstrap import build_context
 from app.core import migrate
-from app.core.context import AppContext, build_context
+from app.core.context import AppContext
 from app.core.settings import Settings
 from app.embedded.redis import process_alive
 from app.runs import service as run_service

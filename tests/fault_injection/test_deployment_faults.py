@@ -21,15 +21,17 @@ from pydantic import SecretStr
 from sqlalchemy import select
 
 from app.auth.principal import Principal
+from app.bootstrap import build_context
 from app.core import migrate
-from app.core.context import AppContext, build_context
+from app.core.context import AppContext
 from app.core.settings import Settings
 from app.deployments import service as deployment_service
 from app.deployments.models import Deployment, DeploymentTarget, TargetState
 from app.deployments.schemas import DeploymentCreate
+from app.drivers.base import DRIVERS, DriverSettings
 from app.environments import service as environment_service
 from app.environments.models import Service
-from app.environments.schemas import SERVICE_IN, EnvironmentIn
+from app.environments.schemas import EnvironmentIn, service_schemas
 from app.runs.models import TERMINAL_STATUSES, Run, RunStatus, Step, StepStatus
 from tests.fault_injection.test_run_engine_faults import SEED, WorkerProcess
 from tests.helpers import create_pg_database, drop_pg_database, free_port, in_thread, stop_services
@@ -117,7 +119,7 @@ async def test_kill_during_deploy_step_ends_resumed_or_rolled_back(
             ACTOR,
             "prod",
             "api",
-            SERVICE_IN.validate_python(
+            service_schemas(context.registry[DRIVERS]).adapter.validate_python(
                 {
                     "driver": "process",
                     "config": {
@@ -130,6 +132,8 @@ async def test_kill_during_deploy_step_ends_resumed_or_rolled_back(
                 }
             ),
             None,
+            drivers=context.registry[DRIVERS],
+            settings=DriverSettings.from_settings(context.settings),
         )
     workers: list[WorkerProcess] = []
 

@@ -37,8 +37,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from app.bootstrap import build_context
 from app.core import migrate
-from app.core.context import build_context
 from app.core.settings import Settings
 from app.embedded.redis import process_alive
 from app.embedded.seed import LocalPorts, seed_local, stop_process_services

@@ -35,8 +35,9 @@ from arq.constants import in_progress_key_prefix, job_key_prefix
 from pydantic import SecretStr
 from sqlalchemy import select, text, update
 
+from app.bootstrap import build_context
 from app.core import migrate
-from app.core.context import AppContext, build_context
+from app.core.context import AppContext
 from app.core.db import utcnow
 from app.core.queue import JobName
 from app.core.settings import Settings

@@ -9,7 +9,8 @@ import pytest_asyncio
 from pydantic import SecretStr
 
 from app.auth.roles import Role
-from app.core.context import AppContext, build_context
+from app.bootstrap import build_context
+from app.core.context import AppContext
 from app.core.settings import Settings
 from app.main import create_app
 from app.runs.models import RunKind

@@ -1,0 +1,321 @@
+"""The ``config`` of a service run by the ``docker`` driver (:class:`DockerConfig`) and
+what the server's settings allow of it (:func:`policy_problems`).
+
+This module does not import the docker SDK: the API validates service configs with it,
+and only a worker running a docker step loads :mod:`app.drivers.docker`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
+
+from app.core.schemas import CONTROL, MULTILINE, MULTILINE_NOTE, PRINTABLE
+from app.core.settings import DockerSettings
+from app.drivers.base import DriverSettings, Problem
+
+LABEL_ENVIRONMENT = "formula-ops.environment"
+LABEL_SERVICE = "formula-ops.service"
+LABEL_VERSION = "formula-ops.version"
+LABEL_PREFIX = "formula-ops."
+PREVIOUS_SUFFIX = "-previous"
+
+CONTAINER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+# Constraints a JSON schema can state too, so the API's documented schema and this
+# model accept the same configs.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_REGISTRY = (
+    r"(?:localhost|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+|[A-Za-z0-9.-]+:[0-9]{1,5})(?::[0-9]{1,5})?"
+)
+IMAGE_PATTERN = rf"^(?:{_REGISTRY}/)?{_COMPONENT}(?:/{_COMPONENT})*$"
+PORT_NUMBER = (
+    r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+)
+ContainerPort = Annotated[str, StringConstraints(pattern=rf"^{PORT_NUMBER}(?:/(?:tcp|udp|sctp))?$")]
+EnvName = Annotated[str, StringConstraints(pattern=rf"^[^={CONTROL}]+$", max_length=128)]
+NoNul = Annotated[str, StringConstraints(pattern=MULTILINE, max_length=1024)]
+# ``host``, ``none``, ``bridge``, a network's name, or ``container:<name or id>``.
+NETWORK_PATTERN = r"^(?:container:)?[A-Za-z0-9][A-Za-z0-9_.-]*$"
+# An absolute, normalised path: no empty, ``.`` or ``..`` component, no trailing slash
+# (the same constraint in the API's schema and here, so both accept the same configs).
+_PATH_COMPONENT = (
+    rf"(?:[^/.{CONTROL}][^/{CONTROL}]*"
+    rf"|\.[^/.{CONTROL}][^/{CONTROL}]*"
+    rf"|\.\.[^/{CONTROL}]+)"
+)
+PATH_PATTERN = rf"^(?:/|(?:/{_PATH_COMPONENT})+)$"
+TARGET_PATTERN = rf"^(?:/{_PATH_COMPONENT})+$"
+HOST_NETWORK_SETTING = "FORMULA_OPS_DOCKER__ALLOW_HOST_NETWORK"
+SENSITIVE_BINDS_SETTING = "FORMULA_OPS_DOCKER__ALLOW_SENSITIVE_BINDS"
+
+# What needs a setting of the server: a network mode that shares a namespace, and bind
+# mounts of the host's root, of a Docker socket or of a directory holding a usual one.
+SHARED_NETWORK_PATTERN = r"^(?:host|container:.*)$"
+DOCKER_SOCKETS = ("/run/docker.sock", "/var/run/docker.sock", "/run/containerd/containerd.sock")
+_SOCKET_DIRS = sorted(
+    {"/"} | {socket.rsplit("/", n)[0] or "/" for socket in DOCKER_SOCKETS for n in range(1, 4)}
+)
+SENSITIVE_BIND_PATTERN = (
+    "^(?:"
+    + "|".join(re.escape(path) for path in _SOCKET_DIRS)
+    + r"|.*/(?:docker|containerd)\.sock)$"
+)
+
+
+def _readable_path(value: Any, *, what: str) -> Any:
+    """Readable messages for the common mistakes, before the patterns apply."""
+    if not isinstance(value, str):
+        return value
+    if not value.startswith("/"):
+        raise ValueError(f"{what} {value!r} is not an absolute path")
+    parts = value.split("/")[1:]
+    if value != "/" and any(part in ("", ".", "..") for part in parts):
+        raise ValueError(
+            f"{what} {value!r} is not a normalised path (no '.', '..', '//' or trailing '/')"
+        )
+    return value
+
+
+class _MountFields(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    read_only: bool = False
+
+
+class VolumeMount(_MountFields):
+    """A named volume of the engine (created on first use; kept across deploys)."""
+
+    type: Literal["volume"]
+    source: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]+$", max_length=255, description="Volume name."
+    )
+
+
+class BindMount(_MountFields):
+    """A directory or file of the engine's host."""
+
+    type: Literal["bind"]
+    source: str = Field(
+        pattern=PATH_PATTERN,
+        max_length=1024,
+        description="Absolute path on the engine's host. `/`, a Docker socket and the "
+        f"directories holding one only when the server allows them ({SENSITIVE_BINDS_SETTING}).",
+        json_schema_extra={"not": {"pattern": SENSITIVE_BIND_PATTERN}},
+    )
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _source(cls, value: Any) -> Any:
+        return _readable_path(value, what="source")
+
+
+DeclaredMount = Annotated[VolumeMount | BindMount, Field(discriminator="type")]
+MountTarget = Annotated[str, StringConstraints(pattern=TARGET_PATTERN, max_length=1024)]
+
+
+class DockerConfig(BaseModel):
+    """The ``config`` of a service run by the docker driver."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: str = Field(
+        pattern=IMAGE_PATTERN,
+        max_length=255,
+        description="Repository without tag or digest: the version to deploy is the tag.",
+    )
+    container_name: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=128
+    )
+    env: dict[EnvName, NoNul] = Field(default={}, max_length=50, description=MULTILINE_NOTE)
+    ports: dict[ContainerPort, Annotated[int, Field(ge=1, le=65535)]] = Field(
+        default={}, max_length=50, description='Container port ("8080/tcp") to host port.'
+    )
+    network: str | None = Field(
+        default=None,
+        pattern=NETWORK_PATTERN,
+        max_length=255,
+        description="A network's name; `host` and `container:<name>` only when the "
+        f"server allows them ({HOST_NETWORK_SETTING}).",
+        json_schema_extra={"not": {"pattern": SHARED_NETWORK_PATTERN}},
+    )
+    mounts: dict[MountTarget, DeclaredMount] = Field(
+        default={},
+        max_length=20,
+        description="Absolute path in the container to the named volume or bind mount "
+        "there, for every container of the service.",
+    )
+    restart_policy: Literal["no", "always", "unless-stopped", "on-failure"] = "unless-stopped"
+    labels: dict[
+        Annotated[
+            str,
+            StringConstraints(min_length=1, pattern=PRINTABLE, max_length=128),
+            # The reserved prefix of `_labels`, stated in the schema.
+            Field(json_schema_extra={"not": {"pattern": f"^{LABEL_PREFIX.replace('.', '[.]')}"}}),
+        ],
+        NoNul,
+    ] = Field(default={}, max_length=50, description=MULTILINE_NOTE)
+    command: list[NoNul] | None = Field(
+        default=None, min_length=1, max_length=50, description=MULTILINE_NOTE
+    )
+    docker_host: str | None = Field(default=None, min_length=1, max_length=1000, pattern=PRINTABLE)
+    stop_timeout_seconds: int = Field(default=10, ge=0, le=3600)
+
+    # Readable messages for the common mistakes, before the patterns above apply.
+    @field_validator("image", mode="before")
+    @classmethod
+    def _image(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        if "@" in value:
+            raise ValueError(
+                f"image {value!r} contains a digest; give the repository only "
+                "(the version to deploy is the tag)"
+            )
+        if ":" in value.split("/")[-1]:
+            raise ValueError(
+                f"image {value!r} contains a tag; give the repository only "
+                "(the version to deploy is the tag)"
+            )
+        if not re.fullmatch(IMAGE_PATTERN, value):
+            raise ValueError(
+                f"image {value!r}: invalid repository name (lowercase letters, digits and "
+                "separators . _ -, after an optional registry host)"
+            )
+        return value
+
+    @field_validator("container_name", mode="before")
+    @classmethod
+    def _container_name(cls, value: Any) -> Any:
+        if isinstance(value, str) and not CONTAINER_NAME.match(value):
+            raise ValueError(
+                f"container_name {value!r} is not a valid container name "
+                "(letters, digits, _ . -; starting with a letter or digit)"
+            )
+        return value
+
+    @field_validator("ports", mode="before")
+    @classmethod
+    def _port_keys(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for key in value:
+                if not isinstance(key, str) or not re.fullmatch(
+                    rf"{PORT_NUMBER}(?:/(?:tcp|udp|sctp))?", key
+                ):
+                    raise ValueError(f"ports: {key!r} is not a container port like '8080/tcp'")
+        return value
+
+    @field_validator("ports")
+    @classmethod
+    def _ports(cls, value: dict[str, int]) -> dict[str, int]:
+        normalised: dict[str, int] = {}
+        for key, host_port in value.items():
+            number, _, protocol = key.partition("/")
+            normalised[f"{int(number)}/{protocol or 'tcp'}"] = host_port
+        return normalised
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not key:
+                raise ValueError("labels: empty label name")
+            if key.startswith(LABEL_PREFIX):
+                raise ValueError(f"labels: {key!r} is reserved (labels {LABEL_PREFIX}* are set)")
+        return value
+
+    @field_validator("mounts", mode="before")
+    @classmethod
+    def _mount_targets(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for target in value:
+                _readable_path(target, what="mounts: target")
+                if target == "/":
+                    raise ValueError("mounts: target '/' would hide the container's files")
+        return value
+
+
+def shares_namespace(network: str) -> bool:
+    """Whether a network (mode) shares the host's or another container's namespace."""
+    return re.fullmatch(SHARED_NETWORK_PATTERN, network) is not None
+
+
+def _exposes(source: str, path: str) -> bool:
+    return path == source or path.startswith(source.rstrip("/") + "/")
+
+
+def policy_problems(
+    config: DockerConfig, policy: DockerSettings, *, engine_socket: str | None = None
+) -> list[Problem]:
+    """What ``config`` asks for that ``policy`` does not allow: (location, message)."""
+    problems: list[Problem] = []
+    if config.network and shares_namespace(config.network) and not policy.allow_host_network:
+        problems.append(
+            (
+                ("network",),
+                f"network {config.network!r} shares a network namespace; "
+                f"the server allows it only with {HOST_NETWORK_SETTING}=true",
+            )
+        )
+    if not policy.allow_sensitive_binds:
+        for target, mount in config.mounts.items():
+            if mount.type != "bind":
+                continue
+            source = mount.source
+            if re.fullmatch(SENSITIVE_BIND_PATTERN, source) or (
+                engine_socket and _exposes(source, engine_socket)
+            ):
+                problems.append(
+                    (
+                        ("mounts", target, "source"),
+                        f"bind mount of {source!r} exposes the host's root or a Docker "
+                        f"socket; the server allows it only with {SENSITIVE_BINDS_SETTING}=true",
+                    )
+                )
+    return problems
+
+
+def settings_problems(config: DockerConfig, settings: DriverSettings) -> list[Problem]:
+    """:func:`policy_problems` under the server's docker settings (the driver type's
+    ``policy``)."""
+    return policy_problems(config, settings.docker)
+
+
+def connection(config: Mapping[str, Any]) -> str | None:
+    """The Docker engine a service's config talks to (None: ``DOCKER_HOST`` or the
+    default socket); one driver instance is kept per engine."""
+    host = config.get("docker_host")
+    return host if isinstance(host, str) and host else None
+
+
+def readable(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "config"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        problems.append(f"{where}: {message}")
+    return "invalid docker config: " + "; ".join(problems)
+
+
+def refused(problems: list[tuple[tuple[str | int, ...], str]]) -> str:
+    text = "; ".join(".".join(str(part) for part in loc) + f": {msg}" for loc, msg in problems)
+    return "docker config refused: " + text
+
+
+def engine_socket(config: DockerConfig) -> str | None:
+    """The path of the engine's unix socket the driver talks to, when it is one."""
+    host = config.docker_host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    if not host.startswith("unix://"):
+        return None
+    return "/" + "/".join(part for part in host.removeprefix("unix://").split("/") if part)

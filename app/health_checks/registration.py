@@ -1,0 +1,20 @@
+"""What the health checks contribute: their run kind and the daily check's probes."""
+
+from __future__ import annotations
+
+from app.core.registry import Registry
+from app.health_checks import plan, probes
+from app.runs.actions import ACTIONS, Action
+from app.runs.kinds import KINDS, KindHooks
+from app.runs.models import RunKind
+
+
+def register(registry: Registry) -> None:
+    registry[KINDS].add(RunKind.HEALTH_CHECK.value, KindHooks(finalizer=plan.finalize))
+    actions = registry[ACTIONS]
+    actions.add("disk", Action(probes.DiskParams, probes.disk, idempotent=True))
+    actions.add("memory", Action(probes.MemoryParams, probes.memory, idempotent=True))
+    actions.add("log_errors", Action(probes.LogScanParams, probes.log_errors, idempotent=True))
+    actions.add("database", Action(probes.NoParams, probes.database, idempotent=True))
+    actions.add("redis", Action(probes.NoParams, probes.redis_ping, idempotent=True))
+    actions.add("backup_age", Action(probes.NoParams, probes.backup_age, idempotent=True))
