@@ -24,7 +24,8 @@ class StaleSchema(RuntimeError):
 
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
-    context = build_context(settings)
+    # ``serve`` hands over the API's metrics, so one process keeps one set.
+    context = build_context(settings, metrics=ctx.get("metrics"))
     if not await schema_is_current(context.engine):
         await context.aclose()
         raise StaleSchema("the database schema is not at head; run `formula-ops migrate` first")

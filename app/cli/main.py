@@ -22,6 +22,7 @@ from app.cli.deploy import apply, deploy
 from app.cli.ops import audit_list, cancel, rollback, unpin
 from app.cli.runs import health_check, runs
 from app.core.logging import configure_logging
+from app.core.metrics import prepare_multiprocess
 from app.core.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -68,7 +69,8 @@ def serve(host: HostOption = None, port: PortOption = None) -> None:
     from app.embedded.redis import EmbeddedRedis, EmbeddedRedisMissing
 
     settings = _settings(host, port)
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format or "text")
+    prepare_multiprocess(settings.state_dir)
     embedded: EmbeddedRedis | None = None
     try:
         if settings.redis_url is None:
@@ -108,7 +110,10 @@ async def _serve(settings: Settings, embedded: EmbeddedRedis | None = None) -> i
     if settings.seed_local_environment:
         await seed_local(context, ports)
     server = _Server(_uvicorn_config(create_app(settings, context=context), settings))
-    worker = create_worker(settings, handle_signals=False)
+    # The worker counts its runs in the API's metrics (one set per process).
+    worker = create_worker(
+        settings, handle_signals=False, ctx={"settings": settings, "metrics": context.metrics}
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -192,10 +197,11 @@ def api(
 ) -> None:
     """Production: serve the API only (needs FORMULA_OPS_DATABASE_URL and _REDIS_URL)."""
     settings = _settings(host, port)
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format or "json", with_pid=workers > 1)
+    prepare_multiprocess(settings.state_dir)
     if workers > 1:
         uvicorn.run(
-            "app.main:create_app",
+            "app.cli.main:api_process_app",
             factory=True,
             host=settings.host,
             port=settings.port,
@@ -206,6 +212,17 @@ def api(
     from app.main import create_app
 
     uvicorn.Server(_uvicorn_config(create_app(settings), settings)).run()
+
+
+def api_process_app() -> Any:
+    """The application of one ``api --workers N`` process (uvicorn starts each afresh,
+    so its logging is set up again here; its metrics go to the directory the parent
+    prepared, named in the inherited environment)."""
+    from app.main import create_app
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format or "json", with_pid=True)
+    return create_app(settings)
 
 
 @cli.command()
@@ -229,7 +246,8 @@ def worker(
     from workers.supervisor import run_worker, supervise
 
     settings = get_settings()
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format or "json")
+    prepare_multiprocess(settings.state_dir)
     if processes == 1:
         raise typer.Exit(run_worker(settings))
     raise typer.Exit(
@@ -249,7 +267,7 @@ def migrate(
     from app.core import migrate as migrations
 
     settings = get_settings()
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format or "text")
     migrations.upgrade(settings, revision)
     typer.echo(f"database at {revision}")
 

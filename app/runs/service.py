@@ -218,6 +218,9 @@ async def create_run(
 
     async def _enqueue() -> None:
         await queue.enqueue(JobName.EXECUTE_RUN, run_id, job_id=run_id)
+        logger.info(
+            "run queued", extra={"event": "run.queued", "run_id": run_id, "kind": kind.value}
+        )
 
     uow.after_commit(_enqueue)
     _notify_after_commit(uow, context, run_id)
