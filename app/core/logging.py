@@ -99,9 +99,16 @@ class TextFormatter(logging.Formatter):
         fields = _context_of(record)
         if not fields:
             return line
-        suffix = " [" + " ".join(f"{k}={v}" for k, v in fields.items()) + "]"
+        suffix = " [" + " ".join(f"{k}={_quoted(v)}" for k, v in fields.items()) + "]"
         head, newline, traceback = line.partition("\n")
         return head + suffix + newline + traceback
+
+
+def _quoted(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False) if _NEEDS_QUOTES.search(value) else value
+
+
+_NEEDS_QUOTES = re.compile(r'[\s"\[\]=]|^$')
 
 
 class RedactingFilter(logging.Filter):

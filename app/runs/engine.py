@@ -385,10 +385,13 @@ async def _run_step(
     await context.notifier.publish(run_id)
     step.status, step.level, step.result, step.error = row.status, row.level, row.result, row.error
     took = (time.perf_counter() - began) * 1000
-    logger.info(
-        "step ended: %s in %.0f ms",
+    failed = row.status == StepStatus.FAILURE
+    logger.log(
+        logging.WARNING if failed else logging.INFO,
+        "step ended: %s in %.0f ms%s",
         row.status,
         took,
+        f": {(row.error or '')[:500]}" if failed else "",
         extra={
             "event": "step.finished",
             "action": step.action,
