@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from typing import Any
 
 from arq.cron import CronJob, cron
@@ -105,12 +106,37 @@ def create_worker(settings: Settings | None = None, **overrides: Any) -> Worker:
 _JOB_LINES = frozenset({"%6.2fs → %s(%s)%s", "%6.2fs ← %s ● %s"})
 
 
+# arq names a job ``<job id>:<function>``; a run's job id is its run id (``:<n>`` after).
+_RUN_JOB = re.compile(rf"^(?P<run_id>[0-9a-f-]{{36}})(?::\d+)?(?::{JobName.EXECUTE_RUN.value})?$")
+
+
+def _tag_run(record: logging.LogRecord) -> None:
+    """arq logs a job's retry, abort or failure outside the job's own context: the line
+    gets the run's id from the job's reference."""
+    if getattr(record, "run_id", None) is None and isinstance(record.args, tuple):
+        for arg in record.args:
+            found = _RUN_JOB.match(arg) if isinstance(arg, str) else None
+            if found:
+                record.run_id = found.group("run_id")
+                return
+
+
 class _WithoutJobLines(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.msg not in _JOB_LINES
+        if record.msg in _JOB_LINES:
+            return False
+        _tag_run(record)
+        return True
+
+
+class _RunIds(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        _tag_run(record)
+        return True
 
 
 _job_lines_filter = _WithoutJobLines()
+_run_ids_filter = _RunIds()
 
 
 def quiet_job_logs(log_level: str) -> None:
@@ -119,7 +145,9 @@ def quiet_job_logs(log_level: str) -> None:
     arq_logger = logging.getLogger("arq.worker")
     if log_level == "DEBUG":
         arq_logger.removeFilter(_job_lines_filter)
+        arq_logger.addFilter(_run_ids_filter)
     else:
+        arq_logger.removeFilter(_run_ids_filter)
         arq_logger.addFilter(_job_lines_filter)
 
 

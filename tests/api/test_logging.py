@@ -31,6 +31,7 @@ from app.core.logging import (
 from app.main import create_app
 from tests.factories import issue_token
 from tests.helpers import live, raw_get
+from workers.main import quiet_job_logs
 
 FORGED = "2026-12-02 00:00:00,000 INFO app.requests: GET /v1/tokens 200 request_id=forged"
 ATTACKS = [
@@ -203,3 +204,22 @@ async def test_probe_requests_are_not_logged_at_info(level: str, logged: bool) -
 def configure_logging_levels_reset() -> None:
     for name in PER_REQUEST_LOGGERS:
         logging.getLogger(name).setLevel(logging.NOTSET)
+
+
+def test_arq_lines_about_a_run_job_carry_the_run_id() -> None:
+    """arq logs a job's retry or failure after the job's own context ended."""
+    run_id = "01a235be-aace-78c3-9e95-e641711f1581"
+    quiet_job_logs("INFO")
+    arq_logger = logging.getLogger("arq.worker")
+    buffer = io.StringIO()
+    handler = log_handler(buffer, "json")
+    arq_logger.addHandler(handler)
+    try:
+        arq_logger.warning("%6.2fs ! %s max retries %d exceeded", 1.0, f"{run_id}:2:execute_run", 5)
+        arq_logger.warning("job %s expired", run_id)
+        arq_logger.info("%6.2fs ← %s ● %s", 0.1, f"{run_id}:execute_run", "")  # dropped
+        arq_logger.warning("recording health: %s", "x")
+    finally:
+        arq_logger.removeHandler(handler)
+    entries = [json.loads(line) for line in buffer.getvalue().splitlines()]
+    assert [e.get("run_id") for e in entries] == [run_id, run_id, None]
