@@ -21,8 +21,8 @@ from sqlalchemy import func, select
 from app.auth.roles import Role
 from app.core.context import AppContext
 from app.deployments.models import Deployment
-from tests.deployments.conftest import free_port, sample_service
-from tests.factories import IssuedToken, issue_token
+from tests.factories import IssuedToken, issue_token, sample_service
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 BODY = {"environment": "staging", "service": "backend", "version": "1.0.0"}

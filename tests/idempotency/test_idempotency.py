@@ -28,11 +28,6 @@ from app.tokens.schemas import TokenCreate
 from tests.factories import IssuedToken, issue_token
 
 
-@pytest.fixture
-async def admin(context: AppContext) -> IssuedToken:
-    return await issue_token(context, Role.ADMIN)
-
-
 async def token_count(context: AppContext) -> int:
     async with context.sessionmaker() as session:
         return int(await session.scalar(select(func.count()).select_from(ApiToken)) or 0)

@@ -12,8 +12,7 @@ from app.core.context import AppContext
 from app.core.settings import DockerSettings
 from app.main import create_app
 from app.models import AuditEvent
-from tests.deployments.conftest import sample_service
-from tests.factories import IssuedToken, issue_token
+from tests.factories import IssuedToken, issue_token, sample_service
 
 
 async def test_create_read_replace_with_etags(

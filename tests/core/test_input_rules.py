@@ -45,11 +45,6 @@ IN_RANGE = [
 
 
 @pytest.fixture
-async def admin(context: AppContext) -> IssuedToken:
-    return await issue_token(context, Role.ADMIN)
-
-
-@pytest.fixture
 async def staging(client: httpx.AsyncClient, admin: IssuedToken) -> str:
     response = await client.put("/v1/environments/staging", json={}, headers=admin.headers)
     assert response.status_code == 201, response.text
