@@ -25,6 +25,7 @@ import contextlib
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Awaitable, Iterable, Iterator
 from pathlib import Path
 
@@ -281,10 +282,13 @@ class Metrics:
 
     async def refresh_queue(self, redis: Redis, queue_name: str) -> None:
         self.scraped.drop("formula_ops_queue_depth")
-        depth = await redis.zcard(queue_name)
+        # arq scores a job by when it may start: those due by now wait for a worker; the
+        # later ones (the next periodic job, a deferred retry) are not a backlog.
+        depth = await redis.zcount(queue_name, "-inf", int(time.time() * 1000))
         self.scraped.set(
             "formula_ops_queue_depth",
-            "Jobs waiting in the arq queue (deferred ones included), read from Redis.",
+            "Jobs in the arq queue that are due and wait for a worker (jobs deferred to a "
+            "later time not counted), read from Redis.",
             [((), float(depth))],
         )
 

@@ -194,7 +194,8 @@ async def test_every_scrape_sums_the_api_and_worker_processes(
             == RUNS
         )
         assert value(found, "formula_ops_run_duration_seconds_count", kind="maintenance") == RUNS
-        assert value(found, "formula_ops_queue_depth") == 0
+        # Nothing waits (a periodic job may be due this very moment).
+        assert value(found, "formula_ops_queue_depth") in (0, 1)
         assert value(found, "formula_ops_metrics_source_up", source="redis") == 1
         assert value(found, "formula_ops_runs", kind="maintenance", status="success") == RUNS
     # Both API processes keep their own counters (files), which every scrape sums.

@@ -166,7 +166,7 @@ def test_metrics_show_the_run(deployed: Deployed) -> None:
         == 1
     )
     assert value("formula_ops_runs", kind="deployment", status="success") == 1
-    assert value("formula_ops_queue_depth") == 0
+    assert value("formula_ops_queue_depth") in (0, 1)  # a periodic job may be due now
     assert value("formula_ops_metrics_source_up", source="database") == 1
     assert value("formula_ops_metrics_source_up", source="redis") == 1
     assert "_created" not in deployed.metrics
