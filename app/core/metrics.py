@@ -185,7 +185,8 @@ class Metrics:
         )
         self.runs_finished = Counter(
             "formula_ops_runs_finished",
-            "Runs a worker brought to an end, by kind and final status.",
+            "Runs that ended (in a worker, or cancelled before they started), by kind and "
+            "final status.",
             ["kind", "status"],
             registry=self.registry,
         )
@@ -222,7 +223,7 @@ class Metrics:
     def observe_run(
         self, kind: str, status: str, seconds: float | None, *, environment: str | None
     ) -> None:
-        """A run ended (counted once, by the worker that committed its end)."""
+        """A run ended (counted once, by the process that committed its end)."""
         self.runs_finished.labels(kind, status).inc()
         if seconds is not None:
             self.run_duration.labels(kind).observe(max(seconds, 0.0))

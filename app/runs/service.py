@@ -330,10 +330,26 @@ async def cancel(uow: UnitOfWork, context: AppContext, principal: Principal, run
             failure_type="/problems/cancelled",
             failure_detail=f"cancelled by {principal.actor} before it started",
         )
+        kind, environment = run.kind, run.environment
+
+        async def _ended() -> None:
+            context.metrics.observe_run(kind, RunStatus.CANCELLED, None, environment=environment)
+            logger.info(
+                "run cancelled before it started",
+                extra={
+                    "event": "run.finished",
+                    "status": "cancelled",
+                    "run_id": run_id,
+                    "kind": kind,
+                },
+            )
+
+        uow.after_commit(_ended)
     else:
         run.cancel_requested_at = now
         await append_event(uow.session, run.id, "run.cancel_requested", {"by": principal.actor})
         _notify_after_commit(uow, context, run.id)
+        logger.info("run cancellation requested", extra={"run_id": run_id})
     await audit_service.record(
         uow.session,
         principal,

@@ -217,3 +217,27 @@ class TestSeries:
             await context.redis.zrem(queue, job_id)
             await context.redis.delete(f"{job_key_prefix}{job_id}")
         assert 'formula_ops_metrics_source_up{source="redis"} 1.0' in text
+
+    async def test_a_run_cancelled_before_it_started_is_counted_once(
+        self, client: httpx.AsyncClient, context: AppContext
+    ) -> None:
+        operator = await issue_token(context, Role.OPERATOR)
+        async with context.unit_of_work() as uow:
+            run = await create_run(
+                uow,
+                context,
+                kind=RunKind.HEALTH_CHECK,
+                steps=[StepSpec("pause", "wait", {"seconds": 0})],
+                requested_by="t",
+            )
+        before = context.metrics.registry.get_sample_value(
+            "formula_ops_runs_finished_total", {"kind": "health_check", "status": "cancelled"}
+        )
+        response = await client.post(f"/v1/runs/{run.id}/cancel", headers=operator.headers)
+        assert response.status_code == 200, response.text
+        again = await client.post(f"/v1/runs/{run.id}/cancel", headers=operator.headers)
+        assert again.status_code == 409
+        after = context.metrics.registry.get_sample_value(
+            "formula_ops_runs_finished_total", {"kind": "health_check", "status": "cancelled"}
+        )
+        assert (after or 0) - (before or 0) == 1
