@@ -242,10 +242,11 @@ class Metrics:
         """Read the scrape-time gauges; each source that fails or is slow is left out of
         this scrape and marked down, never failing it."""
         limit = min(limit, SCRAPE_TIMEOUT)
-        up = {
-            "database": await self._read("database", self.refresh_runs(session), limit),
-            "redis": await self._read("redis", self.refresh_queue(redis, queue_name), limit),
-        }
+        database, queue = await asyncio.gather(
+            self._read("database", self.refresh_runs(session), limit),
+            self._read("redis", self.refresh_queue(redis, queue_name), limit),
+        )
+        up = {"database": database, "redis": queue}
         self.scraped.set(
             "formula_ops_metrics_source_up",
             "Whether this scrape could read the source (1) or not (0).",
