@@ -5,6 +5,7 @@ the HTTP requests both API processes answered and the runs both worker processes
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -198,6 +199,14 @@ async def test_every_scrape_sums_the_api_and_worker_processes(
         assert value(found, "formula_ops_queue_depth") in (0, 1)
         assert value(found, "formula_ops_metrics_source_up", source="redis") == 1
         assert value(found, "formula_ops_runs", kind="maintenance", status="success") == RUNS
+    # Production commands log JSON by default: one object per line, from every process.
+    for output in (api.output(), supervisor.output()):
+        entries = [json.loads(line) for line in output.splitlines()]
+        assert entries
+        assert all(isinstance(e, dict) and e["level"] for e in entries)
+    children = {e.get("pid") for e in map(json.loads, api.output().splitlines())} - {None}
+    assert len(children) >= 2, api.output()[-2000:]
+
     # Both API processes keep their own counters (files), which every scrape sums.
     api_pids = {int(path.stem.split("_")[1]) for path in directory.glob("counter_*.db")}
     assert len(api_pids - workers) >= 2, (api_pids, workers)
