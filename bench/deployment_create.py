@@ -164,7 +164,7 @@ def serve(args: argparse.Namespace) -> None:
     SIGUSR2 stops it and writes the stats there."""
     import uvicorn
 
-    from app.cli.main import _UVICORN_OPTIONS
+    from app.cli.server import UVICORN_OPTIONS
     from app.core.logging import configure_logging
     from app.core.settings import Settings
     from app.main import create_app
@@ -185,7 +185,7 @@ def serve(args: argparse.Namespace) -> None:
         app = create_app(settings)
     if args.profile_out:
         install_profiler(Path(args.profile_out))
-    config = uvicorn.Config(app, host="127.0.0.1", port=args.port, **_UVICORN_OPTIONS)
+    config = uvicorn.Config(app, host="127.0.0.1", port=args.port, **UVICORN_OPTIONS)
     uvicorn.Server(config).run()
 
 

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 
 from app.audit.models import AuditEvent
 from app.auth.ratelimit import WINDOW_SECONDS
-from app.cli.main import _Server, _uvicorn_config
+from app.cli.server import QuietServer, uvicorn_config
 from app.core.context import AppContext
 from app.core.settings import Settings
 from app.drivers import get_driver
@@ -78,7 +78,7 @@ def free_port() -> int:
 async def live(app: FastAPI, context: AppContext) -> AsyncIterator[str]:
     """``app`` served by uvicorn on a free loopback port, with the CLI's options."""
     settings = context.settings.model_copy(update={"host": "127.0.0.1", "port": free_port()})
-    server = _Server(_uvicorn_config(app, settings))
+    server = QuietServer(uvicorn_config(app, settings))
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():

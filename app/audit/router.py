@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from app.audit import service
+from app.audit import presenters, service
 from app.audit.models import Outcome
-from app.audit.schemas import AuditEventList, AuditEventOut, AuditVerification, BrokenLinkOut
+from app.audit.schemas import AuditEventList, AuditVerification
 from app.auth.deps import Viewer
 from app.auth.errors import Forbidden, TooManyRequests, Unauthenticated
 from app.core.deps import SessionDep
@@ -60,9 +59,7 @@ async def list_audit_events(
         until=_utc(until),
     )
     rows, next_cursor = await service.list_page(session, filters, page)
-    return AuditEventList(
-        items=[AuditEventOut.model_validate(r) for r in rows], next_cursor=next_cursor
-    )
+    return AuditEventList(items=[presenters.event_out(r) for r in rows], next_cursor=next_cursor)
 
 
 @router.get(
@@ -73,10 +70,4 @@ async def list_audit_events(
 )
 async def verify_audit_trail(principal: Viewer, session: SessionDep) -> AuditVerification:
     """Recomputes every hash and link; names the first event that does not match."""
-    result = await service.verify(session)
-    return AuditVerification(
-        valid=result.valid,
-        checked=result.checked,
-        head_seq=result.head_seq,
-        broken=BrokenLinkOut(**asdict(result.broken)) if result.broken else None,
-    )
+    return presenters.verification_out(await service.verify(session))

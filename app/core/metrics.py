@@ -41,10 +41,6 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from redis.asyncio import Redis
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from app.runs.models import Run
 
 logger = logging.getLogger(__name__)
 
@@ -237,13 +233,19 @@ class Metrics:
     # -- read at scrape time --------------------------------------------------------------
 
     async def refresh(
-        self, session: AsyncSession, redis: Redis, queue_name: str, limit: float
+        self,
+        run_counts: Awaitable[Iterable[tuple[str, str, int]]],
+        redis: Redis,
+        queue_name: str,
+        limit: float,
     ) -> None:
-        """Read the scrape-time gauges; each source that fails or is slow is left out of
+        """Read the scrape-time gauges: ``run_counts`` (runs by kind and status, as
+        :func:`app.runs.service.count_by_kind_and_status` reads them from the database)
+        and the queue depth from Redis. Each source that fails or is slow is left out of
         this scrape and marked down, never failing it."""
         limit = min(limit, SCRAPE_TIMEOUT)
         database, queue = await asyncio.gather(
-            self._read("database", self.refresh_runs(session), limit),
+            self._read("database", self._set_run_counts(run_counts), limit),
             self._read("redis", self.refresh_queue(redis, queue_name), limit),
         )
         up = {"database": database, "redis": queue}
@@ -270,11 +272,9 @@ class Metrics:
         self._down.discard(source)
         return True
 
-    async def refresh_runs(self, session: AsyncSession) -> None:
+    async def _set_run_counts(self, counts: Awaitable[Iterable[tuple[str, str, int]]]) -> None:
         self.scraped.drop("formula_ops_runs")
-        rows = await session.execute(
-            select(Run.kind, Run.status, func.count()).group_by(Run.kind, Run.status)
-        )
+        rows = await counts
         self.scraped.set(
             "formula_ops_runs",
             "Runs in the database, by kind and status.",

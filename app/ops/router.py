@@ -14,6 +14,7 @@ from app.auth.roles import Role
 from app.core.deps import ContextDep, SessionDep
 from app.core.errors import ServiceUnavailable, problem_responses
 from app.ops.schemas import DependencyCheck, Health, Readiness
+from app.runs import service as run_service
 
 router = APIRouter(tags=["operations"])
 
@@ -75,6 +76,9 @@ async def metrics(request: Request, context: ContextDep, session: SessionDep) ->
         await auth_service.require(context, principal, Role.VIEWER, info)
     # Read once here, by the process that answers (a source that fails is left out).
     await context.metrics.refresh(
-        session, context.redis, context.settings.queue_name, context.settings.ready_timeout_seconds
+        run_service.count_by_kind_and_status(session),
+        context.redis,
+        context.settings.queue_name,
+        context.settings.ready_timeout_seconds,
     )
     return Response(context.metrics.render(), media_type="text/plain; version=0.0.4")

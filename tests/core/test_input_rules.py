@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from app.auth.roles import Role
-from app.cli.main import render_openapi
+from app.cli.admin import render_openapi
 from app.core.context import AppContext
 from app.core.errors import PROBLEM_MEDIA_TYPE
 from tests.factories import IssuedToken, app_with, issue_token
