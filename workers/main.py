@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from typing import Any
 
 from arq.cron import CronJob, cron
 from arq.worker import Worker, func
 from redis.asyncio import Redis
 
+from app.core.metrics import Metrics
 from app.core.queue import JobName, connect_redis, deserialize_job, serialize_job
 from app.core.registry import Registry
 from app.core.settings import Settings, get_settings
@@ -64,10 +66,15 @@ class WorkerSettings:
 
 
 def create_worker(
-    settings: Settings | None = None, *, registry: Registry | None = None, **overrides: Any
+    settings: Settings | None = None,
+    *,
+    registry: Registry | None = None,
+    metrics: Metrics | None = None,
+    **overrides: Any,
 ) -> Worker:
-    """A worker for ``settings``; tests pass ``burst=True, poll_delay=0``. ``registry``:
-    the one the process built already (``serve``); else its start-up builds one."""
+    """A worker for ``settings``; tests pass ``burst=True, poll_delay=0``. ``registry`` and
+    ``metrics``: the ones the process built already (``serve``); else its start-up builds
+    them."""
     settings = settings or get_settings()
     if settings.redis_url is None:
         raise RuntimeError("FORMULA_OPS_REDIS_URL is not set")
@@ -90,7 +97,7 @@ def create_worker(
         "redis_pool": connect_redis(
             settings.redis_url.get_secret_value(), queue_name=settings.queue_name
         ),
-        "ctx": {"settings": settings, "registry": registry},
+        "ctx": {"settings": settings, "registry": registry, "metrics": metrics},
         "max_jobs": settings.worker_max_jobs,
         "job_timeout": settings.worker_job_timeout_seconds,
         "poll_delay": settings.worker_poll_delay_seconds,
@@ -109,12 +116,37 @@ def create_worker(
 _JOB_LINES = frozenset({"%6.2fs → %s(%s)%s", "%6.2fs ← %s ● %s"})
 
 
+# arq names a job ``<job id>:<function>``; a run's job id is its run id (``:<n>`` after).
+_RUN_JOB = re.compile(rf"^(?P<run_id>[0-9a-f-]{{36}})(?::\d+)?(?::{JobName.EXECUTE_RUN.value})?$")
+
+
+def _tag_run(record: logging.LogRecord) -> None:
+    """arq logs a job's retry, abort or failure outside the job's own context: the line
+    gets the run's id from the job's reference."""
+    if getattr(record, "run_id", None) is None and isinstance(record.args, tuple):
+        for arg in record.args:
+            found = _RUN_JOB.match(arg) if isinstance(arg, str) else None
+            if found:
+                record.run_id = found.group("run_id")
+                return
+
+
 class _WithoutJobLines(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.msg not in _JOB_LINES
+        if record.msg in _JOB_LINES:
+            return False
+        _tag_run(record)
+        return True
+
+
+class _RunIds(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        _tag_run(record)
+        return True
 
 
 _job_lines_filter = _WithoutJobLines()
+_run_ids_filter = _RunIds()
 
 
 def quiet_job_logs(log_level: str) -> None:
@@ -123,7 +155,9 @@ def quiet_job_logs(log_level: str) -> None:
     arq_logger = logging.getLogger("arq.worker")
     if log_level == "DEBUG":
         arq_logger.removeFilter(_job_lines_filter)
+        arq_logger.addFilter(_run_ids_filter)
     else:
+        arq_logger.removeFilter(_run_ids_filter)
         arq_logger.addFilter(_job_lines_filter)
 
 

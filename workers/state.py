@@ -30,7 +30,8 @@ class StaleSchema(RuntimeError):
 
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
-    context = build_context(settings, registry=ctx.get("registry"))
+    # ``serve`` hands over its registry and the API's metrics, so one process keeps one set.
+    context = build_context(settings, registry=ctx.get("registry"), metrics=ctx.get("metrics"))
     if not await schema_is_current(context.engine):
         await context.aclose()
         raise StaleSchema("the database schema is not at head; run `formula-ops migrate` first")

@@ -33,6 +33,7 @@ import signal
 import subprocess
 import sys
 
+from app.core import metrics
 from app.core.logging import configure_logging
 from app.core.settings import Settings, get_settings
 
@@ -146,6 +147,7 @@ async def _supervise(
                 break
             for task in done:
                 number, child = slots.pop(task)
+                metrics.process_ended(child.pid)
                 now = loop.time()
                 deaths[:] = [t for t in deaths if now - t < restart_window] + [now]
                 if len(deaths) > max_restarts:
@@ -240,7 +242,7 @@ def child_main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     _die_with_parent(args.parent)
     settings = get_settings()
-    configure_logging(settings.log_level, settings.log_format, with_pid=True)
+    configure_logging(settings.log_level, settings.log_format or "json", with_pid=True)
     sys.exit(run_worker(settings))
 
 

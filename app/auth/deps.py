@@ -19,6 +19,7 @@ from app.auth import service as auth_service
 from app.auth.principal import Principal
 from app.auth.roles import Role
 from app.core.deps import ContextDep
+from app.core.logging import bind_log_context
 
 _bearer = HTTPBearer(auto_error=False, description="An API token: `fops_<id>_<secret>`.")
 ROLE_MARK = "required_role"
@@ -42,6 +43,7 @@ async def current_principal(
         context, credentials.credentials if credentials else None, request_info(request)
     )
     request.state.principal = principal
+    bind_log_context(actor=principal.actor)  # the token id, never the token
     return principal
 
 

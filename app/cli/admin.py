@@ -193,7 +193,7 @@ def migrate(
     from app.core import migrate as migrations
 
     settings = get_settings()
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format or "text")
     migrations.upgrade(settings, revision)
     typer.echo(f"database at {revision}")
 

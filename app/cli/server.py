@@ -20,6 +20,7 @@ from pydantic import SecretStr
 
 from app.cli.output import error
 from app.core.logging import configure_logging
+from app.core.metrics import prepare_multiprocess
 from app.core.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -47,7 +48,8 @@ def serve(host: HostOption = None, port: PortOption = None) -> None:
     from app.embedded.redis import EmbeddedRedis, EmbeddedRedisMissing
 
     settings = _with_address(host, port)
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format or "text")
+    prepare_multiprocess(settings.state_dir)
     embedded: EmbeddedRedis | None = None
     try:
         if settings.redis_url is None:
@@ -87,7 +89,11 @@ async def _serve(settings: Settings, embedded: EmbeddedRedis | None = None) -> i
     if settings.seed_local_environment:
         await seed_local(context, ports)
     server = QuietServer(uvicorn_config(create_app(settings, context=context), settings))
-    worker = create_worker(settings, handle_signals=False, registry=context.registry)
+    # The worker shares the API's registry and counts its runs in the API's metrics (one
+    # set per process).
+    worker = create_worker(
+        settings, handle_signals=False, registry=context.registry, metrics=context.metrics
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -170,10 +176,11 @@ def api(
 ) -> None:
     """Production: serve the API only (needs FORMULA_OPS_DATABASE_URL and _REDIS_URL)."""
     settings = _with_address(host, port)
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format or "json", with_pid=workers > 1)
+    prepare_multiprocess(settings.state_dir)
     if workers > 1:
         uvicorn.run(
-            "app.main:create_app",
+            "app.cli.server:api_process_app",
             factory=True,
             host=settings.host,
             port=settings.port,
@@ -184,6 +191,17 @@ def api(
     from app.main import create_app
 
     uvicorn.Server(uvicorn_config(create_app(settings), settings)).run()
+
+
+def api_process_app() -> Any:
+    """The application of one ``api --workers N`` process (uvicorn starts each afresh,
+    so its logging is set up again here; its metrics go to the directory the parent
+    prepared, named in the inherited environment)."""
+    from app.main import create_app
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format or "json", with_pid=True)
+    return create_app(settings)
 
 
 def worker(
@@ -206,7 +224,8 @@ def worker(
     from workers.supervisor import run_worker, supervise
 
     settings = get_settings()
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format or "json")
+    prepare_multiprocess(settings.state_dir)
     if processes == 1:
         raise typer.Exit(run_worker(settings))
     raise typer.Exit(

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.core.credentials import looks_like_token
 from app.core.errors import PROBLEM_MEDIA_TYPE, PayloadTooLarge, TokenInQuery
 from app.core.ids import new_id
-from app.core.logging import escape
+from app.core.logging import escape, log_context
 from app.core.metrics import Metrics
 from app.core.proxies import TrustedProxies
 
@@ -69,6 +69,20 @@ class RequestContextMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
+        # Every line logged while handling it carries the request id (and the actor, once
+        # the authentication dependency knows it); reset when the request ends.
+        with log_context(request_id=request_id, actor=None):
+            await self._handle(scope, receive, send_wrapper, request_id, started, status_holder)
+
+    async def _handle(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send_wrapper: Send,
+        request_id: str,
+        started: float,
+        status_holder: dict[str, Any],
+    ) -> None:
         try:
             declared = _content_length(scope)
             if _credentials_in_query(scope):
@@ -124,12 +138,12 @@ class RequestContextMiddleware:
             # The path only (query strings may carry what must never reach a log), and
             # escaped: a client's `%0a` must not start a line of its own.
             logger.info(
-                "%s %s %s %.1fms request_id=%s",
+                "%s %s %s %.1fms",
                 escape(method),
                 escape(scope.get("path", "")),
                 status,
                 seconds * 1000,
-                request_id,
+                extra={"status": status, "duration_ms": round(seconds * 1000, 1)},
             )
 
     def _limited(self, receive: Receive) -> Receive:

@@ -88,8 +88,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     metrics_public: bool = True
     log_level: LogLevel = "INFO"
-    log_format: Literal["text", "json"] = Field(
-        default="text", description="`text` lines, or `json`: one JSON object per line."
+    log_format: Literal["text", "json"] | None = Field(
+        default=None,
+        description="`text` lines, or `json`: one JSON object per line. Unset: `json` for "
+        "`api` and `worker`, `text` for `serve` and the other commands.",
     )
     ready_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
     worker_max_jobs: int = Field(default=10, ge=1, le=1000)

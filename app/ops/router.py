@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 
 from fastapi import APIRouter, Request, Response
 
@@ -16,8 +15,6 @@ from app.core.deps import ContextDep, SessionDep
 from app.core.errors import ServiceUnavailable, problem_responses
 from app.ops.schemas import DependencyCheck, Health, Readiness
 from app.runs import service as run_service
-
-logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["operations"])
 
@@ -77,8 +74,11 @@ async def metrics(request: Request, context: ContextDep, session: SessionDep) ->
             context, credentials.strip() if scheme.lower() == "bearer" else None, info
         )
         await auth_service.require(context, principal, Role.VIEWER, info)
-    try:
-        context.metrics.set_run_counts(await run_service.count_by_kind_and_status(session))
-    except Exception:  # a scrape still answers, with the last known run counts
-        logger.warning("could not refresh run metrics", exc_info=True)
+    # Read once here, by the process that answers (a source that fails is left out).
+    await context.metrics.refresh(
+        run_service.count_by_kind_and_status(session),
+        context.redis,
+        context.settings.queue_name,
+        context.settings.ready_timeout_seconds,
+    )
     return Response(context.metrics.render(), media_type="text/plain; version=0.0.4")

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import time
 from typing import Any
 
 from pydantic import ValidationError
@@ -27,6 +28,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from app.core.context import AppContext
 from app.core.db import UnitOfWork, utcnow
+from app.core.logging import bind_log_context
 from app.core.redaction import Scrubber
 from app.core.registry import NotRegistered
 from app.runs import kinds
@@ -127,6 +129,13 @@ async def execute(context: AppContext, run_id: str, owner: str) -> RunStatus | N
         logger.info("run %s is not queued; nothing to do", run_id)
         return None
     epoch, run, steps = claimed
+    bind_log_context(kind=run.kind, actor=run.requested_by)
+    logger.info(
+        "run claimed by %s (attempt %d)",
+        owner,
+        epoch,
+        extra={"event": "run.claimed", "attempt": epoch, "worker": owner},
+    )
     renewer = asyncio.create_task(_renew_lease(context, run_id, epoch), name=f"lease-{run_id}")
     try:
         return await _run_steps(context, run, epoch, steps)
@@ -228,6 +237,7 @@ async def _run_steps(context: AppContext, run: Run, epoch: int, steps: list[Step
             hooks.compensate is None or hooks.compensate(run, ending)
         )
         if started or wanted:
+            logger.info("rolling back: %d compensation steps", len(compensation))
             for step in compensation:
                 if step.status in (StepStatus.SUCCESS, StepStatus.FAILURE, StepStatus.SKIPPED):
                     continue
@@ -337,6 +347,11 @@ async def _run_step(
         row.finished_at = None
         await run_service.append_event(uow.session, run_id, "step.started", _step_data(row))
     await context.notifier.publish(run_id)
+    bind_log_context(step=f"{step.position}:{step.name}")
+    began = time.perf_counter()
+    logger.info(
+        "step started: %s", step.action, extra={"event": "step.started", "action": step.action}
+    )
     # What the step prints or reports is stored without the secrets it was given.
     scrub = Scrubber.of(step.params)
 
@@ -370,6 +385,23 @@ async def _run_step(
         )
     await context.notifier.publish(run_id)
     step.status, step.level, step.result, step.error = row.status, row.level, row.result, row.error
+    took = (time.perf_counter() - began) * 1000
+    failed = row.status == StepStatus.FAILURE
+    logger.log(
+        logging.WARNING if failed else logging.INFO,
+        "step ended: %s in %.0f ms%s",
+        row.status,
+        took,
+        f": {(row.error or '')[:500]}" if failed else "",
+        extra={
+            "event": "step.finished",
+            "action": step.action,
+            "status": row.status,
+            "duration_ms": round(took, 1),
+        },
+    )
+    context.metrics.observe_step(step.action, row.status)
+    bind_log_context(step=None)
     return outcome
 
 
@@ -422,4 +454,22 @@ async def _finish(
             failure_detail=failure_detail,
             result=result,
         )
+    seconds = _duration(run.started_at, run.finished_at)
+    context.metrics.observe_run(run.kind, status.value, seconds, environment=run.environment)
+    logger.info(
+        "run %s%s",
+        "rolled back" if status == RunStatus.ROLLED_BACK else f"finished: {status.value}",
+        f" in {seconds:.2f} s" if seconds is not None else "",
+        extra={
+            "event": "run.finished",
+            "status": status.value,
+            "duration_ms": round(seconds * 1000, 1) if seconds is not None else None,
+        },
+    )
     return status
+
+
+def _duration(started: dt.datetime | None, finished: dt.datetime | None) -> float | None:
+    if started is None or finished is None:
+        return None
+    return (finished - started).total_seconds()

@@ -201,6 +201,9 @@ async def create_run(
 
     async def _enqueue() -> None:
         await queue.enqueue(JobName.EXECUTE_RUN, run_id, job_id=run_id)
+        logger.info(
+            "run queued", extra={"event": "run.queued", "run_id": run_id, "kind": kind.value}
+        )
 
     uow.after_commit(_enqueue)
     _notify_after_commit(uow, context, run_id)
@@ -306,10 +309,26 @@ async def cancel(uow: UnitOfWork, context: AppContext, principal: Principal, run
             failure_type="/problems/cancelled",
             failure_detail=f"cancelled by {principal.actor} before it started",
         )
+        kind, environment = run.kind, run.environment
+
+        async def _ended() -> None:
+            context.metrics.observe_run(kind, RunStatus.CANCELLED, None, environment=environment)
+            logger.info(
+                "run cancelled before it started",
+                extra={
+                    "event": "run.finished",
+                    "status": "cancelled",
+                    "run_id": run_id,
+                    "kind": kind,
+                },
+            )
+
+        uow.after_commit(_ended)
     else:
         run.cancel_requested_at = now
         await append_event(uow.session, run.id, "run.cancel_requested", {"by": principal.actor})
         _notify_after_commit(uow, context, run.id)
+        logger.info("run cancellation requested", extra={"run_id": run_id})
     await audit_service.record(
         uow.session,
         principal,

@@ -8,14 +8,30 @@ import io
 import json
 import logging
 import re
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
+import httpx
 import pytest
 
+from app.auth.roles import Role
 from app.core.context import AppContext
-from app.core.logging import LogFormat, configure_logging, escape
+from app.core.logging import (
+    CONTEXT_FIELDS,
+    PER_REQUEST_LOGGERS,
+    LogFormat,
+    bind_log_context,
+    configure_logging,
+    escape,
+    log_context,
+    log_handler,
+)
 from app.main import create_app
+from tests.factories import issue_token
 from tests.helpers import live, raw_get
+from workers.main import quiet_job_logs
 
 FORGED = "2026-12-02 00:00:00,000 INFO app.requests: GET /v1/tokens 200 request_id=forged"
 ATTACKS = [
@@ -80,3 +96,130 @@ async def test_client_strings_cannot_start_a_log_line(
 def test_escape() -> None:
     assert escape("plain /v1/x?y=ü") == "plain /v1/x?y=ü"
     assert escape("a\nb\tc\\d\x7f\x85") == "a\\nb\\tc\\\\d\\x7f\\x85"
+
+
+@pytest.mark.parametrize("captured", ["text", "json"], indirect=True)
+async def test_request_lines_carry_the_request_id_and_the_actor(
+    context: AppContext, captured: tuple[LogFormat, io.StringIO]
+) -> None:
+    """The actor is the token's id, never the token; the context ends with the request."""
+    log_format, buffer = captured
+    token = await issue_token(context, Role.VIEWER)
+    async with (
+        live(create_app(context.settings, context=context), context) as url,
+        httpx.AsyncClient(base_url=url) as http,
+    ):
+        headers = {**token.headers, "X-Request-ID": "req-42"}
+        assert (await http.get("/v1/runs", headers=headers)).status_code == 200
+        assert (await http.get("/health", headers={"X-Request-ID": "req-43"})).status_code == 200
+    logging.getLogger("tests").info("after the requests")
+    output = buffer.getvalue()
+    assert token.value not in output
+    lines = output.splitlines()
+    if log_format == "json":
+        entries = {e["message"].split(" ")[1]: e for e in map(json.loads, lines)}
+        assert entries["/v1/runs"]["request_id"] == "req-42"
+        assert entries["/v1/runs"]["actor"] == f"token:{token.id}"
+        assert entries["/v1/runs"]["status"] == 200
+        assert entries["/health"]["request_id"] == "req-43"
+        assert "actor" not in entries["/health"]  # the last request's actor is gone
+        assert "request_id" not in json.loads(lines[-1])
+    else:
+        runs = next(line for line in lines if "GET /v1/runs 200" in line)
+        assert runs.endswith(f"[request_id=req-42 actor=token:{token.id}]"), runs
+        health = next(line for line in lines if "GET /health 200" in line)
+        assert health.endswith("[request_id=req-43]"), health
+        assert lines[-1].endswith("after the requests")
+
+
+def test_run_fields_in_both_formats() -> None:
+    """What the run engine binds (run id, kind, actor, step), compactly in text."""
+    for log_format in ("text", "json"):
+        buffer = io.StringIO()
+        handler = log_handler(buffer, log_format)
+        record_logger = logging.getLogger(f"tests.run_fields.{log_format}")
+        record_logger.addHandler(handler)
+        record_logger.propagate = False
+        try:
+            with log_context(run_id="r1", kind="deployment", actor="token:abc", step=None):
+                bind_log_context(step="1:pull backend")
+                record_logger.warning(
+                    "step ended", extra={"event": "step.finished", "duration_ms": 12.5}
+                )
+            record_logger.warning("outside")
+        finally:
+            record_logger.removeHandler(handler)
+        first, second = buffer.getvalue().splitlines()
+        if log_format == "json":
+            entry = json.loads(first)
+            assert entry["run_id"] == "r1"
+            assert entry["kind"] == "deployment"
+            assert entry["actor"] == "token:abc"
+            assert entry["step"] == "1:pull backend"
+            assert entry["event"] == "step.finished"
+            assert entry["duration_ms"] == 12.5
+            assert not set(CONTEXT_FIELDS) & set(json.loads(second))
+        else:
+            assert first.endswith(
+                ' step ended [actor=token:abc run_id=r1 kind=deployment step="1:pull backend"]'
+            ), first
+            assert second.endswith(": outside"), second
+
+
+class _Quiet(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("level", "logged"), [("INFO", False), ("DEBUG", True)])
+async def test_probe_requests_are_not_logged_at_info(level: str, logged: bool) -> None:
+    """httpx logs every request it makes at INFO (every health-check probe); the logging
+    the command line sets up keeps those lines for DEBUG."""
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    buffer = io.StringIO()
+    configure_logging(level, "json", handler=log_handler(buffer, "json"))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        async with httpx.AsyncClient() as http:
+            response = await http.get(f"http://127.0.0.1:{server.server_address[1]}/probe")
+            assert response.status_code == 204
+    finally:
+        server.shutdown()
+        server.server_close()
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        configure_logging_levels_reset()
+    lines = [json.loads(line) for line in buffer.getvalue().splitlines()]
+    probes = [e for e in lines if e["logger"] == "httpx" and "/probe" in e["message"]]
+    assert bool(probes) is logged, lines
+
+
+def configure_logging_levels_reset() -> None:
+    for name in PER_REQUEST_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET)
+
+
+def test_arq_lines_about_a_run_job_carry_the_run_id() -> None:
+    """arq logs a job's retry or failure after the job's own context ended."""
+    run_id = "01a235be-aace-78c3-9e95-e641711f1581"
+    quiet_job_logs("INFO")
+    arq_logger = logging.getLogger("arq.worker")
+    buffer = io.StringIO()
+    handler = log_handler(buffer, "json")
+    arq_logger.addHandler(handler)
+    try:
+        arq_logger.warning("%6.2fs ! %s max retries %d exceeded", 1.0, f"{run_id}:2:execute_run", 5)
+        arq_logger.warning("job %s expired", run_id)
+        arq_logger.info("%6.2fs ← %s ● %s", 0.1, f"{run_id}:execute_run", "")  # dropped
+        arq_logger.warning("recording health: %s", "x")
+    finally:
+        arq_logger.removeHandler(handler)
+    entries = [json.loads(line) for line in buffer.getvalue().splitlines()]
+    assert [e.get("run_id") for e in entries] == [run_id, run_id, None]

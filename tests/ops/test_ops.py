@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+import uuid
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest_asyncio
+from arq.constants import job_key_prefix
 from pydantic import SecretStr
 
 from app.auth.roles import Role
@@ -133,3 +137,108 @@ class TestMetrics:
             allowed = await http.get("/metrics", headers=viewer.headers)
             assert allowed.status_code == 200
             assert "formula_ops_http_requests_total" in allowed.text
+
+
+@pytest_asyncio.fixture
+async def redis_silent(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The same database, but a "Redis" that accepts connections and never answers."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    broken = settings.model_copy(
+        update={"redis_url": SecretStr(f"redis://127.0.0.1:{port}/0"), "ready_timeout_seconds": 5}
+    )
+    try:
+        async for http in _client_for(broken):
+            yield http
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+
+
+class TestScrapeWithoutRedis:
+    """A scrape reads the queue depth from Redis with a short timeout: a Redis that is
+    down or hangs leaves that series out and says so, and the scrape still answers."""
+
+    async def _scrape(self, http: httpx.AsyncClient) -> str:
+        started = time.perf_counter()
+        response = await http.get("/metrics")
+        assert response.status_code == 200, response.text
+        assert time.perf_counter() - started < 4  # the short timeout, not the client's
+        text = response.text
+        assert 'formula_ops_metrics_source_up{source="redis"} 0.0' in text
+        assert 'formula_ops_metrics_source_up{source="database"} 1.0' in text
+        assert "formula_ops_queue_depth" not in text
+        assert "formula_ops_http_requests_total" in text
+        return text
+
+    async def test_redis_refusing_connections(self, redis_down: httpx.AsyncClient) -> None:
+        await self._scrape(redis_down)
+
+    async def test_redis_that_never_answers(self, redis_silent: httpx.AsyncClient) -> None:
+        await self._scrape(redis_silent)
+        await self._scrape(redis_silent)  # and again: the scrape does not stay stuck
+
+
+class TestSeries:
+    async def test_no_created_series(self, client: httpx.AsyncClient) -> None:
+        await client.get("/health")
+        text = (await client.get("/metrics")).text
+        assert "formula_ops_http_requests_total" in text
+        assert "_created" not in text
+
+    async def test_queue_depth_is_read_from_redis(
+        self, client: httpx.AsyncClient, context: AppContext
+    ) -> None:
+        async with context.unit_of_work() as uow:
+            for _ in range(2):  # enqueued after commit; no worker runs here
+                await create_run(
+                    uow,
+                    context,
+                    kind=RunKind.HEALTH_CHECK,
+                    steps=[StepSpec("pause", "wait", {"seconds": 0})],
+                    requested_by="t",
+                )
+        queue, job_id = context.settings.queue_name, f"not-yet-{uuid.uuid4().hex}"
+        later = await context.redis.enqueue_job(
+            "execute_run", job_id, _job_id=job_id, _queue_name=queue, _defer_by=3600
+        )
+        assert later is not None  # deferred by an hour: not a backlog
+        try:
+            due = await context.redis.zcard(queue) - 1
+            assert due >= 2
+            text = (await client.get("/metrics")).text
+            assert f"formula_ops_queue_depth {float(due)}" in text
+        finally:
+            await context.redis.zrem(queue, job_id)
+            await context.redis.delete(f"{job_key_prefix}{job_id}")
+        assert 'formula_ops_metrics_source_up{source="redis"} 1.0' in text
+
+    async def test_a_run_cancelled_before_it_started_is_counted_once(
+        self, client: httpx.AsyncClient, context: AppContext
+    ) -> None:
+        operator = await issue_token(context, Role.OPERATOR)
+        async with context.unit_of_work() as uow:
+            run = await create_run(
+                uow,
+                context,
+                kind=RunKind.HEALTH_CHECK,
+                steps=[StepSpec("pause", "wait", {"seconds": 0})],
+                requested_by="t",
+            )
+        before = context.metrics.registry.get_sample_value(
+            "formula_ops_runs_finished_total", {"kind": "health_check", "status": "cancelled"}
+        )
+        response = await client.post(f"/v1/runs/{run.id}/cancel", headers=operator.headers)
+        assert response.status_code == 200, response.text
+        again = await client.post(f"/v1/runs/{run.id}/cancel", headers=operator.headers)
+        assert again.status_code == 409
+        after = context.metrics.registry.get_sample_value(
+            "formula_ops_runs_finished_total", {"kind": "health_check", "status": "cancelled"}
+        )
+        assert (after or 0) - (before or 0) == 1
