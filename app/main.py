@@ -13,6 +13,7 @@ from fastapi.openapi.utils import get_openapi
 from app import __version__
 from app.api import public, v1
 from app.audit.refusals import install_refusal_audit
+from app.audit.sealer import start_sealer, stop_sealer
 from app.core.context import AppContext, build_context
 from app.core.deps import forbid_unknown_query
 from app.core.errors import PROBLEM_MEDIA_TYPE, ConcurrentChange, Problem, install_error_handlers
@@ -43,9 +44,13 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
             return
         owned = build_context(settings, metrics=metrics)
         app.state.context = owned
+        # Sealing is one indexed read per interval when there is nothing to seal; an API
+        # process seals too, so the trail stays sealed while no worker runs.
+        sealer = start_sealer(owned.engine, metrics, interval=settings.audit_seal_interval_seconds)
         try:
             yield
         finally:
+            await stop_sealer(sealer)
             await owned.aclose()
 
     app = FastAPI(

@@ -6,6 +6,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.audit.models import AuditEvent
+from app.core.db import utcnow
 from app.runs.models import Run
 
 
@@ -41,6 +43,22 @@ class Metrics:
             registry=self.registry,
         )
 
+        # -- audit sealing (app.audit.sealer) ------------------------------------------
+        self.audit_seal_lag = Gauge(
+            "formula_ops_audit_seal_lag_seconds",
+            "Age of the oldest committed audit event not yet sealed into the hash chain "
+            "(0 when every event is sealed), read from the database at scrape time.",
+            registry=self.registry,
+        )
+        self.audit_seal_delay = Histogram(
+            "formula_ops_audit_seal_delay_seconds",
+            "From an audit event's creation to its sealing, observed by the process that "
+            "sealed it.",
+            registry=self.registry,
+            buckets=(0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 5, 10, 30),
+        )
+        # -------------------------------------------------------------------------------
+
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()
         self.latency.labels(method, route).observe(seconds)
@@ -52,6 +70,13 @@ class Metrics:
         self.runs.clear()
         for kind, status, count in rows:
             self.runs.labels(kind, status).set(count)
+
+    async def refresh_audit_seal_lag(self, session: AsyncSession) -> None:
+        oldest = await session.scalar(
+            select(func.min(AuditEvent.created_at)).where(AuditEvent.seq.is_(None))
+        )
+        lag = 0.0 if oldest is None else (utcnow() - oldest).total_seconds()
+        self.audit_seal_lag.set(max(0.0, lag))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -80,4 +80,8 @@ async def metrics(request: Request, context: ContextDep, session: SessionDep) ->
         await context.metrics.refresh_runs(session)
     except Exception:  # a scrape still answers, with the last known run counts
         logger.warning("could not refresh run metrics", exc_info=True)
+    try:
+        await context.metrics.refresh_audit_seal_lag(session)
+    except Exception:
+        logger.warning("could not refresh the audit seal lag", exc_info=True)
     return Response(context.metrics.render(), media_type="text/plain; version=0.0.4")
