@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 
 from app.audit.models import AuditEvent
-from app.audit.sealer import seal_pending
+from app.audit.sealer import oldest_unsealed_age, seal_pending
 from app.auth.ratelimit import WINDOW_SECONDS
 from app.cli.main import _Server, _uvicorn_config
 from app.core.context import AppContext
@@ -91,8 +91,17 @@ async def live(app: FastAPI, context: AppContext) -> AsyncIterator[str]:
 
 async def seal_audit(context: AppContext) -> int:
     """Seal the committed audit events now, as the sealer of a worker or API process does
-    within its interval; the number sealed."""
-    return (await seal_pending(context.engine)).count
+    within its interval; the number sealed here. When a running worker's sealer holds the
+    lock, wait until it has sealed them."""
+    sealed, deadline = 0, time.monotonic() + 30
+    while True:
+        done = await seal_pending(context.engine)
+        sealed += done.count
+        if not done.locked_out and await oldest_unsealed_age(context.engine) is None:
+            return sealed
+        if time.monotonic() > deadline:
+            raise TimeoutError("audit events stay unsealed")
+        await asyncio.sleep(0.02)
 
 
 async def last_audit_seq(context: AppContext) -> int:
