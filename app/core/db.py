@@ -141,8 +141,10 @@ async def insert_rows(session: AsyncSession, objects: Sequence[Base]) -> None:
     work (they stay outside the session: data for the answer, nothing to flush or reload)."""
     if not objects:
         return
-    model = type(objects[0])
-    await session.execute(insert(model).values([row_values(o) for o in objects]))
+    table: Any = type(objects[0]).__table__
+    # The table's INSERT with the rows as parameters: compiled once and cached, sent as one
+    # multi-row INSERT (SQLAlchemy's "insertmanyvalues"), and no ORM bulk layer in between.
+    await session.execute(insert(table), [row_values(o) for o in objects])
 
 
 def write_engine(engine: AsyncEngine) -> AsyncEngine:

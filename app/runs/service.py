@@ -164,19 +164,18 @@ async def insert_events(
         return
     now, first = utcnow(), last_seq - len(events) + 1
     await session.execute(
-        insert(RunEvent).values(
-            [
-                {
-                    "id": new_id(),
-                    "run_id": run_id,
-                    "seq": first + n,
-                    "type": type,
-                    "data": redact_value(data or {}),
-                    "created_at": now,
-                }
-                for n, (type, data) in enumerate(events)
-            ]
-        )
+        insert(RunEvent.__table__),  # type: ignore[arg-type]
+        [
+            {
+                "id": new_id(),
+                "run_id": run_id,
+                "seq": first + n,
+                "type": type,
+                "data": redact_value(data or {}),
+                "created_at": now,
+            }
+            for n, (type, data) in enumerate(events)
+        ],
     )
 
 
