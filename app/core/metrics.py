@@ -6,8 +6,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.audit.models import AuditEvent
-from app.core.db import utcnow
 from app.runs.models import Run
 
 
@@ -71,12 +69,9 @@ class Metrics:
         for kind, status, count in rows:
             self.runs.labels(kind, status).set(count)
 
-    async def refresh_audit_seal_lag(self, session: AsyncSession) -> None:
-        oldest = await session.scalar(
-            select(func.min(AuditEvent.created_at)).where(AuditEvent.seq.is_(None))
-        )
-        lag = 0.0 if oldest is None else (utcnow() - oldest).total_seconds()
-        self.audit_seal_lag.set(max(0.0, lag))
+    def set_audit_seal_lag(self, seconds: float | None) -> None:
+        """The age of the oldest unsealed audit event (None: every event is sealed)."""
+        self.audit_seal_lag.set(max(0.0, seconds or 0.0))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
