@@ -8,7 +8,7 @@ PG_PORT ?= 5432
 REDIS_HOST ?= 127.0.0.1
 REDIS_PORT ?= 6379
 
-.PHONY: run test lint typecheck openapi services clean
+.PHONY: run test lint imports typecheck openapi services clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,13 +26,17 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 run: $(VENV)/.installed
 	$(BIN)/formula-ops serve
 
-test: $(VENV)/.installed-dev services lint typecheck
+test: $(VENV)/.installed-dev services lint imports typecheck
 	$(BIN)/formula-ops openapi --check
 	$(BIN)/pytest
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# The architecture's import contracts ([tool.importlinter] in pyproject.toml).
+imports: $(VENV)/.installed-dev
+	$(BIN)/lint-imports --no-cache
 
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
@@ -59,4 +63,4 @@ services:
 	@echo "PostgreSQL and Redis answer"
 
 clean:
-	rm -rf $(VENV) .formula-ops .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .formula-ops .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

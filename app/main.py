@@ -21,7 +21,8 @@ from app.core.metrics import Metrics
 from app.core.middleware import RequestContextMiddleware
 from app.core.proxies import TrustedProxies
 from app.core.settings import Settings, get_settings
-from app.idempotency.service import IdempotentReplay
+from app.deployments import lifecycle as deployment_lifecycle
+from app.idempotency.errors import IdempotentReplay
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,8 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     )
     if context is not None:
         app.state.context = context
+    # What refuses deleting an environment or service (environments.service.Hold).
+    app.state.environment_holds = (deployment_lifecycle.holds,)
 
     install_error_handlers(app)
     install_refusal_audit(app)  # after the handlers it wraps

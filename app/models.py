@@ -4,7 +4,7 @@ from app.audit.models import AuditChainHead, AuditEvent
 from app.auth.models import ApiToken
 from app.deployments.models import Deployment, DeploymentTarget
 from app.environments.models import Environment, Pin, Service
-from app.idempotency.service import IdempotencyRecord
+from app.idempotency.models import IdempotencyRecord
 from app.outbox.models import OutboxEvent
 from app.runs.models import Run, RunEvent, Step
 

@@ -278,9 +278,9 @@ def total_cpu_seconds(pids: Sequence[int]) -> float:
 
 def uvicorn_options() -> dict[str, Any]:
     """The uvicorn options of ``formula-ops api`` (one place names them)."""
-    from app.cli.main import _UVICORN_OPTIONS
+    from app.cli.server import UVICORN_OPTIONS
 
-    return dict(_UVICORN_OPTIONS)
+    return dict(UVICORN_OPTIONS)
 
 
 @contextmanager

@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 from sqlalchemy import delete
 
+from app.auth.roles import Role
 from app.core import migrate
 from app.core.context import AppContext, build_context
 from app.core.settings import Settings
@@ -38,6 +39,7 @@ from app.models import (
     Service,
     Step,
 )
+from tests.factories import IssuedToken, issue_token
 from tests.helpers import create_pg_database, drop_pg_database, in_thread
 
 REDIS_URL = os.environ.get("FORMULA_OPS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -147,3 +149,13 @@ async def worker(settings: Settings) -> AsyncIterator[None]:
     task = asyncio.create_task(arq_worker.main())
     yield
     await stop_worker(arq_worker, task)
+
+
+@pytest.fixture
+async def admin(context: AppContext) -> IssuedToken:
+    return await issue_token(context, Role.ADMIN)
+
+
+@pytest.fixture
+async def deployer(context: AppContext) -> IssuedToken:
+    return await issue_token(context, Role.DEPLOYER)

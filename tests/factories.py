@@ -61,3 +61,16 @@ def app_with(context: AppContext, **settings: Any) -> FastAPI:
     current = context.settings
     changed = replace(context, settings=type(current)(**{**current.model_dump(), **settings}))
     return create_app(changed.settings, context=changed)
+
+
+def sample_service(port: int, *, order: int = 0, settle: float = 0, **extra: Any) -> dict[str, Any]:
+    return {
+        "driver": "process",
+        "config": {"command": ["{python}", "-m", "app.embedded.sample_service"], "port": port},
+        "health_url": f"http://127.0.0.1:{port}/health",
+        "health_timeout_seconds": 10,
+        "deploy_order": order,
+        "settle_seconds": settle,
+        "smoke_tests": [{"name": "home", "type": "http", "url": f"http://127.0.0.1:{port}/"}],
+        **extra,
+    }

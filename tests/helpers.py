@@ -19,9 +19,12 @@ from sqlalchemy import func, select
 from app.audit.models import AuditEvent
 from app.audit.sealer import oldest_unsealed_age, seal_pending
 from app.auth.ratelimit import WINDOW_SECONDS
-from app.cli.main import _Server, _uvicorn_config
+from app.cli.server import QuietServer, uvicorn_config
 from app.core.context import AppContext
 from app.core.settings import Settings
+from app.drivers import get_driver
+from app.drivers.base import DriverContext, ServiceSpec
+from app.environments.models import Service
 from workers.main import create_worker
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -76,7 +79,7 @@ def free_port() -> int:
 async def live(app: FastAPI, context: AppContext) -> AsyncIterator[str]:
     """``app`` served by uvicorn on a free loopback port, with the CLI's options."""
     settings = context.settings.model_copy(update={"host": "127.0.0.1", "port": free_port()})
-    server = _Server(_uvicorn_config(app, settings))
+    server = QuietServer(uvicorn_config(app, settings))
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
@@ -149,3 +152,16 @@ async def fresh_window(needed: float = 20) -> None:
     left = WINDOW_SECONDS - time.time() % WINDOW_SECONDS
     if left < needed:
         await asyncio.sleep(left + 0.05)
+
+
+async def stop_services(context: AppContext) -> None:
+    driver_context = DriverContext.from_settings(context.settings)
+    async with context.sessionmaker() as session:
+        services = list(await session.scalars(select(Service)))
+
+    async def quiet(line: str) -> None:
+        pass
+
+    for s in services:
+        spec = ServiceSpec(s.environment, s.name, s.driver, s.config, s.health_url)
+        await get_driver(s.driver, driver_context).stop(spec, quiet)

@@ -17,8 +17,8 @@ from app.core.settings import Settings
 from app.embedded.redis import EmbeddedRedis
 from app.models import Run  # noqa: F401 - all tables registered
 from tests.helpers import create_pg_database, drop_pg_database, in_thread, run_worker_burst
-from workers.context import StaleSchema
 from workers.main import create_worker
+from workers.state import StaleSchema
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

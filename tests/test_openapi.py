@@ -33,7 +33,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import CHECKS, load_all_checks
 
 from app.auth.roles import Role
-from app.cli.main import render_openapi
+from app.cli.admin import render_openapi
 from app.core.context import build_context
 from app.core.settings import Settings
 from app.main import create_app

@@ -10,26 +10,26 @@ from app.auth.roles import Role
 from app.health_checks import service as health_check_service
 from app.idempotency import service as idempotency
 from app.runs import service as run_service
-from workers.context import WorkerContext
+from workers.state import WorkerState
 
 logger = logging.getLogger(__name__)
 
 
-async def purge_idempotency_keys(ctx: WorkerContext) -> int:
+async def purge_idempotency_keys(ctx: WorkerState) -> int:
     async with ctx["context"].unit_of_work() as uow:
         purged = await idempotency.purge_expired(uow.session)
     logger.info("purged %d expired idempotency keys", purged)
     return purged
 
 
-async def reconcile_runs(ctx: WorkerContext) -> dict[str, int]:
+async def reconcile_runs(ctx: WorkerState) -> dict[str, int]:
     context = ctx["context"]
     stale_after = dt.timedelta(seconds=context.settings.reconcile_stale_after_seconds)
     done = await run_service.reconcile(context, stale_after=stale_after)
     return {"requeued_expired": done.requeued_expired, "reenqueued_stale": done.reenqueued_stale}
 
 
-async def scheduled_health_check(ctx: WorkerContext) -> str:
+async def scheduled_health_check(ctx: WorkerState) -> str:
     """The runbook's daily health check, as ``schedule:daily-health-check``."""
     context = ctx["context"]
     async with context.unit_of_work() as uow:

@@ -13,9 +13,9 @@ from redis.asyncio import Redis
 
 from app.core.queue import JobName, connect_redis, deserialize_job, serialize_job
 from app.core.settings import Settings, get_settings
-from workers.context import shutdown, startup
 from workers.cron import purge_idempotency_keys, reconcile_runs, scheduled_health_check
 from workers.runs import execute_run
+from workers.state import shutdown, startup
 from workers.wake import WakeableWorker
 
 FUNCTIONS = [func(execute_run, name=JobName.EXECUTE_RUN.value)]  # type: ignore[arg-type]

@@ -1,11 +1,12 @@
-"""Refused state changes in the audit trail, from one place.
+"""Refused requests in the audit trail, from one place.
 
 A state-changing request that passed authentication and was then refused — a conflict
 (409, e.g. ``version-pinned``), a failed precondition (412) or invalid input (422) —
 leaves one ``failed`` event named by the route's action, written in a transaction of
-its own (the refused change rolled back). Every error handler the application has is
-wrapped, so a route needs nothing of its own; denials (401/403) are audited by
-:mod:`app.auth.service` instead.
+its own (the refused change rolled back). A request refused by authentication or
+authorisation (401, 403, the first 429 of a failing address) leaves one ``auth.denied``
+event, from the :class:`~app.auth.errors.Denial` its error carries. Every error handler
+the application has is wrapped, so a route needs nothing of its own.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from starlette.responses import Response
 
 from app.audit import service as audit_service
 from app.audit.models import Outcome
+from app.auth.errors import Denial
 from app.auth.principal import Principal
 
 REFUSED_STATUSES = frozenset({409, 412, 422})
@@ -99,11 +101,29 @@ async def audit_refusal(request: Request, response: Response) -> None:
     )
 
 
+async def audit_denial(request: Request, exc: Exception, response: Response) -> None:
+    """Record the denial ``exc`` carries (:mod:`app.auth.errors`), with the status answered."""
+    denial = getattr(exc, "denial", None)
+    if not isinstance(denial, Denial):
+        return
+    await audit_service.record_denial(
+        request.app.state.context.unit_of_work,
+        denial.principal,
+        reason=denial.reason,
+        status=response.status_code,
+        method=denial.method,
+        path=denial.path,
+        client_address=denial.client_address,
+        request_id=denial.request_id,
+    )
+
+
 def _audited(handler: Handler) -> Handler:
     async def handle(request: Request, exc: Exception) -> Response:
         response = handler(request, exc)
         if inspect.isawaitable(response):
             response = await response
+        await audit_denial(request, exc, response)
         await audit_refusal(request, response)
         return response
 

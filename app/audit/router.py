@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from app.audit import service
+from app.audit import presenters, service
 from app.audit.models import Outcome
-from app.audit.schemas import AuditEventList, AuditEventOut, AuditVerification, BrokenLinkOut
+from app.audit.schemas import AuditEventList, AuditVerification
 from app.auth.deps import Viewer
 from app.auth.errors import Forbidden, TooManyRequests, Unauthenticated
 from app.core.deps import ContextDep, SessionDep
@@ -61,9 +60,7 @@ async def list_audit_events(
         until=_utc(until),
     )
     rows, next_cursor = await service.list_page(session, filters, page)
-    return AuditEventList(
-        items=[AuditEventOut.model_validate(r) for r in rows], next_cursor=next_cursor
-    )
+    return AuditEventList(items=[presenters.event_out(r) for r in rows], next_cursor=next_cursor)
 
 
 @router.get(
@@ -77,12 +74,5 @@ async def verify_audit_trail(
 ) -> AuditVerification:
     """Recomputes every hash and link of the sealed chain; names the first event that
     does not match, or else the oldest event left unsealed for longer than the bound."""
-    result = await service.verify(session, bound_seconds=context.settings.audit_seal_bound_seconds)
-    return AuditVerification(
-        valid=result.valid,
-        checked=result.checked,
-        head_seq=result.head_seq,
-        broken=BrokenLinkOut(**asdict(result.broken)) if result.broken else None,
-        unsealed=result.unsealed,
-        overdue=result.overdue,
-    )
+    bound = context.settings.audit_seal_bound_seconds
+    return presenters.verification_out(await service.verify(session, bound_seconds=bound))

@@ -3,10 +3,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.audit.models import ActorKind, Outcome
-from app.core.redaction import redact_value
 
 
 class AuditEventOut(BaseModel):
@@ -41,13 +40,6 @@ class AuditEventOut(BaseModel):
     )
     prev_hash: str | None
     hash: str | None
-
-    @field_validator("summary")
-    @classmethod
-    def _redacted(cls, value: dict[str, Any]) -> dict[str, Any]:
-        # The trail is append-only: what an earlier version stored stays stored.
-        redacted: dict[str, Any] = redact_value(value)
-        return redacted
 
 
 class AuditEventList(BaseModel):

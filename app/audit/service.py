@@ -22,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.models import GENESIS_HASH, ActorKind, AuditChainHead, AuditEvent, Outcome
-from app.audit.redact import redact
+from app.audit.summary import bounded_summary
 from app.auth.principal import Principal
 from app.core.db import UnitOfWork, utcnow
 from app.core.errors import ServiceUnavailable
@@ -170,7 +170,7 @@ async def record(
                 resource_type=resource_type,
                 resource_id=_fit(resource_id, AuditEvent.resource_id),
                 outcome=outcome.value,
-                summary=redact(summary or {}),
+                summary=bounded_summary(summary or {}),
             ),
         )
         await session.flush()

@@ -17,7 +17,8 @@ import time
 import zlib
 from dataclasses import dataclass
 
-PREFIX = "fops"
+from app.core.credentials import TOKEN_PREFIX as PREFIX
+
 _BASE32 = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford's alphabet, lowercase
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _TOKEN = re.compile(r"^fops_([0-9a-hjkmnp-tv-z]{16})_([0-9A-Za-z]{32})([0-9A-Za-z]{6})$")
@@ -75,7 +76,3 @@ def hash_secret(secret: str) -> str:
 
 def secret_matches(secret: str, stored_hash: str) -> bool:
     return hmac.compare_digest(hash_secret(secret), stored_hash)
-
-
-def looks_like_token(value: str) -> bool:
-    return f"{PREFIX}_" in value

@@ -10,8 +10,7 @@ from typing import NoReturn
 from sqlalchemy import update
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.audit import service as audit_service
-from app.auth.errors import Forbidden, TooManyRequests, Unauthenticated
+from app.auth.errors import Denial, Forbidden, TooManyRequests, Unauthenticated
 from app.auth.models import ApiToken
 from app.auth.principal import Principal
 from app.auth.ratelimit import RateLimiter
@@ -103,10 +102,11 @@ async def _refuse(
     error: str | None = "invalid_token",
 ) -> NoReturn:
     """Count a failed authentication against the client's address (an IPv6 client's
-    /64, :func:`app.core.proxies.client_block`), audit it and refuse.
+    /64, :func:`app.core.proxies.client_block`) and refuse it with its :class:`Denial`
+    (audited as the refusal is answered, :mod:`app.audit.refusals`).
 
-    Past the limit the answer is 429; only the first of those per address and window is
-    audited (``reason: rate_limited``), the others are counted in the
+    Past the limit the answer is 429; only the first of those per address and window
+    carries a denial (``reason: rate_limited``), the others are counted in the
     ``formula_ops_auth_rate_limited`` metric, so a flood cannot fill the audit trail.
     """
     client = client_block(request.client_address)
@@ -114,14 +114,12 @@ async def _refuse(
     failures, retry_after = await limiter(context).hit(f"auth-failures:{client}")
     if failures > limit:
         context.metrics.auth_rate_limited.inc()
-        if failures == limit + 1:
-            await _deny(context, principal, request, "rate_limited", 429)
         raise TooManyRequests(
             "Too many failed authentications from this address; wait and retry",
             retry_after=retry_after,
+            denial=_denial(principal, request, "rate_limited") if failures == limit + 1 else None,
         )
-    await _deny(context, principal, request, reason, 401)
-    raise Unauthenticated(detail, error=error)
+    raise Unauthenticated(detail, error=error, denial=_denial(principal, request, reason))
 
 
 def authorize(principal: Principal, required: Role, *, environment_scoped: bool) -> str | None:
@@ -152,8 +150,7 @@ async def require(
 ) -> Principal:
     reason = authorize(principal, required, environment_scoped=environment_scoped)
     if reason is not None:
-        await _deny(context, principal, request, "insufficient_scope", 403)
-        raise Forbidden(reason)
+        raise Forbidden(reason, denial=_denial(principal, request, "insufficient_scope"))
     return principal
 
 
@@ -179,18 +176,10 @@ async def _touch(context: AppContext, token_id: str, now: dt.datetime) -> None:
         logger.warning("could not record the last use of token %s", token_id)
 
 
-async def _deny(
-    context: AppContext,
-    principal: Principal | None,
-    request: RequestInfo,
-    reason: str,
-    status: int,
-) -> None:
-    await audit_service.record_denial(
-        context.unit_of_work,
-        principal,
+def _denial(principal: Principal | None, request: RequestInfo, reason: str) -> Denial:
+    return Denial(
+        principal=principal,
         reason=reason,
-        status=status,
         method=request.method,
         path=request.path,
         client_address=request.client_address,

@@ -1,41 +1,39 @@
-"""Commands that work on the database directly, for the operator of the host:
-``tokens create|list|revoke`` (so the first admin token can exist) and ``audit verify``."""
+"""Commands for the operator of the host, on the database directly: ``migrate``,
+``tokens create|list|revoke`` (so the first admin token can exist) and ``audit verify``;
+and ``openapi``, which writes the document generated from the application."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 import getpass
-import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Annotated, TypeVar
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 from sqlalchemy.exc import OperationalError
 
 from app.audit import service as audit_service
 from app.audit.sealer import seal_once
 from app.auth.principal import Principal
 from app.auth.roles import Role
+from app.cli.output import console, dotted, error, fail, field_errors, note, print_table
 from app.core.db import UnitOfWork, create_engine, make_sessionmaker, write_engine
 from app.core.errors import AppError
+from app.core.logging import configure_logging
 from app.core.migrate import schema_is_current
 from app.core.pagination import CursorParams, decode_cursor
-from app.core.settings import get_settings
+from app.core.settings import Settings, get_settings
 from app.tokens import service as token_service
+from app.tokens.presenters import token_out
 from app.tokens.schemas import Token, TokenCreate
 
 tokens = typer.Typer(help="Manage API tokens (directly in the database).", no_args_is_help=True)
 audit = typer.Typer(help="The audit trail.", no_args_is_help=True)
-console = Console()
-# Errors go to stderr, so that `$(formula-ops tokens create … | tail -n 1)` never takes one
-# for a token.
-errors = Console(stderr=True)
 T = TypeVar("T")
 # Exit codes as the commands that work through the API: 1 refused, 2 bad input (an
 # unknown id, an invalid value) or the database out of reach.
@@ -49,8 +47,7 @@ async def _database() -> AsyncIterator[Callable[[], UnitOfWork]]:
     engine = create_engine(settings)
     try:
         if not await schema_is_current(engine):
-            errors.print("[red]The database is not migrated: run `formula-ops migrate`.[/red]")
-            raise typer.Exit(EXIT_BAD_INPUT)
+            fail("The database is not migrated: run `formula-ops migrate`.", EXIT_BAD_INPUT)
         sessionmaker = make_sessionmaker(write_engine(engine))
         yield lambda: UnitOfWork(sessionmaker)
         # What the command appended to the audit trail is sealed before it exits (a
@@ -58,7 +55,7 @@ async def _database() -> AsyncIterator[Callable[[], UnitOfWork]]:
         try:
             await seal_once(engine)
         except Exception:
-            errors.print("[yellow]The audit trail could not be sealed now; a worker will.[/yellow]")
+            note("The audit trail could not be sealed now; a worker or an API process will.")
     finally:
         await engine.dispose()
 
@@ -75,11 +72,10 @@ def _run(work: Callable[[Callable[[], UnitOfWork]], Awaitable[T]]) -> T:
     try:
         return asyncio.run(main())
     except AppError as exc:
-        errors.print(f"[red]{escape(exc.title)}: {escape(exc.detail or '')}[/red]")
-        raise typer.Exit(EXIT_BAD_INPUT if exc.status in (404, 422) else EXIT_REFUSED) from None
+        message = f"{exc.title}: {exc.detail}" if exc.detail else exc.title
+        fail(message, EXIT_BAD_INPUT if exc.status in (404, 422) else EXIT_REFUSED)
     except OperationalError as exc:
-        errors.print(f"[red]The database is unreachable ({type(exc.orig).__name__}).[/red]")
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+        fail(f"The database is unreachable ({type(exc.orig).__name__}).", EXIT_BAD_INPUT)
 
 
 @tokens.command("create")
@@ -96,8 +92,7 @@ def create_token(
 ) -> None:
     """Create a token and print it once."""
     if no_expiry and expires_in_days:
-        errors.print("[red]Give either --expires-in-days or --no-expiry.[/red]")
-        raise typer.Exit(EXIT_BAD_INPUT)
+        fail("Give either --expires-in-days or --no-expiry.", EXIT_BAD_INPUT)
     try:
         body = TokenCreate(
             name=name,
@@ -106,9 +101,8 @@ def create_token(
             expires_in_days="never" if no_expiry else expires_in_days or 90,
         )
     except ValidationError as exc:
-        for error in exc.errors():
-            where = ".".join(str(part) for part in error["loc"]) or "input"
-            errors.print(f"[red]--{where.replace('_', '-')}: {escape(error['msg'])}[/red]")
+        for line in field_errors(exc, _option):
+            error(line)
         raise typer.Exit(EXIT_BAD_INPUT) from None
 
     async def work(unit_of_work: Callable[[], UnitOfWork]) -> tuple[str, str]:
@@ -133,7 +127,7 @@ def list_tokens() -> None:
                 rows, next_cursor = await token_service.list_page(
                     uow.session, CursorParams(limit=200, cursor=cursor)
                 )
-                found.extend(token_service.to_schema(t) for t in rows)
+                found.extend(token_out(t) for t in rows)
                 if next_cursor is None:
                     return found
                 cursor = decode_cursor(next_cursor)
@@ -151,15 +145,7 @@ def list_tokens() -> None:
         )
         for token in _run(work)
     ]
-    if not sys.stdout.isatty():  # scripts and pipes: one tab-separated line per token
-        for row in (columns, *rows):
-            print("\t".join(row))
-        return
-    table = Table(*columns)
-    table.columns[0].no_wrap = True
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
+    print_table(columns, rows, no_wrap_first=True)
 
 
 @tokens.command("revoke")
@@ -200,5 +186,53 @@ def verify_audit() -> None:
     raise typer.Exit(1)
 
 
+def _option(loc: Sequence[Any]) -> str:
+    """The command-line option of a field of the request body."""
+    return "--" + (dotted(loc) or "input").replace("_", "-")
+
+
 def _when(value: dt.datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M") if value else "-"
+
+
+# -- migrate, openapi ------------------------------------------------------------------
+
+
+def migrate(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
+    """Bring the database schema to REVISION (default: head)."""
+    from app.core import migrate as migrations
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    migrations.upgrade(settings, revision)
+    typer.echo(f"database at {revision}")
+
+
+def openapi(
+    output: Annotated[Path, typer.Option(help="Where to write the document.")] = Path(
+        "openapi/openapi.json"
+    ),
+    check: Annotated[
+        bool, typer.Option("--check", help="Exit 1 if the file differs instead of writing it.")
+    ] = False,
+) -> None:
+    """Write the OpenAPI document generated from the application."""
+    document = render_openapi()
+    if check:
+        current = output.read_text() if output.exists() else ""
+        if current != document:
+            fail(f"{output} is stale; run `formula-ops openapi`", EXIT_REFUSED)
+        typer.echo(f"{output} is up to date")
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(document)
+    typer.echo(f"wrote {output}")
+
+
+def render_openapi() -> str:
+    from app.main import create_app
+
+    document = create_app(Settings()).openapi()
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"

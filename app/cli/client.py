@@ -15,13 +15,15 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 import httpx
 
+from app.cli.output import fail, field_errors
 from app.core.settings import Settings
 
 # The server's own defaults (``Settings.host``/``port``).
@@ -40,6 +42,7 @@ STREAM_TIMEOUT = httpx.Timeout(5.0, read=60.0)
 DEFAULT_RECONNECT = 1.0
 MAX_RECONNECT = 10.0
 _RETRYABLE_STATUS = frozenset({408, 425, 429, 502, 503, 504})
+LIST_PAGE = 200  # items asked for per page when a command collects a list
 
 
 class ClientError(Exception):
@@ -97,7 +100,8 @@ class ApiError(ClientError):
         detail = body.get("detail")
         errors = body.get("errors")
         if isinstance(errors, list) and errors:  # 422: say which input was wrong
-            detail = "; ".join(_field_error(e) for e in errors if isinstance(e, dict)) or detail
+            items = [e for e in errors if isinstance(e, dict)]
+            detail = "; ".join(field_errors(items, _request_field)) or detail
         return cls(
             int(body.get("status") or response.status_code),
             str(body.get("title") or phrase),
@@ -107,11 +111,9 @@ class ApiError(ClientError):
         )
 
 
-def _field_error(error: Mapping[str, Any]) -> str:
-    loc = [str(part) for part in error.get("loc", []) if part not in ("body", "query", "path")]
-    where = ".".join(loc)
-    msg = str(error.get("msg", "invalid value"))
-    return f"{where}: {msg}" if where else msg
+def _request_field(loc: Sequence[Any]) -> str:
+    """A 422 problem's location without the part of the request it was in."""
+    return ".".join(str(part) for part in loc if part not in ("body", "query", "path"))
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -352,6 +354,38 @@ class Client:
             if failures > max_retries:
                 raise ConnectionFailed(f"{reason}; gave up after {max_retries} reconnections")
             self._sleep(min(retry * failures, max_delay))
+
+
+@contextmanager
+def connect() -> Iterator[Client]:
+    """A client from the environment, for a command: any error it meets ends the command
+    with one error line and exit code 2."""
+    try:
+        client = Client.from_env()
+    except ClientError as exc:
+        fail(str(exc))
+    try:
+        with client:
+            yield client
+    except ApiError as exc:
+        fail(exc.message)
+    except ClientError as exc:
+        fail(str(exc))
+
+
+def collect(client: Client, path: str, limit: int, **filters: Any) -> list[dict[str, Any]]:
+    """The first ``limit`` items of the list at ``path``, page after page."""
+    found: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while len(found) < limit:
+        page = client.get_json(
+            path, **filters, limit=min(LIST_PAGE, limit - len(found)), cursor=cursor
+        )
+        found.extend(page["items"])
+        cursor = page.get("next_cursor")
+        if not cursor:
+            break
+    return found[:limit]
 
 
 def default_url(environ: Mapping[str, str]) -> str:

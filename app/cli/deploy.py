@@ -23,19 +23,19 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.markup import escape
 
-from app.cli.client import ApiError, Client
-from app.cli.runs import (
+from app.cli.client import ApiError, Client, connect
+from app.cli.output import (
     EXIT_NOT_SUCCEEDED,
     EXIT_SUCCEEDED,
     STATUS_STYLES,
-    _api,
-    _fail,
-    _follow,
-    _print_plan,
-    _styled,
     console,
-    errors,
+    error,
+    fail,
+    field_errors,
+    note,
+    styled,
 )
+from app.cli.runs import follow, print_plan
 from app.environments.schemas import NAME, SERVICE_IN, EnvironmentCreate
 
 DEPLOYMENTS = "/v1/deployments"
@@ -113,12 +113,12 @@ def deploy(
         body["ref"] = ref
     if description:
         body["description"] = description
-    with _api() as client:
+    with connect() as client:
         if dry_run:
             plan = client.request("POST", DEPLOYMENTS, json={**body, "dry_run": True}, retries=2)
             data = plan.json()
             missing = data.get("checklist_missing") or []
-            _print_plan({**data, "kind": "deployment"})
+            print_plan({**data, "kind": "deployment"})
             if missing:
                 console.print(f"[yellow]Checklist items missing:[/yellow] {', '.join(missing)}")
             return
@@ -127,20 +127,20 @@ def deploy(
             response = client.request("POST", DEPLOYMENTS, json=body, headers=headers, retries=5)
         except ApiError as exc:
             if exc.status in (409, 404, 422):  # refused: pinned, unknown… — it did not deploy
-                errors.print(f"[red]Not deployed:[/red] {escape(exc.message)}")
+                error(f"Not deployed: {exc.message}")
                 if exc.type.endswith("/version-pinned"):
                     unpin = ["formula-ops", "unpin", "--env", environment, "--service", service]
                     command = shlex.join([*unpin, "--version", version])
-                    errors.print(f"An operator allows it again with: {escape(command)}")
+                    note(f"An operator allows it again with: {command}")
                 raise typer.Exit(EXIT_NOT_SUCCEEDED) from None
             raise
         deployment = response.json()
         replayed = bool(response.headers.get("Idempotent-Replayed"))
-        code = _show_and_follow(client, deployment, wait, replayed)
+        code = show_and_follow(client, deployment, wait, replayed)
     raise typer.Exit(code)
 
 
-def _show_and_follow(
+def show_and_follow(
     client: Client, deployment: dict[str, Any], wait: bool, replayed: bool = False
 ) -> int:
     """Print a deployment just requested (id, what, status, URL); with ``wait``, follow
@@ -153,7 +153,7 @@ def _show_and_follow(
     console.print(
         f"{_noun(deployment)} [bold]{escape(str(deployment['id']))}[/bold]{again}: "
         f"{escape(services)} to {escape(str(deployment.get('environment', '')))}, "
-        f"{_styled(str(deployment['status']), STATUS_STYLES)}"
+        f"{styled(str(deployment['status']), STATUS_STYLES)}"
         + (
             f", queue position {deployment['queue_position']}"
             if deployment.get("queue_position")
@@ -163,7 +163,7 @@ def _show_and_follow(
     console.print(f"URL: {escape(client.url(path))}")
     if not wait:
         return EXIT_SUCCEEDED
-    code = _follow(client, {**deployment, "kind": deployment.get("kind", "deployment")})
+    code = follow(client, {**deployment, "kind": deployment.get("kind", "deployment")})
     final = client.get_json(path)
     _summary(client, final)
     return EXIT_SUCCEEDED if final["status"] == "success" and code == 0 else EXIT_NOT_SUCCEEDED
@@ -178,7 +178,7 @@ def _summary(client: Client, deployment: dict[str, Any]) -> None:
     """Status and evidence; the reason of a failure was said with the run's outcome."""
     status = str(deployment["status"])
     services = ", ".join(f"{s['name']} {s['version']}" for s in deployment.get("services", []))
-    console.print(f"{_noun(deployment)} {escape(services)}: {_styled(status, STATUS_STYLES)}")
+    console.print(f"{_noun(deployment)} {escape(services)}: {styled(status, STATUS_STYLES)}")
     console.print(f"  Evidence: {escape(client.url(deployment['links']['evidence']))}")
 
 
@@ -232,13 +232,12 @@ def apply(
         raw = yaml.safe_load(file.read_text())
         wanted = DeclarativeFile.model_validate(raw)
     except OSError as exc:
-        _fail(f"cannot read {file}: {exc.strerror}")
+        fail(f"cannot read {file}: {exc.strerror}")
     except yaml.YAMLError as exc:
-        _fail(f"{file} is not valid YAML: {exc}")
+        fail(f"{file} is not valid YAML: {exc}")
     except ValidationError as exc:
-        lines = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
-        _fail(f"{file} is not a valid environments file: " + "; ".join(lines))
-    with _api() as client:
+        fail(f"{file} is not a valid environments file: " + "; ".join(field_errors(exc)))
+    with connect() as client:
         changes = _plan(client, wanted, prune)
         if not changes:
             console.print("No differences: nothing to do.")

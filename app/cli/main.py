@@ -1,33 +1,32 @@
-"""The ``formula-ops`` command line."""
+"""The ``formula-ops`` command line: its commands, one module per group, wired here.
+
+- :mod:`app.cli.server`: ``serve``, ``api``, ``worker``;
+- :mod:`app.cli.admin`: on the database directly: ``migrate``, ``tokens``, ``audit verify``;
+  and ``openapi``;
+- :mod:`app.cli.runs`: ``runs list|watch``, ``health-check``;
+- :mod:`app.cli.deploy`: ``deploy``, ``apply``;
+- :mod:`app.cli.ops`: ``rollback``, ``cancel``, ``unpin``, ``audit list``.
+
+What they print goes through :mod:`app.cli.output`; the API through :mod:`app.cli.client`.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
-import logging
-import signal
 import sys
-from collections.abc import Iterator
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from collections.abc import Sequence
+from typing import Any
 
 import typer
-import uvicorn
-from pydantic import SecretStr, ValidationError
+from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-from app.cli.admin import audit, tokens
+from app.cli.admin import audit, migrate, openapi, tokens
 from app.cli.deploy import apply, deploy
 from app.cli.ops import audit_list, cancel, rollback, unpin
+from app.cli.output import error, field_errors
 from app.cli.runs import health_check, runs
-from app.core.logging import configure_logging
-from app.core.settings import Settings, get_settings
-
-if TYPE_CHECKING:
-    from app.embedded.redis import EmbeddedRedis
-
-logger = logging.getLogger("app.cli.main")
+from app.cli.server import api, serve, worker
+from app.core.settings import Settings
 
 cli = typer.Typer(
     name="formula-ops",
@@ -46,255 +45,25 @@ cli.command("rollback")(rollback)
 cli.command("cancel")(cancel)
 cli.command("unpin")(unpin)
 audit.command("list")(audit_list)
-
-HostOption = Annotated[str | None, typer.Option(help="Address to bind (default: settings).")]
-PortOption = Annotated[int | None, typer.Option(help="Port to bind (default: settings).")]
-
-
-def _settings(host: str | None = None, port: int | None = None) -> Settings:
-    settings = get_settings()
-    update: dict[str, Any] = {}
-    if host is not None:
-        update["host"] = host
-    if port is not None:
-        update["port"] = port
-    return settings.model_copy(update=update) if update else settings
+cli.command()(serve)
+cli.command()(api)
+cli.command()(worker)
+cli.command()(migrate)
+cli.command()(openapi)
 
 
-@cli.command()
-def serve(host: HostOption = None, port: PortOption = None) -> None:
-    """Embedded default: migrate, start Redis, run the API and a worker in one process."""
-    from app.core import migrate
-    from app.embedded.redis import EmbeddedRedis, EmbeddedRedisMissing
-
-    settings = _settings(host, port)
-    configure_logging(settings.log_level, settings.log_format)
-    embedded: EmbeddedRedis | None = None
-    try:
-        if settings.redis_url is None:
-            embedded = EmbeddedRedis(settings.state_dir)
-            try:
-                url = embedded.start()
-            except EmbeddedRedisMissing as exc:
-                embedded = None
-                typer.echo(f"formula-ops serve: {exc}", err=True)
-                raise typer.Exit(2) from None
-            settings = settings.model_copy(update={"redis_url": SecretStr(url)})
-        migrate.upgrade(settings)
-        code = asyncio.run(_serve(settings, embedded))
-    finally:
-        if embedded is not None:
-            embedded.stop()
-    raise typer.Exit(code)
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: ``serve`` stops it together with the worker."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-async def _serve(settings: Settings, embedded: EmbeddedRedis | None = None) -> int:
-    from app.core.context import build_context
-    from app.embedded.seed import LocalPorts, seed_local, stop_process_services
-    from app.main import create_app
-    from workers.main import create_worker, stop_worker
-
-    context = build_context(settings)
-    ports = LocalPorts()
-    await stop_process_services(context)  # left behind by a serve that was killed
-    if settings.seed_local_environment:
-        await seed_local(context, ports)
-    server = _Server(_uvicorn_config(create_app(settings, context=context), settings))
-    worker = create_worker(settings, handle_signals=False)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-
-    server_task = asyncio.create_task(server.serve(), name="api")
-    worker_task = asyncio.create_task(worker.main(), name="worker")
-    stop_task = asyncio.create_task(stop.wait(), name="stop")
-    announce = asyncio.create_task(_announce(server, settings))
-    watchdog = asyncio.create_task(_keep_running(embedded)) if embedded is not None else None
-    code = 0
-    try:
-        done, _ = await asyncio.wait(
-            {server_task, worker_task, stop_task}, return_when=asyncio.FIRST_COMPLETED
-        )
-        for task in done - {stop_task}:
-            error = task.exception()
-            logger.error("%s stopped unexpectedly: %r", task.get_name(), error)
-            code = 1
-    finally:
-        announce.cancel()
-        stop_task.cancel()
-        if watchdog is not None:
-            watchdog.cancel()
-        server.should_exit = True
-        await stop_worker(worker, worker_task)
-        await asyncio.gather(server_task, worker_task, return_exceptions=True)
-        try:
-            await stop_process_services(context)
-        finally:
-            ports.release()
-            await context.aclose()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-        logger.info("stopped")
-    return code
-
-
-async def _keep_running(embedded: EmbeddedRedis, every: float = 0.5) -> None:
-    """Start the embedded redis-server again (same socket) whenever it has ended; the
-    clients reconnect by themselves."""
-    delay = every
-    while True:
-        await asyncio.sleep(delay)
-        try:
-            await asyncio.to_thread(embedded.ensure_running)
-        except Exception:
-            logger.exception("could not start the embedded Redis again; retrying")
-            delay = min(delay * 2, 5.0)
-        else:
-            delay = every
-
-
-async def _announce(server: uvicorn.Server, settings: Settings) -> None:
-    while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
-        await asyncio.sleep(0.05)
-    print(f"Formula Ops is serving on http://{settings.host}:{settings.port}", flush=True)
-
-
-# Logging is ours (requests are logged by path, never with their query string).
-_UVICORN_OPTIONS: dict[str, Any] = {
-    # Open event streams and long polls end after this many seconds of shutting down.
-    "timeout_graceful_shutdown": 5,
-    "log_config": None,
-    "access_log": False,
-    # X-Forwarded-For is believed only from FORMULA_OPS_TRUSTED_PROXIES (app/core/proxies.py).
-    "proxy_headers": False,
-    "server_header": False,
-}
-
-
-def _uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
-    return uvicorn.Config(app, host=settings.host, port=settings.port, **_UVICORN_OPTIONS)
-
-
-@cli.command()
-def api(
-    host: HostOption = None,
-    port: PortOption = None,
-    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
-) -> None:
-    """Production: serve the API only (needs FORMULA_OPS_DATABASE_URL and _REDIS_URL)."""
-    settings = _settings(host, port)
-    configure_logging(settings.log_level, settings.log_format)
-    if workers > 1:
-        uvicorn.run(
-            "app.main:create_app",
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            workers=workers,
-            **_UVICORN_OPTIONS,
-        )
-        return
-    from app.main import create_app
-
-    uvicorn.Server(_uvicorn_config(create_app(settings), settings)).run()
-
-
-@cli.command()
-def worker(
-    processes: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            help="Worker processes, each with its own event loop and connections. Above 1 a "
-            "supervisor starts them, forwards SIGTERM/SIGINT to them and waits (a second "
-            "signal kills them). A child that dies unexpectedly is started again; more "
-            "than FORMULA_OPS_WORKER_MAX_RESTARTS deaths within "
-            "FORMULA_OPS_WORKER_RESTART_WINDOW_SECONDS (a crash loop) stop the others "
-            "and exit 1, for the service manager.",
-        ),
-    ] = 1,
-) -> None:
-    """Production: run an arq worker (needs FORMULA_OPS_DATABASE_URL and _REDIS_URL).
-
-    Stops on SIGTERM or SIGINT (exit 0); its running jobs are cancelled and run again."""
-    from workers.supervisor import run_worker, supervise
-
-    settings = get_settings()
-    configure_logging(settings.log_level, settings.log_format)
-    if processes == 1:
-        raise typer.Exit(run_worker(settings))
-    raise typer.Exit(
-        supervise(
-            processes,
-            max_restarts=settings.worker_max_restarts,
-            restart_window=settings.worker_restart_window_seconds,
-        )
-    )
-
-
-@cli.command()
-def migrate(
-    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
-) -> None:
-    """Bring the database schema to REVISION (default: head)."""
-    from app.core import migrate as migrations
-
-    settings = get_settings()
-    configure_logging(settings.log_level, settings.log_format)
-    migrations.upgrade(settings, revision)
-    typer.echo(f"database at {revision}")
-
-
-@cli.command()
-def openapi(
-    output: Annotated[Path, typer.Option(help="Where to write the document.")] = Path(
-        "openapi/openapi.json"
-    ),
-    check: Annotated[
-        bool, typer.Option("--check", help="Exit 1 if the file differs instead of writing it.")
-    ] = False,
-) -> None:
-    """Write the OpenAPI document generated from the application."""
-    document = render_openapi()
-    if check:
-        current = output.read_text() if output.exists() else ""
-        if current != document:
-            typer.echo(f"{output} is stale; run `formula-ops openapi`", err=True)
-            raise typer.Exit(1)
-        typer.echo(f"{output} is up to date")
-        return
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(document)
-    typer.echo(f"wrote {output}")
-
-
-def render_openapi() -> str:
-    from app.main import create_app
-
-    document = create_app(Settings()).openapi()
-    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+def _variable(loc: Sequence[Any]) -> str:
+    """The ``FORMULA_OPS_*`` variable of a setting's location."""
+    prefix = str(Settings.model_config.get("env_prefix", ""))
+    delimiter = str(Settings.model_config.get("env_nested_delimiter") or "__")
+    path = delimiter.join(str(part) for part in loc if not isinstance(part, int))
+    return f"{prefix}{path.upper()}" if path else "the settings"
 
 
 def setting_errors(exc: ValidationError) -> list[str]:
     """One line per invalid ``FORMULA_OPS_*`` variable: its name and what is wrong, never
     its value (database URLs and the secret key are secrets)."""
-    prefix = str(Settings.model_config.get("env_prefix", ""))
-    delimiter = str(Settings.model_config.get("env_nested_delimiter") or "__")
-    lines = []
-    for error in exc.errors(include_input=False, include_url=False):
-        path = delimiter.join(str(part) for part in error["loc"] if not isinstance(part, int))
-        variable = f"{prefix}{path.upper()}" if path else "the settings"
-        lines.append(f"formula-ops: {variable}: {' '.join(error['msg'].split())}")
-    return lines
+    return [f"formula-ops: {line}" for line in field_errors(exc, _variable)]
 
 
 def main() -> None:
@@ -307,9 +76,9 @@ def main() -> None:
             raise
         # A setting from the environment is invalid: say which, as a usage error.
         for line in setting_errors(exc):
-            print(line, file=sys.stderr)
+            error(line)
         sys.exit(2)
     except SettingsError as exc:  # a nested group's variable is not JSON
         cause = f": {exc.__cause__}" if exc.__cause__ else ""
-        print(f"formula-ops: invalid settings, {exc}{cause}", file=sys.stderr)
+        error(f"formula-ops: invalid settings, {exc}{cause}")
         sys.exit(2)

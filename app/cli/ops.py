@@ -9,26 +9,23 @@ an answer that could not be had (usage, unknown id, server unreachable, token re
 from __future__ import annotations
 
 import json
-import sys
 from typing import Annotated
 from urllib.parse import quote
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from app.audit.models import Outcome
-from app.cli.client import ApiError
-from app.cli.deploy import DEPLOYMENTS, _show_and_follow, idempotency_key
-from app.cli.runs import (
+from app.cli.client import ApiError, collect, connect
+from app.cli.deploy import DEPLOYMENTS, idempotency_key, show_and_follow
+from app.cli.output import (
     EXIT_NOT_SUCCEEDED,
     STATUS_STYLES,
-    _api,
-    _collect,
-    _styled,
-    _utc,
     console,
-    errors,
+    error,
+    print_table,
+    styled,
+    utc,
 )
 from app.runs.models import RunKind, RunStatus
 
@@ -37,7 +34,7 @@ AUDIT_COLUMNS = ("seq", "created", "actor", "actor name", "action", "resource", 
 
 
 def _refused(what: str, exc: ApiError) -> typer.Exit:
-    errors.print(f"[red]{what}:[/red] {escape(exc.message)}")
+    error(f"{what}: {exc.message}")
     return typer.Exit(EXIT_NOT_SUCCEEDED)
 
 
@@ -65,7 +62,7 @@ def rollback(
     could not be found out."""
     path = f"{DEPLOYMENTS}/{quote(deployment_id, safe='')}/rollback"
     headers = {"Idempotency-Key": key or idempotency_key({"rollback_of": deployment_id})}
-    with _api() as client:
+    with connect() as client:
         try:
             response = client.request("POST", path, headers=headers, retries=5)
         except ApiError as exc:
@@ -73,7 +70,7 @@ def rollback(
                 raise _refused("Not rolled back", exc) from None
             raise
         replayed = bool(response.headers.get("Idempotent-Replayed"))
-        code = _show_and_follow(client, response.json(), wait, replayed)
+        code = show_and_follow(client, response.json(), wait, replayed)
     raise typer.Exit(code)
 
 
@@ -88,7 +85,7 @@ def cancel(
     A queued one ends at once, a running one after its current step (a deployment then
     rolls back what it changed).
     Exit 0 when it is cancelled or will be, 1 when it had already finished."""
-    with _api() as client:
+    with connect() as client:
         run = client.get_json(f"/v1/runs/{quote(run_id, safe='')}")
         is_deployment = run["kind"] in DEPLOYMENT_KINDS
         # A deployment is cancelled where its deployer may do it; other runs by operators.
@@ -103,12 +100,12 @@ def cancel(
     name = f"{what} [bold]{escape(str(run['id']))}[/bold]"
     status = str(answer["status"])
     if status == RunStatus.CANCELLED:
-        console.print(f"{name}: {_styled(status, STATUS_STYLES)}.")
+        console.print(f"{name}: {styled(status, STATUS_STYLES)}.")
         return
     then = " and rolls back what it changed" if is_deployment else ""
     console.print(
         f"{name}: cancel requested; it stops after its current step{then} "
-        f"(now {_styled(status, STATUS_STYLES)})."
+        f"(now {styled(status, STATUS_STYLES)})."
     )
 
 
@@ -127,7 +124,7 @@ def unpin(
         f"/v1/environments/{quote(environment, safe='')}/services/"
         f"{quote(service, safe='')}/pins/{quote(version, safe='')}"
     )
-    with _api() as client:
+    with connect() as client:
         client.request("DELETE", path)
     console.print(
         f"Unpinned {escape(service)} {escape(version)} in {escape(environment)}: "
@@ -155,8 +152,8 @@ def audit_list(
     """List the audit trail through the API (GET /v1/audit-events), newest first.
 
     One tab-separated line per event when the output is not a terminal."""
-    with _api() as client:
-        found = _collect(
+    with connect() as client:
+        found = collect(
             client,
             "/v1/audit-events",
             limit,
@@ -170,7 +167,7 @@ def audit_list(
     rows = [
         (
             str(event["seq"]),
-            _utc(event.get("created_at")),
+            utc(event.get("created_at")),
             event.get("actor_token_id") or "-",
             event.get("actor_name") or "-",
             str(event["action"]),
@@ -183,15 +180,4 @@ def audit_list(
         )
         for event in found
     ]
-    if not sys.stdout.isatty():  # scripts and pipes: one tab-separated line per event
-        for row in (columns, *rows):
-            print("\t".join(cell.replace("\t", " ").replace("\n", " ") for cell in row))
-        return
-    if not rows:
-        console.print("No audit events.")
-        return
-    table = Table(*columns)
-    table.columns[-1].overflow = "fold"
-    for row in rows:
-        table.add_row(*(escape(cell) for cell in row))
-    console.print(table)
+    print_table(columns, rows, empty="No audit events.", fold_last=True)

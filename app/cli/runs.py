@@ -14,21 +14,32 @@ import contextlib
 import datetime as dt
 import json
 import queue
-import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
-from typing import Annotated, Any, NoReturn
+from collections.abc import Callable
+from contextlib import nullcontext
+from typing import Annotated, Any
 from urllib.parse import quote
 
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
-from app.cli.client import ApiError, Client, ClientError, ServerSentEvent
+from app.cli.client import Client, ServerSentEvent, collect, connect
+from app.cli.output import (
+    EXIT_NOT_SUCCEEDED,
+    EXIT_SUCCEEDED,
+    EXIT_UNKNOWN,
+    LEVEL_STYLES,
+    STATUS_STYLES,
+    console,
+    duration,
+    note,
+    parse_time,
+    print_table,
+    styled,
+    utc,
+)
 from app.deployments.plan import TITLES as DEPLOYMENT_TITLES
 from app.runs import kinds
 from app.runs.models import TERMINAL_STATUSES, RunStatus
@@ -38,99 +49,9 @@ runs = typer.Typer(
     help="Runs of every kind, through the API (FORMULA_OPS_URL, FORMULA_OPS_TOKEN).",
     no_args_is_help=True,
 )
-console = Console(soft_wrap=True, highlight=False)
-errors = Console(stderr=True, soft_wrap=True, highlight=False)
-
-EXIT_SUCCEEDED = 0
-EXIT_NOT_SUCCEEDED = 1
-EXIT_UNKNOWN = 2
 HEALTH_CHECKS = "/v1/health-checks"
-LIST_PAGE = 200
-STATUS_STYLES = {
-    "queued": "dim",
-    "in_progress": "cyan",
-    "pending": "dim",
-    "success": "green",
-    "failure": "red",
-    "error": "red",
-    "cancelled": "yellow",
-    "rolled_back": "yellow",
-    "skipped": "dim",
-}
 # The kinds that exist here (a module registered them), not every reserved name.
 RUN_KINDS = [kind.value for kind in kinds.registered()]
-LEVEL_STYLES = {"ok": "green", "warning": "yellow", "critical": "red"}
-
-
-def _fail(message: str) -> NoReturn:
-    errors.print(f"[red]{escape(' '.join(message.split()))}[/red]")
-    raise typer.Exit(EXIT_UNKNOWN)
-
-
-@contextmanager
-def _api() -> Iterator[Client]:
-    """A client from the environment; any error it meets ends the command with one line
-    and exit code 2."""
-    try:
-        client = Client.from_env()
-    except ClientError as exc:
-        _fail(str(exc))
-    try:
-        with client:
-            yield client
-    except ApiError as exc:
-        _fail(exc.message)
-    except ClientError as exc:
-        _fail(str(exc))
-
-
-def _styled(value: str | None, styles: dict[str, str]) -> str:
-    if not value:
-        return "-"
-    style = styles.get(value)
-    return f"[{style}]{escape(value)}[/{style}]" if style else escape(value)
-
-
-def _time(value: Any) -> dt.datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
-
-
-def _duration(start: dt.datetime | None, end: dt.datetime | None) -> str:
-    if start is None or end is None:
-        return "-"
-    seconds = max(0.0, (end - start).total_seconds())
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    minutes, rest = divmod(round(seconds), 60)
-    return f"{minutes} min {rest} s"
-
-
-def _utc(value: Any) -> str:
-    when = _time(value)
-    return when.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S") if when else "-"
-
-
-def _collect(client: Client, path: str, limit: int, **filters: Any) -> list[dict[str, Any]]:
-    """The first ``limit`` items of the list at ``path``, page after page."""
-    found: list[dict[str, Any]] = []
-    cursor: str | None = None
-    while len(found) < limit:
-        page = client.get_json(
-            path, **filters, limit=min(LIST_PAGE, limit - len(found)), cursor=cursor
-        )
-        found.extend(page["items"])
-        cursor = page.get("next_cursor")
-        if not cursor:
-            break
-    return found[:limit]
 
 
 # -- runs list -------------------------------------------------------------------------
@@ -156,8 +77,8 @@ def list_runs(
     limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many runs.")] = 20,
 ) -> None:
     """The newest runs first, with kind, status, environment and duration."""
-    with _api() as client:
-        found = _collect(
+    with connect() as client:
+        found = collect(
             client,
             "/v1/runs",
             limit,
@@ -174,25 +95,12 @@ def list_runs(
             str(run["status"]),
             run.get("environment") or "-",
             run.get("requested_by") or "-",
-            _utc(run.get("created_at")),
-            _duration(_time(run.get("started_at")), _time(run.get("finished_at"))),
+            utc(run.get("created_at")),
+            duration(parse_time(run.get("started_at")), parse_time(run.get("finished_at"))),
         )
         for run in found
     ]
-    if not sys.stdout.isatty():  # scripts and pipes: one tab-separated line per run
-        for row in (columns, *rows):
-            print("\t".join(row))
-        return
-    if not rows:
-        console.print("No runs.")
-        return
-    table = Table(*columns)
-    table.columns[0].no_wrap = True
-    for row in rows:
-        cells = [escape(cell) for cell in row]
-        cells[2] = _styled(row[2], STATUS_STYLES)
-        table.add_row(*cells)
-    console.print(table)
+    print_table(columns, rows, empty="No runs.", styles={2: STATUS_STYLES}, no_wrap_first=True)
 
 
 # -- runs watch ------------------------------------------------------------------------
@@ -203,9 +111,9 @@ def watch(run_id: Annotated[str, typer.Argument(help="The run's id.")]) -> None:
     """Follow a run until it finishes (a finished run's progress is replayed).
 
     Exit code 0 if it succeeded, 1 if it did not, 2 if that could not be found out."""
-    with _api() as client:
+    with connect() as client:
         run = client.get_json(f"/v1/runs/{quote(run_id, safe='')}")
-        code = _follow(client, run)
+        code = follow(client, run)
     raise typer.Exit(code)
 
 
@@ -217,7 +125,7 @@ class _Progress:
         self.run = run
         self.activity = activity
         self.step_started: dict[Any, dt.datetime] = {}
-        self.run_started = _time(run.get("started_at"))
+        self.run_started = parse_time(run.get("started_at"))
         self.finished: dict[str, Any] | None = None
         self.finished_at: dt.datetime | None = None
         self.current = "waiting for the run to start"
@@ -239,9 +147,9 @@ class _Progress:
         now = dt.datetime.now(dt.UTC)
         text = self.current
         if self.current_since is not None:
-            text += f" for {_duration(self.current_since, now)}"
+            text += f" for {duration(self.current_since, now)}"
         if self.run_started is not None:
-            text += f" ({_duration(self.run_started, now)} since the run started)"
+            text += f" ({duration(self.run_started, now)} since the run started)"
         self.line(now, f"[dim]... {escape(text)}[/dim]")
 
     def show(self, event: ServerSentEvent) -> None:
@@ -250,7 +158,7 @@ class _Progress:
         except ValueError:
             payload = None
         data: dict[str, Any] = payload if isinstance(payload, dict) else {}
-        at = _time(data.get("at"))
+        at = parse_time(data.get("at"))
         label = f"[{data.get('position', '?')}] {data.get('name', '')}"
         step = escape(label)
         match event.event:
@@ -294,9 +202,9 @@ class _Progress:
                 self.line(at, escape(event.event))
 
     def _step_finished(self, at: dt.datetime | None, label: str, data: dict[str, Any]) -> None:
-        status = _styled(data.get("status"), STATUS_STYLES)
-        level = _styled(data.get("level"), LEVEL_STYLES)
-        took = _duration(self.step_started.pop(data.get("position"), None), at)
+        status = styled(data.get("status"), STATUS_STYLES)
+        level = styled(data.get("level"), LEVEL_STYLES)
+        took = duration(self.step_started.pop(data.get("position"), None), at)
         note = str(data.get("error") or data.get("output") or "").strip()
         if data.get("status") == "failure" and note:
             # The reason is said once, with the run's outcome at the end.
@@ -313,7 +221,7 @@ class _Progress:
         run_id = escape(str(self.run.get("id", "")))
         data = self.finished or {}
         status = str(data.get("status", ""))
-        took = _duration(self.run_started, self.finished_at)
+        took = duration(self.run_started, self.finished_at)
         if status == RunStatus.SUCCESS:
             console.print(f"[green]Run {run_id} succeeded[/green] in {took}.")
             return EXIT_SUCCEEDED
@@ -354,7 +262,7 @@ def _read_events(client: Client, path: str, into: queue.Queue[Any]) -> None:
     into.put(_STREAM_END)
 
 
-def _follow(client: Client, run: dict[str, Any]) -> int:
+def follow(client: Client, run: dict[str, Any]) -> int:
     """Print the progress of ``run`` from its event stream until it finishes; the exit
     code of its outcome. Without a terminal, a heartbeat line (current step, elapsed)
     comes whenever nothing was printed for ``HEARTBEAT_SECONDS``."""
@@ -363,7 +271,7 @@ def _follow(client: Client, run: dict[str, Any]) -> int:
     requested = f" requested by {run['requested_by']}" if run.get("requested_by") else ""
     console.print(
         f"Run [bold]{escape(run_id)}[/bold] ({escape(str(run['kind']) + environment)})"
-        f"{escape(requested)}: {_styled(str(run['status']), STATUS_STYLES)}"
+        f"{escape(requested)}: {styled(str(run['status']), STATUS_STYLES)}"
     )
     spinner = console.status("waiting for the run") if console.is_terminal else None
     progress = _Progress(run, spinner.update if spinner is not None else lambda _: None)
@@ -392,9 +300,9 @@ def _follow(client: Client, run: dict[str, Any]) -> int:
                     break
         reader.join()
     except KeyboardInterrupt:
-        errors.print(
-            f"Stopped following; the run goes on. Follow it again with "
-            f"`formula-ops runs watch {escape(run_id)}`."
+        note(
+            "Stopped following; the run goes on. Follow it again with "
+            f"`formula-ops runs watch {run_id}`."
         )
         raise typer.Exit(130) from None
     return progress.outcome()
@@ -416,11 +324,11 @@ def health_check(
 
     Prints the run's id and Location; with --wait, follows it and exits 0 if it
     succeeded, 1 if it did not, 2 if that could not be found out."""
-    with _api() as client:
+    with connect() as client:
         if dry_run:
             # Nothing is created: the request is safe to repeat without a key.
             plan = client.request("POST", HEALTH_CHECKS, json={"dry_run": True}, retries=2)
-            _print_plan(plan.json())
+            print_plan(plan.json())
             return
         response = client.request(
             "POST", HEALTH_CHECKS, headers={"Idempotency-Key": str(uuid.uuid4())}, retries=3
@@ -431,11 +339,11 @@ def health_check(
             console.print(f"Health check queued: [bold]{escape(str(run['id']))}[/bold]")
             console.print(f"Location: {escape(location)}")
             return
-        code = _follow(client, run)
+        code = follow(client, run)
     raise typer.Exit(code)
 
 
-def _print_plan(plan: dict[str, Any]) -> None:
+def print_plan(plan: dict[str, Any]) -> None:
     steps: list[dict[str, Any]] = plan.get("steps", [])
     columns = ("position", "name", "action", "timeout", "params")
     rows = [
@@ -452,12 +360,4 @@ def _print_plan(plan: dict[str, Any]) -> None:
         f"Dry run: the {escape(str(plan.get('kind', 'run')).replace('_', ' '))} would run "
         f"{len(rows)} steps; nothing was queued or executed."
     )
-    if not sys.stdout.isatty():
-        for row in (columns, *rows):
-            print("\t".join(row))
-        return
-    table = Table(*columns)
-    table.columns[-1].overflow = "fold"
-    for row in rows:
-        table.add_row(*(escape(cell) for cell in row))
-    console.print(table)
+    print_table(columns, rows, fold_last=True)

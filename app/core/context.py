@@ -16,10 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app import __version__
 from app.core.db import UnitOfWork, create_engine, make_sessionmaker, write_engine
 from app.core.metrics import Metrics
+from app.core.notify import RunNotifier
 from app.core.queue import Queue, connect_redis
 from app.core.secret_key import load_secret_key
 from app.core.settings import Settings
-from app.runs.notify import RunNotifier
 
 
 class RedisNotConfigured(RuntimeError):

@@ -81,6 +81,13 @@ class BadRequest(AppError):
     status = 400
 
 
+class TokenInQuery(BadRequest):
+    """A credential in the query string (:mod:`app.core.middleware` refuses it)."""
+
+    type = PROBLEM_BASE + "token-in-query"
+    title = "Credentials in the query string"
+
+
 class NotFound(AppError):
     type = PROBLEM_BASE + "not-found"
     title = "Not found"

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from collections.abc import Iterable
 
-from app.runs.models import Run
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 
 class Metrics:
@@ -61,12 +59,11 @@ class Metrics:
         self.requests.labels(method, route, str(status)).inc()
         self.latency.labels(method, route).observe(seconds)
 
-    async def refresh_runs(self, session: AsyncSession) -> None:
-        rows = await session.execute(
-            select(Run.kind, Run.status, func.count()).group_by(Run.kind, Run.status)
-        )
+    def set_run_counts(self, counts: Iterable[tuple[str, str, int]]) -> None:
+        """Runs by kind and status, as :func:`app.runs.service.count_by_kind_and_status`
+        reads them."""
         self.runs.clear()
-        for kind, status, count in rows:
+        for kind, status, count in counts:
             self.runs.labels(kind, status).set(count)
 
     def set_audit_seal_lag(self, seconds: float | None) -> None:

@@ -15,9 +15,8 @@ from urllib.parse import parse_qsl
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.auth.errors import TokenInQuery
-from app.auth.secrets import looks_like_token
-from app.core.errors import PROBLEM_MEDIA_TYPE, PayloadTooLarge
+from app.core.credentials import looks_like_token
+from app.core.errors import PROBLEM_MEDIA_TYPE, PayloadTooLarge, TokenInQuery
 from app.core.ids import new_id
 from app.core.logging import escape
 from app.core.metrics import Metrics

@@ -4,7 +4,7 @@ right-most address in ``X-Forwarded-For`` that is not itself a trusted proxy.
 Nothing is believed by default (``FORMULA_OPS_TRUSTED_PROXIES`` is empty): anyone can
 send the header, so trusting it from any peer would let a client pick the address the
 failed-authentication limit counts and the audit trail records. uvicorn's own
-``proxy_headers`` handling is turned off (``app/cli/main.py``) so this is the only place.
+``proxy_headers`` handling is turned off (``app/cli/server.py``) so this is the only place.
 """
 
 from __future__ import annotations

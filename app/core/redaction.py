@@ -37,7 +37,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from app.auth.secrets import PREFIX as TOKEN_PREFIX
+from app.core.credentials import TOKEN_PREFIX
 
 REDACTED = "[redacted]"
 MIN_KNOWN_SECRET = 6

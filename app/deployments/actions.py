@@ -15,10 +15,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.core.db import utcnow
 from app.core.redaction import Scrubber
-from app.deployments.checklist import CHECKLIST_ITEMS
 from app.deployments.models import DeploymentTarget
 from app.drivers import get_driver
 from app.drivers.base import Driver, DriverContext, DriverError, ServiceSpec, UnhealthyError
+from app.environments.checklist import CHECKLIST_ITEMS
 from app.environments.models import Pin, Service
 from app.runs.actions import ActionContext, Params, StepOutcome, register
 from app.runs.models import StepStatus

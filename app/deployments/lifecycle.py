@@ -22,7 +22,19 @@ from app.environments.models import Pin, Service
 from app.outbox.service import add_event
 from app.runs import service as run_service
 from app.runs.models import Phase, Run, RunStatus, Step, StepStatus
-from app.runs.schemas import step_out
+from app.runs.presenters import step_out
+
+
+async def holds(session: AsyncSession, environment: str, service: str | None) -> bool:
+    """Whether a queued or running deployment changes ``environment`` (only ``service``,
+    when one is named): it may not be deleted then (:class:`app.environments.service.Hold`)."""
+    statement = select(func.count()).where(
+        DeploymentTarget.environment == environment,
+        DeploymentTarget.state != TargetState.DONE.value,
+    )
+    if service is not None:
+        statement = statement.where(DeploymentTarget.service == service)
+    return bool(await session.scalar(statement))
 
 
 async def _blocked(session: AsyncSession, target: DeploymentTarget) -> bool:

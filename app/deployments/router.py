@@ -17,24 +17,23 @@ from app.core.deps import ContextDep, SessionDep, UnitOfWorkDep
 from app.core.errors import problem_responses
 from app.core.pagination import CursorParamsDep
 from app.core.paths import V1
-from app.deployments import service, views
+from app.deployments import presenters, service
 from app.deployments.schemas import (
     DeploymentDryRun,
     DeploymentList,
     DeploymentOut,
     DeploymentRequest,
     Evidence,
-    ServiceVersion,
 )
 from app.environments.schemas import NAME
 from app.environments.service import EnvironmentNotFound
-from app.idempotency.service import PROBLEMS as IDEMPOTENCY_ERRORS
-from app.idempotency.service import Idempotency, IdempotencyDep
+from app.idempotency.deps import IdempotencyDep
+from app.idempotency.errors import PROBLEMS as IDEMPOTENCY_ERRORS
+from app.idempotency.service import Idempotency
 from app.runs import service as run_service
 from app.runs.http import PreferHeader, created
 from app.runs.models import RunStatus
 from app.runs.router import RunId
-from app.runs.schemas import PlannedStep
 
 router = APIRouter(prefix=f"{V1}/deployments", tags=["deployments"])
 AUTH_ERRORS = (Unauthenticated, Forbidden, TooManyRequests)
@@ -42,13 +41,13 @@ AUTH_ERRORS = (Unauthenticated, Forbidden, TooManyRequests)
 
 def _accepted(created: service.Created) -> JSONResponse:
     """202 with the new deployment, built from what was just written."""
-    out = views.deployment_out(
+    out = presenters.deployment_out(
         created.run, created.deployment, created.targets, created.queue_position
     )
     return JSONResponse(
         out.model_dump(mode="json"),
         status_code=202,
-        headers={"Location": views.location(created.run.id), "Retry-After": "2"},
+        headers={"Location": presenters.location(created.run.id), "Retry-After": "2"},
     )
 
 
@@ -66,10 +65,10 @@ async def _answer(
         principal,
         new.run.id,
         accepted,
-        location=views.location(new.run.id),
+        location=presenters.location(new.run.id),
         prefer=prefer,
         idem=idem,
-        render=views.renderer(context),
+        render=presenters.renderer(context),
     )
 
 
@@ -111,20 +110,7 @@ async def create_deployment(
             ahead = await service.waiting_ahead(
                 session, planned.environment.name, [t.service.name for t in planned.targets]
             )
-        dry = DeploymentDryRun(
-            environment=planned.environment.name,
-            services=[
-                ServiceVersion(name=t.service.name, version=t.version) for t in planned.targets
-            ],
-            checklist_missing=planned.checklist_missing,
-            queue_position=ahead,
-            steps=[
-                PlannedStep(**step)
-                for step in run_service.plan_view(
-                    planned.steps, reveal=principal.role == Role.ADMIN
-                )
-            ],
-        )
+        dry = presenters.dry_run_out(planned, ahead, reveal=principal.role == Role.ADMIN)
         return JSONResponse(dry.model_dump(mode="json"), status_code=200)
     async with uow:
         await idem.claim(uow)
@@ -152,7 +138,9 @@ async def list_deployments(
     rows, next_cursor = await service.list_page(
         session, principal, service.Filters(environment, service_name, status), page
     )
-    return DeploymentList(items=await views.deployments_out(session, rows), next_cursor=next_cursor)
+    return DeploymentList(
+        items=await presenters.deployments_out(session, rows), next_cursor=next_cursor
+    )
 
 
 @router.get(
@@ -175,7 +163,7 @@ async def get_deployment(
         await run_service.wait_terminal(context, deployment_id, principal, wait)
     async with context.sessionmaker() as session:
         run = await service.get_or_404(session, principal, deployment_id)
-        (out,) = await views.deployments_out(session, [run])
+        (out,) = await presenters.deployments_out(session, [run])
     return out
 
 
@@ -197,7 +185,7 @@ async def cancel_deployment(
         await service.cancel(uow, context, principal, deployment_id)
     async with context.sessionmaker() as session:
         run = await service.get_or_404(session, principal, deployment_id)
-        (out,) = await views.deployments_out(session, [run])
+        (out,) = await presenters.deployments_out(session, [run])
     return out
 
 

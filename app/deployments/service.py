@@ -13,6 +13,7 @@ from sqlalchemy.orm import selectinload
 
 from app.audit import service as audit_service
 from app.auth.principal import Principal
+from app.auth.scope import readable
 from app.core.context import AppContext
 from app.core.db import UnitOfWork, insert_rows
 from app.core.errors import AppError, NotFound
@@ -272,8 +273,7 @@ async def list_page(
         .where(Run.kind.in_([RunKind.DEPLOYMENT.value, RunKind.ROLLBACK.value]))
         .options(selectinload(Run.steps))
     )
-    if principal.environment is not None:
-        statement = statement.where(Run.environment == principal.environment)
+    statement = readable(statement, Run.environment, principal)
     if filters.environment is not None:
         statement = statement.where(Run.environment == filters.environment)
     if filters.status is not None:

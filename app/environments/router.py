@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Response
+from fastapi import APIRouter, Depends, Header, Path, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic.json_schema import SkipJsonSchema
 
@@ -16,7 +17,7 @@ from app.core.deps import ContextDep, SessionDep, UnitOfWorkDep
 from app.core.errors import BadRequest, problem_responses
 from app.core.pagination import CursorParamsDep
 from app.core.paths import V1
-from app.environments import service, views
+from app.environments import presenters, service
 from app.environments.schemas import (
     NAME,
     VERSION,
@@ -29,14 +30,24 @@ from app.environments.schemas import (
     ServiceList,
     ServiceOut,
 )
-from app.idempotency.service import PROBLEMS as IDEMPOTENCY_ERRORS
-from app.idempotency.service import IdempotencyDep
+from app.idempotency.deps import IdempotencyDep
+from app.idempotency.errors import PROBLEMS as IDEMPOTENCY_ERRORS
 
 router = APIRouter(prefix=f"{V1}/environments", tags=["environments"])
 AUTH_ERRORS = (Unauthenticated, Forbidden, TooManyRequests)
 EnvName = Annotated[str, Path(pattern=NAME, max_length=63, description="Environment name.")]
 ServiceName = Annotated[str, Path(pattern=NAME, max_length=63, description="Service name.")]
 Version = Annotated[str, Path(pattern=VERSION, max_length=128, description="Pinned version.")]
+
+
+def _holds(request: Request) -> Sequence[service.Hold]:
+    """What may hold an environment's services, as the composition root set it."""
+    holds: Sequence[service.Hold] = request.app.state.environment_holds
+    return holds
+
+
+Holds = Annotated[Sequence[service.Hold], Depends(_holds)]
+
 # RFC 9110 If-Match: `*` or a list of entity-tags (`"..."` or `W/"..."`).
 _ENTITY_TAG = r'(W/)?"[\x21\x23-\x7e]*"'
 IF_MATCH = rf"^(\*|{_ENTITY_TAG}([ \t]*,[ \t]*{_ENTITY_TAG})*)$"
@@ -82,7 +93,7 @@ async def list_environments(
 ) -> EnvironmentList:
     rows, next_cursor = await service.list_page(session, principal, page)
     return EnvironmentList(
-        items=await views.environments_out(session, rows, reveal=_admin(principal)),
+        items=await presenters.environments_out(session, rows, reveal=_admin(principal)),
         next_cursor=next_cursor,
     )
 
@@ -107,7 +118,7 @@ async def create_environment(
         await idem.claim(uow)
         fields = EnvironmentIn.model_validate(body.model_dump(exclude={"name"}))
         row = await service.create_environment(uow, principal, body.name, fields)
-        (out,) = await views.environments_out(uow.session, [row], reveal=True)
+        (out,) = await presenters.environments_out(uow.session, [row], reveal=True)
         response = _json(out, 201, _env_location(row.name))
         await idem.complete(uow.session, response)
     return response
@@ -123,7 +134,7 @@ async def get_environment(
     principal: ScopedViewer, session: SessionDep, name: EnvName
 ) -> EnvironmentOut:
     row = await service.get_environment(session, principal, name)
-    (out,) = await views.environments_out(session, [row], reveal=_admin(principal))
+    (out,) = await presenters.environments_out(session, [row], reveal=_admin(principal))
     return _json(out, 200, _env_location(name))  # type: ignore[return-value]
 
 
@@ -147,7 +158,7 @@ async def put_environment(
     """`If-Match` with the ETag last read refuses a stale write (412)."""
     async with uow:
         row, created = await service.put_environment(uow, principal, name, body, if_match)
-        (out,) = await views.environments_out(uow.session, [row], reveal=True)
+        (out,) = await presenters.environments_out(uow.session, [row], reveal=True)
     return _json(out, 201 if created else 200, _env_location(name))
 
 
@@ -161,10 +172,10 @@ async def put_environment(
     ),
 )
 async def delete_environment(
-    principal: Admin, uow: UnitOfWorkDep, name: EnvName, if_match: IfMatch = None
+    principal: Admin, uow: UnitOfWorkDep, holds: Holds, name: EnvName, if_match: IfMatch = None
 ) -> Response:
     async with uow:
-        await service.delete_environment(uow, principal, name, if_match)
+        await service.delete_environment(uow, principal, name, if_match, holds=holds)
     return Response(status_code=204)
 
 
@@ -177,7 +188,7 @@ async def delete_environment(
 async def list_services(principal: ScopedViewer, session: SessionDep, name: EnvName) -> ServiceList:
     await service.get_environment(session, principal, name)
     rows = (await service.services_of(session, [name]))[name]
-    return ServiceList(items=await views.services_out(session, rows, reveal=_admin(principal)))
+    return ServiceList(items=await presenters.services_out(session, rows, reveal=_admin(principal)))
 
 
 @router.get(
@@ -192,7 +203,7 @@ async def get_service(
     principal: ScopedViewer, session: SessionDep, name: EnvName, service_name: ServiceName
 ) -> ServiceOut:
     row = await service.get_service(session, principal, name, service_name)
-    (out,) = await views.services_out(session, [row], reveal=_admin(principal))
+    (out,) = await presenters.services_out(session, [row], reveal=_admin(principal))
     return _json(out, 200, f"{_env_location(name)}/services/{service_name}")  # type: ignore[return-value]
 
 
@@ -222,7 +233,7 @@ async def put_service(
         row, created = await service.put_service(
             uow, principal, name, service_name, body, if_match, docker=context.settings.docker
         )
-        (out,) = await views.services_out(uow.session, [row], reveal=True)
+        (out,) = await presenters.services_out(uow.session, [row], reveal=True)
     return _json(out, 201 if created else 200, f"{_env_location(name)}/services/{service_name}")
 
 
@@ -238,12 +249,13 @@ async def put_service(
 async def delete_service(
     principal: Admin,
     uow: UnitOfWorkDep,
+    holds: Holds,
     name: EnvName,
     service_name: ServiceName,
     if_match: IfMatch = None,
 ) -> Response:
     async with uow:
-        await service.delete_service(uow, principal, name, service_name, if_match)
+        await service.delete_service(uow, principal, name, service_name, if_match, holds=holds)
     return Response(status_code=204)
 
 
@@ -260,7 +272,7 @@ async def list_pins(
 ) -> PinList:
     await service.get_service(session, principal, name, service_name)
     pins = (await service.pins_of(session, name)).get(service_name, [])
-    return PinList(items=[views.pin_out(p) for p in pins])
+    return PinList(items=[presenters.pin_out(p) for p in pins])
 
 
 @router.delete(

@@ -8,9 +8,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, StringConstraints, TypeAdapter
 
 from app.core.schemas import HTTP_URL, MULTILINE, MULTILINE_NOTE, PRINTABLE, RequestModel
-from app.deployments.checklist import CHECKLIST_ITEMS
 from app.drivers.docker import DockerConfig
 from app.drivers.process import Argument, EnvName, EnvValue, ProcessConfig
+from app.environments.checklist import CHECKLIST_ITEMS
 
 NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 HeaderName = Annotated[str, StringConstraints(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")]

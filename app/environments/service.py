@@ -7,17 +7,18 @@ same transaction.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import service as audit_service
 from app.auth.principal import Principal
+from app.auth.scope import may_read, readable
 from app.core.db import UnitOfWork, utcnow
 from app.core.errors import AppError, NotFound, ValidationFailed
 from app.core.pagination import CursorParams, paginate
 from app.core.settings import DockerSettings
-from app.deployments.models import DeploymentTarget, TargetState
 from app.drivers.docker import policy_problems
 from app.environments.models import Environment, Pin, Service
 from app.environments.schemas import DockerService, EnvironmentIn, ProcessService
@@ -56,6 +57,18 @@ class DeploymentsActive(AppError):
     status = 409
 
 
+class Hold(Protocol):
+    """Whether unfinished work holds ``environment`` (only its ``service``, when one is
+    named), so that it may not be deleted now. The deployments domain contributes its
+    queued and running deployments; the composition root (:func:`app.main.create_app`)
+    hands the holds to the routes, so this package needs nothing from the domains above.
+    """
+
+    async def __call__(
+        self, session: AsyncSession, environment: str, service: str | None
+    ) -> bool: ...
+
+
 def etag(revision: int) -> str:
     return f'"{revision}"'
 
@@ -74,13 +87,9 @@ def check_if_match(if_match: str | None, revision: int | None) -> None:
     )
 
 
-def _visible(principal: Principal, name: str) -> bool:
-    return principal.environment is None or principal.environment == name
-
-
 async def get_environment(session: AsyncSession, principal: Principal, name: str) -> Environment:
     environment = await session.get(Environment, name, populate_existing=True)
-    if environment is None or not _visible(principal, name):
+    if environment is None or not may_read(principal, name):
         raise EnvironmentNotFound(f"No environment {name!r}")
     return environment
 
@@ -88,9 +97,7 @@ async def get_environment(session: AsyncSession, principal: Principal, name: str
 async def list_page(
     session: AsyncSession, principal: Principal, page: CursorParams
 ) -> tuple[Sequence[Environment], str | None]:
-    statement = select(Environment)
-    if principal.environment is not None:
-        statement = statement.where(Environment.name == principal.environment)
+    statement = readable(select(Environment), Environment.name, principal)
     return await paginate(
         session, statement, page, created_at=Environment.created_at, id=Environment.name
     )
@@ -157,13 +164,18 @@ async def put_environment(
 
 
 async def delete_environment(
-    uow: UnitOfWork, principal: Principal, name: str, if_match: str | None
+    uow: UnitOfWork,
+    principal: Principal,
+    name: str,
+    if_match: str | None,
+    *,
+    holds: Sequence[Hold],
 ) -> None:
     environment = await uow.session.get(Environment, name, with_for_update=True)
     if environment is None:
         raise EnvironmentNotFound(f"No environment {name!r}")
     check_if_match(if_match, environment.revision)
-    await _refuse_if_active(uow.session, name, None)
+    await _refuse_if_held(uow.session, holds, name, None)
     await uow.session.execute(delete(Pin).where(Pin.environment == name))
     await uow.session.execute(delete(Service).where(Service.environment == name))
     await uow.session.delete(environment)
@@ -171,15 +183,12 @@ async def delete_environment(
     await _audit(uow, principal, "environment.delete", name, {})
 
 
-async def _refuse_if_active(session: AsyncSession, environment: str, service: str | None) -> None:
-    statement = select(func.count()).where(
-        DeploymentTarget.environment == environment,
-        DeploymentTarget.state != TargetState.DONE.value,
-    )
-    if service is not None:
-        statement = statement.where(DeploymentTarget.service == service)
-    if await session.scalar(statement):
-        raise DeploymentsActive("Deployments are queued or running here; wait or cancel them")
+async def _refuse_if_held(
+    session: AsyncSession, holds: Sequence[Hold], environment: str, service: str | None
+) -> None:
+    for hold in holds:
+        if await hold(session, environment, service):
+            raise DeploymentsActive("Deployments are queued or running here; wait or cancel them")
 
 
 async def get_service(
@@ -259,7 +268,13 @@ def _check_docker_policy(body: DockerService, policy: DockerSettings) -> None:
 
 
 async def delete_service(
-    uow: UnitOfWork, principal: Principal, environment: str, name: str, if_match: str | None
+    uow: UnitOfWork,
+    principal: Principal,
+    environment: str,
+    name: str,
+    if_match: str | None,
+    *,
+    holds: Sequence[Hold],
 ) -> None:
     service = await uow.session.scalar(
         select(Service)
@@ -269,7 +284,7 @@ async def delete_service(
     if service is None:
         raise ServiceNotFound(f"No service {name!r} in environment {environment!r}")
     check_if_match(if_match, service.revision)
-    await _refuse_if_active(uow.session, environment, name)
+    await _refuse_if_held(uow.session, holds, environment, name)
     await uow.session.delete(service)
     await uow.session.flush()
     await _audit(uow, principal, "service.delete", f"{environment}/{name}", {})

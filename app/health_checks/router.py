@@ -13,13 +13,14 @@ from app.core.errors import problem_responses
 from app.core.pagination import CursorParamsDep
 from app.core.paths import V1
 from app.health_checks import service
-from app.idempotency.service import PROBLEMS as IDEMPOTENCY_ERRORS
-from app.idempotency.service import IdempotencyDep
+from app.idempotency.deps import IdempotencyDep
+from app.idempotency.errors import PROBLEMS as IDEMPOTENCY_ERRORS
 from app.runs import service as run_service
 from app.runs.http import PreferHeader, created, run_response
 from app.runs.models import RunKind
+from app.runs.presenters import plan_view, run_out
 from app.runs.router import RunId
-from app.runs.schemas import DryRun, PlannedStep, RunCreate, RunList, RunOut, run_out
+from app.runs.schemas import DryRun, PlannedStep, RunCreate, RunList, RunOut
 
 router = APIRouter(prefix=f"{V1}/health-checks", tags=["health checks"])
 AUTH_ERRORS = (Unauthenticated, Forbidden, TooManyRequests)
@@ -58,9 +59,7 @@ async def create_health_check(
     if body is not None and body.dry_run:
         async with context.sessionmaker() as session:
             planned = await service.steps(session, context)
-        steps = run_service.plan_view(
-            run_service.validate_plan(planned), reveal=principal.role == Role.ADMIN
-        )
+        steps = plan_view(run_service.validate_plan(planned), reveal=principal.role == Role.ADMIN)
         dry = DryRun(kind=RunKind.HEALTH_CHECK, steps=[PlannedStep(**s) for s in steps])
         return JSONResponse(dry.model_dump(mode="json"), status_code=200)
     async with uow:

@@ -28,114 +28,39 @@ import hashlib
 import json
 import logging
 import os
-import re
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from fastapi import Depends, Header, Request
 from fastapi.responses import Response
-from sqlalchemy import (
-    JSON,
-    Index,
-    LargeBinary,
-    String,
-    UniqueConstraint,
-    delete,
-    or_,
-    select,
-    text,
-    update,
-)
+from sqlalchemy import delete, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Mapped, mapped_column
 
-from app.auth.deps import CurrentPrincipal
 from app.core.context import AppContext
-from app.core.db import Base, UnitOfWork, utcnow
-from app.core.deps import ContextDep
-from app.core.errors import AppError, BadRequest, render_error
+from app.core.db import UnitOfWork, utcnow
 from app.core.ids import new_id
+from app.idempotency.errors import (
+    IdempotencyKeyInFlight,
+    IdempotencyKeyReused,
+    IdempotentReplay,
+    IdempotentResponseUnreadable,
+)
+from app.idempotency.models import COMPLETED, IN_FLIGHT, IdempotencyRecord
 
 logger = logging.getLogger(__name__)
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
-_KEY = re.compile(r"^[\x20-\x7e]{1,255}$")
 # How long a duplicate waits on the uncommitted key row of the request it repeats before
 # answering 409 (PostgreSQL ``lock_timeout``); only requests with the same key wait.
 IN_FLIGHT_WAIT = "1s"
 _LOCK_NOT_AVAILABLE = "55P03"
 _STORED_HEADERS = ("content-type", "location", "retry-after", "preference-applied")
-COMPLETED = "completed"
-IN_FLIGHT = "in_flight"  # only inside the claiming transaction; never committed as such
-
-
-class IdempotencyRecord(Base):
-    __tablename__ = "idempotency_key"
-    __table_args__ = (
-        UniqueConstraint("token_id", "key_hash"),
-        Index("ix_idempotency_key_expires_at", "expires_at"),
-    )
-
-    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    token_id: Mapped[str] = mapped_column(String(200))
-    key_hash: Mapped[str] = mapped_column(String(64))
-    fingerprint: Mapped[str] = mapped_column(String(64))
-    method: Mapped[str] = mapped_column(String(10))
-    path: Mapped[str] = mapped_column(String(500))
-    state: Mapped[str] = mapped_column(String(16))  # in_flight | completed
-    locked_until: Mapped[dt.datetime | None]  # unused: a key is never owned by age
-    response_status: Mapped[int | None]
-    response_headers: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    response_body: Mapped[bytes | None] = mapped_column(LargeBinary)
-    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
-    expires_at: Mapped[dt.datetime]
-
-
-class MalformedIdempotencyKey(BadRequest):
-    type = "/problems/malformed-idempotency-key"
-    title = "Malformed Idempotency-Key"
-
-
-class IdempotencyKeyInFlight(AppError):
-    type = "/problems/idempotency-key-in-flight"
-    title = "Request with this Idempotency-Key in progress"
-    status = 409
-
-
-class IdempotencyKeyReused(AppError):
-    type = "/problems/idempotency-key-reused"
-    title = "Idempotency-Key reused with a different request"
-    status = 422
-
-
-class IdempotentResponseUnreadable(AppError):
-    type = "/problems/idempotent-response-unreadable"
-    title = "The stored response to this Idempotency-Key cannot be read"
-    status = 409
-
-
-# Every problem the Idempotency-Key itself can answer, for routes' ``responses=``.
-PROBLEMS: tuple[type[AppError], ...] = (
-    MalformedIdempotencyKey,
-    IdempotencyKeyInFlight,
-    IdempotencyKeyReused,
-    IdempotentResponseUnreadable,
-)
-
-
-class IdempotentReplay(Exception):
-    """Raised to answer with a stored response."""
-
-    def __init__(self, response: Response) -> None:
-        self.response = response
 
 
 def _in_flight() -> IdempotencyKeyInFlight:
@@ -415,71 +340,14 @@ async def begin(
     return idem
 
 
-_KEY_ANSWERS = (
-    IdempotentReplay,
-    IdempotencyKeyInFlight,
-    IdempotencyKeyReused,
-    IdempotentResponseUnreadable,
-)
-
-
-async def _store_refusal(
-    context: AppContext, request: Request, idem: Idempotency, exc: Exception
-) -> None:
-    """A 4xx answer (its transaction rolled back) is stored for replay; a 5xx is not."""
-    response = render_error(request, exc)
-    if response is None or response.status_code >= 500:
-        return
+async def store_refusal(context: AppContext, idem: Idempotency, response: Response) -> None:
+    """Store a 4xx answer (its transaction rolled back) for replay, in a transaction of
+    its own; best effort."""
     try:
         async with context.unit_of_work() as uow:
             await _insert(uow.session, idem, COMPLETED, _Stored.of(response))
     except Exception as error:
         logger.warning("could not store a refused idempotent request (%s)", type(error).__name__)
-
-
-async def idempotency(
-    request: Request,
-    context: ContextDep,
-    principal: CurrentPrincipal,
-    key: Annotated[
-        str | None,
-        Header(
-            alias=HEADER,
-            description="1-255 printable ASCII characters; a retry with the same key and "
-            "body returns the original response. A malformed key is a 400 problem.",
-            # documented, and checked below (a malformed key is 400, not 422)
-            json_schema_extra={"minLength": 1, "maxLength": 255, "pattern": _KEY.pattern},
-        ),
-    ] = None,
-) -> AsyncIterator[Idempotency]:
-    if key is None:
-        yield Idempotency()
-        return
-    if not _KEY.match(key):
-        raise MalformedIdempotencyKey(f"{HEADER} must be 1-255 printable ASCII characters")
-    token_id = principal.token_id or principal.name
-    body = await request.body()
-    idem = await begin(context, token_id, key, request.method, request.url.path, body)
-    try:
-        yield idem
-    except _KEY_ANSWERS:
-        raise
-    except Exception as exc:
-        if idem.committed and idem.stored is not None:
-            # The change is durable and its key kept: answer what was stored, never
-            # "nothing was changed".
-            logger.warning(
-                "%s %s failed after its change committed (%s); answering the stored response",
-                request.method,
-                request.url.path,
-                type(exc).__name__,
-            )
-            raise IdempotentReplay(idem.stored.response()) from exc
-        await _store_refusal(context, request, idem, exc)
-        raise
-
-
-IdempotencyDep = Annotated[Idempotency, Depends(idempotency)]
 
 
 async def purge_expired(session: AsyncSession) -> int:

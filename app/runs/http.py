@@ -15,12 +15,12 @@ from sqlalchemy import select
 
 from app.auth.principal import Principal
 from app.core.context import AppContext
+from app.core.notify import wait_for
 from app.core.redaction import redact_value
 from app.idempotency.service import Idempotency
 from app.runs import service as run_service
 from app.runs.models import TERMINAL_STATUSES, Run
-from app.runs.notify import wait_for
-from app.runs.schemas import run_out
+from app.runs.presenters import run_out
 
 logger = logging.getLogger(__name__)
 

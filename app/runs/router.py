@@ -18,7 +18,8 @@ from app.core.schemas import PRINTABLE, Timestamp
 from app.runs import service
 from app.runs.http import event_stream
 from app.runs.models import RunKind, RunStatus
-from app.runs.schemas import RunList, RunOut, run_out
+from app.runs.presenters import run_out
+from app.runs.schemas import RunList, RunOut
 
 router = APIRouter(prefix=f"{V1}/runs", tags=["runs"])
 AUTH_ERRORS = (Unauthenticated, Forbidden, TooManyRequests)

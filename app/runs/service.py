@@ -16,17 +16,19 @@ from typing import Any
 
 from arq.constants import in_progress_key_prefix, job_key_prefix
 from pydantic import ValidationError
-from sqlalchemy import Select, insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app.audit import service as audit_service
 from app.auth.principal import Principal
+from app.auth.scope import readable
 from app.core.context import AppContext
 from app.core.db import UnitOfWork, insert_rows, utcnow
 from app.core.errors import AppError, NotFound, ValidationFailed
 from app.core.ids import new_id
+from app.core.notify import wait_for
 from app.core.pagination import CursorParams, paginate
 from app.core.queue import JobName, Queue
 from app.core.redaction import redact_value
@@ -43,7 +45,6 @@ from app.runs.models import (
     Step,
     StepStatus,
 )
-from app.runs.notify import wait_for
 
 logger = logging.getLogger(__name__)
 
@@ -110,25 +111,6 @@ def validate_plan(steps: Sequence[StepSpec]) -> list[StepSpec]:
             )
         )
     return checked
-
-
-def plan_view(steps: Sequence[StepSpec], *, reveal: bool) -> list[dict[str, Any]]:
-    """The concrete plan a dry run returns; unless ``reveal`` (admins, who wrote the
-    configuration), with the secrets of its parameters hidden (:mod:`app.core.redaction`):
-    environment values, URL userinfo, secret flags, credential headers."""
-    return [
-        {
-            "position": position,
-            "name": spec.name,
-            "action": spec.action,
-            "params": spec.params if reveal else redact_value(spec.params),
-            "idempotent": spec.idempotent,
-            "timeout_seconds": spec.timeout_seconds,
-            "stop_on_failure": spec.stop_on_failure,
-            "phase": spec.phase.value,
-        }
-        for position, spec in enumerate(steps)
-    ]
 
 
 async def append_event(
@@ -277,18 +259,14 @@ async def create_run(
     return run
 
 
-def _visible(statement: Select[Run], principal: Principal | None) -> Select[Run]:
-    if principal is not None and principal.environment is not None:
-        statement = statement.where(Run.environment == principal.environment)
-    return statement
-
-
 async def get_run(
     session: AsyncSession, run_id: str, principal: Principal | None, *, kind: RunKind | None = None
 ) -> Run:
     """A run with its steps; 404 when it does not exist or the caller may not see it."""
-    statement = _visible(
-        select(Run).where(Run.id == run_id).options(selectinload(Run.steps)), principal
+    statement = readable(
+        select(Run).where(Run.id == run_id).options(selectinload(Run.steps)),
+        Run.environment,
+        principal,
     )
     if kind is not None:
         statement = statement.where(Run.kind == kind.value)
@@ -311,7 +289,7 @@ class RunFilters:
 async def list_page(
     session: AsyncSession, filters: RunFilters, page: CursorParams, principal: Principal
 ) -> tuple[Sequence[Run], str | None]:
-    statement = _visible(select(Run).options(selectinload(Run.steps)), principal)
+    statement = readable(select(Run).options(selectinload(Run.steps)), Run.environment, principal)
     if filters.kind is not None:
         statement = statement.where(Run.kind == filters.kind.value)
     if filters.status is not None:
@@ -545,3 +523,11 @@ async def _arq_knows(context: AppContext, arq_job_id: str) -> bool:
     except Exception:
         return False
     return bool(waiting) and not taken
+
+
+async def count_by_kind_and_status(session: AsyncSession) -> list[tuple[str, str, int]]:
+    """How many runs there are of each kind in each status (the ``formula_ops_runs`` gauge)."""
+    rows = await session.execute(
+        select(Run.kind, Run.status, func.count()).group_by(Run.kind, Run.status)
+    )
+    return [(kind, status, count) for kind, status, count in rows]

@@ -13,9 +13,10 @@ from app.core.errors import problem_responses
 from app.core.pagination import CursorParamsDep
 from app.core.paths import V1
 from app.core.schemas import PRINTABLE
-from app.idempotency.service import PROBLEMS as IDEMPOTENCY_ERRORS
-from app.idempotency.service import IdempotencyDep
+from app.idempotency.deps import IdempotencyDep
+from app.idempotency.errors import PROBLEMS as IDEMPOTENCY_ERRORS
 from app.tokens import service
+from app.tokens.presenters import token_out
 from app.tokens.schemas import ReviewItem, Token, TokenCreate, TokenCreated, TokenList, TokenReview
 
 router = APIRouter(prefix=f"{V1}/tokens", tags=["tokens"])
@@ -45,7 +46,7 @@ async def create_token(
     async with uow:
         await idem.claim(uow)
         token, value = await service.create(uow, principal, body)
-        created = TokenCreated(**service.to_schema(token).model_dump(), token=value)
+        created = TokenCreated(**token_out(token).model_dump(), token=value)
         response = JSONResponse(
             created.model_dump(mode="json"),
             status_code=201,
@@ -64,7 +65,7 @@ async def create_token(
 async def list_tokens(principal: Admin, session: SessionDep, page: CursorParamsDep) -> TokenList:
     rows, next_cursor = await service.list_page(session, page)
     now = utcnow()
-    return TokenList(items=[service.to_schema(t, now) for t in rows], next_cursor=next_cursor)
+    return TokenList(items=[token_out(t, now) for t in rows], next_cursor=next_cursor)
 
 
 @router.get(
@@ -80,7 +81,7 @@ async def review_tokens(principal: Admin, session: SessionDep) -> TokenReview:
     return TokenReview(
         generated_at=now,
         unused_days=service.UNUSED_DAYS,
-        items=[ReviewItem(token=service.to_schema(t, now), findings=f) for t, f in found],
+        items=[ReviewItem(token=token_out(t, now), findings=f) for t, f in found],
     )
 
 
@@ -91,7 +92,7 @@ async def review_tokens(principal: Admin, session: SessionDep) -> TokenReview:
     responses=problem_responses(*AUTH_ERRORS, service.TokenNotFound, validation=True),
 )
 async def get_token(principal: Admin, session: SessionDep, token_id: str = TokenId) -> Token:
-    return service.to_schema(await service.get(session, token_id))
+    return token_out(await service.get(session, token_id))
 
 
 @router.delete(
@@ -104,4 +105,4 @@ async def revoke_token(principal: Admin, uow: UnitOfWorkDep, token_id: str = Tok
     """Revocation takes effect on the token's next request."""
     async with uow:
         token = await service.revoke(uow, principal, token_id)
-    return service.to_schema(token)
+    return token_out(token)

@@ -15,7 +15,7 @@ from app.auth.secrets import TOKEN_ID, hash_secret, new_token, new_token_id
 from app.core.db import UnitOfWork, utcnow
 from app.core.errors import NotFound
 from app.core.pagination import CursorParams, paginate
-from app.tokens.schemas import Finding, Token, TokenCreate
+from app.tokens.schemas import Finding, TokenCreate
 
 UNUSED_DAYS = 90
 
@@ -23,21 +23,6 @@ UNUSED_DAYS = 90
 class TokenNotFound(NotFound):
     type = "/problems/token-not-found"
     title = "Token not found"
-
-
-def to_schema(token: ApiToken, now: dt.datetime | None = None) -> Token:
-    return Token(
-        id=token.id,
-        name=token.name,
-        role=token.role,
-        environment=token.environment,
-        state=token.state(now or utcnow()),
-        created_at=token.created_at,
-        created_by=token.created_by,
-        expires_at=token.expires_at,
-        last_used_at=token.last_used_at,
-        revoked_at=token.revoked_at,
-    )
 
 
 async def create(uow: UnitOfWork, principal: Principal, body: TokenCreate) -> tuple[ApiToken, str]:

@@ -3,40 +3,15 @@ sample web service run by the real ``process`` driver on free loopback ports."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
 
-from app.auth.roles import Role
 from app.core.context import AppContext
-from app.drivers import get_driver
-from app.drivers.base import DriverContext, ServiceSpec
-from app.environments.models import Service
-from tests.factories import IssuedToken, issue_token
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def sample_service(port: int, *, order: int = 0, settle: float = 0, **extra: Any) -> dict[str, Any]:
-    return {
-        "driver": "process",
-        "config": {"command": ["{python}", "-m", "app.embedded.sample_service"], "port": port},
-        "health_url": f"http://127.0.0.1:{port}/health",
-        "health_timeout_seconds": 10,
-        "deploy_order": order,
-        "settle_seconds": settle,
-        "smoke_tests": [{"name": "home", "type": "http", "url": f"http://127.0.0.1:{port}/"}],
-        **extra,
-    }
+from tests.factories import IssuedToken, sample_service
+from tests.helpers import free_port, stop_services
 
 
 @dataclass
@@ -59,16 +34,6 @@ async def running_version(env: Env, service: str) -> str | None:
 
 
 @pytest.fixture
-async def admin(context: AppContext) -> IssuedToken:
-    return await issue_token(context, Role.ADMIN)
-
-
-@pytest.fixture
-async def deployer(context: AppContext) -> IssuedToken:
-    return await issue_token(context, Role.DEPLOYER)
-
-
-@pytest.fixture
 async def staging(
     context: AppContext, client: httpx.AsyncClient, admin: IssuedToken
 ) -> AsyncIterator[Env]:
@@ -88,19 +53,6 @@ async def staging(
         assert response.status_code == 201, response.text
     yield env
     await stop_services(context)
-
-
-async def stop_services(context: AppContext) -> None:
-    driver_context = DriverContext.from_settings(context.settings)
-    async with context.sessionmaker() as session:
-        services = list(await session.scalars(select(Service)))
-
-    async def quiet(line: str) -> None:
-        pass
-
-    for s in services:
-        spec = ServiceSpec(s.environment, s.name, s.driver, s.config, s.health_url)
-        await get_driver(s.driver, driver_context).stop(spec, quiet)
 
 
 from tests.docker_env import docker_env  # noqa: E402, F401  (the real Docker engine)

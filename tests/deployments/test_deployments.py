@@ -14,8 +14,8 @@ from sqlalchemy import select
 
 from app.core.context import AppContext
 from app.models import OutboxEvent
-from tests.deployments.conftest import Env, running_version, sample_service
-from tests.factories import IssuedToken
+from tests.deployments.conftest import Env, running_version
+from tests.factories import IssuedToken, sample_service
 
 WAIT = {"Prefer": "wait=60"}
 pytestmark = pytest.mark.slow

@@ -8,9 +8,9 @@ import httpx
 import pytest
 
 from app.core.context import AppContext
-from tests.deployments.conftest import free_port
 from tests.docker_env import DockerEnv
 from tests.factories import IssuedToken
+from tests.helpers import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("worker")]
 WAIT = {"Prefer": "wait=120"}

@@ -188,7 +188,7 @@ async def wait_finished(
 
 async def claiming_pids(context: AppContext, run_ids: list[str]) -> dict[str, int]:
     """Per run, the pid in the worker id of its ``run.started`` event
-    (``<host>:<pid>:<suffix>``, see ``workers.context.startup``)."""
+    (``<host>:<pid>:<suffix>``, see ``workers.state.startup``)."""
     async with context.sessionmaker() as session:
         events = await session.scalars(
             select(RunEvent).where(RunEvent.run_id.in_(run_ids), RunEvent.type == "run.started")

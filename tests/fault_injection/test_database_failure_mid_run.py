@@ -17,7 +17,7 @@ from app.auth.roles import Role
 from app.core.context import AppContext
 from app.runs.models import Run, RunEvent
 from tests.factories import issue_token
-from tests.fault_injection.test_idempotency_faults import _url, until, waiting
+from tests.fault_injection.test_idempotency_faults import pg_dsn, until, waiting
 from workers.main import create_worker, stop_worker
 
 pytestmark = pytest.mark.parametrize("backend", ["postgres"], indirect=True)
@@ -49,7 +49,7 @@ async def test_a_run_interrupted_by_the_database_resumes_without_waiting_for_its
     created = await client.post("/v1/health-checks", headers=operator.headers)
     assert created.status_code == 202, created.text
     run_id = created.json()["id"]
-    async with await psycopg.AsyncConnection.connect(_url(context)) as locker:
+    async with await psycopg.AsyncConnection.connect(pg_dsn(context)) as locker:
         # Steps may be read (the claim) but not updated (a step starting): the worker
         # claims the run, then waits on this lock inside the run.
         await locker.execute("LOCK TABLE step IN EXCLUSIVE MODE")
@@ -60,7 +60,7 @@ async def test_a_run_interrupted_by_the_database_resumes_without_waiting_for_its
 
         await until(blocked, "the worker waits on the step table inside the run")
         assert (await _run(context, run_id)).status == "in_progress"
-        async with await psycopg.AsyncConnection.connect(_url(context), autocommit=True) as admin:
+        async with await psycopg.AsyncConnection.connect(pg_dsn(context), autocommit=True) as admin:
             for pid in await waiting(context, "relation"):
                 await admin.execute("SELECT pg_terminate_backend(%s)", [pid])
         await locker.rollback()  # the lock goes; the database answers again

@@ -31,9 +31,8 @@ from app.environments import service as environment_service
 from app.environments.models import Service
 from app.environments.schemas import SERVICE_IN, EnvironmentIn
 from app.runs.models import TERMINAL_STATUSES, Run, RunStatus, Step, StepStatus
-from tests.deployments.conftest import stop_services
 from tests.fault_injection.test_run_engine_faults import SEED, WorkerProcess
-from tests.helpers import create_pg_database, drop_pg_database, free_port, in_thread
+from tests.helpers import create_pg_database, drop_pg_database, free_port, in_thread, stop_services
 
 pytestmark = pytest.mark.slow
 REDIS_URL = os.environ.get("FORMULA_OPS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

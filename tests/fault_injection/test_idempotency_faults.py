@@ -21,8 +21,8 @@ from sqlalchemy import func, select
 from app.auth.roles import Role
 from app.core.context import AppContext
 from app.deployments.models import Deployment
-from tests.deployments.conftest import free_port, sample_service
-from tests.factories import IssuedToken, issue_token
+from tests.factories import IssuedToken, issue_token, sample_service
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 BODY = {"environment": "staging", "service": "backend", "version": "1.0.0"}
@@ -47,11 +47,11 @@ async def deployer(context: AppContext, client: httpx.AsyncClient) -> IssuedToke
 @pytest.fixture
 async def locker(context: AppContext) -> AsyncIterator[psycopg.AsyncConnection[tuple[object]]]:
     """Another connection to the test database, to hold locks and cancel queries."""
-    async with await psycopg.AsyncConnection.connect(_url(context)) as conn:
+    async with await psycopg.AsyncConnection.connect(pg_dsn(context)) as conn:
         yield conn
 
 
-def _url(context: AppContext) -> str:
+def pg_dsn(context: AppContext) -> str:
     assert context.settings.database_url is not None
     return context.settings.database_url.get_secret_value()
 
@@ -73,7 +73,7 @@ async def deployments(context: AppContext) -> int:
 async def waiting(context: AppContext, wait_event: str) -> list[int]:
     """Backends of the test database waiting for a lock of kind ``wait_event``
     (``relation``: a table lock)."""
-    async with await psycopg.AsyncConnection.connect(_url(context), autocommit=True) as conn:
+    async with await psycopg.AsyncConnection.connect(pg_dsn(context), autocommit=True) as conn:
         cursor = await conn.execute(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
             "AND wait_event_type = 'Lock' AND wait_event = %s",
@@ -137,7 +137,7 @@ async def test_a_retry_while_the_first_is_held_in_its_transaction_is_409_never_a
     await until(first_held, "the first request waits on the lock")
     # Longer than any age that would hand its key to a retry: age every committed key
     # row by an hour, as time would.
-    async with await psycopg.AsyncConnection.connect(_url(context), autocommit=True) as conn:
+    async with await psycopg.AsyncConnection.connect(pg_dsn(context), autocommit=True) as conn:
         await conn.execute(
             "UPDATE idempotency_key SET created_at = created_at - interval '1 hour', "
             "locked_until = locked_until - interval '1 hour'"

@@ -7,13 +7,13 @@ from sqlalchemy import select
 from app.core.context import AppContext
 from app.core.settings import HealthCheckSettings, Settings
 from app.runs.models import Run
-from workers.context import WorkerContext
 from workers.cron import scheduled_health_check
 from workers.main import cron_jobs
+from workers.state import WorkerState
 
 
 async def test_the_scheduled_job_creates_a_health_check(context: AppContext) -> None:
-    ctx: WorkerContext = {"settings": context.settings, "context": context, "worker_id": "t"}
+    ctx: WorkerState = {"settings": context.settings, "context": context, "worker_id": "t"}
     run_id = await scheduled_health_check(ctx)
     async with context.sessionmaker() as session:
         run = await session.scalar(select(Run).where(Run.id == run_id))

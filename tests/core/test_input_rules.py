@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from app.auth.roles import Role
-from app.cli.main import render_openapi
+from app.cli.admin import render_openapi
 from app.core.context import AppContext
 from app.core.errors import PROBLEM_MEDIA_TYPE
 from tests.factories import IssuedToken, app_with, issue_token
@@ -42,11 +42,6 @@ IN_RANGE = [
     "9999-12-31T23:59:59.999999Z",
     "9999-12-31T23:59:59+01:00",
 ]
-
-
-@pytest.fixture
-async def admin(context: AppContext) -> IssuedToken:
-    return await issue_token(context, Role.ADMIN)
 
 
 @pytest.fixture

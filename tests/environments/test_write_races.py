@@ -20,19 +20,13 @@ from fastapi import APIRouter, FastAPI
 from sqlalchemy import func, select, text
 
 from app.audit.models import AuditEvent
-from app.auth.roles import Role
 from app.core.context import AppContext
 from app.core.deps import UnitOfWorkDep
 from app.core.errors import PROBLEM_MEDIA_TYPE
 from app.environments.models import Environment, Service
-from tests.factories import IssuedToken, issue_token
+from tests.factories import IssuedToken
 
 WAIT_SECONDS = 60  # a bound for a lock wait to show up, not a speed expectation
-
-
-@pytest.fixture
-async def admin(context: AppContext) -> IssuedToken:
-    return await issue_token(context, Role.ADMIN)
 
 
 @asynccontextmanager

@@ -13,9 +13,16 @@ from app.core.redaction import redact_text
 from app.deployments import service
 from app.deployments.models import Deployment, DeploymentTarget
 from app.deployments.plan import TITLES
-from app.deployments.schemas import DeployedService, DeploymentLinks, DeploymentOut
+from app.deployments.schemas import (
+    DeployedService,
+    DeploymentDryRun,
+    DeploymentLinks,
+    DeploymentOut,
+    ServiceVersion,
+)
 from app.runs.models import Run, RunStatus
-from app.runs.schemas import FAILURE_TITLES, RunFailure, step_out
+from app.runs.presenters import plan_view, step_out
+from app.runs.schemas import FAILURE_TITLES, PlannedStep, RunFailure
 
 
 def location(deployment_id: str) -> str:
@@ -96,3 +103,15 @@ def renderer(context: AppContext):  # type: ignore[no-untyped-def]
         )
 
     return render
+
+
+def dry_run_out(planned: service.Planned, ahead: int, *, reveal: bool) -> DeploymentDryRun:
+    """What a deployment would do; ``reveal``: its step parameters with their secrets
+    (admins, who wrote the configuration)."""
+    return DeploymentDryRun(
+        environment=planned.environment.name,
+        services=[ServiceVersion(name=t.service.name, version=t.version) for t in planned.targets],
+        checklist_missing=planned.checklist_missing,
+        queue_position=ahead,
+        steps=[PlannedStep(**step) for step in plan_view(planned.steps, reveal=reveal)],
+    )

@@ -1,20 +1,19 @@
-"""Request summaries for the audit trail: the secrets rule of :mod:`app.core.redaction`
-applied before anything is stored (the trail is append-only), then bounded in size."""
+"""What an audit event stores of a request: its summary, bounded in size, after the
+secrets rule. The rule itself is :mod:`app.core.redaction`, the only place that decides
+what is secret; this module only bounds what is kept."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from app.core.redaction import REDACTED, redact_value
-
-__all__ = ["REDACTED", "redact"]
+from app.core.redaction import redact_value
 
 _MAX_STRING = 500
 _MAX_ITEMS = 50
 _MAX_DEPTH = 6
 
 
-def redact(value: Any) -> Any:
+def bounded_summary(value: Any) -> Any:
     """What an audit summary stores of ``value``: no secret, at most
     :data:`_MAX_ITEMS` items per level, :data:`_MAX_STRING` characters per string."""
     return _bounded(redact_value(value))

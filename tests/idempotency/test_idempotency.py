@@ -21,16 +21,13 @@ from app.auth.models import ApiToken
 from app.auth.roles import Role
 from app.core.context import AppContext
 from app.core.deps import UnitOfWorkDep
-from app.idempotency.service import IdempotencyDep, IdempotencyRecord, begin
+from app.idempotency.deps import IdempotencyDep
+from app.idempotency.models import IdempotencyRecord
+from app.idempotency.service import begin
 from app.main import create_app
 from app.tokens import service as token_service
 from app.tokens.schemas import TokenCreate
 from tests.factories import IssuedToken, issue_token
-
-
-@pytest.fixture
-async def admin(context: AppContext) -> IssuedToken:
-    return await issue_token(context, Role.ADMIN)
 
 
 async def token_count(context: AppContext) -> int:

@@ -31,8 +31,8 @@ from app.core.routing import api_routes
 from app.deployments.models import Deployment
 from app.environments.models import Service
 from app.runs.models import Run, RunEvent, Step
-from tests.deployments.conftest import free_port, stop_services
 from tests.factories import IssuedToken, issue_token
+from tests.helpers import free_port, stop_services
 
 pytestmark = pytest.mark.slow
 WAIT = {"Prefer": "wait=90"}

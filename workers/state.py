@@ -1,4 +1,9 @@
-"""What a job receives in ``ctx``, and the worker's start-up and shutdown hooks."""
+"""What arq hands every job as ``ctx``: the worker's state (:class:`WorkerState`), built
+by the start-up hook and released by the shutdown hook.
+
+Names: ``ctx`` is arq's per-worker dict and only that; ``context`` is always the
+application's :class:`~app.core.context.AppContext` (here ``ctx["context"]``), the one
+composition root the API, the worker and the command line share."""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ from app.core.migrate import schema_is_current
 from app.core.settings import Settings
 
 
-class WorkerContext(TypedDict):
+class WorkerState(TypedDict):
     settings: Settings
     context: AppContext
     worker_id: str

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 
 from app.auth.secrets import new_token_id
-from app.cli.main import render_openapi
+from app.cli.admin import render_openapi
 from app.core.context import AppContext
 from app.core.deps import SessionDep
 from app.core.ids import new_id

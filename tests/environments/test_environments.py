@@ -12,8 +12,7 @@ from app.core.context import AppContext
 from app.core.settings import DockerSettings
 from app.main import create_app
 from app.models import AuditEvent
-from tests.deployments.conftest import sample_service
-from tests.factories import IssuedToken, issue_token
+from tests.factories import IssuedToken, issue_token, sample_service
 
 
 async def test_create_read_replace_with_etags(
@@ -164,6 +163,43 @@ async def test_delete_and_audit(
             )
         )
     assert {"environment.create", "service.create", "environment.delete"} <= set(actions)
+
+
+async def test_what_a_queued_deployment_changes_cannot_be_deleted(
+    context: AppContext, client: httpx.AsyncClient, admin: IssuedToken
+) -> None:
+    """The deployments domain holds its services (wired by the composition root): the
+    environment and the deployed service are refused (409) until the deployment ends;
+    a service it does not change can go."""
+    await client.put("/v1/environments/temp", json={}, headers=admin.headers)
+    for name, port in (("api", 8080), ("web", 8081)):
+        await client.put(
+            f"/v1/environments/temp/services/{name}",
+            json=sample_service(port),
+            headers=admin.headers,
+        )
+    queued = await client.post(  # no worker: it stays queued
+        "/v1/deployments",
+        json={"environment": "temp", "service": "api", "version": "2.0.0"},
+        headers=admin.headers,
+    )
+    assert queued.status_code == 202, queued.text
+
+    for path in ("/v1/environments/temp/services/api", "/v1/environments/temp"):
+        refused = await client.delete(path, headers=admin.headers)
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["type"] == "/problems/deployments-active"
+    other = await client.delete("/v1/environments/temp/services/web", headers=admin.headers)
+    assert other.status_code == 204, other.text
+
+    cancelled = await client.post(
+        f"/v1/deployments/{queued.json()['id']}/cancel", headers=admin.headers
+    )
+    assert cancelled.status_code == 202, cancelled.text
+    assert cancelled.json()["status"] == "cancelled"
+    for path in ("/v1/environments/temp/services/api", "/v1/environments/temp"):
+        deleted = await client.delete(path, headers=admin.headers)
+        assert deleted.status_code == 204, deleted.text
 
 
 async def test_paginated(client: httpx.AsyncClient, admin: IssuedToken) -> None:

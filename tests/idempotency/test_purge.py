@@ -9,10 +9,10 @@ from sqlalchemy import select
 from app.core.context import AppContext
 from app.core.db import utcnow
 from app.core.settings import Settings
-from app.idempotency.service import IdempotencyRecord
-from workers.context import WorkerContext
+from app.idempotency.models import IdempotencyRecord
 from workers.cron import purge_idempotency_keys
 from workers.main import cron_jobs
+from workers.state import WorkerState
 
 
 def _record(key: str, expires_at: dt.datetime) -> IdempotencyRecord:
@@ -34,7 +34,7 @@ async def test_purge_removes_only_expired_keys(context: AppContext) -> None:
         uow.session.add_all(
             [_record("a", now - dt.timedelta(minutes=1)), _record("b", now + dt.timedelta(hours=1))]
         )
-    ctx: WorkerContext = {"settings": context.settings, "context": context, "worker_id": "test"}
+    ctx: WorkerState = {"settings": context.settings, "context": context, "worker_id": "test"}
     assert await purge_idempotency_keys(ctx) == 1
     async with context.sessionmaker() as session:
         left = (await session.scalars(select(IdempotencyRecord.key_hash))).all()
