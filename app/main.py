@@ -13,6 +13,7 @@ from fastapi.openapi.utils import get_openapi
 from app import __version__
 from app.api import build_api, public
 from app.audit.refusals import install_refusal_audit
+from app.audit.sealer import start_sealer, stop_sealer
 from app.bootstrap import build_context, build_registry
 from app.core.context import AppContext
 from app.core.deps import forbid_unknown_query
@@ -48,9 +49,13 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
             return
         owned = build_context(settings, metrics=metrics, registry=registry)
         app.state.context = owned
+        # Sealing is one indexed read per interval when there is nothing to seal; an API
+        # process seals too, so the trail stays sealed while no worker runs.
+        sealer = start_sealer(owned.engine, metrics, interval=settings.audit_seal_interval_seconds)
         try:
             yield
         finally:
+            await stop_sealer(sealer)
             await owned.aclose()
 
     app = FastAPI(

@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 
 from app.audit.models import AuditEvent
+from app.audit.sealer import oldest_unsealed_age, seal_pending
 from app.auth.ratelimit import WINDOW_SECONDS
 from app.cli.server import QuietServer, uvicorn_config
 from app.core.context import AppContext
@@ -91,8 +92,25 @@ async def live(app: FastAPI, context: AppContext) -> AsyncIterator[str]:
         await task
 
 
+async def seal_audit(context: AppContext) -> int:
+    """Seal the committed audit events now, as the sealer of a worker or API process does
+    within its interval; the number sealed here. When a running worker's sealer holds the
+    lock, wait until it has sealed them."""
+    sealed, deadline = 0, time.monotonic() + 30
+    while True:
+        done = await seal_pending(context.engine)
+        sealed += done.count
+        if not done.locked_out and await oldest_unsealed_age(context.engine) is None:
+            return sealed
+        if time.monotonic() > deadline:
+            raise TimeoutError("audit events stay unsealed")
+        await asyncio.sleep(0.02)
+
+
 async def last_audit_seq(context: AppContext) -> int:
-    """The audit chain's last event number (tests read what their requests add after it)."""
+    """The audit chain's last event number, once every committed event is sealed (tests
+    read what their requests add after it)."""
+    await seal_audit(context)
     async with context.sessionmaker() as session:
         return int(await session.scalar(select(func.max(AuditEvent.seq))) or 0)
 
@@ -100,7 +118,9 @@ async def last_audit_seq(context: AppContext) -> int:
 async def audit_events_after(
     context: AppContext, seq: int, *, action: str | None = None
 ) -> list[AuditEvent]:
-    """The audit events after ``seq`` in chain order (of one action when given)."""
+    """The audit events after ``seq`` in chain order (of one action when given), once
+    every committed event is sealed."""
+    await seal_audit(context)
     statement = select(AuditEvent).where(AuditEvent.seq > seq).order_by(AuditEvent.seq)
     if action is not None:
         statement = statement.where(AuditEvent.action == action)

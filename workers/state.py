@@ -11,6 +11,7 @@ import os
 import socket
 from typing import Any, TypedDict
 
+from app.audit.sealer import start_sealer, stop_sealer
 from app.bootstrap import build_context
 from app.core.context import AppContext
 from app.core.ids import new_id
@@ -36,10 +37,14 @@ async def startup(ctx: dict[str, Any]) -> None:
         await context.aclose()
         raise StaleSchema("the database schema is not at head; run `formula-ops migrate` first")
     ctx["context"] = context
+    ctx["sealer"] = start_sealer(
+        context.engine, context.metrics, interval=settings.audit_seal_interval_seconds
+    )
     ctx["worker_id"] = f"{socket.gethostname()}:{os.getpid()}:{new_id()[-12:]}"
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    await stop_sealer(ctx.pop("sealer", None))
     context: AppContext | None = ctx.get("context")
     if context is not None:
         await context.aclose()

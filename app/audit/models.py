@@ -32,8 +32,9 @@ class ActorKind(enum.StrEnum):
 
 
 class AuditEvent(Base):
-    """One audited request or worker-side change. ``hash`` covers the content and
-    ``prev_hash`` (a chain)."""
+    """One audited request or worker-side change. It is appended unsealed (``seq``,
+    ``prev_hash`` and ``hash`` empty); the sealer (:mod:`app.audit.sealer`) then gives it
+    its place in the chain: ``hash`` covers the content, ``seq`` and ``prev_hash``."""
 
     __tablename__ = "audit_event"
     __table_args__ = (
@@ -50,7 +51,7 @@ class AuditEvent(Base):
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    seq: Mapped[int] = mapped_column(Integer, unique=True)
+    seq: Mapped[int | None] = mapped_column(Integer, unique=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     actor_token_id: Mapped[str | None] = mapped_column(String(16))
     actor_name: Mapped[str | None] = mapped_column(String(200))
@@ -65,13 +66,14 @@ class AuditEvent(Base):
     resource_id: Mapped[str | None] = mapped_column(String(100))
     outcome: Mapped[str] = mapped_column(String(16))
     summary: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    prev_hash: Mapped[str] = mapped_column(String(64))
-    hash: Mapped[str] = mapped_column(String(64))
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
+    hash: Mapped[str | None] = mapped_column(String(64))
+    sealed_at: Mapped[dt.datetime | None]
 
 
 class AuditChainHead(Base):
-    """The single row naming the chain's last event; its lock serialises appends, and it
-    lets ``verify`` notice events deleted from the end of the chain."""
+    """The single row naming the chain's last sealed event; only the sealer writes it
+    (one at a time), and it lets ``verify`` notice events deleted from the chain's end."""
 
     __tablename__ = "audit_chain_head"
 

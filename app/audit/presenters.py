@@ -25,4 +25,6 @@ def verification_out(result: Verification) -> AuditVerification:
         checked=result.checked,
         head_seq=result.head_seq,
         broken=BrokenLinkOut(**asdict(result.broken)) if result.broken else None,
+        unsealed=result.unsealed,
+        overdue=result.overdue,
     )

@@ -12,7 +12,7 @@ from app.audit.models import Outcome
 from app.audit.schemas import AuditEventList, AuditVerification
 from app.auth.deps import Viewer
 from app.auth.errors import Forbidden, TooManyRequests, Unauthenticated
-from app.core.deps import SessionDep
+from app.core.deps import ContextDep, SessionDep
 from app.core.errors import problem_responses
 from app.core.pagination import CursorParamsDep
 from app.core.paths import V1
@@ -48,7 +48,8 @@ async def list_audit_events(
     since: Annotated[Timestamp | None, Query(description="Inclusive, RFC 3339.")] = None,
     until: Annotated[Timestamp | None, Query(description="Exclusive, RFC 3339.")] = None,
 ) -> AuditEventList:
-    """Newest first; filters combine."""
+    """Newest first; filters combine. Events not sealed into the chain yet are listed
+    too, with `seq`, `prev_hash` and `hash` null."""
     filters = service.AuditFilters(
         actor=actor,
         action=action,
@@ -68,6 +69,10 @@ async def list_audit_events(
     summary="Verify the audit chain",
     responses=problem_responses(*AUTH_ERRORS),
 )
-async def verify_audit_trail(principal: Viewer, session: SessionDep) -> AuditVerification:
-    """Recomputes every hash and link; names the first event that does not match."""
-    return presenters.verification_out(await service.verify(session))
+async def verify_audit_trail(
+    principal: Viewer, session: SessionDep, context: ContextDep
+) -> AuditVerification:
+    """Recomputes every hash and link of the sealed chain; names the first event that
+    does not match, or else the oldest event left unsealed for longer than the bound."""
+    bound = context.settings.audit_seal_bound_seconds
+    return presenters.verification_out(await service.verify(session, bound_seconds=bound))

@@ -12,7 +12,10 @@ class AuditEventOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: str
-    seq: int
+    seq: int | None = Field(
+        description="Place in the hash chain; null until the sealer links the event, "
+        "shortly after its commit."
+    )
     created_at: dt.datetime
     actor_token_id: str | None
     actor_name: str | None
@@ -35,8 +38,8 @@ class AuditEventOut(BaseModel):
         "again as events are read, so events stored before a rule existed show no more "
         "than new ones; `GET /v1/audit-events/verify` checks the hashes of what is stored."
     )
-    prev_hash: str
-    hash: str
+    prev_hash: str | None
+    hash: str | None
 
 
 class AuditEventList(BaseModel):
@@ -55,3 +58,7 @@ class AuditVerification(BaseModel):
     checked: int
     head_seq: int
     broken: BrokenLinkOut | None
+    unsealed: int = Field(description="Events appended and not sealed into the chain yet.")
+    overdue: int = Field(
+        description="Of them, those older than the seal bound (the trail is then not valid)."
+    )

@@ -1,9 +1,10 @@
 """Writing, reading and verifying the audit trail.
 
-Appending takes the chain head's row lock (``SELECT … FOR UPDATE`` on PostgreSQL;
-SQLite write transactions are already serial), so events form one unbroken chain
-whatever the number of API replicas. Each event is written in the transaction of the
-change it records: if it cannot be written, the change does not happen either.
+Each event is written in the transaction of the change it records: if it cannot be
+written, the change does not happen either. It is appended unsealed, with no shared lock
+(writers never wait on each other); the sealer (:mod:`app.audit.sealer`) links committed
+events into the hash chain shortly after. ``verify`` checks the sealed chain and reports
+events left unsealed for longer than the bound.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -31,6 +32,7 @@ from app.core.pagination import CursorParams, keyset_statement, paginate
 
 logger = logging.getLogger(__name__)
 HEAD_ID = 1
+_INSERT = insert(AuditEvent.__table__)  # type: ignore[arg-type]  # compiled once, values as parameters
 
 
 class AuditUnavailable(ServiceUnavailable):
@@ -44,7 +46,7 @@ class AuditUnavailable(ServiceUnavailable):
         )
 
 
-def _content(event: AuditEvent) -> str:
+def _content(event: Any) -> str:
     fields: list[Any] = [
         event.seq,
         event.id,
@@ -129,7 +131,8 @@ def _actor_fields(actor: Actor) -> dict[str, Any]:
     }
 
 
-def compute_hash(event: AuditEvent) -> str:
+def compute_hash(event: Any) -> str:
+    """The hash of a sealed event (an :class:`AuditEvent` or any object with its fields)."""
     return hashlib.sha256(f"{event.prev_hash}\n{_content(event)}".encode()).hexdigest()
 
 
@@ -144,40 +147,37 @@ async def record(
     summary: dict[str, Any] | None = None,
     client_address: str | None = None,
     request_id: str | None = None,
-) -> AuditEvent:
-    """Append an event in the caller's transaction; raises :class:`AuditUnavailable`."""
+) -> str:
+    """Append an unsealed event in the caller's transaction (one INSERT, no lock shared
+    with other writers) and flush the caller's pending changes; returns the event's id.
+    Raises :class:`AuditUnavailable`."""
+    event_id = new_id()
     try:
-        head = await session.scalar(
-            select(AuditChainHead).where(AuditChainHead.id == HEAD_ID).with_for_update()
-        )
-        if head is None:
-            head = AuditChainHead(id=HEAD_ID, seq=0, hash=GENESIS_HASH)
-            session.add(head)
-        event = AuditEvent(
-            id=new_id(),  # every hashed field is set here, none left to column defaults
-            seq=head.seq + 1,
-            created_at=utcnow(),
-            **_actor_fields(principal),
-            client_address=_fit(
-                principal.client_address if isinstance(principal, Principal) else client_address,
-                AuditEvent.client_address,
+        await session.execute(
+            _INSERT,
+            dict(
+                id=event_id,  # every hashed field is set here, none left to column defaults
+                created_at=utcnow(),
+                **_actor_fields(principal),
+                client_address=_fit(
+                    principal.client_address
+                    if isinstance(principal, Principal)
+                    else client_address,
+                    AuditEvent.client_address,
+                ),
+                request_id=principal.request_id if isinstance(principal, Principal) else request_id,
+                action=action,
+                resource_type=resource_type,
+                resource_id=_fit(resource_id, AuditEvent.resource_id),
+                outcome=outcome.value,
+                summary=bounded_summary(summary or {}),
             ),
-            request_id=principal.request_id if isinstance(principal, Principal) else request_id,
-            action=action,
-            resource_type=resource_type,
-            resource_id=_fit(resource_id, AuditEvent.resource_id),
-            outcome=outcome.value,
-            summary=bounded_summary(summary or {}),
-            prev_hash=head.hash,
         )
-        event.hash = compute_hash(event)
-        session.add(event)
-        head.seq, head.hash = event.seq, event.hash
         await session.flush()
     except SQLAlchemyError as exc:
         logger.error("audit write failed: %s", type(exc).__name__)
         raise AuditUnavailable() from exc
-    return event
+    return event_id
 
 
 async def record_apart(
@@ -297,10 +297,15 @@ class Verification:
     checked: int
     head_seq: int
     broken: BrokenLink | None
+    unsealed: int = 0  # events appended and not sealed yet
+    overdue: int = 0  # of them, those older than the seal bound
 
 
-async def verify(session: AsyncSession, *, batch: int = 5000) -> Verification:
-    """Walk the chain in order; report the first event that does not link or hash right."""
+async def verify(
+    session: AsyncSession, *, batch: int = 5000, bound_seconds: float = 2.0
+) -> Verification:
+    """Walk the sealed chain in order; report the first event that does not link or hash
+    right, or else events left unsealed for longer than ``bound_seconds``."""
     head = await session.get(AuditChainHead, HEAD_ID)
     head_seq, head_hash = (head.seq, head.hash) if head else (0, GENESIS_HASH)
     expected_seq, prev_hash, checked = 1, GENESIS_HASH, 0
@@ -318,13 +323,44 @@ async def verify(session: AsyncSession, *, batch: int = 5000) -> Verification:
             if broken is not None:
                 return Verification(False, checked, head_seq, broken)
             checked += 1
-            expected_seq, prev_hash = event.seq + 1, event.hash
+            expected_seq, prev_hash = (event.seq or 0) + 1, event.hash or ""
         if len(rows) < batch:
             break
     if checked != head_seq or prev_hash != head_hash:
         reason = f"the chain ends at event {checked} but its head names event {head_seq}"
         return Verification(False, checked, head_seq, BrokenLink(checked + 1, None, reason))
-    return Verification(True, checked, head_seq, None)
+    cutoff = utcnow() - dt.timedelta(seconds=bound_seconds)
+    unsealed = int(
+        await session.scalar(
+            select(func.count()).select_from(AuditEvent).where(AuditEvent.seq.is_(None))
+        )
+        or 0
+    )
+    if not unsealed:
+        return Verification(True, checked, head_seq, None)
+    overdue = int(
+        await session.scalar(
+            select(func.count())
+            .select_from(AuditEvent)
+            .where(AuditEvent.seq.is_(None), AuditEvent.created_at < cutoff)
+        )
+        or 0
+    )
+    if not overdue:
+        return Verification(True, checked, head_seq, None, unsealed, 0)
+    oldest = await session.scalar(
+        select(AuditEvent.id)
+        .where(AuditEvent.seq.is_(None), AuditEvent.created_at < cutoff)
+        .order_by(AuditEvent.created_at, AuditEvent.id)
+        .limit(1)
+    )
+    reason = (
+        f"{overdue} events not sealed within {bound_seconds:g} s (is a worker or an API "
+        "process running? they seal the trail)"
+    )
+    return Verification(
+        False, checked, head_seq, BrokenLink(checked + 1, oldest, reason), unsealed, overdue
+    )
 
 
 def _check(event: AuditEvent, expected_seq: int, prev_hash: str) -> BrokenLink | None:

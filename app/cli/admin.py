@@ -18,9 +18,10 @@ from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 
 from app.audit import service as audit_service
+from app.audit.sealer import seal_once
 from app.auth.principal import Principal
 from app.auth.roles import Role
-from app.cli.output import console, dotted, error, fail, field_errors, print_table
+from app.cli.output import console, dotted, error, fail, field_errors, note, print_table
 from app.core.db import UnitOfWork, create_engine, make_sessionmaker, write_engine
 from app.core.errors import AppError
 from app.core.logging import configure_logging
@@ -49,6 +50,12 @@ async def _database() -> AsyncIterator[Callable[[], UnitOfWork]]:
             fail("The database is not migrated: run `formula-ops migrate`.", EXIT_BAD_INPUT)
         sessionmaker = make_sessionmaker(write_engine(engine))
         yield lambda: UnitOfWork(sessionmaker)
+        # What the command appended to the audit trail is sealed before it exits (a
+        # worker or an API process would do it otherwise, if one runs).
+        try:
+            await seal_once(engine)
+        except Exception:
+            note("The audit trail could not be sealed now; a worker or an API process will.")
     finally:
         await engine.dispose()
 
@@ -157,13 +164,18 @@ def revoke_token(token_id: Annotated[str, typer.Argument(help="The token's id.")
 def verify_audit() -> None:
     """Check every hash and link of the audit chain; exit 1 at the first broken link."""
 
+    bound = get_settings().audit_seal_bound_seconds
+
     async def work(unit_of_work: Callable[[], UnitOfWork]) -> audit_service.Verification:
         async with unit_of_work() as uow:
-            return await audit_service.verify(uow.session)
+            return await audit_service.verify(uow.session, bound_seconds=bound)
 
     result = _run(work)
     if result.valid:
-        console.print(f"[green]Audit trail intact[/green]: {result.checked} events verified.")
+        pending = f" ({result.unsealed} newer events not sealed yet)" if result.unsealed else ""
+        console.print(
+            f"[green]Audit trail intact[/green]: {result.checked} events verified.{pending}"
+        )
         return
     assert result.broken is not None
     console.print(

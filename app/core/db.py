@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, MetaData, event
+from sqlalchemy import JSON, DateTime, MetaData, event, insert
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -117,6 +118,33 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         # never deadlock on a lock upgrade; reads stay deferred.
         mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
         conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def row_values(obj: Base) -> dict[str, Any]:
+    """Every column value of a new (never added) mapped object, for a Core INSERT; a
+    column the object leaves unset gets its Python-side default, set on the object too,
+    so the object then reads as the row written."""
+    values: dict[str, Any] = {}
+    state = obj.__dict__
+    for attr in sa_inspect(type(obj)).column_attrs:
+        column = attr.columns[0]
+        if attr.key not in state and column.default is not None and column.default.is_scalar:
+            setattr(obj, attr.key, column.default.arg)
+        elif attr.key not in state and column.default is not None and column.default.is_callable:
+            setattr(obj, attr.key, column.default.arg(None))
+        values[attr.key] = state.get(attr.key)
+    return values
+
+
+async def insert_rows(session: AsyncSession, objects: Sequence[Base]) -> None:
+    """Write new objects of one model in one multi-row INSERT, without the ORM's unit of
+    work (they stay outside the session: data for the answer, nothing to flush or reload)."""
+    if not objects:
+        return
+    table: Any = type(objects[0]).__table__
+    # The table's INSERT with the rows as parameters: compiled once and cached, sent as one
+    # multi-row INSERT (SQLAlchemy's "insertmanyvalues"), and no ORM bulk layer in between.
+    await session.execute(insert(table), [row_values(o) for o in objects])
 
 
 def write_engine(engine: AsyncEngine) -> AsyncEngine:

@@ -206,6 +206,13 @@ class Metrics:
             ["kind", "environment", "outcome"],
             registry=self.registry,
         )
+        self.audit_seal_delay = Histogram(
+            "formula_ops_audit_seal_delay_seconds",
+            "From an audit event's creation to its sealing into the hash chain, observed by "
+            "the process that sealed it.",
+            registry=self.registry,
+            buckets=(0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 5, 10, 30),
+        )
         self.scraped = ScrapeGauges()
         self.registry.register(self.scraped)
         self._down: set[str] = set()
@@ -235,17 +242,19 @@ class Metrics:
     async def refresh(
         self,
         run_counts: Awaitable[Iterable[tuple[str, str, int]]],
+        seal_lag: Awaitable[float | None],
         redis: Redis,
         queue_name: str,
         limit: float,
     ) -> None:
         """Read the scrape-time gauges: ``run_counts`` (runs by kind and status, as
-        :func:`app.runs.service.count_by_kind_and_status` reads them from the database)
-        and the queue depth from Redis. Each source that fails or is slow is left out of
+        :func:`app.runs.service.count_by_kind_and_status` reads them from the database),
+        ``seal_lag`` (the age of the oldest unsealed audit event, None when every event is
+        sealed) and the queue depth from Redis. Each source that fails or is slow is left out of
         this scrape and marked down, never failing it."""
         limit = min(limit, SCRAPE_TIMEOUT)
         database, queue = await asyncio.gather(
-            self._read("database", self._set_run_counts(run_counts), limit),
+            self._read("database", self._read_database(run_counts, seal_lag), limit),
             self._read("redis", self.refresh_queue(redis, queue_name), limit),
         )
         up = {"database": database, "redis": queue}
@@ -272,9 +281,18 @@ class Metrics:
         self._down.discard(source)
         return True
 
-    async def _set_run_counts(self, counts: Awaitable[Iterable[tuple[str, str, int]]]) -> None:
+    async def _read_database(
+        self, counts: Awaitable[Iterable[tuple[str, str, int]]], seal_lag: Awaitable[float | None]
+    ) -> None:
         self.scraped.drop("formula_ops_runs")
-        rows = await counts
+        self.scraped.drop("formula_ops_audit_seal_lag_seconds")
+        rows, lag = await asyncio.gather(counts, seal_lag)
+        self.scraped.set(
+            "formula_ops_audit_seal_lag_seconds",
+            "Age of the oldest committed audit event not yet sealed into the hash chain "
+            "(0 when every event is sealed), read from the database.",
+            [((), max(0.0, lag or 0.0))],
+        )
         self.scraped.set(
             "formula_ops_runs",
             "Runs in the database, by kind and status.",
@@ -293,8 +311,6 @@ class Metrics:
             "later time not counted), read from Redis.",
             [((), float(depth))],
         )
-
-    # -- (audit seal lag: its own block) --------------------------------------------------
 
     def render(self) -> bytes:
         directory = multiprocess_dir()

@@ -117,6 +117,17 @@ class Settings(BaseSettings):
     worker_poll_delay_seconds: float = Field(default=0.5, gt=0, le=5)
     reconcile_every_seconds: int = Field(default=5, ge=1, le=60)
     reconcile_stale_after_seconds: float = Field(default=10, gt=0)
+    audit_seal_interval_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        le=10,
+        description="How often workers and API processes seal new audit events into the chain.",
+    )
+    audit_seal_bound_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="`audit verify` reports events left unsealed for longer than this.",
+    )
     seed_local_environment: bool = Field(
         default=True, description="`serve` creates the `local` environment when missing."
     )

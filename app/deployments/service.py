@@ -15,7 +15,7 @@ from app.audit import service as audit_service
 from app.auth.principal import Principal
 from app.auth.scope import readable
 from app.core.context import AppContext
-from app.core.db import UnitOfWork
+from app.core.db import UnitOfWork, insert_rows
 from app.core.errors import AppError, NotFound
 from app.core.pagination import CursorParams, paginate
 from app.core.registry import Registry
@@ -222,9 +222,8 @@ async def _create_run(
         )
         for position, (name, version) in enumerate(targets)
     ]
-    uow.session.add(deployment)
-    await uow.session.flush()  # the deployment row before its targets (foreign key)
-    uow.session.add_all(rows)
+    await insert_rows(uow.session, [deployment])  # before its targets (foreign key)
+    await insert_rows(uow.session, rows)  # one multi-row INSERT
     services = [{"name": n, "version": v} for n, v in targets]
     await add_event(
         uow.session,

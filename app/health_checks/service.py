@@ -48,4 +48,4 @@ async def create(uow: UnitOfWork, context: AppContext, principal: Principal) -> 
         resource_id=run.id,
         summary={"steps": len(planned)},
     )
-    return await run_service.get_run(uow.session, run.id, None)
+    return run  # as written, its steps with it (nothing read back)

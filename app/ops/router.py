@@ -7,6 +7,7 @@ import asyncio
 from fastapi import APIRouter, Request, Response
 
 from app import __version__
+from app.audit.sealer import oldest_unsealed_age
 from app.auth import service as auth_service
 from app.auth.deps import request_info
 from app.auth.errors import Forbidden, TooManyRequests, Unauthenticated
@@ -77,6 +78,7 @@ async def metrics(request: Request, context: ContextDep, session: SessionDep) ->
     # Read once here, by the process that answers (a source that fails is left out).
     await context.metrics.refresh(
         run_service.count_by_kind_and_status(session),
+        oldest_unsealed_age(context.engine),
         context.redis,
         context.settings.queue_name,
         context.settings.ready_timeout_seconds,

@@ -10,12 +10,14 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.db import insert_rows, utcnow
+from app.core.ids import new_id
 from app.outbox.models import OutboxEvent
 
 
 async def add_event(session: AsyncSession, type: str, data: dict[str, Any]) -> OutboxEvent:
-    """Record ``type`` (``<domain>.<past-tense verb>``) in the caller's transaction."""
-    event = OutboxEvent(type=type, data=data)
-    session.add(event)
-    await session.flush()
+    """Record ``type`` (``<domain>.<past-tense verb>``) in the caller's transaction (one
+    INSERT, at once)."""
+    event = OutboxEvent(id=new_id(), type=type, data=data, created_at=utcnow())
+    await insert_rows(session, [event])
     return event

@@ -10,6 +10,10 @@
   resumed run skips finished steps. A step that was running when its worker died is
   run again only if it is idempotent; otherwise the run fails with ``interrupted``.
 - **Cancellation** is cooperative: the worker checks before each step.
+- **Few statements**: the fence moves the run's event counter and reads its cancellation
+  in one UPDATE; a step's end rides on the run's next transaction (the next step's start,
+  or the run's end), so it is still committed before the next step starts; events go in
+  one multi-row INSERT, and nothing just written is read back.
 """
 
 from __future__ import annotations
@@ -19,10 +23,12 @@ import contextlib
 import datetime as dt
 import logging
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -31,10 +37,11 @@ from app.core.db import UnitOfWork, utcnow
 from app.core.logging import bind_log_context
 from app.core.redaction import Scrubber
 from app.core.registry import NotRegistered
+from app.outbox.service import add_event
 from app.runs import kinds
 from app.runs import service as run_service
 from app.runs.actions import ACTIONS, StepContext, StepOutcome, bounded
-from app.runs.models import Phase, Run, RunStatus, Step, StepStatus
+from app.runs.models import TERMINAL_STATUSES, Phase, Run, RunStatus, Step, StepStatus
 
 logger = logging.getLogger(__name__)
 # The database down or unreachable (not a constraint or a bug): what a run rides out.
@@ -45,10 +52,38 @@ class LeaseLost(Exception):
     """Another worker owns the run now; stop without writing anything."""
 
 
-async def _fence(uow: UnitOfWork, run_id: str, epoch: int) -> bool:
+@dataclass
+class _Carried:
+    """Writes that ride on the run's next fenced transaction: a step's end (its row and
+    its ``step.finished`` event), committed before the next step starts or with the run's
+    end."""
+
+    steps: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # id, values
+    events: list[run_service.Announced] = field(default_factory=list)
+
+
+async def _fence(
+    uow: UnitOfWork,
+    run_id: str,
+    epoch: int,
+    carried: _Carried | None = None,
+    events: Sequence[run_service.Announced] = (),
+    *,
+    cancellable: bool = False,
+) -> bool:
     """Fail unless this worker's claim (``epoch``) still holds; on PostgreSQL this also
-    locks the run row until the transaction ends, so a takeover waits for it. Returns
-    whether cancellation was requested (read by the same statement)."""
+    locks the run row until the transaction ends, so a takeover waits for it. Writes what
+    is ``carried`` and appends ``events`` (unless ``cancellable`` and cancellation was
+    requested), numbering them by the same UPDATE. Returns whether cancellation was
+    requested."""
+    before = list(carried.events) if carried else []
+    count = len(before) + len(events)
+    moved: Any = Run.event_seq + count
+    if cancellable and events:
+        moved = case(
+            (Run.cancel_requested_at.is_(None), Run.event_seq + count),
+            else_=Run.event_seq + len(before),
+        )
     row = (
         await uow.session.execute(
             update(Run)
@@ -57,13 +92,25 @@ async def _fence(uow: UnitOfWork, run_id: str, epoch: int) -> bool:
                 Run.lease_epoch == epoch,
                 Run.status == RunStatus.IN_PROGRESS.value,
             )
-            .values(updated_at=utcnow())
-            .returning(Run.id, Run.cancel_requested_at)
+            .values(updated_at=utcnow(), event_seq=moved)
+            .returning(Run.event_seq, Run.cancel_requested_at)
         )
     ).first()
     if row is None:
         raise LeaseLost(run_id)
-    return row.cancel_requested_at is not None
+    cancelled = row.cancel_requested_at is not None
+    if carried is not None:
+        await _write_carried(uow, carried)
+    written = before if cancellable and cancelled else [*before, *events]
+    await run_service.insert_events(uow.session, run_id, int(row.event_seq), written)
+    return cancelled
+
+
+async def _write_carried(uow: UnitOfWork, carried: _Carried) -> None:
+    for step_id, values in carried.steps:
+        await uow.session.execute(update(Step).where(Step.id == step_id).values(**values))
+    carried.steps.clear()
+    carried.events.clear()
 
 
 async def claim(context: AppContext, run_id: str, owner: str) -> int | None:
@@ -84,8 +131,10 @@ async def _claim(
     lease = dt.timedelta(seconds=context.settings.run_lease_seconds)
     try:
         async with context.unit_of_work() as uow:
-            claimed = (
-                await uow.session.execute(
+            # The claimed row comes back whole (nothing read again); its event counter
+            # already counts the run.started event.
+            run = (
+                await uow.session.scalars(
                     update(Run)
                     .where(Run.id == run_id, Run.status == RunStatus.QUEUED.value)
                     .values(
@@ -95,19 +144,23 @@ async def _claim(
                         lease_epoch=Run.lease_epoch + 1,
                         started_at=func.coalesce(Run.started_at, now),
                         updated_at=now,
+                        event_seq=Run.event_seq + 1,
                     )
-                    .returning(Run.lease_epoch, Run.kind)
+                    .returning(Run),
+                    execution_options={"populate_existing": True},
                 )
             ).first()
-            if claimed is None:
+            if run is None:
                 return None
-            epoch = int(claimed.lease_epoch)
-            run = await uow.session.get_one(Run, run_id, populate_existing=True)
+            epoch = int(run.lease_epoch)
             guard = kinds.hooks(context.registry, run.kind).claim_guard
             if guard is not None and not await guard(uow.session, run):
                 raise _Deferred(run_id)
-            await run_service.append_event(
-                uow.session, run_id, "run.started", {"worker": owner, "attempt": epoch}
+            await run_service.insert_events(
+                uow.session,
+                run_id,
+                run.event_seq,
+                [("run.started", {"worker": owner, "attempt": epoch})],
             )
             steps = list(
                 await uow.session.scalars(
@@ -200,6 +253,7 @@ async def _renew_lease(context: AppContext, run_id: str, epoch: int) -> None:
 async def _run_steps(context: AppContext, run: Run, epoch: int, steps: list[Step]) -> RunStatus:
     run_id = run.id
     hooks = kinds.hooks(context.registry, run.kind)
+    carried = _Carried()  # the last step's end, written by the next transaction
     main = [s for s in steps if s.phase != Phase.ROLLBACK]
     compensation = [s for s in steps if s.phase == Phase.ROLLBACK]
     interrupted = await _settle_interrupted(context, run_id, epoch, steps)
@@ -209,6 +263,7 @@ async def _run_steps(context: AppContext, run: Run, epoch: int, steps: list[Step
             run_id,
             epoch,
             RunStatus.FAILURE,
+            carried=carried,
             failure_type="/problems/interrupted",
             failure_detail=f"step {interrupted.position} ({interrupted.name}) was running when "
             "its worker stopped, and it is not safe to run twice",
@@ -221,7 +276,7 @@ async def _run_steps(context: AppContext, run: Run, epoch: int, steps: list[Step
                 break
             if step.status in (StepStatus.SUCCESS, StepStatus.FAILURE, StepStatus.SKIPPED):
                 continue
-            outcome = await _run_step(context, run_id, epoch, step)
+            outcome = await _run_step(context, run_id, epoch, step, carried)
             if outcome is None:
                 cancelled = True
                 break
@@ -229,7 +284,7 @@ async def _run_steps(context: AppContext, run: Run, epoch: int, steps: list[Step
                 stopped = step
                 break
     if cancelled and not compensation:
-        return await _cancel(context, run_id, epoch)
+        return await _cancel(context, run, epoch, carried)
     ending = kinds.Ending(cancelled=cancelled, stopped_at=stopped)
     if compensation:
         started = any(s.status != StepStatus.PENDING for s in compensation)
@@ -241,31 +296,37 @@ async def _run_steps(context: AppContext, run: Run, epoch: int, steps: list[Step
             for step in compensation:
                 if step.status in (StepStatus.SUCCESS, StepStatus.FAILURE, StepStatus.SKIPPED):
                     continue
-                await _run_step(context, run_id, epoch, step, cancellable=False)
+                await _run_step(context, run_id, epoch, step, carried, cancellable=False)
             ending = kinds.Ending(cancelled=cancelled, stopped_at=stopped, compensated=True)
-        await _skip_pending(context, run_id, epoch)
+        await _skip_pending(context, run_id, epoch, carried, steps)
     status, failure_type, detail, result = kinds.finalize(hooks, steps, ending)
     return await _finish(
         context,
         run_id,
         epoch,
         status,
+        carried=carried,
         failure_type=failure_type,
         failure_detail=detail,
         result=result,
     )
 
 
-async def _skip_pending(context: AppContext, run_id: str, epoch: int) -> None:
+async def _skip_pending(
+    context: AppContext, run_id: str, epoch: int, carried: _Carried, steps: list[Step]
+) -> None:
     """Steps that will not run (rollback steps after a success, main steps after a
     failure) end ``skipped``."""
     async with context.unit_of_work() as uow:
-        await _fence(uow, run_id, epoch)
+        await _fence(uow, run_id, epoch, carried)
         await uow.session.execute(
             update(Step)
             .where(Step.run_id == run_id, Step.status == StepStatus.PENDING.value)
             .values(status=StepStatus.SKIPPED.value)
         )
+    for step in steps:
+        if step.status == StepStatus.PENDING:
+            step.status = StepStatus.SKIPPED.value
 
 
 async def _settle_interrupted(
@@ -303,24 +364,20 @@ async def _settle_interrupted(
     return None
 
 
-async def _cancel(context: AppContext, run_id: str, epoch: int) -> RunStatus:
-    async with context.unit_of_work() as uow:
-        await _fence(uow, run_id, epoch)
-        for step in await uow.session.scalars(
-            select(Step).where(Step.run_id == run_id, Step.status == StepStatus.PENDING.value)
-        ):
-            step.status = StepStatus.CANCELLED.value
+async def _cancel(context: AppContext, run: Run, epoch: int, carried: _Carried) -> RunStatus:
     return await _finish(
         context,
-        run_id,
+        run.id,
         epoch,
         RunStatus.CANCELLED,
+        carried=carried,
         failure_type="/problems/cancelled",
         failure_detail="cancelled while running; it stopped after its current step",
+        pending_to=StepStatus.CANCELLED,
     )
 
 
-def _step_data(step: Step) -> dict[str, Any]:
+def _step_data(step: Any) -> dict[str, Any]:
     return {
         "position": step.position,
         "name": step.name,
@@ -333,19 +390,43 @@ def _step_data(step: Step) -> dict[str, Any]:
 
 
 async def _run_step(
-    context: AppContext, run_id: str, epoch: int, step: Step, *, cancellable: bool = True
+    context: AppContext,
+    run_id: str,
+    epoch: int,
+    step: Step,
+    carried: _Carried,
+    *,
+    cancellable: bool = True,
 ) -> StepOutcome | None:
-    """Run one step, its start and its end each committed; None when the run was
+    """Run one step; its start is committed (with the previous step's end) before it
+    runs, and its end is carried to the run's next transaction. None when the run was
     cancelled before the step started (cooperative cancellation)."""
+    step.status = StepStatus.IN_PROGRESS.value
+    step.attempts += 1
+    step.started_at = utcnow()
     async with context.unit_of_work() as uow:
-        if await _fence(uow, run_id, epoch) and cancellable:
+        cancelled = await _fence(
+            uow,
+            run_id,
+            epoch,
+            carried,
+            [("step.started", _step_data(step))],
+            cancellable=cancellable,
+        )
+        if cancelled and cancellable:
+            step.status = StepStatus.PENDING.value
+            step.attempts -= 1
             return None
-        row = await uow.session.get_one(Step, step.id)
-        row.status = StepStatus.IN_PROGRESS.value
-        row.attempts += 1
-        row.started_at = utcnow()
-        row.finished_at = None
-        await run_service.append_event(uow.session, run_id, "step.started", _step_data(row))
+        await uow.session.execute(
+            update(Step)
+            .where(Step.id == step.id)
+            .values(
+                status=step.status,
+                attempts=step.attempts,
+                started_at=step.started_at,
+                finished_at=None,
+            )
+        )
     await context.notifier.publish(run_id)
     bind_log_context(step=f"{step.position}:{step.name}")
     began = time.perf_counter()
@@ -357,12 +438,11 @@ async def _run_step(
 
     async def log(line: str) -> None:
         async with context.unit_of_work() as uow:
-            await _fence(uow, run_id, epoch)
-            await run_service.append_event(
-                uow.session,
+            await _fence(
+                uow,
                 run_id,
-                "log",
-                {"position": step.position, "line": scrub.text(line)[:2000]},
+                epoch,
+                events=[("log", {"position": step.position, "line": scrub.text(line)[:2000]})],
             )
         await context.notifier.publish(run_id)
 
@@ -371,36 +451,41 @@ async def _run_step(
     outcome.error = scrub.text(outcome.error) if outcome.error is not None else None
     outcome.data = scrub.value(outcome.data)
 
-    async with context.unit_of_work() as uow:
-        await _fence(uow, run_id, epoch)
-        row = await uow.session.get_one(Step, step.id)
-        row.status = outcome.status.value
-        row.finished_at = utcnow()
-        row.output, row.output_truncated = bounded(outcome.output)
-        row.level = outcome.level.value if outcome.level else None
-        row.result = outcome.data
-        row.error = outcome.error
-        await run_service.append_event(
-            uow.session, run_id, "step.finished", {**_step_data(row), "output": row.output[:2000]}
+    output, truncated = bounded(outcome.output)
+    step.status = outcome.status.value
+    step.level = outcome.level.value if outcome.level else None
+    step.result, step.error = outcome.data, outcome.error
+    carried.steps.append(
+        (
+            step.id,
+            {
+                "status": step.status,
+                "finished_at": utcnow(),
+                "output": output,
+                "output_truncated": truncated,
+                "level": step.level,
+                "result": step.result,
+                "error": step.error,
+            },
         )
-    await context.notifier.publish(run_id)
-    step.status, step.level, step.result, step.error = row.status, row.level, row.result, row.error
+    )
+    carried.events.append(("step.finished", {**_step_data(step), "output": output[:2000]}))
     took = (time.perf_counter() - began) * 1000
-    failed = row.status == StepStatus.FAILURE
+    failed = step.status == StepStatus.FAILURE
     logger.log(
         logging.WARNING if failed else logging.INFO,
         "step ended: %s in %.0f ms%s",
-        row.status,
+        step.status,
         took,
-        f": {(row.error or '')[:500]}" if failed else "",
+        f": {(step.error or '')[:500]}" if failed else "",
         extra={
             "event": "step.finished",
             "action": step.action,
-            "status": row.status,
+            "status": step.status,
             "duration_ms": round(took, 1),
         },
     )
-    context.metrics.observe_step(step.action, row.status)
+    context.metrics.observe_step(step.action, step.status)
     bind_log_context(step=None)
     return outcome
 
@@ -438,24 +523,63 @@ async def _finish(
     epoch: int,
     status: RunStatus,
     *,
+    carried: _Carried | None = None,
     failure_type: str | None = None,
     failure_detail: str | None = None,
     result: dict[str, Any] | None = None,
+    pending_to: StepStatus | None = None,
 ) -> RunStatus:
+    """End the run in one transaction: the carried step end, the run's status (one fenced
+    UPDATE, which returns the row), its kind's finish hook, its last progress event and
+    its outbox event. ``pending_to``: what its steps still pending become."""
+    if status not in TERMINAL_STATUSES:
+        raise ValueError(f"{status} is not a terminal status")
+    carried = carried or _Carried()
+    events = [*carried.events, run_service.finished_event(status, failure_type, failure_detail)]
+    now = utcnow()
+    values: dict[str, Any] = {
+        "status": status.value,
+        "finished_at": now,
+        "updated_at": now,
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "failure_type": failure_type,
+        "failure_detail": failure_detail,
+        "event_seq": Run.event_seq + len(events),
+    }
+    if result is not None:
+        values["result"] = result
     async with context.unit_of_work() as uow:
-        await _fence(uow, run_id, epoch)
-        run = await uow.session.get_one(Run, run_id, populate_existing=True)
-        await run_service.finish(
-            uow,
-            context,
-            run,
-            status,
-            failure_type=failure_type,
-            failure_detail=failure_detail,
-            result=result,
-        )
-    seconds = _duration(run.started_at, run.finished_at)
-    context.metrics.observe_run(run.kind, status.value, seconds, environment=run.environment)
+        ended = (
+            await uow.session.scalars(
+                update(Run)
+                .where(
+                    Run.id == run_id,
+                    Run.lease_epoch == epoch,
+                    Run.status == RunStatus.IN_PROGRESS.value,
+                )
+                .values(**values)
+                .returning(Run),
+                execution_options={"populate_existing": True},
+            )
+        ).first()
+        if ended is None:
+            raise LeaseLost(run_id)
+        await _write_carried(uow, carried)
+        if pending_to is not None:
+            await uow.session.execute(
+                update(Step)
+                .where(Step.run_id == run_id, Step.status == StepStatus.PENDING.value)
+                .values(status=pending_to.value)
+            )
+        on_finish = kinds.hooks(context.registry, ended.kind).on_finish
+        if on_finish is not None:
+            await on_finish(uow, context, ended)
+        await run_service.insert_events(uow.session, run_id, ended.event_seq, events)
+        await add_event(uow.session, *run_service.finish_announcement(ended, status, failure_type))
+    await context.notifier.publish(run_id)
+    seconds = _duration(ended.started_at, ended.finished_at)
+    context.metrics.observe_run(ended.kind, status.value, seconds, environment=ended.environment)
     logger.info(
         "run %s%s",
         "rolled back" if status == RunStatus.ROLLED_BACK else f"finished: {status.value}",

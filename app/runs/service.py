@@ -16,7 +16,7 @@ from typing import Any
 
 from arq.constants import in_progress_key_prefix, job_key_prefix
 from pydantic import ValidationError
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
@@ -25,7 +25,7 @@ from app.audit import service as audit_service
 from app.auth.principal import Principal
 from app.auth.scope import readable
 from app.core.context import AppContext
-from app.core.db import UnitOfWork, utcnow
+from app.core.db import UnitOfWork, insert_rows, utcnow
 from app.core.errors import AppError, NotFound, ValidationFailed
 from app.core.ids import new_id
 from app.core.notify import wait_for
@@ -135,6 +135,58 @@ async def append_event(
     return event
 
 
+Announced = tuple[str, dict[str, Any] | None]  # a progress event: its type and data
+
+
+async def insert_events(
+    session: AsyncSession, run_id: str, last_seq: int, events: Sequence[Announced]
+) -> None:
+    """Progress events numbered up to ``last_seq`` (the run's ``event_seq``, already
+    moved on by their count), in one multi-row INSERT; data stored without secrets."""
+    if not events:
+        return
+    now, first = utcnow(), last_seq - len(events) + 1
+    await session.execute(
+        insert(RunEvent.__table__),  # type: ignore[arg-type]
+        [
+            {
+                "id": new_id(),
+                "run_id": run_id,
+                "seq": first + n,
+                "type": type,
+                "data": redact_value(data or {}),
+                "created_at": now,
+            }
+            for n, (type, data) in enumerate(events)
+        ],
+    )
+
+
+def finished_event(
+    status: RunStatus, failure_type: str | None, failure_detail: str | None
+) -> Announced:
+    """The run's last progress event."""
+    return (
+        "run.finished",
+        {"status": status.value, "failure_type": failure_type, "failure_detail": failure_detail},
+    )
+
+
+def finish_announcement(
+    run: Run, status: RunStatus, failure_type: str | None
+) -> tuple[str, dict[str, Any]]:
+    """The outbox event announcing the run's end (a rollback is a deployment too: its end
+    is announced as one)."""
+    prefix = RunKind.DEPLOYMENT.value if run.kind == RunKind.ROLLBACK else run.kind
+    return f"{prefix}.{past_tense(status)}", {
+        "id": run.id,
+        "kind": run.kind,
+        "environment": run.environment,
+        "status": status.value,
+        "failure_type": failure_type,
+    }
+
+
 def job_id(run_id: str, enqueue_count: int) -> str:
     """The arq job id of a run's n-th enqueue: the run id, then ``<run id>:<n>`` (arq
     refuses an id it still remembers)."""
@@ -192,10 +244,11 @@ async def create_run(
     first = RunEvent(
         run_id=run_id, seq=1, type="run.queued", data={"status": "queued"}, created_at=now
     )
-    uow.session.add(run)
-    uow.session.add_all([*rows, first])
+    # Core INSERTs (the steps in one), nothing left for the ORM to flush or read back.
+    await insert_rows(uow.session, [run])
+    await insert_rows(uow.session, rows)
+    await insert_rows(uow.session, [first])
     set_committed_value(run, "steps", rows)  # the caller reads them without a query
-    # One flush writes the run, its steps, its first event and the outbox event.
     await add_event(uow.session, "run.queued", {"id": run.id, "kind": run.kind})
     run_id, queue = run.id, context.queue
 
@@ -368,25 +421,8 @@ async def finish(
     on_finish = kinds.hooks(context.registry, run.kind).on_finish
     if on_finish is not None:
         await on_finish(uow, context, run)
-    await append_event(
-        uow.session,
-        run.id,
-        "run.finished",
-        {"status": status.value, "failure_type": failure_type, "failure_detail": failure_detail},
-    )
-    # A rollback is a deployment too: its end is announced as one.
-    prefix = RunKind.DEPLOYMENT.value if run.kind == RunKind.ROLLBACK else run.kind
-    await add_event(
-        uow.session,
-        f"{prefix}.{past_tense(status)}",
-        {
-            "id": run.id,
-            "kind": run.kind,
-            "environment": run.environment,
-            "status": status.value,
-            "failure_type": failure_type,
-        },
-    )
+    await append_event(uow.session, run.id, *finished_event(status, failure_type, failure_detail))
+    await add_event(uow.session, *finish_announcement(run, status, failure_type))
     _notify_after_commit(uow, context, run.id)
 
 

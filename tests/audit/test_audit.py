@@ -15,7 +15,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.audit import service as audit_service
-from app.audit.models import AuditChainHead, AuditEvent
+from app.audit.models import AuditEvent
 from app.auth.models import ApiToken
 from app.auth.roles import Role
 from app.core.context import AppContext
@@ -24,6 +24,7 @@ from app.core.ids import new_id
 from tests.factories import IssuedToken, issue_token
 from tests.helpers import audit_events_after as events_after
 from tests.helpers import last_audit_seq as last_seq
+from tests.helpers import seal_audit
 
 
 @pytest.fixture
@@ -156,7 +157,19 @@ class TestOneRowPerRequest:
         )
         items = listed.json()["items"]
         assert [i["resource_id"] for i in items] == [token_id]
-        assert items[0]["hash"]
+        # listed at once, before the sealer gives it its place in the chain
+        assert (items[0]["seq"], items[0]["prev_hash"], items[0]["hash"]) == (None, None, None)
+        await seal_audit(context)
+        relisted = await client.get(
+            "/v1/audit-events",
+            params={"action": "token.create", "resource_id": token_id},
+            headers=admin.headers,
+        )
+        sealed = relisted.json()["items"][0]
+        assert sealed["id"] == items[0]["id"]
+        assert sealed["seq"]
+        assert sealed["prev_hash"]
+        assert sealed["hash"]
         by_actor = await client.get(
             "/v1/audit-events",
             params={"actor": admin.id, "outcome": "success"},
@@ -327,31 +340,25 @@ class TestNoAuditNoChange:
 
 async def append_as_written_before(context: AppContext, summary: dict[str, object]) -> None:
     """An event as an earlier version appended it: its summary stored as given (that
-    version's secrets rule was weaker), chained and hashed like every other."""
+    version's secrets rule was weaker), then sealed like every other."""
     async with context.unit_of_work() as uow:
-        head = await uow.session.scalar(
-            select(AuditChainHead).where(AuditChainHead.id == audit_service.HEAD_ID)
+        uow.session.add(
+            AuditEvent(
+                id=new_id(),
+                created_at=utcnow(),
+                actor_token_id=None,
+                actor_name="admin",
+                actor_role="admin",
+                client_address="127.0.0.1",
+                request_id=None,
+                action="service.create",
+                resource_type="service",
+                resource_id="staging/api",
+                outcome="success",
+                summary=summary,
+            )
         )
-        assert head is not None
-        event = AuditEvent(
-            id=new_id(),
-            seq=head.seq + 1,
-            created_at=utcnow(),
-            actor_token_id=None,
-            actor_name="admin",
-            actor_role="admin",
-            client_address="127.0.0.1",
-            request_id=None,
-            action="service.create",
-            resource_type="service",
-            resource_id="staging/api",
-            outcome="success",
-            summary=summary,
-            prev_hash=head.hash,
-        )
-        event.hash = audit_service.compute_hash(event)
-        uow.session.add(event)
-        head.seq, head.hash = event.seq, event.hash
+    await seal_audit(context)
 
 
 class TestReadersOfOldEvents:
@@ -388,6 +395,7 @@ class TestVerify:
             await client.post(
                 "/v1/tokens", json={"name": f"t{i}", "role": "viewer"}, headers=admin.headers
             )
+        await seal_audit(context)
         response = await client.get("/v1/audit-events/verify", headers=admin.headers)
         body = response.json()
         assert body["valid"] is True, body

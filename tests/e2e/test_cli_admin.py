@@ -35,6 +35,7 @@ from pydantic import SecretStr
 
 from app.audit import service as audit_service
 from app.audit.models import GENESIS_HASH, Outcome
+from app.audit.sealer import seal_pending
 from app.auth.principal import Principal
 from app.auth.secrets import hash_secret, new_token_id
 from app.core.db import UnitOfWork, create_engine, make_sessionmaker, write_engine
@@ -467,6 +468,7 @@ def _append(installation: Installation, count: int) -> audit_service.Verificatio
                         resource_id=str(n),
                         summary={"n": n},
                     )
+            await seal_pending(engine)
             async with UnitOfWork(sessionmaker) as uow:
                 return await audit_service.verify(uow.session)
         finally:
