@@ -306,26 +306,18 @@ async def verify(
 ) -> Verification:
     """Walk the sealed chain in order; report the first event that does not link or hash
     right, or else events left unsealed for longer than ``bound_seconds``."""
-    head = await session.get(AuditChainHead, HEAD_ID)
-    head_seq, head_hash = (head.seq, head.hash) if head else (0, GENESIS_HASH)
-    expected_seq, prev_hash, checked = 1, GENESIS_HASH, 0
-    while True:
-        rows = (
-            await session.scalars(
-                select(AuditEvent)
-                .where(AuditEvent.seq >= expected_seq)
-                .order_by(AuditEvent.seq)
-                .limit(batch)
-            )
-        ).all()
-        for event in rows:
-            broken = _check(event, expected_seq, prev_hash)
-            if broken is not None:
-                return Verification(False, checked, head_seq, broken)
-            checked += 1
-            expected_seq, prev_hash = (event.seq or 0) + 1, event.hash or ""
-        if len(rows) < batch:
+    # A sealer may commit while the chain is walked (a later head than the one read
+    # first): then the walk is done again, up to three times, before a mismatch counts.
+    for _ in range(3):
+        walked = await _walk(session, batch)
+        if isinstance(walked, Verification):
+            return walked
+        checked, head_seq, head_hash, prev_hash = walked
+        if checked == head_seq and prev_hash == head_hash:
             break
+        head = await session.get(AuditChainHead, HEAD_ID, populate_existing=True)
+        if (head.seq if head else 0) == head_seq:
+            break  # the head did not move: a real mismatch
     if checked != head_seq or prev_hash != head_hash:
         reason = f"the chain ends at event {checked} but its head names event {head_seq}"
         return Verification(False, checked, head_seq, BrokenLink(checked + 1, None, reason))
@@ -361,6 +353,31 @@ async def verify(
     return Verification(
         False, checked, head_seq, BrokenLink(checked + 1, oldest, reason), unsealed, overdue
     )
+
+
+async def _walk(session: AsyncSession, batch: int) -> Verification | tuple[int, int, str, str]:
+    """The sealed chain walked in order from the head read first: the first broken
+    event's verdict, or (events checked, head seq, head hash, last hash)."""
+    head = await session.get(AuditChainHead, HEAD_ID, populate_existing=True)
+    head_seq, head_hash = (head.seq, head.hash) if head else (0, GENESIS_HASH)
+    expected_seq, prev_hash, checked = 1, GENESIS_HASH, 0
+    while True:
+        rows = (
+            await session.scalars(
+                select(AuditEvent)
+                .where(AuditEvent.seq >= expected_seq)
+                .order_by(AuditEvent.seq)
+                .limit(batch)
+            )
+        ).all()
+        for event in rows:
+            broken = _check(event, expected_seq, prev_hash)
+            if broken is not None:
+                return Verification(False, checked, head_seq, broken)
+            checked += 1
+            expected_seq, prev_hash = (event.seq or 0) + 1, event.hash or ""
+        if len(rows) < batch:
+            return checked, head_seq, head_hash, prev_hash
 
 
 def _check(event: AuditEvent, expected_seq: int, prev_hash: str) -> BrokenLink | None:

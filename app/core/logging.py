@@ -86,7 +86,10 @@ def _context_of(record: logging.LogRecord) -> dict[str, str]:
     for name in CONTEXT_FIELDS:
         value = getattr(record, name, None)
         if value is not None:
-            fields[name] = escape(value)
+            # A step's name (or a client's request id) may carry a URL with its password;
+            # the actor is ours (``token:<id>``), which the rule would take for a secret.
+            text_value = str(value) if name == "actor" else redact_text(str(value))
+            fields[name] = escape(text_value)
     return fields
 
 
@@ -174,7 +177,7 @@ class JsonFormatter(logging.Formatter):
         for name in EXTRA_FIELDS:
             value = getattr(record, name, None)
             if value is not None:
-                entry[name] = value
+                entry[name] = redact_text(value) if isinstance(value, str) else value
         if record.exc_text:  # RedactingFilter leaves the redacted traceback here
             entry["exception"] = record.exc_text
         elif record.exc_info:

@@ -180,7 +180,7 @@ async def on_finish(uow: UnitOfWork, context: AppContext, run: Run) -> None:
     if deployment.evidence is None:
         deployment.evidence = evidence(deployment, run, targets, steps, pins)
     await _start_next(uow, context, targets)
-    # Last, so the audit chain's head is the last lock this transaction takes.
+    # Last: the audit row sums up what this transaction changed.
     await _audit_finish(session, run, targets, restored, pins)
 
 

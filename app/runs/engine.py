@@ -109,8 +109,13 @@ async def _fence(
 async def _write_carried(uow: UnitOfWork, carried: _Carried) -> None:
     for step_id, values in carried.steps:
         await uow.session.execute(update(Step).where(Step.id == step_id).values(**values))
-    carried.steps.clear()
-    carried.events.clear()
+    written_steps, written_events = len(carried.steps), len(carried.events)
+
+    async def forget() -> None:  # only once committed: a failed commit keeps them to retry
+        del carried.steps[:written_steps]
+        del carried.events[:written_events]
+
+    uow.after_commit(forget)
 
 
 async def claim(context: AppContext, run_id: str, owner: str) -> int | None:
@@ -190,8 +195,9 @@ async def execute(context: AppContext, run_id: str, owner: str) -> RunStatus | N
         extra={"event": "run.claimed", "attempt": epoch, "worker": owner},
     )
     renewer = asyncio.create_task(_renew_lease(context, run_id, epoch), name=f"lease-{run_id}")
+    carried = _Carried()
     try:
-        return await _run_steps(context, run, epoch, steps)
+        return await _run_steps(context, run, epoch, steps, carried)
     except LeaseLost:
         logger.warning("run %s: lease lost (epoch %d); another worker owns it", run_id, epoch)
         return None
@@ -203,7 +209,9 @@ async def execute(context: AppContext, run_id: str, owner: str) -> RunStatus | N
             "run %s: the database failed (%s); releasing the run", run_id, type(exc).__name__
         )
         renewer.cancel()
-        await _release_when_back(context, run, epoch)
+        # A step that ended but whose end was not committed yet is written with the
+        # release, so the resumed run does not take it for interrupted.
+        await _release_when_back(context, run, epoch, carried)
         return None
     finally:
         renewer.cancel()
@@ -211,14 +219,20 @@ async def execute(context: AppContext, run_id: str, owner: str) -> RunStatus | N
             await renewer
 
 
-async def _release_when_back(context: AppContext, run: Run, epoch: int) -> None:
+async def _release_when_back(context: AppContext, run: Run, epoch: int, carried: _Carried) -> None:
     """Retry :func:`run_service.release` with bounded back-off for at most one lease; if
     the database stays down that long, the reconciler takes over as for any expiry."""
     delay, deadline = 0.2, asyncio.get_running_loop().time() + context.settings.run_lease_seconds
     while True:
         try:
             if await run_service.release(
-                context, run.id, epoch, run.enqueue_count, reason="database_error"
+                context,
+                run.id,
+                epoch,
+                run.enqueue_count,
+                reason="database_error",
+                step_ends=carried.steps,
+                events=carried.events,
             ):
                 logger.info("run %s: released after a database failure; it resumes", run.id)
             return
@@ -250,10 +264,12 @@ async def _renew_lease(context: AppContext, run_id: str, epoch: int) -> None:
             logger.warning("could not renew the lease of run %s; retrying", run_id)
 
 
-async def _run_steps(context: AppContext, run: Run, epoch: int, steps: list[Step]) -> RunStatus:
+async def _run_steps(
+    context: AppContext, run: Run, epoch: int, steps: list[Step], carried: _Carried
+) -> RunStatus:
+    """``carried``: the last step's end, written by the run's next transaction."""
     run_id = run.id
     hooks = kinds.hooks(context.registry, run.kind)
-    carried = _Carried()  # the last step's end, written by the next transaction
     main = [s for s in steps if s.phase != Phase.ROLLBACK]
     compensation = [s for s in steps if s.phase == Phase.ROLLBACK]
     interrupted = await _settle_interrupted(context, run_id, epoch, steps)

@@ -438,11 +438,19 @@ def past_tense(status: RunStatus) -> str:
 
 
 async def release(
-    context: AppContext, run_id: str, epoch: int, enqueue_count: int, *, reason: str
+    context: AppContext,
+    run_id: str,
+    epoch: int,
+    enqueue_count: int,
+    *,
+    reason: str,
+    step_ends: Sequence[tuple[str, dict[str, Any]]] = (),
+    events: Sequence[Announced] = (),
 ) -> bool:
     """Put a claimed run back to ``queued`` and enqueue it under a fresh job id, if claim
     ``epoch`` still holds it; returns whether it did. Its next claim resumes after the
-    last completed step, as after any interruption."""
+    last completed step, as after any interruption. ``step_ends`` (step id, values) and
+    ``events``: what the worker knows ended but had not committed yet."""
     async with context.unit_of_work() as uow:
         changed = await uow.session.execute(
             update(Run)
@@ -461,6 +469,10 @@ async def release(
         )
         if getattr(changed, "rowcount", 0) != 1:
             return False
+        for step_id, values in step_ends:
+            await uow.session.execute(update(Step).where(Step.id == step_id).values(**values))
+        for type_, data in events:
+            await append_event(uow.session, run_id, type_, data)
         await append_event(uow.session, run_id, "run.requeued", {"reason": reason})
         enqueue_after_commit(uow, context.queue, run_id, enqueue_count + 1)
         _notify_after_commit(uow, context, run_id)

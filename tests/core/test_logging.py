@@ -206,6 +206,30 @@ def configure_logging_levels_reset() -> None:
         logging.getLogger(name).setLevel(logging.NOTSET)
 
 
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_context_and_extra_fields_are_redacted(log_format: LogFormat) -> None:
+    """A step's name (``backup <database>``) or an extra field may hold a URL with its
+    password: the secrets rule applies to them as to the message."""
+    buffer = io.StringIO()
+    handler = log_handler(buffer, log_format)
+    record_logger = logging.getLogger(f"tests.context_redaction.{log_format}")
+    record_logger.addHandler(handler)
+    record_logger.propagate = False
+    try:
+        with log_context(step="0:backup postgresql://admin:hunter2@db/app"):
+            record_logger.warning(
+                "step started", extra={"environment": "https://u:sekret-pw@example.test/x"}
+            )
+    finally:
+        record_logger.removeHandler(handler)
+    line = buffer.getvalue()
+    assert "hunter2" not in line, line
+    assert "sekret-pw" not in line, line
+    assert "postgresql://[redacted]@db/app" in line, line
+    if log_format == "json":  # text lines carry the context fields, not the extra ones
+        assert json.loads(line)["environment"] == "https://[redacted]@example.test/x"
+
+
 def test_arq_lines_about_a_run_job_carry_the_run_id() -> None:
     """arq logs a job's retry or failure after the job's own context ended."""
     run_id = "01a235be-aace-78c3-9e95-e641711f1581"

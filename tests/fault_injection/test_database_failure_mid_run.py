@@ -15,7 +15,9 @@ from sqlalchemy import select
 
 from app.auth.roles import Role
 from app.core.context import AppContext
-from app.runs.models import Run, RunEvent
+from app.runs import service as run_service
+from app.runs.models import Run, RunEvent, RunKind, Step
+from app.runs.service import StepSpec
 from tests.factories import issue_token
 from tests.fault_injection.test_idempotency_faults import pg_dsn, until, waiting
 from workers.main import create_worker, stop_worker
@@ -79,3 +81,64 @@ async def test_a_run_interrupted_by_the_database_resumes_without_waiting_for_its
             )
         ]
     assert reasons == ["database_error"]
+
+
+async def test_a_step_that_ended_before_the_database_failed_is_not_run_again(
+    context: AppContext, long_lease_worker: Callable[[], None]
+) -> None:
+    """A step's end is written by the run's next transaction; when that transaction is
+    the one the database failure interrupts, the release writes the end, so the resumed
+    run goes on after the step instead of running it again."""
+    async with context.unit_of_work() as uow:
+        run = await run_service.create_run(
+            uow,
+            context,
+            kind=RunKind.PLAYBOOK,
+            steps=[
+                StepSpec(name="first", action="wait", params={"seconds": 1.5}),
+                StepSpec(name="second", action="wait", params={"seconds": 0}),
+            ],
+            requested_by="faults",
+        )
+    run_id = run.id
+
+    async def first_running() -> bool:
+        async with context.sessionmaker() as session:
+            first = await session.scalar(
+                select(Step).where(Step.run_id == run_id, Step.position == 0)
+            )
+            return first is not None and first.status == "in_progress"
+
+    long_lease_worker()
+    await until(first_running, "the first step runs")
+    async with await psycopg.AsyncConnection.connect(pg_dsn(context)) as locker:
+        # The first step (1.5 s) ends under this lock: the transaction that carries its
+        # end and starts the second step waits here.
+        await locker.execute("LOCK TABLE step IN EXCLUSIVE MODE")
+
+        async def blocked() -> bool:
+            return bool(await waiting(context, "relation"))
+
+        await until(blocked, "the worker waits to write the first step's end")
+        async with await psycopg.AsyncConnection.connect(pg_dsn(context), autocommit=True) as admin:
+            for pid in await waiting(context, "relation"):
+                await admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+        await locker.rollback()
+
+    async def ended() -> bool:
+        return (await _run(context, run_id)).status in {"success", "failure", "error"}
+
+    await until(ended, "the run ended long before its lease would expire")
+    assert (await _run(context, run_id)).status == "success"
+    async with context.sessionmaker() as session:
+        steps = list(
+            await session.scalars(select(Step).where(Step.run_id == run_id).order_by(Step.position))
+        )
+        finished = [
+            event.data.get("name")
+            for event in await session.scalars(
+                select(RunEvent).where(RunEvent.run_id == run_id, RunEvent.type == "step.finished")
+            )
+        ]
+    assert [(s.status, s.attempts) for s in steps] == [("success", 1), ("success", 1)]
+    assert finished.count("first") == 1, finished
