@@ -41,9 +41,8 @@ from app.models import (
     Step,
 )
 from tests.factories import IssuedToken, issue_token
-from tests.helpers import create_pg_database, drop_pg_database, in_thread
+from tests.helpers import REDIS_URL, create_pg_database, drop_pg_database, in_thread
 
-REDIS_URL = os.environ.get("FORMULA_OPS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 BACKENDS = ("sqlite", "postgres")
 
 

@@ -35,6 +35,10 @@ PG_ADMIN_URL = os.environ.get(
 T = TypeVar("T")
 
 
+# The Redis the tests use (each under a key prefix of its own).
+REDIS_URL = os.environ.get("FORMULA_OPS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
 def in_thread(function: Callable[..., T], *args: Any) -> T:
     """Run ``function`` in a fresh thread (for code that starts its own event loop)."""
     with ThreadPoolExecutor(max_workers=1) as pool:

@@ -10,32 +10,26 @@ import os
 import signal
 import subprocess
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import pytest_asyncio
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
-from pydantic import SecretStr
 
-from app.bootstrap import build_context
-from app.core import migrate
 from app.core.context import AppContext
 from app.core.settings import Settings
 from app.runs import service as run_service
 from app.runs.models import RunStatus
 from tests.e2e.test_worker_processes import (
     FORMULA_OPS,
-    REDIS_URL,
     Supervisor,
     claiming_pids,
     create_runs,
     wait_finished,
 )
-from tests.helpers import free_port, in_thread
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.slow
 RUNS = 6
@@ -44,27 +38,9 @@ SCRAPES = 6
 
 
 @pytest.fixture(scope="module")
-def settings(postgres_database: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    prefix = f"formula-ops-test-{uuid.uuid4().hex[:12]}"
-    settings = Settings(
-        state_dir=tmp_path_factory.mktemp("state"),
-        database_url=SecretStr(postgres_database),
-        redis_url=SecretStr(REDIS_URL),
-        queue_name=f"{prefix}:queue",
-        redis_prefix=prefix,
-    )
-    in_thread(migrate.upgrade, settings)
-    return settings
-
-
-@pytest_asyncio.fixture
-async def app_context(settings: Settings) -> AsyncIterator[AppContext]:
-    context = build_context(settings)
-    yield context
-    keys = [k async for k in context.redis.scan_iter(match=f"{settings.redis_prefix}*")]
-    if keys:
-        await context.redis.delete(*keys)
-    await context.aclose()
+def settings(worker_settings: Settings) -> Settings:
+    """The processes' settings (PostgreSQL, the shared Redis under a prefix of their own)."""
+    return worker_settings
 
 
 class Api:

@@ -12,57 +12,28 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 from pydantic import SecretStr
 from sqlalchemy import select
 
-from app.bootstrap import build_context
-from app.core import migrate
 from app.core.context import AppContext
 from app.core.settings import Settings
 from app.embedded.redis import process_alive
 from app.runs import service as run_service
 from app.runs.models import TERMINAL_STATUSES, Run, RunEvent, RunKind, RunStatus
 from app.runs.service import StepSpec
-from tests.helpers import create_pg_database, drop_pg_database, in_thread
+from tests.helpers import create_pg_database, drop_pg_database
 
 pytestmark = pytest.mark.slow
 
 FORMULA_OPS = Path(sys.executable).parent / "formula-ops"
-REDIS_URL = os.environ.get("FORMULA_OPS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 RUNS = 8
 # Each child takes one job at a time and each run lasts a while, so one child cannot
 # finish them all before the other takes some.
 STEP_SECONDS = 0.5
-
-
-@pytest.fixture(scope="module")
-def worker_settings(postgres_database: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    prefix = f"formula-ops-test-{uuid.uuid4().hex[:12]}"
-    settings = Settings(
-        state_dir=tmp_path_factory.mktemp("state"),
-        database_url=SecretStr(postgres_database),
-        redis_url=SecretStr(REDIS_URL),
-        queue_name=f"{prefix}:queue",
-        redis_prefix=prefix,
-    )
-    in_thread(migrate.upgrade, settings)  # Alembic runs its own event loop
-    return settings
-
-
-@pytest_asyncio.fixture
-async def app_context(worker_settings: Settings) -> AsyncIterator[AppContext]:
-    context = build_context(worker_settings)
-    yield context
-    keys = [k async for k in context.redis.scan_iter(match=f"{worker_settings.redis_prefix}*")]
-    if keys:
-        await context.redis.delete(*keys)
-    await context.aclose()
 
 
 class Supervisor:

@@ -34,10 +34,16 @@ from app.environments.models import Service
 from app.environments.schemas import EnvironmentIn, service_schemas
 from app.runs.models import TERMINAL_STATUSES, Run, RunStatus, Step, StepStatus
 from tests.fault_injection.test_run_engine_faults import SEED, WorkerProcess
-from tests.helpers import create_pg_database, drop_pg_database, free_port, in_thread, stop_services
+from tests.helpers import (
+    REDIS_URL,
+    create_pg_database,
+    drop_pg_database,
+    free_port,
+    in_thread,
+    stop_services,
+)
 
 pytestmark = pytest.mark.slow
-REDIS_URL = os.environ.get("FORMULA_OPS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 KILLS = 3
 ACTOR = Principal.system("faults")
 
