@@ -56,6 +56,66 @@ class DockerSettings(BaseModel):
     )
 
 
+class WebhookSettings(BaseModel):
+    """How events reach webhook endpoints and notification channels
+    (``FORMULA_OPS_WEBHOOKS__...``)."""
+
+    allowed_networks: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Networks (CIDR, comma-separated) a destination may resolve to although "
+        "loopback, private, link-local or otherwise reserved, e.g. an on-premise receiver "
+        "`10.0.5.0/24`. Empty: only public addresses.",
+    )
+    allow_http: bool = Field(
+        default=False, description="Allow `http://` destinations (default: https only)."
+    )
+    channel_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Extra hosts (comma-separated) a notification channel may contact, beside "
+        "the fixed hosts of the chat services it names.",
+    )
+    retry_schedule_seconds: list[float] = Field(
+        default_factory=lambda: [0, 5, 300, 1800, 7200, 18000, 36000, 36000],
+        min_length=1,
+        max_length=20,
+        description="Delay before each attempt (the first is the initial delivery).",
+    )
+    jitter: float = Field(default=0.1, ge=0, le=0.5, description="± fraction of each delay.")
+    timeout_seconds: float = Field(default=15.0, gt=0, le=60)
+    disable_after_seconds: float = Field(
+        default=5 * 86400, gt=0, description="Failing this long with no success disables."
+    )
+    rotation_overlap_seconds: float = Field(
+        default=86400, ge=0, description="How long the previous secret still signs."
+    )
+    dispatch_interval_seconds: float = Field(default=0.25, gt=0, le=10)
+    lease_seconds: float = Field(
+        default=60, ge=5, le=3600, description="After this, an unfinished attempt is retried."
+    )
+    batch_size: int = Field(default=32, ge=1, le=500, description="Deliveries per job.")
+
+    @field_validator("allowed_networks", "channel_hosts", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            ipaddress.ip_network(item, strict=False)  # ValueError: not an address or network
+        return value
+
+    @field_validator("retry_schedule_seconds")
+    @classmethod
+    def _delays(cls, value: list[float]) -> list[float]:
+        if any(delay < 0 for delay in value):
+            raise ValueError("delays are seconds, not negative")
+        return value
+
+
 class Settings(BaseSettings):
     """Every setting of the service; built once per process and passed in."""
 
@@ -135,6 +195,7 @@ class Settings(BaseSettings):
     local_frontend_port: int = Field(default=18082, ge=1, le=65535)
     health_check: HealthCheckSettings = Field(default_factory=HealthCheckSettings)
     docker: DockerSettings = Field(default_factory=DockerSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     storage_url: str | None = Field(
         default=None, description="file:///path or s3://bucket/prefix for backups."
     )
