@@ -20,6 +20,8 @@ from app.health_checks.router import router as health_checks_router
 from app.ops.router import router as ops_router
 from app.runs.router import router as runs_router
 from app.tokens.router import router as tokens_router
+from app.webhooks.router import deliveries_router as webhook_deliveries_router
+from app.webhooks.router import router as webhooks_router
 
 
 def build_api(registry: Registry) -> APIRouter:
@@ -31,6 +33,8 @@ def build_api(registry: Registry) -> APIRouter:
     v1.include_router(health_checks_router)
     v1.include_router(environments_router(registry[DRIVERS]))
     v1.include_router(deployments_router)
+    v1.include_router(webhooks_router)
+    v1.include_router(webhook_deliveries_router)
     return v1
 
 

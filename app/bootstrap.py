@@ -27,6 +27,8 @@ from app.drivers.base import DRIVERS, DriverSettings
 from app.drivers.pool import DRIVER_POOL, DriverPool
 from app.health_checks import registration as health_checks
 from app.runs import registration as runs
+from app.webhooks import registration as webhooks
+from app.webhooks.sender import SENDER, Sender
 
 # Each domain's one registration function, called in this order.
 REGISTRATIONS: tuple[Callable[[Registry], None], ...] = (
@@ -34,6 +36,7 @@ REGISTRATIONS: tuple[Callable[[Registry], None], ...] = (
     drivers.register,
     health_checks.register,
     deployments.register,
+    webhooks.register,
 )
 
 
@@ -88,4 +91,5 @@ def build_context(
     context.resources.add(
         DRIVER_POOL, DriverPool(registry[DRIVERS], DriverSettings.from_settings(settings))
     )
+    context.resources.add(SENDER, Sender(settings.webhooks))
     return context

@@ -7,6 +7,7 @@ from app.environments.models import Environment, Pin, Service
 from app.idempotency.models import IdempotencyRecord
 from app.outbox.models import OutboxEvent
 from app.runs.models import Run, RunEvent, Step
+from app.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 __all__ = [
     "ApiToken",
@@ -22,4 +23,7 @@ __all__ = [
     "RunEvent",
     "Service",
     "Step",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
 ]

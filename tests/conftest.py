@@ -24,7 +24,7 @@ from app.auth.roles import Role
 from app.bootstrap import build_context
 from app.core import migrate
 from app.core.context import AppContext
-from app.core.settings import Settings
+from app.core.settings import Settings, WebhookSettings
 from app.embedded.redis import EmbeddedRedis
 from app.main import create_app
 from app.models import (
@@ -39,6 +39,9 @@ from app.models import (
     RunEvent,
     Service,
     Step,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
 )
 from tests.factories import IssuedToken, issue_token
 from tests.helpers import REDIS_URL, create_pg_database, drop_pg_database, in_thread
@@ -75,6 +78,8 @@ def settings(
     """Migrated settings for ``backend``: the embedded default, or PostgreSQL + Redis."""
     prefix = f"formula-ops-test-{uuid.uuid4().hex[:12]}"
     queue = f"{prefix}:queue"
+    # Webhook receivers of the tests listen on 127.0.0.1 (nothing else is allowed).
+    webhooks = WebhookSettings(allowed_networks=["127.0.0.1/32"], allow_http=True)
     if backend == "sqlite":
         server: EmbeddedRedis = request.getfixturevalue("embedded_redis")
         settings = Settings(
@@ -82,6 +87,7 @@ def settings(
             redis_url=SecretStr(server.url),
             queue_name=queue,
             redis_prefix=prefix,
+            webhooks=webhooks,
         )
     else:
         settings = Settings(
@@ -90,6 +96,7 @@ def settings(
             redis_url=SecretStr(REDIS_URL),
             queue_name=queue,
             redis_prefix=prefix,
+            webhooks=webhooks,
         )
     in_thread(migrate.upgrade, settings)  # Alembic runs its own event loop
     return settings
@@ -110,6 +117,9 @@ async def _clean(request: pytest.FixtureRequest) -> None:
     ctx: AppContext = request.getfixturevalue("context")
     async with ctx.unit_of_work() as uow:
         for table in (
+            WebhookAttempt,
+            WebhookDelivery,
+            WebhookEndpoint,
             DeploymentTarget,
             Deployment,
             RunEvent,

@@ -20,8 +20,13 @@ from workers.cron import purge_idempotency_keys, reconcile_runs, scheduled_healt
 from workers.runs import execute_run
 from workers.state import shutdown, startup
 from workers.wake import WakeableWorker
+from workers.webhooks import deliver_webhooks
 
-FUNCTIONS = [func(execute_run, name=JobName.EXECUTE_RUN.value)]  # type: ignore[arg-type]
+FUNCTIONS = [
+    func(execute_run, name=JobName.EXECUTE_RUN.value),  # type: ignore[arg-type]
+    # No result kept: a batch's job id may come back (a lease expired, Redis flushed).
+    func(deliver_webhooks, name=JobName.DELIVER_WEBHOOKS.value, keep_result=0),  # type: ignore[arg-type]
+]
 
 
 def cron_jobs(settings: Settings) -> list[CronJob]:

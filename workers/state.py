@@ -17,6 +17,7 @@ from app.core.context import AppContext
 from app.core.ids import new_id
 from app.core.migrate import schema_is_current
 from app.core.settings import Settings
+from app.webhooks.dispatcher import start_dispatcher, stop_dispatcher
 
 
 class WorkerState(TypedDict):
@@ -40,10 +41,12 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["sealer"] = start_sealer(
         context.engine, context.metrics, interval=settings.audit_seal_interval_seconds
     )
+    ctx["dispatcher"] = start_dispatcher(context)
     ctx["worker_id"] = f"{socket.gethostname()}:{os.getpid()}:{new_id()[-12:]}"
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    await stop_dispatcher(ctx.pop("dispatcher", None))
     await stop_sealer(ctx.pop("sealer", None))
     context: AppContext | None = ctx.get("context")
     if context is not None:

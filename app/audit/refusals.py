@@ -44,6 +44,12 @@ ACTIONS: dict[str, str] = {
     "createDeployment": "deployment.create",
     "cancelDeployment": "run.cancel",
     "rollbackDeployment": "rollback.create",
+    "createWebhook": "webhook.create",
+    "updateWebhook": "webhook.update",
+    "deleteWebhook": "webhook.delete",
+    "rotateWebhookSecret": "webhook.rotate_secret",
+    "testWebhook": "webhook.test",
+    "redeliverWebhook": "webhook_delivery.redeliver",
 }
 
 Handler = Callable[[Request, Exception], Response | Awaitable[Response]]

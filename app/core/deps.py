@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
+from pydantic.json_schema import SkipJsonSchema
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.context import AppContext
@@ -57,3 +58,19 @@ def _query_names(dependant: Dependant) -> set[str]:
     for sub in dependant.dependencies:
         names |= _query_names(sub)
     return names
+
+
+# RFC 9110 If-Match: `*` or a list of entity-tags (`"..."` or `W/"..."`).
+_ENTITY_TAG = r'(W/)?"[\x21\x23-\x7e]*"'
+IF_MATCH = rf"^(\*|{_ENTITY_TAG}([ \t]*,[ \t]*{_ENTITY_TAG})*)$"
+IfMatch = Annotated[
+    str | SkipJsonSchema[None],
+    Header(
+        alias="If-Match",
+        max_length=200,
+        pattern=IF_MATCH,
+        # Repeated for the schema: a constraint on `str | None` is checked but not shown.
+        json_schema_extra={"pattern": IF_MATCH},
+        description="The ETag read before; a stale one is refused with 412.",
+    ),
+]

@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 
 class JobName(enum.StrEnum):
     EXECUTE_RUN = "execute_run"
+    DELIVER_WEBHOOKS = "deliver_webhooks"
 
 
 # What a lost Redis connection raises: redis-py wraps most socket errors, not all of them.

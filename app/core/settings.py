@@ -75,7 +75,7 @@ class WebhookSettings(BaseModel):
         "the fixed hosts of the chat services it names.",
     )
     retry_schedule_seconds: list[float] = Field(
-        default_factory=lambda: [0, 5, 300, 1800, 7200, 18000, 36000, 36000],
+        default_factory=lambda: [0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0],
         min_length=1,
         max_length=20,
         description="Delay before each attempt (the first is the initial delivery).",

@@ -5,15 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Path, Response
+from fastapi import APIRouter, Depends, Path, Response
 from fastapi.responses import JSONResponse
-from pydantic.json_schema import SkipJsonSchema
 
 from app.auth.deps import Admin, ScopedOperator, ScopedViewer
 from app.auth.errors import Forbidden, TooManyRequests, Unauthenticated
 from app.auth.principal import Principal
 from app.auth.roles import Role
-from app.core.deps import ContextDep, SessionDep, UnitOfWorkDep
+from app.core.deps import ContextDep, IfMatch, SessionDep, UnitOfWorkDep
 from app.core.errors import BadRequest, problem_responses
 from app.core.pagination import CursorParamsDep
 from app.core.paths import V1
@@ -50,20 +49,6 @@ def _holds(context: ContextDep) -> Sequence[service.Hold]:
 
 Holds = Annotated[Sequence[service.Hold], Depends(_holds)]
 
-# RFC 9110 If-Match: `*` or a list of entity-tags (`"..."` or `W/"..."`).
-_ENTITY_TAG = r'(W/)?"[\x21\x23-\x7e]*"'
-IF_MATCH = rf"^(\*|{_ENTITY_TAG}([ \t]*,[ \t]*{_ENTITY_TAG})*)$"
-IfMatch = Annotated[
-    str | SkipJsonSchema[None],
-    Header(
-        alias="If-Match",
-        max_length=200,
-        pattern=IF_MATCH,
-        # Repeated for the schema: a constraint on `str | None` is checked but not shown.
-        json_schema_extra={"pattern": IF_MATCH},
-        description="The ETag read before; a stale one is refused with 412.",
-    ),
-]
 WRITE_ERRORS = (*AUTH_ERRORS, BadRequest, service.PreconditionFailed)
 
 

@@ -1,0 +1,188 @@
+"""The dispatcher: turns outbox events into deliveries and hands due deliveries to the
+delivery job, in batches. It runs as a loop in every worker process (every
+``FORMULA_OPS_WEBHOOKS__DISPATCH_INTERVAL_SECONDS``); on PostgreSQL several workers share
+the work through ``FOR UPDATE SKIP LOCKED``.
+
+It is also the reconciler of deliveries: a batch whose job was lost (Redis flushed or
+restarted, worker killed) keeps its rows ``pending`` with a lease; when the lease expires
+the rows are due again and leased anew under a new token. So a delivery is attempted
+until it is recorded, whatever happens to the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.core.context import AppContext
+from app.core.db import insert_rows, utcnow
+from app.core.ids import new_id
+from app.core.queue import REDIS_DOWN, JobName
+from app.outbox.catalog import matches
+from app.outbox.models import OutboxEvent
+from app.webhooks import payloads
+from app.webhooks.models import WebhookDelivery, WebhookEndpoint
+
+logger = logging.getLogger(__name__)
+
+FAN_OUT_BATCH = 500
+# Batches leased ahead of the workers: enough to keep them busy, few enough that a
+# backlog does not outlive its leases.
+BATCHES_AHEAD = 16
+
+
+@dataclass(frozen=True)
+class Dispatched:
+    events: int
+    deliveries: int
+    batches: int
+
+
+def _job_id(token: str) -> str:
+    return f"webhooks:{token}"
+
+
+async def fan_out(context: AppContext, *, limit: int = FAN_OUT_BATCH) -> tuple[int, int]:
+    """One delivery per new event and matching enabled endpoint, and the events marked
+    dispatched, in one transaction; returns (events, deliveries)."""
+    now = utcnow()
+    schedule = context.settings.webhooks.retry_schedule_seconds
+    async with context.unit_of_work() as uow:
+        session = uow.session
+        events = (
+            await session.scalars(
+                select(OutboxEvent)
+                .where(OutboxEvent.dispatched_at.is_(None))
+                .order_by(OutboxEvent.created_at, OutboxEvent.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+        ).all()
+        if not events:
+            return 0, 0
+        endpoints = (
+            await session.scalars(select(WebhookEndpoint).where(WebhookEndpoint.enabled))
+        ).all()
+        first = now + dt.timedelta(seconds=schedule[0])
+        deliveries = [
+            WebhookDelivery(
+                id=new_id(),
+                endpoint_id=endpoint.id,
+                event_id=event.id,
+                event_type=event.type,
+                status="pending",
+                attempts=0,
+                schedule_index=0,
+                next_attempt_at=first,
+                created_at=now,
+            )
+            for event in events
+            for endpoint in endpoints
+            if any(matches(p, event.type) for p in endpoint.event_types)
+            and payloads.wants(endpoint, event.type)
+        ]
+        if deliveries:
+            await insert_rows(session, deliveries)
+        await session.execute(
+            update(OutboxEvent)
+            .where(OutboxEvent.id.in_([e.id for e in events]))
+            .values(dispatched_at=now)
+        )
+    return len(events), len(deliveries)
+
+
+async def lease_due(context: AppContext) -> list[str]:
+    """Lease due deliveries in batches; returns one token per batch (the job's argument)."""
+    settings = context.settings.webhooks
+    now = utcnow()
+    async with context.unit_of_work() as uow:
+        session = uow.session
+        in_flight = await session.scalar(
+            select(func.count())
+            .select_from(WebhookDelivery)
+            .where(WebhookDelivery.status == "pending", WebhookDelivery.lease_until > now)
+        )
+        room = settings.batch_size * BATCHES_AHEAD - int(in_flight or 0)
+        if room <= 0:
+            return []
+        due = (
+            await session.scalars(
+                select(WebhookDelivery.id)
+                .where(
+                    WebhookDelivery.status == "pending",
+                    WebhookDelivery.next_attempt_at <= now,
+                    or_(WebhookDelivery.lease_until.is_(None), WebhookDelivery.lease_until <= now),
+                )
+                .order_by(WebhookDelivery.next_attempt_at)
+                .limit(room)
+                .with_for_update(skip_locked=True)
+            )
+        ).all()
+        tokens: list[str] = []
+        lease_until = now + dt.timedelta(seconds=settings.lease_seconds)
+        for start in range(0, len(due), settings.batch_size):
+            token = new_id()
+            await session.execute(
+                update(WebhookDelivery)
+                .where(WebhookDelivery.id.in_(due[start : start + settings.batch_size]))
+                .values(lease_token=token, lease_until=lease_until)
+            )
+            tokens.append(token)
+    return tokens
+
+
+async def dispatch_once(context: AppContext) -> Dispatched:
+    """Fan out new events, lease due deliveries, enqueue their jobs. A job that cannot be
+    enqueued (Redis down) is found again when its lease expires."""
+    events = deliveries = 0
+    while True:  # drain a backlog of events before leasing
+        found, made = await fan_out(context)
+        events, deliveries = events + found, deliveries + made
+        if found < FAN_OUT_BATCH:
+            break
+    tokens = await lease_due(context)
+    for token in tokens:
+        await context.queue.enqueue(JobName.DELIVER_WEBHOOKS, token, job_id=_job_id(token))
+    return Dispatched(events=events, deliveries=deliveries, batches=len(tokens))
+
+
+async def run_dispatcher(context: AppContext, interval: float) -> None:
+    """The loop; a database or Redis outage is logged once and waited out, never fatal."""
+    down = False
+    while True:
+        try:
+            await dispatch_once(context)
+        except (SQLAlchemyError, *REDIS_DOWN) as exc:  # type: ignore[misc]
+            if not down:
+                logger.warning(
+                    "webhook dispatcher: %s; events wait in the outbox until it recovers",
+                    type(exc).__name__,
+                )
+                down = True
+            await asyncio.sleep(min(interval * 8, 2.0))
+            continue
+        if down:
+            logger.info("webhook dispatcher: running again")
+            down = False
+        await asyncio.sleep(interval)
+
+
+def start_dispatcher(context: AppContext) -> asyncio.Task[None]:
+    return asyncio.create_task(
+        run_dispatcher(context, context.settings.webhooks.dispatch_interval_seconds),
+        name="webhook-dispatcher",
+    )
+
+
+async def stop_dispatcher(task: asyncio.Task[None] | None) -> None:
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

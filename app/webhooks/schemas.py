@@ -1,0 +1,207 @@
+"""Request and response bodies of ``/v1/webhooks`` and ``/v1/webhook-deliveries``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+from app.core.schemas import MULTILINE, MULTILINE_NOTE, RequestModel
+
+EVENT_PATTERN = r"^(\*|[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*(\.\*)?)$"
+HEADER_NAME = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$"
+# Headers a caller may not set: the signature's, and those the HTTP client owns.
+RESERVED_HEADERS = frozenset(
+    {
+        "host",
+        "content-type",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+        "user-agent",
+        "expect",
+        "proxy-authorization",
+        "proxy-connection",
+    }
+)
+Format = Literal["standard", "statuspage"]
+DeliveryStatus = Literal["pending", "succeeded", "failed", "cancelled"]
+DisabledReason = Literal["manual", "gone", "failing"]
+
+URL_FIELD = Field(
+    min_length=8,
+    max_length=2048,
+    pattern=rf"^[A-Za-z][A-Za-z0-9+.-]*://[^{chr(0)}-{chr(0x20)}{chr(0x7F)}]+$",
+    description="Where events are POSTed: `https://` (or `http://` where the server allows "
+    "it). Refused when it resolves to a loopback, private, link-local or otherwise reserved "
+    "address, unless the server's allow-list covers it; checked again at every delivery.",
+)
+
+
+def _headers(value: dict[str, str] | None) -> dict[str, str] | None:
+    if value is None:
+        return value
+    seen: set[str] = set()
+    for name, header_value in value.items():
+        lower = name.lower()
+        if not re.match(HEADER_NAME, name):
+            raise ValueError(f"{name!r} is not a header name")
+        if lower.startswith("webhook-") or lower in RESERVED_HEADERS:
+            raise ValueError(f"the header {name!r} is set by the server")
+        if lower in seen:
+            raise ValueError(f"the header {name!r} is given twice")
+        seen.add(lower)
+        if len(header_value) > 1024 or not re.match(r"^[\x20-\x7e\t]*$", header_value):
+            raise ValueError(f"the value of {name!r} must be printable ASCII, at most 1024 long")
+    return value
+
+
+def _event_types(value: list[str] | None) -> list[str] | None:
+    if value is None:
+        return value
+    for item in value:
+        if not re.match(EVENT_PATTERN, item):
+            raise ValueError(f"{item!r} is not an event type, a `<family>.*` or `*`")
+    return list(dict.fromkeys(value))
+
+
+class WebhookCreate(RequestModel):
+    url: str = URL_FIELD
+    event_types: list[str] = Field(
+        default_factory=lambda: ["*"],
+        min_length=1,
+        max_length=50,
+        description="Event types to receive: exact (`deployment.failed`), a family "
+        "(`deployment.*`) or `*` for all. Each must name a registered event type.",
+    )
+    description: str = Field(default="", max_length=500, pattern=MULTILINE)
+    enabled: bool = True
+    format: Format = Field(
+        default="standard",
+        description="`standard`: `{type, timestamp, data}`. `statuspage`: Atlassian "
+        "Statuspage's subscriber shapes (`component_update`, `incident`) with `type` added; "
+        "only component and incident events are sent.",
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=20,
+        description="Extra request headers (not `webhook-*` nor those HTTP owns). Values are "
+        "kept sealed and never shown again; responses list the names.",
+    )
+
+    _check_event_types = field_validator("event_types")(_event_types)
+    _check_headers = field_validator("headers")(_headers)
+
+
+class WebhookUpdate(RequestModel):
+    """Fields to change; absent fields keep their value."""
+
+    url: str | None = URL_FIELD
+    event_types: list[str] | None = Field(default=None, min_length=1, max_length=50)
+    description: str | None = Field(default=None, max_length=500, pattern=MULTILINE)
+    enabled: bool | None = Field(
+        default=None, description="`true` re-enables a disabled endpoint and clears its streak."
+    )
+    format: Format | None = None
+    headers: dict[str, str] | None = Field(
+        default=None, max_length=20, description="Replaces every custom header."
+    )
+
+    _check_event_types = field_validator("event_types")(_event_types)
+    _check_headers = field_validator("headers")(_headers)
+
+
+class SecretRotation(BaseModel):
+    previous_secret_expires_at: dt.datetime | None = Field(
+        description="Until then the previous secret signs too (a second signature)."
+    )
+
+
+class WebhookOut(BaseModel):
+    id: str
+    kind: Literal["webhook", "channel"]
+    url: str = Field(description="The destination, secrets in its query redacted.")
+    description: str = Field(description=MULTILINE_NOTE)
+    event_types: list[str]
+    format: Format
+    enabled: bool
+    disabled_reason: DisabledReason | None
+    disabled_at: dt.datetime | None
+    header_names: list[str]
+    rotation: SecretRotation
+    failing_since: dt.datetime | None = Field(
+        description="First failure since the last success (null: not failing)."
+    )
+    last_success_at: dt.datetime | None
+    created_by: str
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    links: dict[str, str]
+
+
+class WebhookCreated(WebhookOut):
+    secret: str = Field(
+        description="The signing secret (`whsec_…`), shown this once; verify with any "
+        "Standard Webhooks library."
+    )
+
+
+class SecretRotated(BaseModel):
+    secret: str = Field(description="The new signing secret, shown this once.")
+    previous_secret_expires_at: dt.datetime
+
+
+class WebhookList(BaseModel):
+    items: list[WebhookOut]
+    next_cursor: str | None
+
+
+class AttemptOut(BaseModel):
+    number: int
+    trigger: Literal["scheduled", "redelivery", "test"]
+    started_at: dt.datetime
+    duration_ms: int
+    succeeded: bool
+    status_code: int | None
+    response_excerpt: str | None = Field(description="The first KiB of the response body.")
+    error: str | None
+
+
+class DeliveryOut(BaseModel):
+    id: str
+    endpoint_id: str
+    webhook_id: str = Field(description="The `webhook-id` header: the event's id.")
+    event_type: str
+    status: DeliveryStatus
+    attempts: int
+    next_attempt_at: dt.datetime | None
+    last_attempt_at: dt.datetime | None
+    last_status_code: int | None
+    last_error: str | None
+    delivered_at: dt.datetime | None
+    created_at: dt.datetime
+    links: dict[str, str]
+
+
+class DeliveryDetail(DeliveryOut):
+    event: dict[str, Any] = Field(description="The event as sent: `{type, timestamp, data}`.")
+    attempt_log: list[AttemptOut]
+
+
+class DeliveryList(BaseModel):
+    items: list[DeliveryOut]
+    next_cursor: str | None
+
+
+class TestResult(BaseModel):
+    delivery: DeliveryOut
+    attempt: AttemptOut
+
+
+EVENT_TYPE = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$"
