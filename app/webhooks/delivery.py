@@ -17,7 +17,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import service as audit_service
@@ -154,6 +154,7 @@ def _next_state(
 
 
 _DELIVERIES = WebhookDelivery.__table__
+assert isinstance(_DELIVERIES, Table)
 # Core, not ORM: one executemany conditioned on the lease token (ORM bulk updates match
 # the primary key only).
 _UPDATE = (
