@@ -34,13 +34,17 @@ Format = Literal["standard", "statuspage"]
 DeliveryStatus = Literal["pending", "succeeded", "failed", "cancelled"]
 DisabledReason = Literal["manual", "gone", "failing"]
 
+URL_PATTERN = rf"^[A-Za-z][A-Za-z0-9+.-]*://[^{chr(0)}-{chr(0x20)}{chr(0x7F)}]+$"
+URL_DESCRIPTION = (
+    "Where events are POSTed: `https://` (or `http://` where the server allows it). Refused "
+    "when it resolves to a loopback, private, link-local or otherwise reserved address, "
+    "unless the server's allow-list covers it; checked again at every delivery."
+)
 URL_FIELD = Field(
     min_length=8,
     max_length=2048,
-    pattern=rf"^[A-Za-z][A-Za-z0-9+.-]*://[^{chr(0)}-{chr(0x20)}{chr(0x7F)}]+$",
-    description="Where events are POSTed: `https://` (or `http://` where the server allows "
-    "it). Refused when it resolves to a loopback, private, link-local or otherwise reserved "
-    "address, unless the server's allow-list covers it; checked again at every delivery.",
+    pattern=URL_PATTERN,
+    description=URL_DESCRIPTION,
 )
 
 
@@ -102,7 +106,13 @@ class WebhookCreate(RequestModel):
 class WebhookUpdate(RequestModel):
     """Fields to change; absent fields keep their value."""
 
-    url: str | None = URL_FIELD
+    url: str | None = Field(
+        default=None,
+        min_length=8,
+        max_length=2048,
+        pattern=URL_PATTERN,
+        description=URL_DESCRIPTION,
+    )
     event_types: list[str] | None = Field(default=None, min_length=1, max_length=50)
     description: str | None = Field(default=None, max_length=500, pattern=MULTILINE)
     enabled: bool | None = Field(
