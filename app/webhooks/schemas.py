@@ -89,8 +89,10 @@ class WebhookCreate(RequestModel):
     format: Format = Field(
         default="standard",
         description="`standard`: `{type, timestamp, data}`. `statuspage`: Atlassian "
-        "Statuspage's subscriber shapes (`component_update`, `incident`) with `type` added; "
-        "only component and incident events are sent.",
+        "Statuspage's subscriber webhook bodies (`meta`, `page` and `component_update` + "
+        "`component`, or `incident`) with `type` and `timestamp` added, signed like every "
+        "body; only `component.status_changed` and `incident.created`/`updated`/`resolved` "
+        "are sent (the test event keeps the `standard` shape).",
     )
     headers: dict[str, str] = Field(
         default_factory=dict,
