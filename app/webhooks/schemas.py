@@ -202,7 +202,10 @@ class DeliveryOut(BaseModel):
 
 
 class DeliveryDetail(DeliveryOut):
-    event: dict[str, Any] = Field(description="The event as sent: `{type, timestamp, data}`.")
+    event: dict[str, Any] = Field(
+        description="The body as this endpoint receives it (`{type, timestamp, data}`, or "
+        "the `statuspage` shape); the signature headers differ per attempt."
+    )
     attempt_log: list[AttemptOut]
 
 
