@@ -35,7 +35,8 @@ How a refusal reaches an aiohttp caller: ``GuardedResolver`` raises ``Destinatio
 failed lookup, so the request fails as a connection error without a connection attempt.
 ``refusal_of(exc)`` finds the ``UnsafeDestination`` in whatever the caller caught.
 The caller must not follow redirects (``allow_redirects=False``): a redirect's target
-did not pass ``check_url``.
+did not pass ``check_url``; nor go through a proxy (``trust_env=False``, aiohttp's
+default): the proxy, not this resolver, would resolve the destination.
 """
 
 from __future__ import annotations
@@ -403,8 +404,10 @@ class AddressGuard:
 class GuardedResolver(AbstractResolver):
     """aiohttp's resolver through the guard: aiohttp connects only to the addresses judged
     in this very lookup. Without ``resolver`` it resolves with ``guard.resolve`` (the
-    guard's injected resolver or ``getaddrinfo``); with one, it judges that resolver's
-    answers and returns them unchanged. A refusal raises ``DestinationRefused``.
+    guard's injected resolver or ``getaddrinfo``, every family judged whatever family
+    aiohttp asks for); with one, it judges that resolver's answers (for the family asked;
+    aiohttp asks for any by default) and returns them unchanged. A refusal raises
+    ``DestinationRefused``.
 
     ``close()`` closes the wrapped resolver (aiohttp does not close a resolver it was
     given)."""

@@ -11,7 +11,7 @@ import asyncio
 import ipaddress
 import socket
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -82,7 +82,7 @@ TABLE_DNS: dict[str, list[list[str]]] = {
     "metadata.test": [["169.254.169.254"]],
     "mapped.test": [["::ffff:127.0.0.1"]],
     "empty.test": [[]],
-    "garbage.test": [["not-an-address"]],
+    "garbage.test": [[PUBLIC, "not-an-address"]],
 }
 
 
@@ -194,11 +194,6 @@ async def test_decision(url: str, expected: str | None) -> None:
     assert await decision(guard, url) == expected
 
 
-def test_the_table_is_large_and_covers_both_outcomes() -> None:
-    assert len(CASES) >= 30
-    assert sum(expected is None for _, expected in CASES) >= 5
-
-
 async def test_http_only_when_allowed() -> None:
     assert await decision(AddressGuard(allow_http=True), "http://8.8.8.8/") is None
     assert await decision(AddressGuard(allow_http=True), "http://127.0.0.1/") == "loopback"
@@ -228,7 +223,6 @@ def test_the_host_is_lowercased_and_idna_encoded() -> None:
         "https://10.0.0.1/s3cret-path?token=s3cret-query",
         "ftp://alice:s3cret-pass@example.com/?token=s3cret-query",
         "https://example.com:0/?token=s3cret-query",
-        "https://ex%41mple.com/?token=s3cret-query",
         "https://alice:s3cret-pass@[::1x]/?token=s3cret-query",
         "https://mixed.test/?token=s3cret-query",
     ],
@@ -303,7 +297,7 @@ class CountingServer:
 
 
 @asynccontextmanager
-async def counting_server(host: str) -> AsyncIterator[CountingServer]:
+async def counting_server(host: str, port: int = 0) -> AsyncIterator[CountingServer]:
     """A TCP server on ``host`` that counts connections and answers 204."""
     state = CountingServer(host)
 
@@ -320,13 +314,29 @@ async def counting_server(host: str) -> AsyncIterator[CountingServer]:
         finally:
             writer.close()
 
-    server = await asyncio.start_server(handle, host, 0)
+    server = await asyncio.start_server(handle, host, port)
     state.port = server.sockets[0].getsockname()[1]
     try:
         yield state
     finally:
         server.close()
         await server.wait_closed()
+
+
+@asynccontextmanager
+async def twin_servers() -> AsyncIterator[tuple[CountingServer, CountingServer]]:
+    """Counting servers on 127.0.0.1 and 127.0.0.2, on one port number: a URL's port
+    then reaches either, and only the address decides which."""
+    for _ in range(20):
+        async with AsyncExitStack() as stack:
+            one = await stack.enter_async_context(counting_server("127.0.0.1"))
+            try:
+                two = await stack.enter_async_context(counting_server("127.0.0.2", one.port))
+            except OSError:
+                continue  # that port is taken on 127.0.0.2: another one
+            yield one, two
+            return
+    raise RuntimeError("no port free on both 127.0.0.1 and 127.0.0.2")
 
 
 async def fetch(resolver: AbstractResolver, url: str) -> int:
@@ -366,20 +376,55 @@ async def test_dns_rebinding_is_refused_at_connect_time(inner: str) -> None:
         assert server.connections == 0
 
 
-async def test_the_connect_path_uses_the_checked_address() -> None:
-    """Allowed 127.0.0.1 only: a name on 127.0.0.2 is refused (its server sees nothing),
-    a name on 127.0.0.1 connects — to the address the guard passed."""
-    guard = AddressGuard(allowed=(ipaddress.ip_network("127.0.0.1/32"),), allow_http=True)
-    async with counting_server("127.0.0.1") as one, counting_server("127.0.0.2") as two:
-        stub = StubDNS({"two.test": [["127.0.0.2"]], "one.test": [["127.0.0.1"]]})
-        resolver = GuardedResolver(guard, stub)
+@pytest.mark.parametrize("inner", ["stub", "guard"], ids=["wrapped-resolver", "guard-resolver"])
+async def test_the_connect_path_uses_the_checked_address(inner: str) -> None:
+    """Allowed 127.0.0.1 only, servers on 127.0.0.1 and 127.0.0.2 on one port: a name on
+    127.0.0.2 is refused (its server sees nothing), a name on 127.0.0.1 connects, and a
+    name answering 127.0.0.1 and then 127.0.0.2 is looked up once and connects to the
+    answer judged."""
+    async with twin_servers() as (one, two):
+        stub = StubDNS(
+            {
+                "two.test": [["127.0.0.2"]],
+                "one.test": [["127.0.0.1"]],
+                "flip.test": [["127.0.0.1"], ["127.0.0.2"]],
+            }
+        )
+        guard = AddressGuard(
+            allowed=(ipaddress.ip_network("127.0.0.1/32"),), allow_http=True, resolver=stub
+        )
+
+        def resolver() -> GuardedResolver:
+            return GuardedResolver(guard, stub if inner == "stub" else None)
+
         with pytest.raises(aiohttp.ClientConnectorError) as caught:
-            await fetch(resolver, f"http://two.test:{two.port}/")
+            await fetch(resolver(), f"http://two.test:{two.port}/")
         assert refused(caught.value, "loopback")
         assert two.connections == 0
-        assert await fetch(GuardedResolver(guard, stub), f"http://one.test:{one.port}/") == 204
-        assert one.connections == 1
-        assert two.connections == 0
+        assert await fetch(resolver(), f"http://one.test:{one.port}/") == 204
+        assert (one.connections, two.connections) == (1, 0)
+        assert await fetch(resolver(), f"http://flip.test:{one.port}/") == 204
+        assert (one.connections, two.connections) == (2, 0)
+        assert stub.lookups["flip.test"] == 1
+
+
+async def test_guarded_resolver_answers_the_family_asked() -> None:
+    stub = StubDNS(
+        {"both.test": [[PUBLIC, "2606:4700:4700::1111"]], "half.test": [[PUBLIC, "fd00::1"]]}
+    )
+    resolver = GuardedResolver(AddressGuard(resolver=stub))
+    v4 = await resolver.resolve("both.test", 443, socket.AF_INET)
+    assert [(r["host"], r["family"]) for r in v4] == [(PUBLIC, socket.AF_INET)]
+    v6 = await resolver.resolve("both.test", 443, socket.AF_INET6)
+    assert [r["host"] for r in v6] == ["2606:4700:4700::1111"]
+    both = await resolver.resolve("both.test", 443, socket.AF_UNSPEC)
+    assert [r["host"] for r in both] == [PUBLIC, "2606:4700:4700::1111"]
+    assert all(r["port"] == 443 and r["hostname"] == "both.test" for r in both)
+    # Asking for IPv4 only does not hide the name's private IPv6 address.
+    for guarded in (resolver, GuardedResolver(AddressGuard(), stub)):
+        with pytest.raises(DestinationRefused) as caught:
+            await guarded.resolve("half.test", 443, socket.AF_INET)
+        assert caught.value.refusal.reason == "private"
 
 
 async def test_one_refused_address_refuses_the_name_in_aiohttp() -> None:
