@@ -27,9 +27,10 @@ from app.outbox.catalog import EVENT_TYPES, EventType, validate_pattern
 from app.outbox.models import OutboxEvent
 from app.outbox.service import add_event
 from app.webhooks import signing
-from app.webhooks.guard import AddressGuard, UnsafeDestination
+from app.webhooks.guard import UnsafeDestination
 from app.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from app.webhooks.schemas import WebhookCreate, WebhookUpdate
+from app.webhooks.sender import SENDER
 
 SECRETS_PURPOSE = "webhook-secrets"
 
@@ -107,13 +108,11 @@ def _check_event_types(catalog: Catalog[EventType], patterns: Sequence[str]) -> 
             raise _field_error("event_types", str(exc)) from None
 
 
-async def check_destination(guard: AddressGuard, url: str) -> None:
+async def check_destination(context: AppContext, url: str) -> None:
     """The creation-time check: syntax and scheme, then every address the name resolves to
     (checked again at every delivery: a name may change its addresses)."""
     try:
-        destination = guard.check_url(url)
-        if destination.address is None:
-            await guard.resolve(destination.host, destination.port)
+        await context.resources[SENDER].check(url)
     except UnsafeDestination as exc:
         raise UnsafeWebhookUrl(
             f"The destination is refused: {exc}",
@@ -136,7 +135,7 @@ async def create(
 ) -> tuple[WebhookEndpoint, str]:
     """A new endpoint and its secret (returned once, stored sealed)."""
     _check_event_types(context.registry[EVENT_TYPES], body.event_types)
-    await check_destination(AddressGuard.from_settings(context.settings.webhooks), body.url)
+    await check_destination(context, body.url)
     secret = signing.new_secret()
     seal = sealer(context)
     now = utcnow()
@@ -215,7 +214,7 @@ async def update_endpoint(
     if body.event_types is not None:
         _check_event_types(context.registry[EVENT_TYPES], body.event_types)
     if body.url is not None and endpoint.kind == "webhook":
-        await check_destination(AddressGuard.from_settings(context.settings.webhooks), body.url)
+        await check_destination(context, body.url)
         endpoint.url = body.url
     if body.event_types is not None:
         endpoint.event_types = body.event_types
