@@ -93,7 +93,7 @@ TYPES = (
     ),
     EventType(
         "deployment.started",
-        "A worker started a deployment or rollback (its services were free).",
+        "A worker started a deployment or rollback (no earlier one holds its services).",
         DeploymentEventData,
         _example("in_progress"),
     ),
@@ -105,20 +105,20 @@ TYPES = (
     ),
     EventType(
         "deployment.failed",
-        "A deployment or rollback failed without being rolled back (`status` `failure`), "
-        "or its rollback failed too (`error`).",
+        "A deployment or rollback failed and was not rolled back (`error`: the rollback "
+        "failed too).",
         DeploymentEventData,
         _example("failure", "/problems/step-failed"),
     ),
     EventType(
         "deployment.rolled_back",
-        "A deployment failed and was rolled back automatically; the failed version is pinned.",
+        "A deployment failed and was rolled back automatically; the failed versions are pinned.",
         DeploymentEventData,
         _example("rolled_back", "/problems/health-check-failed"),
     ),
     EventType(
         "deployment.cancelled",
-        "A deployment or rollback was cancelled (queued, or running: then rolled back).",
+        "A deployment or rollback was cancelled (a running one is rolled back).",
         DeploymentEventData,
         _example("cancelled", "/problems/cancelled"),
     ),

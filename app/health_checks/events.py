@@ -75,7 +75,7 @@ def _example(
 TYPES = (
     EventType(
         "health_check.succeeded",
-        "A health check ended with no critical probe (`summary.overall` `ok` or `warning`).",
+        "A health check found no probe critical (`summary.overall`: `ok` or `warning`).",
         HealthCheckEventData,
         _example("success", None, {"overall": "warning", "critical": [], "warning": ["memory"]}),
     ),
@@ -91,7 +91,7 @@ TYPES = (
     ),
     EventType(
         "health_check.cancelled",
-        "A health check was cancelled before its probes all ran.",
+        "A health check was cancelled.",
         HealthCheckEventData,
         _example("cancelled", "/problems/cancelled", None),
     ),
