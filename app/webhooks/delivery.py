@@ -17,14 +17,14 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import service as audit_service
 from app.auth.principal import Principal
 from app.auth.roles import Role
 from app.core.context import AppContext
-from app.core.db import insert_rows, utcnow
+from app.core.db import Base, insert_rows, utcnow
 from app.core.ids import new_id
 from app.core.sealing import Unsealable
 from app.core.settings import WebhookSettings
@@ -102,20 +102,21 @@ async def deliver_batch(context: AppContext, token: str) -> int:
     return len(outcomes)
 
 
-def _attempt_row(outcome: Outcome) -> WebhookAttempt:
+def _attempt_values(outcome: Outcome) -> dict[str, object]:
+    """The attempt's row, for a Core INSERT (no ORM object per attempt)."""
     result = outcome.result
-    return WebhookAttempt(
-        id=new_id(),
-        delivery_id=outcome.delivery.id,
-        number=outcome.delivery.attempts + 1,
-        trigger=outcome.trigger,
-        started_at=result.started_at,
-        duration_ms=result.duration_ms,
-        succeeded=result.succeeded,
-        status_code=result.status_code,
-        response_excerpt=result.response_excerpt,
-        error=result.error,
-    )
+    return {
+        "id": new_id(),
+        "delivery_id": outcome.delivery.id,
+        "number": outcome.delivery.attempts + 1,
+        "trigger": outcome.trigger,
+        "started_at": result.started_at,
+        "duration_ms": result.duration_ms,
+        "succeeded": result.succeeded,
+        "status_code": result.status_code,
+        "response_excerpt": result.response_excerpt,
+        "error": result.error,
+    }
 
 
 def _next_state(
@@ -153,8 +154,15 @@ def _next_state(
     return state
 
 
-_DELIVERIES = WebhookDelivery.__table__
-assert isinstance(_DELIVERIES, Table)
+def _table(model: type[Base]) -> Table:
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
+_DELIVERIES = _table(WebhookDelivery)
+_ATTEMPTS = _table(WebhookAttempt)
+_ENDPOINTS = _table(WebhookEndpoint)
 # Core, not ORM: one executemany conditioned on the lease token (ORM bulk updates match
 # the primary key only).
 _UPDATE = (
@@ -185,19 +193,37 @@ async def record(
     now = utcnow()
     async with context.unit_of_work() as uow:
         session = uow.session
-        await insert_rows(session, [_attempt_row(o) for o in outcomes])
+        connection = await session.connection()
+        await connection.execute(insert(_ATTEMPTS), [_attempt_values(o) for o in outcomes])
         states = [
             {**_next_state(settings, o, now, retry=retry), "b_token": token} for o in outcomes
         ]
-        connection = await session.connection()
         await connection.execute(_UPDATE, states)
         by_endpoint: dict[str, list[Outcome]] = {}
         for outcome in outcomes:
             by_endpoint.setdefault(outcome.endpoint.id, []).append(outcome)
+        # An endpoint with a success in the batch: one UPDATE, nothing to decide. The others
+        # are read under a lock, since their streak may disable them. (Ids in order: two
+        # jobs lock the same endpoints in the same order.)
+        answered = sorted(
+            endpoint_id
+            for endpoint_id, found in by_endpoint.items()
+            if any(o.result.succeeded for o in found)
+        )
+        if answered:
+            await connection.execute(
+                update(_ENDPOINTS)
+                .where(_ENDPOINTS.c.id.in_(answered))
+                .values(last_success_at=now, failing_since=None)
+            )
+        failing = sorted(set(by_endpoint) - set(answered))
+        if not failing:
+            return
         endpoints = (
             await session.scalars(
                 select(WebhookEndpoint)
-                .where(WebhookEndpoint.id.in_(list(by_endpoint)))
+                .where(WebhookEndpoint.id.in_(failing))
+                .order_by(WebhookEndpoint.id)
                 .with_for_update()
                 .execution_options(populate_existing=True)
             )
