@@ -376,7 +376,7 @@ async def system_phase(
             task = asyncio.create_task(worker.main())
             await wait_ready_inprocess(context, settings)
             meter = Meter(groups | {"postgres": postgres_backends(database_url)})
-            profile = cProfile.Profile() if args.profile else None
+            profile = cProfile.Profile(time.process_time) if args.profile else None
             meter.start()
             if profile is not None:
                 profile.enable()

@@ -17,8 +17,8 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Table, bindparam, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Table, bindparam, insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.audit import service as audit_service
 from app.auth.principal import Principal
@@ -184,6 +184,39 @@ _UPDATE = (
 )
 
 
+# PostgreSQL: the whole batch in one statement, its rows as arrays (one round trip, where
+# an executemany sends one UPDATE per delivery); same condition on the lease token.
+_UPDATE_ARRAYS = text(
+    """
+    UPDATE webhook_delivery AS d SET
+        status = v.status, attempts = v.attempts, schedule_index = v.schedule_index,
+        next_attempt_at = v.next_attempt_at, lease_token = v.lease_token,
+        lease_until = v.lease_until, last_attempt_at = v.last_attempt_at,
+        last_status_code = v.last_status_code, last_error = v.last_error,
+        delivered_at = v.delivered_at
+    FROM unnest(
+        CAST(:b_id AS varchar[]), CAST(:status AS varchar[]), CAST(:attempts AS integer[]),
+        CAST(:schedule_index AS integer[]), CAST(:next_attempt_at AS timestamptz[]),
+        CAST(:lease_token AS varchar[]), CAST(:lease_until AS timestamptz[]),
+        CAST(:last_attempt_at AS timestamptz[]), CAST(:last_status_code AS integer[]),
+        CAST(:last_error AS text[]), CAST(:delivered_at AS timestamptz[])
+    ) AS v(id, status, attempts, schedule_index, next_attempt_at, lease_token, lease_until,
+           last_attempt_at, last_status_code, last_error, delivered_at)
+    WHERE d.id = v.id AND d.lease_token = :b_token
+    """
+)
+
+
+async def _update_deliveries(
+    connection: AsyncConnection, token: str, states: Sequence[dict[str, object]]
+) -> None:
+    if connection.dialect.name != "postgresql":  # SQLite: many statements, no round trips
+        await connection.execute(_UPDATE, [{**state, "b_token": token} for state in states])
+        return
+    arrays: dict[str, object] = {key: [state[key] for state in states] for key in states[0]}
+    await connection.execute(_UPDATE_ARRAYS, {**arrays, "b_token": token})
+
+
 async def record(
     context: AppContext, token: str, outcomes: Sequence[Outcome], *, retry: bool = True
 ) -> None:
@@ -195,10 +228,8 @@ async def record(
         session = uow.session
         connection = await session.connection()
         await connection.execute(insert(_ATTEMPTS), [_attempt_values(o) for o in outcomes])
-        states = [
-            {**_next_state(settings, o, now, retry=retry), "b_token": token} for o in outcomes
-        ]
-        await connection.execute(_UPDATE, states)
+        states = [_next_state(settings, o, now, retry=retry) for o in outcomes]
+        await _update_deliveries(connection, token, states)
         by_endpoint: dict[str, list[Outcome]] = {}
         for outcome in outcomes:
             by_endpoint.setdefault(outcome.endpoint.id, []).append(outcome)
