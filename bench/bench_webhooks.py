@@ -13,7 +13,9 @@ so it does not share the bench's event loop; its CPU time is reported per phase.
   event written to the moment the bench saw the last one recorded (polled every 20 ms),
   each signed and recorded with its attempt. ``--modes``: ``subprocess`` (a
   ``formula-ops worker`` process, as in production) and/or ``inprocess`` (an arq worker
-  in the bench's own event loop; ``--profile FILE`` writes a cProfile of that phase).
+  in the bench's own event loop; ``--profile FILE`` writes a cProfile, in CPU time,
+  of that phase once the events
+  are written).
 
 It prints each phase's rate, the ratio of the system to baseline A and whether the goal
 (≥ 25 %) is met, and CPU per request or delivery: the worker process (or the bench
@@ -231,7 +233,12 @@ def sample_body() -> bytes:
     return payloads.render(WebhookEndpoint(format="standard"), event)
 
 
-def bench_settings(database_url: str, redis_port: int, name: str, directory: Path) -> Settings:
+def bench_settings(
+    database_url: str, redis_port: int, name: str, directory: Path, batch_size: int | None
+) -> Settings:
+    webhooks = WebhookSettings(allowed_networks=["127.0.0.1/32"], allow_http=True)
+    if batch_size is not None:
+        webhooks.batch_size = batch_size
     return Settings(
         database_url=SecretStr(database_url),
         redis_url=SecretStr(f"redis://127.0.0.1:{redis_port}/0"),
@@ -239,7 +246,7 @@ def bench_settings(database_url: str, redis_port: int, name: str, directory: Pat
         redis_prefix=f"bench-webhooks-{name}",
         secret_key=SecretStr(SECRET_KEY),
         state_dir=directory,
-        webhooks=WebhookSettings(allowed_networks=["127.0.0.1/32"], allow_http=True),
+        webhooks=webhooks,
     )
 
 
@@ -258,6 +265,7 @@ def worker_env(settings: Settings, directory: Path) -> dict[str, str]:
         "FORMULA_OPS_WEBHOOKS__ALLOWED_NETWORKS": "127.0.0.1/32",
         "FORMULA_OPS_WEBHOOKS__ALLOW_HTTP": "true",
         "FORMULA_OPS_LOG_LEVEL": "WARNING",
+        "FORMULA_OPS_WEBHOOKS__BATCH_SIZE": str(settings.webhooks.batch_size),
     }
 
 
@@ -309,11 +317,18 @@ async def tally(context: AppContext, endpoint_id: str) -> dict[str, int]:
 
 
 async def deliver_all(
-    context: AppContext, endpoint_id: str, args: argparse.Namespace, phase: Phase
+    context: AppContext,
+    endpoint_id: str,
+    args: argparse.Namespace,
+    phase: Phase,
+    profile: cProfile.Profile | None = None,
 ) -> None:
     started = time.monotonic()
     writing = await write_events(context, args.events, args.chunk)
+    if profile is not None:  # the worker's share from here (CPU time, not wall time)
+        profile.enable()
     loop_deadline = started + args.timeout
+    seen: list[tuple[float, int]] = []  # (seconds since the first event, recorded so far)
     while True:
         async with context.sessionmaker() as session:
             done = await session.scalar(
@@ -324,6 +339,7 @@ async def deliver_all(
                     WebhookDelivery.status != "pending",
                 )
             )
+        seen.append((time.monotonic() - started, int(done or 0)))
         if done is not None and done >= args.events:
             break
         if time.monotonic() > loop_deadline:
@@ -331,6 +347,14 @@ async def deliver_all(
             break
         await asyncio.sleep(POLL)
     phase.seconds = time.monotonic() - started
+    first = next((t for t, n in seen if n > 0), None)
+    tenth = next((t for t, n in seen if n >= args.events // 10), None)
+    ninth = next((t for t, n in seen if n >= args.events * 9 // 10), None)
+    if first is not None and tenth is not None and ninth is not None and ninth > tenth:
+        steady = (args.events * 9 // 10 - args.events // 10) / (ninth - tenth)
+        phase.notes.append(
+            f"first delivery recorded after {first:.2f} s; {steady:,.0f}/s from 10 % to 90 %"
+        )
     counts = await tally(context, endpoint_id)
     phase.count = counts.get("succeeded", 0)
     phase.notes.append(
@@ -340,6 +364,7 @@ async def deliver_all(
 
 async def system_phase(
     mode: str,
+    batch_size: int,
     database_url: str,
     redis_port: int,
     url: str,
@@ -348,9 +373,9 @@ async def system_phase(
     groups: dict[str, list[int]],
 ) -> Phase:
     name = f"{mode}-{new_id()[-8:]}"
-    settings = bench_settings(database_url, redis_port, name, directory)
+    settings = bench_settings(database_url, redis_port, name, directory, batch_size)
     context = build_context(settings)
-    phase = Phase(f"Formula Ops, {mode} worker")
+    phase = Phase(f"Formula Ops, {mode} worker, batch {batch_size}")
     try:
         endpoint_id = await new_endpoint(context, url)
         if mode == "subprocess":
@@ -378,9 +403,7 @@ async def system_phase(
             meter = Meter(groups | {"postgres": postgres_backends(database_url)})
             profile = cProfile.Profile(time.process_time) if args.profile else None
             meter.start()
-            if profile is not None:
-                profile.enable()
-            await deliver_all(context, endpoint_id, args, phase)
+            await deliver_all(context, endpoint_id, args, phase, profile)
             if profile is not None:
                 profile.disable()
                 profile.dump_stats(args.profile)
@@ -468,10 +491,13 @@ async def measure(
         print(f"{name} ...", file=sys.stderr)
         phases.append(await client_phase(name, url, body, args, Meter(groups)))
     for mode in args.modes:
-        print(f"Formula Ops, {mode} ...", file=sys.stderr)
-        phases.append(
-            await system_phase(mode, database_url, redis_port, url, args, directory, groups)
-        )
+        for batch_size in args.batch_sizes:
+            print(f"Formula Ops, {mode}, batch size {batch_size} ...", file=sys.stderr)
+            phases.append(
+                await system_phase(
+                    mode, batch_size, database_url, redis_port, url, args, directory, groups
+                )
+            )
     for phase in phases:
         if "worker" in phase.cpu:
             phase.notes.append(f"bench process CPU {fmt_ms(phase.cpu_ms('bench'))} ms each")
@@ -494,6 +520,14 @@ def main() -> None:
     parser.add_argument("--backend", choices=("postgres", "sqlite"), default="postgres")
     parser.add_argument(
         "--modes", nargs="+", choices=("subprocess", "inprocess"), default=["subprocess"]
+    )
+    parser.add_argument(
+        "--batch-sizes",
+        type=int,
+        nargs="+",
+        default=[WebhookSettings().batch_size],
+        metavar="N",
+        help="FORMULA_OPS_WEBHOOKS__BATCH_SIZE, one system phase per mode and value",
     )
     parser.add_argument("--profile", metavar="FILE", help="cProfile of the in-process phase")
     parser.add_argument("--receiver", type=int, help=argparse.SUPPRESS)

@@ -82,15 +82,21 @@ async def attempt(
 
 async def deliver_batch(context: AppContext, token: str) -> int:
     """Attempt every pending delivery leased under ``token``; returns how many."""
-    async with context.sessionmaker() as session:
-        rows = (
-            await session.execute(
-                select(WebhookDelivery, WebhookEndpoint, OutboxEvent)
-                .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
-                .join(OutboxEvent, OutboxEvent.id == WebhookDelivery.event_id)
-                .where(WebhookDelivery.lease_token == token, WebhookDelivery.status == "pending")
-            )
-        ).all()
+    statement = (
+        select(WebhookDelivery, WebhookEndpoint, OutboxEvent)
+        .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
+        .join(OutboxEvent, OutboxEvent.id == WebhookDelivery.event_id)
+        .where(WebhookDelivery.lease_token == token, WebhookDelivery.status == "pending")
+    )
+    if context.engine.dialect.name == "postgresql":
+        # One statement needs no transaction: no BEGIN and ROLLBACK round trips.
+        async with context.engine.connect() as connection:
+            await connection.execution_options(isolation_level="AUTOCOMMIT")
+            async with AsyncSession(bind=connection, expire_on_commit=False) as session:
+                rows = (await session.execute(statement)).all()
+    else:
+        async with context.sessionmaker() as session:
+            rows = (await session.execute(statement)).all()
     if not rows:
         return 0
     results = await asyncio.gather(*(attempt(context, ep, ev) for _, ep, ev in rows))
