@@ -12,9 +12,10 @@ so it does not share the bench's event loop; its CPU time is reported per phase.
   by a real worker until every delivery is ``succeeded``: deliveries/s from the first
   event written to the moment the bench saw the last one recorded (polled every 20 ms),
   each signed and recorded with its attempt. ``--modes``: ``subprocess`` (a
-  ``formula-ops worker`` process, as in production) and/or ``inprocess`` (an arq worker
-  in the bench's own event loop; ``--profile FILE`` writes a cProfile of that phase, in
-  CPU time).
+  ``formula-ops worker`` process, as in production; ``--processes N`` for several)
+  and/or ``inprocess`` (an arq worker in the bench's own event loop; ``--profile FILE``
+  writes a cProfile of that phase, in CPU time). ``--batch-sizes``: one phase per value
+  of ``FORMULA_OPS_WEBHOOKS__BATCH_SIZE``.
 
 It prints each phase's rate, the ratio of the system to baseline A and whether the goal
 (≥ 25 %) is met, and CPU per request or delivery: the worker process (or the bench
@@ -263,7 +264,6 @@ def worker_env(settings: Settings, directory: Path) -> dict[str, str]:
         "FORMULA_OPS_STATE_DIR": str(directory),
         "FORMULA_OPS_WEBHOOKS__ALLOWED_NETWORKS": "127.0.0.1/32",
         "FORMULA_OPS_WEBHOOKS__ALLOW_HTTP": "true",
-        "FORMULA_OPS_LOG_LEVEL": "WARNING",
         "FORMULA_OPS_WEBHOOKS__BATCH_SIZE": str(settings.webhooks.batch_size),
     }
 
@@ -384,13 +384,17 @@ async def system_phase(
     name = f"{mode}-{new_id()[-8:]}"
     settings = bench_settings(database_url, redis_port, name, directory, batch_size)
     context = build_context(settings)
-    phase = Phase(f"Formula Ops, {mode} worker, batch {batch_size}")
+    processes = args.processes if mode == "subprocess" else 1
+    label = f"{mode} worker" if processes == 1 else f"{mode} worker x {processes} processes"
+    phase = Phase(f"Formula Ops, {label}, batch {batch_size}")
     try:
         endpoint_id = await new_endpoint(context, url)
         if mode == "subprocess":
             log = directory / f"worker-{name}.log"
-            with running(formula_ops_command(1), log, worker_env(settings, directory)) as proc:
-                await wait_ready(context.redis, f"{settings.queue_name}:health-check", proc, log)
+            argv = formula_ops_command(processes)
+            with running(argv, log, worker_env(settings, directory)) as proc:
+                key = f"{settings.queue_name}:health-check"
+                await wait_ready(context.redis, key, proc, log, processes)
                 meter = Meter(
                     groups
                     | {
@@ -537,6 +541,9 @@ def main() -> None:
         default=[WebhookSettings().batch_size],
         metavar="N",
         help="FORMULA_OPS_WEBHOOKS__BATCH_SIZE, one system phase per mode and value",
+    )
+    parser.add_argument(
+        "--processes", type=int, default=1, help="`formula-ops worker --processes N`"
     )
     parser.add_argument("--profile", metavar="FILE", help="cProfile of the in-process phase")
     parser.add_argument("--receiver", type=int, help=argparse.SUPPRESS)
