@@ -395,13 +395,8 @@ async def system_phase(
             with running(argv, log, worker_env(settings, directory)) as proc:
                 key = f"{settings.queue_name}:health-check"
                 await wait_ready(context.redis, key, proc, log, processes)
-                meter = Meter(
-                    groups
-                    | {
-                        "worker": process_tree(proc.pid),
-                        "postgres": postgres_backends(database_url),
-                    }
-                )
+                workers = {"worker": process_tree(proc.pid)}
+                meter = Meter(groups | workers | database_group(database_url))
                 meter.start()
                 await deliver_all(context, endpoint_id, args, phase)
                 meter.stop(phase)
@@ -413,7 +408,7 @@ async def system_phase(
             worker = create_worker(settings, handle_signals=False)
             task = asyncio.create_task(worker.main())
             await wait_ready_inprocess(context, settings)
-            meter = Meter(groups | {"postgres": postgres_backends(database_url)})
+            meter = Meter(groups | database_group(database_url))
             profile = cProfile.Profile(time.process_time) if args.profile else None
             meter.start()
             await deliver_all(context, endpoint_id, args, phase, profile)
@@ -425,6 +420,13 @@ async def system_phase(
     finally:
         await context.aclose()
     return phase
+
+
+def database_group(database_url: str) -> dict[str, list[int]]:
+    """The PostgreSQL backends serving the scratch database (none on SQLite)."""
+    if not database_url.startswith("postgresql"):
+        return {}
+    return {"postgres": postgres_backends(database_url)}
 
 
 async def wait_ready_inprocess(context: AppContext, settings: Settings) -> None:
