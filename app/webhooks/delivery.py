@@ -228,6 +228,8 @@ async def record(
 ) -> None:
     """Record attempts and next states in one transaction; update the endpoints' streaks
     and disable those that answered 410 or failed for too long."""
+    if not outcomes:
+        return
     settings = context.settings.webhooks
     now = utcnow()
     async with context.unit_of_work() as uow:
@@ -240,8 +242,7 @@ async def record(
         for outcome in outcomes:
             by_endpoint.setdefault(outcome.endpoint.id, []).append(outcome)
         # An endpoint with a success in the batch: one UPDATE, nothing to decide. The others
-        # are read under a lock, since their streak may disable them. (Ids in order: two
-        # jobs lock the same endpoints in the same order.)
+        # are read under a lock (in id order), since their streak may disable them.
         answered = sorted(
             endpoint_id
             for endpoint_id, found in by_endpoint.items()
