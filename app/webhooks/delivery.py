@@ -236,6 +236,15 @@ async def record(
     async with context.unit_of_work() as uow:
         session = uow.session
         connection = await session.connection()
+        # The endpoints first, in id order: disabling one cancels its pending deliveries,
+        # which a concurrent batch of the same endpoint may be updating; taking the
+        # endpoint's lock before any delivery row keeps two batches from deadlocking.
+        await connection.execute(
+            select(_ENDPOINTS.c.id)
+            .where(_ENDPOINTS.c.id.in_(sorted({o.endpoint.id for o in outcomes})))
+            .order_by(_ENDPOINTS.c.id)
+            .with_for_update()
+        )
         await connection.execute(insert(_ATTEMPTS), [_attempt_values(o) for o in outcomes])
         states = [_next_state(settings, o, now, retry=retry) for o in outcomes]
         await _update_deliveries(connection, token, states)
@@ -243,7 +252,7 @@ async def record(
         for outcome in outcomes:
             by_endpoint.setdefault(outcome.endpoint.id, []).append(outcome)
         # An endpoint with a success in the batch: one UPDATE, nothing to decide. The others
-        # are read under a lock (in id order), since their streak may disable them.
+        # are read (locked above), since their streak may disable them.
         answered = sorted(
             endpoint_id
             for endpoint_id, found in by_endpoint.items()
