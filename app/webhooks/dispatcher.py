@@ -156,10 +156,34 @@ async def lease_due(context: AppContext) -> list[str]:
     return tokens
 
 
+async def work_waiting(context: AppContext) -> bool:
+    """Whether an event waits for fan-out or a delivery is due: two indexed reads, so an
+    idle dispatcher takes no write transaction (on SQLite, no write lock) per tick."""
+    now = utcnow()
+    async with context.sessionmaker() as session:
+        event = await session.scalar(
+            select(OutboxEvent.id).where(OutboxEvent.dispatched_at.is_(None)).limit(1)
+        )
+        if event is not None:
+            return True
+        due = await session.scalar(
+            select(WebhookDelivery.id)
+            .where(
+                WebhookDelivery.status == "pending",
+                WebhookDelivery.next_attempt_at <= now,
+                or_(WebhookDelivery.lease_until.is_(None), WebhookDelivery.lease_until <= now),
+            )
+            .limit(1)
+        )
+    return due is not None
+
+
 async def dispatch_once(context: AppContext) -> Dispatched:
     """Fan out new events, lease due deliveries, enqueue their jobs. A job that cannot be
     enqueued (Redis down) is found again when its lease expires."""
     events = deliveries = batches = 0
+    if not await work_waiting(context):
+        return Dispatched(events=0, deliveries=0, batches=0)
     while True:  # a backlog of events: its first deliveries leave before the rest fan out
         found, made = await fan_out(context)
         events, deliveries = events + found, deliveries + made
