@@ -231,6 +231,10 @@ async def record(
     and disable those that answered 410 or failed for too long."""
     if not outcomes:
         return
+    for outcome in outcomes:
+        context.metrics.observe_webhook_attempt(
+            outcome.result.succeeded, outcome.trigger, outcome.result.duration_ms
+        )
     settings = context.settings.webhooks
     now = utcnow()
     async with context.unit_of_work() as uow:
