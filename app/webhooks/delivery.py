@@ -17,7 +17,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Row, Table, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import service as audit_service
@@ -93,6 +93,24 @@ async def deliver_batch(context: AppContext, token: str) -> int:
         ).all()
     if not rows:
         return 0
+    # Once the requests go out, the job makes them and records them even if it is
+    # cancelled meanwhile (a worker stopping cancels its running jobs, arq's way): else
+    # every receiver would get them again after the lease, missing from the attempt log.
+    # A stop waits at most the request timeout and one transaction.
+    work = asyncio.ensure_future(_send_and_record(context, token, rows))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        if not work.done():
+            await work
+        raise
+
+
+async def _send_and_record(
+    context: AppContext,
+    token: str,
+    rows: Sequence[Row[WebhookDelivery, WebhookEndpoint, OutboxEvent]],
+) -> int:
     results = await asyncio.gather(*(attempt(context, ep, ev) for _, ep, ev in rows))
     outcomes = [
         Outcome(d, ep, r, "redelivery" if d.schedule_index == 0 and d.attempts else "scheduled")
@@ -102,12 +120,12 @@ async def deliver_batch(context: AppContext, token: str) -> int:
     return len(outcomes)
 
 
-def _attempt_row(outcome: Outcome) -> WebhookAttempt:
+def _attempt_row(outcome: Outcome, number: int) -> WebhookAttempt:
     result = outcome.result
     return WebhookAttempt(
         id=new_id(),
         delivery_id=outcome.delivery.id,
-        number=outcome.delivery.attempts + 1,
+        number=number,
         trigger=outcome.trigger,
         started_at=result.started_at,
         duration_ms=result.duration_ms,
@@ -119,12 +137,12 @@ def _attempt_row(outcome: Outcome) -> WebhookAttempt:
 
 
 def _next_state(
-    settings: WebhookSettings, outcome: Outcome, now: dt.datetime, *, retry: bool
+    settings: WebhookSettings, outcome: Outcome, number: int, now: dt.datetime, *, retry: bool
 ) -> dict[str, object]:
     delivery, result = outcome.delivery, outcome.result
     state: dict[str, object] = {
         "b_id": delivery.id,
-        "attempts": delivery.attempts + 1,
+        "attempts": number,
         "last_attempt_at": result.started_at,
         "last_status_code": result.status_code,
         "last_error": result.error,
@@ -176,21 +194,60 @@ _UPDATE = (
 )
 
 
+_COUNT = (
+    update(_DELIVERIES)
+    .where(_DELIVERIES.c.id == bindparam("b_id"))
+    .values(attempts=bindparam("attempts"))
+)
+
+
 async def record(
     context: AppContext, token: str, outcomes: Sequence[Outcome], *, retry: bool = True
 ) -> None:
     """Record attempts and next states in one transaction; update the endpoints' streaks
-    and disable those that answered 410 or failed for too long."""
+    and disable those that answered 410 or failed for too long.
+
+    The deliveries are locked first and their attempts counted from the rows as they are
+    now, not as the job read them: a job whose lease expired during its requests (a
+    receiver slower than the lease, a paused worker) records after the new holder may
+    have, and its attempts are logged with the next numbers, without touching the
+    state the new holder owns."""
     settings = context.settings.webhooks
     now = utcnow()
     async with context.unit_of_work() as uow:
         session = uow.session
-        await insert_rows(session, [_attempt_row(o) for o in outcomes])
-        states = [
-            {**_next_state(settings, o, now, retry=retry), "b_token": token} for o in outcomes
-        ]
         connection = await session.connection()
-        await connection.execute(_UPDATE, states)
+        current = {
+            row.id: (row.attempts, row.lease_token)
+            for row in await connection.execute(
+                select(_DELIVERIES.c.id, _DELIVERIES.c.attempts, _DELIVERIES.c.lease_token)
+                .where(_DELIVERIES.c.id.in_([o.delivery.id for o in outcomes]))
+                .order_by(_DELIVERIES.c.id)  # one lock order for every job
+                .with_for_update()
+            )
+        }
+        # a delivery deleted meanwhile (its endpoint was) has nothing left to record
+        outcomes = [o for o in outcomes if o.delivery.id in current]
+        if not outcomes:
+            return
+        numbers = {o.delivery.id: current[o.delivery.id][0] + 1 for o in outcomes}
+        await insert_rows(session, [_attempt_row(o, numbers[o.delivery.id]) for o in outcomes])
+        held = [o for o in outcomes if current[o.delivery.id][1] == token]
+        taken = [o for o in outcomes if current[o.delivery.id][1] != token]
+        if held:
+            states = [
+                {
+                    **_next_state(settings, o, numbers[o.delivery.id], now, retry=retry),
+                    "b_token": token,
+                }
+                for o in held
+            ]
+            await connection.execute(_UPDATE, states)
+        if taken:
+            await connection.execute(
+                _COUNT,
+                [{"b_id": o.delivery.id, "attempts": numbers[o.delivery.id]} for o in taken],
+            )
         by_endpoint: dict[str, list[Outcome]] = {}
         for outcome in outcomes:
             by_endpoint.setdefault(outcome.endpoint.id, []).append(outcome)
