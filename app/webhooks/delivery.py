@@ -17,7 +17,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Table, bindparam, insert, select, text, update
+from sqlalchemy import Row, Table, bindparam, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.audit import service as audit_service
@@ -100,6 +100,24 @@ async def deliver_batch(context: AppContext, token: str) -> int:
             rows = (await session.execute(statement)).all()
     if not rows:
         return 0
+    # Once the requests go out, the job makes them and records them even if it is
+    # cancelled meanwhile (a worker stopping cancels its running jobs, arq's way): else
+    # every receiver would get them again after the lease, missing from the attempt log.
+    # A stop waits at most the request timeout and one transaction.
+    work = asyncio.ensure_future(_send_and_record(context, token, rows))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        if not work.done():
+            await work
+        raise
+
+
+async def _send_and_record(
+    context: AppContext,
+    token: str,
+    rows: Sequence[Row[WebhookDelivery, WebhookEndpoint, OutboxEvent]],
+) -> int:
     results = await asyncio.gather(*(attempt(context, ep, ev) for _, ep, ev in rows))
     outcomes = [
         Outcome(d, ep, r, "redelivery" if d.schedule_index == 0 and d.attempts else "scheduled")
@@ -109,13 +127,13 @@ async def deliver_batch(context: AppContext, token: str) -> int:
     return len(outcomes)
 
 
-def _attempt_values(outcome: Outcome) -> dict[str, object]:
+def _attempt_values(outcome: Outcome, number: int) -> dict[str, object]:
     """The attempt's row, for a Core INSERT (no ORM object per attempt)."""
     result = outcome.result
     return {
         "id": new_id(),
         "delivery_id": outcome.delivery.id,
-        "number": outcome.delivery.attempts + 1,
+        "number": number,
         "trigger": outcome.trigger,
         "started_at": result.started_at,
         "duration_ms": result.duration_ms,
@@ -127,12 +145,12 @@ def _attempt_values(outcome: Outcome) -> dict[str, object]:
 
 
 def _next_state(
-    settings: WebhookSettings, outcome: Outcome, now: dt.datetime, *, retry: bool
+    settings: WebhookSettings, outcome: Outcome, number: int, now: dt.datetime, *, retry: bool
 ) -> dict[str, object]:
     delivery, result = outcome.delivery, outcome.result
     state: dict[str, object] = {
         "b_id": delivery.id,
-        "attempts": delivery.attempts + 1,
+        "attempts": number,
         "last_attempt_at": result.started_at,
         "last_status_code": result.status_code,
         "last_error": result.error,
@@ -224,11 +242,24 @@ async def _update_deliveries(
     await connection.execute(_UPDATE_ARRAYS, {**arrays, "b_token": token})
 
 
+_COUNT = (
+    update(_DELIVERIES)
+    .where(_DELIVERIES.c.id == bindparam("b_id"))
+    .values(attempts=bindparam("attempts"))
+)
+
+
 async def record(
     context: AppContext, token: str, outcomes: Sequence[Outcome], *, retry: bool = True
 ) -> None:
     """Record attempts and next states in one transaction; update the endpoints' streaks
-    and disable those that answered 410 or failed for too long."""
+    and disable those that answered 410 or failed for too long.
+
+    The deliveries are locked (after their endpoints) and their attempts counted from the
+    rows as they are now, not as the job read them: a job whose lease expired during its
+    requests (a receiver slower than the lease, a paused worker) records after the new
+    holder may have, and its attempts are logged with the next numbers, without touching
+    the state the new holder owns."""
     if not outcomes:
         return
     for outcome in outcomes:
@@ -249,9 +280,35 @@ async def record(
             .order_by(_ENDPOINTS.c.id)
             .with_for_update()
         )
-        await connection.execute(insert(_ATTEMPTS), [_attempt_values(o) for o in outcomes])
-        states = [_next_state(settings, o, now, retry=retry) for o in outcomes]
-        await _update_deliveries(connection, token, states)
+        current = {
+            row.id: (row.attempts, row.lease_token)
+            for row in await connection.execute(
+                select(_DELIVERIES.c.id, _DELIVERIES.c.attempts, _DELIVERIES.c.lease_token)
+                .where(_DELIVERIES.c.id.in_([o.delivery.id for o in outcomes]))
+                .order_by(_DELIVERIES.c.id)  # one lock order for every job
+                .with_for_update()
+            )
+        }
+        # a delivery deleted meanwhile (its endpoint was) has nothing left to record
+        outcomes = [o for o in outcomes if o.delivery.id in current]
+        if not outcomes:
+            return
+        numbers = {o.delivery.id: current[o.delivery.id][0] + 1 for o in outcomes}
+        await connection.execute(
+            insert(_ATTEMPTS), [_attempt_values(o, numbers[o.delivery.id]) for o in outcomes]
+        )
+        held = [o for o in outcomes if current[o.delivery.id][1] == token]
+        taken = [o for o in outcomes if current[o.delivery.id][1] != token]
+        if held:
+            states = [
+                _next_state(settings, o, numbers[o.delivery.id], now, retry=retry) for o in held
+            ]
+            await _update_deliveries(connection, token, states)
+        if taken:
+            await connection.execute(
+                _COUNT,
+                [{"b_id": o.delivery.id, "attempts": numbers[o.delivery.id]} for o in taken],
+            )
         by_endpoint: dict[str, list[Outcome]] = {}
         for outcome in outcomes:
             by_endpoint.setdefault(outcome.endpoint.id, []).append(outcome)

@@ -197,7 +197,10 @@ async def dispatch_once(context: AppContext) -> Dispatched:
 
 
 async def run_dispatcher(context: AppContext, interval: float) -> None:
-    """The loop; a database or Redis outage is logged once and waited out, never fatal."""
+    """The loop; a database or Redis outage is logged once and waited out, never fatal.
+    Any other error (a defect, a row it cannot read) is logged once with its traceback
+    and retried the same way: the task must not end, or this process would silently
+    stop dispatching while it goes on running jobs."""
     down = False
     while True:
         try:
@@ -208,6 +211,12 @@ async def run_dispatcher(context: AppContext, interval: float) -> None:
                     "webhook dispatcher: %s; events wait in the outbox until it recovers",
                     type(exc).__name__,
                 )
+                down = True
+            await asyncio.sleep(min(interval * 8, 2.0))
+            continue
+        except Exception:
+            if not down:
+                logger.exception("webhook dispatcher failed; events wait in the outbox")
                 down = True
             await asyncio.sleep(min(interval * 8, 2.0))
             continue

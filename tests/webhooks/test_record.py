@@ -96,5 +96,5 @@ async def test_record_writes_each_state_and_skips_a_lease_taken_over(
     assert after[failed].next_attempt_at > utcnow()
     assert after[failed].lease_token is None
     assert after[taken].status == "pending"  # the newer holder decides
-    assert after[taken].attempts == 0
+    assert after[taken].attempts == 1  # its attempt is counted (and logged), nothing else
     assert after[taken].lease_token == "other"
