@@ -10,6 +10,7 @@ from app.auth.roles import Role
 from app.health_checks import service as health_check_service
 from app.idempotency import service as idempotency
 from app.runs import service as run_service
+from app.webhooks import retention as webhook_retention
 from workers.state import WorkerState
 
 logger = logging.getLogger(__name__)
@@ -37,3 +38,13 @@ async def scheduled_health_check(ctx: WorkerState) -> str:
             uow, context, Principal.system("schedule:daily-health-check", Role.OPERATOR)
         )
     return run.id
+
+
+async def purge_webhook_history(ctx: WorkerState) -> dict[str, int]:
+    purged = await webhook_retention.purge(ctx["context"])
+    logger.info(
+        "purged %d finished webhook deliveries and %d delivered events",
+        purged.deliveries,
+        purged.events,
+    )
+    return {"deliveries": purged.deliveries, "events": purged.events}

@@ -16,7 +16,12 @@ from app.core.metrics import Metrics
 from app.core.queue import JobName, connect_redis, deserialize_job, serialize_job
 from app.core.registry import Registry
 from app.core.settings import Settings, get_settings
-from workers.cron import purge_idempotency_keys, reconcile_runs, scheduled_health_check
+from workers.cron import (
+    purge_idempotency_keys,
+    purge_webhook_history,
+    reconcile_runs,
+    scheduled_health_check,
+)
 from workers.runs import execute_run
 from workers.state import shutdown, startup
 from workers.wake import WakeableWorker
@@ -41,6 +46,7 @@ def cron_jobs(settings: Settings) -> list[CronJob]:
             timeout=max(every * 4, 30),
         ),
         cron(purge_idempotency_keys, minute=17, unique=True, run_at_startup=False),  # type: ignore[arg-type]
+        cron(purge_webhook_history, hour=3, minute=41, unique=True, run_at_startup=False),  # type: ignore[arg-type]
     ]
     schedule = settings.health_check
     if schedule.schedule_enabled:

@@ -93,6 +93,9 @@ class WebhookSettings(BaseModel):
         default=60, ge=5, le=3600, description="After this, an unfinished attempt is retried."
     )
     batch_size: int = Field(default=32, ge=1, le=500, description="Deliveries per job.")
+    retention_days: int = Field(
+        default=30, ge=1, le=3650, description="Finished deliveries and sent events kept."
+    )
 
     @field_validator("allowed_networks", "channel_hosts", mode="before")
     @classmethod

@@ -166,3 +166,24 @@ async def test_test_event_returns_the_attempt(
     assert body["delivery"]["status"] == "succeeded"
     (item,) = receiver.received
     assert verify_both(hook["secret"], item)["type"] == "webhook.test"
+
+
+async def test_redirects_are_not_followed(
+    client: httpx.AsyncClient, operator: IssuedToken, receiver: Receiver
+) -> None:
+    from tests.webhooks.conftest import start_receiver
+
+    elsewhere = Receiver()
+    runner = await start_receiver(elsewhere)
+    try:
+        receiver.answer(307, Location=elsewhere.url)
+        hook = await create_webhook(client, operator, url=receiver.url)
+        response = await client.post(f"/v1/webhooks/{hook['id']}/test", headers=operator.headers)
+        attempt = response.json()["attempt"]
+        assert attempt["status_code"] == 307
+        assert not attempt["succeeded"]
+        assert attempt["error"] == "redirect (307) not followed"
+        assert len(receiver.received) == 1
+        assert elsewhere.received == []
+    finally:
+        await runner.cleanup()
