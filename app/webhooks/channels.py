@@ -182,8 +182,7 @@ def secret_parts(url: str) -> set[str]:
     if service is None or service.host_is_secret:
         found.add(unquote(hostport.rsplit(":", 1)[0]))
     found.update(unquote(p) for p in path.split("/"))
-    for key, value in parse_qsl(query, keep_blank_values=True):
-        found.update((key, value))
+    found.update(value for _, value in parse_qsl(query, keep_blank_values=True))
     return {part for part in found if len(part) >= MIN_SECRET_PART}
 
 

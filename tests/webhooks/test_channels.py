@@ -428,3 +428,50 @@ def test_templates_render_keys_only() -> None:
     assert channels.template_for(templates, "deployment.started") == "family"
     assert channels.template_for(templates, "run.failed") == "any"
     assert channels.template_for({}, "run.failed") is None
+
+
+async def test_test_event_and_changes_of_a_channel(
+    api: httpx.AsyncClient, operator: IssuedToken, chat: ChatReceiver
+) -> None:
+    room = await create_channel(
+        api, operator, channel=chat_url(chat), event_types=[EVENT], templates={"*": "one {type}"}
+    )
+    path = f"/v1/webhooks/{room['id']}"
+    tested = await api.post(f"{path}/test", headers=operator.headers)
+    assert tested.status_code == 200, tested.text
+    assert tested.json()["attempt"]["succeeded"] is True
+    assert tested.json()["attempt"]["status_code"] is None
+    assert chat.received[0].json["text"].endswith("one webhook.test")
+    changed = await api.patch(
+        path, json={"templates": {EVENT: "two {endpoint_id}"}}, headers=operator.headers
+    )
+    assert changed.status_code == 200, changed.text
+    await api.post(f"{path}/test", headers=operator.headers)
+    assert chat.received[1].json["text"].endswith(f"two {room['id']}")
+    for body in ({"url": chat.url}, {"headers": {"X-A": "b"}}, {"format": "statuspage"}):
+        response = await api.patch(path, json=body, headers=operator.headers)
+        assert response.status_code == 422, (body, response.text)
+    moved = await api.patch(
+        path, json={"channel": "mmost://127.0.0.2:9/x"}, headers=operator.headers
+    )
+    assert moved.status_code == 422, moved.text
+    assert moved.json()["errors"][0]["type"] == "unsafe_host"
+    hook = await api.post("/v1/webhooks", json={"url": chat.url}, headers=operator.headers)
+    for body in ({"channel": chat_url(chat)}, {"templates": {"*": "x"}}):
+        response = await api.patch(
+            f"/v1/webhooks/{hook.json()['id']}", json=body, headers=operator.headers
+        )
+        assert response.status_code == 422, (body, response.text)
+    assert len(chat.received) == 2
+
+
+def test_errors_are_scrubbed_of_every_part_of_the_url() -> None:
+    url = f"mailto://alice:{PASSWORD}@example.com:2525?smtp=mail.example.net&to=oncall@x.org"
+    scrub = channels.Scrub.of(url)
+    text = scrub(f"login alice:{PASSWORD} refused from mail.example.net for oncall@x.org")
+    assert PASSWORD not in text
+    assert "oncall@x.org" not in text
+    assert text.startswith("login [redacted]")
+    assert "refused from" in text  # ordinary words stay
+    slack = channels.Scrub.of("slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7")
+    assert slack("posted to T1JJ3T3L2/A1BRTD4JD") == "posted to [redacted]/[redacted]"
