@@ -43,8 +43,9 @@ from app.models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
+from app.webhooks.sender import SENDER
 from tests.factories import IssuedToken, issue_token
-from tests.helpers import REDIS_URL, create_pg_database, drop_pg_database, in_thread
+from tests.helpers import REDIS_URL, create_pg_database, drop_pg_database, in_thread, no_dns
 
 BACKENDS = ("sqlite", "postgres")
 
@@ -105,6 +106,7 @@ def settings(
 @pytest_asyncio.fixture(scope="session")
 async def context(settings: Settings) -> AsyncIterator[AppContext]:
     ctx = build_context(settings)
+    ctx.resources[SENDER].use_resolver(no_dns)
     yield ctx
     await ctx.aclose()
 

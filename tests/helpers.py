@@ -168,3 +168,9 @@ async def stop_services(context: AppContext) -> None:
     for s in services:
         spec = ServiceSpec(s.environment, s.name, s.driver, s.config, s.health_url)
         await drivers(context).get(s.driver, s.config).stop(spec, quiet)
+
+
+async def no_dns(host: str, port: int) -> list[str]:
+    """The tests' resolver for webhook destinations: no name resolves, so nothing is ever
+    asked of a DNS server off this machine (receivers listen on 127.0.0.1 literals)."""
+    raise socket.gaierror(socket.EAI_NONAME, f"{host}: no DNS in tests")

@@ -24,7 +24,9 @@ host was listed by the server's administrator; neither is a name an API caller c
 (the caller can only pick among them), unlike a webhook URL, whose connection goes through
 the guarded resolver. Redirects are never followed (forced off on every plugin, whatever
 the URL says), certificates always verified, apprise's own retries off (ours apply), and
-its persistent storage kept in memory (nothing written to disk).
+its persistent storage kept in memory (nothing written to disk). ``requests`` honours a
+proxy set in the worker's environment (``HTTPS_PROXY``), which webhooks never use: set
+none for workers, or the proxy (not the guard) resolves the channel's hosts.
 """
 
 from __future__ import annotations
@@ -315,11 +317,11 @@ def _schemes(plugin: NotifyBase) -> set[str]:
 
 
 async def check_hosts(
-    service: ChannelService, plugin: NotifyBase, settings: WebhookSettings
+    service: ChannelService, plugin: NotifyBase, settings: WebhookSettings, guard: AddressGuard
 ) -> None:
     """Every host apprise will contact: allowed by name, and each of its addresses by
-    the guard. Raises UnsafeDestination."""
-    guard = AddressGuard.from_settings(settings)
+    ``guard`` (the sender's: the same networks and resolver as webhooks), the lookup
+    bounded like a webhook's. Raises UnsafeDestination."""
     for host, port in service.hosts(plugin):
         shown = "the service's host" if service.host_is_secret else f"the host {host}"
         if not host:
@@ -331,10 +333,13 @@ async def check_hosts(
                 "FORMULA_OPS_WEBHOOKS__CHANNEL_HOSTS",
             )
         try:
-            await guard.resolve(host, port)
-        except UnsafeDestination:
+            async with asyncio.timeout(min(settings.timeout_seconds, 5.0)):
+                await guard.resolve(host, port)
+        except UnsafeDestination as exc:
+            if service.host_is_secret:
+                raise UnsafeDestination(exc.reason, f"{shown} is refused ({exc.reason})") from None
             raise
-        except OSError:
+        except (OSError, TimeoutError):
             raise UnsafeDestination("unresolvable", f"{shown} does not resolve") from None
 
 
@@ -479,16 +484,25 @@ class ChannelResult(AttemptResult):
 
 
 async def send(
-    url: str, templates: Mapping[str, str], event: Any, settings: WebhookSettings
+    url: str,
+    templates: Mapping[str, str],
+    event: Any,
+    settings: WebhookSettings,
+    guard: AddressGuard,
 ) -> ChannelResult:
     """One attempt of ``event`` to the channel ``url``: the hosts checked, the message
     rendered and handed to apprise, within the webhook timeout."""
     with scrubbing(url) as scrub:
-        return await _send(url, scrub, templates, event, settings)
+        return await _send(url, scrub, templates, event, settings, guard)
 
 
 async def _send(
-    url: str, scrub: Scrub, templates: Mapping[str, str], event: Any, settings: WebhookSettings
+    url: str,
+    scrub: Scrub,
+    templates: Mapping[str, str],
+    event: Any,
+    settings: WebhookSettings,
+    guard: AddressGuard,
 ) -> ChannelResult:
     started = utcnow()
     clock = time.perf_counter()
@@ -504,7 +518,7 @@ async def _send(
 
     try:
         service, plugin = instantiate(url, settings)
-        await check_hosts(service, plugin, settings)
+        await check_hosts(service, plugin, settings, guard)
     except (ChannelRefused, UnsafeDestination) as exc:
         return done(f"refused: {exc}")
     note = message(templates, event)

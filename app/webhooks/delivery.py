@@ -77,7 +77,13 @@ async def attempt(
             url = webhook_service.channel_url(context, endpoint)
         except Unsealable as exc:
             return AttemptResult(started_at=now, duration_ms=0, error=f"channel unreadable: {exc}")
-        return await channels.send(url, endpoint.templates or {}, event, context.settings.webhooks)
+        return await channels.send(
+            url,
+            endpoint.templates or {},
+            event,
+            context.settings.webhooks,
+            context.resources[SENDER].guard,
+        )
     try:
         secrets = webhook_service.signing_secrets(context, endpoint, now)
         extra = webhook_service.custom_headers(context, endpoint)

@@ -8,7 +8,7 @@ from app.core.paths import V1
 from app.core.redaction import redact_text
 from app.outbox.models import OutboxEvent
 from app.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
-from app.webhooks.payloads import event_body
+from app.webhooks.payloads import body as event_body_for
 from app.webhooks.schemas import (
     AttemptOut,
     DeliveryDetail,
@@ -89,10 +89,14 @@ def attempt_out(attempt: WebhookAttempt) -> AttemptOut:
 
 
 def delivery_detail(
-    delivery: WebhookDelivery, event: OutboxEvent | None, attempts: list[WebhookAttempt]
+    delivery: WebhookDelivery,
+    endpoint: WebhookEndpoint,
+    event: OutboxEvent | None,
+    attempts: list[WebhookAttempt],
 ) -> DeliveryDetail:
+    """With the body as this endpoint receives it (its format)."""
     return DeliveryDetail(
         **delivery_out(delivery).model_dump(),
-        event=event_body(event) if event is not None else {},
+        event=event_body_for(endpoint, event) if event is not None else {},
         attempt_log=[attempt_out(a) for a in attempts],
     )

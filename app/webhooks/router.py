@@ -234,7 +234,8 @@ async def get_delivery(
     principal: Operator, session: SessionDep, delivery_id: DeliveryId
 ) -> DeliveryDetail:
     delivery, event, attempts = await service.get_delivery(session, delivery_id)
-    return presenters.delivery_detail(delivery, event, list(attempts))
+    endpoint = await service.get(session, delivery.endpoint_id)
+    return presenters.delivery_detail(delivery, endpoint, event, list(attempts))
 
 
 @deliveries_router.post(

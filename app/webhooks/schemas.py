@@ -136,8 +136,10 @@ class WebhookCreate(RequestModel):
     format: Format = Field(
         default="standard",
         description="`standard`: `{type, timestamp, data}`. `statuspage`: Atlassian "
-        "Statuspage's subscriber shapes (`component_update`, `incident`) with `type` added; "
-        "only component and incident events are sent.",
+        "Statuspage's subscriber webhook bodies (`meta`, `page` and `component_update` + "
+        "`component`, or `incident`) with `type` and `timestamp` added, signed like every "
+        "body; only `component.status_changed` and `incident.created`/`updated`/`resolved` "
+        "are sent (the test event keeps the `standard` shape).",
     )
     headers: dict[str, str] = Field(
         default_factory=dict,
@@ -277,7 +279,10 @@ class DeliveryOut(BaseModel):
 
 
 class DeliveryDetail(DeliveryOut):
-    event: dict[str, Any] = Field(description="The event as sent: `{type, timestamp, data}`.")
+    event: dict[str, Any] = Field(
+        description="The body as this endpoint receives it (`{type, timestamp, data}`, or "
+        "the `statuspage` shape); the signature headers differ per attempt."
+    )
     attempt_log: list[AttemptOut]
 
 

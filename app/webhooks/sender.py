@@ -24,7 +24,7 @@ from app.core.db import utcnow
 from app.core.redaction import redact_text
 from app.core.resources import ResourceKey
 from app.core.settings import WebhookSettings
-from app.webhooks.guard import AddressGuard, GuardedResolver, UnsafeDestination
+from app.webhooks.guard import AddressGuard, GuardedResolver, Resolve, UnsafeDestination, refusal_of
 
 EXCERPT_BYTES = 1024
 MAX_RETRY_AFTER_SECONDS = 86400.0
@@ -74,10 +74,32 @@ def _excerpt(raw: bytes) -> str | None:
 class Sender:
     """The process's webhook HTTP client (one connection pool), closed with the context."""
 
-    def __init__(self, settings: WebhookSettings) -> None:
+    def __init__(self, settings: WebhookSettings, resolver: Resolve | None = None) -> None:
         self.settings = settings
-        self.guard = AddressGuard.from_settings(settings)
+        self.guard = AddressGuard.from_settings(settings, resolver)
         self._session: aiohttp.ClientSession | None = None
+
+    def use_resolver(self, resolver: Resolve | None) -> None:
+        """Resolve names with ``resolver`` (tests stub DNS with it); before the first
+        request, as the connection pool keeps the resolver it was built with."""
+        if self._session is not None:
+            raise RuntimeError("use_resolver() after the first request")
+        self.guard = AddressGuard.from_settings(self.settings, resolver)
+
+    async def check(self, url: str) -> None:
+        """The creation-time check of a destination: its syntax and scheme, then every
+        address its name resolves to now (bounded by the attempt timeout); raises
+        :class:`UnsafeDestination`."""
+        destination = self.guard.check_url(url)
+        if destination.address is not None:
+            return
+        try:
+            async with asyncio.timeout(min(self.settings.timeout_seconds, 5.0)):
+                await self.guard.resolve(destination.host, destination.port)
+        except TimeoutError:
+            raise UnsafeDestination(
+                "unresolvable", f"{destination.host} did not resolve in time"
+            ) from None
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -104,12 +126,12 @@ class Sender:
             return AttemptResult(started_at=started, duration_ms=elapsed, **fields)  # type: ignore[arg-type]
 
         try:
-            self.guard.check_url(url)
+            destination = self.guard.check_url(url)
         except UnsafeDestination as exc:
             return done(error=f"refused: {exc}")
         try:
             async with self._client().post(
-                url,
+                destination.url,
                 data=body,
                 headers={**headers, "Content-Type": "application/json"},
                 allow_redirects=False,
@@ -121,16 +143,15 @@ class Sender:
                     if status in (429, 503)
                     else None
                 )
-        except UnsafeDestination as exc:
-            return done(error=f"refused: {exc}")
         except TimeoutError:
             return done(error=f"no response within {self.settings.timeout_seconds:g} s")
-        except aiohttp.ClientConnectorError as exc:
-            cause = exc.os_error
-            if isinstance(cause, UnsafeDestination):
-                return done(error=f"refused: {cause}")
-            return done(error=f"cannot connect: {cause.strerror or type(cause).__name__}")
         except (aiohttp.ClientError, OSError, asyncio.IncompleteReadError) as exc:
+            refusal = refusal_of(exc)
+            if refusal is not None:
+                return done(error=f"refused: {refusal}")
+            if isinstance(exc, aiohttp.ClientConnectorError):
+                cause = exc.os_error
+                return done(error=f"cannot connect: {cause.strerror or type(cause).__name__}")
             return done(error=f"{type(exc).__name__}: {redact_text(str(exc))[:300]}")
         error = None
         if 300 <= status < 400:

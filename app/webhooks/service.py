@@ -27,9 +27,10 @@ from app.outbox.catalog import EVENT_TYPES, EventType, validate_pattern
 from app.outbox.models import OutboxEvent
 from app.outbox.service import add_event
 from app.webhooks import channels, signing
-from app.webhooks.guard import AddressGuard, UnsafeDestination
+from app.webhooks.guard import UnsafeDestination
 from app.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from app.webhooks.schemas import WebhookCreate, WebhookUpdate
+from app.webhooks.sender import SENDER
 
 SECRETS_PURPOSE = "webhook-secrets"
 
@@ -107,13 +108,11 @@ def _check_event_types(catalog: Catalog[EventType], patterns: Sequence[str]) -> 
             raise _field_error("event_types", str(exc)) from None
 
 
-async def check_destination(guard: AddressGuard, url: str) -> None:
+async def check_destination(context: AppContext, url: str) -> None:
     """The creation-time check: syntax and scheme, then every address the name resolves to
     (checked again at every delivery: a name may change its addresses)."""
     try:
-        destination = guard.check_url(url)
-        if destination.address is None:
-            await guard.resolve(destination.host, destination.port)
+        await context.resources[SENDER].check(url)
     except UnsafeDestination as exc:
         raise UnsafeWebhookUrl(
             f"The destination is refused: {exc}",
@@ -128,7 +127,7 @@ async def check_channel(context: AppContext, url: str, field: str = "channel") -
     settings = context.settings.webhooks
     try:
         service, plugin = channels.instantiate(url, settings)
-        await channels.check_hosts(service, plugin, settings)
+        await channels.check_hosts(service, plugin, settings, context.resources[SENDER].guard)
     except channels.ChannelRefused as exc:
         raise _field_error(field, str(exc)) from None
     except UnsafeDestination as exc:
@@ -168,7 +167,7 @@ async def create(
         service = await check_channel(context, body.channel)
     else:
         assert body.url is not None
-        await check_destination(AddressGuard.from_settings(context.settings.webhooks), body.url)
+        await check_destination(context, body.url)
     secret = signing.new_secret()
     now = utcnow()
     endpoint = WebhookEndpoint(
@@ -266,7 +265,7 @@ async def update_endpoint(
         if body.format not in (None, "standard"):
             raise _field_error("format", "a channel sends messages: `format` must be `standard`")
     if body.url is not None and endpoint.kind == "webhook":
-        await check_destination(AddressGuard.from_settings(context.settings.webhooks), body.url)
+        await check_destination(context, body.url)
         endpoint.url = body.url
     if body.channel is not None and endpoint.kind == "channel":
         endpoint.channel_service = await check_channel(context, body.channel)

@@ -10,11 +10,13 @@ import httpx
 import standardwebhooks
 from sqlalchemy import select
 
+from app.bootstrap import build_context
 from app.core.context import AppContext
 from app.core.settings import WebhookSettings
+from app.main import create_app
 from app.outbox.models import OutboxEvent
 from app.webhooks.models import WebhookDelivery, WebhookEndpoint
-from tests.factories import IssuedToken, app_with
+from tests.factories import IssuedToken
 from tests.helpers import audit_events_after, last_audit_seq
 from tests.webhooks.conftest import Receiver, create_webhook
 from tests.webhooks.test_delivery import deliveries, emit, ping_data, settle
@@ -80,15 +82,20 @@ async def test_invalid_bodies_are_refused(
 async def test_https_is_required_unless_allowed(
     context: AppContext, operator: IssuedToken, receiver: Receiver
 ) -> None:
-    strict = app_with(
-        context, webhooks=WebhookSettings(allowed_networks=["127.0.0.1/32"], allow_http=False)
+    settings = context.settings.model_copy(
+        update={"webhooks": WebhookSettings(allowed_networks=["127.0.0.1/32"], allow_http=False)}
     )
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=strict), base_url="http://testserver"
-    ) as http:
-        response = await http.post(
-            "/v1/webhooks", json={"url": receiver.url}, headers=operator.headers
-        )
+    strict = build_context(settings)
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=create_app(settings, context=strict)),
+            base_url="http://testserver",
+        ) as http:
+            response = await http.post(
+                "/v1/webhooks", json={"url": receiver.url}, headers=operator.headers
+            )
+    finally:
+        await strict.aclose()
     assert response.status_code == 422, response.text
     assert response.json()["errors"][0]["type"] == "unsafe_scheme"
 
