@@ -25,6 +25,7 @@ from app.core.registry import Registry
 from app.core.settings import Settings, get_settings
 from app.drivers.base import DRIVERS
 from app.idempotency.errors import IdempotentReplay
+from app.outbox.catalog import EVENT_TYPES, openapi_webhooks
 from app.runs.kinds import registered
 
 logger = logging.getLogger(__name__)
@@ -136,6 +137,8 @@ def _openapi(app: FastAPI, registry: Registry) -> dict[str, Any]:
             )
     for unused in ("HTTPValidationError", "ValidationError"):
         components.pop(unused, None)
+    # What subscribers receive: one entry per registered event type.
+    schema["webhooks"] = openapi_webhooks(registry[EVENT_TYPES], components)
     _closed_pattern_objects(components)
     _registered_names(components, registry)
     app.openapi_schema = schema

@@ -10,8 +10,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from app.bootstrap import build_registry
 from app.cli.client import TOKEN_VARIABLE, URL_VARIABLE
 from app.core.settings import Settings
+from app.outbox.catalog import EVENT_TYPES
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 ROW = re.compile(r"^\| `(FORMULA_OPS_[A-Z0-9_]+)` \|")
@@ -129,3 +131,19 @@ def test_every_command_and_option_of_the_command_line_table_exists() -> None:
         options = {o for p in command.params for o in getattr(p, "opts", [])}
         for option in OPTION.findall(" ".join(words)):
             assert option in options, f"`formula-ops {' '.join(path)}` has no {option}"
+
+
+# -- the event table is the event catalog ------------------------------------------------
+
+EVENT_ROW = re.compile(r"^\| `([a-z0-9_.]+)` \| (.+) \|$")
+
+
+def test_the_events_table_is_the_event_catalog() -> None:
+    text = README.read_text()
+    start = text.index("\n### Events\n")
+    body = text[start : text.index("\n#", start + 1)]
+    rows = (EVENT_ROW.match(line) for line in body.splitlines())
+    listed = [(m.group(1), m.group(2)) for m in rows if m]
+    expected = [(name, event.summary) for name, event in build_registry()[EVENT_TYPES].items()]
+    table = "\n".join(f"| `{name}` | {summary} |" for name, summary in expected)
+    assert listed == expected, f"README.md's events table should read:\n{table}"

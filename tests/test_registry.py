@@ -34,6 +34,7 @@ from app.environments.schemas import service_schemas
 from app.environments.service import HOLDS
 from app.health_checks import plan as health_check_plan
 from app.main import create_app
+from app.outbox.catalog import EVENT_TYPES
 from app.runs import engine
 from app.runs import service as run_service
 from app.runs.actions import ACTIONS, Action, Params, StepContext, StepOutcome
@@ -101,6 +102,13 @@ def test_what_the_domains_register() -> None:
         *("http", "shell", "wait"),
         *("disk", "memory", "log_errors", "database", "redis", "backup_age"),
         *("checklist", "backup_database", "pull", "deploy", "verify", "rollback_service"),
+    }
+    assert set(registry[EVENT_TYPES].names()) == {
+        "run.queued",
+        *("health_check.succeeded", "health_check.failed", "health_check.cancelled"),
+        *("deployment.queued", "deployment.started", "deployment.succeeded"),
+        *("deployment.failed", "deployment.rolled_back", "deployment.cancelled"),
+        *("webhook.test", "webhook_endpoint.disabled"),
     }
 
 

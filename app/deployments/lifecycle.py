@@ -17,6 +17,7 @@ from app.audit.models import Outcome
 from app.core.context import AppContext
 from app.core.db import UnitOfWork, utcnow
 from app.core.redaction import redact_value
+from app.deployments import events
 from app.deployments.models import Deployment, DeploymentTarget, TargetState
 from app.environments.models import Pin, Service
 from app.outbox.service import add_event
@@ -65,7 +66,9 @@ async def claim_guard(session: AsyncSession, run: Run) -> bool:
     (an IntegrityError the engine takes as "not now")."""
     targets = list(
         await session.scalars(
-            select(DeploymentTarget).where(DeploymentTarget.deployment_id == run.id)
+            select(DeploymentTarget)
+            .where(DeploymentTarget.deployment_id == run.id)
+            .order_by(DeploymentTarget.position)
         )
     )
     for target in targets:
@@ -78,7 +81,12 @@ async def claim_guard(session: AsyncSession, run: Run) -> bool:
     )
     await session.flush()
     if run.lease_epoch == 1:
-        await add_event(session, "deployment.started", await _event_data(session, run))
+        ref = await session.scalar(select(Deployment.ref).where(Deployment.id == run.id))
+        await add_event(
+            session,
+            "deployment.started",
+            events.data(run.id, run.kind, run.environment, run.status, targets, ref),
+        )
     return True
 
 
@@ -119,26 +127,13 @@ async def queue_positions(session: AsyncSession, deployment_ids: list[str]) -> d
     return {deployment_id: int(count) for deployment_id, count in rows}
 
 
-async def _event_data(session: AsyncSession, run: Run) -> dict[str, Any]:
-    targets = await session.scalars(
-        select(DeploymentTarget)
-        .where(DeploymentTarget.deployment_id == run.id)
-        .order_by(DeploymentTarget.position)
-    )
-    return {
-        "id": run.id,
-        "kind": run.kind,
-        "environment": run.environment,
-        "services": [{"name": t.service, "version": t.version} for t in targets],
-        "status": run.status,
-    }
-
-
-async def on_finish(uow: UnitOfWork, context: AppContext, run: Run) -> None:
+async def on_finish(uow: UnitOfWork, context: AppContext, run: Run) -> dict[str, Any] | None:
+    """Finish the deployment's targets, services and pins, write its evidence and audit
+    record, start the next deployment in line; returns what the end event adds."""
     session = uow.session
     deployment = await session.get(Deployment, run.id)
     if deployment is None:
-        return
+        return None
     targets = list(
         await session.scalars(
             select(DeploymentTarget)
@@ -182,6 +177,7 @@ async def on_finish(uow: UnitOfWork, context: AppContext, run: Run) -> None:
     await _start_next(uow, context, targets)
     # Last: the audit row sums up what this transaction changed.
     await _audit_finish(session, run, targets, restored, pins)
+    return events.ended(run.id, targets, deployment.ref)
 
 
 async def _audit_finish(

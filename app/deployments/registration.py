@@ -1,12 +1,13 @@
 """What the deployments contribute: the ``deployment`` and ``rollback`` run kinds (their
-claim guard, finalizer, compensation and end hook), the step actions of their plan, and
-the hold of their unfinished deployments on environments and services."""
+claim guard, finalizer, compensation and end hook), the step actions of their plan, the
+hold of their unfinished deployments on environments and services, and their events."""
 
 from __future__ import annotations
 
 from app.core.registry import Registry
-from app.deployments import actions, lifecycle, plan
+from app.deployments import actions, events, lifecycle, plan
 from app.environments.service import HOLDS
+from app.outbox.catalog import EVENT_TYPES
 from app.runs.actions import ACTIONS, Action
 from app.runs.kinds import KINDS, KindHooks
 from app.runs.models import RunKind
@@ -35,3 +36,5 @@ def register(registry: Registry) -> None:
         "rollback_service",
         Action(actions.RollbackParams, actions.rollback_service, idempotent=True),
     )
+    for event in events.TYPES:
+        registry[EVENT_TYPES].add(event.name, event)

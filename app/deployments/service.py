@@ -19,7 +19,7 @@ from app.core.db import UnitOfWork, insert_rows
 from app.core.errors import AppError, NotFound
 from app.core.pagination import CursorParams, paginate
 from app.core.registry import Registry
-from app.deployments import lifecycle
+from app.deployments import events, lifecycle
 from app.deployments import plan as deployment_plan
 from app.deployments.models import Deployment, DeploymentTarget, TargetState
 from app.deployments.schemas import DeploymentRequest
@@ -228,14 +228,7 @@ async def _create_run(
     await add_event(
         uow.session,
         "deployment.queued",
-        {
-            "id": run.id,
-            "kind": kind.value,
-            "environment": environment.name,
-            "services": services,
-            "ref": ref,
-            "status": "queued",
-        },
+        events.data(run.id, kind.value, environment.name, run.status, rows, ref),
     )
     await audit_service.record(
         uow.session,

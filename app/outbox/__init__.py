@@ -1,1 +1,1 @@
-"""Domain events written in the transaction of the change."""
+"""Domain events written in the transaction of the change, and their catalog."""

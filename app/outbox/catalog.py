@@ -37,9 +37,6 @@ class EventLinks(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     self: str = Field(description="The resource the event is about.")
-    run: str | None = Field(
-        default=None, description="The run behind it, when it is not the run itself."
-    )
 
 
 @dataclass(frozen=True)

@@ -589,10 +589,12 @@ async def _finish(
                 .values(status=pending_to.value)
             )
         on_finish = kinds.hooks(context.registry, ended.kind).on_finish
-        if on_finish is not None:
-            await on_finish(uow, context, ended)
+        announced = await on_finish(uow, context, ended) if on_finish is not None else None
         await run_service.insert_events(uow.session, run_id, ended.event_seq, events)
-        await add_event(uow.session, *run_service.finish_announcement(ended, status, failure_type))
+        await add_event(
+            uow.session,
+            *run_service.finish_announcement(ended, status, failure_type, announced),
+        )
     await context.notifier.publish(run_id)
     seconds = _duration(ended.started_at, ended.finished_at)
     context.metrics.observe_run(ended.kind, status.value, seconds, environment=ended.environment)

@@ -1,6 +1,7 @@
 """What a kind of run adds to the engine: how its steps sum up into a final status, and
 optional hooks — a claim guard (may this run start now?), whether to run its
-compensating (``rollback`` phase) steps, and what its end changes besides the run."""
+compensating (``rollback`` phase) steps, and what its end changes besides the run (and
+adds to the event announcing it)."""
 
 from __future__ import annotations
 
@@ -34,8 +35,9 @@ Finalizer = Callable[[list[Step], Ending], Summary]
 # Runs in the claim's transaction; False leaves the run queued (it is enqueued again
 # when what blocks it ends).
 ClaimGuard = Callable[["AsyncSession", "Run"], Awaitable[bool]]
-# Runs in the transaction that ends the run.
-FinishHook = Callable[["UnitOfWork", "AppContext", "Run"], Awaitable[None]]
+# Runs in the transaction that ends the run; returns what the run's end event adds to
+# its data (the kind's own fields and links, :func:`app.runs.service.finish_announcement`).
+FinishHook = Callable[["UnitOfWork", "AppContext", "Run"], Awaitable[dict[str, Any] | None]]
 Compensate = Callable[["Run", Ending], bool]
 
 

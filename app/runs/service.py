@@ -36,6 +36,7 @@ from app.core.registry import NotRegistered, Registry
 from app.outbox.service import add_event
 from app.runs import kinds
 from app.runs.actions import ACTIONS
+from app.runs.events import run_links
 from app.runs.models import (
     TERMINAL_STATUSES,
     Phase,
@@ -173,18 +174,24 @@ def finished_event(
 
 
 def finish_announcement(
-    run: Run, status: RunStatus, failure_type: str | None
+    run: Run,
+    status: RunStatus,
+    failure_type: str | None,
+    extra: dict[str, Any] | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """The outbox event announcing the run's end (a rollback is a deployment too: its end
-    is announced as one)."""
+    is announced as one): :class:`app.runs.events.RunEndedData`, with what the kind's
+    finish hook adds (``extra``, its own fields and links)."""
     prefix = RunKind.DEPLOYMENT.value if run.kind == RunKind.ROLLBACK else run.kind
-    return f"{prefix}.{past_tense(status)}", {
+    data = {
         "id": run.id,
         "kind": run.kind,
         "environment": run.environment,
         "status": status.value,
         "failure_type": failure_type,
+        "links": run_links(run.id),
     }
+    return f"{prefix}.{past_tense(status)}", {**data, **(extra or {})}
 
 
 def job_id(run_id: str, enqueue_count: int) -> str:
@@ -249,7 +256,17 @@ async def create_run(
     await insert_rows(uow.session, rows)
     await insert_rows(uow.session, [first])
     set_committed_value(run, "steps", rows)  # the caller reads them without a query
-    await add_event(uow.session, "run.queued", {"id": run.id, "kind": run.kind})
+    await add_event(
+        uow.session,
+        "run.queued",
+        {
+            "id": run.id,
+            "kind": run.kind,
+            "environment": run.environment,
+            "status": RunStatus.QUEUED.value,
+            "links": run_links(run.id),
+        },
+    )
     run_id, queue = run.id, context.queue
 
     async def _enqueue() -> None:
@@ -419,10 +436,9 @@ async def finish(
         run.result = result
     await uow.session.flush()
     on_finish = kinds.hooks(context.registry, run.kind).on_finish
-    if on_finish is not None:
-        await on_finish(uow, context, run)
+    announced = await on_finish(uow, context, run) if on_finish is not None else None
     await append_event(uow.session, run.id, *finished_event(status, failure_type, failure_detail))
-    await add_event(uow.session, *finish_announcement(run, status, failure_type))
+    await add_event(uow.session, *finish_announcement(run, status, failure_type, announced))
     _notify_after_commit(uow, context, run.id)
 
 

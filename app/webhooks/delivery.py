@@ -29,6 +29,7 @@ from app.core.ids import new_id
 from app.core.sealing import Unsealable
 from app.core.settings import WebhookSettings
 from app.outbox.models import OutboxEvent
+from app.outbox.service import add_event
 from app.webhooks import channels, payloads, signing
 from app.webhooks import service as webhook_service
 from app.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
@@ -260,16 +261,20 @@ async def send_test(
     now = utcnow()
     async with context.unit_of_work() as uow:
         endpoint = await webhook_service.get(uow.session, endpoint_id)
-        event = OutboxEvent(
-            id=new_id(),
-            type="webhook.test",
-            data={
+        event = await add_event(
+            uow.session,
+            "webhook.test",
+            {
                 "endpoint_id": endpoint.id,
                 "message": "A test event: this endpoint receives Formula Ops events.",
                 "links": {"self": f"/v1/webhooks/{endpoint.id}"},
             },
-            created_at=now,
-            dispatched_at=now,  # for this endpoint only: the dispatcher leaves it alone
+        )
+        # For this endpoint only: marked dispatched in its own transaction, so the
+        # dispatcher never fans it out.
+        event.dispatched_at = now
+        await uow.session.execute(
+            update(OutboxEvent).where(OutboxEvent.id == event.id).values(dispatched_at=now)
         )
         delivery = WebhookDelivery(
             id=new_id(),
@@ -284,7 +289,6 @@ async def send_test(
             lease_until=now + dt.timedelta(seconds=context.settings.webhooks.lease_seconds),
             created_at=now,
         )
-        await insert_rows(uow.session, [event])
         uow.session.add(delivery)
         await uow.session.flush()
         await audit_service.record(

@@ -32,14 +32,28 @@ from tests.helpers import audit_events_after, last_audit_seq
 from tests.webhooks.conftest import FAST, Receiver, fast_settings, start_receiver
 from tests.webhooks.test_delivery import deliveries, emit, settle
 
-EVENT = "webhook.test"
+EVENT = "deployment.failed"
 PASSWORD = "mail-Pa55word-Zq81x"
 TOKEN = "hooktok3n9Hx27yv4"
-TEMPLATE = "Test of {endpoint_id}: {message} ({data.links.self}) at {timestamp} {nothing.here}"
+TEMPLATE = (
+    "{environment}: {services.0.name} {services.0.version} failed ({failure_type}), "
+    "{data.links.self} at {timestamp} {nothing.here}"
+)
+DEPLOYMENT = "0193c6e8-7a1b-7c3e-9f10-2b4d5e6f7a8b"
 
 
-def event_data(n: int = 1) -> dict[str, Any]:
-    return {"endpoint_id": f"ep{n}", "message": "deploy failed", "links": {"self": "/v1/x"}}
+def event_data() -> dict[str, Any]:
+    """A ``deployment.failed`` event's data, as the deployments domain writes it."""
+    return {
+        "id": DEPLOYMENT,
+        "kind": "deployment",
+        "environment": "production",
+        "status": "failure",
+        "failure_type": "/problems/step-failed",
+        "services": [{"name": "backend", "version": "1.4.2"}],
+        "ref": "9f1c2ab",
+        "links": {"self": f"/v1/deployments/{DEPLOYMENT}", "run": f"/v1/runs/{DEPLOYMENT}"},
+    }
 
 
 def free_port() -> int:
@@ -208,13 +222,17 @@ async def test_an_event_reaches_mail_and_chat_once_each(
     assert event is not None
     stamp = event.created_at.isoformat().replace("+00:00", "Z")
     # The template, rendered: dotted keys, top-level keys, and a missing key as written.
-    assert f"Test of ep1: deploy failed (/v1/x) at {stamp} {{nothing.here}}" in text
+    assert (
+        "production: backend 1.4.2 failed (/problems/step-failed), "
+        f"/v1/deployments/{DEPLOYMENT} at {stamp} {{nothing.here}}"
+    ) in text
     assert chat.paths == [f"/hooks/{TOKEN}"]
     payload = posted.json
     # No template: the default message (the type, the time and the event's values).
     assert f"{EVENT} at {stamp}" in payload["text"]
-    assert "message: deploy failed" in payload["text"]
-    assert "link: /v1/x" in payload["text"]
+    assert "environment: production" in payload["text"]
+    assert "failure_type: /problems/step-failed" in payload["text"]
+    assert f"link: /v1/deployments/{DEPLOYMENT}" in payload["text"]
     rows = await deliveries(channel_worker)
     assert {(d.endpoint_id, d.status, d.attempts) for d in rows} == {
         (mail["id"], "succeeded", 1),
@@ -443,7 +461,7 @@ async def test_test_event_and_changes_of_a_channel(
     assert tested.json()["attempt"]["status_code"] is None
     assert chat.received[0].json["text"].endswith("one webhook.test")
     changed = await api.patch(
-        path, json={"templates": {EVENT: "two {endpoint_id}"}}, headers=operator.headers
+        path, json={"templates": {"webhook.test": "two {endpoint_id}"}}, headers=operator.headers
     )
     assert changed.status_code == 200, changed.text
     await api.post(f"{path}/test", headers=operator.headers)

@@ -25,7 +25,7 @@ async def emit(context: AppContext, type: str, data: dict[str, Any]) -> str:
 
 
 def ping_data(endpoint_id: str = "e") -> dict[str, Any]:
-    return {"endpoint_id": endpoint_id, "message": "m", "links": {}}
+    return {"endpoint_id": endpoint_id, "message": "m", "links": {"self": "/v1/webhooks/e"}}
 
 
 def verify_both(secret: str, received: Any) -> dict[str, Any]:
