@@ -26,6 +26,7 @@ from app.core.context import AppContext
 from app.core.settings import Settings
 from app.outbox.models import OutboxEvent
 from app.webhooks import channels
+from app.webhooks.guard import channel_host_allowed
 from app.webhooks.models import WebhookEndpoint
 from tests.factories import IssuedToken, app_with
 from tests.helpers import audit_events_after, last_audit_seq
@@ -406,9 +407,18 @@ def test_hosts_apprise_contacts() -> None:
         "mmost://chat.example.com/abcdef": [("chat.example.com", 80)],
         "ntfy://topic": [("ntfy.sh", 443)],
     }
+    own = {"hooks.slack.com", "slack.com", "discord.com", "ntfy.sh"}
     for url, hosts in cases.items():
         service, plugin = channels.instantiate(url, settings)
         assert service.hosts(plugin) == hosts, url
+        # The service's own hosts need no listing; any other host does.
+        allowed = channel_host_allowed(hosts[0][0], service.fixed_hosts, [])
+        assert allowed is (hosts[0][0] in own), url
+    teams = "workflows://prod-161.westeurope.logic.azure.com:443/643e69f83c8944438d68/KODueb"
+    service, plugin = channels.instantiate(teams, settings)
+    ((host, _),) = service.hosts(plugin)
+    assert channel_host_allowed(host, service.fixed_hosts, [])
+    assert channels.masked(teams) == "workflows://prod-161.westeurope.logic.azure.com:443/***"
     _, plugin = channels.instantiate("json://127.0.0.1:9/x?redirect=yes&retry=5", settings)
     assert plugin.redirects is False
     assert plugin.retry == 0
