@@ -213,6 +213,19 @@ class Metrics:
             registry=self.registry,
             buckets=(0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 5, 10, 30),
         )
+        self.webhook_attempts = Counter(
+            "formula_ops_webhook_attempts",
+            "Webhook and notification attempts made, by outcome (success, failure) and "
+            "trigger (scheduled, redelivery, test).",
+            ["outcome", "trigger"],
+            registry=self.registry,
+        )
+        self.webhook_attempt_duration = Histogram(
+            "formula_ops_webhook_attempt_duration_seconds",
+            "Time of one webhook attempt, from the request to the response (or the error).",
+            registry=self.registry,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30),
+        )
         self.scraped = ScrapeGauges()
         self.registry.register(self.scraped)
         self._down: set[str] = set()
@@ -232,6 +245,10 @@ class Metrics:
             self.run_duration.labels(kind).observe(max(seconds, 0.0))
         if kind in ("deployment", "rollback"):
             self.deployments.labels(kind, environment or "", status).inc()
+
+    def observe_webhook_attempt(self, succeeded: bool, trigger: str, milliseconds: int) -> None:
+        self.webhook_attempts.labels("success" if succeeded else "failure", trigger).inc()
+        self.webhook_attempt_duration.observe(milliseconds / 1000)
 
     def observe_step(self, action: str, status: str) -> None:
         if status == "failure":

@@ -7,6 +7,7 @@ opens as another's. Changing the server secret makes sealed values unreadable
 from __future__ import annotations
 
 import base64
+import functools
 import os
 
 from cryptography.exceptions import InvalidTag
@@ -45,3 +46,11 @@ class Sealer:
             raise Unsealable(
                 "sealed with another server secret (FORMULA_OPS_SECRET_KEY changed?)"
             ) from exc
+
+
+@functools.lru_cache(maxsize=16)
+def sealer_for(secret: bytes, purpose: str) -> Sealer:
+    """The :class:`Sealer` of ``secret`` and ``purpose``, built once: deriving its key
+    (HKDF) costs more than sealing or opening a value, and a webhook delivery opens one
+    or two secrets per attempt. A Sealer holds no state beyond its key."""
+    return Sealer(secret, purpose)

@@ -92,7 +92,7 @@ class WebhookSettings(BaseModel):
     lease_seconds: float = Field(
         default=60, ge=5, le=3600, description="After this, an unfinished attempt is retried."
     )
-    batch_size: int = Field(default=32, ge=1, le=500, description="Deliveries per job.")
+    batch_size: int = Field(default=64, ge=1, le=500, description="Deliveries per job.")
     retention_days: int = Field(
         default=30, ge=1, le=3650, description="Finished deliveries and sent events kept."
     )

@@ -17,14 +17,14 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Table, bindparam, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Row, Table, bindparam, insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.audit import service as audit_service
 from app.auth.principal import Principal
 from app.auth.roles import Role
 from app.core.context import AppContext
-from app.core.db import insert_rows, utcnow
+from app.core.db import Base, utcnow
 from app.core.ids import new_id
 from app.core.sealing import Unsealable
 from app.core.settings import WebhookSettings
@@ -97,17 +97,41 @@ async def attempt(
 
 async def deliver_batch(context: AppContext, token: str) -> int:
     """Attempt every pending delivery leased under ``token``; returns how many."""
-    async with context.sessionmaker() as session:
-        rows = (
-            await session.execute(
-                select(WebhookDelivery, WebhookEndpoint, OutboxEvent)
-                .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
-                .join(OutboxEvent, OutboxEvent.id == WebhookDelivery.event_id)
-                .where(WebhookDelivery.lease_token == token, WebhookDelivery.status == "pending")
-            )
-        ).all()
+    statement = (
+        select(WebhookDelivery, WebhookEndpoint, OutboxEvent)
+        .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
+        .join(OutboxEvent, OutboxEvent.id == WebhookDelivery.event_id)
+        .where(WebhookDelivery.lease_token == token, WebhookDelivery.status == "pending")
+    )
+    if context.engine.dialect.name == "postgresql":
+        # One statement needs no transaction: no BEGIN and ROLLBACK round trips.
+        async with context.engine.connect() as connection:
+            await connection.execution_options(isolation_level="AUTOCOMMIT")
+            async with AsyncSession(bind=connection, expire_on_commit=False) as session:
+                rows = (await session.execute(statement)).all()
+    else:
+        async with context.sessionmaker() as session:
+            rows = (await session.execute(statement)).all()
     if not rows:
         return 0
+    # Once the requests go out, the job makes them and records them even if it is
+    # cancelled meanwhile (a worker stopping cancels its running jobs, arq's way): else
+    # every receiver would get them again after the lease, missing from the attempt log.
+    # A stop waits at most the request timeout and one transaction.
+    work = asyncio.ensure_future(_send_and_record(context, token, rows))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        if not work.done():
+            await work
+        raise
+
+
+async def _send_and_record(
+    context: AppContext,
+    token: str,
+    rows: Sequence[Row[WebhookDelivery, WebhookEndpoint, OutboxEvent]],
+) -> int:
     results = await asyncio.gather(*(attempt(context, ep, ev) for _, ep, ev in rows))
     outcomes = [
         Outcome(d, ep, r, "redelivery" if d.schedule_index == 0 and d.attempts else "scheduled")
@@ -117,29 +141,30 @@ async def deliver_batch(context: AppContext, token: str) -> int:
     return len(outcomes)
 
 
-def _attempt_row(outcome: Outcome) -> WebhookAttempt:
+def _attempt_values(outcome: Outcome, number: int) -> dict[str, object]:
+    """The attempt's row, for a Core INSERT (no ORM object per attempt)."""
     result = outcome.result
-    return WebhookAttempt(
-        id=new_id(),
-        delivery_id=outcome.delivery.id,
-        number=outcome.delivery.attempts + 1,
-        trigger=outcome.trigger,
-        started_at=result.started_at,
-        duration_ms=result.duration_ms,
-        succeeded=result.succeeded,
-        status_code=result.status_code,
-        response_excerpt=result.response_excerpt,
-        error=result.error,
-    )
+    return {
+        "id": new_id(),
+        "delivery_id": outcome.delivery.id,
+        "number": number,
+        "trigger": outcome.trigger,
+        "started_at": result.started_at,
+        "duration_ms": result.duration_ms,
+        "succeeded": result.succeeded,
+        "status_code": result.status_code,
+        "response_excerpt": result.response_excerpt,
+        "error": result.error,
+    }
 
 
 def _next_state(
-    settings: WebhookSettings, outcome: Outcome, now: dt.datetime, *, retry: bool
+    settings: WebhookSettings, outcome: Outcome, number: int, now: dt.datetime, *, retry: bool
 ) -> dict[str, object]:
     delivery, result = outcome.delivery, outcome.result
     state: dict[str, object] = {
         "b_id": delivery.id,
-        "attempts": delivery.attempts + 1,
+        "attempts": number,
         "last_attempt_at": result.started_at,
         "last_status_code": result.status_code,
         "last_error": result.error,
@@ -168,8 +193,15 @@ def _next_state(
     return state
 
 
-_DELIVERIES = WebhookDelivery.__table__
-assert isinstance(_DELIVERIES, Table)
+def _table(model: type[Base]) -> Table:
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
+_DELIVERIES = _table(WebhookDelivery)
+_ATTEMPTS = _table(WebhookAttempt)
+_ENDPOINTS = _table(WebhookEndpoint)
 # Core, not ORM: one executemany conditioned on the lease token (ORM bulk updates match
 # the primary key only).
 _UPDATE = (
@@ -191,28 +223,130 @@ _UPDATE = (
 )
 
 
+# PostgreSQL: the whole batch in one statement, its rows as arrays (one round trip, where
+# an executemany sends one UPDATE per delivery); same condition on the lease token.
+_UPDATE_ARRAYS = text(
+    """
+    UPDATE webhook_delivery AS d SET
+        status = v.status, attempts = v.attempts, schedule_index = v.schedule_index,
+        next_attempt_at = v.next_attempt_at, lease_token = v.lease_token,
+        lease_until = v.lease_until, last_attempt_at = v.last_attempt_at,
+        last_status_code = v.last_status_code, last_error = v.last_error,
+        delivered_at = v.delivered_at
+    FROM unnest(
+        CAST(:b_id AS varchar[]), CAST(:status AS varchar[]), CAST(:attempts AS integer[]),
+        CAST(:schedule_index AS integer[]), CAST(:next_attempt_at AS timestamptz[]),
+        CAST(:lease_token AS varchar[]), CAST(:lease_until AS timestamptz[]),
+        CAST(:last_attempt_at AS timestamptz[]), CAST(:last_status_code AS integer[]),
+        CAST(:last_error AS text[]), CAST(:delivered_at AS timestamptz[])
+    ) AS v(id, status, attempts, schedule_index, next_attempt_at, lease_token, lease_until,
+           last_attempt_at, last_status_code, last_error, delivered_at)
+    WHERE d.id = v.id AND d.lease_token = :b_token
+    """
+)
+
+
+async def _update_deliveries(
+    connection: AsyncConnection, token: str, states: Sequence[dict[str, object]]
+) -> None:
+    if connection.dialect.name != "postgresql":  # SQLite: many statements, no round trips
+        await connection.execute(_UPDATE, [{**state, "b_token": token} for state in states])
+        return
+    arrays: dict[str, object] = {key: [state[key] for state in states] for key in states[0]}
+    await connection.execute(_UPDATE_ARRAYS, {**arrays, "b_token": token})
+
+
+_COUNT = (
+    update(_DELIVERIES)
+    .where(_DELIVERIES.c.id == bindparam("b_id"))
+    .values(attempts=bindparam("attempts"))
+)
+
+
 async def record(
     context: AppContext, token: str, outcomes: Sequence[Outcome], *, retry: bool = True
 ) -> None:
     """Record attempts and next states in one transaction; update the endpoints' streaks
-    and disable those that answered 410 or failed for too long."""
+    and disable those that answered 410 or failed for too long.
+
+    The deliveries are locked (after their endpoints) and their attempts counted from the
+    rows as they are now, not as the job read them: a job whose lease expired during its
+    requests (a receiver slower than the lease, a paused worker) records after the new
+    holder may have, and its attempts are logged with the next numbers, without touching
+    the state the new holder owns."""
+    if not outcomes:
+        return
+    for outcome in outcomes:
+        context.metrics.observe_webhook_attempt(
+            outcome.result.succeeded, outcome.trigger, outcome.result.duration_ms
+        )
     settings = context.settings.webhooks
     now = utcnow()
     async with context.unit_of_work() as uow:
         session = uow.session
-        await insert_rows(session, [_attempt_row(o) for o in outcomes])
-        states = [
-            {**_next_state(settings, o, now, retry=retry), "b_token": token} for o in outcomes
-        ]
         connection = await session.connection()
-        await connection.execute(_UPDATE, states)
+        # The endpoints first, in id order: disabling one cancels its pending deliveries,
+        # which a concurrent batch of the same endpoint may be updating; taking the
+        # endpoint's lock before any delivery row keeps two batches from deadlocking.
+        await connection.execute(
+            select(_ENDPOINTS.c.id)
+            .where(_ENDPOINTS.c.id.in_(sorted({o.endpoint.id for o in outcomes})))
+            .order_by(_ENDPOINTS.c.id)
+            .with_for_update()
+        )
+        current = {
+            row.id: (row.attempts, row.lease_token)
+            for row in await connection.execute(
+                select(_DELIVERIES.c.id, _DELIVERIES.c.attempts, _DELIVERIES.c.lease_token)
+                .where(_DELIVERIES.c.id.in_([o.delivery.id for o in outcomes]))
+                .order_by(_DELIVERIES.c.id)  # one lock order for every job
+                .with_for_update()
+            )
+        }
+        # a delivery deleted meanwhile (its endpoint was) has nothing left to record
+        outcomes = [o for o in outcomes if o.delivery.id in current]
+        if not outcomes:
+            return
+        numbers = {o.delivery.id: current[o.delivery.id][0] + 1 for o in outcomes}
+        await connection.execute(
+            insert(_ATTEMPTS), [_attempt_values(o, numbers[o.delivery.id]) for o in outcomes]
+        )
+        held = [o for o in outcomes if current[o.delivery.id][1] == token]
+        taken = [o for o in outcomes if current[o.delivery.id][1] != token]
+        if held:
+            states = [
+                _next_state(settings, o, numbers[o.delivery.id], now, retry=retry) for o in held
+            ]
+            await _update_deliveries(connection, token, states)
+        if taken:
+            await connection.execute(
+                _COUNT,
+                [{"b_id": o.delivery.id, "attempts": numbers[o.delivery.id]} for o in taken],
+            )
         by_endpoint: dict[str, list[Outcome]] = {}
         for outcome in outcomes:
             by_endpoint.setdefault(outcome.endpoint.id, []).append(outcome)
+        # An endpoint with a success in the batch: one UPDATE, nothing to decide. The others
+        # are read (locked above), since their streak may disable them.
+        answered = sorted(
+            endpoint_id
+            for endpoint_id, found in by_endpoint.items()
+            if any(o.result.succeeded for o in found)
+        )
+        if answered:
+            await connection.execute(
+                update(_ENDPOINTS)
+                .where(_ENDPOINTS.c.id.in_(answered))
+                .values(last_success_at=now, failing_since=None)
+            )
+        failing = sorted(set(by_endpoint) - set(answered))
+        if not failing:
+            return
         endpoints = (
             await session.scalars(
                 select(WebhookEndpoint)
-                .where(WebhookEndpoint.id.in_(list(by_endpoint)))
+                .where(WebhookEndpoint.id.in_(failing))
+                .order_by(WebhookEndpoint.id)
                 .with_for_update()
                 .execution_options(populate_existing=True)
             )

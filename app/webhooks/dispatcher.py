@@ -17,11 +17,11 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import Table, func, insert, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.core.context import AppContext
-from app.core.db import insert_rows, utcnow
+from app.core.db import Base, utcnow
 from app.core.ids import new_id
 from app.core.queue import REDIS_DOWN, JobName
 from app.outbox.catalog import matches
@@ -44,6 +44,16 @@ class Dispatched:
     batches: int
 
 
+def _table(model: type[Base]) -> Table:
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
+_DELIVERIES = _table(WebhookDelivery)
+_OUTBOX = _table(OutboxEvent)
+
+
 def _job_id(token: str) -> str:
     return f"webhooks:{token}"
 
@@ -55,9 +65,11 @@ async def fan_out(context: AppContext, *, limit: int = FAN_OUT_BATCH) -> tuple[i
     schedule = context.settings.webhooks.retry_schedule_seconds
     async with context.unit_of_work() as uow:
         session = uow.session
+        # Core rows, not ORM objects: only ids and types are needed here, and an ORM
+        # object per event and per delivery cost more than the statements.
         events = (
-            await session.scalars(
-                select(OutboxEvent)
+            await session.execute(
+                select(OutboxEvent.id, OutboxEvent.type)
                 .where(OutboxEvent.dispatched_at.is_(None))
                 .order_by(OutboxEvent.created_at, OutboxEvent.id)
                 .limit(limit)
@@ -70,28 +82,35 @@ async def fan_out(context: AppContext, *, limit: int = FAN_OUT_BATCH) -> tuple[i
             await session.scalars(select(WebhookEndpoint).where(WebhookEndpoint.enabled))
         ).all()
         first = now + dt.timedelta(seconds=schedule[0])
+        wanted: dict[str, list[str]] = {}  # event type -> endpoint ids
+        for event_type in {event.type for event in events}:
+            wanted[event_type] = [
+                endpoint.id
+                for endpoint in endpoints
+                if any(matches(p, event_type) for p in endpoint.event_types)
+                and payloads.wants(endpoint, event_type)
+            ]
         deliveries = [
-            WebhookDelivery(
-                id=new_id(),
-                endpoint_id=endpoint.id,
-                event_id=event.id,
-                event_type=event.type,
-                status="pending",
-                attempts=0,
-                schedule_index=0,
-                next_attempt_at=first,
-                created_at=now,
-            )
+            {
+                "id": new_id(),
+                "endpoint_id": endpoint_id,
+                "event_id": event.id,
+                "event_type": event.type,
+                "status": "pending",
+                "attempts": 0,
+                "schedule_index": 0,
+                "next_attempt_at": first,
+                "created_at": now,
+            }
             for event in events
-            for endpoint in endpoints
-            if any(matches(p, event.type) for p in endpoint.event_types)
-            and payloads.wants(endpoint, event.type)
+            for endpoint_id in wanted[event.type]
         ]
+        connection = await session.connection()
         if deliveries:
-            await insert_rows(session, deliveries)
-        await session.execute(
-            update(OutboxEvent)
-            .where(OutboxEvent.id.in_([e.id for e in events]))
+            await connection.execute(insert(_DELIVERIES), deliveries)
+        await connection.execute(
+            update(_OUTBOX)
+            .where(_OUTBOX.c.id.in_([event.id for event in events]))
             .values(dispatched_at=now)
         )
     return len(events), len(deliveries)
@@ -137,23 +156,51 @@ async def lease_due(context: AppContext) -> list[str]:
     return tokens
 
 
+async def work_waiting(context: AppContext) -> bool:
+    """Whether an event waits for fan-out or a delivery is due: two indexed reads, so an
+    idle dispatcher takes no write transaction (on SQLite, no write lock) per tick."""
+    now = utcnow()
+    async with context.sessionmaker() as session:
+        event = await session.scalar(
+            select(OutboxEvent.id).where(OutboxEvent.dispatched_at.is_(None)).limit(1)
+        )
+        if event is not None:
+            return True
+        due = await session.scalar(
+            select(WebhookDelivery.id)
+            .where(
+                WebhookDelivery.status == "pending",
+                WebhookDelivery.next_attempt_at <= now,
+                or_(WebhookDelivery.lease_until.is_(None), WebhookDelivery.lease_until <= now),
+            )
+            .limit(1)
+        )
+    return due is not None
+
+
 async def dispatch_once(context: AppContext) -> Dispatched:
     """Fan out new events, lease due deliveries, enqueue their jobs. A job that cannot be
     enqueued (Redis down) is found again when its lease expires."""
-    events = deliveries = 0
-    while True:  # drain a backlog of events before leasing
+    events = deliveries = batches = 0
+    if not await work_waiting(context):
+        return Dispatched(events=0, deliveries=0, batches=0)
+    while True:  # a backlog of events: its first deliveries leave before the rest fan out
         found, made = await fan_out(context)
         events, deliveries = events + found, deliveries + made
+        tokens = await lease_due(context)
+        for token in tokens:
+            await context.queue.enqueue(JobName.DELIVER_WEBHOOKS, token, job_id=_job_id(token))
+        batches += len(tokens)
         if found < FAN_OUT_BATCH:
             break
-    tokens = await lease_due(context)
-    for token in tokens:
-        await context.queue.enqueue(JobName.DELIVER_WEBHOOKS, token, job_id=_job_id(token))
-    return Dispatched(events=events, deliveries=deliveries, batches=len(tokens))
+    return Dispatched(events=events, deliveries=deliveries, batches=batches)
 
 
 async def run_dispatcher(context: AppContext, interval: float) -> None:
-    """The loop; a database or Redis outage is logged once and waited out, never fatal."""
+    """The loop; a database or Redis outage is logged once and waited out, never fatal.
+    Any other error (a defect, a row it cannot read) is logged once with its traceback
+    and retried the same way: the task must not end, or this process would silently
+    stop dispatching while it goes on running jobs."""
     down = False
     while True:
         try:
@@ -164,6 +211,12 @@ async def run_dispatcher(context: AppContext, interval: float) -> None:
                     "webhook dispatcher: %s; events wait in the outbox until it recovers",
                     type(exc).__name__,
                 )
+                down = True
+            await asyncio.sleep(min(interval * 8, 2.0))
+            continue
+        except Exception:
+            if not down:
+                logger.exception("webhook dispatcher failed; events wait in the outbox")
                 down = True
             await asyncio.sleep(min(interval * 8, 2.0))
             continue

@@ -105,7 +105,9 @@ class Sender:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(
                 resolver=GuardedResolver(self.guard),
-                limit=256,
+                # No pool limit: the jobs bound the concurrency (jobs x batch size), and a
+                # request waiting for a pooled connection would spend its timeout unsent.
+                limit=0,
                 ttl_dns_cache=10,
                 enable_cleanup_closed=True,
             )

@@ -22,7 +22,7 @@ from app.core.ids import new_id
 from app.core.pagination import CursorParams, paginate
 from app.core.redaction import redact_text
 from app.core.registry import Catalog
-from app.core.sealing import Sealer
+from app.core.sealing import Sealer, sealer_for
 from app.outbox.catalog import EVENT_TYPES, EventType, validate_pattern
 from app.outbox.models import OutboxEvent
 from app.outbox.service import add_event
@@ -69,7 +69,7 @@ class PreconditionFailed(AppError):
 
 
 def sealer(context: AppContext) -> Sealer:
-    return Sealer(context.secret_key, SECRETS_PURPOSE)
+    return sealer_for(context.secret_key, SECRETS_PURPOSE)
 
 
 def etag(endpoint: WebhookEndpoint) -> str:

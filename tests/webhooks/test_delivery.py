@@ -166,6 +166,9 @@ async def test_test_event_returns_the_attempt(
     assert body["delivery"]["status"] == "succeeded"
     (item,) = receiver.received
     assert verify_both(hook["secret"], item)["type"] == "webhook.test"
+    metrics = (await client.get("/metrics")).text
+    assert 'formula_ops_webhook_attempts_total{outcome="success",trigger="test"}' in metrics
+    assert "formula_ops_webhook_attempt_duration_seconds_count" in metrics
 
 
 async def test_redirects_are_not_followed(
