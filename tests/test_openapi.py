@@ -90,7 +90,12 @@ def live_server(settings: Settings) -> Iterator[tuple[str, str]]:
     of requests, many of them unauthenticated on purpose.
     """
     settings = settings.model_copy(
-        update={"auth_failures_per_minute": 10**9, "token_requests_per_minute": 10**9}
+        update={
+            "auth_failures_per_minute": 10**9,
+            "token_requests_per_minute": 10**9,
+            # Notification channels may contact the tests' loopback address.
+            "webhooks": settings.webhooks.model_copy(update={"channel_hosts": ["127.0.0.1"]}),
+        }
     )
     token = in_thread(asyncio.run, _issue_admin(settings))
     port = free_port()
@@ -250,12 +255,26 @@ def _one_form(body: dict[str, Any]) -> None:
         ]
 
 
-def _webhook_destination(body: dict[str, Any]) -> None:
+def _webhook_destination(body: dict[str, Any], *, creating: bool) -> None:
     """Rules a JSON schema cannot state for a webhook: a destination the guard allows
     (tests allow 127.0.0.1 only; a made-up name would be looked up), registered event
-    types, header names the server does not own."""
+    types, header names the server does not own; a new endpoint is a webhook (`url`) or
+    a channel (`channel`, an apprise URL to an allowed host, with message templates for
+    registered types and no webhook-only fields), exactly one."""
+    if creating and "url" not in body and "channel" not in body:
+        body["url"] = "http://127.0.0.1:9/hook"
+    if creating and "url" in body:
+        body.pop("channel", None)
+        body.pop("templates", None)
     if "url" in body:
         body["url"] = "http://127.0.0.1:9/hook"
+    if "channel" in body:
+        body["channel"] = "json://127.0.0.1:9/hook"
+        if creating:
+            body.pop("headers", None)
+            body.pop("format", None)
+    if "templates" in body:
+        body["templates"] = {"*": "{type} at {timestamp}"}
     if "event_types" in body:
         body["event_types"] = ["*"]
     if isinstance(body.get("headers"), dict):
@@ -281,7 +300,7 @@ def test_api_conforms_to_its_schema(case: Any, live_server: tuple[str, str]) -> 
     if positive and case.path == "/v1/deployments" and isinstance(case.body, dict):
         _one_form(case.body)
     if positive and case.path.startswith("/v1/webhooks") and isinstance(case.body, dict):
-        _webhook_destination(case.body)
+        _webhook_destination(case.body, creating=case.method == "POST")
     if positive and "If-Match" in headers:
         # ETags too: a made-up one is rightly a 412.
         del headers["If-Match"]

@@ -30,7 +30,7 @@ from app.core.sealing import Unsealable
 from app.core.settings import WebhookSettings
 from app.outbox.models import OutboxEvent
 from app.outbox.service import add_event
-from app.webhooks import payloads, signing
+from app.webhooks import channels, payloads, signing
 from app.webhooks import service as webhook_service
 from app.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from app.webhooks.sender import SENDER, AttemptResult
@@ -69,8 +69,22 @@ _rng = random.Random()  # noqa: S311  (jitter, not a secret)
 async def attempt(
     context: AppContext, endpoint: WebhookEndpoint, event: OutboxEvent
 ) -> AttemptResult:
-    """One attempt of ``event`` to ``endpoint`` now (signed for this moment)."""
+    """One attempt of ``event`` to ``endpoint`` now: a webhook's signed POST (signed for
+    this moment), or a channel's message through apprise (same timeout; the result has
+    no status code, its error is scrubbed of the channel URL)."""
     now = utcnow()
+    if endpoint.kind == "channel":
+        try:
+            url = webhook_service.channel_url(context, endpoint)
+        except Unsealable as exc:
+            return AttemptResult(started_at=now, duration_ms=0, error=f"channel unreadable: {exc}")
+        return await channels.send(
+            url,
+            endpoint.templates or {},
+            event,
+            context.settings.webhooks,
+            context.resources[SENDER].guard,
+        )
     try:
         secrets = webhook_service.signing_secrets(context, endpoint, now)
         extra = webhook_service.custom_headers(context, endpoint)

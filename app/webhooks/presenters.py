@@ -1,5 +1,6 @@
 """Rows → response bodies. A webhook's URL goes out through the one redaction rule (a
-secret in its query is not shown); secrets and custom header values never go out."""
+secret in its query is not shown); a channel's URL only in its masked form (the sealed
+URL is never opened here); secrets and custom header values never go out."""
 
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ def webhook_out(endpoint: WebhookEndpoint) -> WebhookOut:
         id=endpoint.id,
         kind=endpoint.kind,
         url=redact_text(endpoint.url or ""),
+        channel_service=endpoint.channel_service if endpoint.kind == "channel" else None,
+        templates=endpoint.templates or {},
         description=endpoint.description,
         event_types=endpoint.event_types,
         format=endpoint.format,

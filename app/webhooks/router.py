@@ -66,8 +66,11 @@ async def create_webhook(
     uow: UnitOfWorkDep,
     idem: IdempotencyDep,
 ) -> JSONResponse:
-    """The response carries the signing secret once. The URL is checked now (scheme, and
-    every address its name resolves to) and again at every delivery."""
+    """A webhook (`url`) or a notification channel (`channel`, an apprise URL such as
+    `slack://…` or `mailto://…`, with optional message `templates`). A webhook's response
+    carries the signing secret once; a channel's URL is sealed and never shown again (the
+    response masks it). The destination is checked now (scheme, allowed hosts, every
+    address the names resolve to) and again at every delivery."""
     async with uow:
         await idem.claim(uow)
         endpoint, secret = await service.create(uow, context, principal, body)
@@ -134,7 +137,8 @@ async def update_webhook(
     if_match: IfMatch = None,
 ) -> JSONResponse:
     """`enabled: false` stops deliveries (pending ones are cancelled); `enabled: true`
-    re-enables an endpoint that was disabled. `If-Match` refuses a stale write (412)."""
+    re-enables an endpoint that was disabled. `If-Match` refuses a stale write (412).
+    A channel takes a new `channel` URL and `templates`; a webhook `url` and `headers`."""
     async with uow:
         endpoint = await service.update_endpoint(
             uow, context, principal, webhook_id, body, if_match
@@ -188,7 +192,8 @@ async def test_webhook(
     principal: Operator, context: ContextDep, webhook_id: WebhookId
 ) -> TestResult:
     """Sends a `webhook.test` event to this endpoint now (even a disabled one) and answers
-    with the attempt: status code, latency, response excerpt or error. Not retried."""
+    with the attempt: status code (none for a channel), latency, response excerpt or
+    error. Not retried."""
     delivery, attempt = await webhook_delivery.send_test(context, principal, webhook_id)
     return TestResult(
         delivery=presenters.delivery_out(delivery), attempt=presenters.attempt_out(attempt)

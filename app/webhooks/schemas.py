@@ -6,9 +6,10 @@ import datetime as dt
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from app.core.schemas import MULTILINE, MULTILINE_NOTE, RequestModel
+from app.webhooks.channels import template_errors
 
 EVENT_PATTERN = r"^(\*|[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*(\.\*)?)$"
 HEADER_NAME = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$"
@@ -66,6 +67,42 @@ def _headers(value: dict[str, str] | None) -> dict[str, str] | None:
     return value
 
 
+CHANNEL_FIELD = Field(
+    default=None,
+    min_length=8,
+    max_length=2048,
+    pattern=URL_PATTERN,
+    description="Instead of `url`: a notification channel, as an apprise URL "
+    "(`slack://…`, `mailto://…`, `mmost://…`, `workflows://…` for Microsoft Teams, "
+    "`discord://…`, `json://…`, `form://…`, `ntfy://…`). A secret: kept sealed, never "
+    "shown again (responses show the scheme and, where it is not a token, the host). Every "
+    "host it contacts must be the service's own or listed in the server's channel hosts, "
+    "and resolve to an allowed address; checked again at every delivery.",
+)
+TEMPLATES_FIELD = Field(
+    default=None,
+    max_length=50,
+    description="Channels only: message text per event type or pattern (`deployment.failed`, "
+    "`deployment.*`, `*`; the most specific applies), with placeholders `{type}`, "
+    "`{timestamp}`, `{data.key.sub}` or `{key}` (a top-level key of `data`); `{{`/`}}` for "
+    "braces. A key the event lacks stays as written. Without one: the type, time and "
+    "top-level values of the event.",
+)
+
+
+def _templates(value: dict[str, str] | None) -> dict[str, str] | None:
+    if value is None:
+        return value
+    for pattern, text in value.items():
+        if not re.match(EVENT_PATTERN, pattern):
+            raise ValueError(f"{pattern!r} is not an event type, a `<family>.*` or `*`")
+        if not 1 <= len(text) <= 4000:
+            raise ValueError(f"the template of {pattern!r} must be 1 to 4000 characters long")
+        if errors := template_errors(text):
+            raise ValueError(f"the template of {pattern!r}: " + "; ".join(errors))
+    return value
+
+
 def _event_types(value: list[str] | None) -> list[str] | None:
     if value is None:
         return value
@@ -76,7 +113,17 @@ def _event_types(value: list[str] | None) -> list[str] | None:
 
 
 class WebhookCreate(RequestModel):
-    url: str = URL_FIELD
+    """A webhook (`url`) or a notification channel (`channel`): exactly one of them."""
+
+    url: str | None = Field(
+        default=None,
+        min_length=8,
+        max_length=2048,
+        pattern=URL_PATTERN,
+        description=URL_DESCRIPTION,
+    )
+    channel: str | None = CHANNEL_FIELD
+    templates: dict[str, str] | None = TEMPLATES_FIELD
     event_types: list[str] = Field(
         default_factory=lambda: ["*"],
         min_length=1,
@@ -103,6 +150,20 @@ class WebhookCreate(RequestModel):
 
     _check_event_types = field_validator("event_types")(_event_types)
     _check_headers = field_validator("headers")(_headers)
+    _check_templates = field_validator("templates")(_templates)
+
+    @model_validator(mode="after")
+    def _one_destination(self) -> WebhookCreate:
+        if (self.url is None) == (self.channel is None):
+            raise ValueError("give exactly one of `url` (a webhook) and `channel`")
+        if self.channel is not None:
+            if self.headers:
+                raise ValueError("`headers` apply to webhooks, not to channels")
+            if self.format != "standard":
+                raise ValueError("a channel sends messages: `format` must be `standard`")
+        elif self.templates:
+            raise ValueError("`templates` apply to channels, not to webhooks")
+        return self
 
 
 class WebhookUpdate(RequestModel):
@@ -120,6 +181,16 @@ class WebhookUpdate(RequestModel):
     enabled: bool | None = Field(
         default=None, description="`true` re-enables a disabled endpoint and clears its streak."
     )
+    channel: str | None = Field(
+        default=None,
+        min_length=8,
+        max_length=2048,
+        pattern=URL_PATTERN,
+        description="A channel's new apprise URL (channels only).",
+    )
+    templates: dict[str, str] | None = Field(
+        default=None, max_length=50, description="Replaces every template (channels only)."
+    )
     format: Format | None = None
     headers: dict[str, str] | None = Field(
         default=None, max_length=20, description="Replaces every custom header."
@@ -127,6 +198,7 @@ class WebhookUpdate(RequestModel):
 
     _check_event_types = field_validator("event_types")(_event_types)
     _check_headers = field_validator("headers")(_headers)
+    _check_templates = field_validator("templates")(_templates)
 
 
 class SecretRotation(BaseModel):
@@ -138,7 +210,12 @@ class SecretRotation(BaseModel):
 class WebhookOut(BaseModel):
     id: str
     kind: Literal["webhook", "channel"]
-    url: str = Field(description="The destination, secrets in its query redacted.")
+    url: str = Field(
+        description="The destination, secrets in its query redacted; a channel's URL "
+        "masked (`mailto://smtp.example.com/***`, `slack://***`)."
+    )
+    channel_service: str | None = Field(description="A channel's scheme (`slack`, `mailto`…).")
+    templates: dict[str, str] = Field(description="A channel's message templates.")
     description: str = Field(description=MULTILINE_NOTE)
     event_types: list[str]
     format: Format
@@ -158,9 +235,9 @@ class WebhookOut(BaseModel):
 
 
 class WebhookCreated(WebhookOut):
-    secret: str = Field(
+    secret: str | None = Field(
         description="The signing secret (`whsec_…`), shown this once; verify with any "
-        "Standard Webhooks library."
+        "Standard Webhooks library. Null for a channel (messages are not signed)."
     )
 
 

@@ -26,7 +26,7 @@ from app.core.sealing import Sealer, sealer_for
 from app.outbox.catalog import EVENT_TYPES, EventType, validate_pattern
 from app.outbox.models import OutboxEvent
 from app.outbox.service import add_event
-from app.webhooks import signing
+from app.webhooks import channels, signing
 from app.webhooks.guard import UnsafeDestination
 from app.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from app.webhooks.schemas import WebhookCreate, WebhookUpdate
@@ -120,8 +120,32 @@ async def check_destination(context: AppContext, url: str) -> None:
         ) from None
 
 
+async def check_channel(context: AppContext, url: str, field: str = "channel") -> str:
+    """A channel URL's creation-time check: an accepted scheme, a URL apprise takes, and
+    every host it will contact allowed (checked again at every delivery). Returns the
+    service's name. Errors never quote the URL."""
+    settings = context.settings.webhooks
+    try:
+        service, plugin = channels.instantiate(url, settings)
+        await channels.check_hosts(service, plugin, settings, context.resources[SENDER].guard)
+    except channels.ChannelRefused as exc:
+        raise _field_error(field, str(exc)) from None
+    except UnsafeDestination as exc:
+        raise UnsafeWebhookUrl(
+            f"The channel is refused: {exc}",
+            errors=[{"loc": ["body", field], "msg": str(exc), "type": f"unsafe_{exc.reason}"}],
+        ) from None
+    return service.name
+
+
+def channel_url(context: AppContext, endpoint: WebhookEndpoint) -> str:
+    """A channel's apprise URL in clear (Unsealable if the server secret changed)."""
+    return sealer(context).open(endpoint.channel_sealed or "")
+
+
 def _audit_view(endpoint: WebhookEndpoint) -> dict[str, Any]:
     return {
+        "kind": endpoint.kind,
         "url": redact_text(endpoint.url or ""),
         "event_types": endpoint.event_types,
         "format": endpoint.format,
@@ -132,17 +156,26 @@ def _audit_view(endpoint: WebhookEndpoint) -> dict[str, Any]:
 
 async def create(
     uow: UnitOfWork, context: AppContext, principal: Principal, body: WebhookCreate
-) -> tuple[WebhookEndpoint, str]:
-    """A new endpoint and its secret (returned once, stored sealed)."""
+) -> tuple[WebhookEndpoint, str | None]:
+    """A new endpoint and its secret (returned once, stored sealed); a channel: its URL
+    sealed, no secret returned."""
     _check_event_types(context.registry[EVENT_TYPES], body.event_types)
-    await check_destination(context, body.url)
-    secret = signing.new_secret()
     seal = sealer(context)
+    service: str | None = None
+    if body.channel is not None:
+        _check_event_types_of_templates(context, body.templates or {})
+        service = await check_channel(context, body.channel)
+    else:
+        assert body.url is not None
+        await check_destination(context, body.url)
+    secret = signing.new_secret()
     now = utcnow()
     endpoint = WebhookEndpoint(
         id=new_id(),
-        kind="webhook",
-        url=body.url,
+        kind="webhook" if body.channel is None else "channel",
+        url=body.url if body.channel is None else channels.masked(body.channel),
+        channel_sealed=seal.seal(body.channel) if body.channel is not None else None,
+        channel_service=service,
         description=body.description,
         event_types=body.event_types,
         format=body.format,
@@ -156,7 +189,7 @@ async def create(
         created_at=now,
         updated_at=now,
         version=1,
-        templates={},
+        templates=body.templates or {},
     )
     uow.session.add(endpoint)
     await uow.session.flush()
@@ -168,7 +201,15 @@ async def create(
         resource_id=endpoint.id,
         summary=_audit_view(endpoint),
     )
-    return endpoint, secret
+    return endpoint, secret if endpoint.kind == "webhook" else None
+
+
+def _check_event_types_of_templates(context: AppContext, templates: dict[str, str]) -> None:
+    for pattern in templates:
+        try:
+            validate_pattern(pattern, context.registry[EVENT_TYPES])
+        except ValueError as exc:
+            raise _field_error("templates", str(exc)) from None
 
 
 async def get(session: AsyncSession, endpoint_id: str) -> WebhookEndpoint:
@@ -213,9 +254,26 @@ async def update_endpoint(
     changes = body.model_dump(exclude_unset=True)
     if body.event_types is not None:
         _check_event_types(context.registry[EVENT_TYPES], body.event_types)
+    if endpoint.kind == "webhook":
+        for name in ("channel", "templates"):
+            if name in changes:
+                raise _field_error(name, f"`{name}` applies to channels, not to webhooks")
+    else:
+        for name in ("url", "headers"):
+            if name in changes:
+                raise _field_error(name, f"`{name}` applies to webhooks, not to channels")
+        if body.format not in (None, "standard"):
+            raise _field_error("format", "a channel sends messages: `format` must be `standard`")
     if body.url is not None and endpoint.kind == "webhook":
         await check_destination(context, body.url)
         endpoint.url = body.url
+    if body.channel is not None and endpoint.kind == "channel":
+        endpoint.channel_service = await check_channel(context, body.channel)
+        endpoint.channel_sealed = sealer(context).seal(body.channel)
+        endpoint.url = channels.masked(body.channel)
+    if body.templates is not None and endpoint.kind == "channel":
+        _check_event_types_of_templates(context, body.templates)
+        endpoint.templates = body.templates
     if body.event_types is not None:
         endpoint.event_types = body.event_types
     if body.description is not None:
