@@ -168,7 +168,9 @@ async def delete_webhook(
     "/{webhook_id}/rotate-secret",
     operation_id="rotateWebhookSecret",
     summary="Rotate the signing secret",
-    responses=problem_responses(*AUTH_ERRORS, service.WebhookNotFound, validation=True),
+    responses=problem_responses(
+        *AUTH_ERRORS, service.WebhookNotFound, service.NotAWebhook, validation=True
+    ),
 )
 async def rotate_secret(
     principal: Operator, context: ContextDep, uow: UnitOfWorkDep, webhook_id: WebhookId

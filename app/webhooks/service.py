@@ -62,6 +62,12 @@ class DeliveryInProgress(AppError):
     status = 409
 
 
+class NotAWebhook(AppError):
+    type = "/problems/not-a-webhook"
+    title = "A notification channel has no signing secret"
+    status = 409
+
+
 class PreconditionFailed(AppError):
     type = "/problems/precondition-failed"
     title = "Precondition failed"
@@ -331,8 +337,10 @@ async def rotate_secret(
 ) -> tuple[WebhookEndpoint, str]:
     """A new secret; the current one keeps signing beside it for the overlap (24 h by
     default), so receivers can switch at their pace. A second rotation within the overlap
-    replaces the oldest."""
+    replaces the oldest. A notification channel signs nothing: refused."""
     endpoint = await _locked(uow.session, endpoint_id)
+    if endpoint.kind != "webhook":
+        raise NotAWebhook("This endpoint is a notification channel; its messages are not signed")
     secret = signing.new_secret()
     now = utcnow()
     endpoint.previous_secret_sealed = endpoint.secret_sealed

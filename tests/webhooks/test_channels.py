@@ -479,6 +479,9 @@ async def test_test_event_and_changes_of_a_channel(
     for body in ({"url": chat.url}, {"headers": {"X-A": "b"}}, {"format": "statuspage"}):
         response = await api.patch(path, json=body, headers=operator.headers)
         assert response.status_code == 422, (body, response.text)
+    rotated = await api.post(f"{path}/rotate-secret", headers=operator.headers)
+    assert rotated.status_code == 409, rotated.text
+    assert rotated.json()["type"] == "/problems/not-a-webhook"
     moved = await api.patch(
         path, json={"channel": "mmost://127.0.0.2:9/x"}, headers=operator.headers
     )
