@@ -56,6 +56,7 @@ from app.core.redaction import REDACTED, redact_text
 from app.core.settings import WebhookSettings
 from app.outbox.catalog import matches
 from app.webhooks.guard import AddressGuard, UnsafeDestination, channel_host_allowed
+from app.webhooks.headers import is_reserved
 from app.webhooks.payloads import event_body
 from app.webhooks.sender import AttemptResult
 
@@ -298,6 +299,9 @@ def instantiate(url: str, settings: WebhookSettings) -> tuple[ChannelService, No
         raise ChannelRefused("url", "OpenPGP keys and key lookups are not supported")
     if getattr(plugin, "pgp_privkey", None):
         raise ChannelRefused("url", "OpenPGP keys and key lookups are not supported")
+    reserved = sorted(n for n in (getattr(plugin, "headers", None) or {}) if is_reserved(n))
+    if reserved:
+        raise ChannelRefused("url", f"the channel URL may not set the headers {reserved}")
     plugin.redirects = False
     plugin.verify_certificate = True
     plugin.retry = 0

@@ -11,6 +11,7 @@ logged, the newer holder decides the state).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import random
@@ -26,6 +27,7 @@ from app.auth.roles import Role
 from app.core.context import AppContext
 from app.core.db import Base, utcnow
 from app.core.ids import new_id
+from app.core.redaction import MIN_KNOWN_SECRET, REDACTED
 from app.core.sealing import Unsealable
 from app.core.settings import WebhookSettings
 from app.outbox.models import OutboxEvent
@@ -69,6 +71,31 @@ _rng = random.Random()  # noqa: S311  (jitter, not a secret)
 async def attempt(
     context: AppContext, endpoint: WebhookEndpoint, event: OutboxEvent
 ) -> AttemptResult:
+    """One attempt, whatever happens: an unexpected error becomes the attempt's error
+    (logged), so one delivery can never keep its batch from being recorded."""
+    started = utcnow()
+    try:
+        return await _attempt(context, endpoint, event)
+    except Exception as exc:
+        logger.exception("webhook attempt to endpoint %s failed unexpectedly", endpoint.id)
+        return AttemptResult(
+            started_at=started, duration_ms=0, error=f"internal error ({type(exc).__name__})"
+        )
+
+
+def _without(values: list[str], text: str | None) -> str | None:
+    """``text`` with each of ``values`` (custom header values, 6+ characters) redacted: a
+    receiver that echoes our request must not show them in the delivery log."""
+    if text is None:
+        return None
+    for value in values:
+        text = text.replace(value, REDACTED)
+    return text
+
+
+async def _attempt(
+    context: AppContext, endpoint: WebhookEndpoint, event: OutboxEvent
+) -> AttemptResult:
     """One attempt of ``event`` to ``endpoint`` now: a webhook's signed POST (signed for
     this moment), or a channel's message through apprise (same timeout; the result has
     no status code, its error is scrubbed of the channel URL)."""
@@ -92,7 +119,15 @@ async def attempt(
         return AttemptResult(started_at=now, duration_ms=0, error=f"secret unreadable: {exc}")
     body = payloads.render(endpoint, event)
     headers = {**extra, **signing.headers(secrets, event.id, int(now.timestamp()), body)}
-    return await context.resources[SENDER].post(endpoint.url or "", body, headers)
+    result = await context.resources[SENDER].post(endpoint.url or "", body, headers)
+    hidden = sorted((v for v in extra.values() if len(v) >= MIN_KNOWN_SECRET), key=len)[::-1]
+    if hidden:
+        result = dataclasses.replace(
+            result,
+            response_excerpt=_without(hidden, result.response_excerpt),
+            error=_without(hidden, result.error),
+        )
+    return result
 
 
 async def deliver_batch(context: AppContext, token: str) -> int:
@@ -264,7 +299,12 @@ _COUNT = (
 
 
 async def record(
-    context: AppContext, token: str, outcomes: Sequence[Outcome], *, retry: bool = True
+    context: AppContext,
+    token: str,
+    outcomes: Sequence[Outcome],
+    *,
+    retry: bool = True,
+    streak: bool = True,
 ) -> None:
     """Record attempts and next states in one transaction; update the endpoints' streaks
     and disable those that answered 410 or failed for too long.
@@ -323,6 +363,8 @@ async def record(
                 _COUNT,
                 [{"b_id": o.delivery.id, "attempts": numbers[o.delivery.id]} for o in taken],
             )
+        if not streak:  # a test probes: the endpoint's streak and state stay as they were
+            return
         by_endpoint: dict[str, list[Outcome]] = {}
         for outcome in outcomes:
             by_endpoint.setdefault(outcome.endpoint.id, []).append(outcome)
@@ -435,7 +477,7 @@ async def send_test(
         )
     result = await attempt(context, endpoint, event)
     outcome = Outcome(delivery, endpoint, result, "test")
-    await record(context, token, [outcome], retry=False)
+    await record(context, token, [outcome], retry=False, streak=False)
     async with context.sessionmaker() as session:
         delivery, _, attempts = await webhook_service.get_delivery(session, delivery.id)
     return delivery, attempts[-1]

@@ -10,27 +10,10 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from app.core.schemas import MULTILINE, MULTILINE_NOTE, RequestModel
 from app.webhooks.channels import template_errors
+from app.webhooks.headers import is_reserved
 
 EVENT_PATTERN = r"^(\*|[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*(\.\*)?)$"
 HEADER_NAME = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$"
-# Headers a caller may not set: the signature's, and those the HTTP client owns.
-RESERVED_HEADERS = frozenset(
-    {
-        "host",
-        "content-type",
-        "content-length",
-        "transfer-encoding",
-        "connection",
-        "keep-alive",
-        "te",
-        "trailer",
-        "upgrade",
-        "user-agent",
-        "expect",
-        "proxy-authorization",
-        "proxy-connection",
-    }
-)
 Format = Literal["standard", "statuspage"]
 DeliveryStatus = Literal["pending", "succeeded", "failed", "cancelled"]
 DisabledReason = Literal["manual", "gone", "failing"]
@@ -55,14 +38,14 @@ def _headers(value: dict[str, str] | None) -> dict[str, str] | None:
     seen: set[str] = set()
     for name, header_value in value.items():
         lower = name.lower()
-        if not re.match(HEADER_NAME, name):
+        if not re.fullmatch(HEADER_NAME, name):
             raise ValueError(f"{name!r} is not a header name")
-        if lower.startswith("webhook-") or lower in RESERVED_HEADERS:
+        if is_reserved(lower):
             raise ValueError(f"the header {name!r} is set by the server")
         if lower in seen:
             raise ValueError(f"the header {name!r} is given twice")
         seen.add(lower)
-        if len(header_value) > 1024 or not re.match(r"^[\x20-\x7e\t]*$", header_value):
+        if len(header_value) > 1024 or not re.fullmatch(r"[\x20-\x7e\t]*", header_value):
             raise ValueError(f"the value of {name!r} must be printable ASCII, at most 1024 long")
     return value
 
@@ -94,7 +77,7 @@ def _templates(value: dict[str, str] | None) -> dict[str, str] | None:
     if value is None:
         return value
     for pattern, text in value.items():
-        if not re.match(EVENT_PATTERN, pattern):
+        if not re.fullmatch(EVENT_PATTERN, pattern):
             raise ValueError(f"{pattern!r} is not an event type, a `<family>.*` or `*`")
         if not 1 <= len(text) <= 4000:
             raise ValueError(f"the template of {pattern!r} must be 1 to 4000 characters long")
@@ -107,7 +90,7 @@ def _event_types(value: list[str] | None) -> list[str] | None:
     if value is None:
         return value
     for item in value:
-        if not re.match(EVENT_PATTERN, item):
+        if not re.fullmatch(EVENT_PATTERN, item):
             raise ValueError(f"{item!r} is not an event type, a `<family>.*` or `*`")
     return list(dict.fromkeys(value))
 

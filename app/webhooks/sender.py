@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import email.utils
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -54,7 +55,7 @@ def retry_after_seconds(value: str | None, now: dt.datetime) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if re.fullmatch(r"[0-9]{1,12}", value):
         return min(float(value), MAX_RETRY_AFTER_SECONDS)
     try:
         when = email.utils.parsedate_to_datetime(value)
@@ -63,6 +64,17 @@ def retry_after_seconds(value: str | None, now: dt.datetime) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
     return min(max((when - now).total_seconds(), 0.0), MAX_RETRY_AFTER_SECONDS)
+
+
+async def _head(content: aiohttp.StreamReader) -> bytes:
+    """The first KiB of the body (or all of a shorter one), however it trickles in."""
+    raw = b""
+    while len(raw) < EXCERPT_BYTES:
+        chunk = await content.read(EXCERPT_BYTES - len(raw))
+        if not chunk:
+            break
+        raw += chunk
+    return raw
 
 
 def _excerpt(raw: bytes) -> str | None:
@@ -138,7 +150,7 @@ class Sender:
                 headers={**headers, "Content-Type": "application/json"},
                 allow_redirects=False,
             ) as response:
-                raw = await response.content.read(EXCERPT_BYTES)
+                raw = await _head(response.content)
                 status = response.status
                 retry_after = (
                     retry_after_seconds(response.headers.get("Retry-After"), utcnow())
@@ -154,6 +166,8 @@ class Sender:
             if isinstance(exc, aiohttp.ClientConnectorError):
                 cause = exc.os_error
                 return done(error=f"cannot connect: {cause.strerror or type(cause).__name__}")
+            return done(error=f"{type(exc).__name__}: {redact_text(str(exc))[:300]}")
+        except ValueError as exc:  # aiohttp refusing what it was given or what it got
             return done(error=f"{type(exc).__name__}: {redact_text(str(exc))[:300]}")
         error = None
         if 300 <= status < 400:

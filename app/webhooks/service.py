@@ -8,6 +8,7 @@ import datetime as dt
 import json
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -98,6 +99,15 @@ def custom_headers(context: AppContext, endpoint: WebhookEndpoint) -> dict[str, 
         return {}
     value: dict[str, str] = json.loads(sealer(context).open(endpoint.headers_sealed))
     return value
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return (parts.scheme.lower(), (parts.hostname or "").lower(), port)
 
 
 def _field_error(field: str, message: str) -> ValidationFailed:
@@ -272,6 +282,18 @@ async def update_endpoint(
             raise _field_error("format", "a channel sends messages: `format` must be `standard`")
     if body.url is not None and endpoint.kind == "webhook":
         await check_destination(context, body.url)
+        if (
+            endpoint.header_names
+            and body.headers is None
+            and _origin(body.url) != _origin(endpoint.url or "")
+        ):
+            # The sealed header values were given for the old receiver; moving them to
+            # another host unasked would hand them to whoever runs it.
+            raise _field_error(
+                "headers",
+                "the destination moves to another host: give `headers` again (or `{}`) "
+                "with the new `url`",
+            )
         endpoint.url = body.url
     if body.channel is not None and endpoint.kind == "channel":
         endpoint.channel_service = await check_channel(context, body.channel)

@@ -506,3 +506,22 @@ def test_errors_are_scrubbed_of_every_part_of_the_url() -> None:
     assert "refused from" in text  # ordinary words stay
     slack = channels.Scrub.of("slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7")
     assert slack("posted to T1JJ3T3L2/A1BRTD4JD") == "posted to [redacted]/[redacted]"
+
+
+async def test_a_channel_url_may_not_set_routing_headers(
+    api: httpx.AsyncClient, operator: IssuedToken, chat: ChatReceiver
+) -> None:
+    port = chat.url.split(":")[2].split("/")[0]
+    for header in ("+Host=admin.internal.example", "+X-Forwarded-For=10.0.0.1", "+webhook-id=x"):
+        response = await api.post(
+            "/v1/webhooks",
+            json={"channel": f"json://127.0.0.1:{port}/hook?{header}"},
+            headers=operator.headers,
+        )
+        assert response.status_code == 422, (header, response.text)
+    allowed = await api.post(
+        "/v1/webhooks",
+        json={"channel": f"json://127.0.0.1:{port}/hook?+X-Team=ops"},
+        headers=operator.headers,
+    )
+    assert allowed.status_code == 201, allowed.text
