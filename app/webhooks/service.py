@@ -21,7 +21,6 @@ from app.core.db import UnitOfWork, utcnow
 from app.core.errors import AppError, NotFound, ValidationFailed
 from app.core.ids import new_id
 from app.core.pagination import CursorParams, paginate
-from app.core.redaction import redact_text
 from app.core.registry import Catalog
 from app.core.sealing import Sealer, sealer_for
 from app.outbox.catalog import EVENT_TYPES, EventType, validate_pattern
@@ -159,10 +158,23 @@ def channel_url(context: AppContext, endpoint: WebhookEndpoint) -> str:
     return sealer(context).open(endpoint.channel_sealed or "")
 
 
+def audit_url(url: str) -> str:
+    """The destination as the audit trail keeps it: its origin only. A path often carries
+    the receiver's own secret (`https://hooks.slack.com/services/T/B/<secret>`), and the
+    audit trail is read by viewers; operators read the whole URL on the endpoint."""
+    parts = urlsplit(url)
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    tail = "/..." if parts.path.strip("/") or parts.query else "/"
+    return f"{parts.scheme}://{parts.hostname or ''}{port}{tail}"
+
+
 def _audit_view(endpoint: WebhookEndpoint) -> dict[str, Any]:
     return {
         "kind": endpoint.kind,
-        "url": redact_text(endpoint.url or ""),
+        "url": audit_url(endpoint.url or "") if endpoint.kind == "webhook" else endpoint.url,
         "event_types": endpoint.event_types,
         "format": endpoint.format,
         "enabled": endpoint.enabled,
@@ -418,7 +430,7 @@ async def disable(
         action="webhook.disable",
         resource_type="webhook",
         resource_id=endpoint.id,
-        summary={"reason": reason, "detail": detail, "url": redact_text(endpoint.url or "")},
+        summary={"reason": reason, "detail": detail, "url": _audit_view(endpoint)["url"]},
     )
     await add_event(
         session,

@@ -267,3 +267,18 @@ async def test_delivery_listing_pages_and_filters(
         headers=operator.headers,
     )
     assert none.json()["items"] == []
+
+
+async def test_the_audit_trail_keeps_only_the_destination_origin(
+    context: AppContext, client: httpx.AsyncClient, operator: IssuedToken, receiver: Receiver
+) -> None:
+    seq = await last_audit_seq(context)
+    url = receiver.url + "/services/T0/B0/path-secret-value"
+    hook = await create_webhook(client, operator, url=url)
+    assert hook["url"] == url  # the operator reads it whole
+    await client.patch(
+        f"/v1/webhooks/{hook['id']}", json={"description": "x"}, headers=operator.headers
+    )
+    summaries = json.dumps([e.summary for e in await audit_events_after(context, seq)])
+    assert "path-secret-value" not in summaries
+    assert receiver.url.rsplit("/", 1)[0] + "/..." in summaries
