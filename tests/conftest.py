@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 import pytest_asyncio
+from _pytest.nodes import coerce_node_id
 from fastapi import FastAPI
 from pydantic import SecretStr
 from sqlalchemy import delete
@@ -48,6 +49,39 @@ from tests.factories import IssuedToken, issue_token
 from tests.helpers import REDIS_URL, create_pg_database, drop_pg_database, in_thread, no_dns
 
 BACKENDS = ("sqlite", "postgres")
+
+
+def _uses_module_fixture(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return False
+    return any(defs[-1].scope in ("module", "class") for defs in info.name2fixturedefs.values())
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (--dist loadgroup)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Groups for xdist (``--dist loadgroup``): every test of the real Docker engine on one
+    worker, so the session's ``docker_env`` (a private dockerd, registry and base image)
+    starts once; the tests of a module that share a module- or class-scoped fixture (a
+    ``serve`` process, a filled database) on one worker, so it starts once.
+
+    xdist 3.8 tells the controller an item's group by a ``@group`` suffix of the node id,
+    which it sets through ``item._nodeid``; pytest 9 keeps the id in ``item._id``, so the
+    suffix is set here (on an xdist worker with ``--dist loadgroup`` only)."""
+    grouping = getattr(config.option, "loadgroup", False)
+    for item in items:
+        if "docker_env" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("docker"))
+        elif _uses_module_fixture(item):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+        groups = sorted(
+            {
+                str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                for m in item.iter_markers("xdist_group")
+            }
+        )
+        if grouping and groups and "@" not in item.nodeid.rpartition("]")[2]:
+            item._id = coerce_node_id(f"{item.nodeid}@{'_'.join(groups)}")
 
 
 @pytest.fixture(scope="session")

@@ -225,7 +225,9 @@ def _declared_cursor_pattern() -> str:
     return pattern
 
 
-@pytest.mark.parametrize("id", [new_id(), new_token_id(), "a" * 63])
+@pytest.mark.parametrize(  # fixed ids: xdist workers must collect the same test names
+    "id", [new_id(), new_token_id(), "a" * 63], ids=["row-id", "token-id", "longest"]
+)
 def test_every_kind_of_id_fits_a_cursor(id: str) -> None:
     at = dt.datetime(2026, 5, 4, 3, 2, 1, 123456, tzinfo=dt.UTC)
     assert decode_cursor(encode_cursor(at, id)) == Cursor(at, id)
