@@ -255,7 +255,7 @@ def _one_form(body: dict[str, Any]) -> None:
         ]
 
 
-def _webhook_destination(body: dict[str, Any], *, creating: bool) -> None:
+def webhook_destination(body: dict[str, Any], *, creating: bool) -> None:
     """Rules a JSON schema cannot state for a webhook: a destination the guard allows
     (tests allow 127.0.0.1 only; a made-up name would be looked up), registered event
     types, header names the server does not own; a new endpoint is a webhook (`url`) or
@@ -300,7 +300,7 @@ def test_api_conforms_to_its_schema(case: Any, live_server: tuple[str, str]) -> 
     if positive and case.path == "/v1/deployments" and isinstance(case.body, dict):
         _one_form(case.body)
     if positive and case.path.startswith("/v1/webhooks") and isinstance(case.body, dict):
-        _webhook_destination(case.body, creating=case.method == "POST")
+        webhook_destination(case.body, creating=case.method == "POST")
     if positive and "If-Match" in headers:
         # ETags too: a made-up one is rightly a 412.
         del headers["If-Match"]

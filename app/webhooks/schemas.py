@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
 
 from app.core.schemas import MULTILINE, MULTILINE_NOTE, RequestModel
 from app.webhooks.channels import template_errors
@@ -14,6 +14,13 @@ from app.webhooks.headers import is_reserved
 
 EVENT_PATTERN = r"^(\*|[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*(\.\*)?)$"
 HEADER_NAME = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$"
+HEADER_VALUE = r"^[\x20-\x7e]*$"
+HeaderName = Annotated[str, StringConstraints(pattern=HEADER_NAME)]
+HeaderValue = Annotated[str, StringConstraints(max_length=1024, pattern=HEADER_VALUE)]
+# An event type, a `<family>.*` or `*` (filters and template keys).
+TemplateKey = Annotated[str, StringConstraints(max_length=100, pattern=EVENT_PATTERN)]
+# Tab and newline allowed: a message may have lines.
+TemplateText = Annotated[str, StringConstraints(min_length=1, max_length=4000, pattern=MULTILINE)]
 Format = Literal["standard", "statuspage"]
 DeliveryStatus = Literal["pending", "succeeded", "failed", "cancelled"]
 DisabledReason = Literal["manual", "gone", "failing"]
@@ -45,7 +52,7 @@ def _headers(value: dict[str, str] | None) -> dict[str, str] | None:
         if lower in seen:
             raise ValueError(f"the header {name!r} is given twice")
         seen.add(lower)
-        if len(header_value) > 1024 or not re.fullmatch(r"[\x20-\x7e\t]*", header_value):
+        if len(header_value) > 1024 or not re.fullmatch(HEADER_VALUE, header_value):
             raise ValueError(f"the value of {name!r} must be printable ASCII, at most 1024 long")
     return value
 
@@ -69,7 +76,7 @@ TEMPLATES_FIELD = Field(
     "`deployment.*`, `*`; the most specific applies), with placeholders `{type}`, "
     "`{timestamp}`, `{data.key.sub}` or `{key}` (a top-level key of `data`); `{{`/`}}` for "
     "braces. A key the event lacks stays as written. Without one: the type, time and "
-    "top-level values of the event.",
+    "top-level values of the event. " + MULTILINE_NOTE,
 )
 
 
@@ -106,15 +113,17 @@ class WebhookCreate(RequestModel):
         description=URL_DESCRIPTION,
     )
     channel: str | None = CHANNEL_FIELD
-    templates: dict[str, str] | None = TEMPLATES_FIELD
-    event_types: list[str] = Field(
+    templates: dict[TemplateKey, TemplateText] | None = TEMPLATES_FIELD
+    event_types: list[TemplateKey] = Field(
         default_factory=lambda: ["*"],
         min_length=1,
         max_length=50,
         description="Event types to receive: exact (`deployment.failed`), a family "
         "(`deployment.*`) or `*` for all. Each must name a registered event type.",
     )
-    description: str = Field(default="", max_length=500, pattern=MULTILINE)
+    description: str = Field(
+        default="", max_length=500, pattern=MULTILINE, description=MULTILINE_NOTE
+    )
     enabled: bool = True
     format: Format = Field(
         default="standard",
@@ -124,7 +133,7 @@ class WebhookCreate(RequestModel):
         "body; only `component.status_changed` and `incident.created`/`updated`/`resolved` "
         "are sent (the test event keeps the `standard` shape).",
     )
-    headers: dict[str, str] = Field(
+    headers: dict[HeaderName, HeaderValue] = Field(
         default_factory=dict,
         max_length=20,
         description="Extra request headers (not `webhook-*` nor those HTTP owns). Values are "
@@ -159,8 +168,10 @@ class WebhookUpdate(RequestModel):
         pattern=URL_PATTERN,
         description=URL_DESCRIPTION,
     )
-    event_types: list[str] | None = Field(default=None, min_length=1, max_length=50)
-    description: str | None = Field(default=None, max_length=500, pattern=MULTILINE)
+    event_types: list[TemplateKey] | None = Field(default=None, min_length=1, max_length=50)
+    description: str | None = Field(
+        default=None, max_length=500, pattern=MULTILINE, description=MULTILINE_NOTE
+    )
     enabled: bool | None = Field(
         default=None, description="`true` re-enables a disabled endpoint and clears its streak."
     )
@@ -171,11 +182,13 @@ class WebhookUpdate(RequestModel):
         pattern=URL_PATTERN,
         description="A channel's new apprise URL (channels only).",
     )
-    templates: dict[str, str] | None = Field(
-        default=None, max_length=50, description="Replaces every template (channels only)."
+    templates: dict[TemplateKey, TemplateText] | None = Field(
+        default=None,
+        max_length=50,
+        description="Replaces every template (channels only). " + MULTILINE_NOTE,
     )
     format: Format | None = None
-    headers: dict[str, str] | None = Field(
+    headers: dict[HeaderName, HeaderValue] | None = Field(
         default=None, max_length=20, description="Replaces every custom header."
     )
 

@@ -31,8 +31,11 @@ from app.core.routing import api_routes
 from app.deployments.models import Deployment
 from app.environments.models import Service
 from app.runs.models import Run, RunEvent, Step
+from app.webhooks.models import WebhookAttempt
 from tests.factories import IssuedToken, issue_token
 from tests.helpers import free_port, stop_services
+from tests.webhooks.conftest import start_receiver
+from tests.webhooks.test_hostile import EchoReceiver
 
 pytestmark = pytest.mark.slow
 WAIT = {"Prefer": "wait=90"}
@@ -254,6 +257,28 @@ async def test_no_canary_reaches_a_reader_or_a_log(
     assert canaries["service_env"] in as_admin.text  # admins read what they configured
     assert canaries["smoke_authorization"] in as_admin.text
 
+    # A webhook with a credential header and a token in its URL, to a receiver that echoes
+    # every request header back (into the delivery log, unless scrubbed).
+    echo = EchoReceiver()
+    runner = await start_receiver(echo)
+    try:
+        hook = await client.post(
+            "/v1/webhooks",
+            json={
+                "url": f"{echo.url}?token={canaries['webhook_query']}",
+                "headers": {"X-Team-Credential": canaries["webhook_header"]},
+            },
+            headers=operator.headers,
+        )
+        assert hook.status_code == 201, hook.text
+        tested = await client.post(
+            f"/v1/webhooks/{hook.json()['id']}/test", headers=operator.headers
+        )
+        assert tested.status_code == 200, tested.text
+    finally:
+        await runner.cleanup()
+    assert echo.received[0].headers["X-Team-Credential"] == canaries["webhook_header"]
+
     tokens = {role: await issue_token(context, role) for role in Role}
     runs = [good.json()["id"], broken.json()["id"], check.json()["id"]]
     values = {
@@ -262,6 +287,8 @@ async def test_no_canary_reaches_a_reader_or_a_log(
         "deployment_id": runs[:2],
         "run_id": runs,
         "token_id": [t.id for t in tokens.values()],
+        "webhook_id": [hook.json()["id"]],
+        "delivery_id": [tested.json()["delivery"]["id"]],
     }
     leaks: list[tuple[str, str, list[str]]] = []
     for role in (Role.VIEWER, Role.DEPLOYER, Role.OPERATOR, Role.ADMIN):
@@ -299,6 +326,7 @@ async def _stored_for_readers(context: AppContext) -> str:
             *(await session.execute(select(Deployment.evidence, Deployment.request))),
             *(await session.execute(select(Run.failure_detail, Run.result))),
             *(await session.scalars(select(Service.health_detail))),
+            *(await session.execute(select(WebhookAttempt.response_excerpt, WebhookAttempt.error))),
         ]
     return "\n".join(map(str, parts))
 
