@@ -206,9 +206,19 @@ class UnitOfWork:
     async def __aenter__(self) -> UnitOfWork:
         if self._session is not None:
             raise RuntimeError("a unit of work cannot be nested")
-        self._session = self._sessionmaker()
+        session = self._session = self._sessionmaker()
         self._after_commit = []
-        await self._session.begin()
+        try:
+            await session.begin()
+        except BaseException:
+            # Cancelled (or failed) while beginning: the BEGIN may have reached the
+            # database. Close the session (rolling back, returning its connection), or
+            # the transaction would hold its locks until garbage collection.
+            self._session = None
+            closing = asyncio.ensure_future(session.close())
+            closing.add_done_callback(_consume)
+            await asyncio.shield(closing)
+            raise
         return self
 
     async def __aexit__(

@@ -196,13 +196,19 @@ async def dispatch_once(context: AppContext) -> Dispatched:
     return Dispatched(events=events, deliveries=deliveries, batches=batches)
 
 
-async def run_dispatcher(context: AppContext, interval: float) -> None:
-    """The loop; a database or Redis outage is logged once and waited out, never fatal.
-    Any other error (a defect, a row it cannot read) is logged once with its traceback
-    and retried the same way: the task must not end, or this process would silently
-    stop dispatching while it goes on running jobs."""
+async def run_dispatcher(
+    context: AppContext, interval: float, stop: asyncio.Event | None = None
+) -> None:
+    """The loop, until ``stop`` is set (between ticks, never inside a transaction).
+
+    A database or Redis outage is logged once and waited out, never fatal. Any other
+    error (a defect, a row it cannot read) is logged once with its traceback and retried
+    the same way: the task must not end, or this process would silently stop dispatching
+    while it goes on running jobs."""
+    stop = stop or asyncio.Event()
     down = False
-    while True:
+    while not stop.is_set():
+        pause = interval
         try:
             await dispatch_once(context)
         except (SQLAlchemyError, *REDIS_DOWN) as exc:  # type: ignore[misc]
@@ -212,30 +218,44 @@ async def run_dispatcher(context: AppContext, interval: float) -> None:
                     type(exc).__name__,
                 )
                 down = True
-            await asyncio.sleep(min(interval * 8, 2.0))
-            continue
+            pause = min(interval * 8, 2.0)
         except Exception:
             if not down:
                 logger.exception("webhook dispatcher failed; events wait in the outbox")
                 down = True
-            await asyncio.sleep(min(interval * 8, 2.0))
-            continue
-        if down:
-            logger.info("webhook dispatcher: running again")
-            down = False
-        await asyncio.sleep(interval)
+            pause = min(interval * 8, 2.0)
+        else:
+            if down:
+                logger.info("webhook dispatcher: running again")
+                down = False
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), pause)
 
 
-def start_dispatcher(context: AppContext) -> asyncio.Task[None]:
-    return asyncio.create_task(
-        run_dispatcher(context, context.settings.webhooks.dispatch_interval_seconds),
+@dataclass
+class Running:
+    task: asyncio.Task[None]
+    stop: asyncio.Event
+
+
+def start_dispatcher(context: AppContext) -> Running:
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        run_dispatcher(context, context.settings.webhooks.dispatch_interval_seconds, stop),
         name="webhook-dispatcher",
     )
+    return Running(task, stop)
 
 
-async def stop_dispatcher(task: asyncio.Task[None] | None) -> None:
-    if task is None:
+async def stop_dispatcher(running: Running | None, *, grace: float = 10.0) -> None:
+    """Stop after the current tick (a tick cancelled inside its transaction would leave
+    it to the garbage collector); cancel only a tick stuck beyond ``grace``."""
+    if running is None:
         return
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    running.stop.set()
+    try:
+        await asyncio.wait_for(asyncio.shield(running.task), grace)
+    except TimeoutError:
+        running.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running.task
