@@ -328,11 +328,14 @@ async def record(
         # The endpoints first, in id order: disabling one cancels its pending deliveries,
         # which a concurrent batch of the same endpoint may be updating; taking the
         # endpoint's lock before any delivery row keeps two batches from deadlocking.
+        # FOR NO KEY UPDATE (key_share): it leaves the key-share locks alone that the
+        # dispatcher's inserts of new deliveries take on their endpoints (foreign key),
+        # else a fan-out and a record deadlock on two endpoints.
         await connection.execute(
             select(_ENDPOINTS.c.id)
             .where(_ENDPOINTS.c.id.in_(sorted({o.endpoint.id for o in outcomes})))
             .order_by(_ENDPOINTS.c.id)
-            .with_for_update()
+            .with_for_update(key_share=True)
         )
         current = {
             row.id: (row.attempts, row.lease_token)
@@ -340,7 +343,7 @@ async def record(
                 select(_DELIVERIES.c.id, _DELIVERIES.c.attempts, _DELIVERIES.c.lease_token)
                 .where(_DELIVERIES.c.id.in_([o.delivery.id for o in outcomes]))
                 .order_by(_DELIVERIES.c.id)  # one lock order for every job
-                .with_for_update()
+                .with_for_update(key_share=True)
             )
         }
         # a delivery deleted meanwhile (its endpoint was) has nothing left to record
@@ -389,7 +392,7 @@ async def record(
                 select(WebhookEndpoint)
                 .where(WebhookEndpoint.id.in_(failing))
                 .order_by(WebhookEndpoint.id)
-                .with_for_update()
+                .with_for_update(key_share=True)
                 .execution_options(populate_existing=True)
             )
         ).all()
