@@ -118,6 +118,14 @@ class ServiceUnavailable(AppError):
     status = 503
 
 
+class PreconditionFailed(AppError):
+    """``If-Match`` named an ETag the resource no longer has (RFC 9110 §13.1.1)."""
+
+    type = PROBLEM_BASE + "precondition-failed"
+    title = "Precondition failed"
+    status = 412
+
+
 class ConcurrentChange(AppError):
     type = PROBLEM_BASE + "concurrent-change"
     title = "Conflicting concurrent change"

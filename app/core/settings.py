@@ -56,6 +56,19 @@ class DockerSettings(BaseModel):
     )
 
 
+def _comma_list(value: object) -> object:
+    """A comma-separated environment value as a list (a JSON list passes as it is)."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+def _network_list(value: list[str]) -> list[str]:
+    for item in value:
+        ipaddress.ip_network(item, strict=False)  # ValueError: not an address or network
+    return value
+
+
 class WebhookSettings(BaseModel):
     """How events reach webhook endpoints and notification channels
     (``FORMULA_OPS_WEBHOOKS__...``)."""
@@ -97,19 +110,8 @@ class WebhookSettings(BaseModel):
         default=30, ge=1, le=3650, description="Finished deliveries and sent events kept."
     )
 
-    @field_validator("allowed_networks", "channel_hosts", mode="before")
-    @classmethod
-    def _comma_list(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [item.strip() for item in value.split(",") if item.strip()]
-        return value
-
-    @field_validator("allowed_networks")
-    @classmethod
-    def _networks(cls, value: list[str]) -> list[str]:
-        for item in value:
-            ipaddress.ip_network(item, strict=False)  # ValueError: not an address or network
-        return value
+    _comma_lists = field_validator("allowed_networks", "channel_hosts", mode="before")(_comma_list)
+    _networks = field_validator("allowed_networks")(_network_list)
 
     @field_validator("retry_schedule_seconds")
     @classmethod
@@ -216,19 +218,8 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
 
-    @field_validator("trusted_proxies", mode="before")
-    @classmethod
-    def _proxy_list(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [item.strip() for item in value.split(",") if item.strip()]
-        return value
-
-    @field_validator("trusted_proxies")
-    @classmethod
-    def _proxy_networks(cls, value: list[str]) -> list[str]:
-        for item in value:
-            ipaddress.ip_network(item, strict=False)  # ValueError: not an address or network
-        return value
+    _proxy_list = field_validator("trusted_proxies", mode="before")(_comma_list)
+    _proxy_networks = field_validator("trusted_proxies")(_network_list)
 
     @field_validator("secret_key")
     @classmethod

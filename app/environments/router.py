@@ -13,7 +13,7 @@ from app.auth.errors import Forbidden, TooManyRequests, Unauthenticated
 from app.auth.principal import Principal
 from app.auth.roles import Role
 from app.core.deps import ContextDep, IfMatch, SessionDep, UnitOfWorkDep
-from app.core.errors import BadRequest, problem_responses
+from app.core.errors import BadRequest, PreconditionFailed, problem_responses
 from app.core.pagination import CursorParamsDep
 from app.core.paths import V1
 from app.core.registry import Catalog
@@ -49,7 +49,7 @@ def _holds(context: ContextDep) -> Sequence[service.Hold]:
 
 Holds = Annotated[Sequence[service.Hold], Depends(_holds)]
 
-WRITE_ERRORS = (*AUTH_ERRORS, BadRequest, service.PreconditionFailed)
+WRITE_ERRORS = (*AUTH_ERRORS, BadRequest, PreconditionFailed)
 
 
 def _admin(principal: Principal) -> bool:

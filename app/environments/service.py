@@ -16,7 +16,7 @@ from app.audit import service as audit_service
 from app.auth.principal import Principal
 from app.auth.scope import may_read, readable
 from app.core.db import UnitOfWork, utcnow
-from app.core.errors import AppError, NotFound, ValidationFailed
+from app.core.errors import AppError, NotFound, PreconditionFailed, ValidationFailed
 from app.core.pagination import CursorParams, paginate
 from app.core.registry import Catalog, CatalogKey
 from app.drivers.base import DriverSettings, DriverType
@@ -43,12 +43,6 @@ class EnvironmentExists(AppError):
     type = "/problems/environment-exists"
     title = "Environment exists"
     status = 409
-
-
-class PreconditionFailed(AppError):
-    type = "/problems/precondition-failed"
-    title = "Precondition failed"
-    status = 412
 
 
 class DeploymentsActive(AppError):

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from app.auth.deps import Operator
 from app.auth.errors import Forbidden, TooManyRequests, Unauthenticated
 from app.core.deps import ContextDep, IfMatch, SessionDep, UnitOfWorkDep
-from app.core.errors import BadRequest, problem_responses
+from app.core.errors import BadRequest, PreconditionFailed, problem_responses
 from app.core.pagination import CursorParamsDep
 from app.core.paths import V1
 from app.idempotency.deps import IdempotencyDep
@@ -123,7 +123,7 @@ async def get_webhook(
         *AUTH_ERRORS,
         BadRequest,
         service.WebhookNotFound,
-        service.PreconditionFailed,
+        PreconditionFailed,
         service.UnsafeWebhookUrl,
         validation=True,
     ),

@@ -18,7 +18,7 @@ from app.audit.service import Actor
 from app.auth.principal import Principal
 from app.core.context import AppContext
 from app.core.db import UnitOfWork, utcnow
-from app.core.errors import AppError, NotFound, ValidationFailed
+from app.core.errors import AppError, NotFound, PreconditionFailed, ValidationFailed
 from app.core.ids import new_id
 from app.core.pagination import CursorParams, paginate
 from app.core.registry import Catalog
@@ -66,12 +66,6 @@ class NotAWebhook(AppError):
     type = "/problems/not-a-webhook"
     title = "A notification channel has no signing secret"
     status = 409
-
-
-class PreconditionFailed(AppError):
-    type = "/problems/precondition-failed"
-    title = "Precondition failed"
-    status = 412
 
 
 def sealer(context: AppContext) -> Sealer:
