@@ -18,6 +18,9 @@ class ApiToken(Base):
     name: Mapped[str] = mapped_column(String(100))
     role: Mapped[str] = mapped_column(String(16))
     environment: Mapped[str | None] = mapped_column(String(100))
+    # A token limited to one capability (`alerts`: the Alertmanager receiver only);
+    # null: everything its role allows.
+    scope: Mapped[str | None] = mapped_column(String(32))
     secret_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     created_by: Mapped[str] = mapped_column(String(200))

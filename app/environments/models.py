@@ -20,6 +20,8 @@ class Environment(Base):
     # The database a deployment backs up first (None: nothing to back up).
     database: Mapped[str | None] = mapped_column(String(200))
     required_checklist: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # Prometheus's HTTP API base URL; post-deploy verification queries it when set.
+    prometheus_url: Mapped[str | None] = mapped_column(String(2000))
     revision: Mapped[int] = mapped_column(default=1)  # the ETag
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
@@ -38,6 +40,9 @@ class Service(Base):
     config: Mapped[dict[str, Any]] = mapped_column(default=dict)
     health_url: Mapped[str | None] = mapped_column(String(2000))
     health_timeout_seconds: Mapped[float] = mapped_column(default=30.0)
+    # The service's own Prometheus metrics endpoint, scraped by post-deploy verification
+    # when its environment names no Prometheus.
+    metrics_url: Mapped[str | None] = mapped_column(String(2000))
     deploy_order: Mapped[int] = mapped_column(default=0)
     settle_seconds: Mapped[float] = mapped_column(default=0.0)
     smoke_tests: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)

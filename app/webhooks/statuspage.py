@@ -11,13 +11,10 @@ differ from Statuspage, both additions a Statuspage consumer ignores: the body k
 ``type`` and ``timestamp`` (which event, and when, as in the ``standard`` format), and it
 is signed with the Standard Webhooks headers like every other body.
 
-**The event contract.** Components and incidents do not exist yet. The models below are
-the data of the events their domains will emit — ``component.status_changed`` and
-``incident.created`` / ``incident.updated`` / ``incident.resolved`` — defined here first
-so that the feed and the emitters agree on one contract. They are deliberately not
-registered in the event catalog (``app.outbox.catalog.EVENT_TYPES``): the components and
-incidents domains will register these types with these models (``CONTRACT``) when they
-are built, and until then nothing emits them.
+**The event contract.** The data of ``component.status_changed`` (``app.components.events``)
+and of ``incident.created`` / ``incident.updated`` / ``incident.resolved``
+(``app.incidents.events``) is defined and registered by those domains; this feed renders
+exactly those types (``CONTRACT``).
 
 **The page block.** Statuspage's ``page`` describes a whole page: its id and its overall
 status. This installation is one page, ``PAGE_ID``. Its overall status is not stored
@@ -38,168 +35,28 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from app.components.events import (
+    COMPONENT_STATUS_CHANGED,
+    STATUS_CHANGED,
+    ComponentStatusChanged,
+)
+from app.components.vocabulary import (
+    CLOSED_INCIDENT,
+    COMPONENT_INDICATORS,
+    STATUS_DESCRIPTIONS,
+    StatusIndicator,
+    worst,
+)
 from app.core.paths import V1
-from app.outbox.catalog import EventData, EventLinks, EventType
+from app.incidents.events import CHANGE_TYPES, INCIDENT_EVENTS, IncidentChanged
+from app.outbox.catalog import EventType
 from app.outbox.models import OutboxEvent
 
-# -- Statuspage's vocabularies ------------------------------------------------------------
-
-ComponentStatus = Literal[
-    "operational", "degraded_performance", "partial_outage", "major_outage", "under_maintenance"
-]
-IncidentStatus = Literal["investigating", "identified", "monitoring", "resolved", "postmortem"]
-Impact = Literal["none", "minor", "major", "critical"]
-Severity = Literal["P0", "P1", "P2", "P3"]
-# Statuspage's page indicator: an impact, or `maintenance` while a component is under it.
-StatusIndicator = Literal["none", "minor", "major", "critical", "maintenance"]
-
-STATUS_DESCRIPTIONS: dict[str, str] = {
-    "none": "All Systems Operational",
-    "minor": "Minor Service Outage",
-    "major": "Partial System Outage",
-    "critical": "Major System Outage",
-    "maintenance": "Service Under Maintenance",
-}
-# What one component's status says about the page.
-COMPONENT_INDICATORS: dict[str, StatusIndicator] = {
-    "operational": "none",
-    "degraded_performance": "minor",
-    "partial_outage": "major",
-    "major_outage": "critical",
-    "under_maintenance": "maintenance",
-}
-# Worst last: maintenance outranks nothing but "all operational".
-_INDICATOR_ORDER: tuple[StatusIndicator, ...] = (
-    "none",
-    "maintenance",
-    "minor",
-    "major",
-    "critical",
-)
-_CLOSED: frozenset[str] = frozenset({"resolved", "postmortem"})
-
-# -- the event contract -------------------------------------------------------------------
-
-COMPONENT_STATUS_CHANGED = "component.status_changed"
-INCIDENT_CREATED = "incident.created"
-INCIDENT_UPDATED = "incident.updated"
-INCIDENT_RESOLVED = "incident.resolved"
-INCIDENT_EVENTS = (INCIDENT_CREATED, INCIDENT_UPDATED, INCIDENT_RESOLVED)
-
-
-class ComponentStatusChanged(EventData):
-    """``component.status_changed``: a component's status changed (not its name or
-    group). Emitted by the components domain, which registers the type."""
-
-    component_id: str
-    name: str
-    group: str | None = Field(description="The component's group; null when ungrouped.")
-    old_status: ComponentStatus
-    new_status: ComponentStatus
-    changed_at: dt.datetime = Field(description="When the status changed (UTC).")
-    component_created_at: dt.datetime = Field(description="When the component was created.")
-    links: EventLinks
-
-
-class AffectedComponent(BaseModel):
-    """A component an incident affects, with its status at the time of the event."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    component_id: str
-    name: str
-    status: ComponentStatus
-
-
-class IncidentUpdate(BaseModel):
-    """The update (the message to readers) the event announces."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    id: str
-    body: str
-    created_at: dt.datetime
-
-
-class IncidentChanged(EventData):
-    """``incident.created`` / ``incident.updated`` / ``incident.resolved``: the incident
-    as it is after the change, with its latest update. Emitted by the incidents domain,
-    which registers the types."""
-
-    incident_id: str
-    name: str = Field(description="The incident's title.")
-    status: IncidentStatus
-    severity: Severity = Field(description="Internal priority, P0 (highest) to P3.")
-    impact: Impact = Field(description="The impact shown to readers of the status page.")
-    components: list[AffectedComponent] = Field(description="The components it affects.")
-    latest_update: IncidentUpdate
-    created_at: dt.datetime
-    updated_at: dt.datetime
-    monitoring_at: dt.datetime | None = None
-    resolved_at: dt.datetime | None = None
-    links: EventLinks
-
-
-_COMPONENT_EXAMPLE: dict[str, Any] = {
-    "component_id": "cmp_api",
-    "name": "API",
-    "group": "Backend",
-    "old_status": "operational",
-    "new_status": "partial_outage",
-    "changed_at": "2026-01-01T12:00:00Z",
-    "component_created_at": "2025-06-01T08:00:00Z",
-    "links": {"self": f"{V1}/components/cmp_api"},
-}
-_INCIDENT_EXAMPLE: dict[str, Any] = {
-    "incident_id": "inc_1",
-    "name": "Elevated API errors",
-    "status": "identified",
-    "severity": "P1",
-    "impact": "major",
-    "components": [{"component_id": "cmp_api", "name": "API", "status": "partial_outage"}],
-    "latest_update": {
-        "id": "upd_2",
-        "body": "A bad deployment; rolling back.",
-        "created_at": "2026-01-01T12:10:00Z",
-    },
-    "created_at": "2026-01-01T12:00:00Z",
-    "updated_at": "2026-01-01T12:10:00Z",
-    "monitoring_at": None,
-    "resolved_at": None,
-    "links": {"self": f"{V1}/incidents/inc_1"},
-}
-
-# The catalog entries the components and incidents domains register (not registered here).
-CONTRACT: tuple[EventType, ...] = (
-    EventType(
-        COMPONENT_STATUS_CHANGED,
-        "A component's status changed.",
-        ComponentStatusChanged,
-        _COMPONENT_EXAMPLE,
-    ),
-    EventType(INCIDENT_CREATED, "An incident was declared.", IncidentChanged, _INCIDENT_EXAMPLE),
-    EventType(
-        INCIDENT_UPDATED,
-        "An incident changed status, impact or components, or got an update.",
-        IncidentChanged,
-        _INCIDENT_EXAMPLE,
-    ),
-    EventType(
-        INCIDENT_RESOLVED,
-        "An incident was resolved.",
-        IncidentChanged,
-        {
-            **_INCIDENT_EXAMPLE,
-            "status": "resolved",
-            "resolved_at": "2026-01-01T12:40:00Z",
-            "updated_at": "2026-01-01T12:40:00Z",
-        },
-    ),
-)
+# The event contract: the components and incidents domains define and register these
+# types; the feed renders exactly those.
+CONTRACT: tuple[EventType, ...] = (STATUS_CHANGED, *CHANGE_TYPES)
 FEED_TYPES: frozenset[str] = frozenset(event.name for event in CONTRACT)
 
 # -- rendering ------------------------------------------------------------------------------
@@ -241,10 +98,6 @@ def _iso_or_none(moment: dt.datetime | None) -> str | None:
     return None if moment is None else iso(moment)
 
 
-def worst(*indicators: StatusIndicator) -> StatusIndicator:
-    return max(indicators, key=_INDICATOR_ORDER.index, default="none")
-
-
 def _page(page: PageInfo, indicator: StatusIndicator) -> dict[str, Any]:
     return {
         "id": page.id,
@@ -274,7 +127,7 @@ def _component(event: OutboxEvent, data: ComponentStatusChanged) -> dict[str, An
 def incident_indicator(data: IncidentChanged) -> StatusIndicator:
     """An open incident: the worse of its impact and its components' statuses; a closed
     one: ``none``."""
-    if data.status in _CLOSED:
+    if data.status in CLOSED_INCIDENT:
         return "none"
     return worst(data.impact, *(COMPONENT_INDICATORS[c.status] for c in data.components))
 

@@ -1,0 +1,2 @@
+"""Incidents: declared, acknowledged, updated and resolved, with response clocks from
+their severity, the deployments that preceded them, and a postmortem."""
