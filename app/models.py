@@ -3,7 +3,7 @@
 from app.alerts.models import Alert
 from app.audit.models import AuditChainHead, AuditEvent
 from app.auth.models import ApiToken
-from app.components.models import Component, ComponentStatusClaim
+from app.components.models import Component, ComponentStatusClaim, StatusRevision
 from app.deployments.models import Deployment, DeploymentTarget
 from app.environments.models import Environment, Pin, Service
 from app.idempotency.models import IdempotencyRecord
@@ -48,6 +48,7 @@ __all__ = [
     "Run",
     "RunEvent",
     "Service",
+    "StatusRevision",
     "Step",
     "Threshold",
     "WebhookAttempt",

@@ -36,9 +36,7 @@ class Alert(Base):
     generator_url: Mapped[str | None] = mapped_column(Text)
     severity: Mapped[str | None] = mapped_column(String(2))
     threshold: Mapped[str | None] = mapped_column(String(64))
-    incident_id: Mapped[str | None] = mapped_column(
-        ForeignKey("incident.id", ondelete="SET NULL")
-    )
+    incident_id: Mapped[str | None] = mapped_column(ForeignKey("incident.id", ondelete="SET NULL"))
     # The maintenance window that suppressed it (recorded, no incident opened).
     suppressed_by: Mapped[str | None] = mapped_column(String(36))
     received_count: Mapped[int] = mapped_column(default=1)

@@ -60,3 +60,15 @@ class ComponentStatusClaim(Base):
     source_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     status: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class StatusRevision(Base):
+    """One row: a counter bumped by every transaction that changes what the public status
+    shows (components, incidents, maintenances), so any API process can tell whether its
+    cached status is still current with one primary-key read."""
+
+    __tablename__ = "status_revision"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    revision: Mapped[int] = mapped_column(default=0)
+    changed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

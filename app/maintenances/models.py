@@ -64,7 +64,9 @@ class MaintenanceUpdate(Base):
     """A message to readers of the status page (Statuspage's maintenance updates)."""
 
     __tablename__ = "maintenance_update"
-    __table_args__ = (Index("ix_maintenance_update_maintenance_id", "maintenance_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_maintenance_update_maintenance_id", "maintenance_id", "created_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     maintenance_id: Mapped[str] = mapped_column(ForeignKey("maintenance.id", ondelete="CASCADE"))
