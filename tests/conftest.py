@@ -25,25 +25,39 @@ from app.auth.roles import Role
 from app.bootstrap import build_context
 from app.core import migrate
 from app.core.context import AppContext
+from app.core.db import insert_rows, utcnow
 from app.core.settings import Settings, WebhookSettings
 from app.embedded.redis import EmbeddedRedis
 from app.main import create_app
 from app.models import (
+    Alert,
     ApiToken,
+    Component,
+    ComponentStatusClaim,
     Deployment,
     DeploymentTarget,
     Environment,
     IdempotencyRecord,
+    Incident,
+    IncidentClockEvent,
+    IncidentComponent,
+    IncidentUpdateRecord,
+    Maintenance,
+    MaintenanceComponent,
+    MaintenanceEnvironment,
+    MaintenanceUpdate,
     OutboxEvent,
     Pin,
     Run,
     RunEvent,
     Service,
     Step,
+    Threshold,
     WebhookAttempt,
     WebhookDelivery,
     WebhookEndpoint,
 )
+from app.thresholds.defaults import RUNBOOK
 from app.webhooks.sender import SENDER
 from tests.factories import IssuedToken, issue_token
 from tests.helpers import REDIS_URL, create_pg_database, drop_pg_database, in_thread, no_dns
@@ -153,6 +167,17 @@ async def _clean(request: pytest.FixtureRequest) -> None:
     ctx: AppContext = request.getfixturevalue("context")
     async with ctx.unit_of_work() as uow:
         for table in (
+            Alert,
+            IncidentClockEvent,
+            IncidentUpdateRecord,
+            IncidentComponent,
+            Incident,
+            MaintenanceUpdate,
+            MaintenanceEnvironment,
+            MaintenanceComponent,
+            Maintenance,
+            ComponentStatusClaim,
+            Component,
             WebhookAttempt,
             WebhookDelivery,
             WebhookEndpoint,
@@ -169,6 +194,12 @@ async def _clean(request: pytest.FixtureRequest) -> None:
             ApiToken,
         ):
             await uow.session.execute(delete(table))
+        # The runbook's thresholds, as the migration seeded them.
+        await uow.session.execute(delete(Threshold))
+        await insert_rows(
+            uow.session,
+            [Threshold(**row, updated_by="system", updated_at=utcnow()) for row in RUNBOOK],
+        )
     keys = [k async for k in ctx.redis.scan_iter(match=f"{ctx.settings.redis_prefix}*")]
     if keys:
         await ctx.redis.delete(*keys)

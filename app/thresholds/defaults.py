@@ -1,0 +1,65 @@
+"""The runbook's "Monitoring and Alerts" thresholds, as the migration that creates the
+table seeds them (that migration keeps its own copy: a migration never changes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+RUNBOOK: tuple[dict[str, Any], ...] = (
+    {
+        "name": "error_rate",
+        "title": "Error rate",
+        "description": "Share of requests answered 5xx over the window.",
+        "unit": "percent",
+        "warning": 1.0,
+        "critical": 5.0,
+        "alert_names": ["HighErrorRate", "ErrorRateHigh"],
+        "prometheus_query": (
+            '100 * sum(rate(http_requests_total{service="$service",status=~"5.."}[$window]))'
+            ' / sum(rate(http_requests_total{service="$service"}[$window]))'
+        ),
+    },
+    {
+        "name": "latency_p95",
+        "title": "Response time (p95)",
+        "description": "95th percentile of request duration.",
+        "unit": "milliseconds",
+        "warning": 1000.0,
+        "critical": 2000.0,
+        "alert_names": ["HighLatency", "HighResponseTime"],
+        "prometheus_query": (
+            "1000 * histogram_quantile(0.95, sum by (le) "
+            '(rate(http_request_duration_seconds_bucket{service="$service"}[$window])))'
+        ),
+    },
+    {
+        "name": "cpu",
+        "title": "CPU usage",
+        "description": "Share of CPU in use.",
+        "unit": "percent",
+        "warning": 80.0,
+        "critical": None,
+        "alert_names": ["HighCpuUsage", "HighCPUUsage"],
+        "prometheus_query": None,
+    },
+    {
+        "name": "memory",
+        "title": "Memory usage",
+        "description": "Share of memory in use.",
+        "unit": "percent",
+        "warning": 85.0,
+        "critical": None,
+        "alert_names": ["HighMemoryUsage"],
+        "prometheus_query": None,
+    },
+    {
+        "name": "disk",
+        "title": "Disk usage",
+        "description": "Share of disk space in use.",
+        "unit": "percent",
+        "warning": 80.0,
+        "critical": 95.0,
+        "alert_names": ["DiskSpaceLow", "HighDiskUsage"],
+        "prometheus_query": None,
+    },
+)
