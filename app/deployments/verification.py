@@ -96,10 +96,12 @@ def describe(m: Measurement) -> str:
     if m.value is None:
         return f"{m.threshold}: not measured ({m.detail})"
     unit = "%" if m.unit == "percent" else " ms" if m.unit == "milliseconds" else f" {m.unit}"
-    levels = f"warning > {m.warning:g}{unit}, critical > {m.critical:g}{unit}".replace(
-        "> None", "none"
+    levels = ", ".join(
+        f"{name} > {level:g}{unit}"
+        for name, level in (("warning", m.warning), ("critical", m.critical))
+        if level is not None
     )
-    return f"{m.threshold} {m.value:g}{unit} is {m.grade} ({levels}; {m.detail})"
+    return f"{m.threshold} {m.value:g}{unit} is {m.grade} ({levels or 'no levels'}; {m.detail})"
 
 
 async def verify(
