@@ -14,6 +14,7 @@ from app.models import AuditEvent
 from tests.factories import IssuedToken, issue_token, sample_service
 
 PROMETHEUS = "http://verify:pr0m-s3cret@127.0.0.1:9090/prometheus"
+NAME = "metrics-sources"  # audit rows of other tests stay: this test's own name
 METRICS = "https://scrape:m3trics-s3cret@127.0.0.1:8443/metrics?format=text"
 
 
@@ -21,12 +22,12 @@ async def test_written_by_admins_shown_redacted_to_others(
     context: AppContext, client: httpx.AsyncClient, admin: IssuedToken
 ) -> None:
     created = await client.put(
-        "/v1/environments/qa", json={"prometheus_url": PROMETHEUS}, headers=admin.headers
+        f"/v1/environments/{NAME}", json={"prometheus_url": PROMETHEUS}, headers=admin.headers
     )
     assert created.status_code == 201, created.text
     assert created.json()["prometheus_url"] == PROMETHEUS
     service = await client.put(
-        "/v1/environments/qa/services/api",
+        f"/v1/environments/{NAME}/services/api",
         json={**sample_service(8080), "metrics_url": METRICS},
         headers=admin.headers,
     )
@@ -34,23 +35,23 @@ async def test_written_by_admins_shown_redacted_to_others(
     assert service.json()["metrics_url"] == METRICS
 
     viewer = await issue_token(context, Role.VIEWER)
-    environment = (await client.get("/v1/environments/qa", headers=viewer.headers)).json()
+    environment = (await client.get(f"/v1/environments/{NAME}", headers=viewer.headers)).json()
     assert environment["prometheus_url"] == "http://[redacted]@127.0.0.1:9090/prometheus"
     assert environment["services"][0]["metrics_url"] == (
         "https://[redacted]@127.0.0.1:8443/metrics?format=text"
     )
     listed = await client.get("/v1/environments", headers=viewer.headers)
-    one = await client.get("/v1/environments/qa/services/api", headers=viewer.headers)
+    one = await client.get(f"/v1/environments/{NAME}/services/api", headers=viewer.headers)
     for text in (listed.text, one.text):
         assert "pr0m-s3cret" not in text
         assert "m3trics-s3cret" not in text
-    as_admin = await client.get("/v1/environments/qa", headers=admin.headers)
+    as_admin = await client.get(f"/v1/environments/{NAME}", headers=admin.headers)
     assert as_admin.json()["prometheus_url"] == PROMETHEUS
 
     deployer = await issue_token(context, Role.DEPLOYER)
     plan = await client.post(
         "/v1/deployments",
-        json={"environment": "qa", "service": "api", "version": "1", "dry_run": True},
+        json={"environment": NAME, "service": "api", "version": "1", "dry_run": True},
         headers=deployer.headers,
     )
     assert plan.status_code == 200, plan.text
@@ -58,7 +59,7 @@ async def test_written_by_admins_shown_redacted_to_others(
     async with context.sessionmaker() as session:
         summaries = list(
             await session.scalars(
-                select(AuditEvent.summary).where(AuditEvent.resource_id.like("qa%"))
+                select(AuditEvent.summary).where(AuditEvent.resource_id.in_((NAME, f"{NAME}/api")))
             )
         )
     assert len(summaries) == 2
@@ -66,7 +67,7 @@ async def test_written_by_admins_shown_redacted_to_others(
     assert "[redacted]@127.0.0.1:9090" in str(summaries)
 
     cleared = await client.put(
-        "/v1/environments/qa", json={}, headers={**admin.headers, "If-Match": '"1"'}
+        f"/v1/environments/{NAME}", json={}, headers={**admin.headers, "If-Match": '"1"'}
     )
     assert cleared.status_code == 200, cleared.text
     assert cleared.json()["prometheus_url"] is None  # PUT replaces
