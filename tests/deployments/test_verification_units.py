@@ -1,17 +1,21 @@
 """The arithmetic of post-deployment verification without a deployment: the text
 exposition parser, counter resets, the p95 of a histogram's increase, the PromQL
-placeholders, and the seeded error-rate query as the migrations leave it."""
+placeholders, the seeded error-rate query as the migrations leave it, and the sample
+service's metrics."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
+import httpx
 import pytest
 import sqlalchemy as sa
 
 from app.core import migrate
 from app.core.settings import Settings
 from app.deployments import verification
+from app.embedded.sample_service import SampleServer
 from app.thresholds.defaults import RUNBOOK
 from tests.helpers import in_thread
 
@@ -102,3 +106,29 @@ def _error_rate_query(settings: Settings) -> str:
     finally:
         engine.dispose()
     return query
+
+
+def test_the_sample_service_counts_requests_and_fails_one_in_five_of_an_errors_version() -> None:
+    server = SampleServer(("127.0.0.1", 0), "api", "1.0.0-errors", environment="qa")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        with httpx.Client(trust_env=False, timeout=5) as http:
+            codes = [http.get(f"{url}/").status_code for _ in range(20)]
+            assert http.get(f"{url}/health").status_code == 200  # never failed, not counted
+            metrics = http.get(f"{url}/metrics")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert codes == [200, 200, 200, 200, 500] * 4
+    assert metrics.headers["content-type"].startswith("text/plain; version=0.0.4")
+    samples = verification.parse(metrics.content)
+    assert samples["http_requests_total"] == {
+        (("environment", "qa"), ("service", "api"), ("status", "200")): 16.0,
+        (("environment", "qa"), ("service", "api"), ("status", "500")): 4.0,
+    }
+    inf = (("environment", "qa"), ("le", "+Inf"), ("service", "api"))
+    assert samples["http_request_duration_seconds_bucket"][inf] == 20.0
+    total, errors = verification._requests({}, samples)
+    assert 100 * errors / total == 20.0
