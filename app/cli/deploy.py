@@ -203,11 +203,12 @@ class DeclarativeFile(BaseModel):
     environments: list[EnvironmentFile]
 
 
-ENV_FIELDS = ("description", "database", "required_checklist")
+ENV_FIELDS = ("description", "database", "required_checklist", "prometheus_url")
 SERVICE_FIELDS = (
     "driver",
     "config",
     "health_url",
+    "metrics_url",
     "health_timeout_seconds",
     "deploy_order",
     "settle_seconds",

@@ -15,13 +15,17 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.core.db import utcnow
 from app.core.redaction import Scrubber
+from app.core.schemas import HTTP_URL
+from app.deployments import verification
 from app.deployments.models import DeploymentTarget
+from app.deployments.verification import MIN_WINDOW_SECONDS
 from app.drivers.base import Driver, DriverError, ServiceSpec, UnhealthyError
 from app.drivers.pool import drivers
 from app.environments.checklist import CHECKLIST_ITEMS
 from app.environments.models import Pin, Service
 from app.runs.actions import Params, StepContext, StepOutcome
 from app.runs.models import StepStatus
+from app.thresholds import service as threshold_service
 
 logger = logging.getLogger(__name__)
 
@@ -189,10 +193,16 @@ async def deploy(params: DeployParams, ctx: StepContext) -> StepOutcome:
 
 class VerifyParams(VersionParams):
     post_deploy: bool = False
+    # Post-deployment only: where the error rate and latency are measured, and over what.
+    prometheus_url: str | None = Field(default=None, pattern=HTTP_URL, max_length=2000)
+    metrics_url: str | None = Field(default=None, pattern=HTTP_URL, max_length=2000)
+    window_seconds: float = Field(default=MIN_WINDOW_SECONDS, ge=MIN_WINDOW_SECONDS, le=3600)
 
 
 async def verify(params: VerifyParams, ctx: StepContext) -> StepOutcome:
-    """The service is healthy and reports the deployed version (when it reports one)."""
+    """The service is healthy and reports the deployed version (when it reports one);
+    after deployment also: its error rate and p95 latency over the settle window are not
+    above a critical threshold (a warning is recorded and passes)."""
     spec = params.service.spec()
     problem = "post-deploy-check-failed" if params.post_deploy else "health-check-failed"
     health = await _driver(ctx, spec).health(spec)
@@ -202,8 +212,6 @@ async def verify(params: VerifyParams, ctx: StepContext) -> StepOutcome:
         "status_code": health.status_code,
         "latency_ms": health.latency_ms,
     }
-    if params.post_deploy:
-        data["error_rate"] = "not measured: no metrics source is configured for this service"
     await _record_health(ctx, spec, health.healthy, health.detail)
     if not health.healthy:
         return _failure(problem, f"{spec.name} is not healthy: {health.detail}", data)
@@ -213,7 +221,53 @@ async def verify(params: VerifyParams, ctx: StepContext) -> StepOutcome:
             f"{spec.name} reports version {health.version}, expected {params.version}",
             data,
         )
-    return StepOutcome(StepStatus.SUCCESS, health.detail, data=data)
+    if not params.post_deploy:
+        return StepOutcome(StepStatus.SUCCESS, health.detail, data=data)
+    return await _verify_thresholds(params, ctx, health.detail, data)
+
+
+async def _verify_thresholds(
+    params: VerifyParams, ctx: StepContext, health_detail: str, data: dict[str, Any]
+) -> StepOutcome:
+    spec = params.service.spec()
+    async with ctx.context.sessionmaker() as session:
+        thresholds = await threshold_service.load(session)
+    if params.prometheus_url or params.metrics_url:
+        await ctx.log(f"measuring {spec.name} over {params.window_seconds:g} s")
+    checked = await verification.verify(
+        ctx.context.http,
+        thresholds,
+        environment=spec.environment,
+        service=spec.name,
+        prometheus_url=params.prometheus_url,
+        metrics_url=params.metrics_url,
+        window_seconds=params.window_seconds,
+    )
+    data["verification"] = checked.as_data()
+    for m in checked.measurements:
+        data[m.threshold] = m.value if m.value is not None else f"not measured: {m.detail}"
+    lines = [verification.describe(m) for m in checked.measurements]
+    breaches = checked.breaches()
+    if breaches:
+        worst = breaches[0]
+        data["breached"] = {
+            "threshold": worst.threshold,
+            "value": worst.value,
+            "critical": worst.critical,
+            "unit": worst.unit,
+            "source": checked.source,
+        }
+        message = "; ".join(verification.describe(m) for m in breaches)
+        return StepOutcome(
+            StepStatus.FAILURE,
+            "\n".join([f"threshold breached: {message}", health_detail, *lines]),
+            data={"problem": "threshold-breached", **data},
+            error=f"threshold breached: {message}",
+        )
+    summary = "thresholds: " + (
+        "warning" if checked.warnings() else "ok" if checked.source else "not measured"
+    )
+    return StepOutcome(StepStatus.SUCCESS, "\n".join([summary, health_detail, *lines]), data=data)
 
 
 # -- rollback --------------------------------------------------------------------------

@@ -3,7 +3,9 @@ sum up into a GitHub-style deployment status.
 
 main:     checklist gate → backup (when the environment has a database) → pull each
           service → deploy each in deploy order (with its settle time) → verify each →
-          smoke tests → post-deployment checks
+          smoke tests → post-deployment checks (health, then the error rate and p95
+          latency over the settle window against the thresholds:
+          :mod:`app.deployments.verification`)
 rollback: each service back to its last successful version, in reverse order; run when
           a main step fails after the first change (``auto_rollback``) or when the
           deployment is cancelled; a service this deployment did not touch is skipped.
@@ -14,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from app.deployments.verification import window_of
 from app.environments.models import Environment, Service
 from app.runs.kinds import Ending, Summary
 from app.runs.models import Phase, Run, RunStatus, Step, StepStatus
@@ -104,14 +107,21 @@ def plan(
     for t in ordered:
         steps += _smoke_steps(t.service)
     for t in ordered:
+        window = window_of(t.service.settle_seconds)
         params = {
             "service": service_params(t.service),
             "version": t.version,
             "post_deploy": True,
+            "prometheus_url": environment.prometheus_url,
+            "metrics_url": t.service.metrics_url,
+            "window_seconds": window,
         }
         steps.append(
             StepSpec(
-                f"post-deploy {t.service.name}", "verify", params, timeout_seconds=PROBE_TIMEOUT
+                f"post-deploy {t.service.name}",
+                "verify",
+                params,
+                timeout_seconds=PROBE_TIMEOUT + window,
             )
         )
     if rollback_of is None:
@@ -158,6 +168,7 @@ TITLES = {
     "/problems/health-check-failed": "Health check failed",
     "/problems/smoke-test-failed": "Smoke test failed",
     "/problems/post-deploy-check-failed": "Post-deployment check failed",
+    "/problems/threshold-breached": "Threshold breached",
     "/problems/rollback-failed": "Rollback failed",
     "/problems/rolled-back": "Rolled back",
 }

@@ -71,6 +71,15 @@ SMOKE_TEST: TypeAdapter[HttpSmokeTest | CommandSmokeTest] = TypeAdapter(SmokeTes
 
 class _ServiceFields(RequestModel):
     health_url: str | None = Field(default=None, pattern=HTTP_URL, max_length=2000)
+    metrics_url: str | None = Field(
+        default=None,
+        pattern=HTTP_URL,
+        max_length=2000,
+        description="The service's Prometheus metrics endpoint (`http_requests_total` by "
+        "`status`): post-deployment verification scrapes it at the start and end of the "
+        "settle window when the environment has no `prometheus_url`. Userinfo is shown "
+        "to admins only.",
+    )
     health_timeout_seconds: float = Field(default=30, gt=0, le=600)
     deploy_order: int = Field(default=0, ge=0, le=1000, description="Lower deploys first.")
     settle_seconds: float = Field(default=0, ge=0, le=3600, description="Wait after deploying.")
@@ -135,6 +144,14 @@ class EnvironmentIn(RequestModel):
     required_checklist: list[ChecklistItem] = Field(
         default_factory=list, description="Checklist items a deployment must confirm."
     )
+    prometheus_url: str | None = Field(
+        default=None,
+        pattern=HTTP_URL,
+        max_length=2000,
+        description="Base URL of a Prometheus HTTP API: post-deployment verification "
+        "queries `/api/v1/query` with the thresholds' queries. Userinfo is shown to "
+        "admins only.",
+    )
 
 
 class EnvironmentCreate(EnvironmentIn):
@@ -167,6 +184,7 @@ class ServiceOut(BaseModel):
     driver: str  # documented as one of the registered drivers (app.main)
     config: dict[str, Any]
     health_url: str | None
+    metrics_url: str | None
     health_timeout_seconds: float
     deploy_order: int
     settle_seconds: float
@@ -185,6 +203,7 @@ class EnvironmentOut(BaseModel):
     description: str
     database: str | None
     required_checklist: list[str]
+    prometheus_url: str | None
     services: list[ServiceOut]
     revision: int
     created_at: dt.datetime

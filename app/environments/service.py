@@ -132,6 +132,7 @@ async def create_environment(
         description=body.description,
         database=body.database,
         required_checklist=list(body.required_checklist),
+        prometheus_url=body.prometheus_url,
         revision=1,
         created_at=now,
         updated_at=now,
@@ -153,6 +154,7 @@ async def put_environment(
     environment.description = body.description
     environment.database = body.database
     environment.required_checklist = list(body.required_checklist)
+    environment.prometheus_url = body.prometheus_url
     environment.revision += 1
     environment.updated_at = utcnow()
     await uow.session.flush()
@@ -235,6 +237,7 @@ async def put_service(
     service.driver = body.driver
     service.config = body.config.model_dump(mode="json")
     service.health_url = body.health_url
+    service.metrics_url = body.metrics_url
     service.health_timeout_seconds = body.health_timeout_seconds
     service.deploy_order = body.deploy_order
     service.settle_seconds = body.settle_seconds

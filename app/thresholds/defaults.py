@@ -1,5 +1,6 @@
 """The runbook's "Monitoring and Alerts" thresholds, as the migration that creates the
-table seeds them (that migration keeps its own copy: a migration never changes)."""
+table seeds them (that migration keeps its own copy: a migration never changes), with
+the error-rate query as migration 0010 corrects it."""
 
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ RUNBOOK: tuple[dict[str, Any], ...] = (
         "warning": 1.0,
         "critical": 5.0,
         "alert_names": ["HighErrorRate", "ErrorRateHigh"],
+        # No 5xx series in the window counts as 0 (not "no data"); no request at all
+        # is 0/0, not measured.
         "prometheus_query": (
-            '100 * sum(rate(http_requests_total{service="$service",status=~"5.."}[$window]))'
+            '100 * (sum(rate(http_requests_total{service="$service",status=~"5.."}[$window]))'
+            " or vector(0))"
             ' / sum(rate(http_requests_total{service="$service"}[$window]))'
         ),
     },

@@ -134,6 +134,17 @@ environments:
     assert "settle_seconds: 1.0 -> 5.0" in changed.stdout
     assert server.get("/v1/environments/staging/services/api")["settle_seconds"] == 5
 
+    text = file.read_text().replace(
+        "    services:", "    prometheus_url: http://127.0.0.1:9/\n    services:"
+    )
+    file.write_text(text + f"        metrics_url: http://127.0.0.1:{port}/metrics\n")
+    changed = server.cli("apply", "-f", str(file))
+    assert '~ staging\n    prometheus_url: null -> "http://127.0.0.1:9/"' in changed.stdout
+    assert "metrics_url: null ->" in changed.stdout
+    assert server.get("/v1/environments/staging")["prometheus_url"] == "http://127.0.0.1:9/"
+    service = server.get("/v1/environments/staging/services/api")
+    assert service["metrics_url"] == f"http://127.0.0.1:{port}/metrics"
+
     file.write_text("environments: [{name: Bad Name}]")
     bad = server.cli("apply", "-f", str(file), code=2)
     assert "not a valid environments file" in bad.stderr
