@@ -36,7 +36,7 @@ def list_params(
     cursor: Annotated[
         str | SkipJsonSchema[None],
         Query(
-            max_length=1400,
+            max_length=service.CURSOR_MAX_LENGTH,
             pattern=service.CURSOR_PATTERN,
             json_schema_extra={"pattern": service.CURSOR_PATTERN},
             description="Opaque: the `next_cursor` of the previous page (empty: the first).",

@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from app.components.vocabulary import ComponentStatus
 from app.core.schemas import MULTILINE, MULTILINE_NOTE, RequestModel
@@ -21,6 +22,9 @@ Name = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=LA
 Group = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=LABEL)]
 Description = Annotated[str, StringConstraints(max_length=2000, pattern=MULTILINE)]
 ServiceRef = Annotated[str, StringConstraints(max_length=127, pattern=SERVICE_REF)]
+# Constraints inside the types, so the schema of an optional field states them too.
+Position = Annotated[int, Field(ge=0, le=MAX_POSITION)]
+Services = Annotated[list[ServiceRef], Field(max_length=50)]
 
 NAME_FIELD = "Unique (ignoring case); shown on the status page."
 GROUP_FIELD = "The group it is shown in on the status page; null: ungrouped."
@@ -48,11 +52,9 @@ class ComponentCreate(RequestModel):
     name: Name = Field(description=NAME_FIELD)
     description: Description = Field(default="", description=MULTILINE_NOTE)
     group: Group | None = Field(default=None, description=GROUP_FIELD)
-    position: int = Field(default=0, ge=0, le=MAX_POSITION, description=POSITION_FIELD)
+    position: Position = Field(default=0, description=POSITION_FIELD)
     status: ComponentStatus = Field(default="operational", description=STATUS_FIELD)
-    services: list[ServiceRef] = Field(
-        default_factory=list, max_length=50, description=SERVICES_FIELD
-    )
+    services: Services = Field(default_factory=list, description=SERVICES_FIELD)
     showcase: bool = Field(default=True, description=SHOWCASE_FIELD)
 
     _check_services = field_validator("services")(_distinct)
@@ -65,15 +67,17 @@ _NOT_NULL = ("name", "description", "position", "status", "services", "showcase"
 class ComponentUpdate(RequestModel):
     """Fields to change; absent fields keep their value."""
 
-    name: Name | None = Field(default=None, description=NAME_FIELD)
-    description: Description | None = Field(default=None, description=MULTILINE_NOTE)
-    group: Group | None = Field(default=None, description=GROUP_FIELD + " `null` ungroups it.")
-    position: int | None = Field(default=None, ge=0, le=MAX_POSITION, description=POSITION_FIELD)
-    status: ComponentStatus | None = Field(default=None, description=STATUS_FIELD)
-    services: list[ServiceRef] | None = Field(
-        default=None, max_length=50, description="Replaces the list. " + SERVICES_FIELD
+    name: Name | SkipJsonSchema[None] = Field(default=None, description=NAME_FIELD)
+    description: Description | SkipJsonSchema[None] = Field(
+        default=None, description=MULTILINE_NOTE
     )
-    showcase: bool | None = Field(default=None, description=SHOWCASE_FIELD)
+    group: Group | None = Field(default=None, description=GROUP_FIELD + " `null` ungroups it.")
+    position: Position | SkipJsonSchema[None] = Field(default=None, description=POSITION_FIELD)
+    status: ComponentStatus | SkipJsonSchema[None] = Field(default=None, description=STATUS_FIELD)
+    services: Services | SkipJsonSchema[None] = Field(
+        default=None, description="Replaces the list. " + SERVICES_FIELD
+    )
+    showcase: bool | SkipJsonSchema[None] = Field(default=None, description=SHOWCASE_FIELD)
 
     _check_services = field_validator("services")(_distinct)
 

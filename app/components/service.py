@@ -9,9 +9,7 @@ that event exactly when what readers see changes.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -80,7 +78,14 @@ def check_if_match(component: Component, if_match: str | None) -> None:
 # -- the list's keyset: (group, position, name), ungrouped first -----------------------
 
 _GROUP_KEY = func.coalesce(Component.group_name, "")
-CURSOR_PATTERN = r"^[A-Za-z0-9_-]{0,1400}$"
+# A cursor is ``<group>.<position>.<name>`` of the last item returned, group and name as
+# the hex of their UTF-8 bytes. Every text matching CURSOR_PATTERN is a position in the
+# list's order (bytes that are not UTF-8 decode to U+FFFD), so the schema states exactly
+# what the API accepts.
+_HEX_TEXT = r"([0-9a-f]{2}){0,400}"
+CURSOR_PATTERN = rf"^({_HEX_TEXT}\.[0-9]{{1,6}}\.{_HEX_TEXT})?$"
+CURSOR_MAX_LENGTH = 1608
+_CURSOR = re.compile(CURSOR_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -97,28 +102,20 @@ class ListParams:
 
 
 def encode_cursor(component: Component) -> str:
-    raw = json.dumps(
-        [component.group_name or "", component.position, component.name],
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    group = (component.group_name or "").encode().hex()
+    return f"{group}.{component.position}.{component.name.encode().hex()}"
+
+
+def _text(hex_text: str) -> str:
+    # NUL never occurs in a stored name, and PostgreSQL cannot compare with it.
+    return bytes.fromhex(hex_text).decode("utf-8", "replace").replace("\x00", "")
 
 
 def decode_cursor(value: str) -> Position:
-    try:
-        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-        group, position, name = json.loads(raw.decode())
-    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError):
-        raise InvalidComponentCursor() from None
-    if (
-        not isinstance(group, str)
-        or not isinstance(name, str)
-        or type(position) is not int
-        or not -(2**31) <= position < 2**31
-    ):
+    if not _CURSOR.fullmatch(value):
         raise InvalidComponentCursor()
-    return Position(group, position, name)
+    group, position, name = value.split(".")
+    return Position(_text(group), int(position), _text(name))
 
 
 async def list_page(

@@ -5,7 +5,15 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+from pydantic.json_schema import SkipJsonSchema
 
 from app.core.schemas import MULTILINE, MULTILINE_NOTE, PRINTABLE, RequestModel
 
@@ -17,7 +25,21 @@ NAME = r"^[a-z][a-z0-9_]{0,63}$"
 # An Alertmanager `alertname` (a label value): printable, no space at either end.
 ALERT_NAME = r"^[^\x00-\x20\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,198}[^\x00-\x20\x7f-\x9f])?$"
 AlertName = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=ALERT_NAME)]
-Level = Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)]
+# Constraints inside the types, so the schema of an optional field states them too.
+Title = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=PRINTABLE)]
+Description = Annotated[str, StringConstraints(max_length=2000, pattern=MULTILINE)]
+AlertNames = Annotated[list[AlertName], Field(max_length=50)]
+PromQL = Annotated[str, StringConstraints(min_length=1, max_length=4000, pattern=MULTILINE)]
+
+
+def _number(value: object) -> object:
+    """A level is a number: ``true`` is not 1."""
+    if isinstance(value, bool):
+        raise ValueError("expected a number, not a boolean")
+    return value
+
+
+Level = Annotated[float, BeforeValidator(_number), Field(ge=0, le=1e9, allow_inf_nan=False)]
 
 LEVELS_NOTE = (
     "A measured value above `warning` is a warning, above `critical` critical; null: the "
@@ -36,29 +58,26 @@ class ThresholdUpdate(RequestModel):
     """Fields to change; absent fields keep their value. `warning`, `critical` and
     `prometheus_query` may be set to null."""
 
-    title: str | None = Field(default=None, min_length=1, max_length=200, pattern=PRINTABLE)
-    description: str | None = Field(
-        default=None, max_length=2000, pattern=MULTILINE, description=MULTILINE_NOTE
+    title: Title | SkipJsonSchema[None] = None
+    description: Description | SkipJsonSchema[None] = Field(
+        default=None, description=MULTILINE_NOTE
     )
     warning: Level | None = Field(default=None, description=LEVELS_NOTE)
     critical: Level | None = Field(default=None, description=LEVELS_NOTE)
-    warning_severity: Severity | None = Field(
+    warning_severity: Severity | SkipJsonSchema[None] = Field(
         default=None, description="The incident severity an alert at the warning level opens."
     )
-    critical_severity: Severity | None = Field(
+    critical_severity: Severity | SkipJsonSchema[None] = Field(
         default=None,
         description="The incident severity an alert at the critical level opens; at least as "
         "severe as `warning_severity` (P0 is the most severe).",
     )
-    alert_names: list[AlertName] | None = Field(
+    alert_names: AlertNames | SkipJsonSchema[None] = Field(
         default=None,
-        max_length=50,
         description="Alertmanager `alertname`s measuring this quantity (unique ignoring case, "
         "and not listed by another threshold).",
     )
-    prometheus_query: str | None = Field(
-        default=None, min_length=1, max_length=4000, pattern=MULTILINE, description=QUERY_NOTE
-    )
+    prometheus_query: PromQL | None = Field(default=None, description=QUERY_NOTE)
 
     @field_validator("alert_names")
     @classmethod
