@@ -12,6 +12,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app.audit.router import router as audit_router
+from app.components.router import router as components_router
 from app.core.registry import Registry
 from app.deployments.router import router as deployments_router
 from app.drivers.base import DRIVERS
@@ -19,6 +20,7 @@ from app.environments.router import build_router as environments_router
 from app.health_checks.router import router as health_checks_router
 from app.ops.router import router as ops_router
 from app.runs.router import router as runs_router
+from app.thresholds.router import router as thresholds_router
 from app.tokens.router import router as tokens_router
 from app.webhooks.router import deliveries_router as webhook_deliveries_router
 from app.webhooks.router import router as webhooks_router
@@ -35,6 +37,8 @@ def build_api(registry: Registry) -> APIRouter:
     v1.include_router(deployments_router)
     v1.include_router(webhooks_router)
     v1.include_router(webhook_deliveries_router)
+    v1.include_router(components_router)
+    v1.include_router(thresholds_router)
     return v1
 
 

@@ -13,6 +13,7 @@ import httpx
 from redis.asyncio import Redis
 
 from app import __version__
+from app.components import registration as components
 from app.core.context import AppContext, RedisNotConfigured
 from app.core.db import create_engine, make_sessionmaker, write_engine
 from app.core.metrics import Metrics
@@ -37,6 +38,7 @@ REGISTRATIONS: tuple[Callable[[Registry], None], ...] = (
     health_checks.register,
     deployments.register,
     webhooks.register,
+    components.register,
 )
 
 

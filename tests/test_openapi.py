@@ -281,6 +281,28 @@ def webhook_destination(body: dict[str, Any], *, creating: bool) -> None:
         body["headers"] = {}
 
 
+def status_rules(path: str, body: dict[str, Any]) -> None:
+    """Rules a JSON schema cannot state for components and thresholds: a component's
+    services must exist (none does here); a threshold's levels and severities are in
+    order, its alert names distinct ignoring case, its query has only the known
+    placeholders."""
+    if path.startswith("/v1/components") and isinstance(body.get("services"), list):
+        body["services"] = []
+    if not path.startswith("/v1/thresholds/"):
+        return
+    if "warning" in body or "critical" in body:
+        body.update(warning=1.0, critical=2.0)
+    if "warning_severity" in body or "critical_severity" in body:
+        body.update(warning_severity="P2", critical_severity="P1")
+    if isinstance(body.get("alert_names"), list):
+        seen: set[str] = set()
+        body["alert_names"] = [
+            a for a in body["alert_names"] if not (a.casefold() in seen or seen.add(a.casefold()))
+        ]
+    if isinstance(body.get("prometheus_query"), str) and "$" in body["prometheus_query"]:
+        body["prometheus_query"] = "up"
+
+
 @schema.parametrize()
 @hypothesis_settings(
     max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True
@@ -301,6 +323,8 @@ def test_api_conforms_to_its_schema(case: Any, live_server: tuple[str, str]) -> 
         _one_form(case.body)
     if positive and case.path.startswith("/v1/webhooks") and isinstance(case.body, dict):
         webhook_destination(case.body, creating=case.method == "POST")
+    if positive and isinstance(case.body, dict):
+        status_rules(case.path, case.body)
     if positive and "If-Match" in headers:
         # ETags too: a made-up one is rightly a 412.
         del headers["If-Match"]

@@ -28,7 +28,13 @@ from app.drivers.base import DRIVERS
 from app.drivers.docker_config import DockerConfig
 from app.drivers.process_config import ProcessConfig
 from app.environments.schemas import service_schemas
-from tests.test_openapi import COMMITTED, IDEMPOTENCY_KEY, live_server, webhook_destination
+from tests.test_openapi import (
+    COMMITTED,
+    IDEMPOTENCY_KEY,
+    live_server,
+    status_rules,
+    webhook_destination,
+)
 
 __all__ = ["live_server"]  # the fixture, shared with the other schemathesis test
 
@@ -42,13 +48,19 @@ CONDITIONAL = {
     "checks": {"positive_data_acceptance": {"expected-statuses": [*DEFAULT, "412"]}},
 }
 
+CONDITIONAL_UPDATES = {
+    "include-method": ["PATCH", "DELETE"],
+    "include-path-regex": "^/v1/(components|thresholds)/",
+    "checks": {"positive_data_acceptance": {"expected-statuses": [*DEFAULT, "412"]}},
+}
+
 positive = schemathesis.openapi.from_dict(
     json.loads(COMMITTED.read_text()),
     config=SchemathesisConfig.from_dict(
         {
             "generation": {"mode": "positive"},
             "checks": {"positive_data_acceptance": {"expected-statuses": DEFAULT}},
-            "operations": [CONDITIONAL],
+            "operations": [CONDITIONAL, CONDITIONAL_UPDATES],
         }
     ),
 )
@@ -92,6 +104,9 @@ def test_schema_valid_requests_are_accepted(case: Any, live_server: tuple[str, s
         # Where a destination resolves, which event types are registered: the server's
         # knowledge, not the schema's.
         webhook_destination(case.body, creating=case.method == "POST")
+    if isinstance(case.body, dict):
+        # Which services exist, how a threshold's levels and severities rank.
+        status_rules(case.path, case.body)
     case.call_and_validate(base_url=base_url, checks=[positive_data_acceptance])
 
 

@@ -50,6 +50,10 @@ ACTIONS: dict[str, str] = {
     "rotateWebhookSecret": "webhook.rotate_secret",
     "testWebhook": "webhook.test",
     "redeliverWebhook": "webhook_delivery.redeliver",
+    "createComponent": "component.create",
+    "updateComponent": "component.update",
+    "deleteComponent": "component.delete",
+    "updateThreshold": "threshold.update",
 }
 
 Handler = Callable[[Request, Exception], Response | Awaitable[Response]]

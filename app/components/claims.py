@@ -18,7 +18,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.components import revision
-from app.components.events import COMPONENT_STATUS_CHANGED, ComponentStatusChanged
+from app.components.events import ComponentStatusChanged
 from app.components.models import Component, ComponentStatusClaim
 from app.components.vocabulary import worst_status
 from app.core.db import insert_rows, utcnow
@@ -110,7 +110,7 @@ async def recompute(
         component.status_changed_at = moment
         component.updated_at = moment
         component.version += 1
-        await add_event(session, COMPONENT_STATUS_CHANGED, status_changed(component, old))
+        await add_event(session, "component.status_changed", status_changed(component, old))
         changed.append(component)
     if changed:
         await revision.bump(session)

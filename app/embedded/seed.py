@@ -1,5 +1,6 @@
 """The embedded default's ``local`` environment: a first deployment works on a fresh
-machine. Its ``backend`` and ``frontend`` are the sample web service
+machine; and the runbook's status page components, while there are none. The local
+``backend`` and ``frontend`` are the sample web service
 (:mod:`app.embedded.sample_service`) run by the ``process`` driver; a version ending in
 ``-broken`` fails its health check, so a rollback can be tried too.
 
@@ -22,8 +23,11 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import service as audit_service
+from app.components import revision
+from app.components.models import Component
 from app.core.context import AppContext
-from app.core.db import utcnow
+from app.core.db import insert_rows, utcnow
+from app.core.ids import new_id
 from app.drivers.base import ServiceSpec
 from app.drivers.pool import drivers
 from app.environments.models import Environment, Service
@@ -32,6 +36,14 @@ logger = logging.getLogger(__name__)
 
 LOCAL = "local"
 SERVICES = ("backend", "frontend")
+# The runbook's status page components: (name, description, the local services behind it).
+COMPONENTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("Frontend", "The web application users open.", (f"{LOCAL}/frontend",)),
+    ("Backend API", "The API the frontend and integrations call.", (f"{LOCAL}/backend",)),
+    ("Database", "Where the product's data is stored.", ()),
+    ("Cache", "Sessions and cached responses.", ()),
+    ("File Storage", "Uploaded files and backups.", ()),
+)
 # Where every ``serve`` of this machine claims the ports of its sample services.
 CLAIMS_DIR = Path(tempfile.gettempdir()) / "formula-ops-ports"
 
@@ -151,6 +163,7 @@ async def seed_local(context: AppContext, ports: LocalPorts | None = None) -> bo
         if await uow.session.scalar(select(Environment.name).where(Environment.name == LOCAL)):
             if ports is not None:
                 await _move_to_claimed_ports(uow.session, ports)
+            await seed_components(uow.session)
             return False
         if ports is not None:
             wanted = {name: ports.claim(name, port) for name, port in wanted.items()}
@@ -178,7 +191,55 @@ async def seed_local(context: AppContext, ports: LocalPorts | None = None) -> bo
             resource_id=LOCAL,
             summary={"services": list(SERVICES), "ports": wanted},
         )
+        await seed_components(uow.session)
     logger.info("seeded the local environment (backend and frontend, process driver)")
+    return True
+
+
+async def seed_components(session: AsyncSession) -> bool:
+    """The runbook's components (Frontend, Backend API, Database, Cache, File Storage),
+    all operational, unless any component exists; True when they were created. A local
+    service that exists is linked to its component."""
+    if await session.scalar(select(Component.id).limit(1)) is not None:
+        return False
+    existing = {
+        f"{env}/{name}"
+        for env, name in (
+            await session.execute(
+                select(Service.environment, Service.name).where(Service.environment == LOCAL)
+            )
+        ).all()
+    }
+    now = utcnow()
+    rows = [
+        Component(
+            id=new_id(),
+            name=name,
+            description=description,
+            group_name=None,
+            position=position,
+            status="operational",
+            manual_status="operational",
+            services=[ref for ref in services if ref in existing],
+            showcase=True,
+            status_changed_at=now,
+            created_at=now,
+            updated_at=now,
+            version=1,
+        )
+        for position, (name, description, services) in enumerate(COMPONENTS)
+    ]
+    await insert_rows(session, rows)
+    await revision.bump(session)
+    await audit_service.record(
+        session,
+        None,
+        action="component.seed",
+        resource_type="component",
+        resource_id=None,
+        summary={"components": [name for name, _, _ in COMPONENTS]},
+    )
+    logger.info("seeded the status page's components (%s)", ", ".join(n for n, _, _ in COMPONENTS))
     return True
 
 

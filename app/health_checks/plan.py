@@ -1,14 +1,20 @@
 """The daily health check's plan and how its probes sum up.
 
-From the runbook: every service's health URL (latency > 1 s warning, > 2 s critical),
-disk usage (> 80 % warning, > 95 % critical), memory (> 85 % warning), recent error lines
-in the logs, the age of the newest backup, PostgreSQL and Redis reachability. Every probe
-runs even when another fails; the run fails when any probe is critical.
+From the runbook: every service's health URL (response time), disk usage, memory, recent
+error lines in the logs, the age of the newest backup, PostgreSQL and Redis
+reachability. The levels of response time, disk and memory are the thresholds table's
+(``latency_p95``, ``disk``, ``memory``: by default > 1 s warning, > 2 s critical;
+> 80 % warning, > 95 % critical; > 85 % warning), passed to each probe as its step
+parameters. Every probe runs even when another fails; the run fails when any probe is
+critical.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from app.core.settings import Settings
+from app.health_checks.thresholds import DEFAULT_LEVELS, DISK, LATENCY, MEMORY, Levels
 from app.runs.actions import worst
 from app.runs.kinds import Ending, Summary
 from app.runs.models import Level, RunStatus, Step, StepStatus
@@ -22,21 +28,44 @@ def self_url(settings: Settings) -> str:
     return f"http://{host}:{settings.port}/health"
 
 
-def plan(settings: Settings, deployed: list[tuple[str, str]] | None = None) -> list[StepSpec]:
+def plan(
+    settings: Settings,
+    deployed: list[tuple[str, str]] | None = None,
+    levels: Mapping[str, Levels] = DEFAULT_LEVELS,
+) -> list[StepSpec]:
     """``deployed``: (``environment/service``, health URL) of the environments' services,
-    probed beside the configured ones; with neither, the control plane probes itself."""
+    probed beside the configured ones; with neither, the control plane probes itself.
+    ``levels``: by threshold name (:func:`app.health_checks.thresholds.levels`)."""
     config = settings.health_check
     services = [(s.name, s.url) for s in config.services] + list(deployed or [])
     services = services or [("formula-ops", self_url(settings))]
+    latency, disk, memory = levels[LATENCY], levels[DISK], levels[MEMORY]
     steps = [
-        StepSpec(f"service {name}", "http", {"url": url}, timeout_seconds=PROBE_TIMEOUT)
+        StepSpec(
+            f"service {name}",
+            "http",
+            {"url": url, "warning_ms": latency.warning, "critical_ms": latency.critical},
+            timeout_seconds=PROBE_TIMEOUT,
+        )
         for name, url in services
     ]
     steps += [
-        StepSpec(f"disk {path}", "disk", {"path": path}, timeout_seconds=PROBE_TIMEOUT)
+        StepSpec(
+            f"disk {path}",
+            "disk",
+            {"path": path, "warning_percent": disk.warning, "critical_percent": disk.critical},
+            timeout_seconds=PROBE_TIMEOUT,
+        )
         for path in config.disk_paths
     ]
-    steps.append(StepSpec("memory", "memory", {}, timeout_seconds=PROBE_TIMEOUT))
+    steps.append(
+        StepSpec(
+            "memory",
+            "memory",
+            {"warning_percent": memory.warning, "critical_percent": memory.critical},
+            timeout_seconds=PROBE_TIMEOUT,
+        )
+    )
     if config.log_files:
         steps.append(
             StepSpec(

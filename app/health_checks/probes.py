@@ -14,19 +14,26 @@ from typing import Any
 
 from pydantic import Field
 
-from app.health_checks.thresholds import (
-    DISK_CRITICAL_PERCENT,
-    DISK_WARNING_PERCENT,
-    MEMORY_WARNING_PERCENT,
-)
+from app.health_checks.thresholds import DEFAULT_LEVELS, DISK, MEMORY
 from app.runs.actions import Params, StepContext, StepOutcome, bounded, level_outcome
 from app.runs.models import Level, StepStatus
 
 
 class DiskParams(Params):
+    """Levels in percent used; null: no such level. The daily health check passes the
+    ``disk`` threshold's."""
+
     path: str = "/"
-    warning_percent: float = DISK_WARNING_PERCENT
-    critical_percent: float = DISK_CRITICAL_PERCENT
+    warning_percent: float | None = DEFAULT_LEVELS[DISK].warning
+    critical_percent: float | None = DEFAULT_LEVELS[DISK].critical
+
+
+def _level(value: float, warning: float | None, critical: float | None) -> Level:
+    if critical is not None and value > critical:
+        return Level.CRITICAL
+    if warning is not None and value > warning:
+        return Level.WARNING
+    return Level.OK
 
 
 async def disk(params: DiskParams, ctx: StepContext) -> StepOutcome:
@@ -35,13 +42,7 @@ async def disk(params: DiskParams, ctx: StepContext) -> StepOutcome:
     except OSError as exc:
         return StepOutcome(StepStatus.FAILURE, level=Level.CRITICAL, error=str(exc))
     percent = round(usage.used / usage.total * 100, 1)
-    level = (
-        Level.CRITICAL
-        if percent > params.critical_percent
-        else Level.WARNING
-        if percent > params.warning_percent
-        else Level.OK
-    )
+    level = _level(percent, params.warning_percent, params.critical_percent)
     free_gib = round(usage.free / 2**30, 1)
     return level_outcome(
         level,
@@ -51,7 +52,11 @@ async def disk(params: DiskParams, ctx: StepContext) -> StepOutcome:
 
 
 class MemoryParams(Params):
-    warning_percent: float = MEMORY_WARNING_PERCENT
+    """Levels in percent used; null: no such level. The daily health check passes the
+    ``memory`` threshold's."""
+
+    warning_percent: float | None = DEFAULT_LEVELS[MEMORY].warning
+    critical_percent: float | None = DEFAULT_LEVELS[MEMORY].critical
 
 
 async def memory(params: MemoryParams, ctx: StepContext) -> StepOutcome:
@@ -66,7 +71,7 @@ async def memory(params: MemoryParams, ctx: StepContext) -> StepOutcome:
     if not total:
         return StepOutcome(StepStatus.SKIPPED, error="MemTotal not reported")
     percent = round((total - available) / total * 100, 1)
-    level = Level.WARNING if percent > params.warning_percent else Level.OK
+    level = _level(percent, params.warning_percent, params.critical_percent)
     return level_outcome(
         level,
         f"memory {percent} % used",

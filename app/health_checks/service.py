@@ -11,9 +11,11 @@ from app.core.context import AppContext
 from app.core.db import UnitOfWork
 from app.environments.models import Service
 from app.health_checks.plan import plan
+from app.health_checks.thresholds import levels
 from app.runs import service as run_service
 from app.runs.models import Run, RunKind
 from app.runs.service import StepSpec
+from app.thresholds import service as thresholds
 
 
 async def deployed_services(session: AsyncSession) -> list[tuple[str, str]]:
@@ -28,7 +30,9 @@ async def deployed_services(session: AsyncSession) -> list[tuple[str, str]]:
 
 
 async def steps(session: AsyncSession, context: AppContext) -> list[StepSpec]:
-    return plan(context.settings, await deployed_services(session))
+    """The plan, with the levels the thresholds table holds now."""
+    current = levels(await thresholds.load(session))
+    return plan(context.settings, await deployed_services(session), current)
 
 
 async def create(uow: UnitOfWork, context: AppContext, principal: Principal) -> Run:

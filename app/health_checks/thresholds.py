@@ -1,18 +1,42 @@
-"""The runbook's thresholds of the daily health check, defined once (a service's
-latency thresholds are the ``http`` action's defaults, :mod:`app.runs.actions`)."""
+"""The daily health check's levels, read from the thresholds table (``/v1/thresholds``):
+a service's response time (``latency_p95``), disk usage (``disk``) and memory usage
+(``memory``). A threshold missing from the table has the runbook's numbers
+(:data:`app.thresholds.defaults.RUNBOOK`). The plan passes the levels to the probes as
+step parameters, so a probe run with parameters of its own keeps them."""
 
 from __future__ import annotations
 
-from app.runs.actions import LATENCY_CRITICAL_MS, LATENCY_WARNING_MS
+from collections.abc import Mapping
+from dataclasses import dataclass
 
-DISK_WARNING_PERCENT = 80
-DISK_CRITICAL_PERCENT = 95
-MEMORY_WARNING_PERCENT = 85
+from app.thresholds.defaults import RUNBOOK
+from app.thresholds.models import Threshold
 
-__all__ = [
-    "DISK_CRITICAL_PERCENT",
-    "DISK_WARNING_PERCENT",
-    "LATENCY_CRITICAL_MS",
-    "LATENCY_WARNING_MS",
-    "MEMORY_WARNING_PERCENT",
-]
+LATENCY = "latency_p95"
+DISK = "disk"
+MEMORY = "memory"
+PROBED = (LATENCY, DISK, MEMORY)
+
+
+@dataclass(frozen=True)
+class Levels:
+    """Above ``warning`` a warning, above ``critical`` critical; None: no such level."""
+
+    warning: float | None
+    critical: float | None
+
+
+_DEFAULTS: dict[str, Levels] = {
+    row["name"]: Levels(row["warning"], row["critical"]) for row in RUNBOOK
+}
+
+
+def levels(thresholds: Mapping[str, Threshold]) -> dict[str, Levels]:
+    """The levels of every probed quantity, from ``thresholds`` (by name)."""
+    found = {
+        name: Levels(t.warning, t.critical) for name, t in thresholds.items() if name in PROBED
+    }
+    return {name: found.get(name, _DEFAULTS[name]) for name in PROBED}
+
+
+DEFAULT_LEVELS: dict[str, Levels] = levels({})

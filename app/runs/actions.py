@@ -103,8 +103,9 @@ class HttpParams(Params):
     expect_status: list[int] = Field(default_factory=lambda: [200])
     # As long as an HTTP smoke test may wait: every smoke test the API stores can run.
     timeout_seconds: float = Field(default=10, gt=0, le=600)
-    warning_ms: int = LATENCY_WARNING_MS
-    critical_ms: int = LATENCY_CRITICAL_MS
+    # Latency levels; null: no such level.
+    warning_ms: float | None = LATENCY_WARNING_MS
+    critical_ms: float | None = LATENCY_CRITICAL_MS
 
 
 async def http_check(params: HttpParams, ctx: StepContext) -> StepOutcome:
@@ -133,9 +134,9 @@ async def http_check(params: HttpParams, ctx: StepContext) -> StepOutcome:
         )
     level = (
         Level.CRITICAL
-        if latency_ms > params.critical_ms
+        if params.critical_ms is not None and latency_ms > params.critical_ms
         else Level.WARNING
-        if latency_ms > params.warning_ms
+        if params.warning_ms is not None and latency_ms > params.warning_ms
         else Level.OK
     )
     return level_outcome(
