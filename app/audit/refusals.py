@@ -50,6 +50,7 @@ ACTIONS: dict[str, str] = {
     "rotateWebhookSecret": "webhook.rotate_secret",
     "testWebhook": "webhook.test",
     "redeliverWebhook": "webhook_delivery.redeliver",
+    "receiveAlertmanagerNotification": "alert.receive",
 }
 
 Handler = Callable[[Request, Exception], Response | Awaitable[Response]]

@@ -121,6 +121,26 @@ class WebhookSettings(BaseModel):
         return value
 
 
+class AlertSettings(BaseModel):
+    """The Alertmanager receiver (``FORMULA_OPS_ALERTS__...``)."""
+
+    max_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="A larger notification is refused with 413 (it never reaches a handler "
+        "when FORMULA_OPS_MAX_BODY_BYTES is smaller).",
+    )
+    value_annotation: str = Field(
+        default="value",
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="The annotation holding the measured value, graded against the alert's "
+        "threshold when it is a number.",
+    )
+
+
 class Settings(BaseSettings):
     """Every setting of the service; built once per process and passed in."""
 
@@ -201,6 +221,7 @@ class Settings(BaseSettings):
     health_check: HealthCheckSettings = Field(default_factory=HealthCheckSettings)
     docker: DockerSettings = Field(default_factory=DockerSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
     storage_url: str | None = Field(
         default=None, description="file:///path or s3://bucket/prefix for backups."
     )

@@ -1,0 +1,145 @@
+"""The alerts table as a dedupe store: one row per group (``groupKey``) and fingerprint,
+written with one upsert per batch, so a re-sent notification (Alertmanager repeats
+them, and retries on 5xx) updates the rows it names and counts the receipt, never adds
+a row, also when two copies arrive at once."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.alerts.models import Alert
+from app.core.ids import new_id
+
+BATCH = 500  # rows per statement: well under SQLite's bound-parameter limit
+
+
+@dataclass
+class AlertRow:
+    """One alert of a notification, as stored."""
+
+    fingerprint: str
+    status: str
+    alertname: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    starts_at: dt.datetime | None
+    ends_at: dt.datetime | None
+    generator_url: str | None
+    severity: str | None
+    threshold: str | None
+    components: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Stored:
+    id: str
+    received_count: int
+
+
+async def lock_group(session: AsyncSession, group_key_hash: str) -> None:
+    """Serialise the notifications of one group until the transaction ends (a
+    transaction-level advisory lock on PostgreSQL; SQLite's write transactions are
+    serial already), so two copies of a notification never race to open its incident."""
+    if session.bind.dialect.name != "postgresql":
+        return
+    key = int.from_bytes(bytes.fromhex(group_key_hash[:16]), "big", signed=True)
+    await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
+async def upsert(
+    session: AsyncSession,
+    *,
+    group_key: str,
+    group_key_hash: str,
+    receiver: str,
+    rows: Sequence[AlertRow],
+    now: dt.datetime,
+) -> dict[str, Stored]:
+    """Insert the alerts not seen in this group, update the others (``received_count``
+    + 1); returns each fingerprint's row id and receipt count (1: new)."""
+    dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
+    stored: dict[str, Stored] = {}
+    ordered = sorted(rows, key=lambda r: r.fingerprint)  # one lock order for every writer
+    for start in range(0, len(ordered), BATCH):
+        values: list[dict[str, Any]] = [
+            {
+                "id": new_id(),
+                "group_key_hash": group_key_hash,
+                "group_key": group_key,
+                "fingerprint": row.fingerprint,
+                "receiver": receiver,
+                "alertname": row.alertname[:200],
+                "status": row.status,
+                "labels": row.labels,
+                "annotations": row.annotations,
+                "starts_at": row.starts_at,
+                "ends_at": row.ends_at,
+                "generator_url": row.generator_url,
+                "severity": row.severity,
+                "threshold": row.threshold,
+                "received_count": 1,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for row in ordered[start : start + BATCH]
+        ]
+        statement = dialect.insert(Alert).values(values)
+        excluded = statement.excluded
+        statement = statement.on_conflict_do_update(
+            index_elements=["group_key_hash", "fingerprint"],
+            set_={
+                "receiver": excluded.receiver,
+                "alertname": excluded.alertname,
+                "status": excluded.status,
+                "labels": excluded.labels,
+                "annotations": excluded.annotations,
+                "starts_at": excluded.starts_at,
+                "ends_at": excluded.ends_at,
+                "generator_url": excluded.generator_url,
+                "severity": excluded.severity,
+                "threshold": excluded.threshold,
+                "received_count": Alert.received_count + 1,
+                "updated_at": excluded.updated_at,
+            },
+        ).returning(Alert.fingerprint, Alert.id, Alert.received_count)
+        for fingerprint, row_id, count in (await session.execute(statement)).all():
+            stored[fingerprint] = Stored(id=row_id, received_count=count)
+    return stored
+
+
+async def link_incident(session: AsyncSession, ids: Sequence[str], incident_id: str) -> None:
+    """The alerts ``ids`` opened or updated ``incident_id`` (no window holds them back)."""
+    if ids:
+        await session.execute(
+            update(Alert)
+            .where(Alert.id.in_(sorted(ids)))
+            .values(incident_id=incident_id, suppressed_by=None)
+        )
+
+
+async def suppress(session: AsyncSession, ids: Sequence[str], maintenance_id: str) -> None:
+    """The alerts ``ids`` were held back by the maintenance window ``maintenance_id``."""
+    if ids:
+        await session.execute(
+            update(Alert).where(Alert.id.in_(sorted(ids))).values(suppressed_by=maintenance_id)
+        )
+
+
+async def group(session: AsyncSession, group_key_hash: str) -> list[Alert]:
+    """Every stored alert of a group, by fingerprint."""
+    return list(
+        (
+            await session.scalars(
+                select(Alert)
+                .where(Alert.group_key_hash == group_key_hash)
+                .order_by(Alert.fingerprint)
+            )
+        ).all()
+    )
