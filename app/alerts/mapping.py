@@ -105,7 +105,9 @@ def assess(
         if level is None and label in LEVELS:
             level = label
         if level in LEVELS:
-            severity = thresholds.severity_for(threshold, "critical" if level == "critical" else "warning")
+            severity = thresholds.severity_for(
+                threshold, "critical" if level == "critical" else "warning"
+            )
             if severity is not None:
                 return Assessment(severity=severity, threshold=threshold.name, level=level)
     return Assessment(

@@ -15,9 +15,9 @@ from fastapi import APIRouter, Depends, Request
 
 from app.alerts import service
 from app.alerts.schemas import AlertmanagerNotification, AlertReceipt
+from app.audit.service import AuditUnavailable
 from app.auth.deps import AlertSender
 from app.auth.errors import Forbidden, TooManyRequests, Unauthenticated
-from app.audit.service import AuditUnavailable
 from app.core.deps import ContextDep, UnitOfWorkDep
 from app.core.errors import PayloadTooLarge, ServiceUnavailable, problem_responses
 from app.core.paths import V1

@@ -205,10 +205,10 @@ def _title(notification: AlertmanagerNotification, active: Sequence[AlertRow]) -
     return _line(f"{name} ({extra})" if extra else name, TITLE_MAX)
 
 
-def _message(
-    state: str, notification: AlertmanagerNotification, alerts: Sequence[AlertRow]
-) -> str:
-    lines = [f"Alertmanager ({notification.receiver or 'receiver'}): {len(alerts)} alert(s) {state}."]
+def _message(state: str, notification: AlertmanagerNotification, alerts: Sequence[AlertRow]) -> str:
+    lines = [
+        f"Alertmanager ({notification.receiver or 'receiver'}): {len(alerts)} alert(s) {state}."
+    ]
     for row in alerts[:MESSAGE_ALERTS]:
         detail = [f"severity {row.severity}"]
         if row.threshold:

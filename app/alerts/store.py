@@ -47,7 +47,7 @@ async def lock_group(session: AsyncSession, group_key_hash: str) -> None:
     """Serialise the notifications of one group until the transaction ends (a
     transaction-level advisory lock on PostgreSQL; SQLite's write transactions are
     serial already), so two copies of a notification never race to open its incident."""
-    if session.bind.dialect.name != "postgresql":
+    if session.get_bind().dialect.name != "postgresql":
         return
     key = int.from_bytes(bytes.fromhex(group_key_hash[:16]), "big", signed=True)
     await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
@@ -64,7 +64,7 @@ async def upsert(
 ) -> dict[str, Stored]:
     """Insert the alerts not seen in this group, update the others (``received_count``
     + 1); returns each fingerprint's row id and receipt count (1: new)."""
-    dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     stored: dict[str, Stored] = {}
     ordered = sorted(rows, key=lambda r: r.fingerprint)  # one lock order for every writer
     for start in range(0, len(ordered), BATCH):
