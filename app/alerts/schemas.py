@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from app.core.schemas import MULTILINE, PRINTABLE
 
@@ -29,6 +29,11 @@ class _Lenient(BaseModel):
     """Unknown fields are ignored (never refused): the sender decides what it adds."""
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+def _null_is_empty(value: object) -> object:
+    """Go encodes an empty map as ``null`` (some senders' ``commonAnnotations``)."""
+    return {} if value is None else value
 
 
 class AlertmanagerAlert(_Lenient):
@@ -51,6 +56,8 @@ class AlertmanagerAlert(_Lenient):
         description="Alertmanager's id of the alert; when absent, one is derived from the labels.",
     )
 
+    _maps = field_validator("labels", "annotations", mode="before")(_null_is_empty)
+
 
 class AlertmanagerNotification(_Lenient):
     """One notification: the alerts of one group (``groupKey``) at one moment."""
@@ -71,6 +78,10 @@ class AlertmanagerNotification(_Lenient):
         default=None, alias="externalURL", max_length=2048, pattern=PRINTABLE
     )
     alerts: list[AlertmanagerAlert] = Field(max_length=10000)
+
+    _maps = field_validator("group_labels", "common_labels", "common_annotations", mode="before")(
+        _null_is_empty
+    )
 
 
 class AlertReceipt(BaseModel):
