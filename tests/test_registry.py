@@ -109,6 +109,8 @@ def test_what_the_domains_register() -> None:
         *("deployment.queued", "deployment.started", "deployment.succeeded"),
         *("deployment.failed", "deployment.rolled_back", "deployment.cancelled"),
         *("webhook.test", "webhook_endpoint.disabled"),
+        *("incident.created", "incident.updated", "incident.resolved"),
+        *("incident.sla_warning", "incident.sla_breached"),
     }
 
 
