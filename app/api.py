@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from app.alerts.router import router as alerts_router
 from app.audit.router import router as audit_router
 from app.core.registry import Registry
 from app.deployments.router import router as deployments_router
@@ -35,6 +36,7 @@ def build_api(registry: Registry) -> APIRouter:
     v1.include_router(deployments_router)
     v1.include_router(webhooks_router)
     v1.include_router(webhook_deliveries_router)
+    v1.include_router(alerts_router)
     return v1
 
 

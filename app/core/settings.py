@@ -140,6 +140,7 @@ class AlertSettings(BaseModel):
         "threshold when it is a number.",
     )
 
+
 # A response time: ``immediate``, ``next_business_day``, or a number and a unit
 # (s, m, h, d), e.g. ``15m``.
 CLOCK_DURATION = r"^(immediate|next_business_day|[0-9]{1,5}[smhd])$"
