@@ -29,36 +29,41 @@ async def test_documented_notification_firing_then_resolved_each_twice(
     """Acceptance 1. The alert's `severity` label says critical (P1 by itself); its value
     2.3 % grades to the error-rate threshold's warning level, so the incident is P2 and
     Backend API (local/backend) shows degraded_performance until the group resolves."""
-    answers = [await post(client, alerts_token, payloads.firing()) for _ in range(2)]
-    assert [a.status_code for a in answers] == [200, 200], answers[0].text
-    first, second = (a.json() for a in answers)
-    assert first["incident_action"] == "opened"
-    assert first["incident_created"] is True
-    assert second["incident_action"] == "updated"
-    assert second["incident_created"] is False
-    assert first["incident_id"] == second["incident_id"]
-    assert (first["new_alerts"], second["new_alerts"]) == (1, 0)
+    first = await post(client, alerts_token, payloads.firing())
+    assert first.status_code == 200, first.text
+    opened = await state(context, started)
+    second = await post(client, alerts_token, payloads.firing())
+    assert second.status_code == 200, second.text
+    assert first.json()["incident_action"] == "opened"
+    assert first.json()["incident_created"] is True
+    assert second.json()["incident_action"] == "updated"
+    assert second.json()["incident_created"] is False
+    assert first.json()["incident_id"] == second.json()["incident_id"]
+    assert (first.json()["new_alerts"], second.json()["new_alerts"]) == (1, 0)
 
     during = await state(context, started)
     assert len(during.incidents) == 1
     incident = during.incidents[0]
-    assert incident.id == first["incident_id"]
+    assert incident.id == first.json()["incident_id"]
     assert incident.severity == "P2"
     assert incident.source == "alertmanager"
     assert incident.status == "investigating"
     assert incident.title == "Backend error rate above the runbook's threshold"
     assert during.component_status[backend_api] == "degraded_performance"
-    updates_while_firing = during.updates
+    assert during.updates == opened.updates == 1  # the re-send added nothing
     [alert] = during.alerts
     assert (alert.threshold, alert.severity, alert.received_count) == ("error_rate", "P2", 2)
     assert alert.incident_id == incident.id
     assert alert.suppressed_by is None
     assert alert.ends_at is None  # Go's zero time
 
-    answers = [await post(client, alerts_token, payloads.resolved()) for _ in range(2)]
-    assert [a.status_code for a in answers] == [200, 200], answers[0].text
-    assert answers[0].json()["incident_action"] == "resolved"
-    assert answers[0].json()["incident_id"] == incident.id
+    resolved = await post(client, alerts_token, payloads.resolved())
+    assert resolved.status_code == 200, resolved.text
+    assert resolved.json()["incident_action"] == "resolved"
+    assert resolved.json()["incident_id"] == incident.id
+    once = await state(context, started)
+    again = await post(client, alerts_token, payloads.resolved())
+    assert again.status_code == 200, again.text
 
     after = await state(context, started)
     assert len(after.incidents) == 1
@@ -67,7 +72,7 @@ async def test_documented_notification_firing_then_resolved_each_twice(
     [alert] = after.alerts
     assert (alert.status, alert.received_count) == ("resolved", 4)
     assert alert.ends_at == dt.datetime(2026, 12, 2, 15, 7, 41, 100000, tzinfo=dt.UTC)
-    assert after.updates > updates_while_firing  # the resolution is on the timeline
+    assert after.updates == once.updates == 2  # the resolution, once
     assert after.receipts == 4  # one audit record per notification
 
 
