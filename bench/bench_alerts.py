@@ -56,6 +56,8 @@ from common import (
     started_server,
     uvicorn_options,
 )
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from pydantic import SecretStr
 
 SCRIPT = Path(__file__).resolve()
@@ -75,9 +77,6 @@ ALERT_NAMES = ("HighErrorRate", "HighLatency", "HighCpuUsage", "DiskSpaceLow", "
 
 
 def baseline_app() -> Any:
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse
-
     api = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
 
     @api.get("/health")

@@ -10,11 +10,20 @@ as they are. Every string is bounded; the whole body is at most
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+)
 
-from app.core.schemas import MULTILINE, PRINTABLE
+from app.core.schemas import IN_UTC_RANGE, MULTILINE, PRINTABLE
 
 AlertStatus = Literal["firing", "resolved"]
 
@@ -22,6 +31,45 @@ LabelName = Annotated[str, StringConstraints(min_length=1, max_length=256, patte
 LabelValue = Annotated[str, StringConstraints(max_length=8192, pattern=MULTILINE)]
 AnnotationValue = Annotated[str, StringConstraints(max_length=65536, pattern=MULTILINE)]
 Labels = Annotated[dict[LabelName, LabelValue], Field(max_length=256)]
+
+# Go's RFC 3339 with up to nanoseconds ("2026-12-02T14:55:26.739266876Z"), always with a
+# zone; within years 1-9999 in UTC (Go's zero time "0001-01-01T00:00:00Z" means none).
+_GO_TIME = re.compile(
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+)
+_IN_UTC_RANGE = re.compile(IN_UTC_RANGE)
+
+
+def _go_time(value: object) -> object:
+    if not isinstance(value, str) or not _GO_TIME.match(value):
+        raise ValueError("expected an RFC 3339 timestamp with a time zone")
+    if not _IN_UTC_RANGE.match(value):
+        raise ValueError("out of range: in UTC a timestamp must lie within years 1 to 9999")
+    return value
+
+
+def _as_utc(value: dt.datetime) -> dt.datetime:
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError:
+        raise ValueError(
+            "out of range: in UTC a timestamp must lie within years 1 to 9999"
+        ) from None
+
+
+AlertTime = Annotated[
+    dt.datetime,
+    BeforeValidator(_go_time),
+    AfterValidator(_as_utc),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "date-time",
+            "allOf": [{"pattern": _GO_TIME.pattern}, {"pattern": IN_UTC_RANGE}],
+        }
+    ),
+]
 Annotations = Annotated[dict[LabelName, AnnotationValue], Field(max_length=256)]
 
 
@@ -31,17 +79,13 @@ class _Lenient(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
 
-def _null_is_empty(value: object) -> object:
-    """Go encodes an empty map as ``null`` (some senders' ``commonAnnotations``)."""
-    return {} if value is None else value
-
-
 class AlertmanagerAlert(_Lenient):
     status: AlertStatus
-    labels: Labels = Field(default_factory=dict)
-    annotations: Annotations = Field(default_factory=dict)
-    starts_at: dt.datetime | None = Field(default=None, alias="startsAt")
-    ends_at: dt.datetime | None = Field(
+    # Go encodes an empty map as null: null is taken as empty, here and below.
+    labels: Labels | None = None
+    annotations: Annotations | None = None
+    starts_at: AlertTime | None = Field(default=None, alias="startsAt")
+    ends_at: AlertTime | None = Field(
         default=None,
         alias="endsAt",
         description='RFC 3339; Alertmanager sends "0001-01-01T00:00:00Z" for "not ended".',
@@ -56,8 +100,6 @@ class AlertmanagerAlert(_Lenient):
         description="Alertmanager's id of the alert; when absent, one is derived from the labels.",
     )
 
-    _maps = field_validator("labels", "annotations", mode="before")(_null_is_empty)
-
 
 class AlertmanagerNotification(_Lenient):
     """One notification: the alerts of one group (``groupKey``) at one moment."""
@@ -71,16 +113,14 @@ class AlertmanagerNotification(_Lenient):
     truncated_alerts: int = Field(default=0, alias="truncatedAlerts", ge=0)
     status: AlertStatus = Field(description="`resolved` once every alert of the group is.")
     receiver: str = Field(default="", max_length=200, pattern=PRINTABLE)
-    group_labels: Labels = Field(default_factory=dict, alias="groupLabels")
-    common_labels: Labels = Field(default_factory=dict, alias="commonLabels")
-    common_annotations: Annotations = Field(default_factory=dict, alias="commonAnnotations")
+    group_labels: Labels | None = Field(default=None, alias="groupLabels")
+    common_labels: Labels | None = Field(default=None, alias="commonLabels")
+    common_annotations: Annotations | None = Field(default=None, alias="commonAnnotations")
     external_url: str | None = Field(
         default=None, alias="externalURL", max_length=2048, pattern=PRINTABLE
     )
-    alerts: list[AlertmanagerAlert] = Field(max_length=10000)
-
-    _maps = field_validator("group_labels", "common_labels", "common_annotations", mode="before")(
-        _null_is_empty
+    alerts: list[AlertmanagerAlert] = Field(
+        description="The group's alerts (as many as the body limit holds)."
     )
 
 

@@ -62,6 +62,7 @@ async def receive(
     known = await thresholds.load(session)
     components = await _components(session)
     rows = _rows(notification, known, components, context.settings.alerts.value_annotation)
+    await store.lock_components(session, (c for row in rows for c in row.components))
     stored = await store.upsert(
         session,
         group_key=notification.group_key,
@@ -167,8 +168,8 @@ def _rows(
     """The notification's alerts as rows (the last of two with one fingerprint wins)."""
     by_fingerprint: dict[str, AlertRow] = {}
     for alert in notification.alerts:
-        labels = {**notification.common_labels, **alert.labels}
-        annotations = {**notification.common_annotations, **alert.annotations}
+        labels = {**(notification.common_labels or {}), **(alert.labels or {})}
+        annotations = {**(notification.common_annotations or {}), **(alert.annotations or {})}
         assessment = mapping.assess(
             known,
             labels,
@@ -200,7 +201,7 @@ def _title(notification: AlertmanagerNotification, active: Sequence[AlertRow]) -
             return _line(summary, TITLE_MAX)
     name = active[0].alertname or "Alert"
     extra = ", ".join(
-        f"{k}={v}" for k, v in sorted(notification.group_labels.items()) if k != "alertname"
+        f"{k}={v}" for k, v in sorted((notification.group_labels or {}).items()) if k != "alertname"
     )
     return _line(f"{name} ({extra})" if extra else name, TITLE_MAX)
 

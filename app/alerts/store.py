@@ -6,7 +6,7 @@ a row, also when two copies arrive at once."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.alerts.models import Alert
+from app.components.models import Component
 from app.core.ids import new_id
 
 BATCH = 500  # rows per statement: well under SQLite's bound-parameter limit
@@ -51,6 +52,21 @@ async def lock_group(session: AsyncSession, group_key_hash: str) -> None:
         return
     key = int.from_bytes(bytes.fromhex(group_key_hash[:16]), "big", signed=True)
     await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
+async def lock_components(session: AsyncSession, component_ids: Iterable[str]) -> None:
+    """Lock the components a notification may change, in one order, before anything else
+    touches them: the incident's component rows (whose foreign keys share-lock them) and
+    its status claims (which lock them for update) then never wait on each other across
+    two notifications (PostgreSQL would end one of them as a deadlock)."""
+    ids = sorted(set(component_ids))
+    if ids:
+        await session.execute(
+            select(Component.id)
+            .where(Component.id.in_(ids))
+            .order_by(Component.id)
+            .with_for_update()
+        )
 
 
 async def upsert(

@@ -287,6 +287,10 @@ class TestBadInput:
             alert_with(labels={"alertname": "x\x1b[31m"}),
             alert_with(labels=["alertname"]),
             alert_with(startsAt="yesterday"),
+            alert_with(startsAt="2026-12-02T14:55:26"),  # no zone
+            alert_with(startsAt="9999-12-31T00:01:00-23:59"),  # year 10000 in UTC
+            alert_with(endsAt="0001-01-01T00:00:00+01:00"),  # year 0 in UTC
+            alert_with(startsAt=1764687326),
             alert_with(fingerprint="x" * 65),
             alert_with(fingerprint="not a fingerprint"),
             alert_with(generatorURL="http://h/\x07"),
