@@ -87,7 +87,7 @@ async def receive(
         else:
             suppressed.setdefault(window_id, []).append(row)
     for window_id, held in suppressed.items():
-        await store.suppress(session, [stored[r.fingerprint].id for r in held], window_id)
+        await store.suppress(session, [stored[r.fingerprint] for r in held], window_id)
 
     key = dedupe_key(key_hash)
     action: IncidentAction = "none"
@@ -110,7 +110,7 @@ async def receive(
         )
         incident_id = incident.id
         action = "opened" if created else "updated"
-        await store.link_incident(session, [stored[r.fingerprint].id for r in active], incident.id)
+        await store.link_incident(session, [stored[r.fingerprint] for r in active], incident.id)
     elif notification.status == "resolved":
         resolved = await incidents.alert_resolved(
             uow,

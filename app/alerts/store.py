@@ -40,8 +40,12 @@ class AlertRow:
 
 @dataclass(frozen=True)
 class Stored:
+    """An alert's row after the upsert."""
+
     id: str
     received_count: int
+    incident_id: str | None = None
+    suppressed_by: str | None = None
 
 
 async def lock_group(session: AsyncSession, group_key_hash: str) -> None:
@@ -69,6 +73,39 @@ async def lock_components(session: AsyncSession, component_ids: Iterable[str]) -
         )
 
 
+def _upsert_statement(dialect: Any) -> Any:
+    statement = dialect.insert(Alert)
+    excluded = statement.excluded
+    return statement.on_conflict_do_update(
+        index_elements=["group_key_hash", "fingerprint"],
+        set_={
+            "receiver": excluded.receiver,
+            "alertname": excluded.alertname,
+            "status": excluded.status,
+            "labels": excluded.labels,
+            "annotations": excluded.annotations,
+            "starts_at": excluded.starts_at,
+            "ends_at": excluded.ends_at,
+            "generator_url": excluded.generator_url,
+            "severity": excluded.severity,
+            "threshold": excluded.threshold,
+            "received_count": Alert.received_count + 1,
+            "updated_at": excluded.updated_at,
+        },
+    ).returning(
+        Alert.fingerprint,
+        Alert.id,
+        Alert.received_count,
+        Alert.incident_id,
+        Alert.suppressed_by,
+        sort_by_parameter_order=True,
+    )
+
+
+# Compiled once per dialect (the rows travel as parameters, in batches).
+_UPSERT = {"postgresql": _upsert_statement(postgresql), "sqlite": _upsert_statement(sqlite)}
+
+
 async def upsert(
     session: AsyncSession,
     *,
@@ -79,8 +116,8 @@ async def upsert(
     now: dt.datetime,
 ) -> dict[str, Stored]:
     """Insert the alerts not seen in this group, update the others (``received_count``
-    + 1); returns each fingerprint's row id and receipt count (1: new)."""
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    + 1); returns each fingerprint's row as stored (``received_count`` 1: new)."""
+    statement = _UPSERT[session.get_bind().dialect.name]
     stored: dict[str, Stored] = {}
     ordered = sorted(rows, key=lambda r: r.fingerprint)  # one lock order for every writer
     for start in range(0, len(ordered), BATCH):
@@ -100,38 +137,24 @@ async def upsert(
                 "generator_url": row.generator_url,
                 "severity": row.severity,
                 "threshold": row.threshold,
+                "incident_id": None,
+                "suppressed_by": None,
                 "received_count": 1,
                 "created_at": now,
                 "updated_at": now,
             }
             for row in ordered[start : start + BATCH]
         ]
-        statement = dialect.insert(Alert).values(values)
-        excluded = statement.excluded
-        statement = statement.on_conflict_do_update(
-            index_elements=["group_key_hash", "fingerprint"],
-            set_={
-                "receiver": excluded.receiver,
-                "alertname": excluded.alertname,
-                "status": excluded.status,
-                "labels": excluded.labels,
-                "annotations": excluded.annotations,
-                "starts_at": excluded.starts_at,
-                "ends_at": excluded.ends_at,
-                "generator_url": excluded.generator_url,
-                "severity": excluded.severity,
-                "threshold": excluded.threshold,
-                "received_count": Alert.received_count + 1,
-                "updated_at": excluded.updated_at,
-            },
-        ).returning(Alert.fingerprint, Alert.id, Alert.received_count)
-        for fingerprint, row_id, count in (await session.execute(statement)).all():
-            stored[fingerprint] = Stored(id=row_id, received_count=count)
+        result = await session.execute(statement, values)
+        for fingerprint, row_id, count, incident_id, suppressed_by in result.all():
+            stored[fingerprint] = Stored(row_id, count, incident_id, suppressed_by)
     return stored
 
 
-async def link_incident(session: AsyncSession, ids: Sequence[str], incident_id: str) -> None:
-    """The alerts ``ids`` opened or updated ``incident_id`` (no window holds them back)."""
+async def link_incident(session: AsyncSession, rows: Sequence[Stored], incident_id: str) -> None:
+    """The alerts ``rows`` opened or updated ``incident_id`` (no window holds them back);
+    rows linked so already are left alone."""
+    ids = [r.id for r in rows if r.incident_id != incident_id or r.suppressed_by is not None]
     if ids:
         await session.execute(
             update(Alert)
@@ -140,8 +163,9 @@ async def link_incident(session: AsyncSession, ids: Sequence[str], incident_id: 
         )
 
 
-async def suppress(session: AsyncSession, ids: Sequence[str], maintenance_id: str) -> None:
-    """The alerts ``ids`` were held back by the maintenance window ``maintenance_id``."""
+async def suppress(session: AsyncSession, rows: Sequence[Stored], maintenance_id: str) -> None:
+    """The alerts ``rows`` were held back by the maintenance window ``maintenance_id``."""
+    ids = [r.id for r in rows if r.suppressed_by != maintenance_id]
     if ids:
         await session.execute(
             update(Alert).where(Alert.id.in_(sorted(ids))).values(suppressed_by=maintenance_id)
