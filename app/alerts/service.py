@@ -3,10 +3,12 @@ update or resolve the group's incident, unless a maintenance window holds the al
 
 One notification is one transaction: the alert rows, the incident's change (with its
 component claims and events) and one audit record (``alert.receive``) commit together
-or not at all. A notification of a group waits for the one before it (``lock_group``),
-so two copies sent at once open one incident. Nothing here depends on a service
-outside this process: the only failures left for the sender to retry are the database's
-(answered 503 with ``Retry-After`` by the application's error handlers).
+or not at all. A notification of a group waits on the alert rows of the one before it
+(``store.upsert``), so two copies sent at once open one incident; the components it
+may change are locked in one order before the incident changes
+(``store.lock_components``). Nothing here depends on a service outside this process:
+the only failures left for the sender to retry are the database's (answered 503 with
+``Retry-After`` by the application's error handlers).
 """
 
 from __future__ import annotations
@@ -57,12 +59,10 @@ async def receive(
     session = uow.session
     moment = now or utcnow()
     key_hash = mapping.group_key_hash(notification.group_key)
-    await store.lock_group(session, key_hash)
 
     known = await thresholds.load(session)
     components = await _components(session)
     rows = _rows(notification, known, components, context.settings.alerts.value_annotation)
-    await store.lock_components(session, (c for row in rows for c in row.components))
     stored = await store.upsert(
         session,
         group_key=notification.group_key,
@@ -90,6 +90,9 @@ async def receive(
         await store.suppress(session, [stored[r.fingerprint] for r in held], window_id)
 
     key = dedupe_key(key_hash)
+    if active or notification.status == "resolved":
+        # Held from here to the commit: as short a stretch as the incident's change.
+        await store.lock_components(session, (c for row in rows for c in row.components))
     action: IncidentAction = "none"
     incident_id: str | None = None
     created = False

@@ -1,7 +1,9 @@
 """The alerts table as a dedupe store: one row per group (``groupKey``) and fingerprint,
 written with one upsert per batch, so a re-sent notification (Alertmanager repeats
 them, and retries on 5xx) updates the rows it names and counts the receipt, never adds
-a row, also when two copies arrive at once."""
+a row, also when two copies arrive at once: the second waits on the rows the first
+wrote (in fingerprint order) until it commits, then updates them, so two copies of a
+notification are also handled one after the other."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -46,16 +48,6 @@ class Stored:
     received_count: int
     incident_id: str | None = None
     suppressed_by: str | None = None
-
-
-async def lock_group(session: AsyncSession, group_key_hash: str) -> None:
-    """Serialise the notifications of one group until the transaction ends (a
-    transaction-level advisory lock on PostgreSQL; SQLite's write transactions are
-    serial already), so two copies of a notification never race to open its incident."""
-    if session.get_bind().dialect.name != "postgresql":
-        return
-    key = int.from_bytes(bytes.fromhex(group_key_hash[:16]), "big", signed=True)
-    await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
 async def lock_components(session: AsyncSession, component_ids: Iterable[str]) -> None:

@@ -92,6 +92,18 @@ async def test_two_copies_at_once_open_one_incident(
     found = await state(context, started)
     assert len(found.incidents) == 1
     assert [a.received_count for a in found.alerts] == [2]
+    assert found.updates == 1
+
+    # And a burst of copies of a second group beside re-sends of the first.
+    other = payloads.group("NodeDown", alerts=3, service="backend", severity="critical")
+    answers = await asyncio.gather(
+        *(post(client, alerts_token, body) for body in [other] * 4 + [payloads.firing()] * 2)
+    )
+    assert {a.status_code for a in answers} == {200}, [a.text for a in answers]
+    found = await state(context, started)
+    assert len(found.incidents) == 2
+    assert sorted(a.received_count for a in found.alerts) == [4, 4, 4, 4]
+    assert found.component_status[backend_api] == "partial_outage"
 
 
 async def test_a_maintenance_window_suppresses_the_incident(

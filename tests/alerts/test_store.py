@@ -35,7 +35,6 @@ async def write(
     context: AppContext, rows: list[AlertRow], group: str = GROUP
 ) -> dict[str, store.Stored]:
     async with context.unit_of_work() as uow:
-        await store.lock_group(uow.session, mapping.group_key_hash(group))
         return await store.upsert(
             uow.session,
             group_key=group,
