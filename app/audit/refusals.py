@@ -50,6 +50,13 @@ ACTIONS: dict[str, str] = {
     "rotateWebhookSecret": "webhook.rotate_secret",
     "testWebhook": "webhook.test",
     "redeliverWebhook": "webhook_delivery.redeliver",
+    "createIncident": "incident.create",
+    "updateIncident": "incident.update",
+    "addIncidentUpdate": "incident.add_update",
+    "acknowledgeIncident": "incident.acknowledge",
+    "resolveIncident": "incident.resolve",
+    "putIncidentPostmortem": "incident.postmortem",
+    "rollbackIncidentDeployment": "incident.rollback",
 }
 
 Handler = Callable[[Request, Exception], Response | Awaitable[Response]]
