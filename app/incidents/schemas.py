@@ -91,7 +91,7 @@ class ActionItem(RequestModel):
 
 
 class PostmortemPut(RequestModel):
-    body: Annotated[str, StringConstraints(min_length=1, max_length=100_000, pattern=MULTILINE)] = (
+    body: Annotated[str, StringConstraints(min_length=1, max_length=50_000, pattern=MULTILINE)] = (
         Field(description=f"The postmortem, in Markdown. {MULTILINE_NOTE}")
     )
     action_items: list[ActionItem] = Field(default_factory=list, max_length=100)

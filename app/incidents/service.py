@@ -891,6 +891,13 @@ async def acknowledge(
     session = uow.session
     incident = await _locked(session, incident_id)
     if incident.acknowledged_at is not None:
+        await _audit(
+            session,
+            principal,
+            "incident.acknowledge",
+            incident,
+            {"acknowledged_before": True, "acknowledged_by": incident.acknowledged_by},
+        )
         return incident
     if incident.status in CLOSED_INCIDENT:
         raise IncidentClosed(f"Incident {incident.id} is {incident.status}")

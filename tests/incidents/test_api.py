@@ -131,7 +131,7 @@ async def test_the_life_of_an_incident(
     actions = await _audit_actions(context, incident_id)
     assert [a for a, _ in actions] == [
         "incident.create",
-        "incident.acknowledge",
+        *["incident.acknowledge"] * 2,
         *["incident.add_update"] * 4,
         "incident.resolve",
         "incident.postmortem",
@@ -387,3 +387,26 @@ async def test_the_list_filters_and_pages(
         "/v1/incidents?status=investigating&open=true", headers=viewer.headers
     )
     assert len(investigating.json()["items"]) == 4
+
+
+async def test_the_longest_postmortem_is_published(
+    context: AppContext, client: httpx.AsyncClient, operator: IssuedToken
+) -> None:
+    incident = await declare(client, operator)
+    incident_id = incident["id"]
+    await client.post(f"/v1/incidents/{incident_id}/resolve", headers=operator.headers)
+    longest = "\U0001f4dd" * 50_000  # four bytes each in UTF-8
+    published = await client.put(
+        f"/v1/incidents/{incident_id}/postmortem",
+        json={"body": longest, "publish": True},
+        headers=operator.headers,
+    )
+    assert published.status_code == 200, published.text[:500]
+    (event,) = [e for e in await events(context, "incident.updated") if e["status"] == "postmortem"]
+    assert event["latest_update"]["body"] == longest
+    too_long = await client.put(
+        f"/v1/incidents/{incident_id}/postmortem",
+        json={"body": longest + "x", "publish": True},
+        headers=operator.headers,
+    )
+    assert too_long.status_code == 422
