@@ -12,6 +12,9 @@ from sqlalchemy import select
 
 from app.audit.models import AuditEvent
 from app.core.context import AppContext
+from app.outbox.models import OutboxEvent
+from app.webhooks import payloads
+from app.webhooks.models import WebhookEndpoint
 from tests.factories import IssuedToken
 from tests.incidents.conftest import component_status, declare, events, make_component
 
@@ -410,3 +413,33 @@ async def test_the_longest_postmortem_is_published(
         headers=operator.headers,
     )
     assert too_long.status_code == 422
+
+
+async def test_its_events_feed_a_statuspage_endpoint(
+    context: AppContext, client: httpx.AsyncClient, operator: IssuedToken
+) -> None:
+    api = await make_component(context, "Backend API")
+    incident = await declare(
+        client, operator, severity="P1", components=[{"component_id": api.id}], message="Looking."
+    )
+    await client.post(
+        f"/v1/incidents/{incident['id']}/resolve",
+        json={"message": "All good."},
+        headers=operator.headers,
+    )
+    feed = WebhookEndpoint(id="feed", format="statuspage")
+    async with context.sessionmaker() as session:
+        rows = list(
+            await session.scalars(
+                select(OutboxEvent)
+                .where(OutboxEvent.type.like("incident.%"))
+                .order_by(OutboxEvent.created_at, OutboxEvent.id)
+            )
+        )
+    bodies = [payloads.body(feed, row) for row in rows]
+    assert [b["type"] for b in bodies] == ["incident.created", "incident.resolved"]
+    opened, closed = (b["incident"] for b in bodies)
+    assert opened["impact"] == "major"
+    assert opened["incident_updates"][0]["body"] == "Looking."
+    assert closed["status"] == "resolved"
+    assert closed["incident_updates"][0]["body"] == "All good."
