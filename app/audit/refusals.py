@@ -51,6 +51,13 @@ ACTIONS: dict[str, str] = {
     "testWebhook": "webhook.test",
     "redeliverWebhook": "webhook_delivery.redeliver",
     "receiveAlertmanagerNotification": "alert.receive",
+    "createIncident": "incident.create",
+    "updateIncident": "incident.update",
+    "addIncidentUpdate": "incident.add_update",
+    "acknowledgeIncident": "incident.acknowledge",
+    "resolveIncident": "incident.resolve",
+    "putIncidentPostmortem": "incident.postmortem",
+    "rollbackIncidentDeployment": "incident.rollback",
 }
 
 Handler = Callable[[Request, Exception], Response | Awaitable[Response]]

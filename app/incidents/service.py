@@ -41,11 +41,12 @@ from app.core.errors import (
     ConcurrentChange,
     NotFound,
     PreconditionFailed,
-    ValidationFailed,
     is_unique_violation,
 )
+from app.core.ids import new_id
 from app.core.pagination import CursorParams, paginate
 from app.core.paths import V1
+from app.core.redaction import redact_text
 from app.core.settings import IncidentSettings
 from app.deployments import service as deployment_service
 from app.deployments.models import Deployment, DeploymentTarget
@@ -95,14 +96,18 @@ class PostmortemTooEarly(AppError):
     status = 409
 
 
-class UnknownComponent(ValidationFailed):
+class UnknownComponent(NotFound):
+    """A component named in the request does not exist (404, like an unknown service of
+    a deployment; ``errors`` says which)."""
+
     type = "/problems/unknown-component"
     title = "Unknown component"
 
 
-class UnrelatedDeployment(ValidationFailed):
+class UnrelatedDeployment(AppError):
     type = "/problems/unrelated-deployment"
     title = "Not one of the incident's recent deployments"
+    status = 409
 
 
 def etag(incident: Incident) -> str:
@@ -425,6 +430,7 @@ def _new(
     now: dt.datetime,
 ) -> Incident:
     return Incident(
+        id=new_id(),
         title=title,
         severity=severity,
         impact=SEVERITY_IMPACT[severity],
@@ -703,7 +709,8 @@ async def on_run_ended(uow: UnitOfWork, context: AppContext, run: Run) -> None:
         _entry(
             incident,
             body=f"Run {run.id} ({run.kind}) ended {run.status}: "
-            f"{run.failure_type or 'no problem type'}: {run.failure_detail or 'no detail'}"[:4000],
+            f"{run.failure_type or 'no problem type'}: "
+            f"{redact_text(run.failure_detail or 'no detail')}"[:4000],
             by=actor.actor,
             now=now,
             visibility="internal",
@@ -884,6 +891,13 @@ async def acknowledge(
     session = uow.session
     incident = await _locked(session, incident_id)
     if incident.acknowledged_at is not None:
+        await _audit(
+            session,
+            principal,
+            "incident.acknowledge",
+            incident,
+            {"acknowledged_before": True, "acknowledged_by": incident.acknowledged_by},
+        )
         return incident
     if incident.status in CLOSED_INCIDENT:
         raise IncidentClosed(f"Incident {incident.id} is {incident.status}")
@@ -980,10 +994,14 @@ class RecentDeployment:
 
 
 async def recent_deployments(
-    session: AsyncSession, settings: IncidentSettings, incident: Incident
+    session: AsyncSession,
+    settings: IncidentSettings,
+    incident: Incident,
+    principal: Principal | None = None,
 ) -> list[RecentDeployment]:
     """Deployments (and rollbacks) of the incident's components' services requested in
-    the lookback window before it opened, newest first."""
+    the lookback window before it opened, newest first (only the environments
+    ``principal`` may see)."""
     components = (await affected(session, [incident.id]))[incident.id]
     pairs = sorted(
         {
@@ -1015,7 +1033,11 @@ async def recent_deployments(
             .limit(50)
         )
     ).all()
-    found = [(deployment, run) for deployment, run in rows]
+    found = [
+        (deployment, run)
+        for deployment, run in rows
+        if principal is None or principal.may_access_environment(deployment.environment)
+    ]
     targets: dict[str, list[DeploymentTarget]] = {d.id: [] for d, _ in found}
     if found:
         for target in await session.scalars(
@@ -1047,13 +1069,6 @@ async def rollback(
     if deployment_id not in recent:
         raise UnrelatedDeployment(
             f"Deployment {deployment_id} is not one of incident {incident.id}'s recent deployments",
-            errors=[
-                {
-                    "loc": ["body", "deployment_id"],
-                    "msg": "not a recent deployment of the incident's components",
-                    "type": "unrelated_deployment",
-                }
-            ],
         )
     created = await deployment_service.rollback(uow, context, principal, deployment_id)
     now = utcnow()
@@ -1075,3 +1090,41 @@ async def rollback(
         {"deployment_id": deployment_id, "rollback_id": created.run.id},
     )
     return created
+
+
+@dataclass(frozen=True)
+class Detail:
+    incident: Incident
+    affected: list[Affected]
+    timeline: list[IncidentUpdateRecord]
+    recent: list[RecentDeployment]
+
+
+async def detail(
+    session: AsyncSession,
+    settings: IncidentSettings,
+    principal: Principal | None,
+    incident_id: str,
+    *,
+    internal: bool = True,
+) -> Detail:
+    """An incident with its components, timeline (``internal``: with operators' notes)
+    and recent deployments."""
+    await session.flush()
+    incident = await get(session, incident_id)
+    entries = await timeline(session, incident.id)
+    if not internal:
+        entries = [e for e in entries if e.visibility == "public"]
+    return Detail(
+        incident,
+        (await affected(session, [incident.id]))[incident.id],
+        entries,
+        await recent_deployments(session, settings, incident, principal),
+    )
+
+
+async def check_clocks(context: AppContext, now: dt.datetime) -> list[tuple[str, str, str]]:
+    """One pass of the response clocks at ``now`` (the worker's cron job, every 30 s; a
+    test passes any time): every warning and breach due, each emitted once."""
+    async with context.unit_of_work() as uow:
+        return await clocks.check(uow.session, context.settings.incidents, now)

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
+import pytest
 from sqlalchemy import select
 
+from app.auth.roles import Role
 from app.components.models import Component
 from app.core.context import AppContext
 from app.core.db import insert_rows
 from app.outbox.models import OutboxEvent
+from tests.factories import IssuedToken, issue_token
 
 
 async def make_component(
@@ -35,3 +39,22 @@ async def events(context: AppContext, type: str) -> list[dict[str, Any]]:
             select(OutboxEvent).where(OutboxEvent.type == type).order_by(OutboxEvent.created_at)
         )
         return [row.data for row in rows]
+
+
+@pytest.fixture
+async def operator(context: AppContext) -> IssuedToken:
+    return await issue_token(context, Role.OPERATOR)
+
+
+@pytest.fixture
+async def viewer(context: AppContext) -> IssuedToken:
+    return await issue_token(context, Role.VIEWER)
+
+
+async def declare(client: httpx.AsyncClient, token: IssuedToken, **body: Any) -> dict[str, Any]:
+    """``POST /v1/incidents``; the created incident."""
+    payload = {"title": "Checkout is slow", "severity": "P2", **body}
+    response = await client.post("/v1/incidents", json=payload, headers=token.headers)
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
