@@ -12,6 +12,7 @@ its groupKey and fingerprints make a re-send harmless.
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
+from sqlalchemy.exc import IntegrityError
 
 from app.alerts import service
 from app.alerts.schemas import AlertmanagerNotification, AlertReceipt
@@ -19,11 +20,25 @@ from app.audit.service import AuditUnavailable
 from app.auth.deps import AlertSender
 from app.auth.errors import Forbidden, TooManyRequests, Unauthenticated
 from app.core.deps import ContextDep, UnitOfWorkDep
-from app.core.errors import PayloadTooLarge, ServiceUnavailable, problem_responses
+from app.core.errors import (
+    ConcurrentChange,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    is_unique_violation,
+    problem_responses,
+)
 from app.core.paths import V1
 
 router = APIRouter(prefix=f"{V1}/alerts", tags=["alerts"])
 AUTH_ERRORS = (Unauthenticated, Forbidden, TooManyRequests)
+
+
+class ReceiverBusy(ServiceUnavailable):
+    """A concurrent change kept the notification from applying: nothing was written, and
+    Alertmanager retries a 5xx (a 409 it would drop)."""
+
+    type = "/problems/alerts-busy"
+    title = "Concurrent change; retry the notification"
 
 
 async def _check_size(request: Request, context: ContextDep) -> None:
@@ -41,7 +56,12 @@ async def _check_size(request: Request, context: ContextDep) -> None:
     summary="Receive an Alertmanager notification",
     dependencies=[Depends(_check_size)],
     responses=problem_responses(
-        *AUTH_ERRORS, PayloadTooLarge, ServiceUnavailable, AuditUnavailable, validation=True
+        *AUTH_ERRORS,
+        PayloadTooLarge,
+        ServiceUnavailable,
+        ReceiverBusy,
+        AuditUnavailable,
+        validation=True,
     ),
 )
 async def receive_alertmanager(
@@ -58,5 +78,14 @@ async def receive_alertmanager(
     in progress covers their components (recorded as suppressed). A notification whose
     alerts are all resolved moves the incident to `monitoring` and restores its
     components. One audit record per notification (`alert.receive`)."""
-    async with uow:
-        return await service.receive(uow, context, principal, body)
+    try:
+        async with uow:
+            return await service.receive(uow, context, principal, body)
+    except (ConcurrentChange, IntegrityError) as exc:
+        if isinstance(exc, IntegrityError) and not is_unique_violation(exc):
+            raise
+        raise ReceiverBusy(
+            "A concurrent change to the same incident or alerts came first; nothing was "
+            "changed. Send the notification again.",
+            headers={"Retry-After": "1"},
+        ) from None
