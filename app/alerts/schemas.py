@@ -31,6 +31,7 @@ LabelName = Annotated[str, StringConstraints(min_length=1, max_length=256, patte
 LabelValue = Annotated[str, StringConstraints(max_length=8192, pattern=MULTILINE)]
 AnnotationValue = Annotated[str, StringConstraints(max_length=65536, pattern=MULTILINE)]
 Labels = Annotated[dict[LabelName, LabelValue], Field(max_length=256)]
+Annotations = Annotated[dict[LabelName, AnnotationValue], Field(max_length=256)]
 
 # Go's RFC 3339 with up to nanoseconds ("2026-12-02T14:55:26.739266876Z"), always with a
 # zone; within years 1-9999 in UTC (Go's zero time "0001-01-01T00:00:00Z" means none).
@@ -70,7 +71,6 @@ AlertTime = Annotated[
         }
     ),
 ]
-Annotations = Annotated[dict[LabelName, AnnotationValue], Field(max_length=256)]
 
 
 class _Lenient(BaseModel):
