@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from app.alerts.router import router as alerts_router
 from app.audit.router import router as audit_router
 from app.components.router import router as components_router
 from app.core.registry import Registry
@@ -18,6 +19,7 @@ from app.deployments.router import router as deployments_router
 from app.drivers.base import DRIVERS
 from app.environments.router import build_router as environments_router
 from app.health_checks.router import router as health_checks_router
+from app.incidents.router import router as incidents_router
 from app.ops.router import router as ops_router
 from app.runs.router import router as runs_router
 from app.thresholds.router import router as thresholds_router
@@ -39,6 +41,8 @@ def build_api(registry: Registry) -> APIRouter:
     v1.include_router(webhook_deliveries_router)
     v1.include_router(components_router)
     v1.include_router(thresholds_router)
+    v1.include_router(alerts_router)
+    v1.include_router(incidents_router)
     return v1
 
 

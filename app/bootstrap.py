@@ -27,6 +27,7 @@ from app.drivers import registration as drivers
 from app.drivers.base import DRIVERS, DriverSettings
 from app.drivers.pool import DRIVER_POOL, DriverPool
 from app.health_checks import registration as health_checks
+from app.incidents import registration as incidents
 from app.runs import registration as runs
 from app.webhooks import registration as webhooks
 from app.webhooks.sender import SENDER, Sender
@@ -39,6 +40,7 @@ REGISTRATIONS: tuple[Callable[[Registry], None], ...] = (
     deployments.register,
     webhooks.register,
     components.register,
+    incidents.register,
 )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI
 from sqlalchemy import update
@@ -38,12 +38,14 @@ async def issue_token(
     name: str | None = None,
     environment: str | None = None,
     no_expiry: bool = False,
+    scope: Literal["alerts"] | None = None,
 ) -> IssuedToken:
     body = TokenCreate(
         name=name or f"{role.value} for tests",
         role=role,
         environment=environment,
         expires_in_days="never" if no_expiry else 90,
+        scope=scope,
     )
     async with context.unit_of_work() as uow:
         token, value = await token_service.create(uow, TEST_ACTOR, body)

@@ -110,6 +110,8 @@ def test_what_the_domains_register() -> None:
         *("deployment.failed", "deployment.rolled_back", "deployment.cancelled"),
         *("webhook.test", "webhook_endpoint.disabled"),
         "component.status_changed",
+        *("incident.created", "incident.updated", "incident.resolved"),
+        *("incident.sla_warning", "incident.sla_breached"),
     }
 
 

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from app.api import DOCS_PATHS, PUBLIC_PATHS
 from app.audit.refusals import ACTIONS
-from app.auth.deps import ROLE_MARK
+from app.auth.deps import ALERTS_SCOPE, ROLE_MARK, SCOPE_MARK
 from app.auth.roles import Role
 from app.core.context import AppContext
 from app.core.routing import all_routes, api_routes
@@ -31,6 +31,17 @@ def scope_of(dependant: Dependant) -> tuple[Role, bool] | None:
         if role is not None:
             return Role(role), bool(getattr(sub.call, "environment_scoped", False))
         found = scope_of(sub)
+        if found is not None:
+            return found
+    return None
+
+
+def token_scope_of(dependant: Dependant) -> str | None:
+    """The capability a limited token needs to call a route (None: no limited token may)."""
+    for sub in dependant.dependencies:
+        if getattr(sub.call, ROLE_MARK, None) is not None:
+            return getattr(sub.call, SCOPE_MARK, None)
+        found = token_scope_of(sub)
         if found is not None:
             return found
     return None
@@ -63,6 +74,16 @@ def v1_routes(app: FastAPI) -> list[tuple[str, str, Role, bool]]:
     return routes
 
 
+def alerts_routes(app: FastAPI) -> set[tuple[str, str]]:
+    """The routes a token limited to `alerts` may call."""
+    return {
+        (method, route.path)
+        for route in api_routes(app)
+        if token_scope_of(route.dependant) == ALERTS_SCOPE
+        for method in route.methods
+    }
+
+
 class TestRouteScopeWalk:
     def test_every_route_is_scoped_or_public(self) -> None:
         assert unscoped_routes(create_app(Settings())) == []
@@ -75,6 +96,9 @@ class TestRouteScopeWalk:
             return {}
 
         assert unscoped_routes(app) == ["['GET'] /v1/oops"]
+
+    def test_only_the_alertmanager_receiver_takes_an_alerts_token(self) -> None:
+        assert alerts_routes(create_app(Settings())) == {("POST", "/v1/alerts/alertmanager")}
 
     def test_public_list_is_exactly_the_operational_routes(self) -> None:
         assert {"/health", "/ready", "/metrics"} == PUBLIC_PATHS
@@ -111,6 +135,10 @@ class TestRoleRouteMatrix:
     async def _check(self, client: httpx.AsyncClient, context: AppContext, app: FastAPI) -> None:
         tokens = {role: await issue_token(context, role) for role in Role}
         restricted_admin = await issue_token(context, Role.ADMIN, environment="staging")
+        # Limited to the Alertmanager receiver: refused everywhere else, whatever its role.
+        alerts_admin = await issue_token(context, Role.ADMIN, scope="alerts")
+        alerts_viewer = await issue_token(context, Role.VIEWER, scope="alerts")
+        receiver = alerts_routes(app)
         checked = 0
         for method, path, required, environment_scoped in v1_routes(app):
             url = _concrete(path)
@@ -133,6 +161,12 @@ class TestRoleRouteMatrix:
                 assert response.status_code not in (401, 403), (method, path)
             else:
                 assert response.status_code == 403, (method, path)
+            for limited in (alerts_admin, alerts_viewer):
+                response = await client.request(method, url, json=body, headers=limited.headers)
+                if (method, path) in receiver:
+                    assert response.status_code not in (401, 403), (method, path, response.text)
+                else:
+                    assert response.status_code == 403, (method, path, response.text)
         assert checked >= 4 * 7
 
 

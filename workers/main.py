@@ -22,6 +22,7 @@ from workers.cron import (
     reconcile_runs,
     scheduled_health_check,
 )
+from workers.incidents import check_incident_clocks
 from workers.runs import execute_run
 from workers.state import shutdown, startup
 from workers.wake import WakeableWorker
@@ -47,6 +48,7 @@ def cron_jobs(settings: Settings) -> list[CronJob]:
         ),
         cron(purge_idempotency_keys, minute=17, unique=True, run_at_startup=False),  # type: ignore[arg-type]
         cron(purge_webhook_history, hour=3, minute=41, unique=True, run_at_startup=False),  # type: ignore[arg-type]
+        cron(check_incident_clocks, second={0, 30}, unique=True, run_at_startup=False, timeout=60),  # type: ignore[arg-type]
     ]
     schedule = settings.health_check
     if schedule.schedule_enabled:

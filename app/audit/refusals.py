@@ -54,6 +54,14 @@ ACTIONS: dict[str, str] = {
     "updateComponent": "component.update",
     "deleteComponent": "component.delete",
     "updateThreshold": "threshold.update",
+    "receiveAlertmanagerNotification": "alert.receive",
+    "createIncident": "incident.create",
+    "updateIncident": "incident.update",
+    "addIncidentUpdate": "incident.add_update",
+    "acknowledgeIncident": "incident.acknowledge",
+    "resolveIncident": "incident.resolve",
+    "putIncidentPostmortem": "incident.postmortem",
+    "rollbackIncidentDeployment": "incident.rollback",
 }
 
 Handler = Callable[[Request, Exception], Response | Awaitable[Response]]

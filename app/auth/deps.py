@@ -23,6 +23,9 @@ from app.core.logging import bind_log_context
 
 _bearer = HTTPBearer(auto_error=False, description="An API token: `fops_<id>_<secret>`.")
 ROLE_MARK = "required_role"
+SCOPE_MARK = "token_scope"
+# The capability a token may be limited to: the Alertmanager receiver.
+ALERTS_SCOPE = "alerts"
 
 
 def request_info(request: Request) -> auth_service.RequestInfo:
@@ -51,18 +54,27 @@ CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 
 def require_role(
-    role: Role, *, environment_scoped: bool = False
+    role: Role, *, environment_scoped: bool = False, scope: str | None = None
 ) -> Callable[..., Awaitable[Principal]]:
+    """A route's guard: a token of ``role`` (or above); with ``scope``, also a token
+    limited to that capability, whatever its role."""
+
     async def dependency(
         request: Request, context: ContextDep, principal: CurrentPrincipal
     ) -> Principal:
         return await auth_service.require(
-            context, principal, role, request_info(request), environment_scoped=environment_scoped
+            context,
+            principal,
+            role,
+            request_info(request),
+            environment_scoped=environment_scoped,
+            scope=scope,
         )
 
     setattr(dependency, ROLE_MARK, role)
+    setattr(dependency, SCOPE_MARK, scope)
     dependency.environment_scoped = environment_scoped  # type: ignore[attr-defined]
-    dependency.__name__ = f"require_{role.value}"
+    dependency.__name__ = f"require_{role.value}" + (f"_or_{scope}" if scope else "")
     return dependency
 
 
@@ -75,3 +87,6 @@ Admin = Annotated[Principal, Depends(require_role(Role.ADMIN))]
 ScopedViewer = Annotated[Principal, Depends(require_role(Role.VIEWER, environment_scoped=True))]
 ScopedOperator = Annotated[Principal, Depends(require_role(Role.OPERATOR, environment_scoped=True))]
 ScopedDeployer = Annotated[Principal, Depends(require_role(Role.DEPLOYER, environment_scoped=True))]
+
+# The Alertmanager receiver: a token limited to `alerts`, or an operator's.
+AlertSender = Annotated[Principal, Depends(require_role(Role.OPERATOR, scope=ALERTS_SCOPE))]

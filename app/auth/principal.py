@@ -17,6 +17,9 @@ class Principal:
     environment: str | None = None
     client_address: str | None = None
     request_id: str | None = None
+    # A token limited to one capability (``alerts``: the Alertmanager receiver only);
+    # None: everything its role allows.
+    scope: str | None = None
 
     @property
     def actor(self) -> str:

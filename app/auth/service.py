@@ -122,12 +122,28 @@ async def _refuse(
     raise Unauthenticated(detail, error=error, denial=_denial(principal, request, reason))
 
 
-def authorize(principal: Principal, required: Role, *, environment_scoped: bool) -> str | None:
+def authorize(
+    principal: Principal,
+    required: Role,
+    *,
+    environment_scoped: bool,
+    scope: str | None = None,
+) -> str | None:
     """Why ``principal`` may not use a route needing ``required``, or None when it may.
 
     Global resources (tokens, the audit trail, environments) need a token without an
-    environment restriction; environment-scoped routes filter by it instead.
+    environment restriction; environment-scoped routes filter by it instead. A token
+    limited to a capability (``Principal.scope``) reaches only the routes of that
+    capability (``scope``), whatever its role; such a route also takes an unlimited token
+    of the ``required`` role.
     """
+    if principal.scope is not None:
+        if principal.scope != scope:
+            return (
+                f"the token is limited to the {principal.scope!r} capability; "
+                "this operation is not part of it"
+            )
+        return None
     if not principal.role.includes(required):
         return (
             f"this operation needs the {required.value} role; the token has {principal.role.value}"
@@ -147,8 +163,9 @@ async def require(
     request: RequestInfo,
     *,
     environment_scoped: bool = False,
+    scope: str | None = None,
 ) -> Principal:
-    reason = authorize(principal, required, environment_scoped=environment_scoped)
+    reason = authorize(principal, required, environment_scoped=environment_scoped, scope=scope)
     if reason is not None:
         raise Forbidden(reason, denial=_denial(principal, request, "insufficient_scope"))
     return principal
@@ -162,6 +179,7 @@ def _principal(token: ApiToken, request: RequestInfo) -> Principal:
         environment=token.environment,
         client_address=request.client_address,
         request_id=request.request_id,
+        scope=token.scope,
     )
 
 

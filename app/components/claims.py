@@ -53,7 +53,9 @@ async def set_claims(
     concerned = held | set(claims)
     if not concerned:
         return []
-    # Lock the components first, in one order, so two writers never deadlock.
+    # Lock the components first, in one order, so two writers never deadlock. FOR NO KEY
+    # UPDATE: a transaction inserting a row that references a component (an incident's or
+    # a window's component) takes a key-share lock on it, which this does not block.
     await _locked(session, concerned)
     if held:
         await session.execute(
@@ -141,7 +143,7 @@ async def _locked(session: AsyncSession, ids: Iterable[str]) -> list[Component]:
                 select(Component)
                 .where(Component.id.in_(sorted(set(ids))))
                 .order_by(Component.id)
-                .with_for_update()
+                .with_for_update(key_share=True)
                 .execution_options(populate_existing=True)
             )
         ).all()

@@ -10,7 +10,7 @@ import ipaddress
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -121,6 +121,98 @@ class WebhookSettings(BaseModel):
         return value
 
 
+class AlertSettings(BaseModel):
+    """The Alertmanager receiver (``FORMULA_OPS_ALERTS__...``)."""
+
+    max_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="A larger notification is refused with 413 (it never reaches a handler "
+        "when FORMULA_OPS_MAX_BODY_BYTES is smaller).",
+    )
+    value_annotation: str = Field(
+        default="value",
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="The annotation holding the measured value, graded against the alert's "
+        "threshold when it is a number.",
+    )
+
+
+# A response time: ``immediate``, ``next_business_day``, or a number and a unit
+# (s, m, h, d), e.g. ``15m``.
+CLOCK_DURATION = r"^(immediate|next_business_day|[0-9]{1,5}[smhd])$"
+
+
+def _clock(default: str, what: str) -> Any:
+    return Field(default=default, pattern=CLOCK_DURATION, description=what)
+
+
+class IncidentSettings(BaseModel):
+    """Incident response clocks and automation (``FORMULA_OPS_INCIDENTS__...``).
+
+    Each severity has three clocks: acknowledge within ``ack_*`` of opening, post an
+    update within ``update_*`` of the last one, resolve within ``resolve_*`` of opening.
+    """
+
+    ack_p0: str = _clock("immediate", "P0: acknowledge within (runbook: immediate).")
+    ack_p1: str = _clock("15m", "P1: acknowledge within (runbook: 15 minutes).")
+    ack_p2: str = _clock("1h", "P2: acknowledge within (runbook: 1 hour).")
+    ack_p3: str = _clock("next_business_day", "P3: acknowledge by (runbook: next business day).")
+    update_p0: str = _clock("15m", "P0: the longest time between two updates.")
+    update_p1: str = _clock("30m", "P1: the longest time between two updates.")
+    update_p2: str = _clock("2h", "P2: the longest time between two updates.")
+    update_p3: str = _clock("next_business_day", "P3: the longest time between two updates.")
+    resolve_p0: str = _clock("4h", "P0: resolve within.")
+    resolve_p1: str = _clock("8h", "P1: resolve within.")
+    resolve_p2: str = _clock("3d", "P2: resolve within.")
+    resolve_p3: str = _clock("14d", "P3: resolve within.")
+    warning_share: float = Field(
+        default=0.8,
+        gt=0,
+        lt=1,
+        description="`incident.sla_warning` once this share of a clock's time has passed.",
+    )
+    business_timezone: str = Field(
+        default="UTC",
+        min_length=1,
+        max_length=64,
+        description="IANA time zone of business days (Mon-Fri) for `next_business_day`.",
+    )
+    business_day_start: str = Field(
+        default="09:00",
+        pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
+        description="When a business day starts (HH:MM, in the business time zone).",
+    )
+    deployment_lookback_minutes: int = Field(
+        default=60,
+        ge=1,
+        le=7 * 24 * 60,
+        description="An incident lists its services' deployments this long before it opened.",
+    )
+    auto_open: bool = Field(
+        default=True,
+        description="A deployment that ended `error` or a failed backup verification opens an "
+        "incident.",
+    )
+    auto_open_severity: Literal["P0", "P1", "P2", "P3"] = Field(
+        default="P2", description="The severity of an incident opened automatically."
+    )
+
+    @field_validator("business_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"not an IANA time zone: {value!r}") from None
+        return value
+
+
 class Settings(BaseSettings):
     """Every setting of the service; built once per process and passed in."""
 
@@ -201,6 +293,8 @@ class Settings(BaseSettings):
     health_check: HealthCheckSettings = Field(default_factory=HealthCheckSettings)
     docker: DockerSettings = Field(default_factory=DockerSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
+    incidents: IncidentSettings = Field(default_factory=IncidentSettings)
     storage_url: str | None = Field(
         default=None, description="file:///path or s3://bucket/prefix for backups."
     )

@@ -590,6 +590,7 @@ async def _finish(
             )
         on_finish = kinds.hooks(context.registry, ended.kind).on_finish
         announced = await on_finish(uow, context, ended) if on_finish is not None else None
+        await kinds.run_ended(uow, context, ended)
         await run_service.insert_events(uow.session, run_id, ended.event_seq, events)
         await add_event(
             uow.session,

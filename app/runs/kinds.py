@@ -5,12 +5,15 @@ adds to the event announcing it)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from app.core.registry import CatalogKey, Registry
 from app.runs.models import RunKind, RunStatus, Step, StepStatus
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -54,6 +57,12 @@ class KindHooks:
 
 KINDS: CatalogKey[KindHooks] = CatalogKey("run kind")
 
+# Runs in the transaction that ends a run of any kind, after the kind's finish hook: what
+# another domain does about how runs end (incidents open one for a deployment that ended
+# in error). A listener that fails is logged and its changes undone; the run still ends.
+RunEndedListener = Callable[["UnitOfWork", "AppContext", "Run"], Awaitable[None]]
+RUN_ENDED: CatalogKey[RunEndedListener] = CatalogKey("run-ended listener")
+
 
 DEFAULT_HOOKS = KindHooks()
 
@@ -62,6 +71,16 @@ def hooks(registry: Registry, kind: RunKind | str) -> KindHooks:
     """The hooks a domain registered for ``kind``; a kind nothing registered (a plain
     list of steps) runs with none: every step must succeed (:func:`default_finalizer`)."""
     return registry[KINDS].find(str(kind)) or DEFAULT_HOOKS
+
+
+async def run_ended(uow: UnitOfWork, context: AppContext, run: Run) -> None:
+    """Tell every :data:`RUN_ENDED` listener that ``run`` ended (in its transaction)."""
+    for name, listener in context.registry[RUN_ENDED].items():
+        try:
+            async with uow.session.begin_nested():
+                await listener(uow, context, run)
+        except Exception:
+            logger.exception("run-ended listener %s failed for run %s", name, run.id)
 
 
 def registered(registry: Registry) -> list[RunKind]:

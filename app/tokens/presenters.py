@@ -15,6 +15,7 @@ def token_out(token: ApiToken, now: dt.datetime | None = None) -> Token:
         name=token.name,
         role=token.role,
         environment=token.environment,
+        scope=token.scope,
         state=token.state(now or utcnow()),
         created_at=token.created_at,
         created_by=token.created_by,

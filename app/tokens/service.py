@@ -37,6 +37,7 @@ async def create(uow: UnitOfWork, principal: Principal, body: TokenCreate) -> tu
         name=body.name,
         role=body.role.value,
         environment=body.environment,
+        scope=body.scope,
         secret_hash=hash_secret(secret),
         created_at=now,
         created_by=principal.actor,
@@ -54,6 +55,7 @@ async def create(uow: UnitOfWork, principal: Principal, body: TokenCreate) -> tu
             "name": body.name,
             "role": body.role.value,
             "environment": body.environment,
+            "scope": body.scope,
             "expires_at": expires_at.isoformat() if expires_at else None,
         },
     )
