@@ -101,7 +101,9 @@ async def test_a_deployment_that_ends_in_error_opens_an_incident(
     )
     async with context.sessionmaker() as session:
         audited = await session.scalar(
-            select(AuditEvent.actor_name).where(AuditEvent.action == "incident.auto_open")
+            select(AuditEvent.actor_name).where(
+                AuditEvent.action == "incident.auto_open", AuditEvent.resource_id == incident.id
+            )
         )
     assert audited == f"run:{failed['id']}"
 
