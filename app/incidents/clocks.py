@@ -198,7 +198,10 @@ async def check(
                 continue
             if not await _record_once(session, incident.id, clock, level, now):
                 continue
-            kind = SLA_BREACHED if level == "breached" else SLA_WARNING
-            await add_event(session, kind, clock_data(incident, clock, level, now))
+            data = clock_data(incident, clock, level, now)
+            if level == "breached":
+                await add_event(session, "incident.sla_breached", data)
+            else:
+                await add_event(session, "incident.sla_warning", data)
             emitted.append((incident.id, clock.clock, level))
     return emitted

@@ -284,7 +284,14 @@ async def _announce(
     event_type: str,
     latest: IncidentUpdateRecord | None = None,
 ) -> None:
-    await add_event(session, event_type, await changed_data(session, incident, latest))
+    data = await changed_data(session, incident, latest)
+    # Each type written literally: the event catalog's test reads them from the source.
+    if event_type == INCIDENT_CREATED:
+        await add_event(session, "incident.created", data)
+    elif event_type == INCIDENT_RESOLVED:
+        await add_event(session, "incident.resolved", data)
+    else:
+        await add_event(session, "incident.updated", data)
     await revision.bump(session)
 
 

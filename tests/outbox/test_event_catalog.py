@@ -60,7 +60,7 @@ def test_a_pattern_that_selects_nothing_is_refused() -> None:
         validate_pattern(pattern, types)
     refused = {
         "deployment.exploded": "not a registered event type",
-        "incident.*": "no registered event type matches",
+        "postcard.*": "no registered event type matches",
         "deploy*": "not an event type pattern",
         "*.failed": "not an event type pattern",
         "deployment": "not an event type pattern",
