@@ -17,6 +17,7 @@ from app.deployments.router import router as deployments_router
 from app.drivers.base import DRIVERS
 from app.environments.router import build_router as environments_router
 from app.health_checks.router import router as health_checks_router
+from app.maintenances.router import router as maintenances_router
 from app.ops.router import router as ops_router
 from app.runs.router import router as runs_router
 from app.tokens.router import router as tokens_router
@@ -35,6 +36,7 @@ def build_api(registry: Registry) -> APIRouter:
     v1.include_router(deployments_router)
     v1.include_router(webhooks_router)
     v1.include_router(webhook_deliveries_router)
+    v1.include_router(maintenances_router)
     return v1
 
 

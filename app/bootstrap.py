@@ -26,6 +26,7 @@ from app.drivers import registration as drivers
 from app.drivers.base import DRIVERS, DriverSettings
 from app.drivers.pool import DRIVER_POOL, DriverPool
 from app.health_checks import registration as health_checks
+from app.maintenances import registration as maintenances
 from app.runs import registration as runs
 from app.webhooks import registration as webhooks
 from app.webhooks.sender import SENDER, Sender
@@ -37,6 +38,7 @@ REGISTRATIONS: tuple[Callable[[Registry], None], ...] = (
     health_checks.register,
     deployments.register,
     webhooks.register,
+    maintenances.register,
 )
 
 

@@ -109,6 +109,7 @@ def test_what_the_domains_register() -> None:
         *("deployment.queued", "deployment.started", "deployment.succeeded"),
         *("deployment.failed", "deployment.rolled_back", "deployment.cancelled"),
         *("webhook.test", "webhook_endpoint.disabled"),
+        *("maintenance.scheduled", "maintenance.started", "maintenance.completed"),
     }
 
 

@@ -50,6 +50,12 @@ ACTIONS: dict[str, str] = {
     "rotateWebhookSecret": "webhook.rotate_secret",
     "testWebhook": "webhook.test",
     "redeliverWebhook": "webhook_delivery.redeliver",
+    "createMaintenance": "maintenance.create",
+    "updateMaintenance": "maintenance.update",
+    "createMaintenanceUpdate": "maintenance_update.create",
+    "startMaintenance": "maintenance.start",
+    "completeMaintenance": "maintenance.complete",
+    "cancelMaintenance": "maintenance.cancel",
 }
 
 Handler = Callable[[Request, Exception], Response | Awaitable[Response]]
