@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth.deps import Operator, Viewer
 from app.auth.errors import Forbidden, TooManyRequests, Unauthenticated
 from app.core.deps import IfMatch, SessionDep, UnitOfWorkDep
-from app.core.errors import PreconditionFailed, problem_responses
+from app.core.errors import BadRequest, PreconditionFailed, problem_responses
 from app.core.pagination import CursorParamsDep
 from app.core.paths import V1
 from app.environments.schemas import NAME
@@ -130,6 +130,7 @@ async def get_maintenance(
     response_model=MaintenanceOut,
     responses=problem_responses(
         *AUTH_ERRORS,
+        BadRequest,
         service.MaintenanceNotFound,
         service.IllegalTransition,
         PreconditionFailed,
@@ -184,7 +185,11 @@ async def create_update(
 
 
 _MOVE_ERRORS = problem_responses(
-    *AUTH_ERRORS, service.MaintenanceNotFound, service.IllegalTransition, validation=True
+    *AUTH_ERRORS,
+    BadRequest,
+    service.MaintenanceNotFound,
+    service.IllegalTransition,
+    validation=True,
 )
 
 
