@@ -214,3 +214,29 @@ async def test_a_real_worker_starts_a_window(
     finally:
         await stop_worker(arq_worker, task)
     assert await _status(client, operator, window["id"]) == "in_progress"
+
+
+async def test_concurrent_passes_start_a_window_once(
+    context: AppContext, client: httpx.AsyncClient, operator: IssuedToken
+) -> None:
+    """Two workers' passes (and an operator) at once: one start, one event."""
+    database = await add_component(context, "Database")
+    start = dt.datetime.now(dt.UTC) + HOUR
+    window = await schedule(
+        client, operator, window_body(start, start + HOUR, components=[database])
+    )
+    path = f"/v1/maintenances/{window['id']}/start"
+    first, second, by_hand = await asyncio.gather(
+        service.tick(context, start),
+        service.tick(context, start),
+        client.post(path, headers=operator.headers),
+    )
+    starts = len(first.started) + len(second.started) + (by_hand.status_code == 200)
+    assert starts == 1, (first, second, by_hand.text)
+    if by_hand.status_code != 200:
+        assert by_hand.status_code == 409
+    assert [e.type for e in await events(context)] == [
+        "maintenance.scheduled",
+        "maintenance.started",
+    ]
+    assert await component_status(context, database) == "under_maintenance"
