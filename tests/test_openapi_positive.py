@@ -28,7 +28,13 @@ from app.drivers.base import DRIVERS
 from app.drivers.docker_config import DockerConfig
 from app.drivers.process_config import ProcessConfig
 from app.environments.schemas import service_schemas
-from tests.test_openapi import COMMITTED, IDEMPOTENCY_KEY, live_server, webhook_destination
+from tests.test_openapi import (
+    COMMITTED,
+    IDEMPOTENCY_KEY,
+    live_server,
+    maintenance_window,
+    webhook_destination,
+)
 
 __all__ = ["live_server"]  # the fixture, shared with the other schemathesis test
 
@@ -92,6 +98,9 @@ def test_schema_valid_requests_are_accepted(case: Any, live_server: tuple[str, s
         # Where a destination resolves, which event types are registered: the server's
         # knowledge, not the schema's.
         webhook_destination(case.body, creating=case.method == "POST")
+    if case.path.startswith("/v1/maintenances") and isinstance(case.body, dict):
+        # Which components and environments exist, and a span that ends after it starts.
+        maintenance_window(case.body)
     case.call_and_validate(base_url=base_url, checks=[positive_data_acceptance])
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, StringConstraints, model_validator
+from pydantic import BaseModel, Field, JsonValue, StringConstraints, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from app.components.vocabulary import ComponentStatus
@@ -21,8 +21,16 @@ Title = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=P
 Description = Annotated[str, StringConstraints(max_length=10_000, pattern=MULTILINE)]
 Message = Annotated[str, StringConstraints(min_length=1, max_length=5_000, pattern=MULTILINE)]
 
+UNIQUE: dict[str, JsonValue] = {"uniqueItems": True}
 MAX_COMPONENTS = 100
 MAX_ENVIRONMENTS = 50
+# Each item once: stated in the schema, checked by the models' validators.
+ComponentIds = Annotated[
+    list[ComponentId], Field(max_length=MAX_COMPONENTS, json_schema_extra=UNIQUE)
+]
+EnvironmentNames = Annotated[
+    list[EnvironmentName], Field(max_length=MAX_ENVIRONMENTS, json_schema_extra=UNIQUE)
+]
 
 _COMPONENTS = "Ids of the components under maintenance while the window is in progress."
 _ENVIRONMENTS = (
@@ -49,12 +57,8 @@ class MaintenanceCreate(RequestModel):
     description: Description = Field(default="", description=MULTILINE_NOTE)
     scheduled_for: Timestamp = Field(description="When it starts (RFC 3339 with a time zone).")
     scheduled_until: Timestamp = Field(description="When it ends; after `scheduled_for`.")
-    components: list[ComponentId] = Field(
-        default_factory=list, max_length=MAX_COMPONENTS, description=_COMPONENTS
-    )
-    environments: list[EnvironmentName] = Field(
-        default_factory=list, max_length=MAX_ENVIRONMENTS, description=_ENVIRONMENTS
-    )
+    components: ComponentIds = Field(default_factory=list, description=_COMPONENTS)
+    environments: EnvironmentNames = Field(default_factory=list, description=_ENVIRONMENTS)
     deploy_window: bool = Field(default=False, description=_DEPLOY_WINDOW)
     auto_transition: bool = Field(default=True, description=_AUTO)
 
@@ -80,26 +84,19 @@ class MaintenanceChange(RequestModel):
     scheduled_until: Timestamp | SkipJsonSchema[None] = Field(
         default=None, description="After `scheduled_for` (the new one or the current one)."
     )
-    components: list[ComponentId] | SkipJsonSchema[None] = Field(
-        default=None, max_length=MAX_COMPONENTS, description=_COMPONENTS
-    )
-    environments: list[EnvironmentName] | SkipJsonSchema[None] = Field(
-        default=None, max_length=MAX_ENVIRONMENTS, description=_ENVIRONMENTS
+    components: ComponentIds | SkipJsonSchema[None] = Field(default=None, description=_COMPONENTS)
+    environments: EnvironmentNames | SkipJsonSchema[None] = Field(
+        default=None, description=_ENVIRONMENTS
     )
     deploy_window: bool | SkipJsonSchema[None] = Field(default=None, description=_DEPLOY_WINDOW)
     auto_transition: bool | SkipJsonSchema[None] = Field(default=None, description=_AUTO)
 
     @model_validator(mode="after")
     def _check(self) -> MaintenanceChange:
+        # The window's span is checked with its current times, once it is found.
         for name in self.model_fields_set:
             if getattr(self, name) is None:
                 raise ValueError(f"`{name}` cannot be null")
-        if (
-            self.scheduled_for is not None
-            and self.scheduled_until is not None
-            and self.scheduled_until <= self.scheduled_for
-        ):
-            raise ValueError("`scheduled_until` must be after `scheduled_for`")
         _unique(self.components, "components")
         _unique(self.environments, "environments")
         return self
