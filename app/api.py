@@ -20,6 +20,7 @@ from app.drivers.base import DRIVERS
 from app.environments.router import build_router as environments_router
 from app.health_checks.router import router as health_checks_router
 from app.incidents.router import router as incidents_router
+from app.maintenances.router import router as maintenances_router
 from app.ops.router import router as ops_router
 from app.runs.router import router as runs_router
 from app.thresholds.router import router as thresholds_router
@@ -43,6 +44,7 @@ def build_api(registry: Registry) -> APIRouter:
     v1.include_router(thresholds_router)
     v1.include_router(alerts_router)
     v1.include_router(incidents_router)
+    v1.include_router(maintenances_router)
     return v1
 
 

@@ -28,6 +28,7 @@ from app.drivers.base import DRIVERS, DriverSettings
 from app.drivers.pool import DRIVER_POOL, DriverPool
 from app.health_checks import registration as health_checks
 from app.incidents import registration as incidents
+from app.maintenances import registration as maintenances
 from app.runs import registration as runs
 from app.webhooks import registration as webhooks
 from app.webhooks.sender import SENDER, Sender
@@ -41,6 +42,7 @@ REGISTRATIONS: tuple[Callable[[Registry], None], ...] = (
     webhooks.register,
     components.register,
     incidents.register,
+    maintenances.register,
 )
 
 

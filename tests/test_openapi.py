@@ -303,6 +303,19 @@ def status_rules(path: str, body: dict[str, Any]) -> None:
         body["prometheus_query"] = "up"
 
 
+def maintenance_window(body: dict[str, Any]) -> None:
+    """Rules a JSON schema cannot state for a maintenance window: components and
+    environments that exist (the fuzzer's made-up ones do not), each once, and a span
+    that ends after it starts, in the future."""
+    for name in ("components", "environments"):
+        if name in body:
+            body[name] = []
+    if "scheduled_for" in body or "scheduled_until" in body:
+        start = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+        body["scheduled_for"] = start.isoformat()
+        body["scheduled_until"] = (start + dt.timedelta(hours=1)).isoformat()
+
+
 @schema.parametrize()
 @hypothesis_settings(
     max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True
@@ -325,6 +338,8 @@ def test_api_conforms_to_its_schema(case: Any, live_server: tuple[str, str]) -> 
         webhook_destination(case.body, creating=case.method == "POST")
     if positive and isinstance(case.body, dict):
         status_rules(case.path, case.body)
+    if positive and case.path.startswith("/v1/maintenances") and isinstance(case.body, dict):
+        maintenance_window(case.body)
     if positive and "If-Match" in headers:
         # ETags too: a made-up one is rightly a 412.
         del headers["If-Match"]

@@ -33,6 +33,7 @@ from tests.test_openapi import (
     IDEMPOTENCY_KEY,
     live_server,
     status_rules,
+    maintenance_window,
     webhook_destination,
 )
 
@@ -107,6 +108,9 @@ def test_schema_valid_requests_are_accepted(case: Any, live_server: tuple[str, s
     if isinstance(case.body, dict):
         # Which services exist, how a threshold's levels and severities rank.
         status_rules(case.path, case.body)
+    if case.path.startswith("/v1/maintenances") and isinstance(case.body, dict):
+        # Which components and environments exist, and a span that ends after it starts.
+        maintenance_window(case.body)
     case.call_and_validate(base_url=base_url, checks=[positive_data_acceptance])
 
 

@@ -112,6 +112,7 @@ def test_what_the_domains_register() -> None:
         "component.status_changed",
         *("incident.created", "incident.updated", "incident.resolved"),
         *("incident.sla_warning", "incident.sla_breached"),
+        *("maintenance.scheduled", "maintenance.started", "maintenance.completed"),
     }
 
 

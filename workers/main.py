@@ -23,6 +23,7 @@ from workers.cron import (
     scheduled_health_check,
 )
 from workers.incidents import check_incident_clocks
+from workers.maintenances import schedule_maintenances
 from workers.runs import execute_run
 from workers.state import shutdown, startup
 from workers.wake import WakeableWorker
@@ -50,6 +51,17 @@ def cron_jobs(settings: Settings) -> list[CronJob]:
         cron(purge_webhook_history, hour=3, minute=41, unique=True, run_at_startup=False),  # type: ignore[arg-type]
         cron(check_incident_clocks, second={0, 30}, unique=True, run_at_startup=False, timeout=60),  # type: ignore[arg-type]
     ]
+    maintenances = settings.maintenances
+    if maintenances.schedule_enabled:
+        jobs.append(
+            cron(
+                schedule_maintenances,  # type: ignore[arg-type]
+                second=set(range(0, 60, maintenances.schedule_every_seconds)),
+                unique=True,
+                run_at_startup=True,
+                timeout=max(maintenances.schedule_every_seconds * 4, 30),
+            )
+        )
     schedule = settings.health_check
     if schedule.schedule_enabled:
         jobs.append(

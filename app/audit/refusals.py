@@ -62,6 +62,12 @@ ACTIONS: dict[str, str] = {
     "resolveIncident": "incident.resolve",
     "putIncidentPostmortem": "incident.postmortem",
     "rollbackIncidentDeployment": "incident.rollback",
+    "createMaintenance": "maintenance.create",
+    "updateMaintenance": "maintenance.update",
+    "createMaintenanceUpdate": "maintenance_update.create",
+    "startMaintenance": "maintenance.start",
+    "completeMaintenance": "maintenance.complete",
+    "cancelMaintenance": "maintenance.cancel",
 }
 
 Handler = Callable[[Request, Exception], Response | Awaitable[Response]]

@@ -213,6 +213,30 @@ class IncidentSettings(BaseModel):
         return value
 
 
+class MaintenanceSettings(BaseModel):
+    """``FORMULA_OPS_MAINTENANCES__*``: the scheduler that starts and ends windows."""
+
+    schedule_enabled: bool = Field(
+        default=True, description="The worker starts and ends windows on time."
+    )
+    schedule_every_seconds: int = Field(
+        default=15, ge=1, le=60, description="The scheduler's period (a divisor of 60)."
+    )
+    verify_timeout_seconds: int = Field(
+        default=1800,
+        ge=0,
+        le=7 * 86400,
+        description="A verifying window whose services stay unhealthy completes after this.",
+    )
+
+    @field_validator("schedule_every_seconds")
+    @classmethod
+    def _divides_a_minute(cls, value: int) -> int:
+        if 60 % value:
+            raise ValueError("must divide 60 (the scheduler runs at fixed seconds of a minute)")
+        return value
+
+
 class Settings(BaseSettings):
     """Every setting of the service; built once per process and passed in."""
 
@@ -295,6 +319,7 @@ class Settings(BaseSettings):
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     incidents: IncidentSettings = Field(default_factory=IncidentSettings)
+    maintenances: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
     storage_url: str | None = Field(
         default=None, description="file:///path or s3://bucket/prefix for backups."
     )

@@ -30,6 +30,7 @@ from app.environments.service import EnvironmentNotFound
 from app.idempotency.deps import IdempotencyDep
 from app.idempotency.errors import PROBLEMS as IDEMPOTENCY_ERRORS
 from app.idempotency.service import Idempotency
+from app.maintenances.service import DeployFreeze
 from app.runs import service as run_service
 from app.runs.http import PreferHeader, created
 from app.runs.models import RunStatus
@@ -87,6 +88,7 @@ async def _answer(
             EnvironmentNotFound,
             service.VersionPinned,
             service.UnknownService,
+            DeployFreeze,
             validation=True,
         ),
     },
@@ -103,7 +105,9 @@ async def create_deployment(
     finished deployment (201) — `success`, `failure`, `rolled_back`, `error` or
     `cancelled`, with `failure.type` saying why — or, when the wait ends first, 202 and
     `Retry-After`. A second deployment of a busy service waits its turn in `queued`
-    (`queue_position`). A pinned version is refused (409 `version-pinned`)."""
+    (`queue_position`). A pinned version is refused (409 `version-pinned`), and so is a
+    deployment (or a dry run) to an environment a maintenance window freezes (409
+    `deploy-freeze`, naming the window)."""
     if body.dry_run:
         async with context.sessionmaker() as session:
             planned = await service.plan(session, context.registry, principal, body)

@@ -15,7 +15,7 @@ from app.audit import service as audit_service
 from app.auth.principal import Principal
 from app.auth.scope import readable
 from app.core.context import AppContext
-from app.core.db import UnitOfWork, insert_rows
+from app.core.db import UnitOfWork, insert_rows, utcnow
 from app.core.errors import AppError, NotFound
 from app.core.pagination import CursorParams, paginate
 from app.core.registry import Registry
@@ -25,6 +25,7 @@ from app.deployments.models import Deployment, DeploymentTarget, TargetState
 from app.deployments.schemas import DeploymentRequest
 from app.environments import service as environment_service
 from app.environments.models import Environment, Pin, Service
+from app.maintenances import service as maintenance_service
 from app.outbox.service import add_event
 from app.runs import service as run_service
 from app.runs.models import TERMINAL_STATUSES, Run, RunKind, RunStatus
@@ -71,8 +72,11 @@ class Planned:
 async def plan(
     session: AsyncSession, registry: Registry, principal: Principal, body: DeploymentRequest
 ) -> Planned:
-    """Everything a deployment request is checked against, and its concrete steps."""
+    """Everything a deployment request is checked against, and its concrete steps. A
+    maintenance window freezing the environment refuses it (a dry run too); rollbacks
+    are not planned here, so a broken deployment can always be rolled back."""
     environment = await environment_service.get_environment(session, principal, body.environment)
+    await maintenance_service.check_not_frozen(session, environment.name, utcnow())
     wanted = body.targets()
     rows = {
         s.name: s
