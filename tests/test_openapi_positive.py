@@ -32,8 +32,8 @@ from tests.test_openapi import (
     COMMITTED,
     IDEMPOTENCY_KEY,
     live_server,
-    status_rules,
     maintenance_window,
+    status_rules,
     webhook_destination,
 )
 
