@@ -27,6 +27,7 @@ from app.drivers.base import DRIVERS
 from app.idempotency.errors import IdempotentReplay
 from app.outbox.catalog import EVENT_TYPES, openapi_webhooks
 from app.runs.kinds import registered
+from app.status.cors import StatusCORS
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
         metrics=metrics,
         trusted_proxies=TrustedProxies.parse(settings.trusted_proxies),
     )
+    app.add_middleware(StatusCORS)  # outermost: a preflight is answered before anything else
     app.openapi = lambda: _openapi(app, registry)  # type: ignore[method-assign]
     return app
 
