@@ -62,6 +62,7 @@ def worst_status(*statuses: str) -> str:
     """The worst of component ``statuses`` (``operational`` for none)."""
     return max(statuses, key=COMPONENT_ORDER.index, default="operational")
 
+
 # The status an incident sets its components to by default, from its severity.
 SEVERITY_COMPONENT_STATUS: dict[str, str] = {
     "P0": "major_outage",
