@@ -3,21 +3,15 @@
 operational", "P1 incident on Backend API" and "maintenance in progress", with a
 screenshot of each under ``test-artifacts/status/``.
 
-The application is served by uvicorn on 127.0.0.1 in the test's own event loop.
+The application is served by uvicorn on 127.0.0.1 (``served``, tests/status/conftest.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
-import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
-import uvicorn
-from fastapi import FastAPI
 
 from app.core.context import AppContext
 from tests.status import data
@@ -48,28 +42,6 @@ if not CHROMIUM.exists():
         "/usr/bin/chromium is not installed (apt-get install -y --no-install-recommends chromium)",
         allow_module_level=True,
     )
-
-
-@pytest_asyncio.fixture
-async def served(app: FastAPI) -> AsyncIterator[str]:
-    """The application on a free loopback port, in this event loop."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False)
-    )
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
 
 
 async def scenario(name: str, context: AppContext) -> None:
