@@ -6,6 +6,10 @@ Every transaction that changes what the page shows bumps the revision
 request after a change reads the tables again. Every API process reads the shared
 revision, so a change is visible at once on each, with no message between them.
 
+Reads of the revision are coalesced (:class:`RevisionReader`): requests that arrive
+while one read is in flight share the next read, which starts after all of them
+arrived, so no answer predates its request, and under load one query serves many.
+
 An entry also depends on the page's URL (from the settings, else the request's) and on
 the day (the HTML page's 90-day history); the cache keeps a few entries and forgets the
 oldest.
@@ -13,7 +17,9 @@ oldest.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -21,10 +27,14 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.components import revision
+from app.components.models import StatusRevision
+from app.core.context import AppContext
 from app.core.db import utcnow
+from app.core.resources import ResourceKey
 from app.status import presenters, service
 from app.status.presenters import PageInfo
 from app.status.service import Snapshot
@@ -52,6 +62,76 @@ class Entry:
     bodies: dict[str, Body] = field(default_factory=dict)
 
 
+class RevisionReader:
+    """``revision.current`` for many concurrent callers: a caller waits for the next
+    read, one that starts after it called; one read at a time.
+
+    On PostgreSQL the reads go through one connection of their own in autocommit (no
+    pool checkout, ping or transaction per read: one round trip), kept for the life of
+    the application context (:data:`READER`) and replaced after an error. SQLite reads
+    through the pool (a file, no network)."""
+
+    def __init__(self, context: AppContext) -> None:
+        self._engine = context.engine
+        self._sessions = context.sessionmaker
+        self._connection: AsyncConnection | None = None
+        self._next: asyncio.Future[int] | None = None
+        self._reading: asyncio.Task[None] | None = None
+
+    async def read(self) -> int:
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+        waiting = self._next
+        if self._reading is None:
+            self._reading = asyncio.create_task(self._read_all())
+        return await asyncio.shield(waiting)
+
+    async def _read_all(self) -> None:
+        try:
+            while self._next is not None:
+                batch, self._next = self._next, None
+                try:
+                    value = await self._read_once()
+                except Exception as exc:  # every waiter gets it
+                    batch.set_exception(exc)
+                    batch.exception()  # retrieved: a waiter that went away logs nothing
+                else:
+                    batch.set_result(value)
+        finally:
+            self._reading = None
+
+    async def _read_once(self) -> int:
+        if self._engine.dialect.name == "sqlite":
+            async with self._sessions() as session:
+                return await revision.current(session)
+        if self._connection is None:
+            engine = self._engine.execution_options(isolation_level="AUTOCOMMIT")
+            self._connection = await engine.connect()
+        try:
+            value = await self._connection.scalar(READ_REVISION)
+        except Exception:
+            await self.aclose()
+            raise
+        return int(value or 0)
+
+    async def aclose(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await connection.close()
+
+
+READ_REVISION = select(StatusRevision.revision).where(StatusRevision.id == 1)
+READER: ResourceKey[RevisionReader] = ResourceKey("public status revision reader")
+
+
+def reader(context: AppContext) -> RevisionReader:
+    """The context's reader (made on first use, closed with the context)."""
+    if READER not in context.resources:
+        context.resources.add(READER, RevisionReader(context))
+    return context.resources[READER]
+
+
 class StatusCache:
     """One per API process (``app.state``)."""
 
@@ -59,11 +139,11 @@ class StatusCache:
         self._entries: OrderedDict[tuple[int, str, dt.date], Entry] = OrderedDict()
 
     async def body(
-        self, session: AsyncSession, info: PageInfo, name: str, render: Render | None = None
+        self, context: AppContext, info: PageInfo, name: str, render: Render | None = None
     ) -> Body:
         """The bytes of document ``name`` (JSON, or ``render``'s text) at the current
         revision."""
-        entry = await self._entry(session, info)
+        entry = await self._entry(context, info)
         body = entry.bodies.get(name)
         if body is None:
             if render is None:
@@ -74,13 +154,14 @@ class StatusCache:
             body = entry.bodies[name] = Body.of(content)
         return body
 
-    async def _entry(self, session: AsyncSession, info: PageInfo) -> Entry:
-        current = await revision.current(session)
+    async def _entry(self, context: AppContext, info: PageInfo) -> Entry:
+        current = await reader(context).read()
         now = utcnow()
         key = (current, info.url, now.date())
         entry = self._entries.get(key)
         if entry is None or entry.info != info:
-            entry = Entry(await service.snapshot(session, current, now), info)
+            async with context.sessionmaker() as session:
+                entry = Entry(await service.snapshot(session, current, now), info)
             self._entries[key] = entry
             while len(self._entries) > MAX_ENTRIES:
                 self._entries.popitem(last=False)

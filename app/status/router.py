@@ -3,7 +3,9 @@ the HTML page at ``/status``.
 
 Every answer comes from the per-process cache (:mod:`app.status.cache`), carries an
 ``ETag`` (a hash of the body) and ``Cache-Control``, and is ``304 Not Modified`` when the
-client's ``If-None-Match`` names it. CORS for these paths: :mod:`app.status.cors`.
+client's ``If-None-Match`` names it. A plain GET is answered the same way before it
+reaches these routes (:mod:`app.status.asgi`); they answer the rest (a query string:
+422; the database out of reach: 503).
 """
 
 from __future__ import annotations
@@ -13,10 +15,8 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse
 
-from app.core.deps import ContextDep, SessionDep
-from app.status.cache import Render, StatusCache
-from app.status.page import render_page
-from app.status.presenters import PageInfo
+from app.core.deps import ContextDep
+from app.status.http import API, PAGE, answer, cache_of
 from app.status.schemas import (
     ComponentsDocument,
     IncidentsDocument,
@@ -25,50 +25,18 @@ from app.status.schemas import (
     SummaryDocument,
 )
 
-API = "/api/v2"
-PAGE = "/status"
-
 router = APIRouter(tags=["status"])
 
 
-def _cache(request: Request) -> StatusCache:
-    cache: StatusCache | None = getattr(request.app.state, "status_cache", None)
-    if cache is None:
-        cache = request.app.state.status_cache = StatusCache()
-    return cache
-
-
-def page_info(request: Request, context: ContextDep) -> PageInfo:
-    settings = context.settings.status
-    url = settings.page_url or str(request.base_url).rstrip("/") + PAGE
-    return PageInfo(name=settings.page_name, url=url)
-
-
-def matches(header: str | None, etag: str) -> bool:
-    """Whether ``If-None-Match`` names ``etag`` (weak comparison, RFC 9110 §13.1.2)."""
-    if not header:
-        return False
-    if header.strip() == "*":
-        return True
-    return any(tag.strip().removeprefix("W/") == etag for tag in header.split(","))
-
-
-async def _serve(
-    request: Request,
-    context: ContextDep,
-    session: SessionDep,
-    name: str,
-    media_type: str = "application/json",
-    render: Render | None = None,
-) -> Response:
-    body = await _cache(request).body(session, page_info(request, context), name, render)
-    headers = {
-        "ETag": body.etag,
-        "Cache-Control": f"public, max-age={context.settings.status.max_age_seconds}",
-    }
-    if matches(request.headers.get("if-none-match"), body.etag):
-        return Response(status_code=304, headers=headers)
-    return Response(body.content, media_type=media_type, headers=headers)
+async def _serve(request: Request, context: ContextDep) -> Response:
+    result = await answer(
+        context,
+        cache_of(request.app),
+        request.url.path,
+        str(request.base_url),
+        request.headers.get("if-none-match"),
+    )
+    return Response(result.content, status_code=result.status, headers=result.headers)
 
 
 def _doc(model: type[Any], summary: str) -> dict[str, Any]:
@@ -85,19 +53,19 @@ def _doc(model: type[Any], summary: str) -> dict[str, Any]:
 @router.get(
     f"{API}/summary.json", operation_id="getStatusSummary", **_doc(SummaryDocument, "Summary")
 )
-async def summary(request: Request, context: ContextDep, session: SessionDep) -> Response:
+async def summary(request: Request, context: ContextDep) -> Response:
     """The page, its overall status, every public component, the unresolved incidents
     and the upcoming and in-progress maintenance windows."""
-    return await _serve(request, context, session, "summary")
+    return await _serve(request, context)
 
 
 @router.get(
     f"{API}/status.json", operation_id="getStatusIndicator", **_doc(StatusDocument, "Status")
 )
-async def status(request: Request, context: ContextDep, session: SessionDep) -> Response:
+async def status(request: Request, context: ContextDep) -> Response:
     """The overall status: `indicator` (`none`, `minor`, `major`, `critical`,
     `maintenance`) and its description."""
-    return await _serve(request, context, session, "status")
+    return await _serve(request, context)
 
 
 @router.get(
@@ -105,9 +73,9 @@ async def status(request: Request, context: ContextDep, session: SessionDep) -> 
     operation_id="getStatusComponents",
     **_doc(ComponentsDocument, "Components"),
 )
-async def components(request: Request, context: ContextDep, session: SessionDep) -> Response:
+async def components(request: Request, context: ContextDep) -> Response:
     """The public components, each group as a component of its own before its members."""
-    return await _serve(request, context, session, "components")
+    return await _serve(request, context)
 
 
 @router.get(
@@ -115,9 +83,9 @@ async def components(request: Request, context: ContextDep, session: SessionDep)
     operation_id="getStatusIncidents",
     **_doc(IncidentsDocument, "Incidents"),
 )
-async def incidents(request: Request, context: ContextDep, session: SessionDep) -> Response:
+async def incidents(request: Request, context: ContextDep) -> Response:
     """The 50 most recent incidents, resolved ones included, with their public updates."""
-    return await _serve(request, context, session, "incidents")
+    return await _serve(request, context)
 
 
 @router.get(
@@ -125,9 +93,9 @@ async def incidents(request: Request, context: ContextDep, session: SessionDep) 
     operation_id="getStatusUnresolvedIncidents",
     **_doc(IncidentsDocument, "Unresolved incidents"),
 )
-async def unresolved(request: Request, context: ContextDep, session: SessionDep) -> Response:
+async def unresolved(request: Request, context: ContextDep) -> Response:
     """Incidents in `investigating`, `identified` or `monitoring`."""
-    return await _serve(request, context, session, "incidents/unresolved")
+    return await _serve(request, context)
 
 
 @router.get(
@@ -135,9 +103,9 @@ async def unresolved(request: Request, context: ContextDep, session: SessionDep)
     operation_id="getStatusMaintenances",
     **_doc(MaintenancesDocument, "Scheduled maintenances"),
 )
-async def maintenances(request: Request, context: ContextDep, session: SessionDep) -> Response:
+async def maintenances(request: Request, context: ContextDep) -> Response:
     """The 50 most recent maintenance windows (cancelled ones are not shown)."""
-    return await _serve(request, context, session, "scheduled-maintenances")
+    return await _serve(request, context)
 
 
 @router.get(
@@ -145,9 +113,9 @@ async def maintenances(request: Request, context: ContextDep, session: SessionDe
     operation_id="getStatusUpcomingMaintenances",
     **_doc(MaintenancesDocument, "Upcoming maintenances"),
 )
-async def upcoming(request: Request, context: ContextDep, session: SessionDep) -> Response:
+async def upcoming(request: Request, context: ContextDep) -> Response:
     """Windows in `scheduled`, soonest first."""
-    return await _serve(request, context, session, "scheduled-maintenances/upcoming")
+    return await _serve(request, context)
 
 
 @router.get(
@@ -155,9 +123,9 @@ async def upcoming(request: Request, context: ContextDep, session: SessionDep) -
     operation_id="getStatusActiveMaintenances",
     **_doc(MaintenancesDocument, "Active maintenances"),
 )
-async def active(request: Request, context: ContextDep, session: SessionDep) -> Response:
+async def active(request: Request, context: ContextDep) -> Response:
     """Windows in `in_progress` or `verifying`."""
-    return await _serve(request, context, session, "scheduled-maintenances/active")
+    return await _serve(request, context)
 
 
 @router.get(
@@ -170,13 +138,11 @@ async def active(request: Request, context: ContextDep, session: SessionDep) -> 
         304: {"description": "Not modified: `If-None-Match` names the current `ETag`."},
     },
 )
-async def page(request: Request, context: ContextDep, session: SessionDep) -> Response:
+async def page(request: Request, context: ContextDep) -> Response:
     """The status page in HTML, rendered on the server (no script): the overall status,
     the components by group, the unresolved incidents with their public updates, the
     maintenance windows in progress and to come, and 90 days of incident history."""
-    return await _serve(
-        request, context, session, "page.html", "text/html; charset=utf-8", render_page
-    )
+    return await _serve(request, context)
 
 
 PUBLIC_PATHS: frozenset[str] = frozenset(

@@ -3,6 +3,7 @@ internal, the per-process cache following every change, ETag/304, Cache-Control,
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 from pathlib import Path
@@ -297,3 +298,24 @@ async def test_bad_requests_are_problems(
     missing = await client.get("/api/v2/nothing.json")
     assert missing.status_code == 404
     assert missing.headers["content-type"] == "application/problem+json"
+
+
+async def test_concurrent_requests_share_revision_reads(
+    client: httpx.AsyncClient, context: AppContext
+) -> None:
+    await data.seed_components(context)
+    await client.get("/api/v2/summary.json")  # fills the cache
+    reads: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "status_revision" in statement:
+            reads.append(statement)
+
+    event.listen(context.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        answers = await asyncio.gather(*(client.get("/api/v2/summary.json") for _ in range(20)))
+    finally:
+        event.remove(context.engine.sync_engine, "before_cursor_execute", record)
+    assert {a.status_code for a in answers} == {200}
+    assert len({a.headers["etag"] for a in answers}) == 1
+    assert 1 <= len(reads) < 10, len(reads)
