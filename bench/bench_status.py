@@ -7,11 +7,11 @@ file) holding the runbook's five components, an open P1 incident with three publ
 updates and a maintenance window in progress, so the summary is a realistic 5 kB. The
 baseline is a FastAPI application with one route, ``/health`` answering a small JSON
 object, and nothing else (no middleware, no database). Both servers are pinned to CPU 0
-and the load generator to CPU 1; the phases alternate (baseline, summary, baseline,
-summary, and the summary revalidated with ``If-None-Match``) so drift on a shared
-machine hits both sides.
+and the load generator to CPU 1; the phases alternate (baseline, summary, … then the
+summary revalidated with ``If-None-Match`` and the application's own ``/health``) so
+drift on a shared machine hits both sides.
 
-    .venv/bin/python bench/bench_status.py                 # PostgreSQL, 2 x 10 s per side
+    .venv/bin/python bench/bench_status.py                 # PostgreSQL, 4 x 5 s per side
     .venv/bin/python bench/bench_status.py --backend sqlite --seconds 5 --clients 8
 """
 
@@ -229,10 +229,10 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backend", choices=("postgres", "sqlite"), default="postgres")
-    parser.add_argument("--seconds", type=float, default=10.0, help="per measured phase")
+    parser.add_argument("--seconds", type=float, default=5.0, help="per measured phase")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=4)
     args = parser.parse_args()
 
     with ExitStack() as stack:
@@ -330,6 +330,14 @@ def main() -> None:
                 f"{label:<34}{r['per_s']:>10.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
                 f"{r['bytes']:>8}"
             )
+    pairs = [
+        s["per_s"] / b["per_s"]
+        for b, s in zip(results["baseline"], results["summary"], strict=True)
+    ]
+    print(
+        "ratio per round (summary / the baseline just before): "
+        + ", ".join(f"{r:.2f}" for r in pairs)
+    )
     print(f"ratio summary.json / bare /health: {summary / base:.2f} (goal >= 0.7)")
 
 

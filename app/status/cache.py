@@ -1,8 +1,8 @@
 """The public status, cached per process and keyed by the status revision.
 
 Every transaction that changes what the page shows bumps the revision
-(:func:`app.components.revision.bump`), so a request reads that one row
-(:func:`app.components.revision.current`) and serves the bytes built for it; the first
+(:func:`app.components.revision.bump`), so a request reads that one row (the read of
+:func:`app.components.revision.current`) and serves the bytes built for it; the first
 request after a change reads the tables again. Every API process reads the shared
 revision, so a change is visible at once on each, with no message between them.
 
@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.components import revision
 from app.components.models import StatusRevision
 from app.core.context import AppContext
 from app.core.db import utcnow
@@ -66,14 +65,13 @@ class RevisionReader:
     """``revision.current`` for many concurrent callers: a caller waits for the next
     read, one that starts after it called; one read at a time.
 
-    On PostgreSQL the reads go through one connection of their own in autocommit (no
-    pool checkout, ping or transaction per read: one round trip), kept for the life of
-    the application context (:data:`READER`) and replaced after an error. SQLite reads
-    through the pool (a file, no network)."""
+    The reads go through one connection of their own (no pool checkout or ping per
+    read), kept for the life of the application context (:data:`READER`) and replaced
+    after an error: in autocommit on PostgreSQL (one round trip per read), in a short
+    transaction of its own on SQLite (whose transactions the engine begins itself)."""
 
     def __init__(self, context: AppContext) -> None:
         self._engine = context.engine
-        self._sessions = context.sessionmaker
         self._connection: AsyncConnection | None = None
         self._next: asyncio.Future[int] | None = None
         self._reading: asyncio.Task[None] | None = None
@@ -101,14 +99,17 @@ class RevisionReader:
             self._reading = None
 
     async def _read_once(self) -> int:
-        if self._engine.dialect.name == "sqlite":
-            async with self._sessions() as session:
-                return await revision.current(session)
         if self._connection is None:
-            engine = self._engine.execution_options(isolation_level="AUTOCOMMIT")
+            engine = self._engine
+            if engine.dialect.name != "sqlite":  # SQLite: its own BEGIN (app.core.db)
+                engine = engine.execution_options(isolation_level="AUTOCOMMIT")
             self._connection = await engine.connect()
         try:
-            value = await self._connection.scalar(READ_REVISION)
+            if self._engine.dialect.name == "sqlite":
+                async with self._connection.begin():
+                    value = await self._connection.scalar(READ_REVISION)
+            else:
+                value = await self._connection.scalar(READ_REVISION)
         except Exception:
             await self.aclose()
             raise
