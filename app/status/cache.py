@@ -27,10 +27,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.components.models import StatusRevision
 from app.core.context import AppContext
 from app.core.db import utcnow
 from app.core.resources import ResourceKey
@@ -67,12 +65,12 @@ class RevisionReader:
 
     The reads go through one connection of their own (no pool checkout or ping per
     read), kept for the life of the application context (:data:`READER`) and replaced
-    after an error: in autocommit on PostgreSQL (one round trip per read), in a short
-    transaction of its own on SQLite (whose transactions the engine begins itself)."""
+    after an error, in autocommit: each read sees every committed change."""
 
     def __init__(self, context: AppContext) -> None:
         self._engine = context.engine
         self._connection: AsyncConnection | None = None
+        self.reads = 0  # revision reads made (for the tests and the curious)
         self._next: asyncio.Future[int] | None = None
         self._reading: asyncio.Task[None] | None = None
 
@@ -101,19 +99,25 @@ class RevisionReader:
     async def _read_once(self) -> int:
         if self._connection is None:
             engine = self._engine
-            if engine.dialect.name != "sqlite":  # SQLite: its own BEGIN (app.core.db)
+            if engine.dialect.name != "sqlite":  # sqlite3 connections are in autocommit
                 engine = engine.execution_options(isolation_level="AUTOCOMMIT")
             self._connection = await engine.connect()
         try:
-            if self._engine.dialect.name == "sqlite":
-                async with self._connection.begin():
-                    value = await self._connection.scalar(READ_REVISION)
+            # The driver's own connection: one statement in autocommit, nothing of
+            # SQLAlchemy's per statement (on SQLite, not even the BEGIN it would send).
+            raw = (await self._connection.get_raw_connection()).driver_connection
+            if self._engine.dialect.name == "sqlite":  # aiosqlite: one trip to its thread
+                rows = list(await raw.execute_fetchall(READ_REVISION))  # type: ignore[union-attr]
+                row = rows[0] if rows else None
             else:
-                value = await self._connection.scalar(READ_REVISION)
+                cursor = await raw.execute(READ_REVISION)  # type: ignore[union-attr]
+                row = await cursor.fetchone()
+                await cursor.close()
         except Exception:
             await self.aclose()
             raise
-        return int(value or 0)
+        self.reads += 1
+        return int(row[0]) if row else 0
 
     async def aclose(self) -> None:
         connection, self._connection = self._connection, None
@@ -122,7 +126,8 @@ class RevisionReader:
                 await connection.close()
 
 
-READ_REVISION = select(StatusRevision.revision).where(StatusRevision.id == 1)
+# What revision.current reads, as plain SQL: no statement to compile or look up per read.
+READ_REVISION = "SELECT revision FROM status_revision WHERE id = 1"
 READER: ResourceKey[RevisionReader] = ResourceKey("public status revision reader")
 
 
