@@ -10,9 +10,10 @@ Reads of the revision are coalesced (:class:`RevisionReader`): requests that arr
 while one read is in flight share the next read, which starts after all of them
 arrived, so no answer predates its request, and under load one query serves many.
 
-An entry also depends on the page's URL (from the settings, else the request's) and on
-the day (the HTML page's 90-day history); the cache keeps a few entries and forgets the
-oldest.
+An entry also depends on the day (the HTML page's 90-day history); the cache keeps a
+few entries and forgets the oldest. Its bodies depend on the page's URL too (from the
+settings, else the request's host), so a request naming another host costs a rendering,
+never a read of the tables.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from app.status import presenters, service
 from app.status.presenters import PageInfo
 from app.status.service import Snapshot
 
-MAX_ENTRIES = 8
+MAX_ENTRIES = 4  # revisions (and days) kept
+MAX_BODIES = 64  # bodies kept per revision
 
 Render = Callable[[Snapshot, PageInfo], str]
 
@@ -54,9 +56,11 @@ class Body:
 
 @dataclass
 class Entry:
+    """The status at one revision, and the bodies rendered from it, by document and page
+    (name and URL: the URL comes from the request's host when no setting names it)."""
+
     snapshot: Snapshot
-    info: PageInfo
-    bodies: dict[str, Body] = field(default_factory=dict)
+    bodies: dict[tuple[str, PageInfo], Body] = field(default_factory=dict)
 
 
 class RevisionReader:
@@ -142,32 +146,34 @@ class StatusCache:
     """One per API process (``app.state``)."""
 
     def __init__(self) -> None:
-        self._entries: OrderedDict[tuple[int, str, dt.date], Entry] = OrderedDict()
+        self._entries: OrderedDict[tuple[int, dt.date], Entry] = OrderedDict()
 
     async def body(
         self, context: AppContext, info: PageInfo, name: str, render: Render | None = None
     ) -> Body:
         """The bytes of document ``name`` (JSON, or ``render``'s text) at the current
         revision."""
-        entry = await self._entry(context, info)
-        body = entry.bodies.get(name)
+        entry = await self._entry(context)
+        body = entry.bodies.get((name, info))
         if body is None:
             if render is None:
                 data = presenters.document(name, entry.snapshot, info)
                 content = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
             else:
                 content = render(entry.snapshot, info).encode()
-            body = entry.bodies[name] = Body.of(content)
+            if len(entry.bodies) >= MAX_BODIES:  # many hosts: render again, never grow
+                entry.bodies.clear()
+            body = entry.bodies[(name, info)] = Body.of(content)
         return body
 
-    async def _entry(self, context: AppContext, info: PageInfo) -> Entry:
+    async def _entry(self, context: AppContext) -> Entry:
         current = await reader(context).read()
         now = utcnow()
-        key = (current, info.url, now.date())
+        key = (current, now.date())
         entry = self._entries.get(key)
-        if entry is None or entry.info != info:
+        if entry is None:
             async with context.sessionmaker() as session:
-                entry = Entry(await service.snapshot(session, current, now), info)
+                entry = Entry(await service.snapshot(session, current, now))
             self._entries[key] = entry
             while len(self._entries) > MAX_ENTRIES:
                 self._entries.popitem(last=False)

@@ -321,3 +321,22 @@ async def test_concurrent_requests_share_revision_reads(
     assert {a.status_code for a in answers} == {200}
     assert len({a.headers["etag"] for a in answers}) == 1
     assert 1 <= reader(context).reads - before < 10
+
+
+async def test_another_host_is_rendered_again_but_never_read_again(
+    client: httpx.AsyncClient, context: AppContext
+) -> None:
+    await data.seed_components(context)
+    await client.get("/api/v2/summary.json")
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    event.listen(context.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        other = await client.get("/api/v2/summary.json", headers={"Host": "status.example.org"})
+    finally:
+        event.remove(context.engine.sync_engine, "before_cursor_execute", record)
+    assert other.json()["page"]["url"] == "http://status.example.org/status"
+    assert statements == []
