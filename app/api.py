@@ -23,6 +23,8 @@ from app.incidents.router import router as incidents_router
 from app.maintenances.router import router as maintenances_router
 from app.ops.router import router as ops_router
 from app.runs.router import router as runs_router
+from app.status.router import PUBLIC_PATHS as STATUS_PATHS
+from app.status.router import router as status_router
 from app.thresholds.router import router as thresholds_router
 from app.tokens.router import router as tokens_router
 from app.webhooks.router import deliveries_router as webhook_deliveries_router
@@ -50,8 +52,9 @@ def build_api(registry: Registry) -> APIRouter:
 
 public = APIRouter()
 public.include_router(ops_router)
+public.include_router(status_router)
 
 # Routes without a scope dependency; tests/test_route_scopes.py holds every other route
 # to having one.
-PUBLIC_PATHS = frozenset({"/health", "/ready", "/metrics"})
+PUBLIC_PATHS = frozenset({"/health", "/ready", "/metrics"}) | STATUS_PATHS
 DOCS_PATHS = frozenset({"/openapi.json", "/docs", "/docs/oauth2-redirect"})

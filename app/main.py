@@ -27,6 +27,7 @@ from app.drivers.base import DRIVERS
 from app.idempotency.errors import IdempotentReplay
 from app.outbox.catalog import EVENT_TYPES, openapi_webhooks
 from app.runs.kinds import registered
+from app.status.asgi import PublicStatus
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,8 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
         metrics=metrics,
         trusted_proxies=TrustedProxies.parse(settings.trusted_proxies),
     )
+    # Outermost: the public status from its cache, and its CORS (app/status/asgi.py).
+    app.add_middleware(PublicStatus)
     app.openapi = lambda: _openapi(app, registry)  # type: ignore[method-assign]
     return app
 

@@ -101,7 +101,23 @@ class TestRouteScopeWalk:
         assert alerts_routes(create_app(Settings())) == {("POST", "/v1/alerts/alertmanager")}
 
     def test_public_list_is_exactly_the_operational_routes(self) -> None:
-        assert {"/health", "/ready", "/metrics"} == PUBLIC_PATHS
+        public_status = {
+            "/status",
+            *(
+                f"/api/v2/{name}.json"
+                for name in (
+                    "summary",
+                    "status",
+                    "components",
+                    "incidents",
+                    "incidents/unresolved",
+                    "scheduled-maintenances",
+                    "scheduled-maintenances/upcoming",
+                    "scheduled-maintenances/active",
+                )
+            ),
+        }
+        assert {"/health", "/ready", "/metrics"} | public_status == PUBLIC_PATHS
 
     def test_every_state_changing_route_names_its_audit_action(self) -> None:
         """A refused change is audited under its route's action (app/audit/refusals.py)."""

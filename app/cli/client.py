@@ -215,13 +215,15 @@ class Client:
             raise ConfigurationError(f"{URL_VARIABLE}={base_url!r} is not a URL: {exc}") from None
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Client:
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, public: bool = False) -> Client:
+        """The client ``FORMULA_OPS_URL`` and ``FORMULA_OPS_TOKEN`` describe; ``public``:
+        for routes without a token (the token is sent when set)."""
         env = os.environ if environ is None else environ
         url = env.get(URL_VARIABLE) or default_url(env)
         if not url.startswith(("http://", "https://")):
             raise ConfigurationError(f"{URL_VARIABLE} must start with http:// or https://")
         token = env.get(TOKEN_VARIABLE)
-        if not token:
+        if not token and not public:
             raise ConfigurationError(
                 f"{TOKEN_VARIABLE} is not set: create a token (`formula-ops tokens create`) "
                 "and export it"
@@ -357,11 +359,11 @@ class Client:
 
 
 @contextmanager
-def connect() -> Iterator[Client]:
+def connect(*, public: bool = False) -> Iterator[Client]:
     """A client from the environment, for a command: any error it meets ends the command
-    with one error line and exit code 2."""
+    with one error line and exit code 2. ``public``: no token needed."""
     try:
-        client = Client.from_env()
+        client = Client.from_env(public=public)
     except ClientError as exc:
         fail(str(exc))
     try:

@@ -5,7 +5,8 @@
   and ``openapi``;
 - :mod:`app.cli.runs`: ``runs list|watch``, ``health-check``;
 - :mod:`app.cli.deploy`: ``deploy``, ``apply``;
-- :mod:`app.cli.ops`: ``rollback``, ``cancel``, ``unpin``, ``audit list``.
+- :mod:`app.cli.ops`: ``rollback``, ``cancel``, ``unpin``, ``audit list``;
+- :mod:`app.cli.status`: ``status`` (the public status, no token).
 
 What they print goes through :mod:`app.cli.output`; the API through :mod:`app.cli.client`.
 """
@@ -26,6 +27,7 @@ from app.cli.ops import audit_list, cancel, rollback, unpin
 from app.cli.output import error, field_errors
 from app.cli.runs import health_check, runs
 from app.cli.server import api, serve, worker
+from app.cli.status import status
 from app.core.settings import Settings
 
 cli = typer.Typer(
@@ -44,6 +46,7 @@ cli.command("apply")(apply)
 cli.command("rollback")(rollback)
 cli.command("cancel")(cancel)
 cli.command("unpin")(unpin)
+cli.command("status")(status)
 audit.command("list")(audit_list)
 cli.command()(serve)
 cli.command()(api)

@@ -237,6 +237,32 @@ class MaintenanceSettings(BaseModel):
         return value
 
 
+class StatusSettings(BaseModel):
+    """The public status page and its JSON (``FORMULA_OPS_STATUS__...``)."""
+
+    page_name: str = Field(
+        default="Formula Ops",
+        min_length=1,
+        max_length=100,
+        pattern=r"^[^\x00-\x1f\x7f-\x9f]+$",
+        description="The name the status page shows.",
+    )
+    page_url: str | None = Field(
+        default=None,
+        max_length=2000,
+        pattern=r"^https?://[^\x00-\x1f\x7f-\x9f ]+$",
+        description="The public address of the HTML status page (`page.url`, incident "
+        "`shortlink`s). Unset: the address the request came to, ending in `/status`.",
+    )
+    max_age_seconds: int = Field(
+        default=5,
+        ge=0,
+        le=3600,
+        description="`Cache-Control: max-age` of the public status (browsers and proxies "
+        "may serve it this long; the server's own cache follows every change at once).",
+    )
+
+
 class Settings(BaseSettings):
     """Every setting of the service; built once per process and passed in."""
 
@@ -320,6 +346,7 @@ class Settings(BaseSettings):
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     incidents: IncidentSettings = Field(default_factory=IncidentSettings)
     maintenances: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
+    status: StatusSettings = Field(default_factory=StatusSettings)
     storage_url: str | None = Field(
         default=None, description="file:///path or s3://bucket/prefix for backups."
     )
