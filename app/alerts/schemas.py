@@ -19,6 +19,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     StringConstraints,
     WithJsonSchema,
 )
@@ -136,5 +137,5 @@ class AlertReceipt(BaseModel):
     suppressed: int = Field(description="Firing alerts held back by a maintenance window.")
     suppressed_by: list[str] = Field(description="Ids of the maintenance windows that did.")
     incident_id: str | None = Field(description="The group's incident, when it has one.")
-    incident_created: bool
+    incident_created: StrictBool
     incident_action: Literal["opened", "updated", "resolved", "none"]

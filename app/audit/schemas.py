@@ -3,7 +3,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from app.audit.models import ActorKind, Outcome
 
@@ -54,7 +54,7 @@ class BrokenLinkOut(BaseModel):
 
 
 class AuditVerification(BaseModel):
-    valid: bool
+    valid: StrictBool
     checked: int
     head_seq: int
     broken: BrokenLinkOut | None

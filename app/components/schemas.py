@@ -5,7 +5,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    StrictBool,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 from pydantic.json_schema import SkipJsonSchema
 
 from app.components.vocabulary import ComponentStatus
@@ -55,7 +62,7 @@ class ComponentCreate(RequestModel):
     position: Position = Field(default=0, description=POSITION_FIELD)
     status: ComponentStatus = Field(default="operational", description=STATUS_FIELD)
     services: Services = Field(default_factory=list, description=SERVICES_FIELD)
-    showcase: bool = Field(default=True, description=SHOWCASE_FIELD)
+    showcase: StrictBool = Field(default=True, description=SHOWCASE_FIELD)
 
     _check_services = field_validator("services")(_distinct)
 
@@ -77,7 +84,7 @@ class ComponentUpdate(RequestModel):
     services: Services | SkipJsonSchema[None] = Field(
         default=None, description="Replaces the list. " + SERVICES_FIELD
     )
-    showcase: bool | SkipJsonSchema[None] = Field(default=None, description=SHOWCASE_FIELD)
+    showcase: StrictBool | SkipJsonSchema[None] = Field(default=None, description=SHOWCASE_FIELD)
 
     _check_services = field_validator("services")(_distinct)
 
@@ -110,7 +117,7 @@ class ComponentOut(BaseModel):
     manual_status: ComponentStatus = Field(description="The status an operator set.")
     claims: list[ClaimOut]
     services: list[str]
-    showcase: bool
+    showcase: StrictBool
     status_changed_at: dt.datetime
     created_at: dt.datetime
     updated_at: dt.datetime
@@ -125,6 +132,6 @@ class ComponentList(BaseModel):
     next_cursor: str | None
 
 
-def summary(body: BaseModel, *, only_set: bool = False) -> dict[str, Any]:
+def summary(body: BaseModel, *, only_set: StrictBool = False) -> dict[str, Any]:
     """What the audit trail records of a request body."""
     return body.model_dump(mode="json", exclude_unset=only_set)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Discriminator, Field, Tag, model_validator
+from pydantic import BaseModel, Discriminator, Field, StrictBool, Tag, model_validator
 
 from app.core.schemas import MULTILINE, MULTILINE_NOTE, PRINTABLE, RequestModel
 from app.environments.schemas import NAME, VERSION, ChecklistItem
@@ -31,13 +31,13 @@ class _DeploymentOptions(RequestModel):
     checklist: list[ChecklistItem] = Field(
         default_factory=list, description="Pre-deployment checklist items confirmed."
     )
-    backup: bool | None = Field(
+    backup: StrictBool | None = Field(
         default=None, description="Back up the environment's database first (default: yes)."
     )
-    auto_rollback: bool = Field(
+    auto_rollback: StrictBool = Field(
         default=True, description="Roll back what changed when a step fails."
     )
-    dry_run: bool = Field(default=False, description="Return the plan; execute nothing.")
+    dry_run: StrictBool = Field(default=False, description="Return the plan; execute nothing.")
 
 
 class DeploymentCreate(_DeploymentOptions):
@@ -93,7 +93,7 @@ class DeployedService(BaseModel):
     name: str
     version: str
     previous_version: str | None = Field(description="What ran before this deployment.")
-    changed: bool = Field(description="Whether this deployment changed the service.")
+    changed: StrictBool = Field(description="Whether this deployment changed the service.")
 
 
 class DeploymentLinks(BaseModel):
@@ -112,8 +112,8 @@ class DeploymentOut(BaseModel):
     description: str
     checklist: list[str]
     required_checklist: list[str]
-    backup: bool
-    auto_rollback: bool
+    backup: StrictBool
+    auto_rollback: StrictBool
     rollback_of: str | None
     status: RunStatus
     queue_position: int | None = Field(
@@ -125,7 +125,7 @@ class DeploymentOut(BaseModel):
     created_at: dt.datetime
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
-    cancel_requested: bool
+    cancel_requested: StrictBool
     steps: list[StepOut]
     links: DeploymentLinks
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, Field, StrictBool, StringConstraints
 
 from app.components.vocabulary import ComponentStatus, Impact, IncidentStatus, Severity
 from app.core.schemas import MULTILINE, MULTILINE_NOTE, PRINTABLE, RequestModel
@@ -47,7 +47,7 @@ class IncidentCreate(RequestModel):
         description=f"The first public update (default: a generic one). {MULTILINE_NOTE}",
     )
     commander: Person | None = Field(default=None, description="Who leads the response.")
-    acknowledge: bool = Field(
+    acknowledge: StrictBool = Field(
         default=False,
         description="The caller acknowledges it at once (stops the acknowledgement clock).",
     )
@@ -87,7 +87,7 @@ class ActionItem(RequestModel):
     title: Title
     owner: Person | None = None
     due_on: dt.date | None = None
-    done: bool = False
+    done: StrictBool = False
 
 
 class PostmortemPut(RequestModel):
@@ -95,7 +95,7 @@ class PostmortemPut(RequestModel):
         Field(description=f"The postmortem, in Markdown. {MULTILINE_NOTE}")
     )
     action_items: list[ActionItem] = Field(default_factory=list, max_length=100)
-    publish: bool = Field(
+    publish: StrictBool = Field(
         default=False,
         description="Publish it: the incident moves to `postmortem` and the document is "
         "shown on the status page. Once published, every change is published.",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, JsonValue, StringConstraints, model_validator
+from pydantic import BaseModel, Field, JsonValue, StrictBool, StringConstraints, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from app.components.vocabulary import ComponentStatus
@@ -59,8 +59,8 @@ class MaintenanceCreate(RequestModel):
     scheduled_until: Timestamp = Field(description="When it ends; after `scheduled_for`.")
     components: ComponentIds = Field(default_factory=list, description=_COMPONENTS)
     environments: EnvironmentNames = Field(default_factory=list, description=_ENVIRONMENTS)
-    deploy_window: bool = Field(default=False, description=_DEPLOY_WINDOW)
-    auto_transition: bool = Field(default=True, description=_AUTO)
+    deploy_window: StrictBool = Field(default=False, description=_DEPLOY_WINDOW)
+    auto_transition: StrictBool = Field(default=True, description=_AUTO)
 
     @model_validator(mode="after")
     def _check(self) -> MaintenanceCreate:
@@ -88,8 +88,10 @@ class MaintenanceChange(RequestModel):
     environments: EnvironmentNames | SkipJsonSchema[None] = Field(
         default=None, description=_ENVIRONMENTS
     )
-    deploy_window: bool | SkipJsonSchema[None] = Field(default=None, description=_DEPLOY_WINDOW)
-    auto_transition: bool | SkipJsonSchema[None] = Field(default=None, description=_AUTO)
+    deploy_window: StrictBool | SkipJsonSchema[None] = Field(
+        default=None, description=_DEPLOY_WINDOW
+    )
+    auto_transition: StrictBool | SkipJsonSchema[None] = Field(default=None, description=_AUTO)
 
     @model_validator(mode="after")
     def _check(self) -> MaintenanceChange:
@@ -135,8 +137,8 @@ class MaintenanceOut(BaseModel):
     status: WindowStatus
     scheduled_for: dt.datetime
     scheduled_until: dt.datetime
-    deploy_window: bool
-    auto_transition: bool
+    deploy_window: StrictBool
+    auto_transition: StrictBool
     components: list[ComponentOut]
     environments: list[str]
     started_at: dt.datetime | None

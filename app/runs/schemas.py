@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 
 from app.core.schemas import RequestModel
 from app.runs.models import Phase, RunKind, RunStatus, StepStatus
@@ -35,13 +35,13 @@ class StepOut(BaseModel):
     status: StepStatus
     phase: Phase = Field(description="`rollback` steps undo `main` ones after a failure.")
     level: Literal["ok", "warning", "critical"] | None
-    idempotent: bool
+    idempotent: StrictBool
     attempts: int
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
     duration_ms: float | None
     output: str | None
-    output_truncated: bool
+    output_truncated: StrictBool
     result: dict[str, Any] | None
     error: str | None
 
@@ -62,7 +62,7 @@ class RunOut(BaseModel):
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
     attempt: int = Field(description="How many times a worker has claimed the run.")
-    cancel_requested: bool
+    cancel_requested: StrictBool
     result: dict[str, Any] | None
     failure: RunFailure | None
     steps: list[StepOut]
@@ -79,9 +79,9 @@ class PlannedStep(BaseModel):
     name: str
     action: str
     params: dict[str, Any]
-    idempotent: bool
+    idempotent: StrictBool
     timeout_seconds: float
-    stop_on_failure: bool
+    stop_on_failure: StrictBool
     phase: Phase
 
 
@@ -94,4 +94,4 @@ class DryRun(BaseModel):
 
 
 class RunCreate(RequestModel):
-    dry_run: bool = Field(default=False, description="Return the plan; execute nothing.")
+    dry_run: StrictBool = Field(default=False, description="Return the plan; execute nothing.")

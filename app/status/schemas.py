@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 
 from app.components.vocabulary import (
     ComponentStatus,
@@ -44,12 +44,12 @@ class PublicComponent(BaseModel):
     updated_at: dt.datetime
     position: int
     description: str | None
-    showcase: bool
+    showcase: StrictBool
     start_date: dt.date | None
     group_id: str | None = Field(description="The group component this one belongs to.")
     page_id: str
-    group: bool = Field(description="A group of components (its members in `components`).")
-    only_show_if_degraded: bool
+    group: StrictBool = Field(description="A group of components (its members in `components`).")
+    only_show_if_degraded: StrictBool
     components: list[str] | None = Field(
         default=None, description="A group's member component ids (groups only)."
     )

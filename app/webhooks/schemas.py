@@ -6,7 +6,14 @@ import datetime as dt
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    StrictBool,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from app.core.schemas import MULTILINE, MULTILINE_NOTE, RequestModel
 from app.webhooks.channels import template_errors
@@ -124,7 +131,7 @@ class WebhookCreate(RequestModel):
     description: str = Field(
         default="", max_length=500, pattern=MULTILINE, description=MULTILINE_NOTE
     )
-    enabled: bool = True
+    enabled: StrictBool = True
     format: Format = Field(
         default="standard",
         description="`standard`: `{type, timestamp, data}`. `statuspage`: Atlassian "
@@ -172,7 +179,7 @@ class WebhookUpdate(RequestModel):
     description: str | None = Field(
         default=None, max_length=500, pattern=MULTILINE, description=MULTILINE_NOTE
     )
-    enabled: bool | None = Field(
+    enabled: StrictBool | None = Field(
         default=None, description="`true` re-enables a disabled endpoint and clears its streak."
     )
     channel: str | None = Field(
@@ -215,7 +222,7 @@ class WebhookOut(BaseModel):
     description: str = Field(description=MULTILINE_NOTE)
     event_types: list[str]
     format: Format
-    enabled: bool
+    enabled: StrictBool
     disabled_reason: DisabledReason | None
     disabled_at: dt.datetime | None
     header_names: list[str]
@@ -252,7 +259,7 @@ class AttemptOut(BaseModel):
     trigger: Literal["scheduled", "redelivery", "test"]
     started_at: dt.datetime
     duration_ms: int
-    succeeded: bool
+    succeeded: StrictBool
     status_code: int | None
     response_excerpt: str | None = Field(description="The first KiB of the response body.")
     error: str | None
