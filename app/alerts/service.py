@@ -109,7 +109,8 @@ async def receive(
             components=mapping.component_statuses(
                 (r.severity or mapping.DEFAULT_SEVERITY, r.components) for r in active
             ),
-            message=_message("firing", notification, active),
+            message=_public_message("firing", active, components),
+            internal_note=_message("firing", notification, active),
         )
         incident_id = incident.id
         action = "opened" if created else "updated"
@@ -120,7 +121,8 @@ async def receive(
             context,
             principal,
             dedupe_key=key,
-            message=_message("resolved", notification, rows),
+            message=_public_message("resolved", rows, components),
+            internal_note=_message("resolved", notification, rows),
         )
         if resolved is not None:
             incident_id = resolved.id
@@ -207,6 +209,19 @@ def _title(notification: AlertmanagerNotification, active: Sequence[AlertRow]) -
         f"{k}={v}" for k, v in sorted((notification.group_labels or {}).items()) if k != "alertname"
     )
     return _line(f"{name} ({extra})" if extra else name, TITLE_MAX)
+
+
+def _public_message(
+    state: str, alerts: Sequence[AlertRow], components: Sequence[mapping.ComponentRef]
+) -> str:
+    """What readers of the status page see: the components, never the alerts' names,
+    labels, severities or thresholds (those go to an internal entry, :func:`_message`)."""
+    ids = {c for row in alerts for c in row.components}
+    names = sorted(c.name for c in components if c.id in ids)
+    affected = ", ".join(names) if names else "some of our services"
+    if state == "resolved":
+        return f"The problem affecting {affected} has cleared; we are monitoring."
+    return f"We are investigating a problem affecting {affected}."
 
 
 def _message(state: str, notification: AlertmanagerNotification, alerts: Sequence[AlertRow]) -> str:

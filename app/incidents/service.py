@@ -503,6 +503,7 @@ async def open_or_update(
     source: str,
     components: Mapping[str, str],
     message: str,
+    internal_note: str | None = None,
     now: dt.datetime | None = None,
 ) -> tuple[Incident, bool]:
     """The open incident with ``dedupe_key`` updated, or a new one: ``(incident,
@@ -515,6 +516,7 @@ async def open_or_update(
     changed. Otherwise a new incident opens (``source``: ``alertmanager``, ``deployment``,
     ``backup``…). ``components``: component id → the status to set it to. Concurrent
     calls with one key open one incident (the key is unique; the loser updates it).
+    ``internal_note`` (operators only) is added beside ``message`` whenever that is.
     Not audited here: the caller records its own request.
     """
     if severity not in SEVERITIES:
@@ -531,7 +533,10 @@ async def open_or_update(
             .execution_options(populate_existing=True)
         )
         if incident is not None:
-            await _merge(session, settings, actor, incident, severity, components, message, moment)
+            if await _merge(
+                session, settings, actor, incident, severity, components, message, moment
+            ):
+                _note(session, incident, internal_note, actor.actor, moment)
             return incident, False
         fresh = _new(title[:200], severity, source, actor.actor, dedupe_key, None, moment)
         try:
@@ -554,6 +559,7 @@ async def open_or_update(
             now=moment,
             incident=fresh,
         )
+        _note(session, fresh, internal_note, actor.actor, moment)
         return fresh, True
     raise ConcurrentChange(f"Incident {dedupe_key!r} kept changing; retry")
 
@@ -567,7 +573,8 @@ async def _merge(
     components: Mapping[str, str],
     message: str,
     now: dt.datetime,
-) -> None:
+) -> bool:
+    """Whether anything changed (then a public entry says ``message``)."""
     changed = False
     raised: str | None = None
     if _rank(severity) < _rank(incident.severity):
@@ -594,7 +601,7 @@ async def _merge(
         _set_status(incident, "investigating", now)
         changed = True
     if not changed:
-        return
+        return False
     entry = _entry(incident, body=message, by=actor.actor, now=now, severity=raised)
     session.add(entry)
     _touch(incident, now)
@@ -602,6 +609,23 @@ async def _merge(
     await _claim(session, incident, now)
     await _deadlines(session, settings, incident)
     await _announce(session, incident, INCIDENT_UPDATED, entry)
+    return True
+
+
+def _note(
+    session: AsyncSession, incident: Incident, body: str | None, by: str, now: dt.datetime
+) -> None:
+    """An internal timeline entry (operators only: never on the status page, no event)."""
+    if body:
+        session.add(
+            _entry(
+                incident,
+                body=body[:4000],
+                by=by,
+                now=now,
+                visibility="internal",
+            )
+        )
 
 
 async def alert_resolved(
@@ -611,6 +635,7 @@ async def alert_resolved(
     *,
     dedupe_key: str,
     message: str,
+    internal_note: str | None = None,
     now: dt.datetime | None = None,
 ) -> Incident | None:
     """The open incident with ``dedupe_key`` moves to ``monitoring`` and drops its
@@ -637,6 +662,7 @@ async def alert_resolved(
     await _release(session, incident, moment)
     await _deadlines(session, context.settings.incidents, incident)
     await _announce(session, incident, INCIDENT_UPDATED, entry)
+    _note(session, incident, internal_note, actor.actor, moment)
     return incident
 
 

@@ -75,9 +75,11 @@ async def post(
 class State:
     incidents: list[Incident]
     alerts: list[Alert]
-    updates: int
+    updates: int  # public timeline entries
     receipts: int
     component_status: dict[str, str]
+    public: list[str]  # the public entries' text, oldest first
+    internal: list[str]  # the internal entries' text, oldest first
 
 
 @pytest.fixture
@@ -92,11 +94,19 @@ async def state(context: AppContext, since: dt.datetime) -> State:
             (await session.scalars(select(Incident).order_by(Incident.created_at))).all()
         )
         alerts = list((await session.scalars(select(Alert).order_by(Alert.fingerprint))).all())
-        updates = await session.scalar(select(func.count()).select_from(IncidentUpdateRecord))
+        entries = (
+            await session.execute(
+                select(IncidentUpdateRecord.visibility, IncidentUpdateRecord.body).order_by(
+                    IncidentUpdateRecord.created_at, IncidentUpdateRecord.id
+                )
+            )
+        ).all()
+        public = [body for visibility, body in entries if visibility == "public"]
+        internal = [body for visibility, body in entries if visibility == "internal"]
         receipts = await session.scalar(
             select(func.count())
             .select_from(AuditEvent)
             .where(AuditEvent.action == "alert.receive", AuditEvent.created_at >= since)
         )
         components = dict((await session.execute(select(Component.id, Component.status))).all())
-    return State(incidents, alerts, int(updates or 0), int(receipts or 0), components)
+    return State(incidents, alerts, len(public), int(receipts or 0), components, public, internal)

@@ -74,6 +74,17 @@ async def test_documented_notification_firing_then_resolved_each_twice(
     assert alert.ends_at == dt.datetime(2026, 12, 2, 15, 7, 41, 100000, tzinfo=dt.UTC)
     assert after.updates == once.updates == 2  # the resolution, once
     assert after.receipts == 4  # one audit record per notification
+    # Readers of the status page see the component, never the alert's name, labels,
+    # severity or threshold; operators find those in the internal entries.
+    assert after.public == [
+        "We are investigating a problem affecting Backend API.",
+        "The problem affecting Backend API has cleared; we are monitoring.",
+    ]
+    assert len(after.internal) == 2
+    assert "HighErrorRate" in after.internal[0] and "error_rate" in after.internal[0]
+    summary = (await client.get("/api/v2/summary.json")).text
+    for internal in ("HighErrorRate", "error_rate", "P2", "severity", "Alertmanager"):
+        assert internal not in summary
 
 
 async def test_two_copies_at_once_open_one_incident(
