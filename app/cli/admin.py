@@ -89,6 +89,12 @@ def create_token(
         int | None, typer.Option(min=1, max=3650, help="Default: 90 days.")
     ] = None,
     no_expiry: Annotated[bool, typer.Option("--no-expiry", help="Never expires.")] = False,
+    scope: Annotated[
+        str | None,
+        typer.Option(
+            help="Limit the token to one capability: `alerts` (the Alertmanager receiver only)."
+        ),
+    ] = None,
 ) -> None:
     """Create a token and print it once."""
     if no_expiry and expires_in_days:
@@ -99,6 +105,7 @@ def create_token(
             role=role,
             environment=environment,
             expires_in_days="never" if no_expiry else expires_in_days or 90,
+            scope=scope,
         )
     except ValidationError as exc:
         for line in field_errors(exc, _option):
@@ -132,7 +139,7 @@ def list_tokens() -> None:
                     return found
                 cursor = decode_cursor(next_cursor)
 
-    columns = ("id", "name", "role", "environment", "state", "expires", "last used")
+    columns = ("id", "name", "role", "environment", "state", "expires", "last used", "scope")
     rows = [
         (
             token.id,
@@ -142,6 +149,7 @@ def list_tokens() -> None:
             token.state,
             _when(token.expires_at),
             _when(token.last_used_at),
+            token.scope or "-",
         )
         for token in _run(work)
     ]

@@ -84,7 +84,7 @@ class Installation:
 
     def list_tokens(self) -> dict[str, list[str]]:
         """The rows of ``tokens list`` by token id: id, name, role, environment, state,
-        expires, last used (not a terminal: one tab-separated line each, after a header)."""
+        expires, last used, scope (not a terminal: one tab-separated line each, after a header)."""
         lines = self.run("tokens", "list").stdout.splitlines()
         assert lines[0].split("\t") == [
             "id",
@@ -94,11 +94,12 @@ class Installation:
             "state",
             "expires",
             "last used",
+            "scope",
         ]
         rows: dict[str, list[str]] = {}
         for line in lines[1:]:
             cells = line.split("\t")
-            assert len(cells) == 7, line
+            assert len(cells) == 8, line
             assert re.fullmatch(r"[0-9a-z]{16}", cells[0]), line
             rows[cells[0]] = cells
         return rows
@@ -595,6 +596,19 @@ def test_bad_input_is_one_line_not_a_traceback(
     output = result.stdout + result.stderr
     assert message in output
     assert "Traceback" not in output
+
+
+def test_a_token_limited_to_the_alerts_capability(migrated: Installation, tmp_path: Path) -> None:
+    with _copy(migrated, tmp_path) as installation:
+        issued = _create(installation, ["--role", "operator", "--name", "am", "--scope", "alerts"])
+        assert installation.list_tokens()[issued.token_id][-1] == "alerts"
+        [row] = installation.query("SELECT scope FROM api_token WHERE id = ?", issued.token_id)
+        assert row["scope"] == "alerts"
+        refused = installation.run(
+            "tokens", "create", "--role", "viewer", "--name", "x", "--scope", "everything", code=2
+        )
+    assert "--scope" in refused.stdout + refused.stderr
+    assert "Traceback" not in refused.stdout + refused.stderr
 
 
 def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
