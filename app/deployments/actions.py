@@ -264,8 +264,9 @@ async def _verify_thresholds(
             data={"problem": "threshold-breached", **data},
             error=f"threshold breached: {message}",
         )
+    measured = any(m.value is not None for m in checked.measurements)
     summary = "thresholds: " + (
-        "warning" if checked.warnings() else "ok" if checked.source else "not measured"
+        "warning" if checked.warnings() else "ok" if measured else "not measured"
     )
     return StepOutcome(StepStatus.SUCCESS, "\n".join([summary, health_detail, *lines]), data=data)
 

@@ -20,9 +20,10 @@ from app.core.redaction import redact_value
 from app.deployments import events
 from app.deployments.models import Deployment, DeploymentTarget, TargetState
 from app.environments.models import Pin, Service
+from app.maintenances import service as maintenance_service
 from app.outbox.service import add_event
 from app.runs import service as run_service
-from app.runs.models import Phase, Run, RunStatus, Step, StepStatus
+from app.runs.models import Phase, Run, RunKind, RunStatus, Step, StepStatus
 from app.runs.presenters import step_out
 
 
@@ -38,11 +39,22 @@ async def holds(session: AsyncSession, environment: str, service: str | None) ->
     return bool(await session.scalar(statement))
 
 
-async def _blocked(session: AsyncSession, target: DeploymentTarget) -> bool:
-    """An earlier deployment of the same environment + service is unfinished."""
+async def _blocked(session: AsyncSession, target: DeploymentTarget, frozen: bool) -> bool:
+    """An earlier deployment of the same environment + service is unfinished (while the
+    environment is ``frozen``, a rollback does not wait for the deployments the freeze
+    holds back: only for an active one or an earlier rollback)."""
+    statement = select(DeploymentTarget.id)
+    if frozen:
+        statement = statement.join(
+            Deployment, Deployment.id == DeploymentTarget.deployment_id
+        ).where(
+            or_(
+                DeploymentTarget.state == TargetState.ACTIVE.value,
+                Deployment.kind == RunKind.ROLLBACK.value,
+            )
+        )
     ahead = await session.scalar(
-        select(DeploymentTarget.id)
-        .where(
+        statement.where(
             DeploymentTarget.environment == target.environment,
             DeploymentTarget.service == target.service,
             DeploymentTarget.state != TargetState.DONE.value,
@@ -54,16 +66,27 @@ async def _blocked(session: AsyncSession, target: DeploymentTarget) -> bool:
                     DeploymentTarget.id < target.id,
                 ),
             ),
-        )
-        .limit(1)
+        ).limit(1)
     )
     return ahead is not None
 
 
 async def claim_guard(session: AsyncSession, run: Run) -> bool:
-    """True when no earlier deployment of one of its services is unfinished; then its
-    targets turn ``active``, and the partial unique index refuses a second active one
-    (an IntegrityError the engine takes as "not now")."""
+    """True when no earlier deployment of one of its services is unfinished and, for a
+    deployment (never a rollback), no maintenance window freezes its environment now;
+    then its targets turn ``active``, and the partial unique index refuses a second
+    active one (an IntegrityError the engine takes as "not now").
+
+    A deployment accepted before a freeze began waits ``queued`` until the window ends:
+    its job ends here, and the run engine's reconciler enqueues a queued run again once
+    it has waited ``reconcile_stale_after_seconds`` (and again after each refusal), so
+    it starts at most that long after the window ends."""
+    frozen = bool(
+        run.environment
+        and await maintenance_service.freezing(session, run.environment, utcnow()) is not None
+    )
+    if frozen and run.kind != RunKind.ROLLBACK.value:
+        return False
     targets = list(
         await session.scalars(
             select(DeploymentTarget)
@@ -72,7 +95,7 @@ async def claim_guard(session: AsyncSession, run: Run) -> bool:
         )
     )
     for target in targets:
-        if await _blocked(session, target):
+        if await _blocked(session, target, frozen):
             return False
     await session.execute(
         update(DeploymentTarget)

@@ -140,6 +140,10 @@ async def verify(
         )
     for m in result.measurements:
         threshold = thresholds[m.threshold]
+        if m.value is not None and not math.isfinite(m.value):
+            # Never graded (NaN compares as "ok") nor stored (JSON has no NaN).
+            m.detail = f"the measured value is not a finite number ({m.detail})"
+            m.value = None
         if m.value is not None:
             m.grade = grade(threshold, m.value)
     return result
@@ -259,7 +263,8 @@ async def _from_metrics(
 
 
 def parse(raw: bytes) -> dict[str, Series]:
-    """The samples of a Prometheus text exposition, by metric name, then by label set."""
+    """The samples of a Prometheus text exposition, by metric name, then by label set;
+    a sample that is not a finite number (``NaN``, ``+Inf``) is left out."""
     out: dict[str, Series] = {}
     for line in raw.decode(errors="replace").splitlines():
         line = line.strip()
@@ -272,6 +277,8 @@ def parse(raw: bytes) -> dict[str, Series]:
             value = float(match["value"])
         except ValueError:
             continue
+        if not math.isfinite(value):
+            continue  # NaN or ±Inf (the text format allows them): no count to add up
         labels = tuple(sorted(_LABEL.findall(match["labels"] or "")))
         out.setdefault(match["name"], {})[labels] = value
     return out

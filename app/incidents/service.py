@@ -718,12 +718,15 @@ async def on_run_ended(uow: UnitOfWork, context: AppContext, run: Run) -> None:
     severity = settings.auto_open_severity
     status = SEVERITY_COMPONENT_STATUS[severity]
     where = ", ".join(services) or run.environment or "an environment"
-    title = f"{what} of {where} ended {run.status}"
     key = f"run:{run.kind}:{run.environment or '-'}:{','.join(services)}"[:200]
     actor = Principal.system(f"run:{run.id}")
+    # The title and the first entry are public: they name components only, never the
+    # environments, services or versions (those go to the internal entry below).
+    names = ", ".join(c.name for c in components)
+    title = (f"Problem after a change to {names}" if names else "Problem after a change")[:200]
     public = (
-        f"We are investigating a problem after a change to {', '.join(c.name for c in components)}."
-        if components
+        f"We are investigating a problem after a change to {names}."
+        if names
         else "We are investigating a problem after a change."
     )
     incident, created = await open_or_update(
@@ -741,7 +744,7 @@ async def on_run_ended(uow: UnitOfWork, context: AppContext, run: Run) -> None:
     session.add(
         _entry(
             incident,
-            body=f"Run {run.id} ({run.kind}) ended {run.status}: "
+            body=f"{what} of {where} (run {run.id}, {run.kind}) ended {run.status}: "
             f"{run.failure_type or 'no problem type'}: "
             f"{redact_text(run.failure_detail or 'no detail')}"[:4000],
             by=actor.actor,

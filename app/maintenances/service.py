@@ -782,9 +782,23 @@ async def _verified(
             return False
         message = None
         if unhealthy:
+            # Every maintenance update is public: it names no environment or service;
+            # which ones were still unhealthy goes to the audit trail only.
             message = (
-                f"The maintenance has been completed; {', '.join(unhealthy)} still "
-                f"unhealthy after {int(limit.total_seconds())} s of verification."
+                "The maintenance has been completed; verification did not confirm that "
+                "every affected system is back to normal."
             )
         await _move(uow.session, SCHEDULER, window, "complete", now, message)
+        if unhealthy:
+            await audit_service.record(
+                uow.session,
+                SCHEDULER,
+                action="maintenance.unverified",
+                resource_type="maintenance",
+                resource_id=window.id,
+                summary={
+                    "unhealthy": unhealthy,
+                    "verify_timeout_seconds": int(limit.total_seconds()),
+                },
+            )
     return True

@@ -1,6 +1,7 @@
 """The runbook's "Monitoring and Alerts" thresholds, as the migration that creates the
 table seeds them (that migration keeps its own copy: a migration never changes), with
-the error-rate query as migration 0010 corrects it."""
+the error-rate query as migration 0010 corrects it and both queries selecting the
+environment as well as the service (migration 0011)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,11 @@ RUNBOOK: tuple[dict[str, Any], ...] = (
         # No 5xx series in the window counts as 0 (not "no data"); no request at all
         # is 0/0, not measured.
         "prometheus_query": (
-            '100 * (sum(rate(http_requests_total{service="$service",status=~"5.."}[$window]))'
+            "100 * (sum(rate(http_requests_total"
+            '{service="$service",environment="$environment",status=~"5.."}[$window]))'
             " or vector(0))"
-            ' / sum(rate(http_requests_total{service="$service"}[$window]))'
+            ' / sum(rate(http_requests_total{service="$service",environment="$environment"}'
+            "[$window]))"
         ),
     },
     {
@@ -33,7 +36,8 @@ RUNBOOK: tuple[dict[str, Any], ...] = (
         "alert_names": ["HighLatency", "HighResponseTime"],
         "prometheus_query": (
             "1000 * histogram_quantile(0.95, sum by (le) "
-            '(rate(http_request_duration_seconds_bucket{service="$service"}[$window])))'
+            "(rate(http_request_duration_seconds_bucket"
+            '{service="$service",environment="$environment"}[$window])))'
         ),
     },
     {

@@ -203,7 +203,7 @@ async def test_not_measured_without_a_source_or_without_traffic(
 
 
 @pytest.mark.usefixtures("worker")
-async def test_an_unreachable_prometheus_is_not_measured_and_its_userinfo_never_shown(
+async def test_an_unreachable_prometheus_is_reported_not_measured_and_its_userinfo_never_shown(
     client: httpx.AsyncClient, deployer: IssuedToken, admin: IssuedToken, port: int
 ) -> None:
     closed = free_port()
@@ -216,11 +216,14 @@ async def test_an_unreachable_prometheus_is_not_measured_and_its_userinfo_never_
     await put_service(client, admin, port, metrics_url=f"http://127.0.0.1:{port}/metrics")
     body = await deploy(client, deployer, "1.0.0")
     assert body["status"] == "success", body["failure"]
-    checked = post_deploy(body)["result"]["verification"]
+    step = post_deploy(body)
+    checked = step["result"]["verification"]
     assert checked["source"] == "prometheus"  # the environment's Prometheus comes first
     assert checked["url"] == f"http://[redacted]@127.0.0.1:{closed}/"
     assert all(m["value"] is None for m in checked["measurements"])
     assert "unreachable: ConnectError" in checked["measurements"][0]["detail"]
+    # A source was configured but nothing was measured: the step does not say "ok".
+    assert step["output"].startswith("thresholds: not measured"), step["output"]
     evidence = await client.get(f"/v1/deployments/{body['id']}/evidence", headers=admin.headers)
     shown = json.dumps(body) + evidence.text
     assert "pr0m-s3cret" not in shown

@@ -112,8 +112,10 @@ async def staging(
 
 
 async def _scraped(prometheus: str, service: str) -> None:
-    """Until Prometheus holds a sample of the service's request counter."""
-    query = f'http_requests_total{{service="{service}"}}'
+    """Until Prometheus holds a sample of the service's request counter, labelled with
+    its environment by the service itself (the ``process`` driver passes it as
+    ``SERVICE_ENVIRONMENT``): the seeded queries select both."""
+    query = f'http_requests_total{{service="{service}",environment="staging"}}'
     async with httpx.AsyncClient(trust_env=False, timeout=2) as http:
         for _ in range(100):
             body = (await http.get(f"{prometheus}/api/v1/query", params={"query": query})).json()

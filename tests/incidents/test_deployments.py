@@ -14,8 +14,11 @@ from sqlalchemy import select, update
 
 from app.audit.models import AuditEvent
 from app.core.context import AppContext
+from app.core.db import insert_rows
 from app.deployments.models import Deployment
-from app.incidents.models import Incident
+from app.incidents.models import Incident, IncidentUpdateRecord
+from app.runs import kinds
+from app.runs.models import Run
 from tests.deployments.conftest import Env, running_version, staging
 from tests.factories import IssuedToken, sample_service
 from tests.incidents.conftest import component_status, declare, events, make_component
@@ -74,7 +77,7 @@ async def test_a_deployment_that_ends_in_error_opens_an_incident(
     assert incident.source == "deployment"
     assert incident.severity == "P2"
     assert incident.status == "investigating"
-    assert incident.title == "A deployment of staging/backend ended error"
+    assert incident.title == "Problem after a change to Backend API"  # public: no service
     assert await component_status(context, api.id) == "degraded_performance"
     assert await component_status(context, web.id) == "operational"
     (created,) = await events(context, "incident.created")
@@ -90,6 +93,10 @@ async def test_a_deployment_that_ends_in_error_opens_an_incident(
     assert public["visibility"] == "public"
     assert internal["visibility"] == "internal"
     assert failed["id"] in internal["body"]
+    assert "A deployment of staging/backend" in internal["body"]
+    public_page = await client.get("/api/v2/incidents.json")
+    assert "Problem after a change to Backend API" in public_page.text
+    assert "staging" not in public_page.text
     assert [d["id"] for d in body["recent_deployments"]] == [
         failed["id"],
         broken["id"],
@@ -184,3 +191,36 @@ async def test_an_incident_lists_recent_deployments_and_rolls_one_back(
     listed = [d["id"] for d in joined.json()["recent_deployments"]]
     assert other["id"] in listed
     assert old["id"] not in listed
+
+
+async def test_an_auto_opened_incident_names_no_environment_in_public(
+    client: httpx.AsyncClient, context: AppContext
+) -> None:
+    """A run that ended ``error`` with no component behind it: the public title and
+    entry say only that a change caused a problem; the environment and the failure stay
+    in the internal entry."""
+    run = Run(
+        kind="deployment", status="error", environment="pci-vault-eu1", requested_by="token:t1"
+    )
+    run.failure_type = "/problems/step-failed"
+    run.failure_detail = "verify failed"
+    async with context.unit_of_work() as uow:
+        await insert_rows(uow.session, [run])
+        await kinds.run_ended(uow, context, run)
+
+    page = await client.get("/api/v2/incidents.json")
+    assert page.status_code == 200
+    (public,) = page.json()["incidents"]
+    assert public["name"] == "Problem after a change"
+    assert "pci-vault-eu1" not in page.text
+    (incident,) = await _incidents(context)
+    async with context.sessionmaker() as session:
+        bodies = list(
+            await session.scalars(
+                select(IncidentUpdateRecord.body).where(
+                    IncidentUpdateRecord.incident_id == incident.id,
+                    IncidentUpdateRecord.visibility == "internal",
+                )
+            )
+        )
+    assert any("pci-vault-eu1" in body and "verify failed" in body for body in bodies), bodies

@@ -1,7 +1,9 @@
 """The deploy freeze (acceptance 4, deployments): while a window is in progress for an
 environment a deployment to it (a dry run too) gets 409 ``deploy-freeze`` naming the
 window; after the window it is accepted. A deploy window freezes nothing, other
-environments are not concerned, and a rollback stays possible."""
+environments are not concerned, and a rollback stays possible. A deployment accepted
+before the freeze began waits queued (real workers take its job and leave it) and runs
+once the window has ended."""
 
 from __future__ import annotations
 
@@ -11,11 +13,21 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from app.core.context import AppContext
+from app.core.settings import Settings
 from app.maintenances import service
+from app.runs import service as run_service
+from app.runs.models import Run
 from tests.factories import IssuedToken, sample_service
-from tests.helpers import audit_events_after, free_port, last_audit_seq, stop_services
+from tests.helpers import (
+    audit_events_after,
+    free_port,
+    last_audit_seq,
+    run_worker_burst,
+    stop_services,
+)
 from tests.maintenances.conftest import add_environment, schedule, stamp, window_body
 
 HOUR = dt.timedelta(hours=1)
@@ -182,3 +194,89 @@ async def test_a_rollback_is_not_frozen(
     )
     assert rollback.status_code in (200, 201, 202), rollback.text
     assert rollback.json()["kind"] == "rollback"
+
+
+async def _run_status(context: AppContext, run_id: str) -> str:
+    async with context.sessionmaker() as session:
+        status = await session.scalar(select(Run.status).where(Run.id == run_id))
+    assert status is not None
+    return status
+
+
+@pytest.mark.usefixtures("environments")
+async def test_a_deployment_accepted_before_the_freeze_waits_queued_until_it_ends(
+    context: AppContext,
+    settings: Settings,
+    client: httpx.AsyncClient,
+    operator: IssuedToken,
+    deployer: IssuedToken,
+) -> None:
+    """Accepted (queued, no worker has taken it yet), then a window freezing its
+    environment starts: a worker does not run it but leaves it queued; the reconciler
+    enqueues it again and it still waits; once the window has ended it runs."""
+    accepted = await _deploy(client, deployer, "production", "2.0.0")
+    assert accepted.status_code == 202, accepted.text
+    deployment_id = accepted.json()["id"]
+    now = dt.datetime.now(dt.UTC)
+    end = now + HOUR
+    window = await schedule(
+        client, operator, window_body(now - HOUR, end, environments=["production"])
+    )
+    assert (await service.tick(context, dt.datetime.now(dt.UTC))).started == [window["id"]]
+
+    assert await run_worker_burst(settings) >= 1  # the worker took the job
+    assert await _run_status(context, deployment_id) == "queued"
+    read = await client.get(f"/v1/deployments/{deployment_id}", headers=deployer.headers)
+    assert read.json()["status"] == "queued", read.json()
+    # Not lost: the reconciler enqueues the waiting run again; still frozen, it waits.
+    reconciled = await run_service.reconcile(context, stale_after=dt.timedelta(0))
+    assert reconciled.reenqueued_stale == 1
+    assert await run_worker_burst(settings) >= 1
+    assert await _run_status(context, deployment_id) == "queued"
+
+    # The window ends (the scheduler completes it): the next reconciliation runs it.
+    assert (await service.tick(context, end)).completed == [window["id"]]
+    reconciled = await run_service.reconcile(context, stale_after=dt.timedelta(0))
+    assert reconciled.reenqueued_stale == 1
+    assert await run_worker_burst(settings) >= 1
+    done = await client.get(f"/v1/deployments/{deployment_id}", headers=deployer.headers)
+    assert done.status_code == 200, done.text
+    assert done.json()["status"] == "success", done.json()
+
+
+@pytest.mark.usefixtures("environments")
+async def test_a_rollback_does_not_wait_behind_a_deployment_the_freeze_holds(
+    context: AppContext,
+    settings: Settings,
+    client: httpx.AsyncClient,
+    operator: IssuedToken,
+    deployer: IssuedToken,
+) -> None:
+    """A deployment waits queued for the freeze to end; a rollback of the service asked
+    for during the freeze runs at once, not after it; the waiting one runs after."""
+    ids = []
+    for version in ("1.0.0", "1.1.0"):
+        response = await _deploy(client, deployer, "production", version)
+        assert response.status_code == 202, response.text
+        ids.append(response.json()["id"])
+        await run_worker_burst(settings)
+        assert await _run_status(context, ids[-1]) == "success"
+    waiting = await _deploy(client, deployer, "production", "1.2.0")
+    assert waiting.status_code == 202, waiting.text
+    now = dt.datetime.now(dt.UTC)
+    end = now + HOUR
+    window = await schedule(
+        client, operator, window_body(now - HOUR, end, environments=["production"])
+    )
+    assert (await service.tick(context, dt.datetime.now(dt.UTC))).started == [window["id"]]
+
+    rollback = await client.post(f"/v1/deployments/{ids[1]}/rollback", headers=deployer.headers)
+    assert rollback.status_code in (201, 202), rollback.text
+    await run_worker_burst(settings)
+    assert await _run_status(context, rollback.json()["id"]) == "success"
+    assert await _run_status(context, waiting.json()["id"]) == "queued"
+
+    assert (await service.tick(context, end)).completed == [window["id"]]
+    await run_service.reconcile(context, stale_after=dt.timedelta(0))
+    await run_worker_burst(settings)
+    assert await _run_status(context, waiting.json()["id"]) == "success"

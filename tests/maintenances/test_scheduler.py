@@ -16,7 +16,7 @@ from app.core.settings import Settings
 from app.environments.models import Service
 from app.maintenances import service
 from tests.factories import IssuedToken, sample_service
-from tests.helpers import free_port
+from tests.helpers import audit_events_after, free_port, last_audit_seq
 from tests.maintenances.conftest import (
     add_component,
     add_environment,
@@ -137,15 +137,17 @@ async def test_verifying_waits_for_unhealthy_services(
     assert await _status(client, operator, first["id"]) == "completed"
 
 
-async def test_verifying_ends_at_the_timeout(
+async def test_verifying_ends_at_the_timeout_publishing_no_service_name(
     context: AppContext,
     client: httpx.AsyncClient,
     admin: IssuedToken,
     operator: IssuedToken,
 ) -> None:
+    """Every maintenance update is public: the completion message names no environment
+    or service; the ones still unhealthy are in the audit trail."""
     await add_environment(client, admin, "production")
     response = await client.put(
-        "/v1/environments/production/services/backend",
+        "/v1/environments/production/services/payments-ledger",
         json=sample_service(free_port()),
         headers=admin.headers,
     )
@@ -158,9 +160,23 @@ async def test_verifying_ends_at_the_timeout(
     await service.tick(context, end)
     limit = dt.timedelta(seconds=context.settings.maintenances.verify_timeout_seconds)
     assert (await service.tick(context, end + limit - SECOND)).completed == []
+    seq = await last_audit_seq(context)
     assert (await service.tick(context, end + limit)).completed == [window["id"]]
     body = (await client.get(f"/v1/maintenances/{window['id']}", headers=operator.headers)).json()
-    assert "production/backend still unhealthy" in body["updates"][-1]["body"]
+    assert body["status"] == "completed"
+    last = body["updates"][-1]["body"]
+    assert "did not confirm" in last, last
+    assert "payments-ledger" not in last, last
+    assert "production" not in last, last
+    for path in ("/api/v2/scheduled-maintenances.json", "/status"):
+        page = await client.get(path)
+        assert page.status_code == 200, path
+        assert "did not confirm" in page.text or path == "/status", path
+        assert "payments-ledger" not in page.text, path
+    (audited,) = await audit_events_after(context, seq, action="maintenance.unverified")
+    assert audited.resource_id == window["id"]
+    assert audited.summary["unhealthy"] == ["production/payments-ledger"]
+    assert audited.summary["verify_timeout_seconds"] == int(limit.total_seconds())
 
 
 async def _health(context: AppContext, status: str) -> None:
