@@ -1,6 +1,16 @@
 """Receiving an Alertmanager notification: store its alerts (deduplicated), then open,
 update or resolve the group's incident, unless a maintenance window holds the alerts back.
 
+A window holds back the components it covers: an alert wholly covered opens nothing, an
+alert that also concerns other components claims those. Only a new or changed alert (first
+seen, firing again or from another ``startsAt``, another severity, other components held
+back) may open an incident or raise one: a re-send of a still-firing alert changes
+nothing, so it neither undoes what an operator set nor reopens an incident an operator
+resolved. An alert that resolves while others of its group fire gives back the components
+only it called for. The public title and entries name components (or the ``summary``
+annotation, written for readers); alert names, labels, severities and thresholds go to
+internal entries.
+
 One notification is one transaction: the alert rows, the incident's change (with its
 component claims and events) and one audit record (``alert.receive``) commit together
 or not at all. A notification of a group waits on the alert rows of the one before it
@@ -149,7 +159,9 @@ async def receive(
         incident_id = open_id
         action = "updated"
     if released:
-        eased = await _release(uow, context, principal, notification, key, released, components)
+        eased = await _release(
+            uow, context, principal, notification, key, open_id, released, components, moment
+        )
         if eased is not None and action == "none":
             incident_id, action = eased.id, "updated"
     elif notification.status == "resolved":
@@ -239,17 +251,16 @@ async def _release(
     principal: Principal,
     notification: AlertmanagerNotification,
     key: str,
+    incident_id: str | None,
     released: Sequence[AlertRow],
     components: Sequence[mapping.ComponentRef],
+    now: dt.datetime,
 ) -> Incident | None:
     """Some alerts of the open incident ``key`` resolved while others of the group still
     fire: each component the resolved ones concerned takes the status the alerts still
     firing call for (no better than it is), or is given back when none does."""
     session = uow.session
     group = await store.group(session, mapping.group_key_hash(notification.group_key))
-    incident_id = next(
-        (a.incident_id for a in group if a.fingerprint == released[0].fingerprint), None
-    )
     still = [
         (a.severity or mapping.DEFAULT_SEVERITY, mapping.components_for(a.labels, components))
         for a in group
