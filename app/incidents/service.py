@@ -1,6 +1,6 @@
 """Incidents: declare, change, update, acknowledge, resolve, write the postmortem; open
-or update one from an alert group (``open_or_update``, ``alert_resolved``) or from a run
-that failed; list its recent deployments and roll one back.
+or update one from an alert group (``open_or_update``, ``alert_partly_resolved``,
+``alert_resolved``) or from a run that failed; list its recent deployments and roll one back.
 
 Every change happens in the caller's unit of work with its timeline entry, the claims
 its components' statuses follow (:mod:`app.components.claims`), its event, the public
