@@ -37,7 +37,8 @@ class Alert(Base):
     severity: Mapped[str | None] = mapped_column(String(2))
     threshold: Mapped[str | None] = mapped_column(String(64))
     incident_id: Mapped[str | None] = mapped_column(ForeignKey("incident.id", ondelete="SET NULL"))
-    # The maintenance window that suppressed it (recorded, no incident opened).
+    # The maintenance window that held it back: wholly (no incident) or, when it is
+    # linked to an incident, the components the window covers.
     suppressed_by: Mapped[str | None] = mapped_column(String(36))
     received_count: Mapped[int] = mapped_column(default=1)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -41,13 +41,23 @@ class AlertRow:
 
 
 @dataclass(frozen=True)
+class Previous:
+    """What an alert's row said before this notification."""
+
+    status: str
+    severity: str | None
+    starts_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
 class Stored:
-    """An alert's row after the upsert."""
+    """An alert's row after the upsert (its incident and window still the earlier ones)."""
 
     id: str
     received_count: int
     incident_id: str | None = None
     suppressed_by: str | None = None
+    previous: Previous | None = None  # None: seen for the first time
 
 
 async def lock_components(session: AsyncSession, component_ids: Iterable[str]) -> None:
@@ -108,11 +118,25 @@ async def upsert(
     now: dt.datetime,
 ) -> dict[str, Stored]:
     """Insert the alerts not seen in this group, update the others (``received_count``
-    + 1); returns each fingerprint's row as stored (``received_count`` 1: new)."""
+    + 1); returns each fingerprint's row as stored (``received_count`` 1: new), with what
+    it said before (read under the row's lock, taken in the upsert's order)."""
     statement = _UPSERT[session.get_bind().dialect.name]
     stored: dict[str, Stored] = {}
     ordered = sorted(rows, key=lambda r: r.fingerprint)  # one lock order for every writer
     for start in range(0, len(ordered), BATCH):
+        earlier = await session.execute(
+            select(Alert.fingerprint, Alert.status, Alert.severity, Alert.starts_at)
+            .where(
+                Alert.group_key_hash == group_key_hash,
+                Alert.fingerprint.in_([r.fingerprint for r in ordered[start : start + BATCH]]),
+            )
+            .order_by(Alert.fingerprint)
+            .with_for_update()
+        )
+        previous = {
+            fingerprint: Previous(status, severity, _utc(starts_at))
+            for fingerprint, status, severity, starts_at in earlier.all()
+        }
         values: list[dict[str, Any]] = [
             {
                 "id": new_id(),
@@ -139,19 +163,33 @@ async def upsert(
         ]
         result = await session.execute(statement, values)
         for fingerprint, row_id, count, incident_id, suppressed_by in result.all():
-            stored[fingerprint] = Stored(row_id, count, incident_id, suppressed_by)
+            stored[fingerprint] = Stored(
+                row_id, count, incident_id, suppressed_by, previous.get(fingerprint)
+            )
     return stored
 
 
-async def link_incident(session: AsyncSession, rows: Sequence[Stored], incident_id: str) -> None:
-    """The alerts ``rows`` opened or updated ``incident_id`` (no window holds them back);
-    rows linked so already are left alone."""
-    ids = [r.id for r in rows if r.incident_id != incident_id or r.suppressed_by is not None]
+def _utc(value: dt.datetime | None) -> dt.datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value
+
+
+async def link_incident(
+    session: AsyncSession,
+    rows: Sequence[Stored],
+    incident_id: str,
+    held_by: str | None = None,
+) -> None:
+    """The alerts ``rows`` opened or updated ``incident_id``; ``held_by``: the window
+    that holds back some of their components (None: no window); rows linked so already
+    are left alone."""
+    ids = [r.id for r in rows if r.incident_id != incident_id or r.suppressed_by != held_by]
     if ids:
         await session.execute(
             update(Alert)
             .where(Alert.id.in_(sorted(ids)))
-            .values(incident_id=incident_id, suppressed_by=None)
+            .values(incident_id=incident_id, suppressed_by=held_by)
         )
 
 
@@ -165,13 +203,14 @@ async def suppress(session: AsyncSession, rows: Sequence[Stored], maintenance_id
 
 
 async def group(session: AsyncSession, group_key_hash: str) -> list[Alert]:
-    """Every stored alert of a group, by fingerprint."""
+    """Every stored alert of a group, by fingerprint, as the database has it now."""
     return list(
         (
             await session.scalars(
                 select(Alert)
                 .where(Alert.group_key_hash == group_key_hash)
                 .order_by(Alert.fingerprint)
+                .execution_options(populate_existing=True)
             )
         ).all()
     )

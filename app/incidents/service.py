@@ -1,6 +1,6 @@
 """Incidents: declare, change, update, acknowledge, resolve, write the postmortem; open
-or update one from an alert group (``open_or_update``, ``alert_resolved``) or from a run
-that failed; list its recent deployments and roll one back.
+or update one from an alert group (``open_or_update``, ``alert_partly_resolved``,
+``alert_resolved``) or from a run that failed; list its recent deployments and roll one back.
 
 Every change happens in the caller's unit of work with its timeline entry, the claims
 its components' statuses follow (:mod:`app.components.claims`), its event, the public
@@ -660,6 +660,62 @@ async def alert_resolved(
     _touch(incident, moment)
     await session.flush()
     await _release(session, incident, moment)
+    await _deadlines(session, context.settings.incidents, incident)
+    await _announce(session, incident, INCIDENT_UPDATED, entry)
+    _note(session, incident, internal_note, actor.actor, moment)
+    return incident
+
+
+async def alert_partly_resolved(
+    uow: UnitOfWork,
+    context: AppContext,
+    actor: Principal,
+    *,
+    dedupe_key: str,
+    components: Mapping[str, str | None],
+    message: str,
+    internal_note: str | None = None,
+    now: dt.datetime | None = None,
+) -> Incident | None:
+    """Some alerts of the open incident with ``dedupe_key`` resolved while others still
+    fire: each of ``components`` it has is eased to the status given (never made worse)
+    or, for None, dropped from it (its claim released). A public entry with ``message``
+    only when something changed; the incident's status stays. None when no open incident
+    has the key. Not audited here: the caller records its own request."""
+    session = uow.session
+    moment = now or utcnow()
+    incident = await session.scalar(
+        select(Incident)
+        .where(Incident.dedupe_key == dedupe_key)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    if incident is None or incident.status in CLOSED_INCIDENT:
+        return None
+    rows = {
+        row.component_id: row
+        for row in await session.scalars(
+            select(IncidentComponent).where(IncidentComponent.incident_id == incident.id)
+        )
+    }
+    changed = False
+    for component_id, status in sorted(components.items()):
+        row = rows.get(component_id)
+        if row is None:
+            continue
+        if status is None:
+            await session.delete(row)
+            changed = True
+        elif worst_status(row.status, status) == row.status and status != row.status:
+            row.status = status
+            changed = True
+    if not changed:
+        return incident
+    entry = _entry(incident, body=message, by=actor.actor, now=moment)
+    session.add(entry)
+    _touch(incident, moment)
+    await session.flush()
+    await _claim(session, incident, moment)
     await _deadlines(session, context.settings.incidents, incident)
     await _announce(session, incident, INCIDENT_UPDATED, entry)
     _note(session, incident, internal_note, actor.actor, moment)

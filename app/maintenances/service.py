@@ -95,6 +95,25 @@ async def suppressing(
     )
 
 
+async def covering(
+    session: AsyncSession, component_ids: Collection[str], now: dt.datetime
+) -> dict[str, Maintenance]:
+    """Each of ``component_ids`` that a window in effect at ``now`` covers → that window
+    (the one ending last when several do); the others are left out."""
+    if not component_ids:
+        return {}
+    rows = await session.execute(
+        select(MaintenanceComponent.component_id, Maintenance)
+        .join(Maintenance, Maintenance.id == MaintenanceComponent.maintenance_id)
+        .where(in_effect(now), MaintenanceComponent.component_id.in_(sorted(set(component_ids))))
+        .order_by(Maintenance.scheduled_until.desc(), Maintenance.id)
+    )
+    found: dict[str, Maintenance] = {}
+    for component_id, window in rows.all():
+        found.setdefault(component_id, window)
+    return found
+
+
 async def freezing(session: AsyncSession, environment: str, now: dt.datetime) -> Maintenance | None:
     """The window (not a deploy window) in effect at ``now`` that freezes
     ``environment``; the one ending last when several do."""

@@ -81,7 +81,8 @@ async def test_documented_notification_firing_then_resolved_each_twice(
         "The problem affecting Backend API has cleared; we are monitoring.",
     ]
     assert len(after.internal) == 2
-    assert "HighErrorRate" in after.internal[0] and "error_rate" in after.internal[0]
+    assert "HighErrorRate" in after.internal[0]
+    assert "error_rate" in after.internal[0]
     summary = (await client.get("/api/v2/summary.json")).text
     for internal in ("HighErrorRate", "error_rate", "P2", "severity", "Alertmanager"):
         assert internal not in summary

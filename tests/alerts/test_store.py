@@ -65,6 +65,19 @@ async def test_a_resend_updates_the_row_and_counts(context: AppContext) -> None:
     assert alerts[0].group_key_hash == mapping.group_key_hash(GROUP)
 
 
+async def test_the_upsert_tells_what_a_row_said_before(context: AppContext) -> None:
+    """What tells a re-send from a change: the status, severity and start it had."""
+    firing = row("aaa")
+    first = await write(context, [firing])
+    assert first["aaa"].previous is None
+    changed = row("aaa", status="resolved")
+    changed.severity = "P2"
+    again = await write(context, [changed])
+    assert again["aaa"].previous == store.Previous("firing", "P1", firing.starts_at)
+    third = await write(context, [changed])
+    assert third["aaa"].previous == store.Previous("resolved", "P2", changed.starts_at)
+
+
 async def test_one_fingerprint_in_two_groups_is_two_alerts(context: AppContext) -> None:
     await write(context, [row("aaa")])
     await write(context, [row("aaa")], group='{}:{alertname="Other"}')

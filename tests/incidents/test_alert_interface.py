@@ -151,3 +151,36 @@ async def test_concurrent_calls_with_one_key_open_one_incident(context: AppConte
     async with context.sessionmaker() as session:
         count = await session.scalar(select(func.count()).select_from(Incident))
     assert count == 1
+
+
+async def test_partly_resolved_eases_or_gives_back_components_only(context: AppContext) -> None:
+    api = await make_component(context, "Backend API")
+    db = await make_component(context, "Database")
+    cache = await make_component(context, "Cache")
+    incident, _ = await _fire(context, {api.id: "partial_outage", db.id: "partial_outage"}, "P1")
+
+    async def partly(components: dict[str, str | None]) -> Incident | None:
+        async with context.unit_of_work() as uow:
+            return await service.alert_partly_resolved(
+                uow, context, ACTOR, dedupe_key="g1", components=components, message="Eased."
+            )
+
+    eased = await partly({db.id: None, api.id: "degraded_performance", cache.id: None})
+    assert eased is not None
+    assert eased.id == incident.id
+    assert eased.status == "investigating"  # the group still fires
+    assert eased.severity == "P1"
+    assert await component_status(context, db.id) == "operational"
+    assert await component_status(context, api.id) == "degraded_performance"
+    assert await _entries(context, incident.id) == 2
+
+    worse = await partly({api.id: "major_outage", db.id: None})  # never made worse
+    assert worse is not None
+    assert await component_status(context, api.id) == "degraded_performance"
+    assert await _entries(context, incident.id) == 2  # nothing changed: no entry
+
+    assert await _resolved(context) is not None
+    assert await component_status(context, api.id) == "operational"
+    async with context.unit_of_work() as uow:
+        await service.resolve(uow, context, ACTOR, incident.id, message="Fixed.")
+    assert await partly({api.id: None}) is None  # no open incident has the key
