@@ -78,15 +78,14 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     app.add_exception_handler(IdempotentReplay, _replay)
     app.include_router(public)
     app.include_router(build_api(registry))
-    # The public status from its cache, and its CORS (app/status/asgi.py), inside the
-    # request context: its answers carry the request id and are logged like any other.
-    app.add_middleware(PublicStatus)
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.max_body_bytes,
         metrics=metrics,
         trusted_proxies=TrustedProxies.parse(settings.trusted_proxies),
     )
+    # Outermost: the public status from its cache, and its CORS (app/status/asgi.py).
+    app.add_middleware(PublicStatus)
     app.openapi = lambda: _openapi(app, registry)  # type: ignore[method-assign]
     return app
 

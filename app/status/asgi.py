@@ -1,12 +1,13 @@
 """The public status at the edge of the application:
 
 - a plain ``GET`` of a status document (no query string) is answered here from the
-  cache, without the routing and dependencies of the API: the page the public reloads
-  during an incident costs about what a bare ``/health`` does. It sits inside the
-  request-context middleware (:mod:`app.core.middleware`), so its answers carry the
-  ``X-Request-ID`` (the client's, or a new one), and are logged and counted under their
-  path like any other. Anything else (a query, another method, an error) goes on to the
-  FastAPI routes, which answer it the same way or with a problem.
+  cache, without the routing, dependencies and request log of the API: the page the
+  public reloads during an incident costs about what a bare ``/health`` does. Its answer
+  carries the ``X-Request-ID`` as every other does (the client's when well formed, else
+  a new one) and is counted in the request metrics under its path. It is logged at
+  ``DEBUG`` only: an ``INFO`` line per request, redacted and formatted, would halve the
+  rate this path is for. Anything else (a query, another method, an error) goes on to
+  the FastAPI routes, which answer it the same way or with a problem.
 - CORS for these paths only: any origin may read them (GET, and ``If-None-Match`` for
   revalidation); every other route stays same-origin. A preflight asking for another
   method or header is refused with a problem (400, ``/problems/cors-preflight-refused``).
@@ -15,7 +16,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
 
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
@@ -25,9 +26,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.core.context import AppContext
 from app.core.errors import PROBLEM_BASE, BadRequest, problem_response
+from app.core.ids import new_id
+from app.core.logging import escape, log_context
+from app.core.metrics import Metrics
+from app.core.middleware import UNMATCHED_ROUTE, incoming_request_id
 from app.status.http import API, PAGE, PATHS, answer, cache_of
 
 logger = logging.getLogger(__name__)
+requests_log = logging.getLogger("app.requests")  # the request log of app.core.middleware
 
 
 class PreflightRefused(BadRequest):
@@ -37,19 +43,21 @@ class PreflightRefused(BadRequest):
     title = "CORS preflight refused"
 
 
-@dataclass(frozen=True)
-class _Template:
-    """What the request-context middleware reads of ``scope["route"]``: its path (the
-    metrics label), here the document's own path, like its FastAPI route's."""
-
-    path: str
-
-
-_TEMPLATES = {path: _Template(path) for path in PATHS}
+def _request_id(scope: Scope) -> str:
+    """The request's id, as :mod:`app.core.middleware` gives it (and puts it in the
+    request's state, where a problem's ``request_id`` reads it)."""
+    request_id = incoming_request_id(scope) or new_id()
+    scope.setdefault("state", {})["request_id"] = request_id
+    return request_id
 
 
 def is_public_status(path: str) -> bool:
     return path == PAGE or path.startswith(API + "/")
+
+
+def _metrics(scope: Scope) -> Metrics | None:
+    context: AppContext | None = getattr(scope["app"].state, "context", None)
+    return None if context is None else context.metrics
 
 
 def _is_preflight(scope: Scope, headers: Headers) -> bool:
@@ -61,8 +69,8 @@ def _is_preflight(scope: Scope, headers: Headers) -> bool:
 
 
 class PublicStatus:
-    """Middleware inside the request context: the direct path, and Starlette's
-    ``CORSMiddleware`` for the public status paths (its refusals as problems)."""
+    """Outermost middleware: the direct path, and Starlette's ``CORSMiddleware`` for the
+    public status paths (its refusals as problems)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -84,7 +92,24 @@ class PublicStatus:
             return
         headers = Headers(scope=scope)
         if _is_preflight(scope, headers):
-            await self._preflight(scope, headers)(scope, receive, send)
+            started = time.perf_counter()
+            request_id = _request_id(scope)
+            response = self._preflight(scope, headers)
+            response.headers["X-Request-ID"] = request_id
+            await response(scope, receive, send)
+            seconds = time.perf_counter() - started
+            status = response.status_code
+            metrics = _metrics(scope)
+            if metrics is not None:
+                metrics.observe_request("OPTIONS", UNMATCHED_ROUTE, status, seconds)
+            with log_context(request_id=request_id, actor=None):
+                requests_log.info(
+                    "OPTIONS %s %s %.1fms",
+                    escape(scope["path"]),
+                    status,
+                    seconds * 1000,
+                    extra={"status": status, "duration_ms": round(seconds * 1000, 1)},
+                )
             return
         await self.cors(scope, receive, send)
 
@@ -111,6 +136,7 @@ class PublicStatus:
 
     async def _direct(self, scope: Scope, send: Send) -> bool:
         """Answer from the cache; False (nothing sent) when the routes must answer."""
+        started = time.perf_counter()
         application = scope["app"]
         context: AppContext | None = getattr(application.state, "context", None)
         if context is None:
@@ -130,8 +156,13 @@ class PublicStatus:
         headers = [(k.lower().encode(), v.encode()) for k, v in result.headers.items()]
         if result.status == 200:
             headers.append((b"content-length", str(len(result.content)).encode()))
-        # The request-context middleware labels its metrics with the route's template.
-        scope["route"] = _TEMPLATES[scope["path"]]
+        request_id = _request_id(scope)
+        headers.append((b"x-request-id", request_id.encode()))
         await send({"type": "http.response.start", "status": result.status, "headers": headers})
         await send({"type": "http.response.body", "body": result.content})
+        seconds = time.perf_counter() - started
+        context.metrics.observe_request("GET", scope["path"], result.status, seconds)
+        if requests_log.isEnabledFor(logging.DEBUG):
+            with log_context(request_id=request_id, actor=None):
+                requests_log.debug("GET %s %s %.1fms", scope["path"], result.status, seconds * 1000)
         return True
