@@ -127,6 +127,7 @@ def status_changed(component: Component, old_status: str) -> dict[str, object]:
             "component_id": component.id,
             "name": component.name,
             "group": component.group_name,
+            "showcase": component.showcase,
             "old_status": old_status,
             "new_status": component.status,
             "changed_at": component.status_changed_at,

@@ -21,6 +21,10 @@ class ComponentStatusChanged(EventData):
     component_id: str
     name: str
     group: str | None = Field(description="The component's group; null when ungrouped.")
+    showcase: bool = Field(
+        description="Whether the component is shown on the public status page; the "
+        "`statuspage` webhook format leaves out the changes of one that is not."
+    )
     old_status: ComponentStatus
     new_status: ComponentStatus
     changed_at: dt.datetime = Field(description="When the status changed (UTC).")
@@ -32,6 +36,7 @@ EXAMPLE: dict[str, Any] = {
     "component_id": "cmp_api",
     "name": "API",
     "group": "Backend",
+    "showcase": True,
     "old_status": "operational",
     "new_status": "partial_outage",
     "changed_at": "2026-01-01T12:00:00Z",

@@ -56,7 +56,7 @@ class RequestContextMiddleware:
 
         started = time.perf_counter()
         _resolve_client(scope, self.trusted_proxies)
-        request_id = _incoming_request_id(scope) or new_id()
+        request_id = incoming_request_id(scope) or new_id()
         scope.setdefault("state", {})["request_id"] = request_id
         status_holder = {"status": 500, "started": False}
 
@@ -177,7 +177,7 @@ def _resolve_client(scope: Scope, proxies: TrustedProxies) -> None:
         scope["client"] = (client, 0)
 
 
-def _incoming_request_id(scope: Scope) -> str | None:
+def incoming_request_id(scope: Scope) -> str | None:
     for name, value in scope.get("headers", []):
         if name == b"x-request-id":
             text = value.decode("latin-1")

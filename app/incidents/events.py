@@ -27,6 +27,10 @@ class AffectedComponent(BaseModel):
     component_id: str
     name: str
     status: ComponentStatus
+    showcase: bool = Field(
+        description="Whether the component is shown on the public status page; the "
+        "`statuspage` webhook format leaves out one that is not."
+    )
 
 
 class IncidentUpdate(BaseModel):
@@ -63,7 +67,9 @@ EXAMPLE: dict[str, Any] = {
     "status": "identified",
     "severity": "P1",
     "impact": "major",
-    "components": [{"component_id": "cmp_api", "name": "API", "status": "partial_outage"}],
+    "components": [
+        {"component_id": "cmp_api", "name": "API", "status": "partial_outage", "showcase": True}
+    ],
     "latest_update": {
         "id": "upd_2",
         "body": "A bad deployment; rolling back.",

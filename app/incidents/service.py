@@ -261,6 +261,7 @@ async def changed_data(
                     "component_id": a.component.id,
                     "name": a.component.name,
                     "status": a.component.status,
+                    "showcase": a.component.showcase,
                 }
                 for a in components
             ],

@@ -1,6 +1,7 @@
 """One answer for a public status document, whichever way the request came in (the
 FastAPI routes of :mod:`app.status.router`, or the direct path of :mod:`app.status.asgi`):
-the cached bytes, ``ETag``, ``Cache-Control`` and CORS headers, or 304."""
+the cached bytes, ``ETag``, ``Cache-Control`` (and ``Vary: Host`` when the page's URL
+comes from the request) and CORS headers, or 304."""
 
 from __future__ import annotations
 
@@ -65,6 +66,10 @@ async def answer(
         "Cache-Control": f"public, max-age={context.settings.status.max_age_seconds}",
         **CORS_HEADERS,
     }
+    if not context.settings.status.page_url:
+        # The page's URL (`page.url`, every `shortlink`, the page's links) comes from the
+        # request's host: a shared cache must key the answer on it too.
+        headers["Vary"] = "Host"
     if matches(if_none_match, body.etag):
         return Answer(304, headers, b"")
     return Answer(200, {**headers, "Content-Type": media_type}, body.content)

@@ -16,6 +16,12 @@ and of ``incident.created`` / ``incident.updated`` / ``incident.resolved``
 (``app.incidents.events``) is defined and registered by those domains; this feed renders
 exactly those types (``CONTRACT``).
 
+**Public components only.** The feed feeds a public page, so it carries what the public
+status (``/api/v2``) shows: a component with ``showcase: false`` is left out. Its
+``component.status_changed`` gets no delivery (``shows``), and incident bodies list, and
+derive their indicator from, the shown components only. Data written before events
+carried ``showcase`` counts as hidden.
+
 **The page block.** Statuspage's ``page`` describes a whole page: its id and its overall
 status. This installation is one page, ``PAGE_ID``. Its overall status is not stored
 anywhere yet (there is no component store), so ``status_indicator`` and
@@ -87,6 +93,34 @@ def wants(event_type: str) -> bool:
     return event_type in FEED_TYPES
 
 
+class Hidden(ValueError):
+    """The event is about a component the public status does not show."""
+
+
+def _shown(data: dict[str, Any]) -> bool:
+    return data.get("showcase") is True
+
+
+def shows(event_type: str, data: dict[str, Any]) -> bool:
+    """Whether a ``statuspage`` endpoint receives this event: one of ``wants``' types,
+    and not the status change of a component hidden from the public status."""
+    if event_type == COMPONENT_STATUS_CHANGED:
+        return _shown(data)
+    return wants(event_type)
+
+
+def _with_showcase(data: dict[str, Any]) -> dict[str, Any]:
+    """Data written before events carried ``showcase``: hidden (``False``) where absent."""
+    if "components" in data and isinstance(data["components"], list):
+        return {
+            **data,
+            "components": [
+                {"showcase": False, **c} if isinstance(c, dict) else c for c in data["components"]
+            ],
+        }
+    return {"showcase": False, **data}
+
+
 def iso(moment: dt.datetime) -> str:
     """``2026-01-01T12:00:00Z``: UTC, ``Z`` (a naive value is UTC)."""
     if moment.tzinfo is None:
@@ -129,7 +163,9 @@ def incident_indicator(data: IncidentChanged) -> StatusIndicator:
     one: ``none``."""
     if data.status in CLOSED_INCIDENT:
         return "none"
-    return worst(data.impact, *(COMPONENT_INDICATORS[c.status] for c in data.components))
+    return worst(
+        data.impact, *(COMPONENT_INDICATORS[c.status] for c in data.components if c.showcase)
+    )
 
 
 def _incident(data: IncidentChanged, page: PageInfo) -> dict[str, Any]:
@@ -174,14 +210,17 @@ def _incident(data: IncidentChanged, page: PageInfo) -> dict[str, Any]:
         "name": data.name,
         # Not in Statuspage's documented example, but in its real incident bodies.
         "components": [
-            {"id": c.component_id, "name": c.name, "status": c.status} for c in data.components
+            {"id": c.component_id, "name": c.name, "status": c.status}
+            for c in data.components
+            if c.showcase
         ],
     }
 
 
 def render_statuspage(event: OutboxEvent, page: PageInfo) -> dict[str, Any]:
     """The Statuspage body of ``event`` (one of ``FEED_TYPES``), plus ``type`` and
-    ``timestamp``. Raises ``ValueError`` for another type or data outside the contract
+    ``timestamp``. Raises ``Hidden`` for the status change of a component the public
+    status does not show, ``ValueError`` for another type or data outside the contract
     (pydantic's ``ValidationError`` is one)."""
     head: dict[str, Any] = {
         "type": event.type,
@@ -189,11 +228,13 @@ def render_statuspage(event: OutboxEvent, page: PageInfo) -> dict[str, Any]:
         "meta": {"unsubscribe": page.unsubscribe, "documentation": page.documentation},
     }
     if event.type == COMPONENT_STATUS_CHANGED:
-        component = ComponentStatusChanged.model_validate(event.data)
+        component = ComponentStatusChanged.model_validate(_with_showcase(event.data))
+        if not component.showcase:
+            raise Hidden(f"component {component.component_id} is not on the public status")
         indicator = COMPONENT_INDICATORS[component.new_status]
         return {**head, "page": _page(page, indicator), **_component(event, component)}
     if event.type in INCIDENT_EVENTS:
-        incident = IncidentChanged.model_validate(event.data)
+        incident = IncidentChanged.model_validate(_with_showcase(event.data))
         return {
             **head,
             "page": _page(page, incident_indicator(incident)),

@@ -82,7 +82,12 @@ async def test_a_deployment_that_ends_in_error_opens_an_incident(
     assert await component_status(context, web.id) == "operational"
     (created,) = await events(context, "incident.created")
     assert created["components"] == [
-        {"component_id": api.id, "name": "Backend API", "status": "degraded_performance"}
+        {
+            "component_id": api.id,
+            "name": "Backend API",
+            "status": "degraded_performance",
+            "showcase": True,
+        }
     ]
     assert "1.2.0" not in created["latest_update"]["body"]  # details stay internal
 

@@ -18,7 +18,7 @@ from app.core.context import AppContext
 from app.outbox.catalog import EVENT_TYPES
 from app.outbox.models import OutboxEvent
 from app.outbox.service import add_event
-from app.webhooks import payloads, statuspage
+from app.webhooks import dispatcher, payloads, statuspage
 from app.webhooks.models import WebhookDelivery, WebhookEndpoint
 from tests.factories import IssuedToken
 from tests.webhooks.conftest import Receiver, create_webhook, start_receiver
@@ -129,6 +129,7 @@ def component_data(**changes: Any) -> dict[str, Any]:
         "component_id": "cmp_api",
         "name": "API",
         "group": "Backend",
+        "showcase": True,
         "old_status": "operational",
         "new_status": "partial_outage",
         "changed_at": "2026-03-01T10:00:00Z",
@@ -146,7 +147,12 @@ def incident_data(**changes: Any) -> dict[str, Any]:
         "severity": "P1",
         "impact": "minor",
         "components": [
-            {"component_id": "cmp_api", "name": "API", "status": "degraded_performance"}
+            {
+                "component_id": "cmp_api",
+                "name": "API",
+                "status": "degraded_performance",
+                "showcase": True,
+            }
         ],
         "latest_update": {
             "id": "upd_2",
@@ -269,7 +275,7 @@ def test_the_page_status_of_an_incident() -> None:
 
     assert indicator() == ("minor", "Minor Service Outage")
     assert indicator(impact="critical") == ("critical", "Major System Outage")
-    down = [{"component_id": "c", "name": "C", "status": "major_outage"}]
+    down = [{"component_id": "c", "name": "C", "status": "major_outage", "showcase": True}]
     assert indicator(impact="none", components=down) == ("critical", "Major System Outage")
     assert indicator(status="resolved", impact="major") == ("none", "All Systems Operational")
     assert indicator(status="postmortem", impact="major")[0] == "none"
@@ -319,6 +325,128 @@ def test_a_body_outside_the_feed_falls_back_to_standard() -> None:
     assert payloads.body(feed, broken) == payloads.event_body(broken)
     good = outbox_event("incident.created", incident_data())
     assert "incident" in payloads.body(feed, good)
+
+
+# -- components hidden from the public status ----------------------------------------------
+
+
+HIDDEN = "Internal HSM cluster"
+
+
+def test_the_status_change_of_a_hidden_component_is_left_out() -> None:
+    feed = WebhookEndpoint(id="f", format="statuspage")
+    standard = WebhookEndpoint(id="s", format="standard")
+    hidden = component_data(name=HIDDEN, showcase=False)
+    assert not payloads.wants(feed, "component.status_changed", hidden)
+    assert payloads.wants(feed, "component.status_changed", component_data())
+    assert payloads.wants(standard, "component.status_changed", hidden)
+    # Data written before events carried `showcase` counts as hidden.
+    old = {k: v for k, v in component_data().items() if k != "showcase"}
+    assert not payloads.wants(feed, "component.status_changed", old)
+    # A delivery made anyway (before the field existed) says nothing of the component.
+    for data in (hidden, old):
+        sent = payloads.render(feed, outbox_event("component.status_changed", data)).decode()
+        assert "cmp_api" not in sent
+        assert HIDDEN not in sent
+    # The standard format carries the event as it is, the new field included.
+    event = outbox_event("component.status_changed", hidden)
+    assert payloads.body(standard, event)["data"] == hidden
+
+
+def test_an_incident_body_lists_shown_components_only() -> None:
+    feed = WebhookEndpoint(id="f", format="statuspage")
+    components = [
+        {"component_id": "cmp_hsm", "name": HIDDEN, "status": "major_outage", "showcase": False},
+        {
+            "component_id": "cmp_api",
+            "name": "API",
+            "status": "degraded_performance",
+            "showcase": True,
+        },
+    ]
+    event = outbox_event("incident.created", incident_data(components=components))
+    assert payloads.wants(feed, event.type, event.data)
+    body = payloads.body(feed, event)
+    assert body["incident"]["components"] == [
+        {"id": "cmp_api", "name": "API", "status": "degraded_performance"}
+    ]
+    # The indicator follows the shown components: minor (the impact and the API), not
+    # the hidden component's major outage.
+    assert body["page"]["status_indicator"] == "minor"
+    assert HIDDEN not in payloads.render(feed, event).decode()
+    # Components of data written before the field existed count as hidden.
+    old = [{k: v for k, v in c.items() if k != "showcase"} for c in components]
+    assert (
+        payloads.body(feed, outbox_event("incident.created", incident_data(components=old)))[
+            "incident"
+        ]["components"]
+        == []
+    )
+
+
+async def test_the_feed_never_names_a_hidden_component(
+    client: httpx.AsyncClient, context: AppContext, admin: IssuedToken, receiver: Receiver
+) -> None:
+    created = await client.post(
+        "/v1/components", json={"name": HIDDEN, "showcase": False}, headers=admin.headers
+    )
+    assert created.status_code == 201, created.text
+    component = created.json()
+    changed = await client.patch(
+        f"/v1/components/{component['id']}",
+        json={"status": "major_outage"},
+        headers={**admin.headers, "If-Match": created.headers["ETag"]},
+    )
+    assert changed.status_code == 200, changed.text
+    shown = await client.post("/v1/components", json={"name": "API"}, headers=admin.headers)
+    assert shown.status_code == 201, shown.text
+    declared = await client.post(
+        "/v1/incidents",
+        json={
+            "title": "Checkout errors",
+            "severity": "P2",
+            "components": [
+                {"component_id": component["id"]},
+                {"component_id": shown.json()["id"]},
+            ],
+        },
+        headers=admin.headers,
+    )
+    assert declared.status_code == 201, declared.text
+    assert HIDDEN not in (await client.get("/api/v2/summary.json")).text
+
+    feed = await create_webhook(
+        client, admin, url=receiver.url, event_types=["*"], format="statuspage"
+    )
+    standard = await create_webhook(client, admin, url=receiver.url, event_types=["*"])
+    while (await dispatcher.fan_out(context)) != (0, 0):
+        pass
+    async with context.sessionmaker() as session:
+        events = {e.id: e for e in await session.scalars(select(OutboxEvent))}
+    hidden_changes = {
+        e.id
+        for e in events.values()
+        if e.type == "component.status_changed" and e.data["component_id"] == component["id"]
+    }
+    assert hidden_changes, "the hidden component's changes are events"
+    assert all(events[i].data["showcase"] is False for i in hidden_changes)
+    # The standard endpoint gets every event; the feed none of the hidden component's.
+    assert hidden_changes <= {d.event_id for d in await deliveries_of(context, standard["id"])}
+    to_feed = {d.event_id for d in await deliveries_of(context, feed["id"])}
+    assert to_feed
+    assert not to_feed & hidden_changes
+    endpoint = await context_endpoint(context, feed["id"])
+    sent = [payloads.render(endpoint, events[i]).decode() for i in to_feed]
+    assert any('"incident"' in body and '"API"' in body for body in sent)
+    leaked = [body[:200] for body in sent if HIDDEN in body or component["id"] in body]
+    assert not leaked, leaked
+
+
+async def context_endpoint(context: AppContext, endpoint_id: str) -> WebhookEndpoint:
+    async with context.sessionmaker() as session:
+        endpoint = await session.get(WebhookEndpoint, endpoint_id)
+    assert endpoint is not None
+    return endpoint
 
 
 # -- end to end -----------------------------------------------------------------------------
