@@ -21,6 +21,7 @@ from app.auth.deps import AlertSender
 from app.auth.errors import Forbidden, TooManyRequests, Unauthenticated
 from app.core.deps import ContextDep, UnitOfWorkDep
 from app.core.errors import (
+    BadRequest,
     ConcurrentChange,
     PayloadTooLarge,
     ServiceUnavailable,
@@ -56,6 +57,7 @@ async def _check_size(request: Request, context: ContextDep) -> None:
     summary="Receive an Alertmanager notification",
     dependencies=[Depends(_check_size)],
     responses=problem_responses(
+        BadRequest,
         *AUTH_ERRORS,
         PayloadTooLarge,
         ServiceUnavailable,

@@ -24,13 +24,17 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from app.core.schemas import IN_UTC_RANGE, MULTILINE, PRINTABLE
+from app.core.schemas import IN_UTC_RANGE, MULTILINE, MULTILINE_NOTE, PRINTABLE
 
 AlertStatus = Literal["firing", "resolved"]
 
 LabelName = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=PRINTABLE)]
-LabelValue = Annotated[str, StringConstraints(max_length=8192, pattern=MULTILINE)]
-AnnotationValue = Annotated[str, StringConstraints(max_length=65536, pattern=MULTILINE)]
+LabelValue = Annotated[
+    str, StringConstraints(max_length=8192, pattern=MULTILINE), Field(description=MULTILINE_NOTE)
+]
+AnnotationValue = Annotated[
+    str, StringConstraints(max_length=65536, pattern=MULTILINE), Field(description=MULTILINE_NOTE)
+]
 Labels = Annotated[dict[LabelName, LabelValue], Field(max_length=256)]
 Annotations = Annotated[dict[LabelName, AnnotationValue], Field(max_length=256)]
 

@@ -16,7 +16,7 @@ from app.components import presenters, service
 from app.components.models import Component
 from app.components.schemas import ComponentCreate, ComponentList, ComponentOut, ComponentUpdate
 from app.core.deps import IfMatch, SessionDep, UnitOfWorkDep
-from app.core.errors import PreconditionFailed, problem_responses
+from app.core.errors import BadRequest, PreconditionFailed, problem_responses
 from app.core.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from app.core.paths import V1
 from app.idempotency.deps import IdempotencyDep
@@ -123,6 +123,7 @@ async def get_component(
     summary="Change a component",
     response_model=ComponentOut,
     responses=problem_responses(
+        BadRequest,
         *AUTH_ERRORS,
         service.ComponentNotFound,
         service.ComponentExists,

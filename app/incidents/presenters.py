@@ -12,12 +12,12 @@ from app.incidents.models import Incident, IncidentUpdateRecord
 from app.incidents.schemas import (
     ActionItem,
     AffectedComponentOut,
-    DeploymentLinks,
     IncidentDetail,
     IncidentLinks,
     IncidentOut,
     Postmortem,
     RecentDeployment,
+    RecentDeploymentLinks,
     TimelineEntry,
 )
 
@@ -108,7 +108,7 @@ def recent_out(incident: Incident, recent: service.RecentDeployment) -> RecentDe
         requested_by=recent.deployment.requested_by,
         created_at=recent.deployment.created_at,
         finished_at=recent.run.finished_at,
-        links=DeploymentLinks(
+        links=RecentDeploymentLinks(
             self=deployment_location(recent.deployment.id),
             rollback=f"{location(incident.id)}/rollback",
         ),

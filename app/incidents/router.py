@@ -15,7 +15,7 @@ from app.auth.principal import Principal
 from app.components.vocabulary import IncidentStatus, Severity
 from app.core.context import AppContext
 from app.core.deps import ContextDep, IfMatch, SessionDep, UnitOfWorkDep
-from app.core.errors import PreconditionFailed, problem_responses
+from app.core.errors import BadRequest, PreconditionFailed, problem_responses
 from app.core.pagination import CursorParamsDep
 from app.core.paths import V1
 from app.deployments import presenters as deployment_presenters
@@ -31,10 +31,10 @@ from app.incidents.schemas import (
     IncidentDetail,
     IncidentList,
     IncidentPatch,
+    IncidentUpdateCreate,
     PostmortemPut,
     ResolveRequest,
     RollbackRequest,
-    UpdateCreate,
 )
 
 router = APIRouter(prefix=f"{V1}/incidents", tags=["incidents"])
@@ -154,6 +154,7 @@ async def get_incident(
     summary="Change an incident",
     response_model=IncidentDetail,
     responses=problem_responses(
+        BadRequest,
         *AUTH_ERRORS,
         service.IncidentNotFound,
         service.UnknownComponent,
@@ -199,7 +200,7 @@ async def update_incident(
     ),
 )
 async def add_update(
-    body: UpdateCreate,
+    body: IncidentUpdateCreate,
     principal: Operator,
     context: ContextDep,
     uow: UnitOfWorkDep,
@@ -236,7 +237,7 @@ async def add_update(
     summary="Acknowledge an incident",
     response_model=IncidentDetail,
     responses=problem_responses(
-        *AUTH_ERRORS, service.IncidentNotFound, service.IncidentClosed, validation=True
+        BadRequest, *AUTH_ERRORS, service.IncidentNotFound, service.IncidentClosed, validation=True
     ),
 )
 async def acknowledge_incident(
@@ -261,7 +262,11 @@ async def acknowledge_incident(
     summary="Resolve an incident",
     response_model=IncidentDetail,
     responses=problem_responses(
-        *AUTH_ERRORS, service.IncidentNotFound, service.IllegalTransition, validation=True
+        BadRequest,
+        *AUTH_ERRORS,
+        service.IncidentNotFound,
+        service.IllegalTransition,
+        validation=True,
     ),
 )
 async def resolve_incident(
@@ -285,6 +290,7 @@ async def resolve_incident(
     summary="Write the postmortem",
     response_model=IncidentDetail,
     responses=problem_responses(
+        BadRequest,
         *AUTH_ERRORS,
         service.IncidentNotFound,
         service.PostmortemTooEarly,

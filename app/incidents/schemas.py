@@ -62,7 +62,7 @@ class IncidentPatch(RequestModel):
     components: Components | None = None
 
 
-class UpdateCreate(RequestModel):
+class IncidentUpdateCreate(RequestModel):
     message: Message = Field(description=MULTILINE_NOTE)
     status: OpenStatus | None = Field(
         default=None, description="The status it moves the incident to (default: unchanged)."
@@ -74,12 +74,12 @@ class UpdateCreate(RequestModel):
 
 
 class AcknowledgeRequest(RequestModel):
-    message: Message | None = Field(default=None, description="An internal note.")
+    message: Message | None = Field(default=None, description=f"An internal note. {MULTILINE_NOTE}")
 
 
 class ResolveRequest(RequestModel):
     message: Message = Field(
-        default="This incident has been resolved.", description="The last public update."
+        default="This incident has been resolved.", description=f"The last public update. {MULTILINE_NOTE}"
     )
 
 
@@ -169,7 +169,7 @@ class IncidentOut(BaseModel):
     links: IncidentLinks
 
 
-class DeploymentLinks(BaseModel):
+class RecentDeploymentLinks(BaseModel):
     self: str
     rollback: str = Field(
         description="`POST` here with this `deployment_id` to roll it back "
@@ -186,7 +186,7 @@ class RecentDeployment(BaseModel):
     requested_by: str
     created_at: dt.datetime
     finished_at: dt.datetime | None
-    links: DeploymentLinks
+    links: RecentDeploymentLinks
 
 
 class IncidentDetail(IncidentOut):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from app.core.paths import V1
 from app.maintenances.models import Maintenance, MaintenanceUpdate
-from app.maintenances.schemas import ComponentOut, MaintenanceOut, UpdateOut
+from app.maintenances.schemas import MaintenanceComponentOut, MaintenanceOut, UpdateOut
 from app.maintenances.service import Details
 
 
@@ -36,7 +36,9 @@ def maintenance_out(window: Maintenance, details: Details) -> MaintenanceOut:
             "deploy_window": window.deploy_window,
             "auto_transition": window.auto_transition,
             "components": [
-                ComponentOut.model_validate({"id": c.id, "name": c.name, "status": c.status})
+                MaintenanceComponentOut.model_validate(
+                    {"id": c.id, "name": c.name, "status": c.status}
+                )
                 for c in details.components.get(window.id, [])
             ],
             "environments": details.environments.get(window.id, []),

@@ -26,8 +26,8 @@ from app.maintenances.schemas import (
     MaintenanceCreate,
     MaintenanceList,
     MaintenanceOut,
+    MaintenanceUpdateCreate,
     Transition,
-    UpdateCreate,
     WindowStatus,
 )
 
@@ -169,7 +169,7 @@ async def update_maintenance(
     ),
 )
 async def create_update(
-    body: UpdateCreate,
+    body: MaintenanceUpdateCreate,
     principal: Operator,
     uow: UnitOfWorkDep,
     idem: IdempotencyDep,

@@ -104,7 +104,7 @@ class MaintenanceChange(RequestModel):
         return self
 
 
-class UpdateCreate(RequestModel):
+class MaintenanceUpdateCreate(RequestModel):
     """A message to readers of the status page about the window."""
 
     body: Message = Field(description=MULTILINE_NOTE)
@@ -116,7 +116,7 @@ class Transition(RequestModel):
     message: Message | None = Field(default=None, description=MULTILINE_NOTE)
 
 
-class ComponentOut(BaseModel):
+class MaintenanceComponentOut(BaseModel):
     id: str
     name: str
     status: ComponentStatus = Field(description="The component's status now.")
@@ -139,7 +139,7 @@ class MaintenanceOut(BaseModel):
     scheduled_until: dt.datetime
     deploy_window: StrictBool
     auto_transition: StrictBool
-    components: list[ComponentOut]
+    components: list[MaintenanceComponentOut]
     environments: list[str]
     started_at: dt.datetime | None
     verifying_at: dt.datetime | None

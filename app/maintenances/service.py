@@ -44,7 +44,7 @@ from app.maintenances.models import (
     MaintenanceEnvironment,
     MaintenanceUpdate,
 )
-from app.maintenances.schemas import MaintenanceChange, MaintenanceCreate, UpdateCreate
+from app.maintenances.schemas import MaintenanceChange, MaintenanceCreate, MaintenanceUpdateCreate
 from app.outbox.service import add_event
 
 
@@ -565,7 +565,7 @@ async def update(
 
 
 async def post_update(
-    uow: UnitOfWork, principal: Principal, maintenance_id: str, body: UpdateCreate
+    uow: UnitOfWork, principal: Principal, maintenance_id: str, body: MaintenanceUpdateCreate
 ) -> tuple[Maintenance, MaintenanceUpdate]:
     """A message to readers of the status page, in any status but cancelled."""
     session = uow.session

@@ -12,7 +12,7 @@ from pydantic.json_schema import SkipJsonSchema
 from app.auth.deps import Admin, Viewer
 from app.auth.errors import Forbidden, TooManyRequests, Unauthenticated
 from app.core.deps import IfMatch, SessionDep, UnitOfWorkDep
-from app.core.errors import PreconditionFailed, problem_responses
+from app.core.errors import BadRequest, PreconditionFailed, problem_responses
 from app.core.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from app.core.paths import V1
 from app.thresholds import presenters, service
@@ -80,6 +80,7 @@ async def get_threshold(
     summary="Change a threshold",
     response_model=ThresholdOut,
     responses=problem_responses(
+        BadRequest,
         *AUTH_ERRORS,
         service.ThresholdNotFound,
         service.AlertNameTaken,

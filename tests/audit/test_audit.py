@@ -69,7 +69,12 @@ class TestOneRowPerRequest:
         assert dt.datetime.fromisoformat(expires_at) == dt.datetime.fromisoformat(
             created.json()["expires_at"]
         )
-        assert create.summary == {"name": "ci", "role": "deployer", "environment": None}
+        assert create.summary == {
+            "name": "ci",
+            "role": "deployer",
+            "environment": None,
+            "scope": None,
+        }
         assert events[2].summary["reason"] == "insufficient_scope"
         assert events[3].summary["reason"] == "missing_token"
         assert events[4].summary["reason"] == "invalid_token"

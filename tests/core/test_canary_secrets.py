@@ -9,6 +9,7 @@ configuration they edit), and the logs, show none of them."""
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import logging
 import re
@@ -279,10 +280,47 @@ async def test_no_canary_reaches_a_reader_or_a_log(
         await runner.cleanup()
     assert echo.received[0].headers["X-Team-Credential"] == canaries["webhook_header"]
 
+    # A component behind the service, an incident on it (listing its deployments, the
+    # broken one among them) and a maintenance window over it.
+    component = await client.post(
+        "/v1/components",
+        json={"name": "Canary API", "services": ["staging/backend"]},
+        headers=operator.headers,
+    )
+    assert component.status_code == 201, component.text
+    incident = await client.post(
+        "/v1/incidents",
+        json={
+            "title": "Canary incident",
+            "severity": "P2",
+            "components": [{"component_id": component.json()["id"]}],
+            "message": "We are investigating.",
+        },
+        headers=operator.headers,
+    )
+    assert incident.status_code == 201, incident.text
+    assert incident.json()["recent_deployments"], incident.json()
+    start = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+    window = await client.post(
+        "/v1/maintenances",
+        json={
+            "title": "Canary window",
+            "scheduled_for": start.isoformat(),
+            "scheduled_until": (start + dt.timedelta(hours=1)).isoformat(),
+            "components": [component.json()["id"]],
+            "environments": ["staging"],
+        },
+        headers=operator.headers,
+    )
+    assert window.status_code == 201, window.text
+
     tokens = {role: await issue_token(context, role) for role in Role}
     runs = [good.json()["id"], broken.json()["id"], check.json()["id"]]
     values = {
-        "name": ["staging"],
+        "name": ["staging", "error_rate"],
+        "component_id": [component.json()["id"]],
+        "incident_id": [incident.json()["id"]],
+        "maintenance_id": [window.json()["id"]],
         "service_name": ["backend", "cache"],
         "deployment_id": runs[:2],
         "run_id": runs,
