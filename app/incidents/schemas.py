@@ -79,7 +79,8 @@ class AcknowledgeRequest(RequestModel):
 
 class ResolveRequest(RequestModel):
     message: Message = Field(
-        default="This incident has been resolved.", description=f"The last public update. {MULTILINE_NOTE}"
+        default="This incident has been resolved.",
+        description=f"The last public update. {MULTILINE_NOTE}",
     )
 
 
