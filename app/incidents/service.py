@@ -493,6 +493,16 @@ async def create(
     return incident
 
 
+async def _locked_by_key(session: AsyncSession, dedupe_key: str) -> Incident | None:
+    """The incident holding ``dedupe_key``, locked until the transaction ends."""
+    return await session.scalar(
+        select(Incident)
+        .where(Incident.dedupe_key == dedupe_key)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+
+
 async def open_or_update(
     uow: UnitOfWork,
     context: AppContext,
@@ -527,12 +537,7 @@ async def open_or_update(
     settings = context.settings.incidents
     await known_components(session, list(components), "components")
     for _ in range(3):
-        incident = await session.scalar(
-            select(Incident)
-            .where(Incident.dedupe_key == dedupe_key)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
+        incident = await _locked_by_key(session, dedupe_key)
         if incident is not None:
             if await _merge(
                 session, settings, actor, incident, severity, components, message, moment
@@ -645,12 +650,7 @@ async def alert_resolved(
     here: the caller records its own request."""
     session = uow.session
     moment = now or utcnow()
-    incident = await session.scalar(
-        select(Incident)
-        .where(Incident.dedupe_key == dedupe_key)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
+    incident = await _locked_by_key(session, dedupe_key)
     if incident is None or incident.status in CLOSED_INCIDENT:
         return None
     if incident.status == "monitoring" and not await claims_held(session, incident.id):
@@ -685,12 +685,7 @@ async def alert_partly_resolved(
     has the key. Not audited here: the caller records its own request."""
     session = uow.session
     moment = now or utcnow()
-    incident = await session.scalar(
-        select(Incident)
-        .where(Incident.dedupe_key == dedupe_key)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
+    incident = await _locked_by_key(session, dedupe_key)
     if incident is None or incident.status in CLOSED_INCIDENT:
         return None
     rows = {
