@@ -2,6 +2,7 @@
 
 from app.alerts.models import Alert
 from app.audit.models import AuditChainHead, AuditEvent
+from app.backups.models import Backup, Restore
 from app.auth.models import ApiToken
 from app.components.models import Component, ComponentStatusClaim, StatusRevision
 from app.deployments.models import Deployment, DeploymentTarget
@@ -29,6 +30,7 @@ __all__ = [
     "ApiToken",
     "AuditChainHead",
     "AuditEvent",
+    "Backup",
     "Component",
     "ComponentStatusClaim",
     "Deployment",
@@ -45,6 +47,7 @@ __all__ = [
     "MaintenanceUpdate",
     "OutboxEvent",
     "Pin",
+    "Restore",
     "Run",
     "RunEvent",
     "Service",

@@ -237,6 +237,57 @@ class MaintenanceSettings(BaseModel):
         return value
 
 
+class BackupSettings(BaseModel):
+    """Backups, restore drills and retention (``FORMULA_OPS_BACKUPS__...``); where backups
+    are stored is ``FORMULA_OPS_STORAGE_URL``."""
+
+    retention_days: int = Field(
+        default=30,
+        ge=1,
+        le=36500,
+        description="Backups older than this are deleted daily (runbook: 30 days), except "
+        "the newest verified one; an environment may set its own.",
+    )
+    postgres_format: Literal["custom", "plain"] = Field(
+        default="custom",
+        description="`pg_dump` format: `custom` (`.dump`, restored by `pg_restore`) or "
+        "`plain` (`.sql.gz`, restored by `psql`).",
+    )
+    largest_tables: int = Field(
+        default=10,
+        ge=1,
+        le=1000,
+        description="A backup records exact row counts of this many of its largest tables; "
+        "a restore drill checks them.",
+    )
+    part_size_mb: int = Field(
+        default=8, ge=5, le=512, description="S3 multipart upload part size (MiB)."
+    )
+    schedule_enabled: bool = Field(
+        default=True,
+        description="Daily backups of every environment's database and of the control plane.",
+    )
+    schedule_hour: int = Field(default=2, ge=0, le=23, description="Daily backups: hour (UTC).")
+    schedule_minute: int = Field(default=30, ge=0, le=59, description="Daily backups: minute.")
+    backup_self: bool = Field(
+        default=True, description="The daily schedule backs up the control plane's database too."
+    )
+    drill_weekday: int = Field(
+        default=6,
+        ge=0,
+        le=6,
+        description="Weekly restore drill of each target's newest backup: day (0 = Monday).",
+    )
+    drill_hour: int = Field(default=4, ge=0, le=23, description="Weekly restore drill: hour (UTC).")
+    retention_hour: int = Field(default=3, ge=0, le=23, description="Daily retention: hour (UTC).")
+    timeout_seconds: int = Field(
+        default=6 * 3600,
+        ge=10,
+        le=7 * 86400,
+        description="The longest a dump, drill or restore step may take.",
+    )
+
+
 class StatusSettings(BaseModel):
     """The public status page and its JSON (``FORMULA_OPS_STATUS__...``)."""
 
@@ -347,10 +398,18 @@ class Settings(BaseSettings):
     incidents: IncidentSettings = Field(default_factory=IncidentSettings)
     maintenances: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
     status: StatusSettings = Field(default_factory=StatusSettings)
+    backups: BackupSettings = Field(default_factory=BackupSettings)
     storage_url: str | None = Field(
-        default=None, description="file:///path or s3://bucket/prefix for backups."
+        default=None,
+        max_length=2000,
+        description="Where backups are stored: file:///path or s3://bucket/prefix (with the "
+        "usual AWS_* variables). Unset: the folder `backups` under the state directory.",
     )
-    s3_endpoint_url: str | None = None
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        max_length=2000,
+        description="The S3 endpoint (an S3-compatible server such as Ceph RGW or MinIO).",
+    )
     secret_key: SecretStr | None = Field(
         default=None,
         validate_default=True,
@@ -398,6 +457,21 @@ class Settings(BaseSettings):
     @property
     def uses_sqlite(self) -> bool:
         return self.database_url_value.startswith("sqlite")
+
+    @property
+    def storage_url_value(self) -> str:
+        """Where backups are stored (default: ``<state_dir>/backups``)."""
+        if self.storage_url:
+            return self.storage_url
+        return (self.state_dir / "backups").resolve().as_uri()
+
+    @property
+    def self_database_url(self) -> str:
+        """The control plane's own database as a plain URL (what its backup dumps)."""
+        url = self.database_url_value
+        for driver in ("+aiosqlite", "+psycopg", "+asyncpg"):
+            url = url.replace(driver, "", 1)
+        return url
 
 
 MIN_SECRET_KEY_LENGTH = 32

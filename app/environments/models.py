@@ -17,8 +17,15 @@ class Environment(Base):
 
     name: Mapped[str] = mapped_column(String(63), primary_key=True)
     description: Mapped[str] = mapped_column(Text, default="")
-    # The database a deployment backs up first (None: nothing to back up).
+    # The database a deployment backs up first (None: nothing to back up), and how to
+    # reach it: postgresql://user:password@host:port/name or sqlite:///path (its
+    # userinfo is a secret: only admins read it).
     database: Mapped[str | None] = mapped_column(String(200))
+    database_url: Mapped[str | None] = mapped_column(String(2000))
+    # Backups of this environment's database are kept this long (None: the setting).
+    backup_retention_days: Mapped[int | None]
+    # Read-only queries a restore drill runs in the scratch database (each must succeed).
+    backup_smoke_queries: Mapped[list[str]] = mapped_column(JSON, default=list)
     required_checklist: Mapped[list[str]] = mapped_column(JSON, default=list)
     # Prometheus's HTTP API base URL; post-deploy verification queries it when set.
     prometheus_url: Mapped[str | None] = mapped_column(String(2000))

@@ -1,0 +1,175 @@
+"""SQLite databases: dumped through the online backup API (a consistent copy while
+writers go on), stored as the gzipped database file, restored by copying pages back
+through the same API (safe under WAL and open connections)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+import tempfile
+from collections.abc import AsyncIterable, AsyncIterator
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from app.backups.sources import Dump, LogLine, SourceError
+from app.core.ids import new_id
+
+CHUNK = 1 << 20
+
+
+def sqlite_path(url: str) -> Path:
+    """``sqlite:///abs/path.db`` (also ``sqlite+aiosqlite://``) → the file's path."""
+    parts = urlsplit(url)
+    path = Path(unquote(parts.path))
+    if parts.netloc or not path.is_absolute() or path.name in ("", ":memory:"):
+        raise SourceError("a SQLite database URL is sqlite:///absolute/path.db")
+    return path
+
+
+def _tables(conn: sqlite3.Connection) -> list[str]:
+    rows = conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+        "ORDER BY name"
+    )
+    return [str(row[0]) for row in rows]
+
+
+def _count(conn: sqlite3.Connection, table: str) -> int:
+    quoted = '"' + table.replace('"', '""') + '"'
+    return int(conn.execute(f"SELECT count(*) FROM {quoted}").fetchone()[0])  # noqa: S608
+
+
+def _largest(conn: sqlite3.Connection, limit: int) -> dict[str, int]:
+    counts = {table: _count(conn, table) for table in _tables(conn)}
+    largest = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:limit]
+    return dict(sorted(largest))
+
+
+def _copy(source: Path, target: Path) -> None:
+    """Copy ``source`` into ``target`` page by page (the online backup API)."""
+    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+    try:
+        dst = sqlite3.connect(target)
+        try:
+            src.backup(dst, pages=1024)
+        finally:
+            dst.close()
+    finally:
+        src.close()
+
+
+class _Scratch:
+    def __init__(self, path: Path, target: Path) -> None:
+        self.path = path
+        self.target = target
+        self.name = path.name
+
+    async def load(self, chunks: AsyncIterable[bytes]) -> None:
+        handle = await asyncio.to_thread(self.path.open, "wb")
+        try:
+            async for chunk in chunks:
+                await asyncio.to_thread(handle.write, chunk)
+        finally:
+            handle.close()
+
+        def check() -> None:
+            try:
+                conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+                try:
+                    result = conn.execute("PRAGMA integrity_check").fetchone()
+                finally:
+                    conn.close()
+            except sqlite3.DatabaseError as error:
+                raise SourceError(f"the restored file is not a SQLite database: {error}") from None
+            if not result or result[0] != "ok":
+                raise SourceError(f"the restored database fails its integrity check: {result}")
+
+        await asyncio.to_thread(check)
+
+    async def row_counts(self, tables: list[str]) -> dict[str, int]:
+        def count() -> dict[str, int]:
+            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            try:
+                present = set(_tables(conn))
+                return {t: _count(conn, t) if t in present else -1 for t in tables}
+            finally:
+                conn.close()
+
+        return await asyncio.to_thread(count)
+
+    async def query(self, sql: str) -> int:
+        def run() -> int:
+            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            try:
+                return len(conn.execute(sql).fetchall())
+            except sqlite3.Error as error:
+                raise SourceError(f"smoke query failed: {error}") from None
+            finally:
+                conn.close()
+
+        return await asyncio.to_thread(run)
+
+    async def promote(self) -> None:
+        await asyncio.to_thread(_copy, self.path, self.target)
+
+
+class SqliteSource:
+    engine = "sqlite"
+    format = "sqlite"
+    extension = ".db.gz"
+    compress = True
+
+    def __init__(self, url: str, *, largest_tables: int = 10) -> None:
+        self.path = sqlite_path(url)
+        self.database = self.path.stem
+        self.largest_tables = largest_tables
+
+    async def ping(self) -> None:
+        if not await asyncio.to_thread(self.path.is_file):
+            raise SourceError(f"no SQLite database at {self.path}")
+
+    @contextlib.asynccontextmanager
+    async def dump(self, log: LogLine) -> AsyncIterator[Dump]:
+        await self.ping()
+        with tempfile.TemporaryDirectory(prefix="formula-ops-dump-") as folder:
+            copy = Path(folder) / "copy.db"
+            await log(f"copying {self.path.name} through the online backup API")
+            try:
+                await asyncio.to_thread(_copy, self.path, copy)
+
+                def counts() -> dict[str, int]:
+                    conn = sqlite3.connect(f"file:{copy}?mode=ro", uri=True)
+                    try:
+                        return _largest(conn, self.largest_tables)
+                    finally:
+                        conn.close()
+
+                row_counts = await asyncio.to_thread(counts)
+            except sqlite3.Error as error:
+                raise SourceError(f"could not copy the SQLite database: {error}") from None
+
+            async def chunks() -> AsyncIterator[bytes]:
+                handle = await asyncio.to_thread(copy.open, "rb")
+                try:
+                    while chunk := await asyncio.to_thread(handle.read, CHUNK):
+                        yield chunk
+                finally:
+                    handle.close()
+
+            async def finished() -> None:
+                return None
+
+            yield Dump(row_counts, chunks(), finished)
+
+    @contextlib.asynccontextmanager
+    async def scratch(self, log: LogLine) -> AsyncIterator[_Scratch]:
+        path = self.path.with_name(f".{self.path.name}.scratch-{new_id()}")
+        await log(f"scratch database {path.name}")
+        try:
+            yield _Scratch(path, self.path)
+        finally:
+            for leftover in (path, Path(f"{path}-journal"), Path(f"{path}-wal")):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(leftover)
