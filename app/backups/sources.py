@@ -4,7 +4,7 @@ database (a drill) or over its target (a restore).
 A :class:`Source` is built from a connection URL (:func:`source_for`):
 ``postgresql://user:password@host:port/name`` (:mod:`app.backups.postgres`: ``pg_dump``
 and ``pg_restore``/``psql``, the password only in the child's environment) or
-``sqlite:///abs/path.db`` (:mod:`app.backups.sqlite`: the online backup API).
+``sqlite:////abs/path.db`` (:mod:`app.backups.sqlite`: the online backup API).
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def engine_of(url: str) -> str:
         return "postgresql"
     if scheme == "sqlite":
         return "sqlite"
-    raise SourceError("a database URL is postgresql://… or sqlite:///path")
+    raise SourceError("a database URL is postgresql://… or sqlite:////absolute/path.db")
 
 
 def source_for(url: str, *, pg_format: str = "custom", largest_tables: int = 10) -> Source:
