@@ -32,6 +32,7 @@ from app.main import create_app
 from app.models import (
     Alert,
     ApiToken,
+    Backup,
     Component,
     ComponentStatusClaim,
     Deployment,
@@ -48,6 +49,7 @@ from app.models import (
     MaintenanceUpdate,
     OutboxEvent,
     Pin,
+    Restore,
     Run,
     RunEvent,
     Service,
@@ -168,6 +170,8 @@ async def _clean(request: pytest.FixtureRequest) -> None:
     async with ctx.unit_of_work() as uow:
         for table in (
             Alert,
+            Restore,
+            Backup,
             IncidentClockEvent,
             IncidentUpdateRecord,
             IncidentComponent,

@@ -8,6 +8,7 @@ Memory stays bounded by a chunk or an S3 part whatever the dump's size.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -15,6 +16,8 @@ from dataclasses import dataclass, field
 from app.backups.sources import LogLine, Source, SourceError
 from app.backups.storage import Storage
 from app.backups.stream import CorruptError, Digest, gunzip, gzip
+
+logger = logging.getLogger(__name__)
 
 
 class ReadBackMismatch(Exception):
@@ -58,7 +61,8 @@ async def take(
 
     ``started(upload_id)`` is awaited once the upload exists and before any byte is
     written, so the caller can record what to clean up should this process die. On any
-    failure the upload is aborted (nothing is left under ``key``) and the error raised.
+    failure the upload is aborted (nothing is left under ``key``) and the error raised,
+    with ``upload_removed = True`` when the abort itself succeeded (see :func:`removed`).
     """
     began = time.monotonic()
     writer = await storage.open_writer(key)
@@ -84,12 +88,22 @@ async def take(
             )
         await log(f"read back {checked.size} bytes, SHA-256 {checked.sha256}: match")
         return Taken(digest.size, digest.sha256, dump.row_counts, time.monotonic() - began)
-    except BaseException:
-        if completed:
-            await storage.delete(key)
+    except BaseException as error:
+        try:
+            if completed:
+                await storage.delete(key)
+            else:
+                await writer.abort()
+        except Exception:  # the janitor removes it later (the caller kept upload_id)
+            logger.warning("could not remove the upload of %s after a failure", key, exc_info=True)
         else:
-            await writer.abort()
+            error.upload_removed = True  # type: ignore[attr-defined]
         raise
+
+
+def removed(error: BaseException) -> bool:
+    """Whether :func:`take` removed its upload before raising ``error``."""
+    return bool(getattr(error, "upload_removed", False))
 
 
 async def check(storage: Storage, key: str) -> Checked:

@@ -160,13 +160,15 @@ async def perform(context: AppContext, backup_id: str, log: LogLine) -> Backup:
     try:
         taken = await pipeline.take(source, where, backup.object_key, log, started)
     except EXPECTED_ERRORS as error:
-        return await _fail(context, backup_id, str(error))
-    except asyncio.CancelledError:
-        await asyncio.shield(_fail(context, backup_id, "cancelled while it ran"))
+        return await _fail(context, backup_id, str(error), pipeline.removed(error))
+    except asyncio.CancelledError as error:
+        reason = "cancelled while it ran"
+        await asyncio.shield(_fail(context, backup_id, reason, pipeline.removed(error)))
         raise
     except Exception as error:  # a library's unexpected error still ends the backup
         logger.exception("backup %s failed unexpectedly", backup_id)
-        return await _fail(context, backup_id, f"{type(error).__name__}: {error}")
+        reason = f"{type(error).__name__}: {error}"
+        return await _fail(context, backup_id, reason, pipeline.removed(error))
     async with context.unit_of_work() as uow:
         row = await uow.session.get(Backup, backup_id, with_for_update=True)
         assert row is not None
@@ -190,12 +192,16 @@ async def perform(context: AppContext, backup_id: str, log: LogLine) -> Backup:
     return row
 
 
-async def _fail(context: AppContext, backup_id: str, reason: str) -> Backup:
+async def _fail(
+    context: AppContext, backup_id: str, reason: str, upload_removed: bool = False
+) -> Backup:
     async with context.unit_of_work() as uow:
         row = await uow.session.get(Backup, backup_id, with_for_update=True)
         if row is None:
             raise BackupError(f"no backup {backup_id!r}")
         await mark_failed(uow.session, row, reason)
+        if upload_removed:
+            row.upload_id = None
         return row
 
 
@@ -228,6 +234,19 @@ async def settle_interrupted(uow: UnitOfWork, context: AppContext, run: Run) -> 
     )
     for backup in rows:
         await mark_failed(uow.session, backup, f"the run ended {run.status} while it ran")
+
+
+async def supersede(context: AppContext, run_id: str) -> None:
+    """A step about to take a backup again for ``run_id`` (its previous worker died):
+    the backups that worker left ``in_progress`` failed."""
+    async with context.unit_of_work() as uow:
+        rows = await uow.session.scalars(
+            select(Backup)
+            .where(Backup.run_id == run_id, Backup.status == BackupStatus.IN_PROGRESS.value)
+            .with_for_update()
+        )
+        for backup in rows:
+            await mark_failed(uow.session, backup, "its worker stopped; the step took another")
 
 
 async def clean_partials(context: AppContext) -> int:

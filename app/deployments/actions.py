@@ -13,6 +13,8 @@ from pydantic import Field
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 
+from app.backups import service as backups
+from app.backups.models import BackupOrigin, BackupStatus
 from app.core.db import utcnow
 from app.core.redaction import Scrubber
 from app.core.schemas import HTTP_URL
@@ -130,11 +132,36 @@ class BackupParams(Params):
 
 
 async def backup_database(params: BackupParams, ctx: StepContext) -> StepOutcome:
-    reason = (
-        f"planned backup of database {params.database!r} not taken: this installation has "
-        "no backup capability yet"
-    )
-    return StepOutcome(StepStatus.SKIPPED, reason, data={"skipped_reason": reason})
+    """The pre-deploy backup of the environment's database: dumped, stored and read
+    back before anything is deployed; the deployment fails when it fails. Run again
+    after its worker died, it first fails the backup that worker left unfinished."""
+    await backups.supersede(ctx.context, ctx.run_id)
+    try:
+        async with ctx.context.unit_of_work() as uow:
+            backup = await backups.prepare(
+                uow.session,
+                ctx.context,
+                environment=params.environment,
+                run_id=ctx.run_id,
+                origin=BackupOrigin.DEPLOYMENT,
+            )
+            backup_id = backup.id
+    except backups.BackupError as refused:
+        return StepOutcome(StepStatus.FAILURE, str(refused), error=str(refused))
+    row = await backups.perform(ctx.context, backup_id, ctx.log)
+    data = {
+        "backup_id": row.id,
+        "status": row.status,
+        "storage_url": row.storage_url,
+        "size_bytes": row.size_bytes,
+        "sha256": row.sha256,
+        "row_counts": row.row_counts,
+    }
+    if row.status != BackupStatus.SUCCESS:
+        reason = f"the pre-deploy backup of {params.database!r} failed: {row.error}"
+        return StepOutcome(StepStatus.FAILURE, reason, data=data, error=reason)
+    summary = f"backup {row.id}: {row.size_bytes} bytes at {row.storage_url}"
+    return StepOutcome(StepStatus.SUCCESS, summary, data=data)
 
 
 # -- pull / deploy / verify --------------------------------------------------------------

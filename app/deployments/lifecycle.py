@@ -16,6 +16,7 @@ from app.audit import service as audit_service
 from app.audit.models import Outcome
 from app.core.context import AppContext
 from app.core.db import UnitOfWork, utcnow
+from app.core.paths import V1
 from app.core.redaction import redact_value
 from app.deployments import events
 from app.deployments.models import Deployment, DeploymentTarget, TargetState
@@ -314,6 +315,22 @@ async def _start_next(
             run_service.enqueue_after_commit(uow, context.queue, next_id, int(count))
 
 
+def _backup(main: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The pre-deploy backup: what its step stored (null when none was planned)."""
+    for step in main:
+        if step["action"] == "backup_database":
+            data = step.get("result") or {}
+            return {
+                "status": step["status"],
+                "backup_id": data.get("backup_id"),
+                "storage_url": data.get("storage_url"),
+                "size_bytes": data.get("size_bytes"),
+                "sha256": data.get("sha256"),
+                "link": f"{V1}/backups/{data['backup_id']}" if data.get("backup_id") else None,
+            }
+    return None
+
+
 def evidence(
     deployment: Deployment,
     run: Run,
@@ -352,6 +369,7 @@ def evidence(
             "missing": [i for i in deployment.required_checklist if i not in deployment.checklist],
         },
         "steps": step_records,
+        "backup": _backup(main),
         "health": [s for s in main if s["action"] == "verify"],
         "smoke_tests": [s for s in main if s["name"].startswith("smoke ")],
         "rollback": {

@@ -14,7 +14,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from app.core.settings import Settings
-from app.health_checks.thresholds import DEFAULT_LEVELS, DISK, LATENCY, MEMORY, Levels
+from app.health_checks.thresholds import (
+    BACKUP_AGE,
+    BACKUP_VERIFIED_AGE,
+    DEFAULT_LEVELS,
+    DISK,
+    LATENCY,
+    MEMORY,
+    Levels,
+)
 from app.runs.actions import worst
 from app.runs.kinds import Ending, Summary
 from app.runs.models import Level, RunStatus, Step, StepStatus
@@ -40,6 +48,7 @@ def plan(
     services = [(s.name, s.url) for s in config.services] + list(deployed or [])
     services = services or [("formula-ops", self_url(settings))]
     latency, disk, memory = levels[LATENCY], levels[DISK], levels[MEMORY]
+    backup, verified = levels[BACKUP_AGE], levels[BACKUP_VERIFIED_AGE]
     steps = [
         StepSpec(
             f"service {name}",
@@ -76,7 +85,17 @@ def plan(
             )
         )
     steps += [
-        StepSpec("newest backup", "backup_age", {}, timeout_seconds=PROBE_TIMEOUT),
+        StepSpec(
+            "newest backup",
+            "backup_age",
+            {
+                "warning_hours": backup.warning,
+                "critical_hours": backup.critical,
+                "verified_warning_hours": verified.warning,
+                "verified_critical_hours": verified.critical,
+            },
+            timeout_seconds=PROBE_TIMEOUT,
+        ),
         StepSpec("database", "database", {}, timeout_seconds=PROBE_TIMEOUT),
         StepSpec("redis", "redis", {}, timeout_seconds=PROBE_TIMEOUT),
     ]

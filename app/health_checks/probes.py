@@ -6,6 +6,7 @@ action)."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import re
 import shutil
 import time
@@ -14,8 +15,16 @@ from typing import Any
 
 from pydantic import Field
 
-from app.health_checks.thresholds import DEFAULT_LEVELS, DISK, MEMORY
-from app.runs.actions import Params, StepContext, StepOutcome, bounded, level_outcome
+from app.backups.ages import backup_ages
+from app.core.db import utcnow
+from app.health_checks.thresholds import (
+    BACKUP_AGE,
+    BACKUP_VERIFIED_AGE,
+    DEFAULT_LEVELS,
+    DISK,
+    MEMORY,
+)
+from app.runs.actions import Params, StepContext, StepOutcome, bounded, level_outcome, worst
 from app.runs.models import Level, StepStatus
 
 
@@ -145,11 +154,63 @@ async def redis_ping(params: NoParams, ctx: StepContext) -> StepOutcome:
     return _reachability("Redis", await ctx.context.check_redis())
 
 
-async def backup_age(params: NoParams, ctx: StepContext) -> StepOutcome:
-    """Age of the newest backup; until the backups capability has written one, there is
-    nothing to measure and the step says so."""
-    async with ctx.context.engine.connect() as conn:
-        has_backups = await conn.run_sync(lambda c: c.dialect.has_table(c, "backup"))
-    if not has_backups:
-        return StepOutcome(StepStatus.SKIPPED, "no backups exist yet", data={"backups": 0})
-    return StepOutcome(StepStatus.SKIPPED, "backup ages are not measured yet")
+class BackupAgeParams(Params):
+    """Levels in hours; null: no such level. The daily health check passes the
+    ``backup_age`` and ``backup_verified_age`` thresholds'."""
+
+    warning_hours: float | None = DEFAULT_LEVELS[BACKUP_AGE].warning
+    critical_hours: float | None = DEFAULT_LEVELS[BACKUP_AGE].critical
+    verified_warning_hours: float | None = DEFAULT_LEVELS[BACKUP_VERIFIED_AGE].warning
+    verified_critical_hours: float | None = DEFAULT_LEVELS[BACKUP_VERIFIED_AGE].critical
+
+
+def _hours(now: dt.datetime, then: dt.datetime | None) -> float | None:
+    return None if then is None else round((now - then).total_seconds() / 3600, 1)
+
+
+async def backup_age(params: BackupAgeParams, ctx: StepContext) -> StepOutcome:
+    """For every database backed up (each environment's with a ``database_url``, and the
+    control plane's own when the schedule takes it): hours since its newest successful
+    backup and since its newest verified one, graded by the thresholds. None yet (a new
+    target) is a warning, not critical: the first scheduled backup and drill come."""
+    async with ctx.context.unit_of_work() as uow:
+        ages = await backup_ages(uow.session, ctx.context.settings.backups.backup_self)
+    if not ages:
+        return StepOutcome(StepStatus.SKIPPED, "no database to back up", data={"targets": []})
+    now = utcnow()
+    overall, lines, targets = Level.OK, [], []
+    for age in ages:
+        hours = _hours(now, age.newest_at)
+        verified_hours = _hours(now, age.verified_at)
+        if hours is None:  # a new target (a first daily backup comes)
+            level = Level.WARNING
+            line = f"{age.target}: no successful backup yet"
+        else:
+            level = _level(hours, params.warning_hours, params.critical_hours)
+            line = f"{age.target}: newest backup {hours} h old"
+            if verified_hours is None:
+                level = worst(level, Level.WARNING)
+                line += ", none verified yet"
+            else:
+                level = worst(
+                    level,
+                    _level(
+                        verified_hours,
+                        params.verified_warning_hours,
+                        params.verified_critical_hours,
+                    ),
+                )
+                line += f", newest verified {verified_hours} h old"
+        overall = worst(overall, level)
+        lines.append(f"{line} ({level})")
+        targets.append(
+            {
+                "target": age.target,
+                "newest_backup_id": age.newest_id,
+                "age_hours": hours,
+                "verified_backup_id": age.verified_id,
+                "verified_age_hours": verified_hours,
+                "level": level.value,
+            }
+        )
+    return level_outcome(overall, "\n".join(lines), {"targets": targets})

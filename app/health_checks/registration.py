@@ -22,6 +22,6 @@ def register(registry: Registry) -> None:
     actions.add("log_errors", Action(probes.LogScanParams, probes.log_errors, idempotent=True))
     actions.add("database", Action(probes.NoParams, probes.database, idempotent=True))
     actions.add("redis", Action(probes.NoParams, probes.redis_ping, idempotent=True))
-    actions.add("backup_age", Action(probes.NoParams, probes.backup_age, idempotent=True))
+    actions.add("backup_age", Action(probes.BackupAgeParams, probes.backup_age, idempotent=True))
     for event in events.TYPES:
         registry[EVENT_TYPES].add(event.name, event)

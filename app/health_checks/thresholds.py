@@ -1,6 +1,7 @@
 """The daily health check's levels, read from the thresholds table (``/v1/thresholds``):
-a service's response time (``latency_p95``), disk usage (``disk``) and memory usage
-(``memory``). A threshold missing from the table has the runbook's numbers
+a service's response time (``latency_p95``), disk usage (``disk``), memory usage
+(``memory``) and the age of the newest backup and verified backup (``backup_age``,
+``backup_verified_age``). A threshold missing from the table has the runbook's numbers
 (:data:`app.thresholds.defaults.RUNBOOK`). The plan passes the levels to the probes as
 step parameters, so a probe run with parameters of its own keeps them."""
 
@@ -15,7 +16,9 @@ from app.thresholds.models import Threshold
 LATENCY = "latency_p95"
 DISK = "disk"
 MEMORY = "memory"
-PROBED = (LATENCY, DISK, MEMORY)
+BACKUP_AGE = "backup_age"
+BACKUP_VERIFIED_AGE = "backup_verified_age"
+PROBED = (LATENCY, DISK, MEMORY, BACKUP_AGE, BACKUP_VERIFIED_AGE)
 
 
 @dataclass(frozen=True)

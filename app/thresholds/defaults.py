@@ -1,7 +1,8 @@
 """The runbook's "Monitoring and Alerts" thresholds, as the migration that creates the
 table seeds them (that migration keeps its own copy: a migration never changes), with
 the error-rate query as migration 0010 corrects it and both queries selecting the
-environment as well as the service (migration 0011)."""
+environment as well as the service (migration 0011), and the backup ages (migration
+0012)."""
 
 from __future__ import annotations
 
@@ -68,6 +69,28 @@ RUNBOOK: tuple[dict[str, Any], ...] = (
         "warning": 80.0,
         "critical": 95.0,
         "alert_names": ["DiskSpaceLow", "HighDiskUsage"],
+        "prometheus_query": None,
+    },
+    # Added with backups (migration 0012): the runbook backs up daily, so a day and a
+    # bit is late and two days is an outage of the safety net; drills are weekly.
+    {
+        "name": "backup_age",
+        "title": "Age of the newest backup",
+        "description": "Hours since the newest successful backup of a database.",
+        "unit": "hours",
+        "warning": 26.0,
+        "critical": 48.0,
+        "alert_names": [],
+        "prometheus_query": None,
+    },
+    {
+        "name": "backup_verified_age",
+        "title": "Age of the newest verified backup",
+        "description": "Hours since the newest backup that passed a restore drill was taken.",
+        "unit": "hours",
+        "warning": 192.0,
+        "critical": 360.0,
+        "alert_names": [],
         "prometheus_query": None,
     },
 )

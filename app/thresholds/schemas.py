@@ -95,10 +95,13 @@ class ThresholdUpdate(RequestModel):
 
 
 class ThresholdOut(BaseModel):
-    name: str = Field(description="`error_rate`, `latency_p95`, `cpu`, `memory` or `disk`.")
+    name: str = Field(
+        description="`error_rate`, `latency_p95`, `cpu`, `memory`, `disk`, `backup_age` or "
+        "`backup_verified_age`."
+    )
     title: str
     description: str
-    unit: str = Field(description="`percent` or `milliseconds`: the unit of the levels.")
+    unit: str = Field(description="`percent`, `milliseconds` or `hours`: the unit of the levels.")
     warning: float | None
     critical: float | None
     warning_severity: Severity

@@ -7,6 +7,7 @@ Revises: 0011_promql_environment
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -20,6 +21,27 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 Time = app.core.db.UTCDateTime
+
+
+# The backup-age thresholds (app.thresholds.defaults keeps the current copy).
+THRESHOLDS = (
+    {
+        "name": "backup_age",
+        "title": "Age of the newest backup",
+        "description": "Hours since the newest successful backup of a database.",
+        "unit": "hours",
+        "warning": 26.0,
+        "critical": 48.0,
+    },
+    {
+        "name": "backup_verified_age",
+        "title": "Age of the newest verified backup",
+        "description": "Hours since the newest backup that passed a restore drill was taken.",
+        "unit": "hours",
+        "warning": 192.0,
+        "critical": 360.0,
+    },
+)
 
 
 def upgrade() -> None:
@@ -97,8 +119,45 @@ def upgrade() -> None:
     with op.batch_alter_table("environment", schema=None) as batch_op:
         batch_op.alter_column("backup_smoke_queries", server_default=None)
 
+    threshold = sa.table(
+        "threshold",
+        sa.column("name", sa.String),
+        sa.column("title", sa.String),
+        sa.column("description", sa.Text),
+        sa.column("unit", sa.String),
+        sa.column("warning", sa.Float),
+        sa.column("critical", sa.Float),
+        sa.column("warning_severity", sa.String),
+        sa.column("critical_severity", sa.String),
+        sa.column("alert_names", sa.JSON),
+        sa.column("prometheus_query", sa.Text),
+        sa.column("updated_by", sa.String),
+        sa.column("updated_at", Time(timezone=True)),
+        sa.column("version", sa.Integer),
+    )
+    now = dt.datetime.now(dt.UTC)
+    op.bulk_insert(
+        threshold,
+        [
+            {
+                **row,
+                "warning_severity": "P2",
+                "critical_severity": "P1",
+                "alert_names": [],
+                "prometheus_query": None,
+                "updated_by": "system",
+                "updated_at": now,
+                "version": 1,
+            }
+            for row in THRESHOLDS
+        ],
+    )
+
 
 def downgrade() -> None:
+    op.execute(
+        sa.text("DELETE FROM threshold WHERE name IN ('backup_age', 'backup_verified_age')")
+    )
     with op.batch_alter_table("environment", schema=None) as batch_op:
         batch_op.drop_column("backup_smoke_queries")
         batch_op.drop_column("backup_retention_days")

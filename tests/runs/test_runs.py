@@ -117,7 +117,12 @@ class TestHealthCheck:
         assert steps["service health"]["result"]["status_code"] == 200
         assert steps["database"]["status"] == "success"
         assert steps["redis"]["status"] == "success"
-        assert steps["newest backup"]["status"] == "skipped"
+        # No backup of the control plane has been taken yet: a warning, not a failure.
+        assert steps["newest backup"]["level"] == "warning"
+        assert [t["target"] for t in steps["newest backup"]["result"]["targets"]] == [
+            "control plane"
+        ]
+        assert steps["newest backup"]["result"]["targets"][0]["age_hours"] is None
         assert all(s["finished_at"] for s in body["steps"])
         assert body["result"]["overall"] in ("ok", "warning")
 

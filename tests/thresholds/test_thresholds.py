@@ -16,7 +16,15 @@ from tests.factories import IssuedToken, issue_token
 from tests.helpers import audit_events_after, last_audit_seq
 
 PROBLEM = "application/problem+json"
-NAMES = ["cpu", "disk", "error_rate", "latency_p95", "memory"]
+NAMES = [
+    "backup_age",
+    "backup_verified_age",
+    "cpu",
+    "disk",
+    "error_rate",
+    "latency_p95",
+    "memory",
+]
 
 
 @pytest.fixture
@@ -79,7 +87,7 @@ async def test_viewers_read_the_runbooks_thresholds(
         cursor = page.json()["next_cursor"]
         if cursor is None:
             break
-    assert (names, pages) == (NAMES, 3)
+    assert (names, pages) == (NAMES, 4)
 
 
 async def test_admins_change_a_threshold_with_etags_and_audit(
