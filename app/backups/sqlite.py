@@ -20,12 +20,17 @@ CHUNK = 1 << 20
 
 
 def sqlite_path(url: str) -> Path:
-    """``sqlite:///abs/path.db`` (also ``sqlite+aiosqlite://``) → the file's path."""
+    """``sqlite:////abs/path.db`` (SQLAlchemy's form, also ``sqlite+aiosqlite://``) →
+    the file's path."""
     parts = urlsplit(url)
-    path = Path(unquote(parts.path))
-    if parts.netloc or not path.is_absolute() or path.name in ("", ":memory:"):
-        raise SourceError("a SQLite database URL is sqlite:///absolute/path.db")
+    path = Path(unquote(url.split(":///", 1)[1])) if ":///" in url else None
+    if parts.netloc or path is None or not path.is_absolute() or path.name in ("", ":memory:"):
+        raise SourceError("a SQLite database URL is sqlite:////absolute/path.db")
     return path
+
+
+def _readonly(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
 
 
 def _tables(conn: sqlite3.Connection) -> list[str]:
@@ -49,7 +54,7 @@ def _largest(conn: sqlite3.Connection, limit: int) -> dict[str, int]:
 
 def _copy(source: Path, target: Path) -> None:
     """Copy ``source`` into ``target`` page by page (the online backup API)."""
-    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+    src = _readonly(source)
     try:
         dst = sqlite3.connect(target)
         try:
@@ -76,7 +81,7 @@ class _Scratch:
 
         def check() -> None:
             try:
-                conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+                conn = _readonly(self.path)
                 try:
                     result = conn.execute("PRAGMA integrity_check").fetchone()
                 finally:
@@ -90,7 +95,7 @@ class _Scratch:
 
     async def row_counts(self, tables: list[str]) -> dict[str, int]:
         def count() -> dict[str, int]:
-            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            conn = _readonly(self.path)
             try:
                 present = set(_tables(conn))
                 return {t: _count(conn, t) if t in present else -1 for t in tables}
@@ -101,7 +106,7 @@ class _Scratch:
 
     async def query(self, sql: str) -> int:
         def run() -> int:
-            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            conn = _readonly(self.path)
             try:
                 return len(conn.execute(sql).fetchall())
             except sqlite3.Error as error:
@@ -140,7 +145,7 @@ class SqliteSource:
                 await asyncio.to_thread(_copy, self.path, copy)
 
                 def counts() -> dict[str, int]:
-                    conn = sqlite3.connect(f"file:{copy}?mode=ro", uri=True)
+                    conn = _readonly(copy)
                     try:
                         return _largest(conn, self.largest_tables)
                     finally:

@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
-from urllib.parse import unquote, urlsplit
 
 from app.core.ids import new_id
 
@@ -175,20 +174,3 @@ class FileStorage:
         if not self.root.exists():
             return []
         return await asyncio.to_thread(scan)
-
-
-def open_storage(url: str, *, s3_endpoint_url: str | None = None) -> Storage:
-    """The storage a URL names: ``file:///abs/path`` or ``s3://bucket[/prefix]``."""
-    parts = urlsplit(url)
-    if parts.scheme == "file":
-        if parts.netloc not in ("", "localhost"):
-            raise StorageError("a file:// storage URL names a local path (file:///path)")
-        path = Path(unquote(parts.path))
-        if not path.is_absolute():
-            raise StorageError("a file:// storage URL needs an absolute path")
-        return FileStorage(path)
-    if parts.scheme == "s3":
-        from app.backups.storage_s3 import S3Storage
-
-        return S3Storage.from_url(url, endpoint_url=s3_endpoint_url)
-    raise StorageError("a storage URL is file:///path or s3://bucket/prefix")

@@ -18,14 +18,9 @@ from typing import Any
 
 import pytest
 
-from app.backups.storage import (
-    FileStorage,
-    Partial,
-    Storage,
-    StorageError,
-    open_storage,
-)
+from app.backups.storage import FileStorage, Partial, Storage, StorageError
 from app.backups.storage_s3 import MIN_PART_SIZE, S3Storage
+from app.backups.targets import open_storage
 from tests.backups.s3_server import S3Server
 
 MIB = 1 << 20

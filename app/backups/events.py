@@ -1,0 +1,165 @@
+"""The events of backups and restores, each written in the transaction of the change
+it announces."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from pydantic import Field
+
+from app.backups.models import Backup, Restore
+from app.core.paths import V1
+from app.outbox.catalog import EventData, EventLinks, EventType
+
+
+class BackupEventData(EventData):
+    """A backup: what was dumped, where it is stored, and how it ended."""
+
+    backup_id: str
+    run_id: str = Field(description="The run that took it (a backup, deployment or restore).")
+    origin: str = Field(description="`request`, `schedule`, `deployment` or `restore`.")
+    environment: str | None = Field(description="Null: the control plane's own database.")
+    database: str
+    status: str
+    storage_url: str
+    size_bytes: int | None
+    sha256: str | None
+    verified_at: dt.datetime | None
+    restore_seconds: float | None = Field(description="The last restore drill's duration.")
+    error: str | None = Field(description="Why it failed (redacted).")
+    links: EventLinks
+
+
+class RestoreEventData(EventData):
+    """A restore of a backup over its target database."""
+
+    restore_id: str
+    backup_id: str
+    environment: str | None
+    database: str
+    status: str
+    forced: bool
+    pre_restore_backup_id: str | None
+    restore_seconds: float | None
+    error: str | None = Field(description="Why it failed (redacted).")
+    links: EventLinks
+
+
+def backup_data(backup: Backup) -> dict[str, Any]:
+    return BackupEventData(
+        backup_id=backup.id,
+        run_id=backup.run_id,
+        origin=backup.origin,
+        environment=backup.environment,
+        database=backup.database,
+        status=backup.status,
+        storage_url=backup.storage_url,
+        size_bytes=backup.size_bytes,
+        sha256=backup.sha256,
+        verified_at=backup.verified_at,
+        restore_seconds=backup.restore_seconds,
+        error=backup.error,
+        links=EventLinks(self=f"{V1}/backups/{backup.id}"),
+    ).model_dump(mode="json")
+
+
+def restore_data(restore: Restore, error: str | None = None) -> dict[str, Any]:
+    return RestoreEventData(
+        restore_id=restore.id,
+        backup_id=restore.backup_id,
+        environment=restore.environment,
+        database=restore.database,
+        status=restore.status,
+        forced=restore.forced,
+        pre_restore_backup_id=restore.pre_restore_backup_id,
+        restore_seconds=restore.restore_seconds,
+        error=error,
+        links=EventLinks(self=f"{V1}/restores/{restore.id}"),
+    ).model_dump(mode="json")
+
+
+_BACKUP_EXAMPLE: dict[str, Any] = {
+    "backup_id": "01936f3e-8a10-7c3e-9f10-2b4d5e6f7a8b",
+    "run_id": "01936f3e-8a10-7c3e-9f10-2b4d5e6f7a8b",
+    "origin": "schedule",
+    "environment": "production",
+    "database": "formula_pm",
+    "status": "success",
+    "storage_url": "s3://formula-ops-backups/production/formula_pm/"
+    "20260101T023000Z_01936f3e-8a10-7c3e-9f10-2b4d5e6f7a8b.dump",
+    "size_bytes": 73400320,
+    "sha256": "9f2b5c0e8d1a4f3b6c7d8e9f0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d",
+    "verified_at": None,
+    "restore_seconds": None,
+    "error": None,
+    "links": {"self": f"{V1}/backups/01936f3e-8a10-7c3e-9f10-2b4d5e6f7a8b"},
+}
+_RESTORE_EXAMPLE: dict[str, Any] = {
+    "restore_id": "01936f40-1b20-7d4e-8a21-3c5e6f708192",
+    "backup_id": "01936f3e-8a10-7c3e-9f10-2b4d5e6f7a8b",
+    "environment": "production",
+    "database": "formula_pm",
+    "status": "success",
+    "forced": False,
+    "pre_restore_backup_id": "01936f40-1b25-7f00-9b31-4d6e7f8091a2",
+    "restore_seconds": 41.7,
+    "error": None,
+    "links": {"self": f"{V1}/restores/01936f40-1b20-7d4e-8a21-3c5e6f708192"},
+}
+
+
+def _example(status: str, **changes: Any) -> dict[str, Any]:
+    return {**_BACKUP_EXAMPLE, "status": status, **changes}
+
+
+EVENT_TYPES: tuple[EventType, ...] = (
+    EventType(
+        "backup.succeeded",
+        "A backup was stored and read back (size and SHA-256 matched).",
+        BackupEventData,
+        _example("success"),
+    ),
+    EventType(
+        "backup.failed",
+        "A backup failed; nothing of it is kept.",
+        BackupEventData,
+        _example("failure", size_bytes=None, sha256=None, error="pg_dump exited with 1"),
+    ),
+    EventType(
+        "backup.verified",
+        "A restore drill passed: restored into a scratch database, counts matched.",
+        BackupEventData,
+        _example("success", verified_at="2026-01-04T04:00:41Z", restore_seconds=41.2),
+    ),
+    EventType(
+        "backup.verification_failed",
+        "A restore drill failed: the backup is marked unverifiable.",
+        BackupEventData,
+        _example("unverifiable", error="row counts differ: public.orders 1200 != 1187"),
+    ),
+    EventType(
+        "backup.deleted",
+        "A backup's stored object was deleted (retention or an admin).",
+        BackupEventData,
+        _example("deleted"),
+    ),
+    EventType(
+        "restore.started",
+        "A restore started (a safety backup of the target comes first).",
+        RestoreEventData,
+        {**_RESTORE_EXAMPLE, "status": "in_progress", "restore_seconds": None},
+    ),
+    EventType(
+        "restore.succeeded",
+        "A restore replaced its target database and the services are healthy.",
+        RestoreEventData,
+        _RESTORE_EXAMPLE,
+    ),
+    EventType(
+        "restore.failed",
+        "A restore failed; the target database was left as it was unless stated.",
+        RestoreEventData,
+        {**_RESTORE_EXAMPLE, "status": "failure", "error": "the safety backup failed"},
+    ),
+)
