@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import re
+import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -27,6 +28,8 @@ from botocore.config import Config  # type: ignore[import-untyped]
 from botocore.exceptions import (  # type: ignore[import-untyped]
     BotoCoreError,
     ClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
 )
 from urllib3.exceptions import HTTPError as Urllib3Error
 
@@ -81,6 +84,12 @@ class S3Storage:
             raise StorageError(
                 f"the S3 part size must be between {MIN_PART_SIZE} and {MAX_PART_SIZE} bytes"
             )
+        if endpoint_url:
+            endpoint = urlsplit(endpoint_url)
+            if endpoint.scheme not in ("http", "https") or not endpoint.hostname:
+                raise StorageError("the S3 endpoint URL is http(s)://host[:port]")
+            if endpoint.username is not None or endpoint.password is not None:
+                raise StorageError("the S3 endpoint URL carries no credentials")
         if (access_key is None) != (secret_key is None):
             raise StorageError("give both an S3 access key and a secret key, or neither")
         self.bucket = bucket
@@ -92,14 +101,27 @@ class S3Storage:
         if endpoint_url:
             config = config.merge(Config(s3={"addressing_style": "path"}))
         self._secrets = tuple(value for value in (access_key, secret_key) if value)
-        self._client: Any = boto3.session.Session().client(
-            "s3",
-            endpoint_url=endpoint_url or None,
-            aws_access_key_id=access_key,
-            aws_secret_access_key=secret_key,
-            region_name=region,
-            config=config,
-        )
+        self._client_options: dict[str, Any] = {
+            "endpoint_url": endpoint_url or None,
+            "aws_access_key_id": access_key,
+            "aws_secret_access_key": secret_key,
+            "region_name": region,
+            "config": config,
+        }
+        self._client_lock = threading.Lock()
+        self._client_made: Any = None
+
+    def _client(self) -> Any:
+        """The storage's one boto3 client, made on first use in a worker thread (making
+        it reads the service model and resolves credentials: too slow for the event
+        loop)."""
+        with self._client_lock:
+            if self._client_made is None:
+                try:
+                    self._client_made = boto3.session.Session().client("s3", **self._client_options)
+                except ValueError as error:  # botocore: an invalid endpoint or region
+                    raise StorageError(f"no S3 client for {self.url}: {error}") from None
+            return self._client_made
 
     @classmethod
     def from_url(
@@ -152,6 +174,8 @@ class S3Storage:
             message = str(info.get("Message") or "")
             if message and self._safe(message):
                 detail += f": {message[:300]}"
+        elif isinstance(error, NoCredentialsError | PartialCredentialsError):
+            detail = "no complete S3 credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY …)"
         else:
             detail = type(error).__name__
         return StorageError(f"S3 {operation} of {where} failed: {detail}")
@@ -175,7 +199,7 @@ class S3Storage:
         response = await self._call(
             "create_multipart_upload",
             key,
-            lambda: self._client.create_multipart_upload(Bucket=self.bucket, Key=full_key),
+            lambda: self._client().create_multipart_upload(Bucket=self.bucket, Key=full_key),
         )
         return _S3Writer(self, key, full_key, str(response["UploadId"]))
 
@@ -183,7 +207,7 @@ class S3Storage:
         full_key = self._key(key)
         try:
             response = await asyncio.to_thread(
-                self._client.get_object, Bucket=self.bucket, Key=full_key
+                lambda: self._client().get_object(Bucket=self.bucket, Key=full_key)
             )
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") in _NOT_FOUND:
@@ -209,7 +233,7 @@ class S3Storage:
         full_key = self._key(key)
         try:
             response = await asyncio.to_thread(
-                self._client.head_object, Bucket=self.bucket, Key=full_key
+                lambda: self._client().head_object(Bucket=self.bucket, Key=full_key)
             )
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") in _NOT_FOUND:
@@ -224,7 +248,7 @@ class S3Storage:
         await self._call(
             "delete_object",
             key,
-            lambda: self._client.delete_object(Bucket=self.bucket, Key=full_key),
+            lambda: self._client().delete_object(Bucket=self.bucket, Key=full_key),
         )
 
     async def abort_partial(self, key: str, upload_id: str) -> None:
@@ -235,10 +259,9 @@ class S3Storage:
     async def _abort(self, key: str, full_key: str, upload_id: str) -> None:
         try:
             await asyncio.to_thread(
-                self._client.abort_multipart_upload,
-                Bucket=self.bucket,
-                Key=full_key,
-                UploadId=upload_id,
+                lambda: self._client().abort_multipart_upload(
+                    Bucket=self.bucket, Key=full_key, UploadId=upload_id
+                )
             )
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") not in {"NoSuchUpload", "404"}:
@@ -252,8 +275,10 @@ class S3Storage:
         def scan() -> list[Partial]:
             cutoff = dt.datetime.now(dt.UTC) - older_than
             found = []
-            pages = self._client.get_paginator("list_multipart_uploads").paginate(
-                Bucket=self.bucket, Prefix=listing_prefix
+            pages = (
+                self._client()
+                .get_paginator("list_multipart_uploads")
+                .paginate(Bucket=self.bucket, Prefix=listing_prefix)
             )
             for page in pages:
                 for upload in page.get("Uploads", []):
@@ -299,12 +324,12 @@ class _S3Writer:
             raise StorageError(
                 f"the object {self._key!r} needs more than {MAX_PARTS} parts: raise the part size"
             )
-        client = self._storage._client
-        response = await self._storage._call(
+        storage = self._storage
+        response = await storage._call(
             "upload_part",
             self._key,
-            lambda: client.upload_part(
-                Bucket=self._storage.bucket,
+            lambda: storage._client().upload_part(
+                Bucket=storage.bucket,
                 Key=self._full_key,
                 UploadId=self.upload_id,
                 PartNumber=number,
@@ -317,7 +342,6 @@ class _S3Writer:
         if self._finished:
             raise StorageError("the object is already completed or aborted")
         storage = self._storage
-        client = storage._client
         if not self._parts and not self._buffer:
             # An empty object: not every server takes a multipart upload of one empty
             # part, so the upload is dropped and an empty object put instead.
@@ -325,7 +349,9 @@ class _S3Writer:
             await storage._call(
                 "put_object",
                 self._key,
-                lambda: client.put_object(Bucket=storage.bucket, Key=self._full_key, Body=b""),
+                lambda: storage._client().put_object(
+                    Bucket=storage.bucket, Key=self._full_key, Body=b""
+                ),
             )
             self._finished = True
             return
@@ -337,7 +363,7 @@ class _S3Writer:
         await storage._call(
             "complete_multipart_upload",
             self._key,
-            lambda: client.complete_multipart_upload(
+            lambda: storage._client().complete_multipart_upload(
                 Bucket=storage.bucket,
                 Key=self._full_key,
                 UploadId=self.upload_id,

@@ -298,6 +298,26 @@ async def test_open_storage_uses_the_default_credential_chain(
     assert [o["Key"] for o in listing["Contents"]] == ["backups/k/one"]
 
 
+@pytest.mark.parametrize("case", [MOTO], indirect=True)
+async def test_no_credentials_is_a_clear_storage_error(
+    case: Case, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """moto: with no credentials anywhere in boto3's chain (for this test only) an
+    operation is a StorageError saying so, before any request."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    assert case.server is not None
+    storage = S3Storage.from_url(
+        f"s3://{case.bucket}/{case.prefix}", endpoint_url=case.server.endpoint_url
+    )
+    with pytest.raises(StorageError, match="no complete S3 credentials"):
+        await storage.open_writer("a/b")
+    assert case.uploads() == []
+
+
 def test_s3_urls() -> None:
     """No server: what ``s3://`` URLs name, and the ones refused (credentials in the URL
     are never echoed)."""
@@ -334,5 +354,9 @@ def test_s3_urls() -> None:
     for part_size in (MIN_PART_SIZE - 1, 6 * 1024 * MIB):
         with pytest.raises(StorageError, match="part size"):
             S3Storage.from_url("s3://bucket", endpoint_url=None, part_size=part_size, **keys)
+    for endpoint in ("ftp://host", "http://", "http://user:hunter2pass@host:9000", "127.0.0.1"):
+        with pytest.raises(StorageError, match="endpoint URL") as caught:
+            S3Storage.from_url("s3://bucket", endpoint_url=endpoint, **keys)
+        assert "hunter2pass" not in str(caught.value)
     with pytest.raises(StorageError, match="both"):
         S3Storage.from_url("s3://bucket", endpoint_url=None, access_key="a")
