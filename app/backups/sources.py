@@ -9,66 +9,11 @@ and ``pg_restore``/``psql``, the password only in the child's environment) or
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
-from typing import Protocol
 from urllib.parse import urlsplit
 
-LogLine = Callable[[str], Awaitable[None]]
+from app.backups.base import Dump, LogLine, Scratch, Source, SourceError
 
-
-class SourceError(Exception):
-    """A dump or restore failed (the message is redacted and safe to show)."""
-
-
-@dataclass
-class Dump:
-    """A dump under way: exact row counts of the largest tables (taken from the same
-    snapshot as the dump), and the dump's bytes. ``finished`` raises
-    :class:`SourceError` when the dump did not complete (call it after ``chunks``)."""
-
-    row_counts: dict[str, int]
-    chunks: AsyncIterator[bytes]
-    finished: Callable[[], Awaitable[None]]
-
-
-class Scratch(Protocol):
-    """A new database that a backup is loaded into; dropped when its context ends
-    unless :meth:`promote` made it the target."""
-
-    name: str
-
-    async def load(self, chunks: AsyncIterable[bytes]) -> None:
-        """Restore the dump's bytes (as dumped, uncompressed) into it."""
-
-    async def row_counts(self, tables: list[str]) -> dict[str, int]:
-        """Exact row counts; a missing table counts -1."""
-        ...
-
-    async def query(self, sql: str) -> int:
-        """Run one read-only query (a smoke query); returns its row count."""
-        ...
-
-    async def promote(self) -> None:
-        """Make this database the target (the target's old contents are discarded)."""
-
-
-class Source(Protocol):
-    engine: str  # postgresql | sqlite
-    database: str  # the database's name (what a restore's ``confirm`` must equal)
-    format: str  # custom | plain | sqlite
-    extension: str  # of the stored object: .dump | .sql.gz | .db.gz
-    compress: bool  # gzip the dump's bytes before storing (custom is compressed already)
-
-    def dump(self, log: LogLine) -> AbstractAsyncContextManager[Dump]: ...
-
-    def scratch(self, log: LogLine) -> AbstractAsyncContextManager[Scratch]:
-        """A new, empty database beside the target (same server, same folder)."""
-        ...
-
-    async def ping(self) -> None:
-        """Raise :class:`SourceError` when the database cannot be reached."""
+__all__ = ["Dump", "LogLine", "Scratch", "Source", "SourceError", "engine_of", "source_for"]
 
 
 def engine_of(url: str) -> str:

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from app.backups.sources import Dump, LogLine, SourceError
+from app.backups.base import Dump, LogLine, SourceError
 from app.core.ids import new_id
 
 CHUNK = 1 << 20
@@ -170,6 +170,6 @@ class SqliteSource:
         try:
             yield _Scratch(path, self.path)
         finally:
-            for leftover in (path, Path(f"{path}-journal"), Path(f"{path}-wal")):
+            for leftover in (path, *(Path(f"{path}-{end}") for end in ("journal", "wal", "shm"))):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(leftover)
