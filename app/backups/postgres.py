@@ -69,6 +69,12 @@ WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
   AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)'
 """
 
+# A table's size on disk with its indexes and TOAST; a partitioned table's, its partitions'.
+_SIZE = (
+    "(CASE WHEN c.relkind = 'p' THEN (SELECT coalesce(sum(pg_total_relation_size(relid)), 0)"
+    " FROM pg_partition_tree(c.oid)) ELSE pg_total_relation_size(c.oid) END)"
+)
+
 
 @dataclass(frozen=True)
 class PgTarget:
@@ -463,8 +469,7 @@ class PostgresSource:
                 snapshot = str(row[0])
                 largest = await (
                     await conn.execute(
-                        _USER_TABLES
-                        + "ORDER BY pg_total_relation_size(c.oid) DESC, c.reltuples DESC,"
+                        _USER_TABLES + "ORDER BY " + _SIZE + " DESC, c.reltuples DESC,"
                         " n.nspname, c.relname LIMIT %s",
                         [self.largest_tables],
                     )

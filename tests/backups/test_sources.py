@@ -37,6 +37,10 @@ SETUP = [
     'CREATE TABLE "Sales".items (sku text PRIMARY KEY, order_id bigint REFERENCES orders (id))',
     """INSERT INTO "Sales".items SELECT 'sku-' || g, g FROM generate_series(1, 120) g""",
     "CREATE TABLE empty_one (id int)",
+    "CREATE TABLE events (id int, at date) PARTITION BY RANGE (at)",
+    "CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01')",
+    "CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')",
+    "INSERT INTO events SELECT g, date '2025-06-01' + g % 400 FROM generate_series(1, 3000) g",
     "CREATE VIEW order_notes AS SELECT note FROM orders",
     "ANALYZE",
 ]
@@ -44,6 +48,7 @@ EXPECTED = {
     "Sales.items": 120,
     "public.MixedCase": 37,
     "public.empty_one": 0,
+    "public.events": 3000,
     "public.orders": 10000,
     'public.we"ird name': 5,
 }
@@ -208,6 +213,15 @@ async def test_pg_round_trip(pg_db: str, tmp_path: Path, fmt: str) -> None:
         name = scratch.name
     assert not pg_exists(name)
     assert any("dropped the scratch database" in line for line in log.lines)
+
+
+async def test_pg_counts_the_largest_tables(pg_db: str) -> None:
+    """By size on disk, a partitioned table by its partitions' (never listed apart)."""
+    async with PostgresSource(pg_db, largest_tables=2).dump(Log()) as dump:
+        assert dump.row_counts == {"public.events": 3000, "public.orders": 10000}
+        async for _ in dump.chunks:
+            pass
+        await dump.finished()
 
 
 async def test_pg_smoke_query_is_read_only_and_errors_are_source_errors(pg_db: str) -> None:
