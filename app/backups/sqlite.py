@@ -175,6 +175,6 @@ class SqliteSource:
         try:
             yield _Scratch(path, self.path)
         finally:
-            for leftover in (path, Path(f"{path}-journal"), Path(f"{path}-wal")):
+            for leftover in (path, *(Path(f"{path}-{end}") for end in ("journal", "wal", "shm"))):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(leftover)
