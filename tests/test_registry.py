@@ -95,6 +95,7 @@ def test_what_the_domains_register() -> None:
         "deployment",
         "rollback",
         "health_check",
+        "restore",
     ]
     assert registry[DRIVERS].names() == ("process", "docker")
     assert registry[HOLDS].names() == ("deployments",)
@@ -102,6 +103,8 @@ def test_what_the_domains_register() -> None:
         *("http", "shell", "wait"),
         *("disk", "memory", "log_errors", "database", "redis", "backup_age"),
         *("checklist", "backup_database", "pull", "deploy", "verify", "rollback_service"),
+        *("restore_check", "restore_safety_backup", "restore_stop_services"),
+        *("restore_database", "restore_start_services", "restore_verify_health"),
     }
     assert set(registry[EVENT_TYPES].names()) == {
         "run.queued",
@@ -113,6 +116,7 @@ def test_what_the_domains_register() -> None:
         *("incident.created", "incident.updated", "incident.resolved"),
         *("incident.sla_warning", "incident.sla_breached"),
         *("maintenance.scheduled", "maintenance.started", "maintenance.completed"),
+        *("restore.started", "restore.succeeded", "restore.failed", "restore.cancelled"),
     }
 
 

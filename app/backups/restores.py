@@ -258,11 +258,14 @@ async def plan(session: AsyncSession, context: AppContext, body: RestoreCreate) 
     services = list(
         await session.scalars(select(Service).where(Service.environment == environment.name))
     )
-    steps = steps_for(
-        backup,
-        environment,
-        services,
-        long_timeout=float(context.settings.backups.timeout_seconds),
+    steps = run_service.validate_plan(
+        context.registry,
+        steps_for(
+            backup,
+            environment,
+            services,
+            long_timeout=float(context.settings.backups.timeout_seconds),
+        ),
     )
     return Planned(backup, environment, services, steps)
 
