@@ -15,6 +15,8 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 
+from app.backups import restores as restore_plan
+from app.backups.models import Backup
 from app.bootstrap import REGISTRATIONS, build_context, build_registry
 from app.core.context import AppContext
 from app.core.errors import ValidationFailed
@@ -94,8 +96,8 @@ def test_what_the_domains_register() -> None:
     assert [kind.value for kind in registered(registry)] == [
         "deployment",
         "rollback",
-        "health_check",
         "restore",
+        "health_check",
     ]
     assert registry[DRIVERS].names() == ("process", "docker")
     assert registry[HOLDS].names() == ("deployments",)
@@ -170,12 +172,20 @@ def _health_check_steps() -> list[StepSpec]:
     return health_check_plan.plan(settings, [("prod/api", "http://127.0.0.1:9/health")])
 
 
+def _restore_steps() -> list[StepSpec]:
+    environment, targets = _environment()
+    backup = Backup(id="backup-1", database="main")
+    services = [t.service for t in targets]
+    return restore_plan.steps_for(backup, environment, services, long_timeout=3600)
+
+
 # The dry-run plan of every registered kind: a kind registered without a plan here fails
 # the test below (add its plan).
 PLANS: dict[str, Callable[[], list[StepSpec]]] = {
     RunKind.DEPLOYMENT.value: _deployment_steps,
     RunKind.ROLLBACK.value: _rollback_steps,
     RunKind.HEALTH_CHECK.value: _health_check_steps,
+    RunKind.RESTORE.value: _restore_steps,
 }
 
 
@@ -317,7 +327,7 @@ async def test_a_registered_driver_is_accepted_and_documented(settings: Settings
         "docker",
         "fake",
     ]
-    runs = "This installation runs `deployment`, `rollback`, `health_check`;"
+    runs = "This installation runs `deployment`, `rollback`, `restore`, `health_check`;"
     assert runs in components["RunKind"]["description"]
     put = document["paths"]["/v1/environments/{name}/services/{service_name}"]["put"]
     body_schema = put["requestBody"]["content"]["application/json"]["schema"]
