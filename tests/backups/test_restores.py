@@ -485,9 +485,12 @@ async def test_an_unverifiable_backup_needs_force_and_a_reason(
     backup = await take_backup(context, target.environment)
     await set_backup(context, backup.id, status=BackupStatus.UNVERIFIABLE.value)
     body = {"backup_id": backup.id, "confirm": "shop"}
+    before_refusal = await last_audit_seq(context)
     refused = await post_restore(client, admin, body)
     assert refused.status_code == 409, refused.text
     assert refused.json()["type"] == "/problems/backup-unverifiable"
+    (refusal,) = await audit_events_after(context, before_refusal, action="restore.create")
+    assert refusal.outcome == "failed"
     no_reason = await post_restore(client, admin, {**body, "force": True})
     assert no_reason.status_code == 422
     assert [e["loc"] for e in no_reason.json()["errors"]] == [["body", "reason"]]
@@ -567,6 +570,55 @@ async def test_concurrent_restores_of_one_database_one_is_accepted(
         rows = list(await session.scalars(select(Restore)))
     assert len(rows) == 1
     assert rows[0].active
+
+
+async def test_a_cancelled_queued_restore_releases_its_database(
+    context: AppContext, client: httpx.AsyncClient, admin: IssuedToken, target: Target
+) -> None:
+    backup = await take_backup(context, target.environment)
+    body = {"backup_id": backup.id, "confirm": "shop"}
+    key = {"Idempotency-Key": new_id()}
+    first = await client.post("/v1/restores", json=body, headers={**admin.headers, **key})
+    assert first.status_code == 202, first.text
+    replay = await client.post("/v1/restores", json=body, headers={**admin.headers, **key})
+    assert replay.json()["id"] == first.json()["id"]  # the same request, answered again
+    busy = await post_restore(client, admin, body)
+    assert busy.status_code == 409
+    assert busy.json()["restore_id"] == first.json()["id"]
+
+    cancelled = await client.post(f"/v1/runs/{first.json()['id']}/cancel", headers=admin.headers)
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["status"] == "cancelled"
+    shown = (await client.get(f"/v1/restores/{first.json()['id']}", headers=admin.headers)).json()
+    assert shown["status"] == "cancelled"
+    assert shown["active"] is False
+    events = await outbox(context, "restore.")
+    assert [e.type for e in events] == ["restore.started", "restore.cancelled"]
+    assert_valid_events(context, events)
+
+    second = await post_restore(client, admin, body)
+    assert second.status_code == 202, second.text
+    assert target.count() == ROWS  # nothing ran
+
+
+async def test_a_token_of_another_environment_sees_no_restore(
+    context: AppContext, client: httpx.AsyncClient, admin: IssuedToken, target: Target
+) -> None:
+    backup = await take_backup(context, target.environment)
+    created = await post_restore(client, admin, {"backup_id": backup.id, "confirm": "shop"})
+    assert created.status_code == 202
+    response = await client.put(
+        "/v1/environments/staging", json={"description": "x"}, headers=admin.headers
+    )
+    assert response.status_code == 201
+    other = await issue_token(context, Role.VIEWER, environment="staging")
+    mine = await issue_token(context, Role.VIEWER, environment="prod")
+    path = f"/v1/restores/{created.json()['id']}"
+    assert (await client.get(path, headers=other.headers)).status_code == 404
+    assert (await client.get("/v1/restores", headers=other.headers)).json()["items"] == []
+    assert (await client.get(path, headers=mine.headers)).status_code == 200
+    listed = (await client.get("/v1/restores", headers=mine.headers)).json()["items"]
+    assert [r["id"] for r in listed] == [created.json()["id"]]
 
 
 async def test_the_database_refuses_a_second_active_restore_of_a_target(
