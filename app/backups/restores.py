@@ -405,20 +405,24 @@ def finalize(steps: list[Step], ending: Ending) -> Summary:
     restarted = [s for s in restart if s.status == StepStatus.SUCCESS]
     not_restarted = [s for s in restart if s.status == StepStatus.FAILURE]
     result: dict[str, Any] = {"services_restarted": bool(restarted)}
-    failed = next((s for s in main if s.status == StepStatus.FAILURE), None)
+    # The step that stopped the run: a step left running by a dead worker is still
+    # ``in_progress`` here (the engine settled its row, not this copy).
+    failed = ending.stopped_at or next((s for s in main if s.status == StepStatus.FAILURE), None)
     if ending.cancelled and failed is None:
         problem, detail = "/problems/cancelled", "cancelled while running"
     elif failed is None:
         return RunStatus.SUCCESS, None, None, result
     else:
         step_result = failed.result or {}
-        if step_result.get("interrupted"):
+        if step_result.get("interrupted") or failed.status == StepStatus.IN_PROGRESS:
             problem = "/problems/interrupted"
+            error = "its worker stopped while it ran, and it is not safe to run twice"
         elif step_result.get("timeout"):
-            problem = "/problems/timeout"
+            problem, error = "/problems/timeout", failed.error or "timed out"
         else:
             problem = STEP_PROBLEMS.get(failed.action, "/problems/step-failed")
-        detail = f"{failed.action}: {failed.error or 'failed'}"
+            error = failed.error or "failed"
+        detail = f"{failed.action}: {error}"
     if not_restarted:
         errors = "; ".join(s.error or "failed" for s in not_restarted)
         return (

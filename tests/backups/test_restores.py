@@ -36,8 +36,9 @@ from app.environments.models import Environment, Service
 from app.main import create_app
 from app.outbox.catalog import EVENT_TYPES
 from app.outbox.models import OutboxEvent
+from app.runs import engine
 from app.runs import service as run_service
-from app.runs.models import RunKind
+from app.runs.models import RunKind, RunStatus, Step
 from tests.factories import IssuedToken, issue_token, sample_service
 from tests.helpers import (
     audit_events_after,
@@ -368,6 +369,51 @@ async def test_a_failed_restore_starts_the_services_again_and_leaves_the_target(
     events = await outbox(context, "restore.")
     assert [e.type for e in events] == ["restore.started", "restore.failed"]
     assert_valid_events(context, events)
+
+
+async def test_a_worker_dying_during_the_restore_still_starts_the_services_again(
+    context: AppContext,
+    client: httpx.AsyncClient,
+    admin: IssuedToken,
+    target: Target,
+    web: ServiceSpec,
+) -> None:
+    """The worker died while the database was being restored (a step not safe to run
+    twice): the resumed run does not restore again, and starts what was stopped."""
+    backup = await take_backup(context, target.environment)
+    queued = await post_restore(client, admin, {"backup_id": backup.id, "confirm": "shop"})
+    assert queued.status_code == 202
+    run_id = queued.json()["id"]
+    # What the dead worker left: three steps done, the services stopped, the restore
+    # step running.
+    await drivers(context).get(web.driver, web.config).stop(web, quiet)
+    stopped = {"stopped": [{"name": "web", "version": "1.0.0"}], "not_running": []}
+    async with context.unit_of_work() as uow:
+        for position, values in (
+            (0, {"status": "success", "attempts": 1}),
+            (1, {"status": "success", "attempts": 1}),
+            (2, {"status": "success", "attempts": 1, "result": stopped}),
+            (3, {"status": "in_progress", "attempts": 1}),
+        ):
+            await uow.session.execute(
+                update(Step)
+                .where(Step.run_id == run_id, Step.position == position)
+                .values(**values)
+            )
+    target.write("DELETE FROM orders WHERE id > 3")
+    untouched = target.digest()
+
+    assert await engine.execute(context, run_id, "tests") == RunStatus.FAILURE
+    body = (await client.get(f"/v1/restores/{run_id}", headers=admin.headers)).json()
+    assert body["failure"]["type"] == "/problems/interrupted"
+    assert body["active"] is False
+    steps = steps_by_action(body)
+    assert steps[("main", "restore_database")]["status"] == "failure"
+    assert steps[("main", "restore_database")]["attempts"] == 1  # not run again
+    assert steps[("rollback", "restore_start_services")]["status"] == "success"
+    assert steps[("rollback", "restore_start_services")]["result"]["started"] == ["web"]
+    assert await _pid(context, web) is not None
+    assert target.digest() == untouched
 
 
 async def test_a_changed_byte_in_the_stored_backup_stops_the_restore_first(
