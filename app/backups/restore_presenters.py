@@ -5,11 +5,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from fastapi.responses import JSONResponse
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.backups import restores
-from app.backups.models import Restore
-from app.backups.restore_schemas import RestoreDryRun, RestoreLinks, RestoreOut
+from app.backups.models import Backup, Restore
+from app.backups.restore_schemas import (
+    RestoredBackup,
+    RestoreDryRun,
+    RestoreLinks,
+    RestoreOut,
+)
 from app.core.context import AppContext
 from app.core.paths import V1
 from app.core.redaction import redact_text
@@ -22,7 +28,7 @@ def location(restore_id: str) -> str:
     return f"{V1}/restores/{restore_id}"
 
 
-def restore_out(restore: Restore, run: Run | None) -> RestoreOut:
+def restore_out(restore: Restore, run: Run | None, backup: Backup | None) -> RestoreOut:
     failure = (
         RunFailure(
             type=run.failure_type,
@@ -39,6 +45,15 @@ def restore_out(restore: Restore, run: Run | None) -> RestoreOut:
     return RestoreOut(
         id=restore.id,
         backup_id=restore.backup_id,
+        backup=RestoredBackup(
+            id=backup.id,
+            status=backup.status,
+            created_at=backup.created_at,
+            size_bytes=backup.size_bytes,
+            sha256=backup.sha256,
+        )
+        if backup is not None
+        else None,
         environment=restore.environment,
         database=restore.database,
         target=restore.target,
@@ -66,7 +81,13 @@ def restore_out(restore: Restore, run: Run | None) -> RestoreOut:
 
 async def restores_out(session: AsyncSession, rows: Sequence[Restore]) -> list[RestoreOut]:
     runs = await restores.runs_of(session, [r.id for r in rows])
-    return [restore_out(r, runs.get(r.id)) for r in rows]
+    ids = list({r.backup_id for r in rows})
+    backups = (
+        {b.id: b for b in await session.scalars(select(Backup).where(Backup.id.in_(ids)))}
+        if ids
+        else {}
+    )
+    return [restore_out(r, runs.get(r.id), backups.get(r.backup_id)) for r in rows]
 
 
 def renderer(context: AppContext):  # type: ignore[no-untyped-def]

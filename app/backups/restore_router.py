@@ -68,7 +68,7 @@ async def create_restore(
     async with uow:
         await idem.claim(uow)
         new = await restores.create(uow, context, principal, body)
-        out = presenters.restore_out(new.restore, new.run)
+        out = presenters.restore_out(new.restore, new.run, new.backup)
         where = presenters.location(new.run.id)
         accepted = JSONResponse(
             out.model_dump(mode="json"),

@@ -45,9 +45,20 @@ class RestoreLinks(BaseModel):
     backup: str
 
 
+class RestoredBackup(BaseModel):
+    """The backup a restore writes back (null once its row is gone)."""
+
+    id: str
+    status: str = Field(description="`success`, `unverifiable` (forced), or `deleted` since.")
+    created_at: dt.datetime
+    size_bytes: int | None
+    sha256: str | None
+
+
 class RestoreOut(BaseModel):
     id: str
     backup_id: str
+    backup: RestoredBackup | None
     environment: str | None
     database: str
     target: str = Field(description="`<environment>/<database>`.")

@@ -274,6 +274,7 @@ async def plan(session: AsyncSession, context: AppContext, body: RestoreCreate) 
 class Created:
     run: Run
     restore: Restore
+    backup: Backup
 
 
 async def create(
@@ -335,7 +336,7 @@ async def create(
             "backup_status": backup.status,
         },
     )
-    return Created(run, restore)
+    return Created(run, restore, backup)
 
 
 def _busy(target: str) -> str:

@@ -205,6 +205,8 @@ async def test_a_restore_brings_the_data_back_after_a_safety_backup(
     assert queued.headers["Location"] == f"/v1/restores/{restore_id}"
     assert queued.json()["target"] == "prod/shop"
     assert queued.json()["active"] is True
+    assert queued.json()["backup"]["id"] == backup.id
+    assert queued.json()["backup"]["sha256"] == backup.sha256
 
     finished = await client.get(f"/v1/restores/{restore_id}", headers=admin.headers)
     for _ in range(600):
