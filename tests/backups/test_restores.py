@@ -826,4 +826,14 @@ async def test_the_command_line_restores_and_waits(
             _cli, base_url, admin, "restore", backup.id, "--confirm", "shop", "--wait"
         )
         assert again.returncode == 0, again
-    assert target.count() == ROWS
+        assert target.count() == ROWS
+
+        stored = stored_path(backup)
+        changed = bytearray(stored.read_bytes())
+        changed[-8] ^= 0xFF  # in the gzip trailer's CRC
+        stored.write_bytes(bytes(changed))
+        failed = await asyncio.to_thread(
+            _cli, base_url, admin, "restore", backup.id, "--confirm", "shop", "--wait"
+        )
+        assert failed.returncode == 1, failed
+        assert "failure" in failed.stdout
