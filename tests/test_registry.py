@@ -15,6 +15,8 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 
+from app.backups import restores as restore_plan
+from app.backups.models import Backup
 from app.bootstrap import REGISTRATIONS, build_context, build_registry
 from app.core.context import AppContext
 from app.core.errors import ValidationFailed
@@ -94,6 +96,7 @@ def test_what_the_domains_register() -> None:
     assert [kind.value for kind in registered(registry)] == [
         "deployment",
         "rollback",
+        "restore",
         "health_check",
     ]
     assert registry[DRIVERS].names() == ("process", "docker")
@@ -102,6 +105,8 @@ def test_what_the_domains_register() -> None:
         *("http", "shell", "wait"),
         *("disk", "memory", "log_errors", "database", "redis", "backup_age"),
         *("checklist", "backup_database", "pull", "deploy", "verify", "rollback_service"),
+        *("restore_check", "restore_safety_backup", "restore_stop_services"),
+        *("restore_database", "restore_start_services", "restore_verify_health"),
     }
     assert set(registry[EVENT_TYPES].names()) == {
         "run.queued",
@@ -113,6 +118,7 @@ def test_what_the_domains_register() -> None:
         *("incident.created", "incident.updated", "incident.resolved"),
         *("incident.sla_warning", "incident.sla_breached"),
         *("maintenance.scheduled", "maintenance.started", "maintenance.completed"),
+        *("restore.started", "restore.succeeded", "restore.failed", "restore.cancelled"),
     }
 
 
@@ -166,12 +172,20 @@ def _health_check_steps() -> list[StepSpec]:
     return health_check_plan.plan(settings, [("prod/api", "http://127.0.0.1:9/health")])
 
 
+def _restore_steps() -> list[StepSpec]:
+    environment, targets = _environment()
+    backup = Backup(id="backup-1", database="main")
+    services = [t.service for t in targets]
+    return restore_plan.steps_for(backup, environment, services, long_timeout=3600)
+
+
 # The dry-run plan of every registered kind: a kind registered without a plan here fails
 # the test below (add its plan).
 PLANS: dict[str, Callable[[], list[StepSpec]]] = {
     RunKind.DEPLOYMENT.value: _deployment_steps,
     RunKind.ROLLBACK.value: _rollback_steps,
     RunKind.HEALTH_CHECK.value: _health_check_steps,
+    RunKind.RESTORE.value: _restore_steps,
 }
 
 
@@ -313,7 +327,7 @@ async def test_a_registered_driver_is_accepted_and_documented(settings: Settings
         "docker",
         "fake",
     ]
-    runs = "This installation runs `deployment`, `rollback`, `health_check`;"
+    runs = "This installation runs `deployment`, `rollback`, `restore`, `health_check`;"
     assert runs in components["RunKind"]["description"]
     put = document["paths"]["/v1/environments/{name}/services/{service_name}"]["put"]
     body_schema = put["requestBody"]["content"]["application/json"]["schema"]

@@ -43,6 +43,7 @@ ACTIONS: dict[str, str] = {
     "deletePin": "pin.delete",
     "createDeployment": "deployment.create",
     "cancelDeployment": "run.cancel",
+    "createRestore": "restore.create",
     "rollbackDeployment": "rollback.create",
     "createWebhook": "webhook.create",
     "updateWebhook": "webhook.update",

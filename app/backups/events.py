@@ -4,13 +4,15 @@ it announces."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
 from app.backups.models import Backup, Restore
 from app.core.paths import V1
 from app.outbox.catalog import EventData, EventLinks, EventType
+from app.runs.events import RunEventData, RunResourceLinks
+from app.runs.models import RunKind
 
 
 class BackupEventData(EventData):
@@ -31,19 +33,21 @@ class BackupEventData(EventData):
     links: EventLinks
 
 
-class RestoreEventData(EventData):
-    """A restore of a backup over its target database."""
+class RestoreEventData(RunEventData):
+    """A restore of a backup over its target database (a run of kind ``restore``: its
+    start, and its end as every run's end is announced)."""
 
-    restore_id: str
+    kind: Literal["restore"]
+    restore_id: str = Field(description="The restore's id (the run's).")
     backup_id: str
-    environment: str | None
     database: str
-    status: str
-    forced: bool
-    pre_restore_backup_id: str | None
+    forced: bool = Field(description="Restored from a backup whose drill failed, on purpose.")
+    pre_restore_backup_id: str | None = Field(
+        description="The safety backup of the target taken before it was overwritten."
+    )
     restore_seconds: float | None
     error: str | None = Field(description="Why it failed (redacted).")
-    links: EventLinks
+    links: RunResourceLinks
 
 
 def backup_data(backup: Backup) -> dict[str, Any]:
@@ -64,18 +68,35 @@ def backup_data(backup: Backup) -> dict[str, Any]:
     ).model_dump(mode="json")
 
 
-def restore_data(restore: Restore, error: str | None = None) -> dict[str, Any]:
+def restore_links(restore_id: str) -> dict[str, str]:
+    return {"self": f"{V1}/restores/{restore_id}", "run": f"{V1}/runs/{restore_id}"}
+
+
+def restore_fields(restore: Restore, error: str | None = None) -> dict[str, Any]:
+    """What a restore's events add to a run's (its end's announcement gets these from
+    the kind's finish hook)."""
+    return {
+        "restore_id": restore.id,
+        "backup_id": restore.backup_id,
+        "database": restore.database,
+        "forced": restore.forced,
+        "pre_restore_backup_id": restore.pre_restore_backup_id,
+        "restore_seconds": restore.restore_seconds,
+        "error": error,
+        "links": restore_links(restore.id),
+    }
+
+
+def restore_data(
+    restore: Restore, status: str, error: str | None = None, failure_type: str | None = None
+) -> dict[str, Any]:
     return RestoreEventData(
-        restore_id=restore.id,
-        backup_id=restore.backup_id,
+        id=restore.id,
+        kind=RunKind.RESTORE.value,
         environment=restore.environment,
-        database=restore.database,
-        status=restore.status,
-        forced=restore.forced,
-        pre_restore_backup_id=restore.pre_restore_backup_id,
-        restore_seconds=restore.restore_seconds,
-        error=error,
-        links=EventLinks(self=f"{V1}/restores/{restore.id}"),
+        status=status,
+        failure_type=failure_type,
+        **restore_fields(restore, error),
     ).model_dump(mode="json")
 
 
@@ -95,8 +116,12 @@ _BACKUP_EXAMPLE: dict[str, Any] = {
     "error": None,
     "links": {"self": f"{V1}/backups/01936f3e-8a10-7c3e-9f10-2b4d5e6f7a8b"},
 }
+_RESTORE_ID = "01936f40-1b20-7d4e-8a21-3c5e6f708192"
 _RESTORE_EXAMPLE: dict[str, Any] = {
-    "restore_id": "01936f40-1b20-7d4e-8a21-3c5e6f708192",
+    "id": _RESTORE_ID,
+    "kind": "restore",
+    "failure_type": None,
+    "restore_id": _RESTORE_ID,
     "backup_id": "01936f3e-8a10-7c3e-9f10-2b4d5e6f7a8b",
     "environment": "production",
     "database": "formula_pm",
@@ -105,7 +130,7 @@ _RESTORE_EXAMPLE: dict[str, Any] = {
     "pre_restore_backup_id": "01936f40-1b25-7f00-9b31-4d6e7f8091a2",
     "restore_seconds": 41.7,
     "error": None,
-    "links": {"self": f"{V1}/restores/01936f40-1b20-7d4e-8a21-3c5e6f708192"},
+    "links": restore_links(_RESTORE_ID),
 }
 
 
@@ -146,9 +171,9 @@ EVENT_TYPES: tuple[EventType, ...] = (
     ),
     EventType(
         "restore.started",
-        "A restore started (a safety backup of the target comes first).",
+        "A restore was requested and queued (a safety backup of the target comes first).",
         RestoreEventData,
-        {**_RESTORE_EXAMPLE, "status": "in_progress", "restore_seconds": None},
+        {**_RESTORE_EXAMPLE, "status": "queued", "restore_seconds": None},
     ),
     EventType(
         "restore.succeeded",
@@ -160,6 +185,25 @@ EVENT_TYPES: tuple[EventType, ...] = (
         "restore.failed",
         "A restore failed; the target database was left as it was unless stated.",
         RestoreEventData,
-        {**_RESTORE_EXAMPLE, "status": "failure", "error": "the safety backup failed"},
+        {
+            **_RESTORE_EXAMPLE,
+            "status": "failure",
+            "failure_type": "/problems/safety-backup-failed",
+            "pre_restore_backup_id": None,
+            "restore_seconds": None,
+            "error": "restore_safety_backup: the safety backup failed: disk full",
+        },
+    ),
+    EventType(
+        "restore.cancelled",
+        "A restore was cancelled; services it stopped were started again.",
+        RestoreEventData,
+        {
+            **_RESTORE_EXAMPLE,
+            "status": "cancelled",
+            "failure_type": "/problems/cancelled",
+            "restore_seconds": None,
+            "error": "cancelled while running",
+        },
     ),
 )

@@ -6,7 +6,8 @@
 - :mod:`app.cli.runs`: ``runs list|watch``, ``health-check``;
 - :mod:`app.cli.deploy`: ``deploy``, ``apply``;
 - :mod:`app.cli.ops`: ``rollback``, ``cancel``, ``unpin``, ``audit list``;
-- :mod:`app.cli.status`: ``status`` (the public status, no token).
+- :mod:`app.cli.status`: ``status`` (the public status, no token);
+- :mod:`app.cli.restore`: ``restore``, ``restores list``.
 
 What they print goes through :mod:`app.cli.output`; the API through :mod:`app.cli.client`.
 """
@@ -25,6 +26,7 @@ from app.cli.admin import audit, migrate, openapi, tokens
 from app.cli.deploy import apply, deploy
 from app.cli.ops import audit_list, cancel, rollback, unpin
 from app.cli.output import error, field_errors
+from app.cli.restore import restore, restores
 from app.cli.runs import health_check, runs
 from app.cli.server import api, serve, worker
 from app.cli.status import status
@@ -47,6 +49,8 @@ cli.command("rollback")(rollback)
 cli.command("cancel")(cancel)
 cli.command("unpin")(unpin)
 cli.command("status")(status)
+cli.command("restore")(restore)
+cli.add_typer(restores, name="restores")
 audit.command("list")(audit_list)
 cli.command()(serve)
 cli.command()(api)

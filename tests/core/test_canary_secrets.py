@@ -324,6 +324,7 @@ async def test_no_canary_reaches_a_reader_or_a_log(
         "service_name": ["backend", "cache"],
         "deployment_id": runs[:2],
         "run_id": runs,
+        "restore_id": runs[:1],  # not a restore: its 404 must not leak either
         "token_id": [t.id for t in tokens.values()],
         "webhook_id": [hook.json()["id"]],
         "delivery_id": [tested.json()["delivery"]["id"]],
