@@ -101,6 +101,9 @@ class PgTarget:
         database = unquote(parts.path.lstrip("/"))
         if not database or "/" in database:
             raise SourceError("a PostgreSQL URL names its database: postgresql://…/name")
+        # The server truncates a longer name (on a character's boundary): so must we,
+        # for the catalog lookups and the renames of a restore.
+        database = database.encode()[:MAX_IDENTIFIER].decode(errors="ignore")
         parameters = []
         for name, value in parse_qsl(parts.query, keep_blank_values=True):
             if name not in _PARAMETERS:
