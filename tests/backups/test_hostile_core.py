@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import gzip as gzip_module
 import logging
 import os
@@ -29,6 +30,7 @@ from app.backups.postgres import PostgresSource, derived_name
 from app.backups.sources import SourceError
 from app.backups.sqlite import SqliteSource
 from app.backups.storage import FileStorage, StorageError
+from app.backups.storage_s3 import S3Storage
 from app.backups.stream import CorruptError, gunzip, gzip
 from app.bootstrap import build_context
 from app.core.context import AppContext
@@ -609,11 +611,6 @@ async def test_gunzip_refuses_truncated_and_trailing_bytes() -> None:
                 pass
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="drill decompresses the whole stored object into the scratch file before "
-    "comparing its SHA-256: a replaced object (a gzip bomb) fills the disk first",
-)
 async def test_sqlite_drill_of_a_replaced_bomb_stops_early(tmp_path: Path) -> None:
     database = tmp_path / "shop.db"
     make_sqlite(database, {"t": 10})
@@ -652,6 +649,68 @@ async def test_sqlite_drill_of_a_replaced_bomb_stops_early(tmp_path: Path) -> No
         await watcher
     # Once more bytes than recorded were read, the load must stop (a few chunks later).
     assert biggest < 16 << 20, f"{biggest} bytes decompressed into the scratch file"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="drill feeds the stored object to psql before comparing its SHA-256: a replaced "
+    "plain dump runs psql meta-commands (\\! shell) on the worker",
+)
+async def test_postgres_drill_of_a_replaced_plain_dump_runs_nothing(tmp_path: Path) -> None:
+    name = unique()
+    marker = tmp_path / "ran"
+    with pg_database(name, "CREATE TABLE t (id int)", "INSERT INTO t VALUES (1)"):
+        source = PostgresSource(pg_url(name), format="plain")
+        storage = FileStorage(tmp_path / "store")
+        taken = await pipeline.take(source, storage, "e/p/1.sql.gz", Log(), no_upload)
+        # Someone with write access to the storage replaces the object.
+        evil = gzip_module.compress(f"\\! touch {marker}\n".encode())
+        (tmp_path / "store/e/p/1.sql.gz").write_bytes(evil)
+        with pytest.raises((pipeline.ReadBackMismatch, SourceError)):
+            await pipeline.drill(
+                source,
+                storage,
+                "e/p/1.sql.gz",
+                size=taken.size,
+                sha256=taken.sha256,
+                row_counts=taken.row_counts,
+                smoke_queries=[],
+                log=Log(),
+            )
+    assert not marker.exists(), "a shell command of the replaced object ran"
+
+
+async def test_s3_errors_carry_no_credentials(
+    moto_s3: S3Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = "Hostile-Secret-Key-0123456789"
+    storages = [
+        # A bucket that does not exist, and a server that is not there.
+        moto_s3.storage(f"s3://fo-missing-{uuid.uuid4().hex[:12]}/p", secret_key=secret),
+        S3Storage.from_url(
+            "s3://fo-nowhere/p",
+            endpoint_url="http://127.0.0.1:1",
+            access_key="AKIAHOSTILEACCESS01",
+            secret_key=secret,
+            region="us-east-1",
+        ),
+    ]
+    messages = []
+    for storage in storages:
+        with pytest.raises(StorageError) as caught:
+            await storage.open_writer("e/db/1.dump")
+        messages.append(str(caught.value))
+        with pytest.raises(StorageError) as caught:
+            async for _ in storage.read("e/db/1.dump"):
+                pass
+        messages.append(str(caught.value))
+        with pytest.raises(StorageError) as caught:
+            await storage.partials(dt.timedelta(0))
+        messages.append(str(caught.value))
+    for text in [*messages, caplog.text]:
+        assert secret not in text
+        assert "AKIAHOSTILEACCESS01" not in text
+        assert "Signature=" not in text
 
 
 async def test_drill_of_a_truncated_object_fails_cleanly(tmp_path: Path) -> None:
