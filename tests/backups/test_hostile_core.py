@@ -522,6 +522,99 @@ async def test_no_password_in_pg_program_argv(tmp_path: Path) -> None:
     assert not any("p@ss" in argv or "p%40ss" in argv or "postgresql://" in argv for argv in seen)
 
 
+# -- concurrency ------------------------------------------------------------------------------
+
+
+async def test_postgres_promote_while_the_target_is_written_to(tmp_path: Path) -> None:
+    """A writer keeps inserting into the target (reconnecting when ended) while a restore
+    promotes the scratch database: the restore wins, its rows are the backup's, and no
+    scratch or set-aside database is left."""
+    name = unique()
+    with pg_database(
+        name, "CREATE TABLE t (id int)", "INSERT INTO t SELECT generate_series(1, 500)"
+    ):
+        source = PostgresSource(with_password(pg_url(name), SHORT_PASSWORD))
+        storage = FileStorage(tmp_path)
+        taken = await pipeline.take(source, storage, "e/w/1.dump", Log(), no_upload)
+        stop = asyncio.Event()
+        going = asyncio.Event()
+        written = refused = 0
+
+        async def writer() -> None:
+            nonlocal written, refused
+            while not stop.is_set():
+                try:
+                    async with await psycopg.AsyncConnection.connect(
+                        pg_url(name), autocommit=True, connect_timeout=2
+                    ) as conn:
+                        while not stop.is_set():
+                            await conn.execute("INSERT INTO t VALUES (-1)")
+                            written += 1
+                            if written >= 20:
+                                going.set()
+                            await asyncio.sleep(0.002)
+                except psycopg.Error:
+                    refused += 1
+                    await asyncio.sleep(0.01)
+
+        writing = asyncio.create_task(writer())
+        try:
+            await asyncio.wait_for(going.wait(), 10)
+            log = Log()
+            drilled = await pipeline.drill(
+                source,
+                storage,
+                "e/w/1.dump",
+                size=taken.size,
+                sha256=taken.sha256,
+                row_counts=taken.row_counts,
+                smoke_queries=[],
+                log=log,
+                promote=True,
+            )
+        finally:
+            stop.set()
+            await writing
+        assert drilled.passed, drilled
+        assert any(line.startswith("ended ") for line in log.lines), log.lines
+        assert refused >= 1
+        with psycopg.connect(pg_url(name), autocommit=True) as conn:
+            assert conn.execute("SELECT count(*) FROM t WHERE id > 0").fetchone() == (500,)
+        safe = derived_name(name, "x").rsplit("_x_", 1)[0]
+        assert pg_names_like(f"{safe}_") == []
+        assert admin("SELECT datallowconn FROM pg_database WHERE datname = %s", name) == [(True,)]
+
+
+async def test_postgres_two_drills_at_once_use_their_own_scratch(tmp_path: Path) -> None:
+    name = unique()
+    with pg_database(
+        name, "CREATE TABLE t (id int)", "INSERT INTO t SELECT generate_series(1, 50)"
+    ):
+        source = PostgresSource(pg_url(name))
+        storage = FileStorage(tmp_path)
+        taken = await pipeline.take(source, storage, "e/c/1.dump", Log(), no_upload)
+        logs = [Log(), Log()]
+        results = await asyncio.gather(
+            *(
+                pipeline.drill(
+                    source,
+                    storage,
+                    "e/c/1.dump",
+                    size=taken.size,
+                    sha256=taken.sha256,
+                    row_counts=taken.row_counts,
+                    smoke_queries=["SELECT * FROM t"],
+                    log=log,
+                )
+                for log in logs
+            )
+        )
+        assert all(result.passed for result in results), results
+        assert [r.smoke[0]["rows"] for r in results] == [50, 50]
+        safe = derived_name(name, "x").rsplit("_x_", 1)[0]
+        assert pg_names_like(f"{safe}_") == []
+
+
 # -- robustness: sources --------------------------------------------------------------------
 
 
