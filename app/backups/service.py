@@ -150,7 +150,13 @@ async def _load(context: AppContext, backup_id: str) -> tuple[Backup, Source]:
 async def perform(context: AppContext, backup_id: str, log: LogLine) -> Backup:
     """Take the backup ``prepare`` described: dump, store, read back. Returns the row as
     it ended (``success`` or ``failure``); raises only when the database is unreachable
-    (the run engine then retries or fails the step)."""
+    (the run engine then retries or fails the step).
+
+    Only an ``in_progress`` backup is taken, and by one call at a time: the first to
+    record its upload holds it; another call (or one on a backup that already ended)
+    returns the row as it is. A backup failed while it ran (:func:`supersede`) stays
+    failed and its object is deleted. A step taking a backup again after its worker died
+    calls :func:`supersede` and prepares a new one."""
     try:
         backup, source = await _load(context, backup_id)
         where = storage(context)
