@@ -23,6 +23,7 @@ import pytest
 from sqlalchemy import select
 
 from app.backups import pipeline
+from app.backups import postgres as postgres_module
 from app.backups import service as backups
 from app.backups import sqlite as sqlite_module
 from app.backups.models import Backup, BackupOrigin, BackupStatus
@@ -654,6 +655,42 @@ async def test_postgres_source_dying_mid_dump_leaves_nothing(tmp_path: Path) -> 
     assert pipeline.removed(caught.value)
     assert "pg_dump" in str(caught.value)
     assert SHORT_PASSWORD not in str(caught.value)
+    assert files_under(tmp_path) == []
+
+
+async def test_postgres_dump_does_not_hang_behind_a_waiting_alter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A migration's ALTER TABLE arrives while the backup's snapshot holds its table: it
+    waits for the snapshot, and pg_dump's own lock queues behind it: nothing would ever
+    move (and every query of the table would queue too). The dump must give up after its
+    lock wait timeout (lowered here) and let the ALTER through."""
+    monkeypatch.setattr(postgres_module, "LOCK_WAIT_TIMEOUT_MS", 1000)
+    name = unique()
+    alters: list[asyncio.Task[None]] = []
+
+    async def alter() -> None:
+        async with await psycopg.AsyncConnection.connect(pg_url(name), autocommit=True) as conn:
+            await conn.execute("ALTER TABLE t ADD COLUMN later int")
+
+    async def log(line: str) -> None:
+        if line.startswith("snapshot "):
+            alters.append(asyncio.create_task(alter()))
+            await asyncio.sleep(0.3)  # the ALTER is queued behind the snapshot
+
+    with pg_database(name, "CREATE TABLE t (id int)", "INSERT INTO t VALUES (1)"):
+        source = PostgresSource(pg_url(name))
+        storage = FileStorage(tmp_path)
+        try:
+            with pytest.raises(SourceError, match=r"(?i)lock"):
+                await asyncio.wait_for(
+                    pipeline.take(source, storage, "e/l/1.dump", log, no_upload), 8
+                )
+            await asyncio.wait_for(asyncio.gather(*alters), 5)  # the ALTER went through
+        finally:
+            for task in alters:
+                task.cancel()
+            await asyncio.gather(*alters, return_exceptions=True)
     assert files_under(tmp_path) == []
 
 
