@@ -1147,8 +1147,8 @@ async def test_two_backups_of_one_run_never_share_an_object(
 
 
 async def test_s3_upload_of_a_failed_take_is_aborted(moto_s3: S3Server, tmp_path: Path) -> None:
-    """The source fails after parts were sent (a big file that is not a database is
-    refused only when copied): no object and no multipart upload remain."""
+    """The source fails once the multipart upload exists (a file that is not a database
+    is refused when copied): no object and no multipart upload remain."""
     bucket = moto_s3.create_bucket()
     storage = moto_s3.storage(f"s3://{bucket}/root")
     foreign = tmp_path / "foreign.db"
