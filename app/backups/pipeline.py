@@ -125,8 +125,23 @@ async def verify_object(storage: Storage, key: str, size: int, sha256: str) -> C
     return checked
 
 
-def _body(source: Source, storage: Storage, key: str, digest: Digest) -> AsyncIterator[bytes]:
-    stored = digest.tap(storage.read(key))
+async def _at_most(chunks: AsyncIterator[bytes], size: int) -> AsyncIterator[bytes]:
+    """``chunks``, refused once they exceed the recorded ``size`` (a replaced object is
+    not read, nor decompressed, past what the backup stored)."""
+    seen = 0
+    async for chunk in chunks:
+        seen += len(chunk)
+        if seen > size:
+            raise ReadBackMismatch(
+                f"the stored object changed: more than the recorded {size} bytes"
+            )
+        yield chunk
+
+
+def _body(
+    source: Source, storage: Storage, key: str, digest: Digest, size: int
+) -> AsyncIterator[bytes]:
+    stored = digest.tap(_at_most(storage.read(key), size))
     return gunzip(stored) if source.compress else stored
 
 
@@ -150,7 +165,7 @@ async def drill(
     digest = Digest()
     async with source.scratch(log) as scratch:
         try:
-            await scratch.load(_body(source, storage, key, digest))
+            await scratch.load(_body(source, storage, key, digest, size))
         except CorruptError as error:
             raise SourceError(f"the stored backup is damaged: {error}") from None
         if (digest.size, digest.sha256) != (size, sha256):

@@ -48,6 +48,10 @@ STDERR_TAIL = 4000  # characters of a program's stderr kept for its error messag
 CONNECT_TIMEOUT = 10  # s
 PING_TIMEOUT = 5  # s
 QUERY_TIMEOUT_MS = 60_000  # statement_timeout of a smoke query
+# How long a dump waits for a table's lock (its row counts and pg_dump's own): behind a
+# waiting ALTER TABLE it would wait forever, and the ALTER (and every query queued
+# behind it) for the dump.
+LOCK_WAIT_TIMEOUT_MS = 30_000
 MAX_IDENTIFIER = 63  # bytes: PostgreSQL's NAMEDATALEN - 1
 MAINTENANCE_DATABASE = "postgres"
 FORCE_DROP_VERSION = 130000  # DROP DATABASE … WITH (FORCE)
@@ -101,6 +105,9 @@ class PgTarget:
         database = unquote(parts.path.lstrip("/"))
         if not database or "/" in database:
             raise SourceError("a PostgreSQL URL names its database: postgresql://…/name")
+        # The server truncates a longer name (on a character's boundary): so must we,
+        # for the catalog lookups and the renames of a restore.
+        database = database.encode()[:MAX_IDENTIFIER].decode(errors="ignore")
         parameters = []
         for name, value in parse_qsl(parts.query, keep_blank_values=True):
             if name not in _PARAMETERS:
@@ -149,9 +156,15 @@ class PgTarget:
         return f"{self.host}:{self.port}/{database or self.database}"
 
 
-def dump_argv(snapshot: str, fmt: str) -> list[str]:
+def dump_argv(snapshot: str, fmt: str, lock_wait_ms: int | None = None) -> list[str]:
     """``pg_dump``'s arguments (no URL, no password: those are in its environment)."""
-    argv = ["pg_dump", f"--snapshot={snapshot}", f"--format={fmt}"]
+    wait = LOCK_WAIT_TIMEOUT_MS if lock_wait_ms is None else lock_wait_ms
+    argv = [
+        "pg_dump",
+        f"--snapshot={snapshot}",
+        f"--format={fmt}",
+        f"--lock-wait-timeout={wait}ms",
+    ]
     if fmt == "custom":
         argv.append("--compress=6")
     return [*argv, "--no-owner", "--no-privileges"]
@@ -464,6 +477,9 @@ class PostgresSource:
         try:
             try:  # the snapshot stays open (and pg_dump in it) until the context ends
                 await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                await conn.execute(
+                    "SELECT set_config('lock_timeout', %s, true)", [f"{LOCK_WAIT_TIMEOUT_MS}ms"]
+                )
                 row = await (await conn.execute("SELECT pg_export_snapshot()")).fetchone()
                 assert row is not None
                 snapshot = str(row[0])

@@ -49,6 +49,10 @@ class BackupError(Exception):
     """A backup cannot be taken as asked (the message is safe to show)."""
 
 
+class _NotOurs(Exception):
+    """Another :func:`perform` holds the backup, or it ended: this one stops."""
+
+
 def storage(context: AppContext) -> Storage:
     settings = context.settings
     return open_storage(
@@ -110,7 +114,10 @@ async def prepare(
     url = database_url(context, target)
     source = source_of(context, url)
     key = object_key(environment, source.database, run_id, source.extension)
-    where = storage(context)
+    try:
+        location = storage(context).object_url(key)
+    except StorageError as error:
+        raise BackupError(str(error)) from None
     backup = Backup(
         run_id=run_id,
         origin=origin.value,
@@ -119,7 +126,7 @@ async def prepare(
         engine=engine_of(url),
         format=source.format,
         status=BackupStatus.IN_PROGRESS.value,
-        storage_url=where.object_url(key),
+        storage_url=location,
         object_key=key,
         row_counts={},
         created_at=utcnow(),
@@ -143,22 +150,39 @@ async def _load(context: AppContext, backup_id: str) -> tuple[Backup, Source]:
 async def perform(context: AppContext, backup_id: str, log: LogLine) -> Backup:
     """Take the backup ``prepare`` described: dump, store, read back. Returns the row as
     it ended (``success`` or ``failure``); raises only when the database is unreachable
-    (the run engine then retries or fails the step)."""
+    (the run engine then retries or fails the step).
+
+    Only an ``in_progress`` backup is taken, and by one call at a time: the first to
+    record its upload holds it; another call (or one on a backup that already ended)
+    returns the row as it is. A backup failed while it ran (:func:`supersede`) stays
+    failed and its object is deleted. A step taking a backup again after its worker died
+    calls :func:`supersede` and prepares a new one."""
     try:
         backup, source = await _load(context, backup_id)
-    except BackupError as error:
+        where = storage(context)
+    except (BackupError, StorageError) as error:
         return await _fail(context, backup_id, str(error))
-    where = storage(context)
+    if backup.status != BackupStatus.IN_PROGRESS.value:
+        await log(f"backup {backup_id} is already {backup.status}: nothing to take")
+        return backup
+    claimed: list[str] = []
 
     async def started(upload_id: str) -> None:
         async with context.unit_of_work() as uow:
             row = await uow.session.get(Backup, backup_id, with_for_update=True)
-            if row is not None:
-                row.upload_id = upload_id
+            if row is None or row.status != BackupStatus.IN_PROGRESS.value:
+                raise _NotOurs(f"backup {backup_id} is no longer in progress")
+            if row.upload_id is not None:
+                raise _NotOurs(f"backup {backup_id} is already being taken")
+            row.upload_id = upload_id
+            claimed.append(upload_id)
 
     await log(f"backing up {backup.database} to {backup.storage_url}")
     try:
         taken = await pipeline.take(source, where, backup.object_key, log, started)
+    except _NotOurs as error:
+        await log(f"{error}: left to the run that holds it")
+        return await _current(context, backup_id)
     except EXPECTED_ERRORS as error:
         return await _fail(context, backup_id, str(error), pipeline.removed(error))
     except asyncio.CancelledError as error:
@@ -172,22 +196,38 @@ async def perform(context: AppContext, backup_id: str, log: LogLine) -> Backup:
     async with context.unit_of_work() as uow:
         row = await uow.session.get(Backup, backup_id, with_for_update=True)
         assert row is not None
-        row.status = BackupStatus.SUCCESS.value
-        row.upload_id = None
-        row.size_bytes = taken.size
-        row.sha256 = taken.sha256
-        row.row_counts = taken.row_counts
-        row.duration_seconds = round(taken.duration_seconds, 3)
-        row.finished_at = utcnow()
-        await add_event(uow.session, "backup.succeeded", backup_data(row))
-        await audit_service.record(
-            uow.session,
-            ACTOR,
-            action="backup.succeeded",
-            resource_type="backup",
-            resource_id=row.id,
-            summary={"size_bytes": taken.size, "sha256": taken.sha256, "key": row.object_key},
-        )
+        superseded = row.status != BackupStatus.IN_PROGRESS.value or row.upload_id not in claimed
+        if not superseded:
+            row.status = BackupStatus.SUCCESS.value
+            row.upload_id = None
+            row.size_bytes = taken.size
+            row.sha256 = taken.sha256
+            row.row_counts = taken.row_counts
+            row.duration_seconds = round(taken.duration_seconds, 3)
+            row.finished_at = utcnow()
+            await add_event(uow.session, "backup.succeeded", backup_data(row))
+            await audit_service.record(
+                uow.session,
+                ACTOR,
+                action="backup.succeeded",
+                resource_type="backup",
+                resource_id=row.id,
+                summary={"size_bytes": taken.size, "sha256": taken.sha256, "key": row.object_key},
+            )
+    if superseded:
+        # It was failed while it ran (its worker looked dead): nothing of it is kept.
+        await log(f"backup {backup_id} ended {row.status} while it ran: its object is deleted")
+        try:
+            await where.delete(backup.object_key)
+        except StorageError as error:
+            logger.warning("could not delete the object of backup %s: %s", backup_id, error)
+            return row
+        async with context.unit_of_work() as uow:
+            current = await uow.session.get(Backup, backup_id, with_for_update=True)
+            assert current is not None
+            if current.upload_id in claimed:
+                current.upload_id = None
+            return current
     await log(f"backup {backup_id}: {taken.size} bytes stored and read back")
     return row
 
@@ -202,6 +242,14 @@ async def _fail(
         await mark_failed(uow.session, row, reason)
         if upload_removed:
             row.upload_id = None
+        return row
+
+
+async def _current(context: AppContext, backup_id: str) -> Backup:
+    async with context.unit_of_work() as uow:
+        row = await uow.session.get(Backup, backup_id)
+        if row is None:
+            raise BackupError(f"no backup {backup_id!r}")
         return row
 
 

@@ -9,6 +9,7 @@ import contextlib
 import os
 import sqlite3
 import tempfile
+import time
 from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -17,6 +18,15 @@ from app.backups.sources import Dump, LogLine, SourceError
 from app.core.ids import new_id
 
 CHUNK = 1 << 20
+QUERY_TIMEOUT_SECONDS = 60  # a smoke query's limit (PostgreSQL's statement_timeout too)
+# What a smoke query may do: read tables and call (built-in) functions.
+_READ_ACTIONS = frozenset(
+    {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
+)
+
+
+def _reads_only(action: int, *_: object) -> int:
+    return sqlite3.SQLITE_OK if action in _READ_ACTIONS else sqlite3.SQLITE_DENY
 
 
 def sqlite_path(url: str) -> Path:
@@ -105,11 +115,22 @@ class _Scratch:
         return await asyncio.to_thread(count)
 
     async def query(self, sql: str) -> int:
+        """One read-only statement: reads only (no ``ATTACH``, ``VACUUM INTO``,
+        ``PRAGMA`` or extension, which write files even on a read-only connection),
+        ended after :data:`QUERY_TIMEOUT_SECONDS`; rows are counted, never held."""
+
         def run() -> int:
             conn = _readonly(self.path)
+            deadline = time.monotonic() + QUERY_TIMEOUT_SECONDS
+            conn.set_authorizer(_reads_only)
+            conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
             try:
-                return len(conn.execute(sql).fetchall())
+                return sum(1 for _ in conn.execute(sql))
             except sqlite3.Error as error:
+                if time.monotonic() > deadline:
+                    raise SourceError(
+                        f"smoke query failed: it ran longer than {QUERY_TIMEOUT_SECONDS} s"
+                    ) from None
                 raise SourceError(f"smoke query failed: {error}") from None
             finally:
                 conn.close()

@@ -155,9 +155,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute(
-        sa.text("DELETE FROM threshold WHERE name IN ('backup_age', 'backup_verified_age')")
-    )
+    op.execute(sa.text("DELETE FROM threshold WHERE name IN ('backup_age', 'backup_verified_age')"))
     with op.batch_alter_table("environment", schema=None) as batch_op:
         batch_op.drop_column("backup_smoke_queries")
         batch_op.drop_column("backup_retention_days")
