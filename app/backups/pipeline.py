@@ -8,10 +8,13 @@ Memory stays bounded by a chunk or an S3 part whatever the dump's size.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from app.backups.sources import LogLine, Source, SourceError
 from app.backups.storage import Storage
@@ -138,11 +141,30 @@ async def _at_most(chunks: AsyncIterator[bytes], size: int) -> AsyncIterator[byt
         yield chunk
 
 
-def _body(
-    source: Source, storage: Storage, key: str, digest: Digest, size: int
-) -> AsyncIterator[bytes]:
-    stored = digest.tap(_at_most(storage.read(key), size))
-    return gunzip(stored) if source.compress else stored
+async def _stage(storage: Storage, key: str, size: int, sha256: str, path: Path) -> None:
+    """Copy the object to ``path``, hashing it; :class:`ReadBackMismatch` (before any
+    byte of it reaches a database program) when it is not the recorded object."""
+    digest = Digest()
+    handle = await asyncio.to_thread(path.open, "xb")
+    try:
+        async for chunk in digest.tap(_at_most(storage.read(key), size)):
+            await asyncio.to_thread(handle.write, chunk)
+    finally:
+        handle.close()
+    if (digest.size, digest.sha256) != (size, sha256):
+        raise ReadBackMismatch(
+            f"the stored object changed: {digest.size} bytes with SHA-256 "
+            f"{digest.sha256}, recorded {size} bytes with SHA-256 {sha256}"
+        )
+
+
+async def _read(path: Path, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+    handle = await asyncio.to_thread(path.open, "rb")
+    try:
+        while chunk := await asyncio.to_thread(handle.read, chunk_size):
+            yield chunk
+    finally:
+        handle.close()
 
 
 async def drill(
@@ -156,23 +178,41 @@ async def drill(
     smoke_queries: list[str],
     log: LogLine,
     promote: bool = False,
+    stage_dir: Path | None = None,
 ) -> Drilled:
-    """Load the object into a scratch database beside ``source``'s, compare the row
-    counts recorded at backup time, run the smoke queries, and time it (the RTO). With
-    ``promote`` (a restore), the scratch database then replaces the target, but only if
-    everything matched and the bytes read were the recorded ones."""
+    """Fetch the object into a local file under ``stage_dir`` (the system's temporary
+    folder by default; it needs the object's size free) while hashing it, and only when
+    it is the recorded object load it into a scratch database beside ``source``'s:
+    nothing a changed object holds ever reaches ``psql`` or ``pg_restore``. Then compare
+    the row counts recorded at backup time, run the smoke queries, and time it all (the
+    RTO, download included). With ``promote`` (a restore), the scratch database then
+    replaces the target, but only if everything matched."""
     began = time.monotonic()
-    digest = Digest()
+    with tempfile.TemporaryDirectory(prefix="formula-ops-restore-", dir=stage_dir) as folder:
+        staged = Path(folder) / "object"
+        await _stage(storage, key, size, sha256, staged)
+        await log(f"fetched {size} bytes, SHA-256 {sha256}: match")
+        return await _load_and_check(
+            source, staged, row_counts, smoke_queries, log, promote=promote, began=began
+        )
+
+
+async def _load_and_check(
+    source: Source,
+    staged: Path,
+    row_counts: dict[str, int],
+    smoke_queries: list[str],
+    log: LogLine,
+    *,
+    promote: bool,
+    began: float,
+) -> Drilled:
     async with source.scratch(log) as scratch:
+        body = _read(staged)
         try:
-            await scratch.load(_body(source, storage, key, digest, size))
+            await scratch.load(gunzip(body) if source.compress else body)
         except CorruptError as error:
             raise SourceError(f"the stored backup is damaged: {error}") from None
-        if (digest.size, digest.sha256) != (size, sha256):
-            raise ReadBackMismatch(
-                f"the stored object changed: {digest.size} bytes with SHA-256 "
-                f"{digest.sha256}, recorded {size} bytes with SHA-256 {sha256}"
-            )
         counts = await scratch.row_counts(sorted(row_counts))
         result = Drilled(0.0, counts)
         for table, expected in sorted(row_counts.items()):

@@ -29,6 +29,7 @@ from app.backups.stream import CorruptError
 from app.backups.targets import engine_of, open_storage, source_for
 from app.core.context import AppContext
 from app.core.db import UnitOfWork, utcnow
+from app.core.ids import new_id
 from app.core.redaction import redact_text
 from app.environments.models import Environment
 from app.outbox.service import add_event
@@ -93,10 +94,12 @@ async def target_environment(session: AsyncSession, name: str | None) -> Environ
     return environment
 
 
-def object_key(environment: str | None, database: str, run_id: str, extension: str) -> str:
+def object_key(environment: str | None, database: str, backup_id: str, extension: str) -> str:
+    """``<environment>/<database>/<UTC timestamp>_<backup id><extension>`` (a backup
+    run's backup has the run's id)."""
     stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
     safe_database = _KEY_UNSAFE.sub("_", database).strip("._") or "database"
-    return f"{environment or SELF}/{safe_database}/{stamp}_{run_id}{extension}"
+    return f"{environment or SELF}/{safe_database}/{stamp}_{backup_id}{extension}"
 
 
 async def prepare(
@@ -113,7 +116,8 @@ async def prepare(
     target = await target_environment(session, environment)
     url = database_url(context, target)
     source = source_of(context, url)
-    key = object_key(environment, source.database, run_id, source.extension)
+    backup_id = backup_id or new_id()
+    key = object_key(environment, source.database, backup_id, source.extension)
     try:
         location = storage(context).object_url(key)
     except StorageError as error:
@@ -131,8 +135,7 @@ async def prepare(
         row_counts={},
         created_at=utcnow(),
     )
-    if backup_id is not None:
-        backup.id = backup_id
+    backup.id = backup_id
     session.add(backup)
     await session.flush()
     return backup

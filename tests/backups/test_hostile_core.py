@@ -781,11 +781,6 @@ async def test_sqlite_drill_of_a_replaced_bomb_stops_early(tmp_path: Path) -> No
     assert biggest < 16 << 20, f"{biggest} bytes decompressed into the scratch file"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="drill feeds the stored object to psql before comparing its SHA-256: a replaced "
-    "plain dump runs psql meta-commands (\\! shell) on the worker",
-)
 async def test_postgres_drill_of_a_replaced_plain_dump_runs_nothing(tmp_path: Path) -> None:
     name = unique()
     marker = tmp_path / "ran"
@@ -851,7 +846,8 @@ async def test_drill_of_a_truncated_object_fails_cleanly(tmp_path: Path) -> None
     taken = await pipeline.take(source, storage, "e/shop/1.db.gz", Log(), no_upload)
     stored = tmp_path / "store/e/shop/1.db.gz"
     stored.write_bytes(stored.read_bytes()[: taken.size // 2])
-    with pytest.raises(SourceError, match="damaged"):
+    # Found while fetching, before anything is loaded.
+    with pytest.raises(pipeline.ReadBackMismatch, match="changed"):
         await pipeline.drill(
             source,
             storage,
@@ -1117,11 +1113,6 @@ async def test_clean_partials_spares_live_uploads_and_objects(
 
 
 @SQLITE_ONLY
-@pytest.mark.xfail(
-    strict=True,
-    reason="the object key is <stamp>_<run id>: two backups of one run in one second (a "
-    "pre-deploy step retried after supersede) share one object; key by the backup's id",
-)
 async def test_two_backups_of_one_run_never_share_an_object(
     context: AppContext, tmp_path: Path
 ) -> None:

@@ -87,7 +87,7 @@ async def test_the_pre_deploy_backup_is_stored_read_back_and_in_the_evidence(
     assert content[:2] == b"\x1f\x8b"  # gzip
     assert hashlib.sha256(content).hexdigest() == row.sha256 == backup["sha256"]
     assert len(content) == row.size_bytes == backup["size_bytes"]
-    assert stored.name.endswith(f"_{body['id']}.db.gz")
+    assert stored.name.endswith(f"_{row.id}.db.gz")
     assert stored.parent.name == "app"
     assert stored.parent.parent.name == "staging"
     assert not list(stored.parent.glob("*.partial"))
