@@ -13,6 +13,7 @@ from fastapi import APIRouter
 
 from app.alerts.router import router as alerts_router
 from app.audit.router import router as audit_router
+from app.backups.router import router as backups_router
 from app.components.router import router as components_router
 from app.core.registry import Registry
 from app.deployments.router import router as deployments_router
@@ -47,6 +48,7 @@ def build_api(registry: Registry) -> APIRouter:
     v1.include_router(alerts_router)
     v1.include_router(incidents_router)
     v1.include_router(maintenances_router)
+    v1.include_router(backups_router)
     return v1
 
 

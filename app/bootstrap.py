@@ -13,6 +13,7 @@ import httpx
 from redis.asyncio import Redis
 
 from app import __version__
+from app.backups import registration as backups
 from app.components import registration as components
 from app.core.context import AppContext, RedisNotConfigured
 from app.core.db import create_engine, make_sessionmaker, write_engine
@@ -43,6 +44,7 @@ REGISTRATIONS: tuple[Callable[[Registry], None], ...] = (
     components.register,
     incidents.register,
     maintenances.register,
+    backups.register,
 )
 
 

@@ -2,8 +2,8 @@
 
 from app.alerts.models import Alert
 from app.audit.models import AuditChainHead, AuditEvent
-from app.backups.models import Backup, Restore
 from app.auth.models import ApiToken
+from app.backups.models import Backup, Restore
 from app.components.models import Component, ComponentStatusClaim, StatusRevision
 from app.deployments.models import Deployment, DeploymentTarget
 from app.environments.models import Environment, Pin, Service
