@@ -12,7 +12,14 @@ from app.auth.deps import Admin, Operator, Viewer
 from app.auth.errors import Forbidden, TooManyRequests, Unauthenticated
 from app.backups import operations, presenters, retention
 from app.backups.models import BackupOrigin, BackupStatus
-from app.backups.schemas import BackupCreate, BackupId, BackupList, BackupOut, BackupPlan
+from app.backups.schemas import (
+    BackupCreate,
+    BackupId,
+    BackupList,
+    BackupOut,
+    BackupPlan,
+    target_of,
+)
 from app.core.deps import ContextDep, SessionDep, UnitOfWorkDep
 from app.core.errors import problem_responses
 from app.core.pagination import CursorParamsDep
@@ -60,14 +67,15 @@ async def create_backup(
     kind `backup`, whose id is the backup's). 202 + `Location`; with `Prefer: wait=N`,
     the finished backup (201). An environment without `database_url` is a 409
     `no-database`."""
+    environment = target_of(body)
     if body.dry_run:
         async with context.sessionmaker() as session:
-            target = await operations.resolve(session, context, body.environment)
+            target = await operations.resolve(session, context, environment)
         plan = presenters.plan_out(operations.plan(context, target))
         return JSONResponse(plan.model_dump(mode="json"), status_code=200)
     async with uow:
         await idem.claim(uow)
-        run, backup = await operations.create_backup(uow, context, principal, body.environment)
+        run, backup = await operations.create_backup(uow, context, principal, environment)
         accepted = presenters.answer(backup, 202, {"Retry-After": "2"})
         await idem.complete(uow.session, accepted)
     return await created(

@@ -6,7 +6,7 @@ import datetime as dt
 from typing import Annotated, Any, Literal
 
 from fastapi import Path
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
 
 from app.backups.models import BackupOrigin, BackupStatus
 from app.core.schemas import RequestModel
@@ -16,27 +16,36 @@ BACKUP_ID = r"^[0-9A-Za-z_-]{1,36}$"
 BackupId = Annotated[str, Path(min_length=1, max_length=36, pattern=BACKUP_ID)]
 
 
-class BackupCreate(RequestModel):
-    """What to back up: an environment's database (`environment`) or the control plane's
-    own (`self: true`), exactly one of them."""
+class BackupOfEnvironment(RequestModel):
+    """A backup of an environment's database (its `database_url`)."""
 
-    environment: str | None = Field(
-        default=None, pattern=NAME, max_length=63, description="Its `database_url` is dumped."
-    )
-    self_: StrictBool = Field(
-        default=False,
-        alias="self",
-        description="Back up the control plane's own database instead.",
-    )
+    environment: str = Field(pattern=NAME, max_length=63)
     dry_run: StrictBool = Field(default=False, description="Return the plan; write nothing.")
+
+
+def _true(value: bool) -> bool:
+    if value is not True:
+        raise ValueError("must be true (or name an environment instead)")
+    return value
+
+
+class BackupOfSelf(RequestModel):
+    """A backup of the control plane's own database."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    @model_validator(mode="after")
-    def _one_target(self) -> BackupCreate:
-        if (self.environment is None) == (not self.self_):
-            raise ValueError('give either "environment" or "self": true (not both)')
-        return self
+    self_: Annotated[StrictBool, AfterValidator(_true)] = Field(
+        alias="self", json_schema_extra={"const": True}
+    )
+    dry_run: StrictBool = Field(default=False, description="Return the plan; write nothing.")
+
+
+BackupCreate = BackupOfEnvironment | BackupOfSelf
+
+
+def target_of(body: BackupOfEnvironment | BackupOfSelf) -> str | None:
+    """The environment a request names (``None``: the control plane)."""
+    return body.environment if isinstance(body, BackupOfEnvironment) else None
 
 
 class BackupLinks(BaseModel):

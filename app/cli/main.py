@@ -6,7 +6,8 @@
 - :mod:`app.cli.runs`: ``runs list|watch``, ``health-check``;
 - :mod:`app.cli.deploy`: ``deploy``, ``apply``;
 - :mod:`app.cli.ops`: ``rollback``, ``cancel``, ``unpin``, ``audit list``;
-- :mod:`app.cli.status`: ``status`` (the public status, no token).
+- :mod:`app.cli.status`: ``status`` (the public status, no token);
+- :mod:`app.cli.backups`: ``backup``, ``backups list|show|verify|delete``.
 
 What they print goes through :mod:`app.cli.output`; the API through :mod:`app.cli.client`.
 """
@@ -22,6 +23,7 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
 from app.cli.admin import audit, migrate, openapi, tokens
+from app.cli.backups import backup, backups
 from app.cli.deploy import apply, deploy
 from app.cli.ops import audit_list, cancel, rollback, unpin
 from app.cli.output import error, field_errors
@@ -40,6 +42,7 @@ cli = typer.Typer(
 cli.add_typer(tokens, name="tokens")
 cli.add_typer(audit, name="audit")
 cli.add_typer(runs, name="runs")
+cli.add_typer(backups, name="backups")
 cli.command("health-check")(health_check)
 cli.command("deploy")(deploy)
 cli.command("apply")(apply)
@@ -47,6 +50,7 @@ cli.command("rollback")(rollback)
 cli.command("cancel")(cancel)
 cli.command("unpin")(unpin)
 cli.command("status")(status)
+cli.command("backup")(backup)
 audit.command("list")(audit_list)
 cli.command()(serve)
 cli.command()(api)

@@ -79,3 +79,10 @@ async def audit_actions(context: AppContext, resource_id: str) -> list[str]:
             .order_by(AuditEvent.created_at)
         )
         return list(rows)
+
+
+def flip_byte(path: Path, offset: int) -> None:
+    """Change one byte of ``path`` (a stored backup that rotted)."""
+    content = bytearray(path.read_bytes())
+    content[offset] ^= 0xFF
+    path.write_bytes(bytes(content))

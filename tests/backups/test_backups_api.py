@@ -24,6 +24,7 @@ from app.runs.models import Run
 from tests.backups.helpers import (
     WAIT,
     audit_actions,
+    flip_byte,
     make_sqlite,
     no_backups,
     operator,
@@ -320,9 +321,7 @@ async def test_a_drill_verifies_a_backup_and_a_changed_byte_makes_it_unverifiabl
     # One byte of the stored object changes: the next drill fails, the backup is
     # unverifiable, the event says so and an incident opens.
     stored = object_path(backup["storage_url"])
-    content = bytearray(stored.read_bytes())
-    content[len(content) // 2] ^= 0xFF
-    stored.write_bytes(bytes(content))
+    flip_byte(stored, backup["size_bytes"] // 2)
     again = await client.post(
         f"/v1/backups/{backup['id']}/verify",
         headers={**operator.headers, **WAIT, "Idempotency-Key": str(uuid.uuid4())},
