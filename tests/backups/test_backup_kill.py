@@ -26,10 +26,10 @@ from app.backups.storage import PARTIAL_SUFFIX
 from app.core.context import AppContext
 from app.core.db import utcnow
 from app.runs import service as run_service
-from app.runs.models import Run
+from app.runs.models import TERMINAL_STATUSES, Run
 from tests.backups.helpers import make_sqlite, no_backups, operator, put_environment, sqlite_url
 from tests.factories import IssuedToken
-from tests.helpers import run_worker_burst
+from workers.main import create_worker, stop_worker
 
 __all__ = ["no_backups", "operator"]  # fixtures
 
@@ -133,7 +133,16 @@ async def test_a_worker_killed_during_an_upload_leaves_a_failed_backup_and_no_li
         assert run.lease_expires_at < utcnow()
     reconciled = await run_service.reconcile(context, stale_after=dt.timedelta(0))
     assert reconciled.requeued_expired == 1
-    await run_worker_burst(context.settings)
+    # A burst worker would wait for the dead worker's job, which arq keeps in its queue
+    # until that job's timeout: a worker runs until the run has ended (without the
+    # periodic jobs: the janitor is called below).
+    taker = create_worker(context.settings, handle_signals=False, poll_delay=0.02, cron_jobs=[])
+    task = asyncio.create_task(taker.main())
+    try:
+        ended = await run_service.wait_terminal(context, backup_id, None, 60)
+        assert ended.status in TERMINAL_STATUSES, ended.status
+    finally:
+        await stop_worker(taker, task)
     async with context.sessionmaker() as session:
         run = await session.get(Run, backup_id)
         backup = await session.get(Backup, backup_id)
