@@ -60,7 +60,10 @@ async def scheduled_backups(ctx: WorkerState) -> list[str]:
 
 
 async def newest_backups(context: AppContext) -> list[str]:
-    """The newest stored backup of each target (environment and database)."""
+    """The newest stored backup of each target (environment and database) that still
+    has a database to drill beside (an environment with a ``database_url``, or the
+    control plane)."""
+    targets = set(await backup_targets(context)) | {None}
     async with context.sessionmaker() as session:
         rows = (
             await session.execute(
@@ -71,7 +74,8 @@ async def newest_backups(context: AppContext) -> list[str]:
         ).all()
     newest: dict[tuple[str | None, str], str] = {}
     for backup_id, environment, database in rows:
-        newest.setdefault((environment, database), backup_id)
+        if environment in targets:
+            newest.setdefault((environment, database), backup_id)
     return list(newest.values())
 
 

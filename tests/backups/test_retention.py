@@ -22,6 +22,8 @@ from app.backups.storage import PARTIAL_SUFFIX
 from app.core.context import AppContext
 from app.core.db import insert_rows, utcnow
 from app.outbox.models import OutboxEvent
+from app.runs import service as run_service
+from app.runs.models import Run
 from tests.backups.helpers import (
     WAIT,
     make_sqlite,
@@ -155,3 +157,43 @@ async def test_retention_deletes_expired_backups_but_the_newest_verified(
     much_later = await retention.apply(context, now=utcnow() + dt.timedelta(days=40))
     assert much_later.deleted == [other["id"]]
     assert much_later.kept_newest_verified == [second["id"]]
+
+
+async def test_the_schedules_back_up_every_database_and_drill_the_newest(
+    client: httpx.AsyncClient,
+    context: AppContext,
+    admin: IssuedToken,
+    operator: IssuedToken,
+    tmp_path: Path,
+    backend: str,
+) -> None:
+    from workers.backups import scheduled_backups, scheduled_drills
+
+    shop = make_sqlite(tmp_path / "shop.db")
+    await put_environment(client, admin, "staging", database_url=sqlite_url(shop))
+    await put_environment(client, admin, "nodb")
+    state: Any = {"context": context}
+    run_ids = await scheduled_backups(state)
+    # staging, and the control plane (whose PostgreSQL source is not in this build yet).
+    assert len(run_ids) == (2 if backend == "sqlite" else 1)
+    for run_id in run_ids:
+        ended = await run_service.wait_terminal(context, run_id, None, 60)
+        assert ended.status == "success", (ended.status, ended.failure_detail)
+    async with context.sessionmaker() as session:
+        rows = list(await session.scalars(select(Backup).order_by(Backup.environment)))
+        runs = list(await session.scalars(select(Run).where(Run.id.in_(run_ids))))
+    assert {r.origin for r in rows} == {"schedule"}
+    assert {r.environment for r in rows} == (
+        {"staging", None} if backend == "sqlite" else {"staging"}
+    )
+    assert {r.requested_by for r in runs} == {"schedule:daily-backup"}
+
+    drills = await scheduled_drills(state)
+    assert len(drills) == len(run_ids)
+    for run_id in drills:
+        ended = await run_service.wait_terminal(context, run_id, None, 60)
+        assert ended.status == "success", (ended.status, ended.failure_detail)
+        assert ended.requested_by == "schedule:weekly-backup-drill"
+    async with context.sessionmaker() as session:
+        verified = list(await session.scalars(select(Backup.verified_at)))
+    assert all(v is not None for v in verified)
