@@ -119,7 +119,6 @@ def test_what_the_domains_register() -> None:
         *("maintenance.scheduled", "maintenance.started", "maintenance.completed"),
         *("backup.succeeded", "backup.failed", "backup.verified"),
         *("backup.verification_failed", "backup.deleted"),
-        *("restore.started", "restore.succeeded", "restore.failed"),
     }
 
 

@@ -31,5 +31,7 @@ def register(registry: Registry) -> None:
         "backup_checksum", Action(actions.BackupRef, actions.backup_checksum, idempotent=True)
     )
     catalog.add("backup_drill", Action(actions.BackupRef, actions.backup_drill, idempotent=True))
+    # restore.* are registered with the restores that write them.
     for event in events.EVENT_TYPES:
-        registry[EVENT_TYPES].add(event.name, event)
+        if event.name.startswith("backup."):
+            registry[EVENT_TYPES].add(event.name, event)
