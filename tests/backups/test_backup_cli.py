@@ -64,6 +64,9 @@ async def test_backup_list_show_verify_and_delete_from_the_command_line(
         client, admin, "staging", database_url=sqlite_url(make_sqlite(tmp_path / "shop.db"))
     )
     await put_environment(client, admin, "nodb")
+    await put_environment(
+        client, admin, "gone", database_url=sqlite_url(tmp_path / "missing" / "gone.db")
+    )
     async with live(app, context) as url:
         planned = await cli(url, operator, "backup", "--env", "staging", "--dry-run")
         assert "Dry run: staging/shop (sqlite, sqlite)" in planned
@@ -71,6 +74,9 @@ async def test_backup_list_show_verify_and_delete_from_the_command_line(
         assert "Not backed up" in refused
         assert "no-database" not in refused  # the title and detail, not the type
         await cli(url, operator, "backup", code=2)  # neither --env nor --self
+        lost = await cli(url, operator, "backup", "--env", "gone", "--wait", code=1)
+        assert "failure" in lost
+        assert "no SQLite database" in lost
 
         taken = await cli(url, operator, "backup", "--env", "staging", "--wait")
         assert "succeeded" in taken
