@@ -14,6 +14,7 @@ from fastapi import APIRouter
 from app.alerts.router import router as alerts_router
 from app.audit.router import router as audit_router
 from app.backups.restore_router import router as restores_router
+from app.backups.router import router as backups_router
 from app.components.router import router as components_router
 from app.core.registry import Registry
 from app.deployments.router import router as deployments_router
@@ -48,6 +49,7 @@ def build_api(registry: Registry) -> APIRouter:
     v1.include_router(alerts_router)
     v1.include_router(incidents_router)
     v1.include_router(maintenances_router)
+    v1.include_router(backups_router)
     v1.include_router(restores_router)
     return v1
 

@@ -13,6 +13,7 @@ import httpx
 from redis.asyncio import Redis
 
 from app import __version__
+from app.backups import registration as backups
 from app.backups import restore_registration as restores
 from app.components import registration as components
 from app.core.context import AppContext, RedisNotConfigured
@@ -44,6 +45,7 @@ REGISTRATIONS: tuple[Callable[[Registry], None], ...] = (
     components.register,
     incidents.register,
     maintenances.register,
+    backups.register,
     restores.register,
 )
 

@@ -15,6 +15,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 
+from app.backups import operations as backup_operations
 from app.backups import restores as restore_plan
 from app.backups.models import Backup
 from app.bootstrap import REGISTRATIONS, build_context, build_registry
@@ -96,6 +97,8 @@ def test_what_the_domains_register() -> None:
     assert [kind.value for kind in registered(registry)] == [
         "deployment",
         "rollback",
+        "backup",
+        "backup_verification",
         "restore",
         "health_check",
     ]
@@ -105,6 +108,7 @@ def test_what_the_domains_register() -> None:
         *("http", "shell", "wait"),
         *("disk", "memory", "log_errors", "database", "redis", "backup_age"),
         *("checklist", "backup_database", "pull", "deploy", "verify", "rollback_service"),
+        *("backup_take", "backup_checksum", "backup_drill"),
         *("restore_check", "restore_safety_backup", "restore_stop_services"),
         *("restore_database", "restore_start_services", "restore_verify_health"),
     }
@@ -118,6 +122,8 @@ def test_what_the_domains_register() -> None:
         *("incident.created", "incident.updated", "incident.resolved"),
         *("incident.sla_warning", "incident.sla_breached"),
         *("maintenance.scheduled", "maintenance.started", "maintenance.completed"),
+        *("backup.succeeded", "backup.failed", "backup.verified"),
+        *("backup.verification_failed", "backup.deleted"),
         *("restore.started", "restore.succeeded", "restore.failed", "restore.cancelled"),
     }
 
@@ -185,6 +191,10 @@ PLANS: dict[str, Callable[[], list[StepSpec]]] = {
     RunKind.DEPLOYMENT.value: _deployment_steps,
     RunKind.ROLLBACK.value: _rollback_steps,
     RunKind.HEALTH_CHECK.value: _health_check_steps,
+    RunKind.BACKUP.value: lambda: backup_operations.backup_steps(Settings()),
+    RunKind.BACKUP_VERIFICATION.value: lambda: backup_operations.verification_steps(
+        Settings(), "backup-1"
+    ),
     RunKind.RESTORE.value: _restore_steps,
 }
 
@@ -327,7 +337,10 @@ async def test_a_registered_driver_is_accepted_and_documented(settings: Settings
         "docker",
         "fake",
     ]
-    runs = "This installation runs `deployment`, `rollback`, `restore`, `health_check`;"
+    runs = (
+        "This installation runs `deployment`, `rollback`, `backup`, `backup_verification`, "
+        "`restore`, `health_check`;"
+    )
     assert runs in components["RunKind"]["description"]
     put = document["paths"]["/v1/environments/{name}/services/{service_name}"]["put"]
     body_schema = put["requestBody"]["content"]["application/json"]["schema"]

@@ -16,6 +16,12 @@ from app.core.metrics import Metrics
 from app.core.queue import JobName, connect_redis, deserialize_job, serialize_job
 from app.core.registry import Registry
 from app.core.settings import Settings, get_settings
+from workers.backups import (
+    backup_janitor,
+    backup_retention,
+    scheduled_backups,
+    scheduled_drills,
+)
 from workers.cron import (
     purge_idempotency_keys,
     purge_webhook_history,
@@ -60,6 +66,42 @@ def cron_jobs(settings: Settings) -> list[CronJob]:
                 unique=True,
                 run_at_startup=True,
                 timeout=max(maintenances.schedule_every_seconds * 4, 30),
+            )
+        )
+    backups = settings.backups
+    jobs.append(
+        cron(backup_janitor, second=7, unique=True, run_at_startup=False, timeout=600)  # type: ignore[arg-type]
+    )
+    jobs.append(
+        cron(
+            backup_retention,  # type: ignore[arg-type]
+            name="daily_backup_retention",
+            hour=backups.retention_hour,
+            minute=7,
+            second=0,
+            unique=True,
+        )
+    )
+    if backups.schedule_enabled:
+        jobs.append(
+            cron(
+                scheduled_backups,  # type: ignore[arg-type]
+                name="daily_backup",
+                hour=backups.schedule_hour,
+                minute=backups.schedule_minute,
+                second=0,
+                unique=True,
+            )
+        )
+        jobs.append(
+            cron(
+                scheduled_drills,  # type: ignore[arg-type]
+                name="weekly_backup_drill",
+                weekday=backups.drill_weekday,
+                hour=backups.drill_hour,
+                minute=0,
+                second=0,
+                unique=True,
             )
         )
     schedule = settings.health_check

@@ -69,6 +69,9 @@ ACTIONS: dict[str, str] = {
     "startMaintenance": "maintenance.start",
     "completeMaintenance": "maintenance.complete",
     "cancelMaintenance": "maintenance.cancel",
+    "createBackup": "backup.create",
+    "verifyBackup": "backup.verify",
+    "deleteBackup": "backup.delete",
 }
 
 Handler = Callable[[Request, Exception], Response | Awaitable[Response]]

@@ -203,7 +203,15 @@ class DeclarativeFile(BaseModel):
     environments: list[EnvironmentFile]
 
 
-ENV_FIELDS = ("description", "database", "required_checklist", "prometheus_url")
+ENV_FIELDS = (
+    "description",
+    "database",
+    "database_url",
+    "backup_retention_days",
+    "backup_smoke_queries",
+    "required_checklist",
+    "prometheus_url",
+)
 SERVICE_FIELDS = (
     "driver",
     "config",

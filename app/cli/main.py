@@ -7,6 +7,7 @@
 - :mod:`app.cli.deploy`: ``deploy``, ``apply``;
 - :mod:`app.cli.ops`: ``rollback``, ``cancel``, ``unpin``, ``audit list``;
 - :mod:`app.cli.status`: ``status`` (the public status, no token);
+- :mod:`app.cli.backups`: ``backup``, ``backups list|show|verify|delete``.
 - :mod:`app.cli.restore`: ``restore``, ``restores list``.
 
 What they print goes through :mod:`app.cli.output`; the API through :mod:`app.cli.client`.
@@ -23,6 +24,7 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
 from app.cli.admin import audit, migrate, openapi, tokens
+from app.cli.backups import backup, backups
 from app.cli.deploy import apply, deploy
 from app.cli.ops import audit_list, cancel, rollback, unpin
 from app.cli.output import error, field_errors
@@ -42,6 +44,7 @@ cli = typer.Typer(
 cli.add_typer(tokens, name="tokens")
 cli.add_typer(audit, name="audit")
 cli.add_typer(runs, name="runs")
+cli.add_typer(backups, name="backups")
 cli.command("health-check")(health_check)
 cli.command("deploy")(deploy)
 cli.command("apply")(apply)
@@ -49,6 +52,7 @@ cli.command("rollback")(rollback)
 cli.command("cancel")(cancel)
 cli.command("unpin")(unpin)
 cli.command("status")(status)
+cli.command("backup")(backup)
 cli.command("restore")(restore)
 cli.add_typer(restores, name="restores")
 audit.command("list")(audit_list)

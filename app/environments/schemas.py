@@ -12,11 +12,27 @@ import functools
 import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union
+from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, Field, StringConstraints, TypeAdapter, create_model
+from pydantic import (
+    BaseModel,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    create_model,
+    model_validator,
+)
 
 from app.core.registry import Catalog
-from app.core.schemas import HTTP_URL, MULTILINE, MULTILINE_NOTE, PRINTABLE, RequestModel
+from app.core.schemas import (
+    CONTROL,
+    CONTROL_BUT_TAB_NEWLINE,
+    HTTP_URL,
+    MULTILINE,
+    MULTILINE_NOTE,
+    PRINTABLE,
+    RequestModel,
+)
 from app.drivers.base import DriverType
 from app.drivers.process_config import Argument, EnvName, EnvValue
 from app.environments.checklist import CHECKLIST_ITEMS
@@ -130,6 +146,32 @@ def service_schemas(drivers: Catalog[DriverType]) -> ServiceSchemas:
     return ServiceSchemas(body, adapter, models)
 
 
+DATABASE_URL = rf"^(postgresql(\+psycopg)?://[^{CONTROL} ]+|sqlite:////[^{CONTROL} ]+)$"
+
+
+def _ci(word: str) -> str:
+    """``word`` in any case, as a pattern without flags (read alike by every dialect)."""
+    return "".join(f"[{c.upper()}{c.lower()}]" for c in word)
+
+
+# A read-only statement: SELECT, WITH, VALUES or EXPLAIN first (it runs in a read-only
+# transaction of a scratch database anyway).
+SMOKE_QUERY = (
+    rf"^[ \t\n]*({_ci('select')}|{_ci('with')}|{_ci('values')}|{_ci('explain')})"
+    rf"([^A-Za-z0-9_{CONTROL_BUT_TAB_NEWLINE}][^{CONTROL_BUT_TAB_NEWLINE}]*)?$"
+)
+SmokeQuery = Annotated[str, StringConstraints(min_length=1, max_length=2000, pattern=SMOKE_QUERY)]
+
+
+def database_name(url: str) -> str:
+    """The database a URL names: PostgreSQL's path, a SQLite file's name without its
+    extension."""
+    if url.startswith("sqlite:"):
+        name = unquote(url.split(":///", 1)[-1]).rstrip("/").rsplit("/", 1)[-1]
+        return name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
+    return unquote(urlsplit(url).path.lstrip("/")) or "postgres"
+
+
 class EnvironmentIn(RequestModel):
     description: str = Field(
         default="", max_length=2000, pattern=MULTILINE, description=MULTILINE_NOTE
@@ -139,7 +181,29 @@ class EnvironmentIn(RequestModel):
         min_length=1,
         max_length=200,
         pattern=PRINTABLE,
-        description="The database a deployment backs up first; none: no backup step.",
+        description="The database a deployment backs up first; none: no backup step. "
+        "Default: the name in `database_url`.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        max_length=2000,
+        pattern=DATABASE_URL,
+        description="The database backups dump and restores replace: "
+        "`postgresql://user:password@host:5432/name` or `sqlite:////absolute/path.db`. "
+        "Userinfo is shown to admins only.",
+    )
+    backup_retention_days: int | None = Field(
+        default=None,
+        ge=1,
+        le=36500,
+        description="Backups of this environment are kept this long (default: the "
+        "`FORMULA_OPS_BACKUPS__RETENTION_DAYS` setting); the newest verified one always.",
+    )
+    backup_smoke_queries: list[SmokeQuery] = Field(
+        default_factory=list,
+        max_length=20,
+        description="Read-only queries (`SELECT`, `WITH`, `VALUES`, `EXPLAIN`) a restore "
+        f"drill runs in the restored database; each must succeed. {MULTILINE_NOTE}",
     )
     required_checklist: list[ChecklistItem] = Field(
         default_factory=list, description="Checklist items a deployment must confirm."
@@ -152,6 +216,12 @@ class EnvironmentIn(RequestModel):
         "queries `/api/v1/query` with the thresholds' queries. Userinfo is shown to "
         "admins only.",
     )
+
+    @model_validator(mode="after")
+    def _database_from_url(self) -> EnvironmentIn:
+        if self.database_url and not self.database:
+            self.database = database_name(self.database_url)[:200] or None
+        return self
 
 
 class EnvironmentCreate(EnvironmentIn):
@@ -202,6 +272,9 @@ class EnvironmentOut(BaseModel):
     name: str
     description: str
     database: str | None
+    database_url: str | None = Field(description="Userinfo shown to admins only.")
+    backup_retention_days: int | None
+    backup_smoke_queries: list[str]
     required_checklist: list[str]
     prometheus_url: str | None
     services: list[ServiceOut]

@@ -131,6 +131,9 @@ async def create_environment(
         name=name,
         description=body.description,
         database=body.database,
+        database_url=body.database_url,
+        backup_retention_days=body.backup_retention_days,
+        backup_smoke_queries=list(body.backup_smoke_queries),
         required_checklist=list(body.required_checklist),
         prometheus_url=body.prometheus_url,
         revision=1,
@@ -153,6 +156,9 @@ async def put_environment(
         return await create_environment(uow, principal, name, body), True
     environment.description = body.description
     environment.database = body.database
+    environment.database_url = body.database_url
+    environment.backup_retention_days = body.backup_retention_days
+    environment.backup_smoke_queries = list(body.backup_smoke_queries)
     environment.required_checklist = list(body.required_checklist)
     environment.prometheus_url = body.prometheus_url
     environment.revision += 1

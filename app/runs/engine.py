@@ -588,14 +588,16 @@ async def _finish(
                 .where(Step.run_id == run_id, Step.status == StepStatus.PENDING.value)
                 .values(status=pending_to.value)
             )
-        on_finish = kinds.hooks(context.registry, ended.kind).on_finish
+        hooks = kinds.hooks(context.registry, ended.kind)
+        on_finish = hooks.on_finish
         announced = await on_finish(uow, context, ended) if on_finish is not None else None
         await kinds.run_ended(uow, context, ended)
         await run_service.insert_events(uow.session, run_id, ended.event_seq, events)
-        await add_event(
-            uow.session,
-            *run_service.finish_announcement(ended, status, failure_type, announced),
-        )
+        if hooks.announce:
+            await add_event(
+                uow.session,
+                *run_service.finish_announcement(ended, status, failure_type, announced),
+            )
     await context.notifier.publish(run_id)
     seconds = _duration(ended.started_at, ended.finished_at)
     context.metrics.observe_run(ended.kind, status.value, seconds, environment=ended.environment)

@@ -53,6 +53,9 @@ class KindHooks:
     claim_guard: ClaimGuard | None = None
     on_finish: FinishHook | None = None
     compensate: Compensate | None = None
+    # False: the run's end is not announced as ``<kind>.<past tense>`` (the kind's own
+    # events, written by its hooks and actions, say what happened).
+    announce: bool = True
 
 
 KINDS: CatalogKey[KindHooks] = CatalogKey("run kind")

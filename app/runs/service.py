@@ -435,11 +435,12 @@ async def finish(
     if result is not None:
         run.result = result
     await uow.session.flush()
-    on_finish = kinds.hooks(context.registry, run.kind).on_finish
-    announced = await on_finish(uow, context, run) if on_finish is not None else None
+    hooks = kinds.hooks(context.registry, run.kind)
+    announced = await hooks.on_finish(uow, context, run) if hooks.on_finish is not None else None
     await kinds.run_ended(uow, context, run)
     await append_event(uow.session, run.id, *finished_event(status, failure_type, failure_detail))
-    await add_event(uow.session, *finish_announcement(run, status, failure_type, announced))
+    if hooks.announce:
+        await add_event(uow.session, *finish_announcement(run, status, failure_type, announced))
     _notify_after_commit(uow, context, run.id)
 
 

@@ -314,10 +314,30 @@ async def test_no_canary_reaches_a_reader_or_a_log(
     )
     assert window.status_code == 201, window.text
 
+    # An environment whose database URL carries a password, and a backup of it (refused
+    # or failed: nothing listens there): its URL, errors and events keep no password.
+    await _put(
+        client,
+        admin,
+        "/v1/environments/vault",
+        {
+            "database_url": f"postgresql://app:{canaries['database_password']}@127.0.0.1:9/app",
+            "backup_smoke_queries": ["SELECT 1"],
+        },
+    )
+    backup = await client.post(
+        "/v1/backups",
+        json={"environment": "vault"},
+        headers={**operator.headers, "Idempotency-Key": "canary-backup", "Prefer": "wait=30"},
+        timeout=60,
+    )
+    assert backup.status_code in (201, 409), backup.text
+
     tokens = {role: await issue_token(context, role) for role in Role}
     runs = [good.json()["id"], broken.json()["id"], check.json()["id"]]
     values = {
-        "name": ["staging", "error_rate"],
+        "name": ["staging", "error_rate", "vault"],
+        "backup_id": [backup.json()["id"]] if backup.status_code == 201 else runs[:1],
         "component_id": [component.json()["id"]],
         "incident_id": [incident.json()["id"]],
         "maintenance_id": [window.json()["id"]],

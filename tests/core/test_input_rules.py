@@ -411,7 +411,7 @@ def _request_strings() -> Iterator[tuple[str, dict[str, Any], str]]:
 # Compared or parsed, never stored; and the cursor, whose decoded text is checked.
 NOT_STORED = {("header", "If-Match"), ("header", "Prefer"), ("query", "cursor")}
 # A clean text for each kind of pattern, to put a control character into.
-CARRIERS = ["ab", "http://ab", "a b", "80", "/ab", "ab/cd"]
+CARRIERS = ["ab", "http://ab", "a b", "80", "/ab", "ab/cd", "postgresql://ab", "select ab"]
 TAB_NEWLINE = ["\t", "\n"]
 
 
