@@ -19,6 +19,7 @@ def register(registry: Registry) -> None:
         claim_guard=lifecycle.claim_guard,
         on_finish=lifecycle.on_finish,
         compensate=plan.compensate,
+        rolls_back=True,
     )
     registry[KINDS].add(RunKind.DEPLOYMENT.value, hooks)
     registry[KINDS].add(RunKind.ROLLBACK.value, hooks)

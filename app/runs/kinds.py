@@ -56,6 +56,9 @@ class KindHooks:
     # False: the run's end is not announced as ``<kind>.<past tense>`` (the kind's own
     # events, written by its hooks and actions, say what happened).
     announce: bool = True
+    # True: the finalizer may end a run ``rolled_back`` (a deployment whose compensating
+    # steps undid it); a kind whose rollback-phase steps only tidy up says False.
+    rolls_back: bool = False
 
 
 KINDS: CatalogKey[KindHooks] = CatalogKey("run kind")

@@ -414,14 +414,18 @@ async def test_delete_keeps_the_newest_verified_backup_and_refuses_one_in_progre
 async def test_the_control_plane_backs_itself_up(
     client: httpx.AsyncClient, context: AppContext, operator: IssuedToken, backend: str
 ) -> None:
-    if backend != "sqlite":
-        pytest.skip("the PostgreSQL source is not in this build yet (app/backups/postgres.py)")
     backup = await take(client, operator, {"self": True})
     assert backup["status"] == "success", backup
     assert backup["environment"] is None
-    assert backup["database"] == "formula-ops"
-    assert backup["object_key"].startswith("_self/formula-ops/")
-    assert backup["row_counts"].get("backup", 0) >= 1
+    # The SQLite file's name, or the PostgreSQL database's (its tables schema-qualified).
+    name = (
+        "formula-ops" if backend == "sqlite" else context.settings.self_database_url.rsplit("/")[-1]
+    )
+    assert backup["database"] == name
+    assert backup["engine"] == ("sqlite" if backend == "sqlite" else "postgresql")
+    assert backup["object_key"].startswith(f"_self/{name}/")
+    table = "backup" if backend == "sqlite" else "public.backup"
+    assert backup["row_counts"].get(table, 0) >= 1
     assert object_path(backup["storage_url"]).stat().st_size == backup["size_bytes"]
     listed = await client.get("/v1/backups", params={"self": "true"}, headers=operator.headers)
     assert [b["id"] for b in listed.json()["items"]] == [backup["id"]]

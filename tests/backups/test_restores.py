@@ -23,9 +23,10 @@ import pytest
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
+from app.auth.principal import Principal
 from app.auth.roles import Role
+from app.backups import operations as backup_operations
 from app.backups import restores
-from app.backups import service as backup_service
 from app.backups.models import Backup, BackupOrigin, BackupStatus, Restore
 from app.backups.restore_schemas import RestoreCreate
 from app.core.context import AppContext
@@ -38,7 +39,7 @@ from app.outbox.catalog import EVENT_TYPES
 from app.outbox.models import OutboxEvent
 from app.runs import engine
 from app.runs import service as run_service
-from app.runs.models import RunKind, RunStatus, Step
+from app.runs.models import RunStatus, Step
 from tests.factories import IssuedToken, issue_token, sample_service
 from tests.helpers import (
     audit_events_after,
@@ -118,20 +119,19 @@ async def target(
 
 
 async def take_backup(context: AppContext, environment: str) -> Backup:
-    """A backup taken by the backup service itself (its run created as a backup run's)."""
+    """A backup run created as the API creates one, executed here by the run engine (a
+    worker that picks its job up too finds it taken)."""
     async with context.unit_of_work() as uow:
-        run = await run_service.create_run(
-            uow, context, kind=RunKind.BACKUP, steps=[], requested_by="tests"
-        )
-        prepared = await backup_service.prepare(
-            uow.session,
-            context,
-            environment=environment,
-            run_id=run.id,
-            origin=BackupOrigin.REQUEST,
+        run, prepared = await backup_operations.create_backup(
+            uow, context, Principal.system("tests", Role.OPERATOR), environment
         )
         backup_id = prepared.id
-    done = await backup_service.perform(context, backup_id, quiet)
+    await engine.execute(context, run.id, "tests")
+    ended = await run_service.wait_terminal(context, run.id, None, 60)
+    assert ended.status == "success", (ended.status, ended.failure_detail)
+    async with context.unit_of_work() as uow:
+        done = await uow.session.get(Backup, backup_id)
+    assert done is not None
     assert done.status == BackupStatus.SUCCESS, done.error
     return done
 

@@ -174,8 +174,8 @@ async def test_the_schedules_back_up_every_database_and_drill_the_newest(
     await put_environment(client, admin, "nodb")
     state: Any = {"context": context}
     run_ids = await scheduled_backups(state)
-    # staging, and the control plane (whose PostgreSQL source is not in this build yet).
-    assert len(run_ids) == (2 if backend == "sqlite" else 1)
+    # staging, and the control plane itself (its SQLite file, or its PostgreSQL database).
+    assert len(run_ids) == 2
     for run_id in run_ids:
         ended = await run_service.wait_terminal(context, run_id, None, 60)
         assert ended.status == "success", (ended.status, ended.failure_detail)
@@ -183,9 +183,7 @@ async def test_the_schedules_back_up_every_database_and_drill_the_newest(
         rows = list(await session.scalars(select(Backup).order_by(Backup.environment)))
         runs = list(await session.scalars(select(Run).where(Run.id.in_(run_ids))))
     assert {r.origin for r in rows} == {"schedule"}
-    assert {r.environment for r in rows} == (
-        {"staging", None} if backend == "sqlite" else {"staging"}
-    )
+    assert {r.environment for r in rows} == {"staging", None}
     assert {r.requested_by for r in runs} == {"schedule:daily-backup"}
 
     drills = await scheduled_drills(state)

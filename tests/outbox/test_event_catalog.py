@@ -101,15 +101,15 @@ def _add_event_calls() -> list[tuple[str, ast.Call]]:
 
 def _end_types(registry: Registry) -> set[str]:
     """What the end of a run of each registered kind is announced as: every kind can
-    succeed, fail (``failure`` or ``error``) and be cancelled; a kind that compensates
-    can end rolled back. A kind whose own events say how it ended (``announce=False``:
+    succeed, fail (``failure`` or ``error``) and be cancelled; a kind that says so
+    (``rolls_back``: deployments) can end rolled back. A kind whose own events say how it ended (``announce=False``:
     backups) is not announced at all."""
     types = set()
     for kind in kinds.registered(registry):
         if not kinds.hooks(registry, kind).announce:
             continue
         statuses = [RunStatus.SUCCESS, RunStatus.FAILURE, RunStatus.ERROR, RunStatus.CANCELLED]
-        if kinds.hooks(registry, kind).compensate is not None:
+        if kinds.hooks(registry, kind).rolls_back:
             statuses.append(RunStatus.ROLLED_BACK)
         run = Run(id="r", kind=kind.value, environment=None)
         types |= {run_service.finish_announcement(run, s, None)[0] for s in statuses}
