@@ -75,6 +75,24 @@ def _uses_module_fixture(item: pytest.Item) -> bool:
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (--dist loadgroup)
+def _one_backend(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``@pytest.mark.one_backend("sqlite")``: what the test checks does not depend on
+    the control plane's own database (a backup's target and storage are its subject), so
+    it runs with that one only; its other parametrisation is deselected."""
+    kept, dropped = [], []
+    for item in items:
+        marker = item.get_closest_marker("one_backend")
+        callspec = getattr(item, "callspec", None)
+        backend = callspec.params.get("backend") if callspec is not None else None
+        if marker is not None and backend is not None and backend != marker.args[0]:
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Groups for xdist (``--dist loadgroup``): every test of the real Docker engine on one
     worker, so the session's ``docker_env`` (a private dockerd, registry and base image)
@@ -84,6 +102,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     xdist 3.8 tells the controller an item's group by a ``@group`` suffix of the node id,
     which it sets through ``item._nodeid``; pytest 9 keeps the id in ``item._id``, so the
     suffix is set here (on an xdist worker with ``--dist loadgroup`` only)."""
+    _one_backend(config, items)
     grouping = getattr(config.option, "loadgroup", False)
     for item in items:
         if "docker_env" in getattr(item, "fixturenames", ()):

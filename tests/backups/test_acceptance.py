@@ -134,16 +134,14 @@ async def restore(
 
 
 @pytest.mark.usefixtures("worker")
+@pytest.mark.one_backend("postgres")
 async def test_postgresql_to_real_s3_backup_drill_restore(
-    backend: str,
     client: httpx.AsyncClient,
     operator: IssuedToken,
     admin: IssuedToken,
     s3_storage: str,
     rgw_s3: S3Server,
 ) -> None:
-    if backend != "postgres":
-        pytest.skip("PostgreSQL + S3 runs with the PostgreSQL control plane")
     name = f"fo_accept_{uuid.uuid4().hex[:10]}"
     url = create_pg_database(name)
     try:
@@ -192,16 +190,14 @@ def sqlite_counts(path: Path) -> tuple[int, int]:
 
 
 @pytest.mark.usefixtures("worker")
+@pytest.mark.one_backend("sqlite")
 async def test_sqlite_to_the_local_folder_backup_drill_restore(
-    backend: str,
     context: AppContext,
     client: httpx.AsyncClient,
     operator: IssuedToken,
     admin: IssuedToken,
     tmp_path: Path,
 ) -> None:
-    if backend != "sqlite":
-        pytest.skip("SQLite + the local folder runs with the embedded default")
     path = tmp_path / "shop.db"
     conn = sqlite3.connect(path)
     conn.execute("PRAGMA journal_mode=WAL")

@@ -52,6 +52,7 @@ async def cli(url: str, token: IssuedToken, *args: str, code: int = 0) -> str:
     return result.stdout + result.stderr
 
 
+@pytest.mark.one_backend("sqlite")
 async def test_backup_list_show_verify_and_delete_from_the_command_line(
     app: FastAPI,
     context: AppContext,

@@ -132,6 +132,7 @@ async def test_a_backup_is_stored_read_back_and_replayed_by_its_key(
     assert read.json() == backup
 
 
+@pytest.mark.one_backend("sqlite")
 async def test_a_dry_run_shows_the_plan_and_writes_nothing(
     client: httpx.AsyncClient,
     context: AppContext,
@@ -279,6 +280,7 @@ async def test_list_filters_and_pages_newest_first(
 
 
 @pytest.mark.usefixtures("worker")
+@pytest.mark.one_backend("sqlite")
 async def test_a_drill_verifies_a_backup_and_a_changed_byte_makes_it_unverifiable(
     client: httpx.AsyncClient,
     context: AppContext,
@@ -346,6 +348,7 @@ async def test_a_drill_verifies_a_backup_and_a_changed_byte_makes_it_unverifiabl
 
 
 @pytest.mark.usefixtures("worker")
+@pytest.mark.one_backend("sqlite")
 async def test_delete_keeps_the_newest_verified_backup_and_refuses_one_in_progress(
     client: httpx.AsyncClient,
     context: AppContext,

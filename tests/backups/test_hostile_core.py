@@ -41,7 +41,8 @@ from app.models import OutboxEvent
 from tests.backups.s3_server import S3Server
 from tests.helpers import PG_ADMIN_URL, create_pg_database, pg_url
 
-pytestmark = pytest.mark.slow
+# The control plane's own database is not what these probe: one is enough.
+pytestmark = [pytest.mark.slow, pytest.mark.one_backend("sqlite")]
 
 # A short one (below the scrubber's minimum length) and a URL-encoded one.
 SHORT_PASSWORD = "pw1"

@@ -186,6 +186,7 @@ async def post_restore(
 # -- end to end ----------------------------------------------------------------------------
 
 
+@pytest.mark.one_backend("sqlite")
 async def test_a_restore_brings_the_data_back_after_a_safety_backup(
     context: AppContext,
     client: httpx.AsyncClient,
@@ -306,6 +307,7 @@ async def _pid(context: AppContext, spec: ServiceSpec) -> str | None:
     return running.ident if running is not None else None
 
 
+@pytest.mark.one_backend("sqlite")
 async def test_the_services_are_stopped_for_the_restore_and_started_again(
     context: AppContext,
     client: httpx.AsyncClient,
@@ -336,6 +338,7 @@ async def test_the_services_are_stopped_for_the_restore_and_started_again(
         assert (await http.get(web.health_url or "", timeout=5)).status_code == 200
 
 
+@pytest.mark.one_backend("sqlite")
 async def test_a_failed_restore_starts_the_services_again_and_leaves_the_target(
     context: AppContext,
     client: httpx.AsyncClient,
@@ -418,6 +421,7 @@ async def test_a_worker_dying_during_the_restore_still_starts_the_services_again
     assert target.digest() == untouched
 
 
+@pytest.mark.one_backend("sqlite")
 async def test_a_changed_byte_in_the_stored_backup_stops_the_restore_first(
     context: AppContext,
     client: httpx.AsyncClient,
@@ -452,6 +456,7 @@ async def test_a_changed_byte_in_the_stored_backup_stops_the_restore_first(
     assert audit[0].outcome == "failed"
 
 
+@pytest.mark.one_backend("sqlite")
 async def test_a_failed_safety_backup_stops_the_restore(
     context: AppContext,
     client: httpx.AsyncClient,
@@ -481,6 +486,7 @@ async def test_a_failed_safety_backup_stops_the_restore(
 # -- refusals --------------------------------------------------------------------------------
 
 
+@pytest.mark.one_backend("sqlite")
 async def test_confirm_must_name_the_database(
     context: AppContext, client: httpx.AsyncClient, admin: IssuedToken, target: Target
 ) -> None:
@@ -500,6 +506,7 @@ async def test_confirm_must_name_the_database(
         assert list(await session.scalars(select(Restore))) == []
 
 
+@pytest.mark.one_backend("sqlite")
 async def test_only_admins_restore(
     context: AppContext, client: httpx.AsyncClient, admin: IssuedToken, target: Target
 ) -> None:
@@ -527,6 +534,7 @@ async def test_only_admins_restore(
         assert list(await session.scalars(select(Restore))) == []
 
 
+@pytest.mark.one_backend("sqlite")
 async def test_an_unverifiable_backup_needs_force_and_a_reason(
     context: AppContext, client: httpx.AsyncClient, admin: IssuedToken, target: Target
 ) -> None:
@@ -560,6 +568,7 @@ async def test_an_unverifiable_backup_needs_force_and_a_reason(
     assert created.summary["backup_status"] == "unverifiable"
 
 
+@pytest.mark.one_backend("sqlite")
 async def test_only_a_good_backup_of_an_environment_is_restored(
     context: AppContext, client: httpx.AsyncClient, admin: IssuedToken, target: Target
 ) -> None:
@@ -620,6 +629,7 @@ async def test_concurrent_restores_of_one_database_one_is_accepted(
     assert rows[0].active
 
 
+@pytest.mark.one_backend("sqlite")
 async def test_a_cancelled_queued_restore_releases_its_database(
     context: AppContext, client: httpx.AsyncClient, admin: IssuedToken, target: Target
 ) -> None:
@@ -649,6 +659,7 @@ async def test_a_cancelled_queued_restore_releases_its_database(
     assert target.count() == ROWS  # nothing ran
 
 
+@pytest.mark.one_backend("sqlite")
 async def test_a_token_of_another_environment_sees_no_restore(
     context: AppContext, client: httpx.AsyncClient, admin: IssuedToken, target: Target
 ) -> None:
@@ -749,6 +760,7 @@ def _cli(
     )
 
 
+@pytest.mark.one_backend("sqlite")
 async def test_the_command_line_asks_for_the_database_and_refuses_a_mismatch(
     context: AppContext, app: Any, admin: IssuedToken, target: Target
 ) -> None:
@@ -806,6 +818,7 @@ async def test_the_command_line_asks_for_the_database_and_refuses_a_mismatch(
         assert list(await session.scalars(select(Restore))) == []
 
 
+@pytest.mark.one_backend("sqlite")
 async def test_the_command_line_restores_and_waits(
     context: AppContext, app: Any, admin: IssuedToken, target: Target, worker: None
 ) -> None:

@@ -103,6 +103,7 @@ async def test_the_pre_deploy_backup_is_stored_read_back_and_in_the_evidence(
 
 
 @pytest.mark.usefixtures("worker")
+@pytest.mark.one_backend("sqlite")
 async def test_a_failed_backup_fails_the_deployment_before_anything_is_deployed(
     context: AppContext,
     client: httpx.AsyncClient,

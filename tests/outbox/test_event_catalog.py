@@ -102,8 +102,8 @@ def _add_event_calls() -> list[tuple[str, ast.Call]]:
 def _end_types(registry: Registry) -> set[str]:
     """What the end of a run of each registered kind is announced as: every kind can
     succeed, fail (``failure`` or ``error``) and be cancelled; a kind that says so
-    (``rolls_back``: deployments) can end rolled back. A kind whose own events say how it ended (``announce=False``:
-    backups) is not announced at all."""
+    (``rolls_back``: deployments) can end rolled back. A kind whose own events say how
+    it ended (``announce=False``: backups) is not announced at all."""
     types = set()
     for kind in kinds.registered(registry):
         if not kinds.hooks(registry, kind).announce:
