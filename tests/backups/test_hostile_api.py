@@ -1,0 +1,344 @@
+"""Hostile probes of ``/v1/backups`` and ``/v1/restores``: roles and environment-scoped
+tokens, secrets of ``database_url`` shown to non-admins, odd bodies, query parameters
+and path ids (each a 4xx problem, never a 500), and requests on backups in every
+status."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import insert
+
+from app.auth.roles import Role
+from app.backups.models import Backup, BackupStatus
+from app.core.context import AppContext
+from app.core.db import utcnow
+from app.core.ids import new_id
+from tests.backups.helpers import make_sqlite, no_backups, put_environment, sqlite_url, viewer
+from tests.factories import IssuedToken, issue_token
+
+__all__ = ["no_backups", "viewer"]  # fixtures
+
+pytestmark = [pytest.mark.usefixtures("no_backups"), pytest.mark.one_backend("sqlite")]
+
+
+def problem(response: httpx.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, (response.status_code, response.text)
+    assert response.headers["content-type"].startswith("application/problem+json"), response.headers
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    return body
+
+
+def key() -> dict[str, str]:
+    return {"Idempotency-Key": str(uuid.uuid4())}
+
+
+async def add_backup(
+    context: AppContext, status: BackupStatus, environment: str | None = "staging", **values: Any
+) -> str:
+    backup_id = new_id()
+    row = {
+        "id": backup_id,
+        "run_id": backup_id,
+        "origin": "request",
+        "environment": environment,
+        "database": "shop",
+        "engine": "sqlite",
+        "format": "sqlite",
+        "status": status.value,
+        "storage_url": "file:///nonexistent/x.db.gz",
+        "object_key": "staging/shop/x.db.gz",
+        "row_counts": {},
+        "created_at": utcnow(),
+        **values,
+    }
+    async with context.unit_of_work() as uow:
+        await uow.session.execute(insert(Backup).values(**row))
+    return backup_id
+
+
+# --- secrets of database_url -------------------------------------------------------
+
+SECRET_URLS = [
+    # A password with characters the userinfo redaction stops at, written raw (the
+    # schema accepts them and SQLAlchemy reads the password up to the last "@").
+    ("postgresql://app:s3cr/etPW@db.example:5432/shop", "s3cr/etPW"),
+    ("postgresql://app:s3cr?etPW@db.example:5432/shop", "s3cr?etPW"),
+    ("postgresql://app:s3cr#etPW@db.example:5432/shop", "s3cr#etPW"),
+    # URL-encoded and short ones.
+    ("postgresql://app:p%40ss%2Fw0rd@db.example:5432/shop", "p%40ss%2Fw0rd"),
+    ("postgresql://app:x@db.example:5432/shop", "app:x@"),
+]
+
+
+async def test_a_viewer_never_reads_the_database_password(
+    client: httpx.AsyncClient, context: AppContext, admin: IssuedToken, viewer: IssuedToken
+) -> None:
+    """A raw "/", "?" or "#" in the password ended the userinfo redaction early: the rest
+    of the password was shown to viewers (and became part of the database's name). Such
+    a URL is now refused; encoded and short passwords stay hidden."""
+    for url, secret in SECRET_URLS:
+        response = await client.put(
+            "/v1/environments/staging", json={"database_url": url}, headers=admin.headers
+        )
+        if response.status_code == 422:
+            problem(response, 422)
+            continue
+        assert response.status_code in (200, 201), response.text
+        for path in ("/v1/environments/staging", "/v1/environments"):
+            shown = await client.get(path, headers=viewer.headers)
+            assert shown.status_code == 200, shown.text
+            assert secret not in shown.text, (url, path, shown.text)
+        audit = await client.get("/v1/audit-events", headers=admin.headers)
+        assert audit.status_code == 200, audit.text
+        assert secret not in audit.text, (url, audit.text)
+    for url, _ in SECRET_URLS[:3]:
+        response = await client.put(
+            "/v1/environments/raw", json={"database_url": url}, headers=admin.headers
+        )
+        problem(response, 422)
+
+
+# --- who may do what ---------------------------------------------------------------
+
+
+async def test_roles_below_admin_cannot_delete_or_restore(
+    client: httpx.AsyncClient, context: AppContext, admin: IssuedToken, tmp_path: Path
+) -> None:
+    backup_id = await add_backup(context, BackupStatus.SUCCESS)
+    for role in (Role.VIEWER, Role.DEPLOYER, Role.OPERATOR):
+        token = await issue_token(context, role)
+        problem(await client.delete(f"/v1/backups/{backup_id}", headers=token.headers), 403)
+        body = {"backup_id": backup_id, "confirm": "shop"}
+        problem(
+            await client.post("/v1/restores", json=body, headers={**token.headers, **key()}),
+            403,
+        )
+    viewer = await issue_token(context, Role.VIEWER)
+    problem(
+        await client.post(
+            "/v1/backups", json={"environment": "staging"}, headers={**viewer.headers, **key()}
+        ),
+        403,
+    )
+    problem(
+        await client.post(f"/v1/backups/{backup_id}/verify", headers={**viewer.headers, **key()}),
+        403,
+    )
+
+
+async def test_an_environment_token_reaches_no_other_environments_backups(
+    client: httpx.AsyncClient, context: AppContext, admin: IssuedToken, tmp_path: Path
+) -> None:
+    await put_environment(client, admin, "dev")
+    await put_environment(
+        client, admin, "staging", database_url=sqlite_url(make_sqlite(tmp_path / "s.db"))
+    )
+    backup_id = await add_backup(context, BackupStatus.SUCCESS)
+    token = await issue_token(context, Role.ADMIN, environment="dev")
+    listed = await client.get("/v1/backups", headers=token.headers)
+    assert listed.status_code == 403 or backup_id not in listed.text, listed.text
+    read = await client.get(f"/v1/backups/{backup_id}", headers=token.headers)
+    assert read.status_code in (403, 404), read.text
+    for method, path, body in (
+        ("POST", "/v1/backups", {"environment": "staging"}),
+        ("POST", "/v1/backups", {"self": True}),
+        ("POST", f"/v1/backups/{backup_id}/verify", None),
+        ("POST", "/v1/restores", {"backup_id": backup_id, "confirm": "shop"}),
+        ("DELETE", f"/v1/backups/{backup_id}", None),
+    ):
+        response = await client.request(method, path, json=body, headers={**token.headers, **key()})
+        assert response.status_code in (403, 404), (method, path, response.text)
+
+
+# --- odd inputs --------------------------------------------------------------------
+
+BACKUP_BODIES: list[Any] = [
+    None,
+    [],
+    "staging",
+    42,
+    {},
+    {"environment": None},
+    {"environment": 5},
+    {"environment": "x" * 100_000},
+    {"environment": "st\u00e4ging"},
+    {"environment": "staging\x00"},
+    {"environment": "staging", "self": True},
+    {"self": False},
+    {"self": "true"},
+    {"self": None},
+    {"environment": "staging", "dry_run": "yes"},
+    {"environment": "staging", "surprise": 1},
+    {"self": True, "surprise": 1},
+]
+
+
+async def test_odd_backup_bodies_are_422_problems(
+    client: httpx.AsyncClient, admin: IssuedToken
+) -> None:
+    for body in BACKUP_BODIES:
+        response = await client.post("/v1/backups", json=body, headers={**admin.headers, **key()})
+        problem(response, 422)
+
+
+RESTORE_BODIES: list[Any] = [
+    None,
+    {},
+    {"backup_id": None, "confirm": "shop"},
+    {"backup_id": 7, "confirm": "shop"},
+    {"backup_id": "b" * 100_000, "confirm": "shop"},
+    {"backup_id": "x", "confirm": "shop\x00"},
+    {"backup_id": "x", "confirm": "shop\nshop"},
+    {"backup_id": "x", "confirm": None},
+    {"backup_id": "x", "confirm": "shop", "force": "true"},
+    {"backup_id": "x", "confirm": "shop", "force": 1},
+    {"backup_id": "x", "confirm": "shop", "dry_run": "false"},
+    {"backup_id": "x", "confirm": "shop", "reason": "r" * 3000},
+    {"backup_id": "x", "confirm": "shop", "surprise": True},
+    {"backup_id": "x", "confirm": "shop", "reason": "\x00"},
+]
+
+
+async def test_odd_restore_bodies_are_422_problems(
+    client: httpx.AsyncClient, admin: IssuedToken
+) -> None:
+    for body in RESTORE_BODIES:
+        response = await client.post("/v1/restores", json=body, headers={**admin.headers, **key()})
+        problem(response, 422)
+
+
+async def test_not_json_and_huge_bodies_are_problems(
+    client: httpx.AsyncClient, admin: IssuedToken
+) -> None:
+    headers = {**admin.headers, **key(), "Content-Type": "application/json"}
+    for content in (b"{", b"\xff\xfe", b'{"environment": "staging"' + b" " * 10):
+        response = await client.post("/v1/backups", content=content, headers=headers)
+        assert 400 <= response.status_code < 500, response.text
+        assert response.headers["content-type"].startswith("application/problem+json")
+        response = await client.post("/v1/restores", content=content, headers=headers)
+        assert 400 <= response.status_code < 500, response.text
+
+
+QUERIES = [
+    "cursor=garbage",
+    "cursor=%00%01",
+    "cursor=" + "A" * 5000,
+    "status=bogus",
+    "limit=0",
+    "limit=-1",
+    "limit=100000000000000000000",
+    "limit=abc",
+    "verified=maybe",
+    "self=2",
+    "environment=%00",
+    "database=%00",
+    "origin=alien",
+]
+
+
+async def test_odd_list_queries_are_4xx_problems(
+    client: httpx.AsyncClient, admin: IssuedToken
+) -> None:
+    for path in ("/v1/backups", "/v1/restores"):
+        for query in QUERIES:
+            response = await client.get(f"{path}?{query}", headers=admin.headers)
+            if response.status_code == 200:  # a filter the list does not have is ignored
+                continue
+            assert 400 <= response.status_code < 500, (path, query, response.text)
+            assert response.headers["content-type"].startswith("application/problem+json")
+
+
+def routes(odd: str) -> list[tuple[str, str]]:
+    return [
+        ("GET", f"/v1/backups/{odd}"),
+        ("DELETE", f"/v1/backups/{odd}"),
+        ("POST", f"/v1/backups/{odd}/verify"),
+        ("GET", f"/v1/restores/{odd}"),
+    ]
+
+
+ODD_IDS = ["%00", "..", "..%2F..%2Fetc", "x" * 5000, "%F0%9F%92%A5", "%0A", "'%20OR%201=1"]
+
+
+async def test_odd_path_ids_are_4xx_problems(client: httpx.AsyncClient, admin: IssuedToken) -> None:
+    for odd, (method, path) in ((o, r) for o in ODD_IDS for r in routes(o)):
+        response = await client.request(method, path, headers={**admin.headers, **key()})
+        assert 400 <= response.status_code < 500, (method, path, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json"), (
+            odd,
+            method,
+            path,
+            response.text,
+        )
+
+
+# --- backups in each status --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "status",
+    [BackupStatus.IN_PROGRESS, BackupStatus.FAILURE, BackupStatus.DELETED],
+)
+async def test_a_backup_not_stored_is_neither_verified_nor_restored(
+    client: httpx.AsyncClient,
+    context: AppContext,
+    admin: IssuedToken,
+    tmp_path: Path,
+    status: BackupStatus,
+) -> None:
+    await put_environment(
+        client, admin, "staging", database_url=sqlite_url(make_sqlite(tmp_path / "s.db"))
+    )
+    backup_id = await add_backup(context, status)
+    problem(
+        await client.post(f"/v1/backups/{backup_id}/verify", headers={**admin.headers, **key()}),
+        409,
+    )
+    body = {"backup_id": backup_id, "confirm": "shop"}
+    problem(await client.post("/v1/restores", json=body, headers={**admin.headers, **key()}), 409)
+    body = {**body, "force": True, "reason": "because"}
+    problem(await client.post("/v1/restores", json=body, headers={**admin.headers, **key()}), 409)
+    deleted = await client.delete(f"/v1/backups/{backup_id}", headers=admin.headers)
+    if status is BackupStatus.IN_PROGRESS:
+        problem(deleted, 409)
+    else:
+        assert deleted.status_code in (200, 409), deleted.text
+        assert deleted.status_code != 500
+
+
+async def test_an_unverifiable_backup_needs_force_and_a_reason(
+    client: httpx.AsyncClient, context: AppContext, admin: IssuedToken, tmp_path: Path
+) -> None:
+    await put_environment(
+        client, admin, "staging", database_url=sqlite_url(make_sqlite(tmp_path / "s.db"))
+    )
+    backup_id = await add_backup(context, BackupStatus.UNVERIFIABLE, size_bytes=1, sha256="0" * 64)
+    body: dict[str, Any] = {"backup_id": backup_id, "confirm": "shop"}
+    problem(await client.post("/v1/restores", json=body, headers={**admin.headers, **key()}), 409)
+    body["force"] = True
+    problem(await client.post("/v1/restores", json=body, headers={**admin.headers, **key()}), 422)
+    body["reason"] = ""
+    response = await client.post("/v1/restores", json=body, headers={**admin.headers, **key()})
+    assert response.status_code == 422, response.text
+    body["reason"] = "   "
+    response = await client.post("/v1/restores", json=body, headers={**admin.headers, **key()})
+    assert response.status_code == 422, response.text
+
+
+async def test_a_wrong_confirm_is_refused(
+    client: httpx.AsyncClient, context: AppContext, admin: IssuedToken, tmp_path: Path
+) -> None:
+    await put_environment(
+        client, admin, "staging", database_url=sqlite_url(make_sqlite(tmp_path / "s.db"))
+    )
+    backup_id = await add_backup(context, BackupStatus.SUCCESS, size_bytes=1, sha256="0" * 64)
+    for confirm in ("", "SHOP", " shop", "shop ", "staging", "staging/shop"):
+        body = {"backup_id": backup_id, "confirm": confirm}
+        response = await client.post("/v1/restores", json=body, headers={**admin.headers, **key()})
+        assert response.status_code == 422, (confirm, response.text)
