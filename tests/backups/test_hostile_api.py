@@ -8,12 +8,16 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import insert, select
 
 from app.auth.roles import Role
@@ -25,6 +29,7 @@ from app.core.ids import new_id
 from app.outbox.models import OutboxEvent
 from tests.backups.helpers import make_sqlite, no_backups, put_environment, sqlite_url, viewer
 from tests.factories import IssuedToken, issue_token
+from tests.helpers import live
 
 __all__ = ["no_backups", "viewer"]  # fixtures
 
@@ -462,3 +467,55 @@ async def test_a_failed_postgresql_backup_shows_no_password(
     seen.append(caplog.text)
     leaks = [text for text in seen if PASSWORD in text]
     assert not leaks, leaks
+
+
+# --- the command line --------------------------------------------------------------
+
+FORMULA_OPS = Path(sys.executable).parent / "formula-ops"
+
+
+async def cli(url: str, token: IssuedToken, *args: str, stdin: str = "") -> tuple[int, str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FORMULA_OPS_")}
+    env |= {"FORMULA_OPS_URL": url, "FORMULA_OPS_TOKEN": token.value}
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [str(FORMULA_OPS), *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "Traceback" not in result.stdout + result.stderr, result.stderr
+    return result.returncode, result.stdout, result.stderr
+
+
+async def test_the_restore_command_asks_nobody_without_a_terminal(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    context: AppContext,
+    admin: IssuedToken,
+    viewer: IssuedToken,
+    tmp_path: Path,
+) -> None:
+    backup_id = await restorable(client, context, admin, tmp_path)
+    operator = await issue_token(context, Role.OPERATOR)
+    async with live(app, context) as url:
+        # Piped "yes"/the name on stdin does not stand for the typed confirmation.
+        code, out, err = await cli(url, admin, "restore", backup_id, stdin="shop\n")
+        assert code == 2, (out, err)
+        code, out, err = await cli(url, admin, "restore", backup_id, "--confirm", "", stdin="")
+        assert code == 1, (out, err)
+        code, out, err = await cli(url, admin, "restore", backup_id, "--confirm", "other")
+        assert code == 1, (out, err)
+        code, out, err = await cli(url, admin, "restore", backup_id, "--force", "--confirm", "shop")
+        assert code == 2, (out, err)
+        for token in (operator, viewer):
+            code, out, err = await cli(url, token, "restore", backup_id, "--confirm", "shop")
+            assert code != 0, (out, err)
+        listed = await client.get("/v1/restores", headers=admin.headers)
+        assert listed.json()["items"] == []
+        code, out, err = await cli(url, admin, "restore", backup_id, "--confirm", "shop")
+        assert code == 0, (out, err)
+        assert backup_id in out
