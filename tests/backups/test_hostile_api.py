@@ -519,3 +519,32 @@ async def test_the_restore_command_asks_nobody_without_a_terminal(
         code, out, err = await cli(url, admin, "restore", backup_id, "--confirm", "shop")
         assert code == 0, (out, err)
         assert backup_id in out
+
+
+async def test_an_environment_token_reaches_no_other_environments_restores(
+    client: httpx.AsyncClient, context: AppContext, admin: IssuedToken, tmp_path: Path
+) -> None:
+    backup_id = await restorable(client, context, admin, tmp_path)
+    await put_environment(client, admin, "dev")
+    body = {"backup_id": backup_id, "confirm": "shop"}
+    queued = await client.post("/v1/restores", json=body, headers={**admin.headers, **key()})
+    assert queued.status_code == 202, queued.text
+    restore_id = queued.json()["id"]
+    token = await issue_token(context, Role.ADMIN, environment="dev")
+    listed = await client.get("/v1/restores", headers=token.headers)
+    assert listed.status_code == 200, listed.text
+    assert listed.json()["items"] == []
+    listed = await client.get("/v1/restores?environment=staging", headers=token.headers)
+    assert listed.status_code in (200, 403), listed.text
+    assert restore_id not in listed.text, listed.text
+    for path in (
+        f"/v1/restores/{restore_id}",
+        f"/v1/runs/{restore_id}",
+        f"/v1/runs/{restore_id}/events",
+        f"/v1/runs/{backup_id}",
+    ):
+        response = await client.get(path, headers=token.headers)
+        assert response.status_code in (403, 404), (path, response.text)
+        problem(response, response.status_code)
+    runs = await client.get("/v1/runs", headers=token.headers)
+    assert restore_id not in runs.text, runs.text
