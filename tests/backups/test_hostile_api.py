@@ -548,3 +548,27 @@ async def test_an_environment_token_reaches_no_other_environments_restores(
         problem(response, response.status_code)
     runs = await client.get("/v1/runs", headers=token.headers)
     assert restore_id not in runs.text, runs.text
+
+
+async def test_a_backup_of_an_environment_gone_since_answers_no_500(
+    client: httpx.AsyncClient, context: AppContext, admin: IssuedToken
+) -> None:
+    backup_id = await add_backup(
+        context, BackupStatus.SUCCESS, environment="gone", size_bytes=1, sha256="0" * 64
+    )
+    verify = await client.post(
+        f"/v1/backups/{backup_id}/verify", headers={**admin.headers, **key()}
+    )
+    assert verify.status_code in (202, 409), verify.text
+    body = {"backup_id": backup_id, "confirm": "shop"}
+    restore = await client.post("/v1/restores", json=body, headers={**admin.headers, **key()})
+    assert problem(restore, 409)["type"].endswith("/restore-target-unavailable")
+    own = await add_backup(
+        context, BackupStatus.SUCCESS, environment=None, size_bytes=1, sha256="0" * 64
+    )
+    restore = await client.post(
+        "/v1/restores",
+        json={"backup_id": own, "confirm": "shop"},
+        headers={**admin.headers, **key()},
+    )
+    assert problem(restore, 409)["type"].endswith("/control-plane-restore")
