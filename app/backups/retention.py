@@ -16,7 +16,7 @@ from app.auth.principal import Principal
 from app.auth.roles import Role
 from app.backups import service
 from app.backups.events import backup_data
-from app.backups.models import Backup, BackupStatus
+from app.backups.models import Backup, BackupStatus, Restore
 from app.backups.storage import StorageError
 from app.core.context import AppContext
 from app.core.db import UnitOfWork, utcnow
@@ -41,6 +41,12 @@ class NewestVerifiedBackup(AppError):
 class BackupInProgress(AppError):
     type = "/problems/backup-in-progress"
     title = "The backup is still being taken"
+    status = 409
+
+
+class BackupInUse(AppError):
+    type = "/problems/backup-in-use"
+    title = "An active restore is writing the backup back"
     status = 409
 
 
@@ -80,6 +86,11 @@ async def delete(
         return False
     if backup.status == BackupStatus.IN_PROGRESS.value:
         raise BackupInProgress(f"Backup {backup.id} is still being taken")
+    restoring = await uow.session.scalar(
+        select(Restore.id).where(Restore.backup_id == backup.id, Restore.active).limit(1)
+    )
+    if restoring is not None:
+        raise BackupInUse(f"Restore {restoring} of backup {backup.id} is still active")
     if backup.id == await newest_verified_id(uow.session, backup.environment, backup.database):
         raise NewestVerifiedBackup(
             f"Backup {backup.id} is the newest verified backup of "
@@ -166,6 +177,8 @@ async def apply(context: AppContext, *, now: dt.datetime | None = None) -> Retai
                     done.deleted.append(backup_id)
         except NewestVerifiedBackup:
             done.kept_newest_verified.append(backup_id)
+        except BackupInUse:
+            continue
         except StorageUnavailable as error:
             logger.warning("retention could not delete backup %s: %s", backup_id, error)
     done.partials_removed = await service.clean_partials(context)

@@ -182,6 +182,7 @@ async def verify_backup(
         operations.BackupNotFound,
         retention.NewestVerifiedBackup,
         retention.BackupInProgress,
+        retention.BackupInUse,
         retention.StorageUnavailable,
         validation=True,
     ),
@@ -190,8 +191,8 @@ async def delete_backup(
     principal: Admin, context: ContextDep, uow: UnitOfWorkDep, backup_id: BackupId
 ) -> BackupOut:
     """Deletes the stored object; the backup stays listed as `deleted`. The newest
-    verified backup of its database (409 `newest-verified-backup`) and one still being
-    taken (409) are refused."""
+    verified backup of its database (409 `newest-verified-backup`), one still being
+    taken (409) and one an active restore writes back (409 `backup-in-use`) are refused."""
     async with uow:
         backup = await retention.delete_by_id(uow, context, backup_id, principal)
         if backup is None:

@@ -146,7 +146,12 @@ def service_schemas(drivers: Catalog[DriverType]) -> ServiceSchemas:
     return ServiceSchemas(body, adapter, models)
 
 
-DATABASE_URL = rf"^(postgresql(\+psycopg)?://[^{CONTROL} ]+|sqlite:////[^{CONTROL} ]+)$"
+# Userinfo has its "/", "?", "#" and "@" percent-encoded (RFC 3986): written raw, the
+# password would run past what redaction takes for the userinfo and be shown.
+DATABASE_URL = (
+    rf"^(postgresql(\+psycopg)?://([^{CONTROL} /?#@]*@)?[^{CONTROL} /?#@]*"
+    rf"([/?][^{CONTROL} @]*)?|sqlite:////[^{CONTROL} ]+)$"
+)
 
 
 def _ci(word: str) -> str:
