@@ -206,10 +206,15 @@ def steps_for(
     ]
 
 
-async def plan(session: AsyncSession, context: AppContext, body: RestoreCreate) -> Planned:
+async def plan(
+    session: AsyncSession, context: AppContext, body: RestoreCreate, *, lock: bool = False
+) -> Planned:
     """Check a restore request against the backup and its target; the plan it would run.
-    Raises the problems of :data:`PROBLEMS` and 422s naming the field."""
-    backup = await session.get(Backup, body.backup_id)
+    Raises the problems of :data:`PROBLEMS` and 422s naming the field. ``lock`` (a
+    restore being created): the backup's row stays locked to the end of the caller's
+    transaction, so a concurrent deletion (which locks it too) waits and then sees the
+    active restore."""
+    backup = await session.get(Backup, body.backup_id, with_for_update=lock or None)
     if backup is None:
         raise BackupNotFound(f"No backup {body.backup_id!r}")
     if backup.environment is None:
@@ -283,7 +288,7 @@ async def create(
     """The restore's run and row, its event and audit row, in the caller's transaction.
     A restore of the same target already active: :class:`RestoreInProgress` (told by the
     database's unique index, whichever API process inserted the other)."""
-    planned = await plan(uow.session, context, body)
+    planned = await plan(uow.session, context, body, lock=True)
     backup = planned.backup
     target = target_of(backup.environment, backup.database)
     await _refuse_if_active(uow.session, target)
