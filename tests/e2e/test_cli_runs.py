@@ -267,14 +267,14 @@ class TestRuns:
 
     def test_kind_offers_only_the_kinds_that_exist(self, server: Server) -> None:
         helped = server.cli("runs", "list", "--help", COLUMNS="200").stdout
-        assert "deployment, rollback, restore, health_check" in " ".join(helped.split())
-        for reserved in ("backup", "maintenance"):  # kinds without endpoints (yet)
+        kinds = "deployment, rollback, backup, backup_verification, restore, health_check"
+        assert kinds in " ".join(helped.split())
+        for reserved in ("maintenance", "playbook"):  # kinds without endpoints (yet)
             refused = server.cli("runs", "list", "--kind", reserved, code=2, COLUMNS="200")
             message = " ".join(re.sub("[│╭╮╰╯─]", " ", refused.stderr).split())
-            assert f"'{reserved}' is not one of deployment, rollback, restore, health_check" in (
-                message
-            )
+            assert f"'{reserved}' is not one of {kinds}" in message
         server.cli("runs", "list", "--kind", "rollback")
+        server.cli("runs", "list", "--kind", "backup_verification")
 
     def test_without_a_url_the_cli_finds_the_server_by_its_port(self, server: Server) -> None:
         found = server.cli(
