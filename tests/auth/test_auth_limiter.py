@@ -9,6 +9,7 @@ import asyncio
 import itertools
 
 import httpx
+import pytest
 
 from app.audit.models import AuditEvent
 from app.auth.roles import Role
@@ -19,6 +20,9 @@ from app.main import create_app
 from tests.factories import app_with, issue_token
 from tests.helpers import audit_events_after, fresh_window, live, raw_get
 from tests.helpers import last_audit_seq as last_seq
+
+# The limiter's counters and audit rows are the same on either database: PostgreSQL here.
+pytestmark = pytest.mark.one_backend("postgres")
 
 LIMIT = 10  # the default auth_failures_per_minute
 

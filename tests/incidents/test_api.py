@@ -18,6 +18,9 @@ from app.webhooks.models import WebhookEndpoint
 from tests.factories import IssuedToken
 from tests.incidents.conftest import component_status, declare, events, make_component
 
+# The API's rules; the clocks' storage runs on both (test_clocks).
+pytestmark = pytest.mark.one_backend("sqlite")
+
 PROBLEM = "application/problem+json"
 
 

@@ -24,7 +24,12 @@ from tests.factories import IssuedToken, sample_service
 from tests.incidents.conftest import component_status, declare, events, make_component
 
 __all__ = ["staging"]  # the fixture
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("worker")]
+# How a deployment's end opens an incident does not depend on the database.
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.usefixtures("worker"),
+    pytest.mark.one_backend("sqlite"),
+]
 WAIT = {"Prefer": "wait=60"}
 
 

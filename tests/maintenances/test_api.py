@@ -23,6 +23,9 @@ from tests.maintenances.conftest import (
     window_body,
 )
 
+# The API's rules; the scheduler's and the freeze's storage run on both (test_scheduler).
+pytestmark = pytest.mark.one_backend("sqlite")
+
 HOUR = dt.timedelta(hours=1)
 
 

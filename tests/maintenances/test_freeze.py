@@ -30,6 +30,9 @@ from tests.helpers import (
 )
 from tests.maintenances.conftest import add_environment, schedule, stamp, window_body
 
+# The freeze check's query is the same on either database; PostgreSQL here.
+pytestmark = pytest.mark.one_backend("postgres")
+
 HOUR = dt.timedelta(hours=1)
 WAIT = {"Prefer": "wait=60"}
 

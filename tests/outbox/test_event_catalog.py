@@ -30,6 +30,9 @@ from tests.deployments.conftest import Env
 from tests.factories import IssuedToken, app_with
 from tests.helpers import REPO_ROOT, free_port
 
+# The catalog is the same on either database; PostgreSQL's JSON here.
+pytestmark = pytest.mark.one_backend("postgres")
+
 APP = REPO_ROOT / "app"
 WAIT = {"Prefer": "wait=60"}
 # The domains whose events this file drives through real flows.

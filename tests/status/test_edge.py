@@ -14,6 +14,9 @@ from app.core.context import AppContext
 from tests.factories import app_with
 from tests.status import data
 
+# The edge cache and headers; the summary's queries run on both (test_public_api).
+pytestmark = pytest.mark.one_backend("sqlite")
+
 PATHS = ("/api/v2/summary.json", "/api/v2/status.json", "/status")
 ORIGIN = {"Origin": "https://example.org"}
 

@@ -33,6 +33,9 @@ from tests.helpers import audit_events_after, last_audit_seq
 from tests.webhooks.conftest import FAST, Receiver, fast_settings, start_receiver
 from tests.webhooks.test_delivery import deliveries, emit, settle
 
+# What a channel sends; delivery's storage runs on both (test_delivery, test_dispatcher).
+pytestmark = pytest.mark.one_backend("sqlite")
+
 EVENT = "deployment.failed"
 PASSWORD = "mail-Pa55word-Zq81x"
 TOKEN = "hooktok3n9Hx27yv4"

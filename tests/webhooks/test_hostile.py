@@ -17,6 +17,9 @@ from tests.factories import IssuedToken
 from tests.webhooks.conftest import Receiver, create_webhook, start_receiver
 from tests.webhooks.test_delivery import emit, ping_data
 
+# A hostile receiver's effect; delivery's storage runs on both (test_delivery).
+pytestmark = pytest.mark.one_backend("sqlite")
+
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
