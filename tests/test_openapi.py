@@ -328,7 +328,7 @@ def maintenance_window(body: dict[str, Any]) -> None:
 
 @schema.parametrize()
 @hypothesis_settings(
-    max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True
+    max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True
 )
 def test_api_conforms_to_its_schema(case: Any, live_server: tuple[str, str]) -> None:
     base_url, BEARER["token"] = live_server
