@@ -21,7 +21,9 @@ from app.maintenances.models import (
     MaintenanceUpdate,
 )
 from app.outbox.models import OutboxEvent
+from app.runbooks.models import RunApproval
 from app.runs.models import Run, RunEvent, Step
+from app.schedules.models import Schedule, ScheduleDefault, ScheduleSlot
 from app.thresholds.models import Threshold
 from app.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
@@ -49,7 +51,11 @@ __all__ = [
     "Pin",
     "Restore",
     "Run",
+    "RunApproval",
     "RunEvent",
+    "Schedule",
+    "ScheduleDefault",
+    "ScheduleSlot",
     "Service",
     "StatusRevision",
     "Step",

@@ -29,6 +29,13 @@ class Environment(Base):
     required_checklist: Mapped[list[str]] = mapped_column(JSON, default=list)
     # Prometheus's HTTP API base URL; post-deploy verification queries it when set.
     prometheus_url: Mapped[str | None] = mapped_column(String(2000))
+    # The Docker engines the environment's services run on besides the local one:
+    # [{name, url (ssh://user@host or tcp://host:port), tls: {ca_cert, client_cert,
+    # client_key}}]; the client key is a secret (only admins read it).
+    docker_hosts: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # The application's Redis (the performance playbook reads its INFO stats); its
+    # userinfo is a secret.
+    redis_url: Mapped[str | None] = mapped_column(String(2000))
     revision: Mapped[int] = mapped_column(default=1)  # the ETag
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
