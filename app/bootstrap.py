@@ -31,6 +31,7 @@ from app.drivers.pool import DRIVER_POOL, DriverPool
 from app.health_checks import registration as health_checks
 from app.incidents import registration as incidents
 from app.maintenances import registration as maintenances
+from app.runbooks import registration as runbooks
 from app.runs import registration as runs
 from app.webhooks import registration as webhooks
 from app.webhooks.sender import SENDER, Sender
@@ -47,6 +48,7 @@ REGISTRATIONS: tuple[Callable[[Registry], None], ...] = (
     maintenances.register,
     backups.register,
     restores.register,
+    runbooks.register,
 )
 
 

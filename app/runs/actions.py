@@ -53,6 +53,7 @@ class StepContext:
     context: AppContext
     log: LogLine
     run_id: str = ""
+    position: int = 0  # the step's position in its run
 
 
 class Params(BaseModel):
