@@ -9,11 +9,12 @@ from collections.abc import Callable
 from app.core.registry import Registry
 from app.outbox.catalog import EVENT_TYPES
 from app.runbooks import events, plan
+from app.runbooks.actions import children
 from app.runs.kinds import KINDS, KindHooks
 from app.runs.models import RunKind
 
 # Each action module's ``register``, in this order.
-ACTION_MODULES: tuple[Callable[[Registry], None], ...] = ()
+ACTION_MODULES: tuple[Callable[[Registry], None], ...] = (children.register,)
 
 
 def register(registry: Registry) -> None:

@@ -162,3 +162,26 @@ async def test_idempotent_creation(client: httpx.AsyncClient, context: AppContex
         "/v1/runbooks/test-echo/runs", json={"parameters": {"message": "twice"}}, headers=headers
     )
     assert other.status_code == 422
+
+
+@pytest.mark.usefixtures("worker")
+async def test_child_runs_are_started_once_and_followed(
+    client: httpx.AsyncClient, context: AppContext
+) -> None:
+    operator = await issue_token(context, Role.OPERATOR)
+    response = await client.post(
+        "/v1/runbooks/test-children/runs", json={}, headers={**operator.headers, **WAIT}
+    )
+    assert response.status_code == 201, response.text
+    run = response.json()
+    steps = {s["name"]: s for s in run["steps"]}
+    health, backup = steps["health check"]["result"], steps["backup"]["result"]
+    assert health["kind"] == "health_check"
+    assert backup["kind"] == "backup"
+    assert backup["status"] == "success", steps["backup"]
+    for child in (health, backup):
+        got = await client.get(f"/v1/runs/{child['run_id']}", headers=operator.headers)
+        assert got.json()["requested_by"].startswith(f"run:{run['id']}:")
+        assert got.json()["status"] == child["status"]
+    listed = await client.get("/v1/backups", headers=operator.headers)
+    assert [b["id"] for b in listed.json()["items"]] == [backup["run_id"]]
