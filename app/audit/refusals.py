@@ -34,6 +34,8 @@ ACTIONS: dict[str, str] = {
     "createToken": "token.create",
     "revokeToken": "token.revoke",
     "cancelRun": "run.cancel",
+    "approveRun": "run.approve",
+    "rejectRun": "run.reject",
     "createHealthCheck": "health_check.create",
     "createEnvironment": "environment.create",
     "putEnvironment": "environment.put",

@@ -5,9 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from app.core.registry import Registry
+from app.runbooks.actions import approval, notify, sql
 
 # Each action module's ``register``, in this order.
-ACTION_MODULES: tuple[Callable[[Registry], None], ...] = ()
+ACTION_MODULES: tuple[Callable[[Registry], None], ...] = (
+    sql.register,
+    approval.register,
+    notify.register,
+)
 
 
 def register(registry: Registry) -> None:
