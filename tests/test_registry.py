@@ -111,6 +111,7 @@ def test_what_the_domains_register() -> None:
         *("backup_take", "backup_checksum", "backup_drill"),
         *("restore_check", "restore_safety_backup", "restore_stop_services"),
         *("restore_database", "restore_start_services", "restore_verify_health"),
+        *("sql", "approval", "notify"),
     }
     assert set(registry[EVENT_TYPES].names()) == {
         "run.queued",
@@ -125,6 +126,7 @@ def test_what_the_domains_register() -> None:
         *("backup.succeeded", "backup.failed", "backup.verified"),
         *("backup.verification_failed", "backup.deleted"),
         *("restore.started", "restore.succeeded", "restore.failed", "restore.cancelled"),
+        *("runbook.approval_requested", "runbook.approval_decided", "runbook.notification"),
     }
 
 

@@ -2,10 +2,11 @@
 
 The step (:mod:`app.runbooks.actions.approval`) announces what it waits for with a
 progress event ``approval.requested`` (position, prompt, role, expiry) and an outbox
-event ``run.approval_requested``; an operator answers with ``POST /v1/runs/{id}/approve``
-or ``/reject``, which writes the :class:`RunApproval` row, an audit record
-(``run.approve``/``run.reject``), the progress event ``approval.decided`` and the outbox
-event ``run.approval_decided`` in one transaction, then wakes the waiting step.
+event ``runbook.approval_requested``; an operator answers with
+``POST /v1/runs/{id}/approve`` or ``/reject``, which writes the :class:`RunApproval` row,
+an audit record (``run.approve``/``run.reject``), the progress event ``approval.decided``
+and the outbox event ``runbook.approval_decided`` in one transaction, then wakes the
+waiting step.
 
 - **Which answer counts**: the first. The row's unique constraint ``(run_id, position)``
   decides a race; the loser gets 409 ``no-pending-approval``.
@@ -192,7 +193,7 @@ async def decide(
     )
     await add_event(
         session,
-        "run.approval_decided",
+        "runbook.approval_decided",
         {
             "id": run.id,
             "kind": run.kind,

@@ -41,7 +41,7 @@ class ApprovalDecidedData(EventData):
 
 
 class RunbookNotificationData(EventData):
-    run_id: str
+    id: str = Field(description="The run's id.")
     runbook: str | None = Field(description="The runbook the run executes, if any.")
     environment: str | None
     position: int = Field(description="The position of the step that sent it.")
@@ -51,7 +51,7 @@ class RunbookNotificationData(EventData):
 
 
 APPROVAL_REQUESTED = EventType(
-    "run.approval_requested",
+    "runbook.approval_requested",
     "A run waits for an operator to approve or reject its next step.",
     ApprovalRequestedData,
     example={
@@ -68,7 +68,7 @@ APPROVAL_REQUESTED = EventType(
     },
 )
 APPROVAL_DECIDED = EventType(
-    "run.approval_decided",
+    "runbook.approval_decided",
     "A run's approval step was approved or rejected.",
     ApprovalDecidedData,
     example={
@@ -89,7 +89,7 @@ RUNBOOK_NOTIFICATION = EventType(
     "A runbook's step sent a message (info, warning or critical).",
     RunbookNotificationData,
     example={
-        "run_id": _RUN,
+        "id": _RUN,
         "runbook": "db-long-running-queries",
         "environment": "production",
         "position": 3,

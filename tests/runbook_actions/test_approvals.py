@@ -184,12 +184,12 @@ class TestLongRunningQueryPlaybook:
             outbox = {
                 e.type: e.data
                 for e in await session.scalars(
-                    select(OutboxEvent).where(OutboxEvent.type.like("run.approval_%"))
+                    select(OutboxEvent).where(OutboxEvent.type.like("runbook.approval_%"))
                 )
             }
         assert types.index("approval.requested") < types.index("approval.decided")
-        requested = ApprovalRequestedData.model_validate(outbox["run.approval_requested"])
-        decided = ApprovalDecidedData.model_validate(outbox["run.approval_decided"])
+        requested = ApprovalRequestedData.model_validate(outbox["runbook.approval_requested"])
+        decided = ApprovalDecidedData.model_validate(outbox["runbook.approval_decided"])
         assert requested.runbook == decided.runbook == "db-long-running-queries"
         assert requested.position == decided.position == 1
         assert decided.decision == "approved"
@@ -331,3 +331,20 @@ class TestAnswers:
         assert body["steps"][0]["error"] == "no answer within 1 s"
         response = await client.post(f"/v1/runs/{run_id}/approve", headers=operator.headers)
         assert_problem(response, 409, "/problems/no-pending-approval")
+
+    async def test_a_cancellation_ends_the_wait(
+        self,
+        client: httpx.AsyncClient,
+        context: AppContext,
+        operator: IssuedToken,
+        worker: None,
+    ) -> None:
+        run_id = await create(context, [approval_step(), approval_step()])
+        await awaiting(client, run_id, operator)
+        started = time.monotonic()
+        response = await client.post(f"/v1/runs/{run_id}/cancel", headers=operator.headers)
+        assert response.status_code == 200, response.text
+        body = await finished(client, run_id, operator)
+        assert time.monotonic() - started < 10
+        assert body["steps"][0]["error"] == "cancelled while waiting for approval"
+        assert body["steps"][1]["status"] in ("pending", "skipped", "cancelled")

@@ -48,7 +48,7 @@ class TestNotify:
         assert run.steps[0].result["summary"] == "warning: 2 queries were ended"
         [event] = await notifications(context)
         data = RunbookNotificationData.model_validate(event.data)
-        assert data.run_id == run_id
+        assert data.id == run_id
         assert data.runbook == "db-long-running-queries"
         assert data.environment == "production"
         assert (data.severity, data.message, data.position) == (

@@ -2,7 +2,7 @@
 
 The step asks once (a progress event ``approval.requested`` that ``GET /v1/runs/{id}``'s
 ``awaiting_approval`` and the SSE stream show, and an outbox event
-``run.approval_requested`` for chat and paging), then reads the answer
+``runbook.approval_requested`` for chat and paging), then reads the answer
 (:class:`~app.runbooks.models.RunApproval`, written by ``POST /v1/runs/{id}/approve`` or
 ``/reject``: :mod:`app.runbooks.approvals`) about every second, woken at once by the
 run's change notification. Approved: success. Rejected: failure ``rejected by <actor>:
@@ -80,7 +80,7 @@ async def _ask(params: ApprovalParams, ctx: StepContext) -> tuple[dt.datetime, R
         )
         await add_event(
             session,
-            "run.approval_requested",
+            "runbook.approval_requested",
             {
                 "id": run.id,
                 "kind": run.kind,

@@ -49,7 +49,7 @@ async def notify(params: NotifyParams, ctx: StepContext) -> StepOutcome:
             session,
             "runbook.notification",
             {
-                "run_id": run.id,
+                "id": run.id,
                 "runbook": approvals.runbook_of(run),
                 "environment": run.environment,
                 "position": ctx.position,
