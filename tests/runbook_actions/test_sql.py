@@ -119,8 +119,9 @@ class TestPostgresResults:
             sql("SELECT g AS n FROM generate_series(1, 50) g", max_rows=10, warning_rows=5),
             sql("SELECT 1 WHERE false", warning_rows=1),
             sql("SELECT g FROM generate_series(1, 3) g", warning_rows=1, critical_rows=3),
+            sql("SELECT g FROM generate_series(1, 50) g", max_rows=2, critical_rows=3),
         )
-        values, many, none, critical = run.steps
+        values, many, none, critical, cut = run.steps
         assert values.result is not None
         assert values.result["columns"] == ["duration", "at", "amount", "raw", "nothing", "pct"]
         assert values.result["rows"] == [
@@ -145,6 +146,10 @@ class TestPostgresResults:
         assert none.result["row_count"] == 0
         assert critical.level == "critical"
         assert critical.status == "failure"
+        # Cut after 2 rows, the read had at least 3: critical.
+        assert cut.level == "critical"
+        assert cut.result is not None
+        assert cut.result["truncated"] is True
 
     async def test_a_missing_relation_skips_the_step(
         self, context: AppContext, settings: Settings, scratch_pg: str
@@ -256,6 +261,8 @@ class TestParams:
     def test_autocommit_is_for_writes_and_limits_hold(self) -> None:
         with pytest.raises(ValidationError, match="autocommit is only"):
             SqlParams(environment="db", query="VACUUM", autocommit=True)
+        with pytest.raises(ValidationError, match="could never be seen"):
+            SqlParams(environment="db", query="SELECT 1", max_rows=5, warning_rows=7)
         for field, value in [("max_rows", 1001), ("statement_timeout_seconds", 3601)]:
             with pytest.raises(ValidationError):
                 SqlParams.model_validate({"environment": "db", "query": "SELECT 1", field: value})

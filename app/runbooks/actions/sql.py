@@ -113,6 +113,10 @@ class SqlParams(Params):
             and self.critical_rows < self.warning_rows
         ):
             raise ValueError("critical_rows is below warning_rows")
+        for name in ("warning_rows", "critical_rows"):
+            limit = getattr(self, name)
+            if limit is not None and limit > self.max_rows + 1:
+                raise ValueError(f"{name} is more than max_rows + 1: it could never be seen")
         return self
 
 
@@ -196,8 +200,8 @@ class _Postgres:
             detail = f"{detail} (SQLSTATE {cause.sqlstate})"
         text_ = f"{message}: {detail}" if detail else message
         password = self.target.password
-        if password:  # also when shorter than the scrubber's minimum
-            text_ = text_.replace(password, "[redacted]")
+        if password:  # in a URL also when shorter than the scrubber's minimum
+            text_ = text_.replace(f":{password}@", ":[redacted]@")
         return SqlFailure(self.scrubber.text(text_))
 
     async def connect(self, *, autocommit: bool) -> psycopg.AsyncConnection[Any]:
@@ -462,7 +466,8 @@ async def sql(params: SqlParams, ctx: StepContext) -> StepOutcome:
         "truncated": result.truncated,
         "summary": summary,
     }
-    level = _level(params, result.row_count)
+    # A read cut at max_rows had at least one row more.
+    level = _level(params, result.row_count + (1 if result.truncated and not params.write else 0))
     status = StepStatus.FAILURE if level == Level.CRITICAL else StepStatus.SUCCESS
     output = _output(result)
     return StepOutcome(
