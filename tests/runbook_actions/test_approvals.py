@@ -15,9 +15,12 @@ from sqlalchemy import select
 
 from app.auth.roles import Role
 from app.core.context import AppContext
+from app.core.notify import wait_for
 from app.models import OutboxEvent, RunEvent
+from app.runbooks.actions.approval import ApprovalParams, approval
 from app.runbooks.events import ApprovalDecidedData, ApprovalRequestedData
 from app.runbooks.models import RunApproval
+from app.runs.actions import StepContext
 from app.runs.service import StepSpec
 from tests.factories import IssuedToken, issue_token
 from tests.helpers import audit_events_after, last_audit_seq
@@ -348,3 +351,44 @@ class TestAnswers:
         assert time.monotonic() - started < 10
         assert body["steps"][0]["error"] == "cancelled while waiting for approval"
         assert body["steps"][1]["status"] in ("pending", "skipped", "cancelled")
+
+
+class TestResumedStep:
+    async def test_it_asks_once_and_reads_the_stored_answer(self, context: AppContext) -> None:
+        """A step run again (its worker died) keeps its first request and expiry and
+        finds the answer given meanwhile."""
+        run_id = await create(context, [approval_step()])
+
+        async def log(line: str) -> None:
+            pass
+
+        step = StepContext(context, log, run_id, 0)
+        params = ApprovalParams(prompt="Go?", timeout_seconds=60)
+        with context.notifier.watch(run_id) as changed:
+            waiting = asyncio.create_task(approval(params, step))
+            async with asyncio.timeout(10):
+                while not await requested_events(context, run_id):
+                    await wait_for(changed, 0.5)
+                    changed.clear()
+        async with context.unit_of_work() as uow:
+            uow.session.add(
+                RunApproval(run_id=run_id, position=0, decision="approved", decided_by="ops")
+            )
+        await context.notifier.publish(run_id)
+        first = await asyncio.wait_for(waiting, 10)
+        again = await asyncio.wait_for(approval(params, step), 10)
+        assert first.status == again.status == "success"
+        assert again.output == first.output == "approved by ops"
+        [asked] = await requested_events(context, run_id)
+        assert asked["prompt"] == "Go?"
+
+
+async def requested_events(context: AppContext, run_id: str) -> list[dict[str, Any]]:
+    async with context.sessionmaker() as session:
+        return list(
+            await session.scalars(
+                select(RunEvent.data).where(
+                    RunEvent.run_id == run_id, RunEvent.type == "approval.requested"
+                )
+            )
+        )
