@@ -9,16 +9,22 @@ from collections.abc import Callable
 from app.core.registry import Registry
 from app.outbox.catalog import EVENT_TYPES
 from app.runbooks import events, plan
-from app.runbooks.actions import children
+from app.runbooks.actions import approval, children, notify, sql
 from app.runs.kinds import KINDS, KindHooks
 from app.runs.models import RunKind
 
 # Each action module's ``register``, in this order.
-ACTION_MODULES: tuple[Callable[[Registry], None], ...] = (children.register,)
+ACTION_MODULES: tuple[Callable[[Registry], None], ...] = (
+    sql.register,
+    approval.register,
+    notify.register,
+    children.register,
+)
 
 
 def register(registry: Registry) -> None:
-    hooks = KindHooks(finalizer=plan.finalize, on_finish=events.on_finish)
+    # A runbook's run announces its end as runbook.* (its finish hook writes the event).
+    hooks = KindHooks(finalizer=plan.finalize, on_finish=events.on_finish, announce=False)
     registry[KINDS].add(RunKind.MAINTENANCE.value, hooks)
     registry[KINDS].add(RunKind.PLAYBOOK.value, hooks)
     for event in events.TYPES:
