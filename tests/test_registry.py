@@ -114,6 +114,8 @@ def test_what_the_domains_register() -> None:
         *("backup_take", "backup_checksum", "backup_drill"),
         *("restore_check", "restore_safety_backup", "restore_stop_services"),
         *("restore_database", "restore_start_services", "restore_verify_health"),
+        *("health_check", "backup", "deployment", "backup_retention"),
+        *("security_log_scan", "redis_info", "load_probe", "file_cleanup", "access_review"),
     }
     assert set(registry[EVENT_TYPES].names()) == {
         "run.queued",
@@ -130,6 +132,7 @@ def test_what_the_domains_register() -> None:
         *("restore.started", "restore.succeeded", "restore.failed", "restore.cancelled"),
         *("maintenance.succeeded", "maintenance.failed", "maintenance.cancelled"),
         *("playbook.succeeded", "playbook.failed", "playbook.cancelled"),
+        "security.suspicious_activity",
     }
 
 

@@ -9,12 +9,19 @@ from collections.abc import Callable
 from app.core.registry import Registry
 from app.outbox.catalog import EVENT_TYPES
 from app.runbooks import events, plan
-from app.runbooks.actions import children
+from app.runbooks.actions import access, cache, children, files, load, security
 from app.runs.kinds import KINDS, KindHooks
 from app.runs.models import RunKind
 
 # Each action module's ``register``, in this order.
-ACTION_MODULES: tuple[Callable[[Registry], None], ...] = (children.register,)
+ACTION_MODULES: tuple[Callable[[Registry], None], ...] = (
+    children.register,
+    security.register,
+    cache.register,
+    load.register,
+    files.register,
+    access.register,
+)
 
 
 def register(registry: Registry) -> None:
