@@ -76,13 +76,16 @@ _UVICORN = re.compile(
     r'(?P<ip>\d{1,3}(?:\.\d{1,3}){3}|\[[0-9A-Fa-f:.]+\]):\d+ - "(?P<request>[^"]*)" '
     r"(?P<status>\d{3})\b"
 )
+_IPV4 = re.compile(r"(?:0|[1-9]\d{0,2})(?:\.(?:0|[1-9]\d{0,2})){3}")
 _LOGIN_PATH = re.compile(r"(?i)(?:log-?in|sign-?in|logon)")
 _FAILED_LOGIN = re.compile(
     r"(?i)(?:log-?in|logon|sign-?in|authenticat\w*).*fail"
     r"|fail\w*.*(?:log-?in|logon|sign-?in|password|authenticat)"
 )
-# The runbook's first grep, case-insensitive.
+# The runbook's first grep, case-insensitive (after a cheaper look for its words).
 _SUSPICIOUS = re.compile(r"(?i)fail|unauthori[sz]ed|forbidden|(?<!\d)40[13](?!\d)")
+_SUSPICIOUS_WORDS = ("fail", "unauthori", "forbidden", "401", "403")
+_LOGIN_WORDS = ("log-in", "login", "logon", "sign-in", "signin", "password", "authenticat")
 _STATUS_TEXT = re.compile(
     r"(?i)(?:\bstatus(?:_code)?|\bcode|\bHTTP/\d(?:\.\d)?\"?)[\s=:\"]{0,3}(?P<status>40[13])\b"
     r"|\b(?P<named>401 Unauthori[sz]ed|403 Forbidden)\b"
@@ -104,9 +107,17 @@ _USER = re.compile(
 _ISO_TIME = re.compile(
     r"(?P<t>\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?)"
 )
+_MONTHS = {
+    name: number
+    for number, name in enumerate(
+        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1
+    )
+}
 _SYSLOG_TIME = re.compile(
-    r"^(?P<t>(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) {1,2}\d{1,2} \d{2}:\d{2}:\d{2})"
+    r"^(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) {1,2}(\d{1,2}) (\d{2}):(\d{2}):(\d{2})"
 )
+# The access log's "10/Oct/2026:13:55:36 +0000".
+_ACCESS_TIME = re.compile(r"^(\d{2})/(\w{3})/(\d{4}):(\d{2}):(\d{2}):(\d{2}) ([+-])(\d{2})(\d{2})$")
 
 _JSON_STATUS = ("status", "status_code", "statusCode", "http_status", "response_status", "code")
 _JSON_IP = (
@@ -155,6 +166,8 @@ def _ip(value: Any) -> str | None:
     if not isinstance(value, str) or not value:
         return None
     text = value.split(",")[0].strip().strip("[]")  # X-Forwarded-For: the client first
+    if _IPV4.fullmatch(text):  # the common case, without the ipaddress module's cost
+        return text if all(int(octet) <= 255 for octet in text.split(".")) else None
     try:
         return str(ipaddress.ip_address(text))
     except ValueError:
@@ -168,7 +181,7 @@ def _user(value: Any) -> str | None:
     if isinstance(value, Mapping):
         value = value.get("name") or value.get("email") or value.get("id")
     if isinstance(value, int | str) and str(value) not in ("", "-"):
-        return redact_text(str(value))[:64]
+        return str(value)[:64]  # redacted when shown
     return None
 
 
@@ -182,8 +195,21 @@ def _time(value: Any) -> dt.datetime | None:
         return None
     if not isinstance(value, str):
         return None
-    with contextlib.suppress(ValueError):
-        return dt.datetime.strptime(value, "%d/%b/%Y:%H:%M:%S %z")
+    access = _ACCESS_TIME.match(value)
+    if access:
+        day, month, year, hour, minute, second, sign, hours, minutes = access.groups()
+        offset = dt.timedelta(hours=int(hours), minutes=int(minutes))
+        with contextlib.suppress(ValueError, KeyError):
+            return dt.datetime(
+                int(year),
+                _MONTHS[month],
+                int(day),
+                int(hour),
+                int(minute),
+                int(second),
+                tzinfo=dt.timezone(-offset if sign == "-" else offset),
+            )
+        return None
     match = _ISO_TIME.search(value)
     if match:
         with contextlib.suppress(ValueError):
@@ -197,10 +223,11 @@ def _syslog_time(text: str, now: dt.datetime) -> dt.datetime | None:
     match = _SYSLOG_TIME.match(text)
     if not match:
         return None
+    month, day, hour, minute, second = match.groups()
     try:
-        parsed = dt.datetime.strptime(
-            f"{now.year} {match.group('t')}", "%Y %b %d %H:%M:%S"
-        ).replace(tzinfo=dt.UTC)
+        parsed = dt.datetime(
+            now.year, _MONTHS[month], int(day), int(hour), int(minute), int(second), tzinfo=dt.UTC
+        )
     except ValueError:
         return None
     return parsed.replace(year=now.year - 1) if parsed > now + dt.timedelta(days=1) else parsed
@@ -229,15 +256,28 @@ def _status(value: Any) -> int | None:
     return None
 
 
-def _free_text(text: str, parsed: Parsed) -> None:
+def _suspicious(lower: str) -> bool:
+    return any(word in lower for word in _SUSPICIOUS_WORDS) and bool(_SUSPICIOUS.search(lower))
+
+
+def _failed_login(text: str) -> bool:
+    lower = text.lower()
+    return (
+        "fail" in lower
+        and any(word in lower for word in _LOGIN_WORDS)
+        and bool(_FAILED_LOGIN.search(text))
+    )
+
+
+def _free_text(text: str, lower: str, parsed: Parsed) -> None:
     """What free text says: failed logins, 401/403, the address after "from"…"""
-    if _FAILED_LOGIN.search(text):
+    if _failed_login(text):
         parsed.failed_login = True
-    status = _STATUS_TEXT.search(text)
+    status = _STATUS_TEXT.search(text) if "401" in lower or "403" in lower else None
     code = (status.group("status") or status.group("named")[:3]) if status else None
-    if code == "401" or _UNAUTHORIZED_WORD.search(text):
+    if code == "401" or ("unauthori" in lower and _UNAUTHORIZED_WORD.search(text)):
         parsed.unauthorized = True
-    if code == "403" or _FORBIDDEN_WORD.search(text):
+    if code == "403" or ("forbidden" in lower and _FORBIDDEN_WORD.search(text)):
         parsed.forbidden = True
     if parsed.ip is None:
         after = _IP_AFTER.search(text)
@@ -264,8 +304,11 @@ def _http(parsed: Parsed, status: int | None, request: str) -> None:
 
 def parse_line(line: str, now: dt.datetime | None = None) -> Parsed:
     """One log line's failures, source and time (a pure function)."""
-    text = _COMPOSE_PREFIX.sub("", line.rstrip("\r\n"), count=1)
-    parsed = Parsed(matched=bool(_SUSPICIOUS.search(text)))
+    text = line.rstrip("\r\n")
+    if "|" in text[:80]:
+        text = _COMPOSE_PREFIX.sub("", text, count=1)
+    lower = text.lower()
+    parsed = Parsed(matched=_suspicious(lower))
     stripped = text.lstrip()
     if stripped.startswith("{"):
         try:
@@ -281,7 +324,7 @@ def parse_line(line: str, now: dt.datetime | None = None) -> Parsed:
             status = _status(_field(record, _JSON_STATUS))
             path = _field(record, ("path", "url", "uri", "request", "route"))
             _http(parsed, status, f"{path if isinstance(path, str) else ''} {message}")
-            if _FAILED_LOGIN.search(message):
+            if _failed_login(message):
                 parsed.failed_login = True
             parsed.matched = parsed.matched or parsed.failure
             return parsed
@@ -293,7 +336,7 @@ def parse_line(line: str, now: dt.datetime | None = None) -> Parsed:
         _http(parsed, int(access.group("status")), access.group("request"))
         parsed.matched = parsed.failure
         return parsed
-    uvicorn = _UVICORN.search(text)
+    uvicorn = _UVICORN.search(text) if ' - "' in text else None
     if uvicorn:
         parsed.ip = _ip(uvicorn.group("ip"))
         parsed.time = _time(text[:40])
@@ -302,7 +345,7 @@ def parse_line(line: str, now: dt.datetime | None = None) -> Parsed:
         return parsed
     parsed.time = _syslog_time(text, now or utcnow()) or _time(text[:48])
     if parsed.matched:
-        _free_text(text, parsed)
+        _free_text(text, lower, parsed)
     return parsed
 
 
@@ -339,21 +382,27 @@ class Source:
                 self.first_seen = parsed.time
             if self.last_seen is None or parsed.time > self.last_seen:
                 self.last_seen = parsed.time
-        self.samples.append(sample(line))
+        self.samples.append(line)  # redacted when shown: most are pushed out before
 
     def as_data(self) -> dict[str, Any]:
         return {
             "source": self.source,
             "ip": self.ip,
-            "users": sorted(self.users),
+            "users": self.shown_users(),
             "failures": self.failures,
             "failed_logins": self.failed_logins,
             "unauthorized": self.unauthorized,
             "forbidden": self.forbidden,
             "first_seen": self.first_seen.isoformat() if self.first_seen else None,
             "last_seen": self.last_seen.isoformat() if self.last_seen else None,
-            "sample_lines": list(self.samples),
+            "sample_lines": self.sample_lines(),
         }
+
+    def sample_lines(self) -> list[str]:
+        return [sample(line) for line in self.samples]
+
+    def shown_users(self) -> list[str]:
+        return sorted(redact_text(user) for user in self.users)
 
 
 @dataclass
@@ -393,8 +442,11 @@ class Report:
             "source_count": len(self.sources),
             "top_sources": [s.as_data() for s in ranked[:top]],
             "suspicious": [s.source for s in self.suspicious()],
-            "sample_lines": list(self.samples),
+            "sample_lines": self.sample_lines(),
         }
+
+    def sample_lines(self) -> list[str]:
+        return [sample(line) for line in self.samples]
 
 
 def scan(lines: Iterable[str], threshold: int, *, since: dt.datetime | None = None) -> Report:
@@ -412,7 +464,7 @@ def scan(lines: Iterable[str], threshold: int, *, since: dt.datetime | None = No
         if not parsed.matched:
             continue
         report.lines_matched += 1
-        report.samples.append(sample(line))
+        report.samples.append(line)
         if not parsed.failure:
             continue
         report.failed_logins += parsed.failed_login
@@ -593,7 +645,7 @@ def suspicious_data(source: Source, params: SecurityLogScanParams, run_id: str) 
         environment=params.environment,
         source=source.source,
         ip=source.ip,
-        users=sorted(source.users),
+        users=source.shown_users(),
         failures=source.failures,
         failed_logins=source.failed_logins,
         unauthorized=source.unauthorized,
@@ -602,7 +654,7 @@ def suspicious_data(source: Source, params: SecurityLogScanParams, run_id: str) 
         window_minutes=params.since_minutes,
         first_seen=source.first_seen,
         last_seen=source.last_seen,
-        sample_lines=list(source.samples),
+        sample_lines=source.sample_lines(),
         run_id=run_id,
         links=EventLinks(self=f"{V1}/runs/{run_id}"),
     ).model_dump(mode="json")
@@ -639,7 +691,9 @@ async def security_log_scan(params: SecurityLogScanParams, ctx: StepContext) -> 
         async with ctx.context.unit_of_work() as uow:
             for source in suspicious[:MAX_EVENTS]:
                 await add_event(
-                    uow.session, SUSPICIOUS_ACTIVITY, suspicious_data(source, params, ctx.run_id)
+                    uow.session,
+                    "security.suspicious_activity",  # a literal: the catalog test reads it
+                    suspicious_data(source, params, ctx.run_id),
                 )
     unreadable = [s for s in files.skipped if s["reason"] not in QUIET_SKIPS]
     summary = (
@@ -661,7 +715,7 @@ async def security_log_scan(params: SecurityLogScanParams, ctx: StepContext) -> 
     }
     level = Level.WARNING if suspicious or unreadable else Level.OK
     lines = [summary, *(f"  {s.source}: {s.failures}" for s in report.ranked()[: params.top])]
-    lines += ["last matching lines:", *report.samples] if report.samples else []
+    lines += ["last matching lines:", *report.sample_lines()] if report.samples else []
     output, _ = bounded("\n".join(lines))
     return StepOutcome(StepStatus.SUCCESS, output, level, data)
 
