@@ -101,6 +101,14 @@ class TestDeleting:
         assert (outcome.data["deleted"], outcome.data["more"]) == (1, True)
         assert len(survivors(tree) & {"old", "old_nested"}) == 1
 
+    async def test_a_folder_given_twice_is_walked_once(
+        self, context: AppContext, tree: dict[str, Path]
+    ) -> None:
+        ctx, _ = step_context(context, cleanup_paths=[tree["logs"]])
+        given = [str(tree["logs"]), str(tree["logs"] / "nginx"), str(tree["logs"])]
+        outcome = await file_cleanup(params(tree["logs"], paths=given), ctx)
+        assert (outcome.data["matched"], outcome.data["folders"]) == (2, [str(tree["logs"])])
+
     async def test_a_sub_folder_may_be_cleaned_alone(
         self, context: AppContext, tree: dict[str, Path]
     ) -> None:

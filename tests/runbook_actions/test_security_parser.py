@@ -76,6 +76,11 @@ LINES: list[tuple[str, str, dict[str, Any]]] = [
         },
     ),
     (
+        "JSON, the address and user only in the message",
+        '{"level":"warning","message":"login failed for user gina from 192.0.2.14"}',
+        {"failed_login": True, "ip": "192.0.2.14", "user": "gina"},
+    ),
+    (
         "JSON of pino, nested request and response, epoch milliseconds",
         '{"level":40,"time":1764741721000,"req":{"remoteAddress":"192.0.2.12",'
         '"url":"/api/login"},"res":{"statusCode":403},"msg":"request completed"}',

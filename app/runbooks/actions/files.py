@@ -151,6 +151,9 @@ async def file_cleanup(params: FileCleanupParams, ctx: StepContext) -> StepOutco
         if not resolved.is_dir():
             return StepOutcome(StepStatus.FAILURE, error=f"{path!r} is not a folder")
         folders.append(resolved)
+    # A folder inside another one given is walked with it, once.
+    folders = [f for f in folders if not any(f != o and f.is_relative_to(o) for o in folders)]
+    folders = list(dict.fromkeys(folders))
     stop = threading.Event()
     try:
         result = await asyncio.to_thread(clean, folders, params, stop, time.time())

@@ -326,6 +326,8 @@ def parse_line(line: str, now: dt.datetime | None = None) -> Parsed:
             _http(parsed, status, f"{path if isinstance(path, str) else ''} {message}")
             if _failed_login(message):
                 parsed.failed_login = True
+            if message and (parsed.ip is None or parsed.user is None):
+                _free_text(message, message.lower(), parsed)  # "... from 10.0.0.5"
             parsed.matched = parsed.matched or parsed.failure
             return parsed
     access = _ACCESS.match(text)
