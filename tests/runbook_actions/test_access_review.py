@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from typing import Any
 
 from sqlalchemy import select
 
@@ -24,7 +25,9 @@ def days_ago(days: float) -> dt.datetime:
     return utcnow() - dt.timedelta(days=days)
 
 
-async def review(context: AppContext, **params: object) -> tuple[dict[str, list[str]], dict]:
+async def review(
+    context: AppContext, **params: object
+) -> tuple[dict[str, list[str]], dict[str, Any]]:
     ctx, _ = step_context(context)
     outcome = await access_review(AccessReviewParams.model_validate(params), ctx)
     assert outcome.status == StepStatus.SUCCESS

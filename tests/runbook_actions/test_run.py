@@ -116,7 +116,7 @@ async def test_a_run_of_every_action(
         [event] = await session.scalars(
             select(OutboxEvent).where(OutboxEvent.type == SUSPICIOUS_ACTIVITY)
         )
-    results = {s.name: (s.status, s.level, s.result) for s in done.steps}
+    results = {s.name: (s.status, s.level, s.result or {}) for s in done.steps}
     assert done.status == "success", results
     scan = results["suspicious activity"]
     assert scan[:2] == ("success", "warning")
