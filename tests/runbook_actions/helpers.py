@@ -8,7 +8,6 @@ from dataclasses import replace
 from pathlib import Path
 
 from app.core.context import AppContext
-from app.core.settings import RunbookSettings
 from app.environments.models import Environment, Service
 from app.runs.actions import StepContext
 
@@ -28,8 +27,11 @@ def step_context(
     log_paths: Sequence[Path] = (),
     cleanup_paths: Sequence[Path] = (),
 ) -> tuple[StepContext, Logged]:
-    runbooks = RunbookSettings(
-        log_paths=[str(p) for p in log_paths], cleanup_paths=[str(p) for p in cleanup_paths]
+    runbooks = context.settings.runbooks.model_copy(
+        update={
+            "log_paths": [str(p) for p in log_paths],
+            "cleanup_paths": [str(p) for p in cleanup_paths],
+        }
     )
     settings = context.settings.model_copy(update={"runbooks": runbooks})
     logged = Logged()

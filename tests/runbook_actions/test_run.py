@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from app.auth.roles import Role
 from app.core.context import AppContext
-from app.core.settings import RunbookSettings, Settings
+from app.core.settings import Settings
 from app.embedded.redis import EmbeddedRedis
 from app.outbox.models import OutboxEvent
 from app.runbooks.actions.security import SUSPICIOUS_ACTIVITY
@@ -108,7 +108,9 @@ async def test_a_run_of_every_action(
         run = await run_service.create_run(
             uow, context, kind=RunKind.PLAYBOOK, steps=steps, requested_by="tests"
         )
-    allowed = RunbookSettings(log_paths=[str(logs)], cleanup_paths=[str(old)])
+    allowed = settings.runbooks.model_copy(
+        update={"log_paths": [str(logs)], "cleanup_paths": [str(old)]}
+    )
     assert await run_worker_burst(settings.model_copy(update={"runbooks": allowed})) >= 1
 
     async with context.sessionmaker() as session:
