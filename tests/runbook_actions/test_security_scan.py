@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from app.runbooks.actions.security import (
     SUSPICIOUS_ACTIVITY,
     SecurityLogScanParams,
     SuspiciousActivityData,
+    read_lines,
     security_log_scan,
 )
 from app.runs.models import Level, StepStatus
@@ -213,3 +215,18 @@ class TestBounds:
         outcome = await security_log_scan(params, ctx)
         assert (outcome.status, outcome.level) == (StepStatus.SUCCESS, Level.WARNING)
         assert outcome.data["skipped"][0]["reason"] == "No such file or directory"
+
+
+@pytest.mark.parametrize("trailing_newline", [True, False])
+@pytest.mark.parametrize("wanted", [1, 1234, 4999, 5000, 6000])
+def test_the_last_lines_of_a_file_larger_than_a_block(
+    tmp_path: Path, wanted: int, trailing_newline: bool
+) -> None:
+    text = "".join(f"line {n:05d} {'x' * 50}\n" for n in range(5000))
+    path = tmp_path / "big.log"
+    path.write_text(text if trailing_newline else text.rstrip("\n"))
+    read = list(read_lines([path], wanted, threading.Event()))
+    expected = min(wanted, 5000)
+    assert len(read) == expected
+    assert read[0].startswith(f"line {5000 - expected:05d} ")
+    assert read[-1].startswith("line 04999 ")
