@@ -116,6 +116,7 @@ def test_what_the_domains_register() -> None:
         *("restore_database", "restore_start_services", "restore_verify_health"),
         *("sql", "approval", "notify"),
         *("health_check", "backup", "deployment", "backup_retention"),
+        *("security_log_scan", "redis_info", "load_probe", "file_cleanup", "access_review"),
     }
     assert set(registry[EVENT_TYPES].names()) == {
         "run.queued",
@@ -132,6 +133,7 @@ def test_what_the_domains_register() -> None:
         *("restore.started", "restore.succeeded", "restore.failed", "restore.cancelled"),
         *("runbook.succeeded", "runbook.failed", "runbook.cancelled"),
         *("runbook.approval_requested", "runbook.approval_decided", "runbook.notification"),
+        "security.suspicious_activity",
     }
 
 

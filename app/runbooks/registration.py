@@ -9,7 +9,17 @@ from collections.abc import Callable
 from app.core.registry import Registry
 from app.outbox.catalog import EVENT_TYPES
 from app.runbooks import events, plan
-from app.runbooks.actions import approval, children, notify, sql
+from app.runbooks.actions import (
+    access,
+    approval,
+    cache,
+    children,
+    files,
+    load,
+    notify,
+    security,
+    sql,
+)
 from app.runs.kinds import KINDS, KindHooks
 from app.runs.models import RunKind
 
@@ -19,6 +29,11 @@ ACTION_MODULES: tuple[Callable[[Registry], None], ...] = (
     approval.register,
     notify.register,
     children.register,
+    security.register,
+    cache.register,
+    load.register,
+    files.register,
+    access.register,
 )
 
 

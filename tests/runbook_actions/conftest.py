@@ -1,5 +1,9 @@
-"""Fixtures of the runbook catalog's step actions: a scratch PostgreSQL database of the
-test's own (never another database's sessions) and environments pointing at it."""
+"""Tests of the runbook catalog's step actions (``app/runbooks/actions``): each handler
+called with a real :class:`~app.runs.actions.StepContext` on the real database, Redis
+and loopback servers, and runs of them executed by a real worker.
+
+Fixtures here: a scratch PostgreSQL database of the test's own (never another
+database's sessions) and environments pointing at it; more helpers in ``helpers.py``."""
 
 from __future__ import annotations
 
