@@ -18,14 +18,8 @@ import pytest
 from app.auth.roles import Role
 from app.core.context import AppContext
 from tests.factories import issue_token
-from tests.runbook_actions.conftest import add_environment, scratch_pg  # noqa: F401
-from tests.runbook_actions.test_approvals import (  # noqa: F401
-    LONG_QUERY,
-    awaiting,
-    finished,
-    long_query,
-    still_running,
-)
+from tests.runbook_actions.conftest import add_environment
+from tests.runbook_actions.test_approvals import LONG_QUERY, awaiting, finished, still_running
 
 pytestmark = [pytest.mark.one_backend("postgres"), pytest.mark.usefixtures("worker")]
 
@@ -104,7 +98,8 @@ async def test_the_monthly_performance_review(
     with psycopg.connect(scratch_pg, autocommit=True) as conn:
         conn.execute("CREATE TABLE orders (id serial PRIMARY KEY, customer int, note text)")
         conn.execute(
-            "INSERT INTO orders (customer, note) SELECT g % 500, 'n' || g FROM generate_series(1, 5000) g"
+            "INSERT INTO orders (customer, note)"
+            " SELECT g % 500, 'n' || g FROM generate_series(1, 5000) g"
         )
         for _ in range(3):  # sequential scans, no index on customer
             conn.execute("SELECT count(*) FROM orders WHERE customer = 7").fetchone()
