@@ -38,7 +38,7 @@ def string_payloads(canary: Path) -> list[str]:
         "' OR '1'='1'; DROP TABLE canary; --",
         "1); DROP TABLE canary; --",
         f"x; COPY canary TO PROGRAM 'touch {canary}'",
-        f"/tmp/../../{canary.name}",
+        f"{canary.parent}/../../{canary.name}",
         f"{canary.parent}/*",
         "%(x)s :x {param: environment} ${HOME}",
         "-rf",
