@@ -521,6 +521,32 @@ class DockerDriver:
             details.append("running (no health check, no health URL)")
         return True, "; ".join(details) or "running"
 
+    # -- for step actions that look at a service's containers -----------------------
+
+    async def containers(self, spec: ServiceSpec) -> list[Any]:
+        """Every container of the service on this engine (running or not, the one
+        under its name first): those carrying its labels, and its name if it is its."""
+        config = self._config(spec)
+        name = self.container_name(spec, config)
+        async with self._connect(config) as client:
+            found = {
+                c.id: c for c in await self._call(self._labelled, client, spec, running_only=False)
+            }
+            named = await self._call(self._get, client, name)
+        if named is not None and _owned(named, spec):
+            found[named.id] = named
+        return sorted(found.values(), key=lambda c: (c.name != name, not _is_running(c), c.name))
+
+    async def wait_until_healthy(
+        self, container: Any, spec: ServiceSpec, within: float
+    ) -> tuple[bool, str]:
+        """Wait up to ``within`` s until ``container`` runs healthy (Docker's health
+        check and the service's health URL, when it has them); (healthy, detail)."""
+        try:
+            return await self._healthy(container, spec, None, within=within)
+        except ENGINE_ERRORS as exc:
+            return False, f"Docker engine error: {_explain(exc)}"
+
     # -- the driver interface -------------------------------------------------------
 
     async def pull(self, spec: ServiceSpec, version: str, log: LogLine) -> str:

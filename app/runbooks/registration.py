@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from app.core.registry import Registry
+from app.runbooks.actions import docker
 
 # Each action module's ``register``, in this order.
-ACTION_MODULES: tuple[Callable[[Registry], None], ...] = ()
+ACTION_MODULES: tuple[Callable[[Registry], None], ...] = (docker.register,)
 
 
 def register(registry: Registry) -> None:
