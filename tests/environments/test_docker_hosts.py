@@ -60,7 +60,8 @@ async def test_admins_read_docker_hosts_others_never_the_key(
         response = await client.get(path, headers=viewer.headers)
         assert response.status_code == 200
         text = response.text
-        assert KEY_BODY not in text and "PRIVATE KEY" not in text
+        assert KEY_BODY not in text
+        assert "PRIVATE KEY" not in text
         assert REDIS_PASSWORD not in text
     seen = (await client.get("/v1/environments/prod", headers=viewer.headers)).json()
     assert seen["docker_hosts"][0]["tls"]["client_key"] == "[redacted]"
@@ -76,7 +77,8 @@ async def test_admins_read_docker_hosts_others_never_the_key(
         )
     assert summaries
     stored = json.dumps(summaries)
-    assert KEY_BODY not in stored and REDIS_PASSWORD not in stored
+    assert KEY_BODY not in stored
+    assert REDIS_PASSWORD not in stored
     assert "prod-1" in stored  # the hosts are recorded, without their key
 
 
