@@ -111,6 +111,7 @@ def test_what_the_domains_register() -> None:
         *("backup_take", "backup_checksum", "backup_drill"),
         *("restore_check", "restore_safety_backup", "restore_stop_services"),
         *("restore_database", "restore_start_services", "restore_verify_health"),
+        "docker",  # the runbook catalog's
     }
     assert set(registry[EVENT_TYPES].names()) == {
         "run.queued",

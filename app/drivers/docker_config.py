@@ -7,13 +7,11 @@ and only a worker running a docker step loads :mod:`app.drivers.docker`.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -357,7 +355,19 @@ PEM_PRIVATE_KEY = (
     rf"^{_PEM_SPACE}-----BEGIN [A-Z ]{{0,20}}PRIVATE KEY-----[A-Za-z0-9+/=\r\n\t :,-]+"
     rf"-----END [A-Z ]{{0,20}}PRIVATE KEY-----{_PEM_SPACE}$"
 )
-LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
+# A tcp:// engine on this machine's loopback interface (plain TCP is allowed there: an
+# ssh tunnel's forwarded port); stated as patterns, so the API's schema says it too.
+LOOPBACK_TCP = r"^tcp://(?:127\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}|localhost|\[::1\]):"
+_TLS_RULES = {
+    "anyOf": [
+        {"properties": {"url": {"pattern": "^(?:ssh|unix)://"}, "tls": {"type": "null"}}},
+        {"properties": {"url": {"pattern": LOOPBACK_TCP}}},
+        {
+            "properties": {"url": {"pattern": "^tcp://"}, "tls": {"type": "object"}},
+            "required": ["tls"],
+        },
+    ]
+}
 
 
 class DockerTLS(BaseModel):
@@ -385,20 +395,10 @@ class DockerTLS(BaseModel):
     )
 
 
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (a URL's host) names this machine's loopback interface."""
-    if host.lower() in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 class DockerHost(BaseModel):
     """A Docker engine an environment's services run on, named for their configs."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_TLS_RULES)
 
     name: str = Field(
         max_length=63,
@@ -413,7 +413,8 @@ class DockerHost(BaseModel):
         "forwarded port) or `unix:///path/to/docker.sock`. Userinfo is shown to admins only.",
     )
     tls: DockerTLS | None = Field(
-        default=None, description="Required for `tcp://` but to a loopback address; only there."
+        default=None,
+        description="Required for `tcp://` (unless to a loopback address); tcp:// only.",
     )
 
     @model_validator(mode="after")
@@ -421,11 +422,7 @@ class DockerHost(BaseModel):
         scheme = self.url.split("://", 1)[0]
         if scheme != "tcp" and self.tls is not None:
             raise ValueError(f"docker host {self.name!r}: tls applies to tcp:// URLs only")
-        if (
-            scheme == "tcp"
-            and self.tls is None
-            and not is_loopback(urlsplit(self.url).hostname or "")
-        ):
+        if scheme == "tcp" and self.tls is None and not re.match(LOOPBACK_TCP, self.url):
             raise ValueError(
                 f"docker host {self.name!r}: a tcp:// engine off this machine needs tls "
                 "(ca_cert, client_cert, client_key); an unprotected engine API is root on its host"
