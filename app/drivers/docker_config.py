@@ -22,6 +22,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.config import JsonDict
 
 from app.core.schemas import CONTROL, MULTILINE, MULTILINE_NOTE, PRINTABLE
 from app.core.settings import DockerSettings
@@ -358,7 +359,7 @@ PEM_PRIVATE_KEY = (
 # A tcp:// engine on this machine's loopback interface (plain TCP is allowed there: an
 # ssh tunnel's forwarded port); stated as patterns, so the API's schema says it too.
 LOOPBACK_TCP = r"^tcp://(?:127\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}|localhost|\[::1\]):"
-_TLS_RULES = {
+_TLS_RULES: JsonDict = {
     "anyOf": [
         {"properties": {"url": {"pattern": "^(?:ssh|unix)://"}, "tls": {"type": "null"}}},
         {"properties": {"url": {"pattern": LOOPBACK_TCP}}},
