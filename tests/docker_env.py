@@ -19,6 +19,12 @@ The sample image is a web service on container port 8080 (``PORT`` env) answerin
 ``HEALTHCHECK`` (every second) on it. A version ending in ``-broken`` has no health file:
 its health URL answers 404 and Docker reports it unhealthy after about 3 s.
 
+The engine also listens on ``tcp://127.0.0.1:<free port>`` with mutual TLS
+(:attr:`DockerEnv.tls_url`, :meth:`DockerEnv.tls_material`: a CA of the run, a server
+certificate for ``IP:127.0.0.1`` and a client certificate; :meth:`DockerEnv.rogue_material`
+is a client certificate of another CA), so tests reach the same engine as a "remote"
+Docker host.
+
 When ``dockerd``, ``docker-registry`` or ``/bin/busybox`` is missing (or not root) the
 fixture skips, and fails when ``CI=true``: ``.ci/run`` installs them.
 """
@@ -135,6 +141,8 @@ class DockerEnv:
         self._dockerd: subprocess.Popen[bytes] | None = None
         self._registry: subprocess.Popen[bytes] | None = None
         self._pushed: dict[tuple[str, str], str] = {}
+        self.tls_port: int | None = None
+        self.tls_dir: Path | None = None
 
     # -- what tests use -----------------------------------------------------------
 
@@ -153,6 +161,29 @@ class DockerEnv:
     def repository(self, name: str = "sample") -> str:
         """An image repository in the registry (no tag): ``127.0.0.1:<port>/<name>``."""
         return f"{self.registry}/{name}"
+
+    @property
+    def tls_url(self) -> str:
+        """The engine's TCP endpoint with mutual TLS, ``tcp://127.0.0.1:<port>``."""
+        assert self.tls_port is not None, "DockerEnv is not started"
+        return f"tcp://127.0.0.1:{self.tls_port}"
+
+    def tls_material(self) -> dict[str, str]:
+        """PEM texts of a client the engine accepts: ``ca_cert``, ``client_cert``,
+        ``client_key`` (an environment docker host's ``tls``)."""
+        return self._material("client")
+
+    def rogue_material(self) -> dict[str, str]:
+        """Like :meth:`tls_material`, but the client certificate is of another CA."""
+        return self._material("rogue")
+
+    def _material(self, client: str) -> dict[str, str]:
+        assert self.tls_dir is not None, "DockerEnv is not started"
+        return {
+            "ca_cert": (self.tls_dir / "ca.pem").read_text(),
+            "client_cert": (self.tls_dir / f"{client}-cert.pem").read_text(),
+            "client_key": (self.tls_dir / f"{client}-key.pem").read_text(),
+        }
 
     def service_config(self, name: str = "sample", **extra: Any) -> dict[str, Any]:
         """A docker driver config for the sample image on this engine."""
@@ -228,6 +259,7 @@ class DockerEnv:
         try:
             self.state = Path(tempfile.mkdtemp(prefix="formula-ops-docker-"))
             self.socket_path = self.state / "docker.sock"
+            self._make_certificates()
             self._start_dockerd()
             self._start_registry()
             self._build_base_image()
@@ -254,6 +286,45 @@ class DockerEnv:
                 return None
         return name
 
+    def _make_certificates(self) -> None:
+        """A CA, a server certificate for IP:127.0.0.1 and two client certificates (one
+        of another CA), with openssl; EC keys (fast)."""
+        assert self.state is not None
+        self.tls_dir = directory = self.state / "tls"
+        directory.mkdir(mode=0o700)
+        self.tls_port = free_port()
+
+        def openssl(*args: str) -> None:
+            done = subprocess.run(
+                ["openssl", *args], cwd=directory, capture_output=True, text=True, check=False
+            )
+            if done.returncode != 0:
+                raise DockerEnvError(f"openssl {args[0]} failed: {done.stderr[-500:]}")
+
+        key = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+        for ca in ("ca", "rogue-ca"):
+            openssl(
+                "req", "-x509", *key, "-keyout", f"{ca}-key.pem", "-out", f"{ca}.pem",
+                "-days", "2", "-subj", f"/CN=formula-ops test {ca}",
+                "-addext", "basicConstraints=critical,CA:TRUE",
+                "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+            )  # fmt: skip
+        for name, ca, extensions in (
+            ("server", "ca", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"),
+            ("client", "ca", "extendedKeyUsage=clientAuth\n"),
+            ("rogue", "rogue-ca", "extendedKeyUsage=clientAuth\n"),
+        ):
+            (directory / f"{name}.ext").write_text(extensions)
+            openssl(
+                "req", "-new", *key, "-keyout", f"{name}-key.pem", "-out", f"{name}.csr",
+                "-subj", f"/CN={name}",
+            )  # fmt: skip
+            openssl(
+                "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey",
+                f"{ca}-key.pem", "-CAcreateserial", "-out", f"{name}-cert.pem", "-days", "2",
+                "-extfile", f"{name}.ext",
+            )  # fmt: skip
+
     def _start_dockerd(self) -> None:
         assert self.state is not None
         assert self.socket_path is not None
@@ -270,6 +341,14 @@ class DockerEnv:
             "--ip=127.0.0.1",
             "--storage-driver=overlay2",
         ]
+        if self.tls_dir is not None:
+            args += [
+                f"--host=tcp://127.0.0.1:{self.tls_port}",
+                "--tlsverify",
+                f"--tlscacert={self.tls_dir / 'ca.pem'}",
+                f"--tlscert={self.tls_dir / 'server-cert.pem'}",
+                f"--tlskey={self.tls_dir / 'server-key.pem'}",
+            ]
         if self.bridge is not None:
             # Published ports go through docker-proxy; no iptables rules shared with others.
             args += [f"--bridge={self.bridge}", "--iptables=false", "--ip-forward=false"]
@@ -383,6 +462,8 @@ class DockerEnv:
         self._dockerd = None
         self.bridge = None
         self.state = None
+        self.tls_dir = None
+        self.tls_port = None
 
     def _stop_dockerd(self) -> None:
         process = self._dockerd

@@ -23,7 +23,7 @@ from app.cli.server import QuietServer, uvicorn_config
 from app.core.context import AppContext
 from app.core.settings import RunbookSettings, Settings
 from app.drivers.base import ServiceSpec
-from app.drivers.pool import drivers
+from app.environments.engines import driver_for
 from app.environments.models import Service
 from workers.main import create_worker
 
@@ -171,7 +171,7 @@ async def stop_services(context: AppContext) -> None:
 
     for s in services:
         spec = ServiceSpec(s.environment, s.name, s.driver, s.config, s.health_url)
-        await drivers(context).get(s.driver, s.config).stop(spec, quiet)
+        await (await driver_for(context, spec)).stop(spec, quiet)
 
 
 async def no_dns(host: str, port: int) -> list[str]:

@@ -36,6 +36,7 @@ from app.auth.roles import Role
 from app.bootstrap import build_context
 from app.cli.admin import render_openapi
 from app.core.settings import Settings
+from app.drivers.docker_config import host_name
 from app.main import create_app
 from app.webhooks.sender import SENDER
 from tests.factories import issue_token
@@ -313,6 +314,26 @@ def status_rules(path: str, body: dict[str, Any]) -> None:
         body["prometheus_query"] = "up"
 
 
+def environment_rules(path: str, body: dict[str, Any]) -> None:
+    """Rules a JSON schema cannot state for environments and services: an environment's
+    docker hosts have distinct names; a service's config names one of its environment's
+    docker hosts (the fuzzer's made-up environments have none) or gives a URL."""
+    if not path.startswith("/v1/environments"):
+        return
+    if isinstance(body.get("docker_hosts"), list):
+        seen: set[Any] = set()
+        body["docker_hosts"] = [
+            host
+            for host in body["docker_hosts"]
+            if not (
+                isinstance(host, dict) and (host.get("name") in seen or seen.add(host.get("name")))
+            )
+        ]
+    config = body.get("config")
+    if isinstance(config, dict) and host_name(config) is not None:
+        config["docker_host"] = "unix:///var/run/docker.sock"
+
+
 def maintenance_window(body: dict[str, Any]) -> None:
     """Rules a JSON schema cannot state for a maintenance window: components and
     environments that exist (the fuzzer's made-up ones do not), each once, and a span
@@ -350,6 +371,7 @@ def test_api_conforms_to_its_schema(case: Any, live_server: tuple[str, str]) -> 
         webhook_destination(case.body, creating=case.method == "POST")
     if positive and isinstance(case.body, dict):
         status_rules(case.path, case.body)
+        environment_rules(case.path, case.body)
     if positive and case.path.startswith("/v1/maintenances") and isinstance(case.body, dict):
         maintenance_window(case.body)
     if positive and "If-Match" in headers:

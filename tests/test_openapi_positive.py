@@ -31,6 +31,7 @@ from app.environments.schemas import service_schemas
 from tests.test_openapi import (
     COMMITTED,
     IDEMPOTENCY_KEY,
+    environment_rules,
     global_scoped_token,
     live_server,
     maintenance_window,
@@ -113,6 +114,8 @@ def test_schema_valid_requests_are_accepted(case: Any, live_server: tuple[str, s
     if isinstance(case.body, dict):
         # Which services exist, how a threshold's levels and severities rank.
         status_rules(case.path, case.body)
+        # Docker host names distinct; a service's docker_host among its environment's.
+        environment_rules(case.path, case.body)
     if case.path.startswith("/v1/maintenances") and isinstance(case.body, dict):
         # Which components and environments exist, and a span that ends after it starts.
         maintenance_window(case.body)

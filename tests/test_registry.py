@@ -117,6 +117,7 @@ def test_what_the_domains_register() -> None:
         *("sql", "approval", "notify"),
         *("health_check", "backup", "deployment", "backup_retention"),
         *("security_log_scan", "redis_info", "load_probe", "file_cleanup", "access_review"),
+        "docker",
     }
     assert set(registry[EVENT_TYPES].names()) == {
         "run.queued",

@@ -37,7 +37,7 @@ from app.backups.storage import StorageError
 from app.backups.stream import CorruptError
 from app.core.redaction import redact_text
 from app.drivers.base import Driver, DriverError, ServiceSpec
-from app.drivers.pool import drivers
+from app.environments.engines import driver_for
 from app.environments.models import Environment, Service
 from app.runs.actions import Params, StepContext, StepOutcome
 from app.runs.engine import DATABASE_DOWN, LeaseLost
@@ -209,8 +209,8 @@ class ServicesParams(Params):
     services: list[ServiceParams] = Field(default_factory=list)
 
 
-def _driver(ctx: StepContext, spec: ServiceSpec) -> Driver:
-    return drivers(ctx.context).get(spec.driver, spec.config)
+async def _driver(ctx: StepContext, spec: ServiceSpec) -> Driver:
+    return await driver_for(ctx.context, spec)
 
 
 @audited("restore_stop_services")
@@ -223,7 +223,7 @@ async def stop_services(params: ServicesParams, ctx: StepContext) -> StepOutcome
     for service in params.services:
         spec = service.spec()
         try:
-            driver = _driver(ctx, spec)
+            driver = await _driver(ctx, spec)
             running = await driver.current(spec)
             if running is None:
                 not_running.append(spec.name)
@@ -268,7 +268,7 @@ async def _stopped(ctx: StepContext, params: ServicesParams) -> list[dict[str, s
     for service in params.services:
         version = known.get(service.name)
         spec = service.spec()
-        if version and await _driver(ctx, spec).current(spec) is None:
+        if version and await (await _driver(ctx, spec)).current(spec) is None:
             stopped.append({"name": service.name, "version": version})
     return stopped
 
@@ -290,7 +290,7 @@ async def start_services(params: ServicesParams, ctx: StepContext) -> StepOutcom
             continue
         spec = service.spec()
         try:
-            driver = _driver(ctx, spec)
+            driver = await _driver(ctx, spec)
             if await driver.current(spec) is not None:
                 lines.append(f"{spec.name}: runs already")
                 continue
@@ -389,7 +389,7 @@ async def verify_health(params: ServicesParams, ctx: StepContext) -> StepOutcome
     checked: dict[str, bool] = {}
     for service in params.services:
         spec = service.spec()
-        driver = _driver(ctx, spec)
+        driver = await _driver(ctx, spec)
         try:
             running = await driver.current(spec)
             if running is None and spec.name not in ran:

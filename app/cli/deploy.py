@@ -37,6 +37,7 @@ from app.cli.output import (
     styled,
 )
 from app.cli.runs import follow, print_plan
+from app.core.redaction import redact_value
 from app.drivers.base import DRIVERS
 from app.environments.schemas import NAME, EnvironmentCreate, service_schemas
 
@@ -211,6 +212,8 @@ ENV_FIELDS = (
     "backup_smoke_queries",
     "required_checklist",
     "prometheus_url",
+    "docker_hosts",
+    "redis_url",
 )
 SERVICE_FIELDS = (
     "driver",
@@ -291,9 +294,14 @@ def _show(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
+def _shown(value: Any) -> str:
+    """A value as printed (secrets hidden: a terminal's scrollback is a log)."""
+    return _show(redact_value(value))
+
+
 def _diff(current: dict[str, Any], wanted: dict[str, Any], fields: tuple[str, ...]) -> list[str]:
     return [
-        f"{field}: {_show(current.get(field))} -> {_show(wanted.get(field))}"
+        f"{field}: {_shown(current.get(field))} -> {_shown(wanted.get(field))}"
         for field in fields
         if _show(current.get(field)) != _show(wanted.get(field))
     ]
@@ -320,7 +328,7 @@ def _plan(client: Client, wanted: DeclarativeFile, prune: bool) -> list[_Change]
                     path,
                     env_body,
                     None,
-                    [f"{k}: {_show(v)}" for k, v in env_body.items() if v],
+                    [f"{k}: {_shown(v)}" for k, v in env_body.items() if v],
                 )
             )
         else:

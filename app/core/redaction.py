@@ -17,7 +17,8 @@ Secret-bearing parts, wherever they appear:
   ``Set-Cookie``, ``X-Api-Key``, ``X-Auth-Token``, and in a ``headers`` mapping every
   name holding ``auth`` or ``key``, e.g. ``X-Auth-Key``, ``Ocp-Apim-Subscription-Key``;
   a ``headers`` mapping, ``Name: value`` lines and ``Bearer`` credentials in text);
-- keys named like a secret (``password``, ``token``…) in any mapping, ``NAME=value``
+- **PEM private keys** (a TLS ``client_key``…) in any text, whole;
+- keys named like a secret (``password``, ``token``, ``client_key``…) in any mapping, ``NAME=value``
   with such a name in text, and this service's own tokens (``fops_…``, ``whsec_…``).
 
 Free text produced while running something (a command's output, a driver's error) is
@@ -44,7 +45,8 @@ MIN_KNOWN_SECRET = 6
 
 _WORDS = (
     r"passw(?:or)?d|passphrase|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key"
-    r"|credential|authorization|signature|cookie|session[_-]?id|requirepass|masterauth"
+    r"|client[_-]?key|credential|authorization|signature|cookie|session[_-]?id|requirepass"
+    r"|masterauth"
 )
 # A name (mapping key, header, flag, query parameter, variable) that names a secret.
 SECRET_NAME = re.compile(rf"(?:{_WORDS})", re.IGNORECASE)
@@ -61,6 +63,14 @@ _HEADERS = (
     r"|x-access-token|x-csrf-token|x-amz-security-token|private-token"
 )
 _TEXT_RULES: list[tuple[re.Pattern[str], str]] = [
+    # A PEM private key (a TLS client key…), whole.
+    (
+        re.compile(
+            r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----.*?(?:-----END \1PRIVATE KEY-----|\Z)",
+            re.S,
+        ),
+        REDACTED,
+    ),
     # "Authorization: Bearer …" and the like: the rest of the line.
     (re.compile(rf"(?im)(\b(?:{_HEADERS})\s*:[ \t]*)[^\r\n]*"), rf"\1{REDACTED}"),
     # Credentials of an authentication scheme, wherever they appear.

@@ -22,8 +22,8 @@ from app.deployments import verification
 from app.deployments.models import DeploymentTarget
 from app.deployments.verification import MIN_WINDOW_SECONDS
 from app.drivers.base import Driver, DriverError, ServiceSpec, UnhealthyError
-from app.drivers.pool import drivers
 from app.environments.checklist import CHECKLIST_ITEMS
+from app.environments.engines import driver_for
 from app.environments.models import Pin, Service
 from app.runs.actions import Params, StepContext, StepOutcome
 from app.runs.models import StepStatus
@@ -51,9 +51,9 @@ class ServiceParams(Params):
         )
 
 
-def _driver(ctx: StepContext, spec: ServiceSpec) -> Driver:
+async def _driver(ctx: StepContext, spec: ServiceSpec) -> Driver:
     """The long-lived driver instance for the service (its driver and connection)."""
-    return drivers(ctx.context).get(spec.driver, spec.config)
+    return await driver_for(ctx.context, spec)
 
 
 def _failure(problem: str, message: str, data: dict[str, Any] | None = None) -> StepOutcome:
@@ -174,7 +174,7 @@ class VersionParams(Params):
 
 async def pull(params: VersionParams, ctx: StepContext) -> StepOutcome:
     spec = params.service.spec()
-    driver = _driver(ctx, spec)
+    driver = await _driver(ctx, spec)
     try:
         output = await driver.pull(spec, params.version, ctx.log)
     except DriverError as exc:
@@ -190,7 +190,7 @@ async def deploy(params: DeployParams, ctx: StepContext) -> StepOutcome:
     """Replace what runs by the version (idempotent: the version already running healthy
     is left alone), then wait the settle time."""
     spec = params.service.spec()
-    driver = _driver(ctx, spec)
+    driver = await _driver(ctx, spec)
     before = await driver.current(spec)
     await _mark_touched(ctx, spec.name, before.version if before else None)
     try:
@@ -232,7 +232,7 @@ async def verify(params: VerifyParams, ctx: StepContext) -> StepOutcome:
     above a critical threshold (a warning is recorded and passes)."""
     spec = params.service.spec()
     problem = "post-deploy-check-failed" if params.post_deploy else "health-check-failed"
-    health = await _driver(ctx, spec).health(spec)
+    health = await (await _driver(ctx, spec)).health(spec)
     data: dict[str, Any] = {
         "healthy": health.healthy,
         "version": health.version,
@@ -328,7 +328,7 @@ async def rollback_service(params: RollbackParams, ctx: StepContext) -> StepOutc
             data={"changed": False},
         )
     to_version = service.current_version if service is not None else None
-    driver = _driver(ctx, spec)
+    driver = await _driver(ctx, spec)
     if to_version is None:
         await driver.stop(spec, ctx.log)
         return StepOutcome(

@@ -12,7 +12,7 @@ nothing, so a step interrupted by a dead worker can safely run again.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -147,20 +147,20 @@ class DriverType:
 
     config: type[BaseModel]
     description: str
-    create: Callable[[DriverSettings, str | None], Driver]
-    connection: Callable[[Mapping[str, Any]], str | None] = _one_connection
+    create: Callable[[DriverSettings, Any], Driver]
+    connection: Callable[[Mapping[str, Any]], Hashable | None] = _one_connection
     policy: Callable[[Any, DriverSettings], list[Problem]] = _no_problems
 
 
 DRIVERS: CatalogKey[DriverType] = CatalogKey("driver")
 
 
-def lazy(path: str) -> Callable[[DriverSettings, str | None], Driver]:
+def lazy(path: str) -> Callable[[DriverSettings, Any], Driver]:
     """``create`` for a driver class named ``"module:Class"``, imported when the first
     instance is made (so a process that never runs the driver never loads its SDK)."""
     module_name, _, class_name = path.partition(":")
 
-    def create(settings: DriverSettings, connection: str | None) -> Driver:
+    def create(settings: DriverSettings, connection: Any) -> Driver:
         driver_class = getattr(importlib.import_module(module_name), class_name)
         driver: Driver = driver_class(settings, connection)
         return driver

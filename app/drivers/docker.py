@@ -33,7 +33,11 @@ The docker SDK is synchronous: every call runs in a thread (``asyncio.to_thread`
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import shutil
+import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
@@ -41,6 +45,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.tls import TLSConfig
 from docker.types import Mount
 from pydantic import ValidationError
 
@@ -63,7 +68,10 @@ from app.drivers.docker_config import (
     LABEL_VERSION,
     PREVIOUS_SUFFIX,
     DockerConfig,
+    DockerEngine,
+    DockerTLS,
     engine_socket,
+    host_name,
     policy_problems,
     readable,
     refused,
@@ -178,6 +186,99 @@ def _env_dict(entries: list[str]) -> dict[str, str]:
     return result
 
 
+# The API version a client starts with, before it asks the engine for its own (every
+# engine the SDK supports speaks it).
+BOOTSTRAP_API_VERSION = "1.24"
+ENGINE_TIMEOUT = 60
+
+
+class EngineClient:
+    """The one docker SDK client of an engine, made on first use (thread-safe) and
+    kept until :meth:`close`. For TLS, the CA, certificate and key are written to
+    private files (a 0700 directory, 0600 files) that :meth:`close` removes.
+
+    The client verifies the engine against the engine's CA only: ``requests`` would let
+    ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE`` of the process replace the CA set on the
+    session (psf/requests#3829), and apply proxy variables; the client's session
+    ignores the process environment instead (``trust_env = False``).
+    """
+
+    def __init__(self, engine: DockerEngine) -> None:
+        self.engine = engine
+        self._client: Any = None
+        self._tls_dir: str | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                self._client = self._make()
+            return self._client
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+            if client is not None:
+                with suppress(Exception):
+                    client.close()
+            self._remove_tls_files()
+
+    def _make(self) -> Any:
+        url = self.engine.url
+        tls: TLSConfig | bool = False
+        if self.engine.tls is not None:
+            tls = self._tls_config(self.engine.tls)
+        kwargs: dict[str, Any] = {"version": BOOTSTRAP_API_VERSION, "timeout": ENGINE_TIMEOUT}
+        try:
+            if url is None:
+                client = docker.from_env(**kwargs)
+            else:
+                client = docker.DockerClient(base_url=url, tls=tls, **ssh_options(url), **kwargs)
+            client.api.trust_env = False
+            if self.engine.tls is not None:
+                client.api.verify = os.path.join(str(self._tls_dir), "ca.pem")
+            client.api._version = str(client.api.version(api_version=False)["ApiVersion"])
+        except BaseException:
+            self._remove_tls_files()
+            raise
+        return client
+
+    def _tls_config(self, material: DockerTLS) -> TLSConfig:
+        self._remove_tls_files()
+        directory = tempfile.mkdtemp(prefix="formula-ops-docker-tls-")  # mode 0700
+        self._tls_dir = directory
+        paths = {}
+        for name, text in (
+            ("ca.pem", material.ca_cert),
+            ("cert.pem", material.client_cert),
+            ("key.pem", material.client_key),
+        ):
+            path = os.path.join(directory, name)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as file:
+                file.write(text)
+            paths[name] = path
+        return TLSConfig(
+            client_cert=(paths["cert.pem"], paths["key.pem"]),
+            ca_cert=paths["ca.pem"],
+            verify=True,
+        )
+
+    def _remove_tls_files(self) -> None:
+        if self._tls_dir is not None:
+            shutil.rmtree(self._tls_dir, ignore_errors=True)
+            self._tls_dir = None
+
+
+def ssh_options(url: str) -> dict[str, Any]:
+    """How the SDK reaches an ``ssh://`` engine: the ``ssh`` program when installed (it
+    uses the worker's ~/.ssh/config, agent and known_hosts), else paramiko. The remote
+    user needs the ``docker`` CLI (``docker system dial-stdio``)."""
+    if not url.startswith("ssh://"):
+        return {}
+    return {"use_ssh_client": shutil.which("ssh") is not None}
+
+
 class _Progress:
     """Sends progress lines to the step's log and keeps them for the result's output."""
 
@@ -200,12 +301,27 @@ class DockerDriver:
 
     name = "docker"
 
-    def __init__(self, settings: DriverSettings, docker_host: str | None = None) -> None:
+    def __init__(
+        self, settings: DriverSettings, connection: DockerEngine | str | None = None
+    ) -> None:
         self.settings = settings
-        self.docker_host = docker_host
+        self.engine = (
+            connection if isinstance(connection, DockerEngine) else DockerEngine(connection)
+        )
+        self.docker_host = self.engine.url
+        # One client per engine: this instance's (the pool makes one instance per engine),
+        # or, for an instance made without one, those its configs' URLs name.
+        self._clients: dict[DockerEngine, EngineClient] = {}
+        self._lock = threading.Lock()
+        self._closed = False
 
     async def aclose(self) -> None:
-        """Nothing to release: each operation opens and closes its own engine client."""
+        """Close the engine clients and remove their TLS files."""
+        with self._lock:
+            self._closed = True
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await asyncio.to_thread(client.close)
 
     # -- configuration --------------------------------------------------------------
 
@@ -224,8 +340,10 @@ class DockerDriver:
             config = DockerConfig.model_validate(spec.config)
         except ValidationError as exc:
             raise DriverError(f"{spec.environment}/{spec.name}: {readable(exc)}") from None
+        engine_url = self._engine(config).url
+        socket_of = config.model_copy(update={"docker_host": engine_url})
         problems = policy_problems(
-            config, self.settings.docker, engine_socket=engine_socket(config)
+            config, self.settings.docker, engine_socket=engine_socket(socket_of)
         )
         if problems:
             raise DriverError(f"{spec.environment}/{spec.name}: {refused(problems)}")
@@ -244,24 +362,48 @@ class DockerDriver:
     async def _call(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         return await asyncio.to_thread(function, *args, **kwargs)
 
-    @staticmethod
-    def _make_client(config: DockerConfig) -> Any:
-        if config.docker_host:
-            return docker.DockerClient(base_url=config.docker_host)
-        return docker.from_env()
+    def _engine(self, config: DockerConfig | None = None) -> DockerEngine:
+        """The engine of this instance (the pool's), else the one the config's URL names."""
+        engine = self.engine
+        if engine.url is None and engine.tls is None and config and config.docker_host:
+            engine = DockerEngine(config.docker_host)
+        if engine.url is not None and host_name({"docker_host": engine.url}) is not None:
+            raise DriverError(
+                f"docker_host {engine.url!r} names a docker host of the environment; "
+                "it must be resolved to its URL before the driver is used"
+            )
+        return engine
+
+    def _client_of(self, engine: DockerEngine) -> EngineClient:
+        with self._lock:
+            if self._closed:
+                raise DriverError("the docker driver is closed")
+            client = self._clients.get(engine)
+            if client is None:
+                client = self._clients[engine] = EngineClient(engine)
+            return client
 
     @asynccontextmanager
     async def _connect(self, config: DockerConfig) -> AsyncIterator[Any]:
+        """The engine's long-lived client (made on first use, kept until ``aclose``)."""
+        engine_client = self._client_of(self._engine(config))
         try:
-            client = await self._call(self._make_client, config)
+            client = await self._call(engine_client.get)
         except ENGINE_ERRORS as exc:
             raise DriverError(f"cannot reach the Docker engine: {_explain(exc)}") from None
         try:
             yield client
         except ENGINE_ERRORS as exc:
             raise DriverError(f"Docker engine error: {_explain(exc)}") from exc
-        finally:
-            await self._call(client.close)
+
+    async def client(self) -> Any:
+        """The docker SDK client of this instance's engine (shared: do not close it);
+        raises :class:`DriverError` when the engine cannot be reached."""
+        engine_client = self._client_of(self._engine())
+        try:
+            return await self._call(engine_client.get)
+        except ENGINE_ERRORS as exc:
+            raise DriverError(f"cannot reach the Docker engine: {_explain(exc)}") from None
 
     @staticmethod
     def _get(client: Any, name: str) -> Any | None:
@@ -378,6 +520,32 @@ class DockerDriver:
                 return False, f"container exited (exit code {state.get('ExitCode')})"
             details.append("running (no health check, no health URL)")
         return True, "; ".join(details) or "running"
+
+    # -- for step actions that look at a service's containers -----------------------
+
+    async def containers(self, spec: ServiceSpec) -> list[Any]:
+        """Every container of the service on this engine (running or not, the one
+        under its name first): those carrying its labels, and its name if it is its."""
+        config = self._config(spec)
+        name = self.container_name(spec, config)
+        async with self._connect(config) as client:
+            found = {
+                c.id: c for c in await self._call(self._labelled, client, spec, running_only=False)
+            }
+            named = await self._call(self._get, client, name)
+        if named is not None and _owned(named, spec):
+            found[named.id] = named
+        return sorted(found.values(), key=lambda c: (c.name != name, not _is_running(c), c.name))
+
+    async def wait_until_healthy(
+        self, container: Any, spec: ServiceSpec, within: float
+    ) -> tuple[bool, str]:
+        """Wait up to ``within`` s until ``container`` runs healthy (Docker's health
+        check and the service's health URL, when it has them); (healthy, detail)."""
+        try:
+            return await self._healthy(container, spec, None, within=within)
+        except ENGINE_ERRORS as exc:
+            return False, f"Docker engine error: {_explain(exc)}"
 
     # -- the driver interface -------------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -19,7 +20,9 @@ from pydantic import (
     StringConstraints,
     ValidationError,
     field_validator,
+    model_validator,
 )
+from pydantic.config import JsonDict
 
 from app.core.schemas import CONTROL, MULTILINE, MULTILINE_NOTE, PRINTABLE
 from app.core.settings import DockerSettings
@@ -169,7 +172,16 @@ class DockerConfig(BaseModel):
     command: list[NoNul] | None = Field(
         default=None, min_length=1, max_length=50, description=MULTILINE_NOTE
     )
-    docker_host: str | None = Field(default=None, min_length=1, max_length=1000, pattern=PRINTABLE)
+    docker_host: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1000,
+        pattern=PRINTABLE,
+        description="The Docker engine the service runs on: the `name` of one of its "
+        "environment's `docker_hosts` (its URL and TLS material are used), or a URL "
+        "(`unix:///path`, `tcp://host:port`, `ssh://user@host`). None: the control "
+        "plane's local engine (`DOCKER_HOST` or the default socket).",
+    )
     stop_timeout_seconds: int = Field(default=10, ge=0, le=3600)
 
     # Readable messages for the common mistakes, before the patterns above apply.
@@ -292,11 +304,13 @@ def settings_problems(config: DockerConfig, settings: DriverSettings) -> list[Pr
     return policy_problems(config, settings.docker)
 
 
-def connection(config: Mapping[str, Any]) -> str | None:
+def connection(config: Mapping[str, Any]) -> DockerEngine | None:
     """The Docker engine a service's config talks to (None: ``DOCKER_HOST`` or the
-    default socket); one driver instance is kept per engine."""
+    default socket); one driver instance is kept per engine. A config naming an
+    environment's docker host is resolved above the drivers
+    (:func:`app.environments.engines.driver_for`), which gives the pool the engine."""
     host = config.get("docker_host")
-    return host if isinstance(host, str) and host else None
+    return DockerEngine(host) if isinstance(host, str) and host else None
 
 
 def readable(exc: ValidationError) -> str:
@@ -319,3 +333,124 @@ def engine_socket(config: DockerConfig) -> str | None:
     if not host.startswith("unix://"):
         return None
     return "/" + "/".join(part for part in host.removeprefix("unix://").split("/") if part)
+
+
+# -- the Docker engines of an environment ------------------------------------------------
+
+HOST_NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+_HOST = r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\])"
+_PORT = rf"(?::{PORT_NUMBER})"
+# No password in an ssh URL: ssh authenticates with the worker's keys (its agent or
+# ~/.ssh). A unix socket's path is absolute.
+DOCKER_URL = (
+    rf"^(?:tcp://{_HOST}{_PORT}"
+    rf"|ssh://(?:[A-Za-z0-9._][A-Za-z0-9._-]{{0,63}}@)?{_HOST}{_PORT}?"
+    rf"|unix:///[^{CONTROL} ]{{1,500}})$"
+)
+_PEM_SPACE = r"[\r\n\t ]*"
+PEM_CERTIFICATES = (
+    rf"^{_PEM_SPACE}-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\r\n\t -]+"
+    rf"-----END CERTIFICATE-----{_PEM_SPACE}$"
+)
+PEM_PRIVATE_KEY = (
+    rf"^{_PEM_SPACE}-----BEGIN [A-Z ]{{0,20}}PRIVATE KEY-----[A-Za-z0-9+/=\r\n\t :,-]+"
+    rf"-----END [A-Z ]{{0,20}}PRIVATE KEY-----{_PEM_SPACE}$"
+)
+# A tcp:// engine on this machine's loopback interface (plain TCP is allowed there: an
+# ssh tunnel's forwarded port); stated as patterns, so the API's schema says it too.
+LOOPBACK_TCP = r"^tcp://(?:127\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}|localhost|\[::1\]):"
+_TLS_RULES: JsonDict = {
+    "anyOf": [
+        {"properties": {"url": {"pattern": "^(?:ssh|unix)://"}, "tls": {"type": "null"}}},
+        {"properties": {"url": {"pattern": LOOPBACK_TCP}}},
+        {
+            "properties": {"url": {"pattern": "^tcp://"}, "tls": {"type": "object"}},
+            "required": ["tls"],
+        },
+    ]
+}
+
+
+class DockerTLS(BaseModel):
+    """Mutual TLS with a ``tcp://`` engine (dockerd ``--tlsverify``): PEM texts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ca_cert: str = Field(
+        max_length=65536,
+        pattern=PEM_CERTIFICATES,
+        description="The CA certificate(s) the engine's certificate must chain to (the "
+        "machine's trust store is not used).",
+    )
+    client_cert: str = Field(
+        max_length=65536,
+        pattern=PEM_CERTIFICATES,
+        description="The client certificate presented to the engine.",
+    )
+    client_key: str = Field(
+        max_length=16384,
+        repr=False,
+        pattern=PEM_PRIVATE_KEY,
+        description="The client certificate's private key (unencrypted PEM). A secret: "
+        "shown to admins only, never in audit records, step output or logs.",
+    )
+
+
+class DockerHost(BaseModel):
+    """A Docker engine an environment's services run on, named for their configs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_TLS_RULES)
+
+    name: str = Field(
+        max_length=63,
+        pattern=HOST_NAME,
+        description="What a docker service's `config.docker_host` names.",
+    )
+    url: str = Field(
+        max_length=1000,
+        pattern=DOCKER_URL,
+        description="`ssh://user@host[:port]` (the worker's ssh client and keys), "
+        "`tcp://host:port` (with `tls`; plain TCP only to a loopback address, e.g. a "
+        "forwarded port) or `unix:///path/to/docker.sock`. Userinfo is shown to admins only.",
+    )
+    tls: DockerTLS | None = Field(
+        default=None,
+        description="Required for `tcp://` (unless to a loopback address); tcp:// only.",
+    )
+
+    @model_validator(mode="after")
+    def _tls_where_it_belongs(self) -> DockerHost:
+        scheme = self.url.split("://", 1)[0]
+        if scheme != "tcp" and self.tls is not None:
+            raise ValueError(f"docker host {self.name!r}: tls applies to tcp:// URLs only")
+        if scheme == "tcp" and self.tls is None and not re.match(LOOPBACK_TCP, self.url):
+            raise ValueError(
+                f"docker host {self.name!r}: a tcp:// engine off this machine needs tls "
+                "(ca_cert, client_cert, client_key); an unprotected engine API is root on its host"
+            )
+        return self
+
+    def engine(self) -> DockerEngine:
+        return DockerEngine(self.url, self.tls)
+
+
+@dataclass(frozen=True)
+class DockerEngine:
+    """How to reach one Docker engine: its URL (None: ``DOCKER_HOST`` or the default
+    socket) and, for ``tcp://`` with TLS, the client's identity and CA. The driver pool
+    keeps one driver (and one client) per distinct engine."""
+
+    url: str | None
+    tls: DockerTLS | None = None
+
+    def __repr__(self) -> str:  # never the key material
+        return f"DockerEngine({self.url!r}, tls={self.tls is not None})"
+
+
+def host_name(config: Mapping[str, Any]) -> str | None:
+    """The environment docker host a service config names (``docker_host`` without a
+    scheme), or None when it gives a URL or nothing."""
+    host = config.get("docker_host")
+    if isinstance(host, str) and "://" not in host and re.fullmatch(HOST_NAME, host):
+        return host
+    return None

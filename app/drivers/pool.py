@@ -4,7 +4,7 @@ credentials and pooled clients."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 from app.core.context import AppContext
@@ -17,13 +17,23 @@ class DriverPool:
     def __init__(self, types: Catalog[DriverType], settings: DriverSettings) -> None:
         self.types = types
         self.settings = settings
-        self._instances: dict[tuple[str, str | None], Driver] = {}
+        self._instances: dict[tuple[str, Hashable | None], Driver] = {}
 
-    def get(self, name: str, config: Mapping[str, Any] | None = None) -> Driver:
-        """The instance of driver ``name`` for the connection ``config`` uses
-        (:class:`app.core.registry.NotRegistered` for an unknown driver)."""
+    def get(
+        self,
+        name: str,
+        config: Mapping[str, Any] | None = None,
+        *,
+        connection: Hashable | None = None,
+    ) -> Driver:
+        """The instance of driver ``name`` for the connection ``config`` uses, or for
+        ``connection`` when given (a connection resolved above the drivers: a Docker
+        engine an environment names, with its TLS identity);
+        :class:`app.core.registry.NotRegistered` for an unknown driver."""
         driver_type = self.types.get(name)
-        key = (name, driver_type.connection(config or {}))
+        if connection is None:
+            connection = driver_type.connection(config or {})
+        key = (name, connection)
         instance = self._instances.get(key)
         if instance is None:
             instance = self._instances[key] = driver_type.create(self.settings, key[1])

@@ -13,6 +13,7 @@ from app.environments import service
 from app.environments.models import Environment, Pin, Service
 from app.environments.schemas import (
     SMOKE_TEST,
+    DockerHostOut,
     EnvironmentOut,
     LastDeployment,
     PinOut,
@@ -105,6 +106,11 @@ async def environments_out(
                 backup_smoke_queries=list(row.backup_smoke_queries or []),
                 required_checklist=list(row.required_checklist),
                 prometheus_url=shown(row.prometheus_url, reveal),
+                docker_hosts=[
+                    DockerHostOut.model_validate(shown(host, reveal))
+                    for host in row.docker_hosts or []
+                ],
+                redis_url=shown(row.redis_url, reveal),
                 services=await services_out(session, grouped[row.name], reveal=reveal),
                 revision=row.revision,
                 created_at=row.created_at,

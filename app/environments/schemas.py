@@ -34,6 +34,7 @@ from app.core.schemas import (
     RequestModel,
 )
 from app.drivers.base import DriverType
+from app.drivers.docker_config import DockerHost
 from app.drivers.process_config import Argument, EnvName, EnvValue
 from app.environments.checklist import CHECKLIST_ITEMS
 
@@ -154,6 +155,12 @@ DATABASE_URL = (
 )
 
 
+# The application's Redis: redis:// or rediss:// (TLS), userinfo percent-encoded as above.
+REDIS_URL = (
+    rf"^rediss?://([^{CONTROL} /?#@]*@)?[^{CONTROL} /?#@]+(/[0-9]{{1,5}})?([?][^{CONTROL} @#]*)?$"
+)
+
+
 def _ci(word: str) -> str:
     """``word`` in any case, as a pattern without flags (read alike by every dialect)."""
     return "".join(f"[{c.upper()}{c.lower()}]" for c in word)
@@ -222,6 +229,29 @@ class EnvironmentIn(RequestModel):
         "admins only.",
     )
 
+    docker_hosts: list[DockerHost] = Field(
+        default_factory=list,
+        max_length=20,
+        description="The Docker engines the environment's services run on besides the "
+        "control plane's own: a docker service's `config.docker_host` names one. TLS client "
+        "keys and URL userinfo are shown to admins only.",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        max_length=2000,
+        pattern=REDIS_URL,
+        description="The application's Redis (`redis://[user:password@]host:6379/0`, "
+        "`rediss://` for TLS), read by runbooks. Userinfo is shown to admins only.",
+    )
+
+    @model_validator(mode="after")
+    def _unique_docker_hosts(self) -> EnvironmentIn:
+        names = [host.name for host in self.docker_hosts]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"docker_hosts: names must be unique ({', '.join(repeated)})")
+        return self
+
     @model_validator(mode="after")
     def _database_from_url(self) -> EnvironmentIn:
         if self.database_url and not self.database:
@@ -273,6 +303,18 @@ class ServiceOut(BaseModel):
     updated_at: dt.datetime
 
 
+class DockerTLSOut(BaseModel):
+    ca_cert: str
+    client_cert: str
+    client_key: str = Field(description="Shown to admins only.")
+
+
+class DockerHostOut(BaseModel):
+    name: str
+    url: str = Field(description="Userinfo shown to admins only.")
+    tls: DockerTLSOut | None
+
+
 class EnvironmentOut(BaseModel):
     name: str
     description: str
@@ -282,6 +324,8 @@ class EnvironmentOut(BaseModel):
     backup_smoke_queries: list[str]
     required_checklist: list[str]
     prometheus_url: str | None
+    docker_hosts: list[DockerHostOut]
+    redis_url: str | None = Field(description="Userinfo shown to admins only.")
     services: list[ServiceOut]
     revision: int
     created_at: dt.datetime

@@ -20,6 +20,7 @@ from app.core.errors import AppError, NotFound, PreconditionFailed, ValidationFa
 from app.core.pagination import CursorParams, paginate
 from app.core.registry import Catalog, CatalogKey
 from app.drivers.base import DriverSettings, DriverType
+from app.drivers.docker_config import host_name
 from app.environments.models import Environment, Pin, Service
 from app.environments.schemas import EnvironmentIn, ServiceBody
 
@@ -136,6 +137,8 @@ async def create_environment(
         backup_smoke_queries=list(body.backup_smoke_queries),
         required_checklist=list(body.required_checklist),
         prometheus_url=body.prometheus_url,
+        docker_hosts=_docker_hosts(body),
+        redis_url=body.redis_url,
         revision=1,
         created_at=now,
         updated_at=now,
@@ -161,11 +164,51 @@ async def put_environment(
     environment.backup_smoke_queries = list(body.backup_smoke_queries)
     environment.required_checklist = list(body.required_checklist)
     environment.prometheus_url = body.prometheus_url
+    await _check_hosts_kept(uow.session, name, body)
+    environment.docker_hosts = _docker_hosts(body)
+    environment.redis_url = body.redis_url
     environment.revision += 1
     environment.updated_at = utcnow()
     await uow.session.flush()
     await _audit(uow, principal, "environment.update", name, body.model_dump(mode="json"))
     return environment, False
+
+
+def _docker_hosts(body: EnvironmentIn) -> list[dict[str, object]]:
+    return [host.model_dump(mode="json") for host in body.docker_hosts]
+
+
+async def _check_hosts_kept(session: AsyncSession, environment: str, body: EnvironmentIn) -> None:
+    """422 when the new ``docker_hosts`` drop a host that a service's config names (its
+    next deployment could not reach its engine)."""
+    kept = {host.name for host in body.docker_hosts}
+    services = await session.scalars(select(Service).where(Service.environment == environment))
+    orphaned = sorted(
+        f"{row.name} ({name})"
+        for row in services
+        if (name := host_name(row.config or {})) is not None and name not in kept
+    )
+    if orphaned:
+        message = "docker_hosts: services name docker hosts this body drops: " + ", ".join(orphaned)
+        raise ValidationFailed(
+            message, errors=[{"loc": ["body", "docker_hosts"], "msg": message, "type": "in_use"}]
+        )
+
+
+def _check_docker_host(env: Environment, config: dict[str, object]) -> None:
+    """422 when a service's config names a docker host its environment does not have."""
+    name = host_name(config)
+    if name is None or any(host.get("name") == name for host in env.docker_hosts or []):
+        return
+    known = ", ".join(str(host.get("name")) for host in env.docker_hosts or []) or "none"
+    message = (
+        f"docker_host {name!r} is not one of environment {env.name!r}'s docker_hosts "
+        f"({known}); give its name or a URL (unix://, tcp://, ssh://)"
+    )
+    raise ValidationFailed(
+        message,
+        errors=[{"loc": ["body", "config", "docker_host"], "msg": message, "type": "value_error"}],
+    )
 
 
 async def delete_environment(
@@ -229,6 +272,8 @@ async def put_service(
     env = await uow.session.get(Environment, environment, with_for_update={"read": True})
     if env is None:
         raise EnvironmentNotFound(f"No environment {environment!r}")
+    config = body.config.model_dump(mode="json")
+    _check_docker_host(env, config)
     service = await uow.session.scalar(
         select(Service)
         .where(Service.environment == environment, Service.name == name)
@@ -241,7 +286,7 @@ async def put_service(
         service = Service(environment=environment, name=name, revision=0, created_at=now)
         uow.session.add(service)
     service.driver = body.driver
-    service.config = body.config.model_dump(mode="json")
+    service.config = config
     service.health_url = body.health_url
     service.metrics_url = body.metrics_url
     service.health_timeout_seconds = body.health_timeout_seconds

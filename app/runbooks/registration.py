@@ -14,6 +14,7 @@ from app.runbooks.actions import (
     approval,
     cache,
     children,
+    docker,
     files,
     load,
     notify,
@@ -34,6 +35,7 @@ ACTION_MODULES: tuple[Callable[[Registry], None], ...] = (
     load.register,
     files.register,
     access.register,
+    docker.register,
 )
 
 

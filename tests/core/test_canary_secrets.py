@@ -1,6 +1,7 @@
 """A distinct canary value in every secret-bearing field — service and smoke-test
 environment values, URL userinfo (health URL, smoke URL, a Docker host, inside an
-environment value), secret query parameters, secret argv flags (of a service command, a
+environment value, an environment's Docker host and Redis), a Docker host's TLS client
+key, secret query parameters, secret argv flags (of a service command, a
 smoke command, a Docker command), credential headers — then a real deployment, a broken
 one that rolls back, and a health check with a live worker. Every GET endpoint (walked
 from the app's route table), the dry-run plan, the event streams, the evidence and the
@@ -50,6 +51,9 @@ SERVICE_SCRIPT = (
 )
 # The smoke command prints its environment and argv, then succeeds.
 SMOKE_SCRIPT = "import os, sys; print(dict(os.environ)); print(sys.argv)"
+
+
+PEM_CERT = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIU\n-----END CERTIFICATE-----\n"
 
 
 class Canaries(dict[str, str]):
@@ -323,6 +327,24 @@ async def test_no_canary_reaches_a_reader_or_a_log(
         {
             "database_url": f"postgresql://app:{canaries['database_password']}@127.0.0.1:9/app",
             "backup_smoke_queries": ["SELECT 1"],
+            # A Docker host's TLS client key and the application Redis's password.
+            "docker_hosts": [
+                {
+                    "name": "vault-engine",
+                    "url": f"ssh://{canaries['docker_ssh_user']}@127.0.0.1:9",
+                },
+                {
+                    "name": "vault-tls",
+                    "url": "tcp://10.0.0.9:2376",
+                    "tls": {
+                        "ca_cert": PEM_CERT,
+                        "client_cert": PEM_CERT,
+                        "client_key": "-----BEGIN PRIVATE KEY-----\n"
+                        f"{canaries['docker_client_key']}\n-----END PRIVATE KEY-----\n",
+                    },
+                },
+            ],
+            "redis_url": f"redis://app:{canaries['redis_password']}@127.0.0.1:9/0",
         },
     )
     backup = await client.post(
