@@ -33,6 +33,7 @@ from app.incidents import registration as incidents
 from app.maintenances import registration as maintenances
 from app.runbooks import registration as runbooks
 from app.runs import registration as runs
+from app.schedules import registration as schedules
 from app.webhooks import registration as webhooks
 from app.webhooks.sender import SENDER, Sender
 
@@ -49,6 +50,7 @@ REGISTRATIONS: tuple[Callable[[Registry], None], ...] = (
     backups.register,
     restores.register,
     runbooks.register,
+    schedules.register,
 )
 
 
