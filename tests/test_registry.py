@@ -125,6 +125,7 @@ def test_what_the_domains_register() -> None:
         *("backup.succeeded", "backup.failed", "backup.verified"),
         *("backup.verification_failed", "backup.deleted"),
         *("restore.started", "restore.succeeded", "restore.failed", "restore.cancelled"),
+        *("schedule.missed", "schedule.failed"),
     }
 
 
