@@ -24,6 +24,7 @@ from app.health_checks.router import router as health_checks_router
 from app.incidents.router import router as incidents_router
 from app.maintenances.router import router as maintenances_router
 from app.ops.router import router as ops_router
+from app.runbooks.router import router as runbooks_router
 from app.runs.router import router as runs_router
 from app.schedules.router import router as schedules_router
 from app.status.router import PUBLIC_PATHS as STATUS_PATHS
@@ -52,6 +53,7 @@ def build_api(registry: Registry) -> APIRouter:
     v1.include_router(maintenances_router)
     v1.include_router(backups_router)
     v1.include_router(restores_router)
+    v1.include_router(runbooks_router)
     v1.include_router(schedules_router)
     return v1
 

@@ -32,6 +32,7 @@ from app.health_checks import registration as health_checks
 from app.incidents import registration as incidents
 from app.maintenances import registration as maintenances
 from app.runbooks import registration as runbooks
+from app.runbooks.catalog import RUNBOOK_CATALOG, load_catalog
 from app.runs import registration as runs
 from app.schedules import registration as schedules
 from app.webhooks import registration as webhooks
@@ -106,4 +107,8 @@ def build_context(
         DRIVER_POOL, DriverPool(registry[DRIVERS], DriverSettings.from_settings(settings))
     )
     context.resources.add(SENDER, Sender(settings.webhooks))
+    # A bad runbook file stops the start here, naming its file, line and field.
+    context.resources.add(
+        RUNBOOK_CATALOG, load_catalog(settings.runbooks.catalog_dirs, context.registry)
+    )
     return context

@@ -51,7 +51,11 @@ from app.models import (
     Pin,
     Restore,
     Run,
+    RunApproval,
     RunEvent,
+    Schedule,
+    ScheduleDefault,
+    ScheduleSlot,
     Service,
     Step,
     Threshold,
@@ -62,7 +66,14 @@ from app.models import (
 from app.thresholds.defaults import RUNBOOK
 from app.webhooks.sender import SENDER
 from tests.factories import IssuedToken, issue_token
-from tests.helpers import REDIS_URL, create_pg_database, drop_pg_database, in_thread, no_dns
+from tests.helpers import (
+    REDIS_URL,
+    RUNBOOKS,
+    create_pg_database,
+    drop_pg_database,
+    in_thread,
+    no_dns,
+)
 
 BACKENDS = ("sqlite", "postgres")
 
@@ -158,6 +169,7 @@ def settings(
             queue_name=queue,
             redis_prefix=prefix,
             webhooks=webhooks,
+            runbooks=RUNBOOKS,
         )
     else:
         settings = Settings(
@@ -167,6 +179,7 @@ def settings(
             queue_name=queue,
             redis_prefix=prefix,
             webhooks=webhooks,
+            runbooks=RUNBOOKS,
         )
     in_thread(migrate.upgrade, settings)  # Alembic runs its own event loop
     return settings
@@ -206,6 +219,10 @@ async def _clean(request: pytest.FixtureRequest) -> None:
             WebhookEndpoint,
             DeploymentTarget,
             Deployment,
+            RunApproval,
+            ScheduleSlot,
+            Schedule,
+            ScheduleDefault,
             RunEvent,
             Step,
             Run,

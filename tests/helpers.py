@@ -21,7 +21,7 @@ from app.audit.sealer import oldest_unsealed_age, seal_pending
 from app.auth.ratelimit import WINDOW_SECONDS
 from app.cli.server import QuietServer, uvicorn_config
 from app.core.context import AppContext
-from app.core.settings import Settings
+from app.core.settings import RunbookSettings, Settings
 from app.drivers.base import ServiceSpec
 from app.drivers.pool import drivers
 from app.environments.models import Service
@@ -178,3 +178,8 @@ async def no_dns(host: str, port: int) -> list[str]:
     """The tests' resolver for webhook destinations: no name resolves, so nothing is ever
     asked of a DNS server off this machine (receivers listen on 127.0.0.1 literals)."""
     raise socket.gaierror(socket.EAI_NONAME, f"{host}: no DNS in tests")
+
+
+# The shipped catalog, and the tests' own runbooks beside it (names starting ``test-``).
+TEST_CATALOG = Path(__file__).parent / "runbooks" / "catalog"
+RUNBOOKS = RunbookSettings(catalog_dirs=[*RunbookSettings().catalog_dirs, TEST_CATALOG])

@@ -38,13 +38,14 @@ from app.environments.service import HOLDS
 from app.health_checks import plan as health_check_plan
 from app.main import create_app
 from app.outbox.catalog import EVENT_TYPES
+from app.runbooks.catalog import load_catalog, substitute
 from app.runs import engine
 from app.runs import service as run_service
 from app.runs.actions import ACTIONS, Action, Params, StepContext, StepOutcome
 from app.runs.kinds import KINDS, registered
 from app.runs.models import RunKind, RunStatus, Step, StepStatus
 from app.runs.service import StepSpec
-from tests.helpers import REPO_ROOT
+from tests.helpers import REPO_ROOT, RUNBOOKS
 
 THINGS: CatalogKey[str] = CatalogKey("thing")
 
@@ -101,6 +102,8 @@ def test_what_the_domains_register() -> None:
         "backup_verification",
         "restore",
         "health_check",
+        "maintenance",
+        "playbook",
     ]
     assert registry[DRIVERS].names() == ("process", "docker")
     assert registry[HOLDS].names() == ("deployments",)
@@ -125,6 +128,8 @@ def test_what_the_domains_register() -> None:
         *("backup.succeeded", "backup.failed", "backup.verified"),
         *("backup.verification_failed", "backup.deleted"),
         *("restore.started", "restore.succeeded", "restore.failed", "restore.cancelled"),
+        *("maintenance.succeeded", "maintenance.failed", "maintenance.cancelled"),
+        *("playbook.succeeded", "playbook.failed", "playbook.cancelled"),
         *("schedule.missed", "schedule.failed"),
     }
 
@@ -186,6 +191,21 @@ def _restore_steps() -> list[StepSpec]:
     return restore_plan.steps_for(backup, environment, services, long_timeout=3600)
 
 
+def _runbook_steps(kind: str) -> list[StepSpec]:
+    """Every step of every runbook of ``kind`` in the shipped and the tests' catalogs, with
+    each parameter's sample value and every conditional step planned."""
+    catalog = load_catalog(RUNBOOKS.catalog_dirs, build_registry())
+    steps: list[StepSpec] = []
+    for runbook in catalog.runbooks():
+        if runbook.spec.kind != kind:
+            continue
+        values = {name: p.sample() for name, p in runbook.spec.parameters.items()}
+        for step in runbook.spec.steps:
+            arguments = substitute(step.with_, values)
+            steps.append(StepSpec(step.name, step.action, arguments))
+    return steps
+
+
 # The dry-run plan of every registered kind: a kind registered without a plan here fails
 # the test below (add its plan).
 PLANS: dict[str, Callable[[], list[StepSpec]]] = {
@@ -197,6 +217,8 @@ PLANS: dict[str, Callable[[], list[StepSpec]]] = {
         Settings(), "backup-1"
     ),
     RunKind.RESTORE.value: _restore_steps,
+    RunKind.MAINTENANCE.value: lambda: _runbook_steps("maintenance"),
+    RunKind.PLAYBOOK.value: lambda: _runbook_steps("playbook"),
 }
 
 
@@ -340,7 +362,7 @@ async def test_a_registered_driver_is_accepted_and_documented(settings: Settings
     ]
     runs = (
         "This installation runs `deployment`, `rollback`, `backup`, `backup_verification`, "
-        "`restore`, `health_check`;"
+        "`restore`, `health_check`, `maintenance`, `playbook`;"
     )
     assert runs in components["RunKind"]["description"]
     put = document["paths"]["/v1/environments/{name}/services/{service_name}"]["put"]

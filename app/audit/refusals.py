@@ -35,6 +35,7 @@ ACTIONS: dict[str, str] = {
     "revokeToken": "token.revoke",
     "cancelRun": "run.cancel",
     "createHealthCheck": "health_check.create",
+    "startRunbookRun": "runbook.run",
     "createEnvironment": "environment.create",
     "putEnvironment": "environment.put",
     "deleteEnvironment": "environment.delete",

@@ -319,6 +319,21 @@ class BackupSettings(BaseModel):
     )
 
 
+def _shipped_catalog() -> list[Path]:
+    """The catalog shipped with the code: ``runbooks/`` beside the ``app`` package."""
+    return [Path(__file__).resolve().parents[2] / "runbooks"]
+
+
+class RunbookSettings(BaseModel):
+    """The runbook catalog (``FORMULA_OPS_RUNBOOKS__...``)."""
+
+    catalog_dirs: list[Path] = Field(
+        default_factory=_shipped_catalog,
+        description="Folders of runbook YAML files (searched recursively), loaded and "
+        "validated at start-up; default: the catalog shipped with the code (`runbooks/`).",
+    )
+
+
 class StatusSettings(BaseModel):
     """The public status page and its JSON (``FORMULA_OPS_STATUS__...``)."""
 
@@ -431,6 +446,7 @@ class Settings(BaseSettings):
     maintenances: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
     status: StatusSettings = Field(default_factory=StatusSettings)
     backups: BackupSettings = Field(default_factory=BackupSettings)
+    runbooks: RunbookSettings = Field(default_factory=RunbookSettings)
     storage_url: str | None = Field(
         default=None,
         max_length=2000,

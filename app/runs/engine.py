@@ -516,7 +516,9 @@ async def _perform(context: AppContext, step: Step, log: Any) -> StepOutcome:
         )
     try:
         async with asyncio.timeout(step.timeout_seconds):
-            return await action.handler(params, StepContext(context, log, step.run_id, step.position))
+            return await action.handler(
+                params, StepContext(context, log, step.run_id, step.position)
+            )
     except TimeoutError:
         return StepOutcome(
             StepStatus.FAILURE,

@@ -8,7 +8,7 @@ from typing import Any
 
 from app.core.redaction import redact_text, redact_value
 from app.runs.models import Phase, Run, RunKind, RunStatus, Step, StepStatus
-from app.runs.schemas import FAILURE_TITLES, RunFailure, RunLinks, RunOut, StepOut
+from app.runs.schemas import FAILURE_TITLES, RunbookRef, RunFailure, RunLinks, RunOut, StepOut
 from app.runs.service import StepSpec
 
 
@@ -43,6 +43,16 @@ def step_out(step: Step) -> StepOut:
     )
 
 
+def _runbook(run: Run) -> RunbookRef | None:
+    name = (run.params or {}).get("runbook")
+    if not isinstance(name, str):
+        return None
+    parameters = run.params.get("parameters")
+    return RunbookRef(
+        name=name, parameters=redact_value(parameters) if isinstance(parameters, dict) else {}
+    )
+
+
 def run_out(run: Run, self_path: str | None = None) -> RunOut:
     failure = (
         RunFailure(
@@ -67,6 +77,7 @@ def run_out(run: Run, self_path: str | None = None) -> RunOut:
         cancel_requested=run.cancel_requested_at is not None,
         result=redact_value(run.result),
         failure=failure,
+        runbook=_runbook(run),
         steps=[step_out(s) for s in sorted(run.steps, key=lambda s: s.position)],
         links=RunLinks(self=self_path or f"/v1/runs/{run.id}", events=f"/v1/runs/{run.id}/events"),
     )

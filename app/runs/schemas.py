@@ -17,6 +17,8 @@ FAILURE_TITLES = {
     "/problems/cancelled": "Cancelled",
     "/problems/health-check-failed": "Health check failed",
     "/problems/unsupported-run-kind": "Unsupported run kind",
+    "/problems/approval-rejected": "Rejected at an approval",
+    "/problems/approval-timed-out": "No answer at an approval",
 }
 
 
@@ -51,6 +53,13 @@ class RunLinks(BaseModel):
     events: str
 
 
+class RunbookRef(BaseModel):
+    """The catalog runbook a ``maintenance`` or ``playbook`` run executes."""
+
+    name: str
+    parameters: dict[str, Any] = Field(description="With the defaults filled in.")
+
+
 class RunOut(BaseModel):
     id: str
     kind: RunKind
@@ -65,6 +74,9 @@ class RunOut(BaseModel):
     cancel_requested: StrictBool
     result: dict[str, Any] | None
     failure: RunFailure | None
+    runbook: RunbookRef | None = Field(
+        default=None, description="The runbook it runs (maintenance and playbook runs)."
+    )
     steps: list[StepOut]
     links: RunLinks
 

@@ -17,6 +17,7 @@ from app.core.deps import ContextDep, IfMatch, SessionDep, UnitOfWorkDep
 from app.core.errors import PreconditionFailed, problem_responses
 from app.core.pagination import CursorParamsDep
 from app.core.paths import V1
+from app.environments.service import EnvironmentNotFound
 from app.idempotency.deps import IdempotencyDep
 from app.idempotency.errors import PROBLEMS as IDEMPOTENCY_ERRORS
 from app.schedules import presenters, service
@@ -77,6 +78,7 @@ async def _audited(request: Request, principal: Principal, call: Awaitable[T]) -
         *IDEMPOTENCY_ERRORS,
         service.ScheduleNameTaken,
         service.InvalidSchedule,
+        EnvironmentNotFound,
         validation=True,
     ),
 )
@@ -89,9 +91,10 @@ async def create_schedule(
     request: Request,
 ) -> JSONResponse:
     """Starts `runbook` with `parameters` at each slot of `cron` in `timezone`. The runbook
-    must be in the catalog and accept the parameters (422), and the caller's role must
-    allow starting it (403). A slot fires at most once; one no worker fired within the
-    grace period is recorded `missed` and reported (`schedule.missed`), never run late."""
+    must be in the catalog and accept the parameters (422), and the caller must be allowed
+    to start it (403; 404 for an environment the caller cannot see). A slot fires at most
+    once; one no worker fired within the grace period is recorded `missed` and reported
+    (`schedule.missed`), never run late."""
     async with uow:
         await idem.claim(uow)
         schedule = await _audited(request, principal, service.create(uow, context, principal, body))
@@ -149,6 +152,7 @@ async def get_schedule(
         service.ScheduleNameTaken,
         PreconditionFailed,
         service.InvalidSchedule,
+        EnvironmentNotFound,
         validation=True,
     ),
 )

@@ -36,7 +36,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import service as audit_service
 from app.audit.models import Outcome
-from app.auth.errors import Forbidden
 from app.auth.principal import Principal
 from app.auth.roles import Role
 from app.core.context import AppContext
@@ -200,24 +199,19 @@ def _runbook(context: AppContext, name: str) -> Runbook:
     return runbook
 
 
-def _check_allowed(
-    context: AppContext, principal: Principal, runbook_name: str, parameters: dict[str, Any]
+async def _check_allowed(
+    uow: UnitOfWork,
+    context: AppContext,
+    principal: Principal,
+    runbook_name: str,
+    parameters: dict[str, Any],
 ) -> None:
-    """The runbook exists, takes ``parameters``, and the caller may start it themselves
-    (a schedule must not start what its creator could not)."""
-    runbook = _runbook(context, runbook_name)
-    if not principal.role.includes(runbook.role):
-        raise Forbidden(
-            f"runbook {runbook.name!r} needs the {runbook.role.value} role; a schedule may only "
-            "start what its creator may start"
-        )
-    checked = runbook.check_parameters(parameters)
-    environment = checked.get("environment")
-    if principal.environment is not None and environment != principal.environment:
-        raise Forbidden(
-            f"this token is limited to the environment {principal.environment!r}; the schedule "
-            "must run there"
-        )
+    """The runbook is in the catalog (422 otherwise) and the caller could start it now
+    with ``parameters`` (a schedule starts nothing its creator could not): 403 below its
+    role or outside the caller's environment, 422 for parameters it refuses, 404 for an
+    environment the caller cannot see."""
+    _runbook(context, runbook_name)
+    await runbook_service.prepare(uow, context, principal, runbook_name, parameters)
 
 
 def _audit_view(schedule: Schedule) -> dict[str, Any]:
@@ -259,7 +253,7 @@ async def create(
     session = uow.session
     now = now or utcnow()
     next_run_at = _next_slot(body.cron, body.timezone, now)
-    _check_allowed(context, principal, body.runbook, body.parameters)
+    await _check_allowed(uow, context, principal, body.runbook, dict(body.parameters))
     await _name_free(session, body.name)
     schedule = Schedule(
         id=new_id(),
@@ -319,7 +313,7 @@ async def update_schedule(
     runbook = body.runbook if body.runbook is not None else schedule.runbook
     parameters = body.parameters if body.parameters is not None else schedule.parameters
     # Whoever changes a schedule must be allowed to start what it will start.
-    _check_allowed(context, principal, runbook, dict(parameters))
+    await _check_allowed(uow, context, principal, runbook, dict(parameters))
     if body.name is not None and body.name != schedule.name:
         await _name_free(session, body.name, schedule.id)
         schedule.name = body.name

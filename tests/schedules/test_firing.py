@@ -276,13 +276,16 @@ async def test_default_schedules_are_created_once(context: AppContext, other: Ap
     first, second = await asyncio.gather(
         service.ensure_defaults(context, now), service.ensure_defaults(other, now)
     )
-    assert sorted(first + second) == ["test-schedule-default"]
+    # The tests' runbook, and the shipped catalog's that declare one.
+    created = sorted(first + second)
+    assert "test-schedule-default" in created
+    assert len(created) == len(set(created))
     async with context.sessionmaker() as session:
-        [schedule] = list(
-            await session.scalars(select(Schedule).where(Schedule.origin == "default"))
-        )
-        defaults = list(await session.scalars(select(ScheduleDefault.runbook)))
-    assert "test-schedule-default" in defaults
+        defaults = list(await session.scalars(select(Schedule).where(Schedule.origin == "default")))
+        marked = set(await session.scalars(select(ScheduleDefault.runbook)))
+    assert sorted(s.name for s in defaults) == created
+    assert marked == set(created)
+    [schedule] = [s for s in defaults if s.name == "test-schedule-default"]
     assert (schedule.name, schedule.runbook, schedule.cron, schedule.timezone) == (
         "test-schedule-default",
         "test-schedule-default",
@@ -298,7 +301,8 @@ async def test_default_schedules_are_created_once(context: AppContext, other: Ap
         await uow.session.execute(delete(Schedule).where(Schedule.id == schedule.id))
     assert await service.ensure_defaults(context, now) == []
     async with context.sessionmaker() as session:
-        assert await session.scalar(select(Schedule.id).where(Schedule.origin == "default")) is None
+        left = set(await session.scalars(select(Schedule.name).where(Schedule.origin == "default")))
+    assert left == set(created) - {"test-schedule-default"}
 
 
 async def test_a_schedule_of_an_unrelated_runbook_is_not_touched(context: AppContext) -> None:
