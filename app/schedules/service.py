@@ -319,7 +319,9 @@ async def update_schedule(
         schedule.name = body.name
     schedule.runbook = runbook
     schedule.parameters = dict(parameters)
-    if changed & {"cron", "timezone", "enabled"}:
+    # The next slot is counted from now only when when-it-fires changes: a PATCH that
+    # repeats the current values must not skip (and so hide) a slot that is due.
+    if (cron_text, timezone, enabled) != (schedule.cron, schedule.timezone, schedule.enabled):
         schedule.cron, schedule.timezone, schedule.enabled = cron_text, timezone, enabled
         schedule.next_run_at = next_run_at if enabled else None
     schedule.revision += 1

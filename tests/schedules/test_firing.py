@@ -20,6 +20,7 @@ from app.core.context import AppContext
 from app.core.settings import ScheduleSettings, Settings
 from app.runs.models import RunStatus
 from app.schedules import service
+from app.schedules.events import ScheduleFailedData, ScheduleMissedData
 from app.schedules.models import Schedule, ScheduleDefault, ScheduleSlot
 from tests.factories import IssuedToken
 from tests.helpers import audit_events_after, last_audit_seq
@@ -142,6 +143,7 @@ async def test_a_downtime_reports_the_missed_slots_and_fires_only_the_latest(
         (T0 + 3 * HOUR, "fired"),
     ]
     [event] = await events(context, "schedule.missed")
+    ScheduleMissedData.model_validate(event.data)  # as the event catalog documents it
     assert event.data["missed"] == 3
     assert event.data["first_slot_at"] == T0.isoformat()
     assert event.data["last_slot_at"] == (T0 + 2 * HOUR).isoformat()
@@ -233,6 +235,8 @@ async def test_a_refused_run_leaves_a_failed_slot(context: AppContext) -> None:
     [gone_slot] = await slots(context, gone)
     assert gone_slot.detail == "no runbook 'no-longer-here' in the catalog"
     failed = await events(context, "schedule.failed")
+    for event in failed:
+        ScheduleFailedData.model_validate(event.data)
     assert sorted(e.data["name"] for e in failed) == ["gone", "refused"]
     audit = await audit_events_after(context, seq, action="schedule.failed")
     assert {e.outcome for e in audit} == {"failed"}
@@ -313,3 +317,19 @@ async def test_a_schedule_of_an_unrelated_runbook_is_not_touched(context: AppCon
     later = await schedule_row(context, later_id)
     assert (later.next_run_at, later.last_slot_at) == (T0 + 2 * HOUR, None)
     assert (await schedule_row(context, due_id)).last_slot_at == T0
+
+
+async def test_repeating_the_current_values_keeps_a_due_slot(
+    context: AppContext, client: httpx.AsyncClient, admin: IssuedToken
+) -> None:
+    """A PATCH that changes nothing of when a schedule fires keeps its next slot (a due
+    one is still fired or reported, not skipped)."""
+    schedule_id = await add_schedule(context, next_run_at=T0)
+    response = await client.patch(
+        f"/v1/schedules/{schedule_id}",
+        json={"enabled": True, "cron": "0 * * * *", "parameters": {"label": "b"}},
+        headers=admin.headers,
+    )
+    assert response.status_code == 200, response.text
+    assert (await schedule_row(context, schedule_id)).next_run_at == T0
+    assert (await service.fire_due(context, T0 + SECOND)).counts()["fired"] == 1
