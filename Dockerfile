@@ -41,7 +41,8 @@ ENV PYTHONUNBUFFERED=1 \
     PATH="/opt/venv/bin:$PATH" \
     FORMULA_OPS_HOST=0.0.0.0 \
     FORMULA_OPS_PORT=8000 \
-    FORMULA_OPS_STATE_DIR=/srv/state
+    FORMULA_OPS_STATE_DIR=/srv/state \
+    FORMULA_OPS_RUNBOOKS__CATALOG_DIRS='["/opt/formula-ops/runbooks"]'
 
 # Backups of PostgreSQL databases run pg_dump, pg_restore and psql (Debian's client 15:
 # it dumps servers up to PostgreSQL 15).
@@ -56,6 +57,9 @@ RUN groupadd --system --gid 10001 formula \
     && chown -R formula:formula /srv
 
 COPY --from=builder /opt/venv /opt/venv
+# The runbook catalog (YAML, validated at start-up); mount another folder over it, or
+# list more folders in FORMULA_OPS_RUNBOOKS__CATALOG_DIRS, to change it.
+COPY runbooks /opt/formula-ops/runbooks
 
 WORKDIR /srv
 USER formula

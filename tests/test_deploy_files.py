@@ -262,7 +262,7 @@ class TestDockerfile:
             if line.strip() and not line.lstrip().startswith("#")
         }
         assert {".git", ".venv", ".formula-ops"} <= patterns
-        needed = {"pyproject.toml", "app", "workers", "migrations", "README.md"}
+        needed = {"pyproject.toml", "app", "workers", "migrations", "runbooks", "README.md"}
         assert not needed & patterns
         assert "*" not in patterns
 
@@ -487,3 +487,9 @@ def test_the_image_has_the_postgresql_client_that_backups_run() -> None:
         if instruction.keyword == "RUN" and instruction.stage == final
     ]
     assert any("postgresql-client" in tokens and "install" in tokens for tokens in installs)
+
+
+def test_the_image_ships_the_runbook_catalog_and_points_at_it() -> None:
+    text = DOCKERFILE.read_text()
+    assert "COPY runbooks /opt/formula-ops/runbooks" in text
+    assert "FORMULA_OPS_RUNBOOKS__CATALOG_DIRS='[\"/opt/formula-ops/runbooks\"]'" in text
