@@ -14,7 +14,7 @@ from app.auth.deps import Operator, Viewer
 from app.auth.errors import Denial, Forbidden, TooManyRequests, Unauthenticated
 from app.auth.principal import Principal
 from app.core.deps import ContextDep, IfMatch, SessionDep, UnitOfWorkDep
-from app.core.errors import PreconditionFailed, problem_responses
+from app.core.errors import BadRequest, PreconditionFailed, problem_responses
 from app.core.pagination import CursorParamsDep
 from app.core.paths import V1
 from app.environments.service import EnvironmentNotFound
@@ -148,6 +148,7 @@ async def get_schedule(
     response_model=ScheduleOut,
     responses=problem_responses(
         *AUTH_ERRORS,
+        BadRequest,
         service.ScheduleNotFound,
         service.ScheduleNameTaken,
         PreconditionFailed,
