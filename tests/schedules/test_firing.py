@@ -11,6 +11,7 @@ import datetime as dt
 from collections.abc import AsyncIterator
 
 import httpx
+import pytest
 import pytest_asyncio
 from arq.constants import job_key_prefix
 from sqlalchemy import delete, select
@@ -32,6 +33,9 @@ from tests.schedules.conftest import (
     schedule_row,
     slots,
 )
+from workers.main import cron_jobs
+from workers.schedules import fire_schedules
+from workers.state import WorkerState
 
 T0 = dt.datetime(2026, 6, 1, 1, 0, tzinfo=dt.UTC)  # a slot of every hourly schedule
 SECOND = dt.timedelta(seconds=1)
@@ -333,3 +337,31 @@ async def test_repeating_the_current_values_keeps_a_due_slot(
     assert response.status_code == 200, response.text
     assert (await schedule_row(context, schedule_id)).next_run_at == T0
     assert (await service.fire_due(context, T0 + SECOND)).counts()["fired"] == 1
+
+
+def test_the_job_runs_every_ten_seconds_on_one_worker_at_a_time() -> None:
+    (job,) = [j for j in cron_jobs(Settings()) if j.coroutine is fire_schedules]
+    assert job.unique
+    assert job.run_at_startup
+    assert job.second == set(range(0, 60, 10))
+    off = Settings(schedules=ScheduleSettings(fire_enabled=False))
+    assert not [j for j in cron_jobs(off) if j.coroutine is fire_schedules]
+    with pytest.raises(ValueError, match="must divide 60"):
+        ScheduleSettings(fire_every_seconds=7)
+
+
+async def test_the_job_creates_the_defaults_and_fires(context: AppContext) -> None:
+    """The worker's job at the real time: the default schedules exist afterwards, and a
+    schedule whose slot has just come is fired."""
+    if dt.datetime.now(dt.UTC).second >= 55:  # not across a minute: one slot due
+        await asyncio.sleep(6)
+    due = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
+    schedule_id = await add_schedule(context, cron="* * * * *", next_run_at=due, name="now")
+    ctx: WorkerState = {"settings": context.settings, "context": context, "worker_id": "t"}
+    counts = await fire_schedules(ctx)
+    assert counts["fired"] == 1
+    [slot] = await slots(context, schedule_id)
+    assert (slot.slot_at, slot.status) == (due, "fired")
+    async with context.sessionmaker() as session:
+        defaults = set(await session.scalars(select(ScheduleDefault.runbook)))
+    assert "test-schedule-default" in defaults
