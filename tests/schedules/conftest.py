@@ -9,24 +9,17 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import delete, select
+from sqlalchemy import select
 
 from app.auth.roles import Role
 from app.core.context import AppContext
 from app.outbox.models import OutboxEvent
 from app.runs.models import Run
-from app.schedules.models import Schedule, ScheduleDefault, ScheduleSlot
+from app.schedules.models import Schedule, ScheduleSlot
 from app.schedules.service import cron_of
 from tests.factories import IssuedToken, issue_token
 
 NOOP = "test-schedule-noop"
-
-
-@pytest.fixture(autouse=True)
-async def _no_schedules(context: AppContext) -> None:
-    async with context.unit_of_work() as uow:
-        for table in (ScheduleSlot, Schedule, ScheduleDefault):
-            await uow.session.execute(delete(table))
 
 
 @pytest.fixture
