@@ -24,6 +24,7 @@ from app.health_checks.router import router as health_checks_router
 from app.incidents.router import router as incidents_router
 from app.maintenances.router import router as maintenances_router
 from app.ops.router import router as ops_router
+from app.runbooks.approvals_router import router as approvals_router
 from app.runbooks.router import router as runbooks_router
 from app.runs.router import router as runs_router
 from app.schedules.router import router as schedules_router
@@ -41,6 +42,7 @@ def build_api(registry: Registry) -> APIRouter:
     v1.include_router(tokens_router)
     v1.include_router(audit_router)
     v1.include_router(runs_router)
+    v1.include_router(approvals_router)
     v1.include_router(health_checks_router)
     v1.include_router(environments_router(registry[DRIVERS]))
     v1.include_router(deployments_router)

@@ -114,6 +114,9 @@ def test_what_the_domains_register() -> None:
         *("backup_take", "backup_checksum", "backup_drill"),
         *("restore_check", "restore_safety_backup", "restore_stop_services"),
         *("restore_database", "restore_start_services", "restore_verify_health"),
+        *("sql", "approval", "notify"),
+        *("health_check", "backup", "deployment", "backup_retention"),
+        *("security_log_scan", "redis_info", "load_probe", "file_cleanup", "access_review"),
     }
     assert set(registry[EVENT_TYPES].names()) == {
         "run.queued",
@@ -128,8 +131,9 @@ def test_what_the_domains_register() -> None:
         *("backup.succeeded", "backup.failed", "backup.verified"),
         *("backup.verification_failed", "backup.deleted"),
         *("restore.started", "restore.succeeded", "restore.failed", "restore.cancelled"),
-        *("maintenance.succeeded", "maintenance.failed", "maintenance.cancelled"),
-        *("playbook.succeeded", "playbook.failed", "playbook.cancelled"),
+        *("runbook.succeeded", "runbook.failed", "runbook.cancelled"),
+        *("runbook.approval_requested", "runbook.approval_decided", "runbook.notification"),
+        "security.suspicious_activity",
         *("schedule.missed", "schedule.failed"),
     }
 

@@ -34,6 +34,8 @@ ACTIONS: dict[str, str] = {
     "createToken": "token.create",
     "revokeToken": "token.revoke",
     "cancelRun": "run.cancel",
+    "approveRun": "run.approve",
+    "rejectRun": "run.reject",
     "createHealthCheck": "health_check.create",
     "startRunbookRun": "runbook.run",
     "createEnvironment": "environment.create",

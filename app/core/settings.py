@@ -7,6 +7,7 @@ The embedded default needs none of them: the database is a SQLite file under
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -324,16 +325,6 @@ def _shipped_catalog() -> list[Path]:
     return [Path(__file__).resolve().parents[2] / "runbooks"]
 
 
-class RunbookSettings(BaseModel):
-    """The runbook catalog (``FORMULA_OPS_RUNBOOKS__...``)."""
-
-    catalog_dirs: list[Path] = Field(
-        default_factory=_shipped_catalog,
-        description="Folders of runbook YAML files (searched recursively), loaded and "
-        "validated at start-up; default: the catalog shipped with the code (`runbooks/`).",
-    )
-
-
 class StatusSettings(BaseModel):
     """The public status page and its JSON (``FORMULA_OPS_STATUS__...``)."""
 
@@ -358,6 +349,49 @@ class StatusSettings(BaseModel):
         description="`Cache-Control: max-age` of the public status (browsers and proxies "
         "may serve it this long; the server's own cache follows every change at once).",
     )
+
+
+def _path_list(value: object) -> object:
+    """A JSON list, or comma-separated folders, as a list."""
+    if isinstance(value, str) and value.strip().startswith("["):
+        return json.loads(value)
+    return _comma_list(value)
+
+
+class RunbookSettings(BaseModel):
+    """The runbook catalog (``FORMULA_OPS_RUNBOOKS__...``): where its runbooks are, and
+    where its file actions may read and delete (a path given to a step must lie inside
+    one of those folders once its symbolic links are resolved; anything else is
+    refused)."""
+
+    catalog_dirs: list[Path] = Field(
+        default_factory=_shipped_catalog,
+        description="Folders of runbook YAML files (searched recursively), loaded and "
+        "validated at start-up; default: the catalog shipped with the code (`runbooks/`).",
+    )
+    log_paths: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Folders (absolute; a JSON list or comma-separated) whose files "
+        "`security_log_scan` may read, beside the control plane's own service logs "
+        "(`<state_dir>/processes`). Empty: only those.",
+    )
+    cleanup_paths: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Folders (absolute; a JSON list or comma-separated) under which "
+        "`file_cleanup` may delete files. Empty: nowhere.",
+    )
+
+    _lists = field_validator("log_paths", "cleanup_paths", mode="before")(_path_list)
+
+    @field_validator("log_paths", "cleanup_paths")
+    @classmethod
+    def _absolute(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if not item.startswith("/") or "\x00" in item:
+                raise ValueError(f"not an absolute path: {item!r}")
+            if ".." in Path(item).parts:
+                raise ValueError(f"a folder may not contain '..': {item!r}")
+        return value
 
 
 class Settings(BaseSettings):

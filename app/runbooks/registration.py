@@ -9,16 +9,37 @@ from collections.abc import Callable
 from app.core.registry import Registry
 from app.outbox.catalog import EVENT_TYPES
 from app.runbooks import events, plan
-from app.runbooks.actions import children
+from app.runbooks.actions import (
+    access,
+    approval,
+    cache,
+    children,
+    files,
+    load,
+    notify,
+    security,
+    sql,
+)
 from app.runs.kinds import KINDS, KindHooks
 from app.runs.models import RunKind
 
 # Each action module's ``register``, in this order.
-ACTION_MODULES: tuple[Callable[[Registry], None], ...] = (children.register,)
+ACTION_MODULES: tuple[Callable[[Registry], None], ...] = (
+    sql.register,
+    approval.register,
+    notify.register,
+    children.register,
+    security.register,
+    cache.register,
+    load.register,
+    files.register,
+    access.register,
+)
 
 
 def register(registry: Registry) -> None:
-    hooks = KindHooks(finalizer=plan.finalize, on_finish=events.on_finish)
+    # A runbook's run announces its end as runbook.* (its finish hook writes the event).
+    hooks = KindHooks(finalizer=plan.finalize, on_finish=events.on_finish, announce=False)
     registry[KINDS].add(RunKind.MAINTENANCE.value, hooks)
     registry[KINDS].add(RunKind.PLAYBOOK.value, hooks)
     for event in events.TYPES:

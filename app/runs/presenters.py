@@ -8,7 +8,15 @@ from typing import Any
 
 from app.core.redaction import redact_text, redact_value
 from app.runs.models import Phase, Run, RunKind, RunStatus, Step, StepStatus
-from app.runs.schemas import FAILURE_TITLES, RunbookRef, RunFailure, RunLinks, RunOut, StepOut
+from app.runs.schemas import (
+    FAILURE_TITLES,
+    AwaitingApproval,
+    RunbookRef,
+    RunFailure,
+    RunLinks,
+    RunOut,
+    StepOut,
+)
 from app.runs.service import StepSpec
 
 
@@ -53,6 +61,27 @@ def _runbook(run: Run) -> RunbookRef | None:
     )
 
 
+# The step action that waits for an operator's answer (app.runbooks.actions.approval):
+# its name and its ``prompt`` parameter are the contract.
+APPROVAL_ACTION = "approval"
+
+
+def awaiting_approval(run: Run) -> AwaitingApproval | None:
+    """The running ``approval`` step of a running run (its answer may have just been
+    given: the step ends within a moment)."""
+    if run.status != RunStatus.IN_PROGRESS:
+        return None
+    for step in run.steps:
+        if step.action == APPROVAL_ACTION and step.status == StepStatus.IN_PROGRESS:
+            prompt = (step.params or {}).get("prompt")
+            return AwaitingApproval(
+                position=step.position,
+                name=step.name,
+                prompt=redact_text(prompt) if isinstance(prompt, str) else "",
+            )
+    return None
+
+
 def run_out(run: Run, self_path: str | None = None) -> RunOut:
     failure = (
         RunFailure(
@@ -79,6 +108,7 @@ def run_out(run: Run, self_path: str | None = None) -> RunOut:
         failure=failure,
         runbook=_runbook(run),
         steps=[step_out(s) for s in sorted(run.steps, key=lambda s: s.position)],
+        awaiting_approval=awaiting_approval(run),
         links=RunLinks(self=self_path or f"/v1/runs/{run.id}", events=f"/v1/runs/{run.id}/events"),
     )
 

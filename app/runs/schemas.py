@@ -48,6 +48,15 @@ class StepOut(BaseModel):
     error: str | None
 
 
+class AwaitingApproval(BaseModel):
+    """The step a run waits at until an operator answers (``POST /v1/runs/{id}/approve``
+    or ``/reject``)."""
+
+    position: int
+    name: str
+    prompt: str
+
+
 class RunLinks(BaseModel):
     self: str
     events: str
@@ -78,6 +87,10 @@ class RunOut(BaseModel):
         default=None, description="The runbook it runs (maintenance and playbook runs)."
     )
     steps: list[StepOut]
+    awaiting_approval: AwaitingApproval | None = Field(
+        description="The `approval` step the run waits at (answer it with "
+        "`POST /v1/runs/{id}/approve` or `/reject`); null when it waits for none."
+    )
     links: RunLinks
 
 

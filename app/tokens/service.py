@@ -95,7 +95,10 @@ async def list_page(
     )
 
 
-def findings(token: ApiToken, now: dt.datetime) -> list[Finding]:
+def findings(token: ApiToken, now: dt.datetime, *, unused_days: int = UNUSED_DAYS) -> list[Finding]:
+    """What deserves a look: an admin token, one without expiry, one expired but not
+    revoked, one unused for ``unused_days`` (reported as ``unused_90_days``, the review's
+    name for it, whatever the number)."""
     found: list[Finding] = []
     if token.revoked_at is not None:
         return found
@@ -106,15 +109,17 @@ def findings(token: ApiToken, now: dt.datetime) -> list[Finding]:
     elif token.expires_at <= now:
         found.append("expired_not_revoked")
     last_seen = token.last_used_at or token.created_at
-    if now - last_seen >= dt.timedelta(days=UNUSED_DAYS):
+    if now - last_seen >= dt.timedelta(days=unused_days):
         found.append("unused_90_days")
     return found
 
 
-async def review(session: AsyncSession) -> list[tuple[ApiToken, list[Finding]]]:
+async def review(
+    session: AsyncSession, *, unused_days: int = UNUSED_DAYS
+) -> list[tuple[ApiToken, list[Finding]]]:
     """Unrevoked tokens with at least one finding, oldest first."""
     now = utcnow()
-    cutoff = now - dt.timedelta(days=UNUSED_DAYS)
+    cutoff = now - dt.timedelta(days=unused_days)
     rows = await session.scalars(
         select(ApiToken)
         .where(ApiToken.revoked_at.is_(None))
@@ -129,4 +134,14 @@ async def review(session: AsyncSession) -> list[tuple[ApiToken, list[Finding]]]:
         )
         .order_by(ApiToken.created_at, ApiToken.id)
     )
-    return [(token, findings(token, now)) for token in rows]
+    return [(token, findings(token, now, unused_days=unused_days)) for token in rows]
+
+
+async def admins(session: AsyncSession) -> list[ApiToken]:
+    """Unrevoked admin tokens, oldest first (the runbook's "check admin users")."""
+    rows = await session.scalars(
+        select(ApiToken)
+        .where(ApiToken.revoked_at.is_(None), ApiToken.role == "admin")
+        .order_by(ApiToken.created_at, ApiToken.id)
+    )
+    return list(rows)
