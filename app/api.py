@@ -27,6 +27,7 @@ from app.ops.router import router as ops_router
 from app.runbooks.approvals_router import router as approvals_router
 from app.runbooks.router import router as runbooks_router
 from app.runs.router import router as runs_router
+from app.schedules.router import router as schedules_router
 from app.status.router import PUBLIC_PATHS as STATUS_PATHS
 from app.status.router import router as status_router
 from app.thresholds.router import router as thresholds_router
@@ -55,6 +56,7 @@ def build_api(registry: Registry) -> APIRouter:
     v1.include_router(backups_router)
     v1.include_router(restores_router)
     v1.include_router(runbooks_router)
+    v1.include_router(schedules_router)
     return v1
 
 

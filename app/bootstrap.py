@@ -34,6 +34,7 @@ from app.maintenances import registration as maintenances
 from app.runbooks import registration as runbooks
 from app.runbooks.catalog import RUNBOOK_CATALOG, load_catalog
 from app.runs import registration as runs
+from app.schedules import registration as schedules
 from app.webhooks import registration as webhooks
 from app.webhooks.sender import SENDER, Sender
 
@@ -50,6 +51,7 @@ REGISTRATIONS: tuple[Callable[[Registry], None], ...] = (
     backups.register,
     restores.register,
     runbooks.register,
+    schedules.register,
 )
 
 

@@ -35,6 +35,7 @@ from tests.test_openapi import (
     global_scoped_token,
     live_server,
     maintenance_window,
+    schedule_rules,
     status_rules,
     webhook_destination,
 )
@@ -119,6 +120,9 @@ def test_schema_valid_requests_are_accepted(case: Any, live_server: tuple[str, s
     if case.path.startswith("/v1/maintenances") and isinstance(case.body, dict):
         # Which components and environments exist, and a span that ends after it starts.
         maintenance_window(case.body)
+    if case.path.startswith("/v1/schedules") and isinstance(case.body, dict):
+        # Which runbooks exist and what they take; cron and time zone by their rules.
+        schedule_rules(case.body)
     case.call_and_validate(base_url=base_url, checks=[positive_data_acceptance])
 
 

@@ -135,6 +135,7 @@ def test_what_the_domains_register() -> None:
         *("runbook.succeeded", "runbook.failed", "runbook.cancelled"),
         *("runbook.approval_requested", "runbook.approval_decided", "runbook.notification"),
         "security.suspicious_activity",
+        *("schedule.missed", "schedule.failed"),
     }
 
 

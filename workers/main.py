@@ -31,6 +31,7 @@ from workers.cron import (
 from workers.incidents import check_incident_clocks
 from workers.maintenances import schedule_maintenances
 from workers.runs import execute_run
+from workers.schedules import fire_schedules
 from workers.state import shutdown, startup
 from workers.wake import WakeableWorker
 from workers.webhooks import deliver_webhooks
@@ -66,6 +67,17 @@ def cron_jobs(settings: Settings) -> list[CronJob]:
                 unique=True,
                 run_at_startup=True,
                 timeout=max(maintenances.schedule_every_seconds * 4, 30),
+            )
+        )
+    schedules = settings.schedules
+    if schedules.fire_enabled:
+        jobs.append(
+            cron(
+                fire_schedules,  # type: ignore[arg-type]
+                second=set(range(0, 60, schedules.fire_every_seconds)),
+                unique=True,
+                run_at_startup=True,
+                timeout=max(schedules.fire_every_seconds * 4, 30),
             )
         )
     backups = settings.backups

@@ -75,6 +75,9 @@ ACTIONS: dict[str, str] = {
     "createBackup": "backup.create",
     "verifyBackup": "backup.verify",
     "deleteBackup": "backup.delete",
+    "createSchedule": "schedule.create",
+    "updateSchedule": "schedule.update",
+    "deleteSchedule": "schedule.delete",
 }
 
 Handler = Callable[[Request, Exception], Response | Awaitable[Response]]

@@ -9,7 +9,8 @@
 - :mod:`app.cli.status`: ``status`` (the public status, no token);
 - :mod:`app.cli.backups`: ``backup``, ``backups list|show|verify|delete``.
 - :mod:`app.cli.restore`: ``restore``, ``restores list``;
-- :mod:`app.cli.runbooks`: ``runbooks list|show``, ``run``.
+- :mod:`app.cli.runbooks`: ``runbooks list|show``, ``run``;
+- :mod:`app.cli.schedules`: ``schedules list|show``.
 
 What they print goes through :mod:`app.cli.output`; the API through :mod:`app.cli.client`.
 """
@@ -32,6 +33,7 @@ from app.cli.output import error, field_errors
 from app.cli.restore import restore, restores
 from app.cli.runbooks import run, runbooks
 from app.cli.runs import health_check, runs
+from app.cli.schedules import schedules
 from app.cli.server import api, serve, worker
 from app.cli.status import status
 from app.core.settings import Settings
@@ -59,6 +61,7 @@ cli.command("restore")(restore)
 cli.add_typer(restores, name="restores")
 cli.add_typer(runbooks, name="runbooks")
 cli.command("run")(run)
+cli.add_typer(schedules, name="schedules")
 audit.command("list")(audit_list)
 cli.command()(serve)
 cli.command()(api)

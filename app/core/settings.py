@@ -238,6 +238,37 @@ class MaintenanceSettings(BaseModel):
         return value
 
 
+class ScheduleSettings(BaseModel):
+    """``FORMULA_OPS_SCHEDULES__*``: the worker job that fires schedules (``/v1/schedules``)."""
+
+    fire_enabled: bool = Field(
+        default=True, description="The worker fires due schedules (and creates the defaults)."
+    )
+    fire_every_seconds: int = Field(
+        default=10, ge=1, le=60, description="How often due schedules are fired (divides 60)."
+    )
+    grace_seconds: int = Field(
+        default=300,
+        ge=1,
+        le=86400,
+        description="How late a slot may still fire; an older one is reported missed.",
+    )
+    max_missed_rows: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="Missed slots recorded one row each after a downtime (the latest ones); "
+        "the event and the audit record count them all.",
+    )
+
+    @field_validator("fire_every_seconds")
+    @classmethod
+    def _divides_a_minute(cls, value: int) -> int:
+        if 60 % value:
+            raise ValueError("must divide 60 (the job runs at fixed seconds of a minute)")
+        return value
+
+
 class BackupSettings(BaseModel):
     """Backups, restore drills and retention (``FORMULA_OPS_BACKUPS__...``); where backups
     are stored is ``FORMULA_OPS_STORAGE_URL``."""
@@ -444,6 +475,7 @@ class Settings(BaseSettings):
     docker: DockerSettings = Field(default_factory=DockerSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    schedules: ScheduleSettings = Field(default_factory=ScheduleSettings)
     incidents: IncidentSettings = Field(default_factory=IncidentSettings)
     maintenances: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
     status: StatusSettings = Field(default_factory=StatusSettings)
