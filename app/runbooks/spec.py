@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from app.auth.roles import Role
+from app.core.cron import Cron, InvalidCron, InvalidTimezone
 from app.core.errors import ValidationFailed
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
@@ -183,6 +184,14 @@ class DefaultSchedule(_Strict):
     timezone: str = Field(default="UTC", min_length=1, max_length=64)
     parameters: dict[str, Scalar] = Field(default_factory=dict)
 
+    @model_validator(mode="after")
+    def _parses(self) -> DefaultSchedule:
+        try:
+            Cron.parse(self.cron, self.timezone)
+        except (InvalidCron, InvalidTimezone) as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
 
 class RunbookSpec(_Strict):
     name: str = Field(pattern=NAME_PATTERN)
@@ -218,6 +227,12 @@ class RunbookSpec(_Strict):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"step names must be unique: {', '.join(duplicates)}")
+        if self.schedule is not None:
+            try:
+                self.check_parameters(dict(self.schedule.parameters))
+            except ValidationFailed as exc:
+                wrong = "; ".join(f"{e['loc'][-1]}: {e['msg']}" for e in (exc.errors or []))
+                raise ValueError(f"the default schedule's parameters: {wrong}") from None
         for parameter, spec in self.parameters.items():
             if spec.default is not None:
                 try:

@@ -16,8 +16,8 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
+from app.core.cron import InvalidCron, InvalidTimezone, expand, zone
 from app.core.schemas import RequestModel
-from app.schedules.cron import InvalidCron, InvalidTimezone, expand, zone
 
 ID = r"^[0-9a-f-]{1,36}$"
 # Default schedules are named after their runbook, so a runbook's name is a schedule's.

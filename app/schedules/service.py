@@ -39,6 +39,7 @@ from app.audit.models import Outcome
 from app.auth.principal import Principal
 from app.auth.roles import Role
 from app.core.context import AppContext
+from app.core.cron import Cron, InvalidCron, InvalidTimezone, due
 from app.core.db import UnitOfWork, insert_rows, utcnow
 from app.core.errors import (
     AppError,
@@ -52,7 +53,6 @@ from app.core.pagination import CursorParams, paginate
 from app.outbox.service import add_event
 from app.runbooks import service as runbook_service
 from app.runbooks.catalog import Runbook, catalog_of
-from app.schedules.cron import Cron, InvalidCron, InvalidTimezone, due
 from app.schedules.events import EVENT_SLOTS, links
 from app.schedules.models import (
     Schedule,

@@ -147,3 +147,19 @@ def test_the_shipped_catalog_loads() -> None:
     catalog = load_catalog(RunbookSettings().catalog_dirs, REGISTRY)
     for runbook in catalog.runbooks():
         assert runbook.source.startswith("runbooks/")
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    [
+        ('{cron: "0 25 * * *"}', "schedule"),
+        ('{cron: "0 4 * * *", timezone: Mars/Olympus}', "schedule"),
+        ('{cron: "0 4 * * *", parameters: {environment: "no way"}}', "default schedule's"),
+    ],
+)
+def test_a_default_schedule_is_checked_at_load(
+    tmp_path: Path, schedule: str, expected: str
+) -> None:
+    write(tmp_path, "sample", GOOD.replace("steps:", f"schedule: {schedule}\nsteps:", 1))
+    found = problems(tmp_path)
+    assert any(expected in p for p in found), found

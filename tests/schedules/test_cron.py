@@ -7,7 +7,7 @@ import datetime as dt
 
 import pytest
 
-from app.schedules.cron import Cron, InvalidCron, InvalidTimezone, due
+from app.core.cron import Cron, InvalidCron, InvalidTimezone, due
 
 UTC = dt.UTC
 
