@@ -313,7 +313,7 @@ def parse_line(line: str, now: dt.datetime | None = None) -> Parsed:
     if stripped.startswith("{"):
         try:
             record = json.loads(stripped)
-        except ValueError:
+        except (ValueError, RecursionError):  # a line nested deeper than Python recurses
             record = None
         if isinstance(record, dict):
             message = _field(record, _JSON_MESSAGE)
