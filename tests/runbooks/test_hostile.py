@@ -4,12 +4,15 @@ start-up, and log lines built to stop the security scan."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from app.auth.roles import Role
@@ -18,6 +21,7 @@ from app.core.context import AppContext
 from app.runbooks.actions.security import scan
 from app.runbooks.catalog import CatalogError, load_catalog
 from tests.factories import issue_token
+from tests.runbook_actions.conftest import add_environment
 
 # Raw JSON texts: "\ud800" is valid JSON that decodes to a lone surrogate.
 UNCARRIABLE = {
@@ -133,3 +137,41 @@ def test_a_deeply_nested_json_line_does_not_stop_the_security_scan() -> None:
     report = scan(lines, threshold=3)
     assert report.lines_scanned == 5
     assert [s.source for s in report.suspicious()] == ["203.0.113.7"]
+
+
+@pytest.mark.one_backend("postgres")
+@pytest.mark.usefixtures("worker")
+async def test_a_password_in_a_listed_statement_is_not_shown(
+    client: httpx.AsyncClient, context: AppContext, scratch_pg: str
+) -> None:
+    """db-active-queries lists the text of the target's running statements: one that
+    sets a password (it would fail at its end: no such role) shows without it."""
+    secret = f"cnry{uuid.uuid4().hex[:12]}"
+    statement = (
+        f"DO $$ BEGIN PERFORM pg_sleep(60); ALTER ROLE no_such_role_x PASSWORD '{secret}'; END $$"
+    )
+    conn = await psycopg.AsyncConnection.connect(scratch_pg, autocommit=True)
+    task = asyncio.create_task(conn.execute(statement))
+    try:
+        await asyncio.sleep(1.5)
+        await add_environment(context, "shop", scratch_pg)
+        operator = await issue_token(context, Role.OPERATOR)
+        viewer = await issue_token(context, Role.VIEWER)
+        ran = await client.post(
+            "/v1/runbooks/db-active-queries/runs",
+            json={"parameters": {"environment": "shop", "older_than_seconds": 1}},
+            headers={**operator.headers, "Prefer": "wait=60"},
+        )
+        assert ran.status_code == 201, ran.text
+        run = (await client.get(f"/v1/runs/{ran.json()['id']}", headers=viewer.headers)).json()
+        listed = {s["name"]: s for s in run["steps"]}["queries running longer than the limit"]
+        shown = [row for row in listed["result"]["rows"] if "no_such_role_x" in str(row)]
+        assert shown, listed["result"]  # the statement is listed…
+        assert "PASSWORD '[redacted]'" in str(shown)
+        events = await client.get(f"/v1/runs/{run['id']}/events", headers=viewer.headers)
+        for text in (str(run), events.text):
+            assert secret not in text  # …without its password
+    finally:
+        await conn.cancel_safe()
+        await asyncio.gather(task, return_exceptions=True)
+        await conn.close()
