@@ -18,7 +18,7 @@ import pytest
 from app.auth.roles import Role
 from app.bootstrap import build_registry
 from app.core.context import AppContext
-from app.runbooks.actions.security import scan
+from app.runbooks.actions.security import SAMPLE_CHARS, scan
 from app.runbooks.catalog import CatalogError, load_catalog
 from tests.factories import issue_token
 from tests.runbook_actions.conftest import add_environment
@@ -175,3 +175,24 @@ async def test_a_password_in_a_listed_statement_is_not_shown(
         await conn.cancel_safe()
         await asyncio.gather(task, return_exceptions=True)
         await conn.close()
+
+
+def test_the_security_scan_keeps_long_lines_in_their_shown_form() -> None:
+    """Clients write what is logged: 10,000 addresses failing with 16 KiB lines would
+    hold half a gigabyte of samples; a sample keeps at most its shown form."""
+    secret = "cnry" + "s" * 40
+    lines = [
+        f'203.0.113.{n % 200} - - [03/Dec/2026:06:00:00 +0000] "GET /login?token={secret}&'
+        + "x" * 15_000
+        + f'{n} HTTP/1.1" 401 12'
+        for n in range(400)
+    ]
+    report = scan(lines, threshold=1)
+    assert len(report.sources) == 200
+    kept = [line for s in report.sources.values() for line in s.samples] + list(report.samples)
+    assert kept
+    assert max(len(line) for line in kept) <= SAMPLE_CHARS + 1
+    assert not [line for line in kept if secret in line]
+    shown = report.as_data()["top_sources"][0]["sample_lines"]
+    assert shown[0].startswith("203.0.113.")
+    assert "token=[redacted]" in shown[0]
