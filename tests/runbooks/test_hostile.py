@@ -18,9 +18,11 @@ import pytest
 from app.auth.roles import Role
 from app.bootstrap import build_registry
 from app.core.context import AppContext
+from app.core.settings import Settings
 from app.runbooks.actions.security import SAMPLE_CHARS, scan
 from app.runbooks.catalog import CatalogError, load_catalog
 from tests.factories import issue_token
+from tests.helpers import run_worker_burst
 from tests.runbook_actions.conftest import add_environment
 
 # Raw JSON texts: "\ud800" is valid JSON that decodes to a lone surrogate.
@@ -196,3 +198,32 @@ def test_the_security_scan_keeps_long_lines_in_their_shown_form() -> None:
     shown = report.as_data()["top_sources"][0]["sample_lines"]
     assert shown[0].startswith("203.0.113.")
     assert "token=[redacted]" in shown[0]
+
+
+@pytest.mark.one_backend("postgres")
+async def test_a_run_whose_environment_is_deleted_meanwhile_fails_cleanly(
+    client: httpx.AsyncClient, context: AppContext, settings: Settings, scratch_pg: str
+) -> None:
+    admin = await issue_token(context, Role.ADMIN)
+    viewer = await issue_token(context, Role.VIEWER)
+    put = await client.put(
+        "/v1/environments/gone", json={"database_url": scratch_pg}, headers=admin.headers
+    )
+    assert put.status_code in (200, 201), put.text
+    started = await client.post(
+        "/v1/runbooks/db-connections/runs",
+        json={"parameters": {"environment": "gone"}},
+        headers=admin.headers,
+    )
+    assert started.status_code == 202, started.text
+    deleted = await client.delete("/v1/environments/gone", headers=admin.headers)
+    assert deleted.status_code in (204, 409), deleted.text
+    await run_worker_burst(settings)
+    run = await client.get(f"/v1/runs/{started.json()['id']}", headers=viewer.headers)
+    assert run.status_code == 200, run.text
+    body = run.json()
+    assert body["status"] in ("success", "failure"), body
+    if deleted.status_code == 204:
+        assert body["status"] == "failure"
+        assert "no environment 'gone'" in body["failure"]["detail"]
+    assert scratch_pg.split("@")[0] not in run.text
