@@ -97,6 +97,12 @@ _TEXT_RULES: list[tuple[re.Pattern[str], str]] = [
         ),
         rf"\1{REDACTED}",
     ),
+    # SQL's quoted password (CREATE/ALTER ROLE … PASSWORD 'x', as pg_stat_activity and
+    # pg_stat_statements show a session's statement), also when the text is cut short.
+    (
+        re.compile(r"(?i)(\bPASSWORD[ \t\r\n]+)'(?:[^']|'')*(?:'|\Z)"),
+        rf"\1'{REDACTED}'",
+    ),
     # This service's own tokens and webhook secrets.
     (re.compile(rf"\b(?:{TOKEN_PREFIX}|whsec)_[A-Za-z0-9_-]+"), REDACTED),
 ]

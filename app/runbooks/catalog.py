@@ -199,11 +199,28 @@ def _step_problems(
 # -- loading -----------------------------------------------------------------------------
 
 
+def _first_alias(text: str) -> yaml.Token | None:
+    """The first alias of ``text``, read token by token (linear). An alias shares a node:
+    a few lines of them make a graph that every walk of the file (ours, pydantic's)
+    expands exponentially, or a cycle that no walk ends (the start-up would hang or
+    crash); the catalog needs none."""
+    for token in yaml.scan(text, Loader=yaml.SafeLoader):
+        if isinstance(token, yaml.AliasToken):
+            return token
+    return None
+
+
 def _load_file(path: Path, shown: str, registry: Registry) -> tuple[Runbook | None, list[str]]:
     if path.stat().st_size > MAX_FILE_BYTES:
         return None, [f"{shown}:1: (file): larger than {MAX_FILE_BYTES} bytes"]
     text = path.read_text(encoding="utf-8")
     try:
+        alias = _first_alias(text)
+        if alias is not None:
+            return None, [
+                f"{shown}:{alias.start_mark.line + 1}: (file): aliases (*name) are not "
+                "allowed: write the value out"
+            ]
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

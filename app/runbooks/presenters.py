@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.core.redaction import redact_value
 from app.runbooks.catalog import Runbook
 from app.runbooks.schemas import DefaultScheduleOut, RunbookOut, RunbookStepOut, RunbookSummary
 
@@ -34,7 +35,9 @@ def detail(runbook: Runbook) -> RunbookOut:
         RunbookStepOut(
             name=step.name,
             action=step.action,
-            with_=step.with_,
+            # Every reader (viewers too) sees the steps: the one redaction rule applies,
+            # as to a dry run's plan (admins read the catalog's files).
+            with_=redact_value(step.with_),
             on_failure=step.on_failure,
             idempotent=step.idempotent,
             timeout_seconds=step.timeout_seconds,

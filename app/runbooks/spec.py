@@ -26,11 +26,16 @@ from pydantic import (
 from app.auth.roles import Role
 from app.core.cron import Cron, InvalidCron, InvalidTimezone
 from app.core.errors import ValidationFailed
+from app.core.schemas import CONTROL
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 PARAM_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 ENVIRONMENT = "environment"  # the parameter that names the run's environment
 MAX_STRING = 1000  # the longest string parameter, whatever the runbook says
+# What no parameter's text may hold, whatever its pattern: control characters (the rule
+# of every string a request carries, app.core.schemas) and lone surrogates (JSON can
+# write them as "\ud800"; no UTF-8 database, response or log can hold them).
+_REFUSED_TEXT = re.compile(rf"[{CONTROL}\ud800-\udfff]")
 
 
 class _Strict(BaseModel):
@@ -63,8 +68,8 @@ class StringParameter(_Strict):
             raise ValueError("must be a string")
         if not self.min_length <= len(value) <= self.max_length:
             raise ValueError(f"must be {self.min_length} to {self.max_length} characters long")
-        if "\x00" in value:
-            raise ValueError("must not contain NUL")
+        if _REFUSED_TEXT.search(value):
+            raise ValueError("must not contain control characters or lone surrogates")
         if self.enum is not None and value not in self.enum:
             raise ValueError(f"must be one of {', '.join(self.enum)}")
         if self.pattern is not None and not re.fullmatch(self.pattern, value):
@@ -268,7 +273,16 @@ class RunbookSpec(_Strict):
         errors: list[dict[str, Any]] = []
         checked: dict[str, Any] = {}
         for name in values:
-            if name not in self.parameters:
+            if not re.fullmatch(PARAM_NAME_PATTERN, name):
+                # Not echoed: a name may hold what no response can carry.
+                errors.append(
+                    {
+                        "loc": ["body", "parameters"],
+                        "msg": f"a parameter name must match {PARAM_NAME_PATTERN}",
+                        "type": "extra_forbidden",
+                    }
+                )
+            elif name not in self.parameters:
                 errors.append(
                     {
                         "loc": ["body", "parameters", name],

@@ -52,6 +52,7 @@ from app.runs.models import Level, StepStatus
 
 SUSPICIOUS_ACTIVITY = "security.suspicious_activity"
 SAMPLE_CHARS = 500  # of one sample line
+KEPT_CHARS = 2 * SAMPLE_CHARS  # a longer line is kept in its shown form
 SAMPLES = 20  # the runbook's `tail -20`
 SOURCE_SAMPLES = 3
 MAX_SOURCES = 10_000  # distinct sources tracked; the rest are counted together
@@ -313,7 +314,7 @@ def parse_line(line: str, now: dt.datetime | None = None) -> Parsed:
     if stripped.startswith("{"):
         try:
             record = json.loads(stripped)
-        except ValueError:
+        except (ValueError, RecursionError):  # a line nested deeper than Python recurses
             record = None
         if isinstance(record, dict):
             message = _field(record, _JSON_MESSAGE)
@@ -357,6 +358,14 @@ def sample(line: str) -> str:
     return text if len(text) <= SAMPLE_CHARS else text[:SAMPLE_CHARS] + "…"
 
 
+def kept(line: str) -> str:
+    """A line as a sample holds it until shown: as read (redacted when shown: most are
+    pushed out before), or when long, shown form at once. Clients write the lines:
+    :data:`MAX_SOURCES` sources of :data:`SOURCE_SAMPLES` lines of :data:`LINE_BYTES`
+    would otherwise hold half a gigabyte."""
+    return line if len(line) <= KEPT_CHARS else sample(line)
+
+
 @dataclass
 class Source:
     """Failures of one client address (or user)."""
@@ -384,7 +393,7 @@ class Source:
                 self.first_seen = parsed.time
             if self.last_seen is None or parsed.time > self.last_seen:
                 self.last_seen = parsed.time
-        self.samples.append(line)  # redacted when shown: most are pushed out before
+        self.samples.append(kept(line))
 
     def as_data(self) -> dict[str, Any]:
         return {
@@ -466,7 +475,7 @@ def scan(lines: Iterable[str], threshold: int, *, since: dt.datetime | None = No
         if not parsed.matched:
             continue
         report.lines_matched += 1
-        report.samples.append(line)
+        report.samples.append(kept(line))
         if not parsed.failure:
             continue
         report.failed_logins += parsed.failed_login
