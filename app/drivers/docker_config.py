@@ -347,13 +347,13 @@ DOCKER_URL = (
     rf"|ssh://(?:[A-Za-z0-9._][A-Za-z0-9._-]{{0,63}}@)?{_HOST}{_PORT}?"
     rf"|unix:///[^{CONTROL} ]{{1,500}})$"
 )
-_PEM_SPACE = r"[\r\n\t ]*"
+_PEM_SPACE = r"[\n\t ]*"
 PEM_CERTIFICATES = (
-    rf"^{_PEM_SPACE}-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\r\n\t -]+"
+    rf"^{_PEM_SPACE}-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\n\t -]+"
     rf"-----END CERTIFICATE-----{_PEM_SPACE}$"
 )
 PEM_PRIVATE_KEY = (
-    rf"^{_PEM_SPACE}-----BEGIN [A-Z ]{{0,20}}PRIVATE KEY-----[A-Za-z0-9+/=\r\n\t :,-]+"
+    rf"^{_PEM_SPACE}-----BEGIN [A-Z ]{{0,20}}PRIVATE KEY-----[A-Za-z0-9+/=\n\t :,-]+"
     rf"-----END [A-Z ]{{0,20}}PRIVATE KEY-----{_PEM_SPACE}$"
 )
 # A tcp:// engine on this machine's loopback interface (plain TCP is allowed there: an
@@ -364,7 +364,10 @@ _TLS_RULES: JsonDict = {
         {"properties": {"url": {"pattern": "^(?:ssh|unix)://"}, "tls": {"type": "null"}}},
         {"properties": {"url": {"pattern": LOOPBACK_TCP}}},
         {
-            "properties": {"url": {"pattern": "^tcp://"}, "tls": {"type": "object"}},
+            "properties": {
+                "url": {"pattern": "^tcp://"},
+                "tls": {"$ref": "#/components/schemas/DockerTLS"},
+            },
             "required": ["tls"],
         },
     ]
@@ -380,19 +383,21 @@ class DockerTLS(BaseModel):
         max_length=65536,
         pattern=PEM_CERTIFICATES,
         description="The CA certificate(s) the engine's certificate must chain to (the "
-        "machine's trust store is not used).",
+        "machine's trust store is not used). PEM text: newline-separated lines (LF).",
     )
     client_cert: str = Field(
         max_length=65536,
         pattern=PEM_CERTIFICATES,
-        description="The client certificate presented to the engine.",
+        description="The client certificate presented to the engine. PEM text: "
+        "newline-separated lines (LF).",
     )
     client_key: str = Field(
         max_length=16384,
         repr=False,
         pattern=PEM_PRIVATE_KEY,
-        description="The client certificate's private key (unencrypted PEM). A secret: "
-        "shown to admins only, never in audit records, step output or logs.",
+        description="The client certificate's private key (unencrypted PEM, newline-separated "
+        "lines, LF). A secret: shown to admins only, never in audit records, step output or "
+        "logs.",
     )
 
 

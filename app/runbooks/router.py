@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import re
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
@@ -14,7 +13,6 @@ from app.auth.errors import Forbidden, TooManyRequests, Unauthenticated
 from app.auth.roles import Role
 from app.core.deps import ContextDep, UnitOfWorkDep
 from app.core.errors import problem_responses
-from app.core.pagination import InvalidCursor
 from app.core.paths import V1
 from app.environments.service import EnvironmentNotFound
 from app.idempotency.deps import IdempotencyDep
@@ -51,12 +49,10 @@ async def list_runbooks(
     principal: Viewer,
     context: ContextDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(max_length=100)] = None,
-    kind: Annotated[str | None, Query(pattern=r"^(maintenance|playbook)$")] = None,
+    cursor: Annotated[str | None, Query(pattern=NAME_PATTERN, max_length=63)] = None,
+    kind: Annotated[Literal["maintenance", "playbook"] | None, Query()] = None,
 ) -> RunbookList:
     """Every runbook in name order; `cursor` is the `next_cursor` of the previous page."""
-    if cursor is not None and not re.fullmatch(NAME_PATTERN, cursor):
-        raise InvalidCursor()
     runbooks = [
         r
         for r in catalog_of(context).runbooks()

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+)
 
 from app.auth.roles import Role
-from app.core.schemas import RequestModel
+from app.core.schemas import PRINTABLE, RequestModel
 from app.runs.schemas import DryRun
 
-ParameterValue = StrictStr | StrictInt | StrictBool
+# A string value: printable text (no control character), as every request string.
+ParameterText = Annotated[StrictStr, StringConstraints(pattern=PRINTABLE, max_length=1000)]
+ParameterValue = ParameterText | StrictInt | StrictBool
 
 
 class RunbookRunCreate(RequestModel):

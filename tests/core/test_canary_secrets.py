@@ -355,10 +355,32 @@ async def test_no_canary_reaches_a_reader_or_a_log(
     )
     assert backup.status_code in (201, 409), backup.text
 
+    # A runbook reading that Redis (refused: nothing listens), and a schedule of it.
+    cache = await client.post(
+        "/v1/runbooks/cache-performance/runs",
+        json={"parameters": {"environment": "vault"}},
+        headers={**operator.headers, "Prefer": "wait=30"},
+        timeout=60,
+    )
+    assert cache.status_code in (200, 201, 202), cache.text
+    schedule = await client.post(
+        "/v1/schedules",
+        json={
+            "name": "vault-cache",
+            "runbook": "cache-performance",
+            "parameters": {"environment": "vault"},
+            "cron": "0 4 * * *",
+            "timezone": "UTC",
+        },
+        headers=operator.headers,
+    )
+    assert schedule.status_code == 201, schedule.text
+
     tokens = {role: await issue_token(context, role) for role in Role}
-    runs = [good.json()["id"], broken.json()["id"], check.json()["id"]]
+    runs = [good.json()["id"], broken.json()["id"], check.json()["id"], cache.json()["id"]]
     values = {
-        "name": ["staging", "error_rate", "vault"],
+        "name": ["staging", "error_rate", "vault", "cache-performance"],
+        "schedule_id": [schedule.json()["id"]],
         "backup_id": [backup.json()["id"]] if backup.status_code == 201 else runs[:1],
         "component_id": [component.json()["id"]],
         "incident_id": [incident.json()["id"]],

@@ -411,7 +411,12 @@ def _request_strings() -> Iterator[tuple[str, dict[str, Any], str]]:
 # Compared or parsed, never stored; and the cursor, whose decoded text is checked.
 NOT_STORED = {("header", "If-Match"), ("header", "Prefer"), ("query", "cursor")}
 # A clean text for each kind of pattern, to put a control character into.
-CARRIERS = ["ab", "http://ab", "a b", "80", "/ab", "ab/cd", "postgresql://ab", "select ab"]
+CARRIERS = [
+    *("ab", "http://ab", "a b", "80", "/ab", "ab/cd", "postgresql://ab", "select ab"),
+    *("unix:///ab", "ssh://ab", "redis://ab", "0 4 * * *"),
+    "-----BEGIN CERTIFICATE-----ab-----END CERTIFICATE-----",
+    "-----BEGIN PRIVATE KEY-----ab-----END PRIVATE KEY-----",
+]
 TAB_NEWLINE = ["\t", "\n"]
 
 

@@ -115,7 +115,7 @@ class TestWorkerExecutesQueuedRuns:
         assert done.lease_epoch == 1
         assert done.started_at is not None
         assert done.finished_at is not None
-        assert sorted(events) == ["playbook.succeeded", "run.queued"]
+        assert sorted(events) == ["run.queued", "runbook.succeeded"]
 
     async def test_duplicate_job_finds_nothing_to_do(
         self, context: AppContext, settings: Settings
