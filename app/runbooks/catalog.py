@@ -24,6 +24,8 @@ from app.runbooks.spec import RunbookSpec, StepDefinition
 from app.runs.actions import ACTIONS
 
 MAX_FILE_BYTES = 256 * 1024
+# libyaml's parser where PyYAML was built with it (the same YAML, several times faster).
+_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class CatalogError(Exception):
@@ -221,8 +223,8 @@ def _load_file(path: Path, shown: str, registry: Registry) -> tuple[Runbook | No
                 f"{shown}:{alias.start_mark.line + 1}: (file): aliases (*name) are not "
                 "allowed: write the value out"
             ]
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        root = yaml.compose(text, Loader=_LOADER)
+        data = yaml.load(text, Loader=_LOADER)  # noqa: S506 (a safe loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 1
@@ -248,8 +250,39 @@ def _load_file(path: Path, shown: str, registry: Registry) -> tuple[Runbook | No
     return (None if problems else Runbook(spec, shown)), problems
 
 
+# The catalogs loaded by this process: the same files (paths, sizes, modification times)
+# validated against the same registry are not parsed again (every application context a
+# process builds loads the catalog; tests build many).
+_LOADED: dict[tuple[object, ...], RunbookCatalog] = {}
+
+
+def _fingerprint(folders: Sequence[Path], registry: Registry) -> tuple[object, ...] | None:
+    try:
+        files = tuple(
+            (str(path), path.stat().st_mtime_ns, path.stat().st_size)
+            for folder in folders
+            if folder.is_dir()
+            for path in sorted(folder.rglob("*.yaml"))
+        )
+    except OSError:
+        return None
+    actions = tuple((name, id(action.params)) for name, action in registry[ACTIONS].items())
+    return (actions, tuple(str(f) for f in folders), files)
+
+
 def load_catalog(folders: Sequence[Path], registry: Registry) -> RunbookCatalog:
     """Every runbook under ``folders``; :class:`CatalogError` listing every problem."""
+    key = _fingerprint(folders, registry)
+    cached = _LOADED.get(key) if key is not None else None
+    if cached is not None:
+        return cached
+    catalog = _load(folders, registry)
+    if key is not None:
+        _LOADED[key] = catalog
+    return catalog
+
+
+def _load(folders: Sequence[Path], registry: Registry) -> RunbookCatalog:
     catalog = RunbookCatalog()
     problems: list[str] = []
     for folder in folders:
