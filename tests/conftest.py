@@ -245,8 +245,24 @@ async def _clean(request: pytest.FixtureRequest) -> None:
         await ctx.redis.delete(*keys)
 
 
+# The application of each session context, built once: FastAPI takes about a second to
+# build one and prepare its routes, which every test paid while each built its own.
+_APPS: dict[int, tuple[AppContext, FastAPI]] = {}
+
+
 @pytest.fixture
 def app(context: AppContext) -> FastAPI:
+    """The session's application on ``context`` (it keeps no state of its own: the
+    context holds it). A test that adds routes takes ``fresh_app``."""
+    built = _APPS.get(id(context))
+    if built is None or built[0] is not context:
+        built = _APPS[id(context)] = (context, create_app(context.settings, context=context))
+    return built[1]
+
+
+@pytest.fixture
+def fresh_app(context: AppContext) -> FastAPI:
+    """An application of the test's own, for a test that changes it (adds routes)."""
     return create_app(context.settings, context=context)
 
 

@@ -58,9 +58,9 @@ async def boom() -> None:
 
 
 @pytest.fixture
-def app(app: FastAPI) -> FastAPI:
-    app.include_router(probe)
-    return app
+def app(fresh_app: FastAPI) -> FastAPI:
+    fresh_app.include_router(probe)
+    return fresh_app
 
 
 def assert_problem(response: httpx.Response, status: int) -> dict[str, object]:

@@ -51,9 +51,9 @@ async def list_runs(session: SessionDep, page: CursorParamsDep) -> Page[RunItem]
 
 
 @pytest.fixture
-def app(app: FastAPI) -> FastAPI:
-    app.include_router(listing)
-    return app
+def app(fresh_app: FastAPI) -> FastAPI:
+    fresh_app.include_router(listing)
+    return fresh_app
 
 
 async def insert_runs(context: AppContext, count: int, *, same_instant: bool = False) -> list[str]:

@@ -203,9 +203,9 @@ async def orphan_service(uow: UnitOfWorkDep) -> None:
 
 class TestIntegrityErrors:
     @pytest.fixture
-    def app(self, app: FastAPI) -> FastAPI:
-        app.include_router(probe)
-        return app
+    def app(self, fresh_app: FastAPI) -> FastAPI:
+        fresh_app.include_router(probe)
+        return fresh_app
 
     async def test_a_taken_unique_key_is_409_and_nothing_changes(
         self, context: AppContext, client: httpx.AsyncClient, admin: IssuedToken
