@@ -271,7 +271,7 @@ class TestRuns:
             "deployment, rollback, backup, backup_verification, restore, health_check, "
             "maintenance, playbook"
         )
-        assert kinds in " ".join(helped.split())
+        assert kinds in " ".join(re.sub("[│╭╮╰╯─]", " ", helped).split())
         refused = server.cli("runs", "list", "--kind", "deploy", code=2, COLUMNS="200")
         message = " ".join(re.sub("[│╭╮╰╯─]", " ", refused.stderr).split())
         assert f"'deploy' is not one of {kinds}" in message

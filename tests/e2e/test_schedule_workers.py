@@ -34,7 +34,7 @@ from app.schedules.models import Schedule, ScheduleSlot
 from app.schedules.schemas import ScheduleChange, ScheduleCreate
 from tests.helpers import REDIS_URL, RUNBOOKS, create_pg_database, drop_pg_database, in_thread
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.early]
 
 FORMULA_OPS = Path(sys.executable).parent / "formula-ops"
 SLOTS = 5
