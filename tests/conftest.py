@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -20,6 +21,7 @@ from _pytest.nodes import coerce_node_id
 from fastapi import FastAPI
 from pydantic import SecretStr
 from sqlalchemy import delete
+from sqlalchemy.exc import OperationalError
 
 from app.auth.roles import Role
 from app.bootstrap import build_context
@@ -202,6 +204,25 @@ async def _clean(request: pytest.FixtureRequest) -> None:
     if "context" not in request.fixturenames:
         return
     ctx: AppContext = request.getfixturevalue("context")
+    for attempt in range(3):
+        try:
+            await _empty_tables(ctx)
+            break
+        except OperationalError as error:
+            # SQLite: a task an earlier test started (a dispatcher still ending) may hold
+            # the write lock past the busy timeout on a loaded machine; name it, then retry.
+            if "database is locked" not in str(error) or attempt == 2:
+                raise
+            alive = sorted(
+                {t.get_coro().__qualname__ for t in asyncio.all_tasks() if not t.done()}  # type: ignore[union-attr]
+            )
+            print(f"_clean: database locked; tasks alive: {alive}", file=sys.stderr)
+    keys = [k async for k in ctx.redis.scan_iter(match=f"{ctx.settings.redis_prefix}*")]
+    if keys:
+        await ctx.redis.delete(*keys)
+
+
+async def _empty_tables(ctx: AppContext) -> None:
     async with ctx.unit_of_work() as uow:
         for table in (
             Alert,
@@ -243,9 +264,6 @@ async def _clean(request: pytest.FixtureRequest) -> None:
             uow.session,
             [Threshold(**row, updated_by="system", updated_at=utcnow()) for row in RUNBOOK],
         )
-    keys = [k async for k in ctx.redis.scan_iter(match=f"{ctx.settings.redis_prefix}*")]
-    if keys:
-        await ctx.redis.delete(*keys)
 
 
 # The application of each session context, built once: FastAPI takes about a second to

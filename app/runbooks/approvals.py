@@ -110,6 +110,14 @@ def pending_step(run: Run) -> Step | None:
     return None
 
 
+def _approvers_role(step: Step) -> Role:
+    value = (step.params or {}).get("approvers_role", Role.OPERATOR.value)
+    try:
+        return Role(value)
+    except ValueError:
+        return Role.ADMIN  # unknown: the strictest
+
+
 def runbook_of(run: Run) -> str | None:
     name = (run.params or {}).get("runbook")
     return name if isinstance(name, str) else None
@@ -131,13 +139,14 @@ async def decide(
     step = pending_step(run)
     if step is None:
         raise NoPendingApproval(f"Run {run_id} is not waiting for an approval")
+    # The step is in progress but may not have recorded its request yet (a moment after
+    # it started): its own parameters say who answers, and it has not expired.
     request = await request_of(session, run.id, step.position)
-    if request is None:
-        raise NoPendingApproval(f"Run {run_id} has not asked for its approval yet; retry")
-    if not principal.role.includes(request.approvers_role):
+    approvers_role = request.approvers_role if request is not None else _approvers_role(step)
+    if not principal.role.includes(approvers_role):
         raise Forbidden(
             f"step {step.position} ({step.name}) is answered by the role "
-            f"{request.approvers_role.value} or above",
+            f"{approvers_role.value} or above",
             denial=_denial(principal, "approver role", path),
         )
     if (
@@ -149,7 +158,7 @@ async def decide(
             "the run was requested with this token; another operator must approve it",
             denial=_denial(principal, "approval by the requester", path),
         )
-    if utcnow() >= request.expires_at:
+    if request is not None and utcnow() >= request.expires_at:
         raise NoPendingApproval(f"the approval of run {run_id} expired; it ends without one")
     if await answer_of(session, run.id, step.position) is not None:
         raise NoPendingApproval(f"the approval of run {run_id} was answered already")
