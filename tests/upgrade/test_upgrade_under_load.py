@@ -8,7 +8,8 @@ created with an Idempotency-Key, replays of those keys, run and list reads) goes
 robin to the live API processes the whole time.
 
 Passes with no failed request (every answer the expected status; no connection error,
-no 5xx) and no lost run (every run terminal at the end). About 60-80 s on 2 cores.
+no 5xx), no lost run (every run terminal at the end) and no ERROR line in any process's
+log. About 60-80 s on 2 cores.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ from tests.upgrade.release import cli, python_env
 pytestmark = [pytest.mark.slow, pytest.mark.early]
 
 RATE = 50  # requests per second, all phases
-PHASE_SECONDS = 6.0  # load between two replacements
+PHASE_SECONDS = 5.0  # load between two replacements
 ENVIRONMENTS = ("blue", "green")
 START_WITHIN = 90.0  # a process's start-up on a busy machine
 SETTLE_WITHIN = 90.0  # every run terminal after the load ends
@@ -151,6 +152,16 @@ class Cluster:
                     return proc
                 assert time.monotonic() < deadline, f"{proc.name} did not start:\n{proc.output()}"
                 await asyncio.sleep(0.1)
+
+    def errors(self) -> list[str]:
+        """The lines every process logged at ERROR (a worker that refuses the schema, a
+        job that fails on it, an unhandled request)."""
+        return [
+            f"{proc.name}: {line[:1500]}"
+            for proc in self.procs
+            for line in proc.output().splitlines()
+            if '"level": "ERROR"' in line or '"level": "CRITICAL"' in line
+        ]
 
     def kill_all(self) -> None:
         for proc in self.procs:
@@ -316,7 +327,7 @@ def process_env(settings: Settings) -> dict[str, str]:
     }
 
 
-async def run_held_by(context: AppContext, pid: int, within: float = 30) -> str:
+async def run_held_by(context: AppContext, cluster: Cluster, pid: int, within: float = 30) -> str:
     """A deployment the worker process ``pid`` executes now (its worker id is host:pid:…;
     a deployment lasts longer than a health check, which may end before the signal)."""
     deadline = time.monotonic() + within
@@ -333,6 +344,7 @@ async def run_held_by(context: AppContext, pid: int, within: float = 30) -> str:
             )
         if held is not None:
             return str(held)
+        assert not cluster.errors(), "\n".join(cluster.errors())
         assert time.monotonic() < deadline, f"worker {pid} took no run within {within} s"
         await asyncio.sleep(0.05)
 
@@ -417,15 +429,15 @@ async def test_replacing_each_old_process_under_load_fails_no_request_and_loses_
         load_started = time.monotonic()
         sending = asyncio.create_task(load.run(stop))
         note("load started")
-        # Each replacement starts while the load runs; it takes over once it serves.
+        # The replacements start while the load runs; each takes over once it serves.
         next_api, next_worker = cluster.start("new", "api"), cluster.start("new", "worker")
+        last_api = cluster.start("new", "api")
         await asyncio.sleep(PHASE_SECONDS)
         await replace_api(old_api_1, next_api)
-        last_api = cluster.start("new", "api")
         await asyncio.sleep(PHASE_SECONDS)
         await cluster.started(next_worker)
         # Stopped while it executes a run: the run goes back to the queue.
-        held = await run_held_by(context, old_worker.process.pid)
+        held = await run_held_by(context, cluster, old_worker.process.pid)
         exits[old_worker.name] = await asyncio.to_thread(old_worker.stop)
         note(f"{next_worker.name} in, {old_worker.name} out (exit {exits[old_worker.name]})")
         await asyncio.sleep(PHASE_SECONDS)
@@ -480,6 +492,7 @@ async def test_replacing_each_old_process_under_load_fails_no_request_and_loses_
 
     for failure in load.failures[:20]:
         print("FAILED", failure)
+    assert cluster.errors() == [], "\n".join(cluster.errors())
     assert load.failures == [], "\n".join(load.failures[:20])
     assert load.created, "the load created no run"
     lost = {r: s for r, s in statuses.items() if s not in TERMINAL_STATUSES}
