@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import itertools
 import os
 import random
@@ -38,6 +39,7 @@ from sqlalchemy import func, select
 from app.bootstrap import build_context
 from app.core import migrate
 from app.core.context import AppContext
+from app.core.db import utcnow
 from app.core.settings import Settings
 from app.runs.models import (
     TERMINAL_STATUSES,
@@ -73,7 +75,7 @@ SETTLE_WITHIN = 90.0  # every run terminal after the load ends
 RUN_LEASE_SECONDS = 600
 # A deployment waits this long after its service is healthy, so that a worker holds one
 # for a while (the old worker is stopped while it does).
-DEPLOY_SETTLE_SECONDS = 1.5
+DEPLOY_SETTLE_SECONDS = 3.0
 
 
 @dataclass
@@ -328,8 +330,9 @@ def process_env(settings: Settings) -> dict[str, str]:
 
 
 async def run_held_by(context: AppContext, cluster: Cluster, pid: int, within: float = 30) -> str:
-    """A deployment the worker process ``pid`` executes now (its worker id is host:pid:…;
-    a deployment lasts longer than a health check, which may end before the signal)."""
+    """A deployment the worker process ``pid`` (its worker id is host:pid:…) has just
+    started: it still has seconds to go when the signal arrives (a health check may end
+    before)."""
     deadline = time.monotonic() + within
     while True:
         async with context.sessionmaker() as session:
@@ -339,14 +342,15 @@ async def run_held_by(context: AppContext, cluster: Cluster, pid: int, within: f
                     Run.kind == RunKind.DEPLOYMENT,
                     Run.status == RunStatus.IN_PROGRESS,
                     Run.lease_owner.like(f"%:{pid}:%"),
+                    Run.started_at > utcnow() - dt.timedelta(seconds=0.5),
                 )
                 .limit(1)
             )
         if held is not None:
             return str(held)
         assert not cluster.errors(), "\n".join(cluster.errors())
-        assert time.monotonic() < deadline, f"worker {pid} took no run within {within} s"
-        await asyncio.sleep(0.05)
+        assert time.monotonic() < deadline, f"worker {pid} started no deployment in {within} s"
+        await asyncio.sleep(0.02)
 
 
 async def settle(context: AppContext, within: float) -> dict[str, str]:
