@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from alembic import context
+from sqlalchemy import JSON
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -21,13 +23,32 @@ def _settings() -> Settings:
     return given if isinstance(given, Settings) else Settings()
 
 
+def _compare_server_default(
+    _context: Any,
+    _inspected_column: Any,
+    metadata_column: Any,
+    inspected_default: str | None,
+    _metadata_default: Any,
+    rendered_metadata_default: str | None,
+) -> bool | None:
+    """A JSON column's default compared by its text (PostgreSQL reflects ``'[]'::json`` and
+    has no ``=`` for json to compare it with, SQLite ``'[]'``); any other by Alembic."""
+    if isinstance(metadata_column.type, JSON) and None not in (
+        inspected_default,
+        rendered_metadata_default,
+    ):
+        inspected = str(inspected_default).removesuffix("::json").strip("'")
+        return inspected != str(rendered_metadata_default).strip("'")
+    return None
+
+
 def _configure(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
-        compare_server_default=True,
+        compare_server_default=_compare_server_default,
     )
 
 

@@ -27,7 +27,7 @@ class WorkerState(TypedDict):
 
 
 class StaleSchema(RuntimeError):
-    """The database is not at the migration head this code expects."""
+    """The database's schema is behind this code's migrations (or empty)."""
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -36,7 +36,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     context = build_context(settings, registry=ctx.get("registry"), metrics=ctx.get("metrics"))
     if not await schema_is_current(context.engine):
         await context.aclose()
-        raise StaleSchema("the database schema is not at head; run `formula-ops migrate` first")
+        raise StaleSchema("the database schema is behind this code; run `formula-ops migrate`")
     ctx["context"] = context
     ctx["sealer"] = start_sealer(
         context.engine, context.metrics, interval=settings.audit_seal_interval_seconds

@@ -220,7 +220,8 @@ def worker(
 ) -> None:
     """Production: run an arq worker (needs FORMULA_OPS_DATABASE_URL and _REDIS_URL).
 
-    Stops on SIGTERM or SIGINT (exit 0); its running jobs are cancelled and run again."""
+    Stops on SIGTERM or SIGINT (exit 0); its running jobs are cancelled and run again (a
+    run in progress goes back to the queue at once and resumes after its last step)."""
     from workers.supervisor import run_worker, supervise
 
     settings = get_settings()

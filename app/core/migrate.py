@@ -54,7 +54,25 @@ def _current_revisions(connection: Connection) -> set[str]:
     return set(MigrationContext.configure(connection).get_current_heads())
 
 
+def known_revisions() -> set[str]:
+    """Every revision of this code's migrations."""
+    script = ScriptDirectory(str(MIGRATIONS_DIR))
+    return {revision.revision for revision in script.walk_revisions()}
+
+
+def usable(current: set[str]) -> bool:
+    """Whether this code may run on a schema at ``current``: at this code's head, or ahead
+    of it, migrated by a later release whose revisions this code does not know. A release
+    only adds to the schema what its predecessor can ignore (expand/contract, README
+    "Upgrading"), so the previous release's processes keep running while the new ones
+    replace them. A schema behind this code's head (or empty) is refused."""
+    if current == head_revisions():
+        return True
+    return bool(current) and not current & known_revisions()
+
+
 async def schema_is_current(engine: AsyncEngine) -> bool:
+    """Whether the database's schema is :func:`usable` by this code."""
     async with engine.connect() as conn:
         current = await conn.run_sync(_current_revisions)
-    return current == head_revisions()
+    return usable(current)

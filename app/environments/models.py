@@ -32,7 +32,10 @@ class Environment(Base):
     # The Docker engines the environment's services run on besides the local one:
     # [{name, url (ssh://user@host or tcp://host:port), tls: {ca_cert, client_cert,
     # client_key}}]; the client key is a secret (only admins read it).
-    docker_hosts: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # The server default lets a release that does not know the column insert a row.
+    docker_hosts: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSON, default=list, server_default="[]"
+    )
     # The application's Redis (the performance playbook reads its INFO stats); its
     # userinfo is a secret.
     redis_url: Mapped[str | None] = mapped_column(String(2000))

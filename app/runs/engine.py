@@ -213,6 +213,26 @@ async def execute(context: AppContext, run_id: str, owner: str) -> RunStatus | N
         # release, so the resumed run does not take it for interrupted.
         await _release_when_back(context, run, epoch, carried)
         return None
+    except asyncio.CancelledError:
+        # The worker is stopping (SIGTERM during an upgrade or a restart): hand the run
+        # back now, so that another worker resumes it at once instead of after its lease
+        # expires. The step it interrupted runs again if it is idempotent (as after a
+        # crash); the step ends not committed yet go with the release.
+        renewer.cancel()
+        with contextlib.suppress(Exception):
+            if await asyncio.shield(
+                run_service.release(
+                    context,
+                    run.id,
+                    epoch,
+                    run.enqueue_count,
+                    reason="worker_stopped",
+                    step_ends=carried.steps,
+                    events=carried.events,
+                )
+            ):
+                logger.info("run %s: handed back as its worker stops; it resumes", run.id)
+        raise
     finally:
         renewer.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
