@@ -358,8 +358,8 @@ def figure(
     note = ""
     if math.isinf(value):  # a percentile of latencies with failed requests among them
         note = "requests failed: counted as slower than any answer"
-    if ratio is None and baseline not in (None, 0) and math.isfinite(value):
-        ratio = value / baseline  # type: ignore[operator]
+    if ratio is None and baseline is not None and baseline != 0 and math.isfinite(value):
+        ratio = value / baseline
     if baseline is not None and math.isinf(baseline):
         baseline_name += " (requests failed)"
     return {

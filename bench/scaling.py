@@ -189,7 +189,7 @@ async def send_all(port: int, token: str, checks: int, clients: int, result: Res
     return ids
 
 
-def finished(database_url: str, ids: list[str]) -> tuple[int, float | None, dict[str, str]]:
+def finished(database_url: str, ids: list[str]) -> tuple[int, float | None, dict[str, int]]:
     with psycopg.connect(database_url) as conn:
         rows = conn.execute(
             "SELECT status, finished_at FROM run WHERE id = ANY(%s)", (ids,)
@@ -198,7 +198,7 @@ def finished(database_url: str, ids: list[str]) -> tuple[int, float | None, dict
     statuses: dict[str, int] = {}
     for status, _ in rows:
         statuses[status] = statuses.get(status, 0) + 1
-    return len(ends), max(ends) if ends else None, statuses  # type: ignore[return-value]
+    return len(ends), max(ends) if ends else None, statuses
 
 
 @contextmanager
