@@ -8,7 +8,7 @@ PG_PORT ?= 5432
 REDIS_HOST ?= 127.0.0.1
 REDIS_PORT ?= 6379
 
-.PHONY: run test lint imports typecheck openapi services clean
+.PHONY: run test lint imports typecheck openapi services clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ imports: $(VENV)/.installed-dev
 
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
+
+# Every benchmark (under 10 minutes on 2 cores); writes bench/results/latest.md.
+bench: $(VENV)/.installed-dev services
+	PYTHONPATH=$(CURDIR) $(BIN)/python bench/run_all.py
 
 openapi: $(VENV)/.installed
 	$(BIN)/formula-ops openapi

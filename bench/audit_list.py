@@ -29,6 +29,7 @@ from typing import Any
 
 import psycopg
 import sqlalchemy as sa
+from common import add_json_option, figure, write_json
 from pydantic import SecretStr
 
 from app.audit import service
@@ -201,6 +202,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=20, help="timed runs per query and mode")
+    add_json_option(parser)
     args = parser.parse_args()
     if args.rows < 2 or args.runs < 1:
         parser.error("--rows must be at least 2 and --runs at least 1")
@@ -230,6 +232,23 @@ def main() -> None:
         finally:
             engine.dispose()
     print_table(results)
+    write_json(
+        args.json,
+        "audit_list",
+        [
+            figure(
+                f"audit list query, {name} ({args.rows:,} events), median",
+                indexed,
+                "ms",
+                baseline=baseline,
+                baseline_name="sequential scan",
+                goal="ratio < 1 (indexed beats the scan)",
+                met=indexed < baseline,
+            )
+            for name, indexed, baseline, _ in results
+        ],
+        plans={name: plan for name, _, _, plan in results},
+    )
 
 
 def print_table(results: list[tuple[str, float, float, str]]) -> None:

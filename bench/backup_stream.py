@@ -40,6 +40,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
+from common import add_json_option, figure, write_json
 
 from app.backups.postgres import PostgresSource
 from app.backups.storage import FileStorage
@@ -185,6 +186,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mb", type=int, default=1024, help="table data to dump")
     parser.add_argument("--format", choices=["plain", "custom"], default="plain")
+    add_json_option(parser)
     args = parser.parse_args()
     with scratch_database(args.size_mb) as (url, data_mb), tempfile.TemporaryDirectory() as folder:
         source = PostgresSource(url, format=args.format)
@@ -214,6 +216,34 @@ def main() -> None:
             f"RSS before {before:.0f} MB, peak {sampler.peak:.0f} MB"
             f" (+{sampler.peak - before:.0f} MB; {sampler.samples} samples at 100 ms);"
             f" goal < {GOAL_PEAK_MB} MB {verdict}"
+        )
+        label = f"backup of {data_mb:.0f} MB ({args.format})"
+        write_json(
+            args.json,
+            "backup_stream",
+            [
+                figure(
+                    f"{label}, peak RSS of the process",
+                    sampler.peak,
+                    "MB",
+                    baseline=before,
+                    baseline_name="RSS before the backup",
+                    goal=f"< {GOAL_PEAK_MB} MB",
+                    met=sampler.peak < GOAL_PEAK_MB,
+                ),
+                figure(
+                    f"{label}, dump -> storage time",
+                    result["write_s"] * 1000,
+                    "ms",
+                    baseline=base_s * 1000,
+                    baseline_name="pg_dump > /dev/null",
+                ),
+                figure(
+                    f"{label}, longest event-loop stall",
+                    result["stall_s"] * 1000,
+                    "ms",
+                ),
+            ],
         )
 
 

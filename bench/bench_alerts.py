@@ -37,6 +37,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import math
 import os
 import sys
 import tempfile
@@ -49,12 +50,15 @@ from typing import Any
 from common import (
     REDIS_URL,
     Connection,
+    add_json_option,
+    figure,
     free_port,
     percentile,
     pin,
     scratch_postgres,
     started_server,
     uvicorn_options,
+    write_json,
 )
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -275,6 +279,7 @@ def main() -> None:
     parser.add_argument("--serve", choices=["baseline", "formula-ops"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
+    add_json_option(parser)
     args = parser.parse_args()
     if args.serve:
         serve(args)
@@ -321,9 +326,71 @@ def main() -> None:
                             wall, latencies, statuses = asyncio.run(burst(bodies, port))
                             table.append((kind, n + 1, status, wall, latencies, statuses))
                 report(table, args)
+                write_json(args.json, "bench_alerts", figures(table, args))
                 print(json.dumps(census(url), indent=2, sort_keys=True))
         finally:
             delete_redis_keys(prefix)
+
+
+def figures(
+    table: list[tuple[str, int, str, float, list[float], Counter[int]]], args: Any
+) -> list[dict[str, Any]]:
+    """The figures for ``--json``: each round's p95 beside the bare route's, the slowest
+    answer against Alertmanager's timeout, the share of answers that were not 2xx."""
+    baseline = {n: lat for kind, n, _, _, lat, _ in table if kind == "baseline"}
+    found = []
+    for kind, n, status, _, latencies, _ in table:
+        if kind != "formula-ops":
+            continue
+        p95 = percentile(latencies, 95) * 1000
+        found.append(
+            figure(
+                f"Alertmanager burst round {n} ({status}, {args.groups} notifications), p95",
+                p95,
+                "ms",
+                baseline=percentile(baseline.get(n, []), 95) * 1000,
+                baseline_name="bare route parsing the body",
+                goal="< 500 ms",
+                met=p95 < 500,
+            )
+        )
+    ours = [row for row in table if row[0] == "formula-ops"]
+    worst = max((max(lat, default=0) for *_, lat, _ in ours), default=0)
+    base_worst = max((max(lat, default=0) for k, *_, lat, _ in table if k == "baseline"), default=0)
+    found.append(
+        figure(
+            "Alertmanager burst, slowest answer",
+            worst * 1000,
+            "ms",
+            baseline=base_worst * 1000,
+            baseline_name="bare route parsing the body",
+            goal=f"< {ALERTMANAGER_TIMEOUT * 1000:.0f} ms (Alertmanager's timeout)",
+            met=worst < ALERTMANAGER_TIMEOUT,
+        )
+    )
+
+    def failed(kind: str) -> float:
+        answers = Counter[int]()
+        for row in table:
+            if row[0] == kind:
+                answers.update(row[5])
+        total = sum(answers.values())
+        bad = sum(count for code, count in answers.items() if not 200 <= code < 300)
+        return bad / total * 100 if total else math.nan
+
+    rate = failed("formula-ops")
+    found.append(
+        figure(
+            "Alertmanager burst, answers not 2xx",
+            rate,
+            "%",
+            baseline=failed("baseline"),
+            baseline_name="bare route parsing the body",
+            goal="< 1 %",
+            met=rate < 1,
+        )
+    )
+    return found
 
 
 def report(table: list[tuple[str, int, str, float, list[float], Counter[int]]], args: Any) -> None:

@@ -33,12 +33,15 @@ from typing import Any
 from common import (
     REDIS_URL,
     Connection,
+    add_json_option,
+    figure,
     free_port,
     log_tail,
     percentile,
     pin,
     scratch_postgres,
     started_server,
+    write_json,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -233,6 +236,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=4)
+    add_json_option(parser)
     args = parser.parse_args()
 
     with ExitStack() as stack:
@@ -339,6 +343,35 @@ def main() -> None:
         + ", ".join(f"{r:.2f}" for r in pairs)
     )
     print(f"ratio summary.json / bare /health: {summary / base:.2f} (goal >= 0.7)")
+
+    def mean(name: str, key: str) -> float:
+        return sum(r[key] for r in results[name]) / len(results[name])
+
+    p99 = mean("summary", "p99_ms")
+    write_json(
+        args.json,
+        "bench_status",
+        [
+            figure(
+                f"GET /api/v2/summary.json req/s ({args.backend}, {args.clients} clients)",
+                summary,
+                "req/s",
+                baseline=base,
+                baseline_name="bare FastAPI GET /health",
+                goal="ratio >= 0.7",
+                met=summary / base >= 0.7,
+            ),
+            figure(
+                "GET /api/v2/summary.json p99 at saturation",
+                p99,
+                "ms",
+                baseline=mean("baseline", "p99_ms"),
+                baseline_name="bare FastAPI GET /health",
+                goal="< 500 ms",
+                met=p99 < 500,
+            ),
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -48,7 +48,16 @@ from typing import Any, NoReturn
 
 import aiohttp
 import httpx
-from common import cpu_seconds, free_port, host_ticks, log_tail, scratch_postgres
+from common import (
+    add_json_option,
+    cpu_seconds,
+    figure,
+    free_port,
+    host_ticks,
+    log_tail,
+    scratch_postgres,
+    write_json,
+)
 from pydantic import SecretStr
 from run_latency import (
     formula_ops_command,
@@ -549,6 +558,7 @@ def main() -> None:
     )
     parser.add_argument("--profile", metavar="FILE", help="cProfile of the in-process phase")
     parser.add_argument("--receiver", type=int, help=argparse.SUPPRESS)
+    add_json_option(parser)
     args = parser.parse_args()
     if args.receiver:
         run_receiver(args.receiver)
@@ -574,6 +584,40 @@ def main() -> None:
         f"{args.events} events x 1 endpoint, written in transactions of {args.chunk}"
     )
     report(phases, header)
+    write_json(args.json, "bench_webhooks", figures(phases, args), header=header)
+
+
+def figures(phases: list[Phase], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The figures for ``--json``: each Formula Ops phase beside baseline A."""
+    base = next((p for p in phases if p.name.startswith("aiohttp")), None)
+    found = []
+    for phase in phases:
+        if not phase.name.startswith("Formula Ops"):
+            continue
+        ratio = phase.per_s / base.per_s if base and base.per_s else None
+        found.append(
+            figure(
+                f"webhook deliveries/s, {phase.name} ({args.events} events)",
+                phase.per_s,
+                "/s",
+                baseline=base.per_s if base else None,
+                baseline_name="raw aiohttp POSTs",
+                goal=f"ratio >= {GOAL:g}",
+                met=ratio is not None and ratio >= GOAL,
+            )
+        )
+        mine = phase.cpu_ms("worker") if "worker" in phase.cpu else phase.cpu_ms("bench")
+        if mine is not None:
+            found.append(
+                figure(
+                    f"webhook worker CPU per delivery, {phase.name}",
+                    mine,
+                    "ms",
+                    baseline=base.cpu_ms("bench") if base else None,
+                    baseline_name="raw aiohttp client per POST",
+                )
+            )
+    return found
 
 
 if __name__ == "__main__":

@@ -336,3 +336,64 @@ def started_server(
         yield process
     finally:
         stop_process(process)
+
+
+# -- machine-readable figures (``--json PATH`` of every script, read by ``run_all.py``) ------
+
+
+def figure(
+    name: str,
+    value: float,
+    unit: str,
+    *,
+    baseline: float | None = None,
+    baseline_name: str = "",
+    ratio: float | None = None,
+    goal: str = "",
+    met: bool | None = None,
+) -> dict[str, Any]:
+    """One figure of a script: its value, its baseline measured in the same run (and the
+    ratio value ÷ baseline unless given), and its goal with whether it is met (``None``:
+    no goal)."""
+    note = ""
+    if math.isinf(value):  # a percentile of latencies with failed requests among them
+        note = "requests failed: counted as slower than any answer"
+    if ratio is None and baseline is not None and baseline != 0 and math.isfinite(value):
+        ratio = value / baseline
+    if baseline is not None and math.isinf(baseline):
+        baseline_name += " (requests failed)"
+    return {
+        "figure": name,
+        "value": value,
+        "unit": unit,
+        "baseline": baseline,
+        "baseline_name": baseline_name,
+        "ratio": ratio,
+        "goal": goal,
+        "met": met,
+        "note": note,
+    }
+
+
+def add_json_option(parser: Any) -> None:
+    parser.add_argument(
+        "--json", metavar="PATH", help="also write the figures there (machine-readable)"
+    )
+
+
+def write_json(path: str | None, script: str, figures: list[dict[str, Any]], **extra: Any) -> None:
+    """The figures as JSON (non-finite numbers as null) when ``--json PATH`` was given."""
+    if not path:
+        return
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [clean(v) for v in value]
+        return value
+
+    document = {"script": script, "figures": figures, **extra}
+    Path(path).write_text(json.dumps(clean(document), indent=2) + "\n")

@@ -79,7 +79,9 @@ from common import (
     REDIS_URL,
     REPO_ROOT,
     REQUEST_TIMEOUT,
+    add_json_option,
     cpu_seconds,
+    figure,
     free_port,
     host_ticks,
     log_tail,
@@ -89,6 +91,7 @@ from common import (
     scratch_postgres,
     started_server,
     uvicorn_options,
+    write_json,
 )
 from pydantic import BaseModel, Field, SecretStr
 
@@ -629,6 +632,77 @@ def print_goals(rows: list[Row], args: argparse.Namespace) -> None:
         )
 
 
+def error_rate(row: Row) -> float:
+    sent = row.saturated.load["sent"] + row.paced.load["sent"]
+    errors = row.saturated.load["errors"] + row.paced.load["errors"]
+    return errors / sent * 100 if sent else math.nan
+
+
+def figures(rows: list[Row], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The figures for ``--json``: each request beside the bare insert + enqueue."""
+    base = rows[0]
+    base_per_s = base.saturated.load["per_s"]
+    base_lat = base.paced.load["latencies_ms"]
+    found = []
+    for row in rows[1:]:
+        name = row.target.name
+        label = "POST /v1/deployments" + (" dry_run" if name == "dry_run" else "")
+        per_s = row.saturated.load["per_s"]
+        ratio = per_s / base_per_s if base_per_s else math.nan
+        found.append(
+            figure(
+                f"{label}, req/s at saturation ({args.clients} connections)",
+                per_s,
+                "req/s",
+                baseline=base_per_s,
+                baseline_name="bare insert + enqueue",
+                goal=f"ratio >= {GOAL_RATIO[name]}",
+                met=ratio >= GOAL_RATIO[name],
+            )
+        )
+        latencies = row.paced.load["latencies_ms"]
+        for q in (95, 99):
+            value = percentile(latencies, q)
+            limit = 500.0 if q == 95 else GOAL_P99_MS
+            found.append(
+                figure(
+                    f"{label}, p{q} at {args.rate:g} req/s",
+                    value,
+                    "ms",
+                    baseline=percentile(base_lat, q),
+                    baseline_name="bare insert + enqueue",
+                    goal=f"<= {limit:g} ms",
+                    met=value <= limit,
+                )
+            )
+        rate = error_rate(row)
+        found.append(
+            figure(
+                f"{label}, failed requests",
+                rate,
+                "%",
+                baseline=error_rate(base),
+                baseline_name="bare insert + enqueue",
+                goal="< 1 %",
+                met=rate < 1.0,
+            )
+        )
+        if name in GOAL_SERVER_CPU_MS:
+            cpu = row.saturated.server_cpu_ms
+            found.append(
+                figure(
+                    f"{label}, server CPU per request",
+                    cpu,
+                    "ms",
+                    baseline=base.saturated.server_cpu_ms,
+                    baseline_name="bare insert + enqueue",
+                    goal=f"<= {GOAL_SERVER_CPU_MS[name]:g} ms",
+                    met=cpu <= GOAL_SERVER_CPU_MS[name],
+                )
+            )
+    return found
+
+
 def describe(result: Result) -> str:
     load = result.load
     parts = [f"load generator {load['cpu_percent']:.0f} % of its CPU"]
@@ -808,6 +882,7 @@ def main() -> None:
     parser.add_argument("--job-prefix", help=argparse.SUPPRESS)
     parser.add_argument("--profile-out", help=argparse.SUPPRESS)
     parser.add_argument("--load", help=argparse.SUPPRESS)
+    add_json_option(parser)
     args = parser.parse_args()
     if args.serve:
         serve(args)
@@ -865,6 +940,7 @@ def main() -> None:
                 f"uvicorn, one worker process per server; percentiles by nearest rank"
             )
             print_report(rows, header, args)
+            write_json(args.json, "deployment_create", figures(rows, args), header=header)
             if args.profile:
                 cpu_ms = rows[-1].saturated.server_cpu_ms
                 profile_run(env, directory, args, sampler, database_url, tokens, cpus, cpu_ms)

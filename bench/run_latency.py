@@ -62,7 +62,9 @@ from arq.jobs import deserialize_result
 from arq.worker import Worker, func
 from common import (
     CLOCK_TICKS,
+    add_json_option,
     cpu_seconds,
+    figure,
     free_port,
     host_ticks,
     log_tail,
@@ -70,6 +72,7 @@ from common import (
     scratch_postgres,
     stop_process,
     total_cpu_seconds,
+    write_json,
 )
 from pydantic import SecretStr
 from sqlalchemy import select
@@ -650,6 +653,54 @@ def print_report(phases: list[Phase], header: str) -> None:
             print(f"note: {phase.label}, {phase.processes} proc, poll {phase.poll_delay} s: {note}")
 
 
+def figures(phases: list[Phase], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The figures for ``--json``: each Formula Ops phase beside arq's at its poll delay."""
+    arq = {p.poll_delay: p for p in phases if p.label.startswith("arq")}
+    found = []
+    for phase in phases:
+        if not phase.label.startswith("Formula"):
+            continue
+        base = arq.get(phase.poll_delay)
+        label = (
+            f"run created -> first step, {phase.processes} worker proc, poll"
+            f" {phase.poll_delay:g} s, {args.rate:g} runs/s"
+        )
+        for q, limit in ((50, GOAL_P50_MS), (99, GOAL_P99_MS)):
+            value = percentile(phase.latencies_ms, q)
+            found.append(
+                figure(
+                    f"{label}, p{q}",
+                    value,
+                    "ms",
+                    baseline=percentile(base.latencies_ms, q) if base else None,
+                    baseline_name="arq no-op enqueue -> start",
+                    goal=f"<= {limit:g} ms",
+                    met=value <= limit,
+                )
+            )
+        found.append(
+            figure(
+                f"{label}, worker CPU per run",
+                phase.busy_cpu_ms,
+                "ms",
+                baseline=base.busy_cpu_ms if base else None,
+                baseline_name="arq no-op job",
+                goal=f"<= {GOAL_WORKER_CPU_MS:g} ms",
+                met=phase.busy_cpu_ms <= GOAL_WORKER_CPU_MS,
+            )
+        )
+        found.append(
+            figure(
+                f"{label}, idle worker CPU",
+                phase.idle_cpu,
+                "% of a core",
+                baseline=base.idle_cpu if base else None,
+                baseline_name="idle arq worker",
+            )
+        )
+    return found
+
+
 # -- main -----------------------------------------------------------------------------------
 
 
@@ -710,6 +761,7 @@ def main() -> None:
     parser.add_argument("--arq-worker", metavar="QUEUE", help=argparse.SUPPRESS)
     parser.add_argument("--redis-port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--poll-delay", type=float, help=argparse.SUPPRESS)
+    add_json_option(parser)
     args = parser.parse_args()
     if args.arq_worker:
         run_arq_worker(args.arq_worker, args.redis_port, args.poll_delay)
@@ -733,6 +785,7 @@ def main() -> None:
         )
         phases = asyncio.run(measure(database_url, port, redis_pid, args, Path(tmp)))
     print_report(phases, header)
+    write_json(args.json, "run_latency", figures(phases, args), header=header)
 
 
 if __name__ == "__main__":

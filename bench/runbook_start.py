@@ -31,7 +31,15 @@ from pathlib import Path
 
 import httpx
 import yaml
-from common import REDIS_URL, REPO_ROOT, percentile, scratch_postgres
+from common import (
+    REDIS_URL,
+    REPO_ROOT,
+    add_json_option,
+    figure,
+    percentile,
+    scratch_postgres,
+    write_json,
+)
 from pydantic import SecretStr
 
 sys.path.insert(0, str(REPO_ROOT))  # tests.factories issues the token
@@ -125,6 +133,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--loads", type=int, default=20)
+    add_json_option(parser)
     args = parser.parse_args()
 
     full, parse, files = catalog_load(args.loads)
@@ -142,6 +151,42 @@ def main() -> None:
         median = statistics.median(values)
         p95 = percentile(values, 95)
         print(f"{name:45} {median:10.2f} {p95:8.2f} {median / base:6.2f}")
+    names = list(results)
+    start, base_values = results[names[1]], results[names[0]]
+    start_p95 = percentile(start, 95)
+    write_json(
+        args.json,
+        "runbook_start",
+        [
+            figure(
+                f"runbook catalog load, uncached ({files} files), median",
+                full,
+                "ms",
+                baseline=parse,
+                baseline_name="yaml.safe_load alone",
+                goal="ratio <= 1",
+                met=full <= parse,
+            ),
+            figure(
+                f"POST /v1/runbooks/{{name}}/runs ({args.requests} in process), median",
+                statistics.median(start),
+                "ms",
+                baseline=base,
+                baseline_name="POST /v1/health-checks",
+                goal="ratio <= 1",
+                met=statistics.median(start) <= base,
+            ),
+            figure(
+                "POST /v1/runbooks/{name}/runs, p95",
+                start_p95,
+                "ms",
+                baseline=percentile(base_values, 95),
+                baseline_name="POST /v1/health-checks",
+                goal="< 500 ms",
+                met=start_p95 < 500,
+            ),
+        ],
+    )
 
 
 if __name__ == "__main__":

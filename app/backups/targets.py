@@ -11,7 +11,6 @@ from app.backups.postgres import PostgresSource
 from app.backups.sources import Source, SourceError
 from app.backups.sqlite import SqliteSource
 from app.backups.storage import FileStorage, Storage, StorageError
-from app.backups.storage_s3 import S3Storage
 
 
 def engine_of(url: str) -> str:
@@ -43,5 +42,9 @@ def open_storage(
             raise StorageError("a file:// storage URL needs an absolute path")
         return FileStorage(path)
     if parts.scheme == "s3":
+        # boto3 and botocore take about 9 MB of every process that imports them: only a
+        # process that opens an S3 storage does.
+        from app.backups.storage_s3 import S3Storage
+
         return S3Storage.from_url(url, endpoint_url=s3_endpoint_url, part_size=part_size)
     raise StorageError("a storage URL is file:///path or s3://bucket/prefix")
