@@ -57,7 +57,7 @@ def serve_baseline(port: int) -> None:
     import uvicorn
     from fastapi import FastAPI
 
-    from app.cli.server import UVICORN_OPTIONS
+    from app.cli.serving import UVICORN_OPTIONS
 
     bare = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
 

@@ -278,7 +278,7 @@ def total_cpu_seconds(pids: Sequence[int]) -> float:
 
 def uvicorn_options() -> dict[str, Any]:
     """The uvicorn options of ``formula-ops api`` (one place names them)."""
-    from app.cli.server import UVICORN_OPTIONS
+    from app.cli.serving import UVICORN_OPTIONS
 
     return dict(UVICORN_OPTIONS)
 

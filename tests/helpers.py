@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from app.audit.models import AuditEvent
 from app.audit.sealer import oldest_unsealed_age, seal_pending
 from app.auth.ratelimit import WINDOW_SECONDS
-from app.cli.server import QuietServer, uvicorn_config
+from app.cli.serving import QuietServer, uvicorn_config
 from app.core.context import AppContext
 from app.core.settings import RunbookSettings, Settings
 from app.drivers.base import ServiceSpec

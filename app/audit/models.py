@@ -3,32 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
-import enum
 from typing import Any
 
 from sqlalchemy import Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
+from app.audit.vocabulary import ActorKind as ActorKind
+from app.audit.vocabulary import Outcome as Outcome
 from app.core.db import Base, utcnow
 from app.core.ids import new_id
 
 GENESIS_HASH = "0" * 64
-
-
-class Outcome(enum.StrEnum):
-    SUCCESS = "success"
-    DENIED = "denied"
-    FAILED = "failed"
-
-
-class ActorKind(enum.StrEnum):
-    """Who acted: an API token, a system actor (CLI, seed), or a run executed by a worker
-    (whose ``origin_token_id`` names the token that requested it)."""
-
-    TOKEN = "token"  # noqa: S105 - a kind of actor, not a credential
-    SYSTEM = "system"
-    RUN = "run"
-    ANONYMOUS = "anonymous"
 
 
 class AuditEvent(Base):

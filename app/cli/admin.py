@@ -11,26 +11,20 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from pydantic import ValidationError
-from sqlalchemy.exc import OperationalError
 
-from app.audit import service as audit_service
-from app.audit.sealer import seal_once
-from app.auth.principal import Principal
 from app.auth.roles import Role
 from app.cli.output import console, dotted, error, fail, field_errors, note, print_table
-from app.core.db import UnitOfWork, create_engine, make_sessionmaker, write_engine
-from app.core.errors import AppError
-from app.core.logging import configure_logging
-from app.core.migrate import schema_is_current
-from app.core.pagination import CursorParams, decode_cursor
-from app.core.settings import Settings, get_settings
-from app.tokens import service as token_service
-from app.tokens.presenters import token_out
-from app.tokens.schemas import Token, TokenCreate
+
+# What the commands do needs the database layer and the domains: each command imports
+# it when it runs, so that the command line starts without it.
+if TYPE_CHECKING:
+    from app.audit import service as audit_service
+    from app.auth.principal import Principal
+    from app.core.db import UnitOfWork
+    from app.tokens.schemas import Token
 
 tokens = typer.Typer(help="Manage API tokens (directly in the database).", no_args_is_help=True)
 audit = typer.Typer(help="The audit trail.", no_args_is_help=True)
@@ -43,6 +37,11 @@ EXIT_BAD_INPUT = 2
 
 @asynccontextmanager
 async def _database() -> AsyncIterator[Callable[[], UnitOfWork]]:
+    from app.audit.sealer import seal_once
+    from app.core.db import UnitOfWork, create_engine, make_sessionmaker, write_engine
+    from app.core.migrate import schema_is_current
+    from app.core.settings import get_settings
+
     settings = get_settings()
     engine = create_engine(settings)
     try:
@@ -61,10 +60,16 @@ async def _database() -> AsyncIterator[Callable[[], UnitOfWork]]:
 
 
 def _cli_principal() -> Principal:
+    from app.auth.principal import Principal
+
     return Principal.system(f"cli:{getpass.getuser()}")
 
 
 def _run(work: Callable[[Callable[[], UnitOfWork]], Awaitable[T]]) -> T:
+    from sqlalchemy.exc import OperationalError
+
+    from app.core.errors import AppError
+
     async def main() -> T:
         async with _database() as unit_of_work:
             return await work(unit_of_work)
@@ -97,6 +102,11 @@ def create_token(
     ] = None,
 ) -> None:
     """Create a token and print it once."""
+    from pydantic import ValidationError
+
+    from app.tokens import service as token_service
+    from app.tokens.schemas import TokenCreate
+
     if no_expiry and expires_in_days:
         fail("Give either --expires-in-days or --no-expiry.", EXIT_BAD_INPUT)
     try:
@@ -125,6 +135,9 @@ def create_token(
 @tokens.command("list")
 def list_tokens() -> None:
     """List every token with its role, state and last use."""
+    from app.core.pagination import CursorParams, decode_cursor
+    from app.tokens import service as token_service
+    from app.tokens.presenters import token_out
 
     async def work(unit_of_work: Callable[[], UnitOfWork]) -> list[Token]:
         found: list[Token] = []
@@ -159,6 +172,7 @@ def list_tokens() -> None:
 @tokens.command("revoke")
 def revoke_token(token_id: Annotated[str, typer.Argument(help="The token's id.")]) -> None:
     """Revoke a token; it is refused from its next request on."""
+    from app.tokens import service as token_service
 
     async def work(unit_of_work: Callable[[], UnitOfWork]) -> None:
         async with unit_of_work() as uow:
@@ -171,6 +185,8 @@ def revoke_token(token_id: Annotated[str, typer.Argument(help="The token's id.")
 @audit.command("verify")
 def verify_audit() -> None:
     """Check every hash and link of the audit chain; exit 1 at the first broken link."""
+    from app.audit import service as audit_service
+    from app.core.settings import get_settings
 
     bound = get_settings().audit_seal_bound_seconds
 
@@ -211,6 +227,8 @@ def migrate(
 ) -> None:
     """Bring the database schema to REVISION (default: head)."""
     from app.core import migrate as migrations
+    from app.core.logging import configure_logging
+    from app.core.settings import get_settings
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format or "text")
@@ -240,6 +258,7 @@ def openapi(
 
 
 def render_openapi() -> str:
+    from app.core.settings import Settings
     from app.main import create_app
 
     document = create_app(Settings()).openapi()

@@ -24,11 +24,9 @@ from typing import Any
 import httpx
 
 from app.cli.output import fail, field_errors
-from app.core.settings import Settings
+from app.core.address import DEFAULT_HOST, DEFAULT_PORT
 
 # The server's own defaults (``Settings.host``/``port``).
-DEFAULT_HOST: str = Settings.model_fields["host"].default
-DEFAULT_PORT: int = Settings.model_fields["port"].default
 DEFAULT_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
 URL_VARIABLE = "FORMULA_OPS_URL"
 HOST_VARIABLE = "FORMULA_OPS_HOST"

@@ -13,17 +13,21 @@
 - :mod:`app.cli.schedules`: ``schedules list|show``.
 
 What they print goes through :mod:`app.cli.output`; the API through :mod:`app.cli.client`.
+
+Only what the command line needs to start is imported here: typer, rich, httpx and plain
+values. A command that works on the server side (the processes, the database, the
+OpenAPI document, the local validation of ``apply -f``: :mod:`app.cli.serving`,
+:mod:`app.cli.declarative`) imports it when it runs, so that ``--help`` and the commands
+that only talk to the API start in a fraction of the application's import time.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from pydantic import ValidationError
-from pydantic_settings import SettingsError
 
 from app.cli.admin import audit, migrate, openapi, tokens
 from app.cli.backups import backup, backups
@@ -36,7 +40,9 @@ from app.cli.runs import health_check, runs
 from app.cli.schedules import schedules
 from app.cli.server import api, serve, worker
 from app.cli.status import status
-from app.core.settings import Settings
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 cli = typer.Typer(
     name="formula-ops",
@@ -72,6 +78,8 @@ cli.command()(openapi)
 
 def _variable(loc: Sequence[Any]) -> str:
     """The ``FORMULA_OPS_*`` variable of a setting's location."""
+    from app.core.settings import Settings
+
     prefix = str(Settings.model_config.get("env_prefix", ""))
     delimiter = str(Settings.model_config.get("env_nested_delimiter") or "__")
     path = delimiter.join(str(part) for part in loc if not isinstance(part, int))
@@ -84,19 +92,35 @@ def setting_errors(exc: ValidationError) -> list[str]:
     return [f"formula-ops: {line}" for line in field_errors(exc, _variable)]
 
 
+def _settings_problem(exc: Exception) -> list[str] | None:
+    """The lines that say which setting from the environment is invalid, when ``exc`` is
+    about one; else None. Only the commands that need the settings load them (and
+    pydantic-settings): without it loaded, ``exc`` is about something else."""
+    if "pydantic_settings" not in sys.modules:
+        return None
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    from app.core.settings import Settings
+
+    if isinstance(exc, ValidationError) and exc.title == Settings.__name__:
+        return setting_errors(exc)
+    if isinstance(exc, SettingsError):  # a nested group's variable is not JSON
+        cause = f": {exc.__cause__}" if exc.__cause__ else ""
+        return [f"formula-ops: invalid settings, {exc}{cause}"]
+    return None
+
+
 def main() -> None:
     try:
         cli()
     except KeyboardInterrupt:  # pragma: no cover
         sys.exit(130)
-    except ValidationError as exc:
-        if exc.title != Settings.__name__:
+    except Exception as exc:
+        lines = _settings_problem(exc)
+        if lines is None:
             raise
         # A setting from the environment is invalid: say which, as a usage error.
-        for line in setting_errors(exc):
+        for line in lines:
             error(line)
-        sys.exit(2)
-    except SettingsError as exc:  # a nested group's variable is not JSON
-        cause = f": {exc.__cause__}" if exc.__cause__ else ""
-        error(f"formula-ops: invalid settings, {exc}{cause}")
         sys.exit(2)

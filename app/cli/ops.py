@@ -15,7 +15,7 @@ from urllib.parse import quote
 import typer
 from rich.markup import escape
 
-from app.audit.models import Outcome
+from app.audit.vocabulary import Outcome
 from app.cli.client import ApiError, collect, connect
 from app.cli.deploy import DEPLOYMENTS, idempotency_key, show_and_follow
 from app.cli.output import (
@@ -27,7 +27,7 @@ from app.cli.output import (
     styled,
     utc,
 )
-from app.runs.models import RunKind, RunStatus
+from app.runs.vocabulary import RunKind, RunStatus
 
 DEPLOYMENT_KINDS = (RunKind.DEPLOYMENT.value, RunKind.ROLLBACK.value)
 AUDIT_COLUMNS = ("seq", "created", "actor", "actor name", "action", "resource", "outcome")

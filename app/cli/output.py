@@ -16,13 +16,15 @@ from __future__ import annotations
 import datetime as dt
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 console = Console(soft_wrap=True, highlight=False)
 # Errors go to stderr, so that `$(formula-ops tokens create … | tail -n 1)` never takes one
@@ -81,7 +83,7 @@ def field_errors(
     """One ``where: what`` line per error; ``name`` turns an error's location into what
     the user wrote (an empty name leaves ``what`` alone). Input values are never shown:
     they may be secrets."""
-    if isinstance(errors, ValidationError):
+    if not isinstance(errors, Iterable):  # a ValidationError (pydantic is not loaded here)
         errors = errors.errors(include_input=False, include_url=False)
     lines = []
     for item in errors:

@@ -34,7 +34,7 @@ from app.cli.output import (
     utc,
 )
 from app.cli.runs import follow, print_plan
-from app.runs.models import RunStatus
+from app.runs.vocabulary import RunStatus
 
 RESTORES = "/v1/restores"
 

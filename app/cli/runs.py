@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import json
 import queue
 import threading
@@ -24,8 +25,8 @@ from urllib.parse import quote
 
 import typer
 from rich.markup import escape
+from typer.core import TyperCommand, TyperOption
 
-from app.bootstrap import build_registry
 from app.cli.client import Client, ServerSentEvent, collect, connect
 from app.cli.output import (
     EXIT_NOT_SUCCEEDED,
@@ -41,37 +42,54 @@ from app.cli.output import (
     styled,
     utc,
 )
-from app.deployments.plan import TITLES as DEPLOYMENT_TITLES
-from app.runs import kinds
-from app.runs.models import TERMINAL_STATUSES, RunStatus
-from app.runs.schemas import FAILURE_TITLES
+from app.deployments.problems import TITLES as DEPLOYMENT_TITLES
+from app.runs.vocabulary import FAILURE_TITLES, TERMINAL_STATUSES, RunStatus
 
 runs = typer.Typer(
     help="Runs of every kind, through the API (FORMULA_OPS_URL, FORMULA_OPS_TOKEN).",
     no_args_is_help=True,
 )
 HEALTH_CHECKS = "/v1/health-checks"
-# The kinds that exist here (a domain registered them), not every reserved name.
-RUN_KINDS = [kind.value for kind in kinds.registered(build_registry())]
 
 
 # -- runs list -------------------------------------------------------------------------
 
 
+@functools.cache
+def run_kinds() -> list[str]:
+    """The kinds that exist here (a domain registered them), not every reserved name.
+    Found when asked for (``--kind`` given, or ``runs list --help``): it takes every
+    domain's registration, which the other commands do without."""
+    from app.bootstrap import build_registry
+    from app.runs import kinds
+
+    return [kind.value for kind in kinds.registered(build_registry())]
+
+
+KIND_HELP = "Only runs of this kind: {kinds}."
+
+
 def _known_kind(value: str | None) -> str | None:
-    if value is not None and value not in RUN_KINDS:
-        raise typer.BadParameter(f"{value!r} is not one of {', '.join(RUN_KINDS)}.")
+    if value is not None and value not in run_kinds():
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(run_kinds())}.")
     return value
 
 
-@runs.command("list")
+class _ListCommand(TyperCommand):
+    """``runs list``, whose ``--kind`` help names the kinds when the help is shown."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        for param in self.params:
+            if param.name == "kind" and isinstance(param, TyperOption):
+                param.help = KIND_HELP.format(kinds=", ".join(run_kinds()))
+        super().format_help(ctx, formatter)
+
+
+@runs.command("list", cls=_ListCommand)
 def list_runs(
     kind: Annotated[
         str | None,
-        typer.Option(
-            help=f"Only runs of this kind: {', '.join(RUN_KINDS)}.",
-            callback=_known_kind,
-        ),
+        typer.Option(help=KIND_HELP.format(kinds="..."), callback=_known_kind),
     ] = None,
     status: Annotated[RunStatus | None, typer.Option(help="Only runs in this status.")] = None,
     environment: Annotated[str | None, typer.Option(help="Only runs in this environment.")] = None,

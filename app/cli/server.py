@@ -2,28 +2,25 @@
 
 ``serve`` is the embedded default (migrations, an embedded Redis, the API and a worker in
 one process); ``api`` and ``worker`` are the production processes. Both servers run
-uvicorn with :data:`UVICORN_OPTIONS`.
+uvicorn with :data:`app.cli.serving.UVICORN_OPTIONS`. What the processes run (uvicorn,
+the application, the worker) is imported by each command when it starts.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-import uvicorn
-from pydantic import SecretStr
 
 from app.cli.output import error
-from app.core.logging import configure_logging
-from app.core.metrics import prepare_multiprocess
-from app.core.settings import Settings, get_settings
 
 if TYPE_CHECKING:
+    import uvicorn
+
+    from app.core.settings import Settings
     from app.embedded.redis import EmbeddedRedis
 
 logger = logging.getLogger("app.cli.server")
@@ -33,6 +30,8 @@ PortOption = Annotated[int | None, typer.Option(help="Port to bind (default: set
 
 
 def _with_address(host: str | None = None, port: int | None = None) -> Settings:
+    from app.core.settings import get_settings
+
     settings = get_settings()
     update: dict[str, Any] = {}
     if host is not None:
@@ -44,7 +43,11 @@ def _with_address(host: str | None = None, port: int | None = None) -> Settings:
 
 def serve(host: HostOption = None, port: PortOption = None) -> None:
     """Embedded default: migrate, start Redis, run the API and a worker in one process."""
+    from pydantic import SecretStr
+
     from app.core import migrate
+    from app.core.logging import configure_logging
+    from app.core.metrics import prepare_multiprocess
     from app.embedded.redis import EmbeddedRedis, EmbeddedRedisMissing
 
     settings = _with_address(host, port)
@@ -69,16 +72,9 @@ def serve(host: HostOption = None, port: PortOption = None) -> None:
     raise typer.Exit(code)
 
 
-class QuietServer(uvicorn.Server):
-    """uvicorn without its own signal handling: ``serve`` stops it together with the worker."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 async def _serve(settings: Settings, embedded: EmbeddedRedis | None = None) -> int:
     from app.bootstrap import build_context
+    from app.cli.serving import QuietServer, uvicorn_config
     from app.embedded.seed import LocalPorts, seed_local, stop_process_services
     from app.main import create_app
     from workers.main import create_worker, stop_worker
@@ -153,28 +149,18 @@ async def _announce(server: uvicorn.Server, settings: Settings) -> None:
     print(f"Formula Ops is serving on http://{settings.host}:{settings.port}", flush=True)
 
 
-# Logging is ours (requests are logged by path, never with their query string).
-UVICORN_OPTIONS: dict[str, Any] = {
-    # Open event streams and long polls end after this many seconds of shutting down.
-    "timeout_graceful_shutdown": 5,
-    "log_config": None,
-    "access_log": False,
-    # X-Forwarded-For is believed only from FORMULA_OPS_TRUSTED_PROXIES (app/core/proxies.py).
-    "proxy_headers": False,
-    "server_header": False,
-}
-
-
-def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
-    return uvicorn.Config(app, host=settings.host, port=settings.port, **UVICORN_OPTIONS)
-
-
 def api(
     host: HostOption = None,
     port: PortOption = None,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
 ) -> None:
     """Production: serve the API only (needs FORMULA_OPS_DATABASE_URL and _REDIS_URL)."""
+    import uvicorn
+
+    from app.cli.serving import UVICORN_OPTIONS, uvicorn_config
+    from app.core.logging import configure_logging
+    from app.core.metrics import prepare_multiprocess
+
     settings = _with_address(host, port)
     configure_logging(settings.log_level, settings.log_format or "json", with_pid=workers > 1)
     prepare_multiprocess(settings.state_dir)
@@ -197,6 +183,8 @@ def api_process_app() -> Any:
     """The application of one ``api --workers N`` process (uvicorn starts each afresh,
     so its logging is set up again here; its metrics go to the directory the parent
     prepared, named in the inherited environment)."""
+    from app.core.logging import configure_logging
+    from app.core.settings import get_settings
     from app.main import create_app
 
     settings = get_settings()
@@ -222,6 +210,9 @@ def worker(
 
     Stops on SIGTERM or SIGINT (exit 0); its running jobs are cancelled and run again (a
     run in progress goes back to the queue at once and resumes after its last step)."""
+    from app.core.logging import configure_logging
+    from app.core.metrics import prepare_multiprocess
+    from app.core.settings import get_settings
     from workers.supervisor import run_worker, supervise
 
     settings = get_settings()

@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.core.address import DEFAULT_HOST, DEFAULT_PORT
+
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
@@ -421,8 +423,8 @@ class Settings(BaseSettings):
     redis_prefix: str = Field(
         default="formula-ops", min_length=1, description="Prefix of every other Redis key."
     )
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=0, le=65535)
+    host: str = DEFAULT_HOST
+    port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     metrics_public: bool = True
     log_level: LogLevel = "INFO"

@@ -159,19 +159,7 @@ def _smoke_steps(service: Service) -> list[StepSpec]:
 
 
 # -- outcome ---------------------------------------------------------------------------
-
-TITLES = {
-    "/problems/checklist-incomplete": "Checklist incomplete",
-    "/problems/version-pinned": "Version pinned",
-    "/problems/pull-failed": "Pull failed",
-    "/problems/deploy-failed": "Deploy failed",
-    "/problems/health-check-failed": "Health check failed",
-    "/problems/smoke-test-failed": "Smoke test failed",
-    "/problems/post-deploy-check-failed": "Post-deployment check failed",
-    "/problems/threshold-breached": "Threshold breached",
-    "/problems/rollback-failed": "Rollback failed",
-    "/problems/rolled-back": "Rolled back",
-}
+# (the titles of its problems: app.deployments.problems)
 
 
 def _cause(step: Step) -> tuple[str, str]:

@@ -12,7 +12,7 @@ from app.core.paths import V1
 from app.core.redaction import redact_text
 from app.deployments import service
 from app.deployments.models import Deployment, DeploymentTarget
-from app.deployments.plan import TITLES
+from app.deployments.problems import TITLES
 from app.deployments.schemas import (
     DeployedService,
     DeploymentDryRun,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import enum
 from typing import Any
 
 from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint
@@ -12,62 +11,13 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from app.core.db import Base, utcnow
 from app.core.ids import new_id
 
-
-class RunKind(enum.StrEnum):
-    DEPLOYMENT = "deployment"
-    ROLLBACK = "rollback"
-    BACKUP = "backup"
-    BACKUP_VERIFICATION = "backup_verification"
-    RESTORE = "restore"
-    HEALTH_CHECK = "health_check"
-    MAINTENANCE = "maintenance"
-    PLAYBOOK = "playbook"
-
-
-class RunStatus(enum.StrEnum):
-    QUEUED = "queued"
-    IN_PROGRESS = "in_progress"
-    SUCCESS = "success"
-    FAILURE = "failure"
-    ERROR = "error"
-    CANCELLED = "cancelled"
-    ROLLED_BACK = "rolled_back"
-
-
-TERMINAL_STATUSES = frozenset(
-    {
-        RunStatus.SUCCESS,
-        RunStatus.FAILURE,
-        RunStatus.ERROR,
-        RunStatus.CANCELLED,
-        RunStatus.ROLLED_BACK,
-    }
-)
-
-
-class StepStatus(enum.StrEnum):
-    PENDING = "pending"
-    IN_PROGRESS = "in_progress"
-    SUCCESS = "success"
-    FAILURE = "failure"
-    SKIPPED = "skipped"
-    CANCELLED = "cancelled"
-
-
-class Phase(enum.StrEnum):
-    """``main`` steps run in order; ``rollback`` steps undo them when the run's kind
-    says so (a failed or cancelled deployment) and are skipped otherwise."""
-
-    MAIN = "main"
-    ROLLBACK = "rollback"
-
-
-class Level(enum.StrEnum):
-    """How a probe's measurement compares with the runbook's thresholds."""
-
-    OK = "ok"
-    WARNING = "warning"
-    CRITICAL = "critical"
+# The words of runs, defined apart (plain values) and imported from here as before.
+from app.runs.vocabulary import TERMINAL_STATUSES as TERMINAL_STATUSES
+from app.runs.vocabulary import Level as Level
+from app.runs.vocabulary import Phase as Phase
+from app.runs.vocabulary import RunKind as RunKind
+from app.runs.vocabulary import RunStatus as RunStatus
+from app.runs.vocabulary import StepStatus as StepStatus
 
 
 class Run(Base):

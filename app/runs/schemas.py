@@ -9,17 +9,7 @@ from pydantic import BaseModel, Field, StrictBool
 
 from app.core.schemas import RequestModel
 from app.runs.models import Phase, RunKind, RunStatus, StepStatus
-
-FAILURE_TITLES = {
-    "/problems/step-failed": "A step failed",
-    "/problems/timeout": "A step timed out",
-    "/problems/interrupted": "Interrupted",
-    "/problems/cancelled": "Cancelled",
-    "/problems/health-check-failed": "Health check failed",
-    "/problems/unsupported-run-kind": "Unsupported run kind",
-    "/problems/approval-rejected": "Rejected at an approval",
-    "/problems/approval-timed-out": "No answer at an approval",
-}
+from app.runs.vocabulary import FAILURE_TITLES as FAILURE_TITLES
 
 
 class RunFailure(BaseModel):
