@@ -108,6 +108,9 @@ def _settings_problem(exc: Exception) -> list[str] | None:
     if isinstance(exc, SettingsError):  # a nested group's variable is not JSON
         cause = f": {exc.__cause__}" if exc.__cause__ else ""
         return [f"formula-ops: invalid settings, {exc}{cause}"]
+    state_dir = sys.modules.get("app.core.state_dir")
+    if state_dir is not None and isinstance(exc, state_dir.SharedDirectory):
+        return [f"formula-ops: invalid FORMULA_OPS_STATE_DIR: {exc}"]
     return None
 
 

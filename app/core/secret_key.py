@@ -13,6 +13,7 @@ import secrets
 from pathlib import Path
 
 from app.core.settings import Settings
+from app.core.state_dir import private_dir
 
 SECRET_FILE = "secret.key"  # noqa: S105  (a file name)
 
@@ -44,8 +45,7 @@ def _local_secret(path: Path) -> bytes:
 def _create(path: Path) -> None:
     """Write a new secret under a temporary name, then link it into place: a concurrent
     starter either wins or reads the winner's complete file."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
+    private_dir(path.parent)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:

@@ -18,8 +18,23 @@ OWN_PREFIXES = ("formula-ops.db", "redis.")
 OWN_TREES = ("processes",)
 
 
+class SharedDirectory(ValueError):
+    """The state directory is a shared one such as ``/tmp``: tightening it would lock
+    every other user out, and anyone may plant files in it."""
+
+
 def private_dir(path: Path) -> Path:
-    """Create ``path`` (and missing parents) 0700; tighten it when it exists."""
+    """Create ``path`` (and missing parents) 0700; tighten it when it exists.
+
+    A shared directory (world-writable with the sticky bit, such as ``/tmp``) is refused
+    rather than tightened."""
+    with contextlib.suppress(FileNotFoundError):
+        mode = path.stat().st_mode
+        if stat.S_ISDIR(mode) and mode & stat.S_ISVTX and mode & stat.S_IWOTH:
+            raise SharedDirectory(
+                f"{path} is a shared directory (world-writable, sticky): give Formula Ops "
+                f"a folder of its own, such as {path / 'formula-ops'}"
+            )
     created = [p for p in (path, *path.parents) if not p.exists()]
     path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     for folder in (path, *created):

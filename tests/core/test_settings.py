@@ -9,6 +9,7 @@ from pydantic import SecretStr, ValidationError
 
 from app.core.secret_key import load_secret_key
 from app.core.settings import Settings, async_database_url
+from app.core.state_dir import SharedDirectory
 
 
 class TestEmbeddedDefault:
@@ -102,6 +103,18 @@ class TestSecretKey:
         # Its value, configured on a replica, is the same secret.
         configured = Settings(state_dir=tmp_path / "other", secret_key=SecretStr(path.read_text()))
         assert load_secret_key(configured) == first
+
+    def test_a_shared_directory_is_refused_and_left_as_it_is(self, tmp_path: Path) -> None:
+        shared = tmp_path / "tmp"
+        shared.mkdir()
+        shared.chmod(0o1777)  # like /tmp
+        with pytest.raises(SharedDirectory, match="shared directory"):
+            load_secret_key(Settings(state_dir=shared))
+        assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
+        assert list(shared.iterdir()) == []
+        # A folder of its own inside it is fine, and the shared one stays open.
+        assert load_secret_key(Settings(state_dir=shared / "formula-ops"))
+        assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
 
     def test_a_configured_one_writes_no_file(self, tmp_path: Path) -> None:
         settings = Settings(state_dir=tmp_path, secret_key=SecretStr("dev"))

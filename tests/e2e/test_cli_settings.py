@@ -55,3 +55,16 @@ def test_an_invalid_setting_is_one_line_and_exit_2(
     assert variable in lines[0]
     assert "Traceback" not in result.stderr
     assert CANARY not in result.stderr
+
+
+def test_a_shared_state_directory_is_refused_without_touching_it(tmp_path: Path) -> None:
+    shared = tmp_path / "tmp"
+    shared.mkdir()
+    shared.chmod(0o1777)  # like /tmp: tightening it would lock every other user out
+    result = _run(tmp_path, "migrate", FORMULA_OPS_STATE_DIR=str(shared))
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "FORMULA_OPS_STATE_DIR" in lines[0]
+    assert "shared directory" in lines[0]
+    assert (shared.stat().st_mode & 0o7777) == 0o1777
