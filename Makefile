@@ -32,7 +32,7 @@ test: $(VENV)/.installed-dev services lint imports typecheck
 
 # 30 minutes of the set test under faults (tests/scale): requests and faults until the time is up.
 soak: $(VENV)/.installed-dev services
-	FORMULA_OPS_SOAK_SECONDS=1800 $(BIN)/pytest -n 0 -p no:timeout -s tests/scale/test_set_faults.py
+	FORMULA_OPS_SOAK_SECONDS=1800 $(BIN)/pytest -n 0 --timeout 0 -s tests/scale/test_set_faults.py
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

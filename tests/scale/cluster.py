@@ -170,7 +170,7 @@ class Cluster:
             "FORMULA_OPS_WEBHOOKS__ALLOWED_NETWORKS": "127.0.0.1/32",
             "FORMULA_OPS_WEBHOOKS__ALLOW_HTTP": "true",
             "FORMULA_OPS_WEBHOOKS__RETRY_SCHEDULE_SECONDS": json.dumps(retry),
-            "FORMULA_OPS_WEBHOOKS__LEASE_SECONDS": "5",
+            "FORMULA_OPS_WEBHOOKS__LEASE_SECONDS": "20",
             "FORMULA_OPS_WEBHOOKS__TIMEOUT_SECONDS": "5",
             # The health check probes the first API process (not the default port 8000).
             "FORMULA_OPS_HEALTH_CHECK__SERVICES": json.dumps(

@@ -41,7 +41,9 @@ from tests.scale.cluster import (
     wait_terminal,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.early]
+# One after the other on one xdist worker: two clusters at once on 2 cores would slow each
+# other past their time bounds.
+pytestmark = [pytest.mark.slow, pytest.mark.early, pytest.mark.xdist_group("scale")]
 
 FACTOR = float(os.environ.get("FORMULA_OPS_SCALE_FACTOR", "1"))
 DEPLOYMENTS = int(300 * FACTOR)
