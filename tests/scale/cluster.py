@@ -710,3 +710,14 @@ def check_deliveries(receiver: WebhookReceiver) -> dict[str, int]:
         "distinct": len(bodies),
         "duplicates": len(receiver.deliveries) - len(bodies),
     }
+
+
+def delivery_rows(cluster: Cluster) -> dict[str, int]:
+    """The deliveries as the database has them: every (endpoint, event) fanned out once;
+    how many needed more than one attempt (what the receiver saw twice)."""
+    ((rows, pairs, retried, attempts),) = cluster.query(
+        "SELECT count(*), count(DISTINCT (endpoint_id, event_id)), "
+        "count(*) FILTER (WHERE attempts > 1), coalesce(sum(attempts), 0) FROM webhook_delivery"
+    )
+    assert rows == pairs, f"{rows - pairs} events fanned out twice to one endpoint"
+    return {"rows": rows, "retried": retried, "attempts": attempts}

@@ -35,6 +35,7 @@ from tests.scale.cluster import (
     careful_post,
     check_deliveries,
     create_environments,
+    delivery_rows,
     register_endpoints,
     wait_delivered,
     wait_sealed,
@@ -251,6 +252,7 @@ async def test_the_cluster_scales_out_and_keeps_its_rules(
     # Every event reached all three endpoints; the audit chain verifies.
     events = await wait_delivered(cluster, receiver, endpoints, within=120)
     delivered = check_deliveries(receiver)
+    stored = await asyncio.to_thread(delivery_rows, cluster)
     audit_rows = await wait_sealed(cluster)
     async with httpx.AsyncClient(base_url=cluster.apis[1].url, timeout=30) as reader:
         verified = (await reader.get("/v1/audit-events/verify", headers=headers)).json()
@@ -269,7 +271,8 @@ async def test_the_cluster_scales_out_and_keeps_its_rules(
         f"once, never two of one service\n"
         f"  alerts: {len(alert_statuses)} notifications, {alerts} alerts stored, "
         f"{received} receipts; schedule slots {len(slots)} (expected {len(expected)})\n"
-        f"  outbox events {len(events)} to {len(endpoints)} endpoints: {delivered}\n"
+        f"  outbox events {len(events)} to {len(endpoints)} endpoints: {delivered}, "
+        f"in the database {stored}\n"
         f"  audit rows {audit_rows} (chain checked {verified['checked']}); "
         f"wall {time.monotonic() - began:.1f} s"
     )

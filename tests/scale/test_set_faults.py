@@ -34,6 +34,7 @@ from tests.scale.cluster import (
     careful_post,
     check_deliveries,
     create_environments,
+    delivery_rows,
     register_endpoints,
     wait_delivered,
     wait_sealed,
@@ -213,6 +214,7 @@ async def test_every_acknowledged_request_survives_the_faults(
     # Every outbox event reached the receiver; duplicates only under one webhook-id.
     events = await wait_delivered(cluster, receiver, endpoints, within=120)
     delivered = check_deliveries(receiver)
+    stored = await asyncio.to_thread(delivery_rows, cluster)
 
     # No 500; a 503 said when to come back; every process still runs, and none but the
     # killed ones ended.
@@ -231,6 +233,7 @@ async def test_every_acknowledged_request_survives_the_faults(
         f"attempts {sum(o.attempts for o in outcomes)}\n"
         f"  runs by status: {dict(Counter(statuses.values()))}\n"
         f"  audit rows {audit_rows} (chain checked {verified['checked']}); "
-        f"outbox events {len(events)}; webhook deliveries {delivered}\n"
+        f"outbox events {len(events)}; webhook deliveries {delivered}, "
+        f"in the database {stored}\n"
         f"  wall {time.monotonic() - began:.1f} s"
     )
