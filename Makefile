@@ -8,7 +8,7 @@ PG_PORT ?= 5432
 REDIS_HOST ?= 127.0.0.1
 REDIS_PORT ?= 6379
 
-.PHONY: run test lint imports typecheck openapi services clean bench
+.PHONY: run test soak bench lint imports typecheck openapi services clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed-dev services lint imports typecheck
 	$(BIN)/formula-ops openapi --check
 	$(BIN)/pytest
+
+# 30 minutes of the set test under faults (tests/scale): requests and faults until the time is up.
+soak: $(VENV)/.installed-dev services
+	FORMULA_OPS_SOAK_SECONDS=1800 $(BIN)/pytest -n 0 --timeout 0 -s tests/scale/test_set_faults.py
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

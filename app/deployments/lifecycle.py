@@ -114,6 +114,24 @@ async def claim_guard(session: AsyncSession, run: Run) -> bool:
     return True
 
 
+async def waits_turn(session: AsyncSession, run: Run) -> bool:
+    """True while an earlier deployment of one of its services is unfinished (the claim
+    guard's test, with the same freeze rule): that one enqueues it as it ends
+    (:func:`_start_next`), so the reconciler leaves it queued. The first in line never
+    waits its turn (a freeze alone holds it: the reconciler enqueues it again)."""
+    frozen = bool(
+        run.environment
+        and await maintenance_service.freezing(session, run.environment, utcnow()) is not None
+    )
+    targets = await session.scalars(
+        select(DeploymentTarget).where(DeploymentTarget.deployment_id == run.id)
+    )
+    for target in targets:
+        if await _blocked(session, target, frozen):
+            return True
+    return False
+
+
 def _positions_statement() -> Any:
     ahead = aliased(DeploymentTarget)
     mine = aliased(DeploymentTarget)

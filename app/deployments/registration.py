@@ -17,6 +17,7 @@ def register(registry: Registry) -> None:
     hooks = KindHooks(
         finalizer=plan.finalize,
         claim_guard=lifecycle.claim_guard,
+        waits_turn=lifecycle.waits_turn,
         on_finish=lifecycle.on_finish,
         compensate=plan.compensate,
         rolls_back=True,

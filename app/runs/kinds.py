@@ -38,6 +38,8 @@ Finalizer = Callable[[list[Step], Ending], Summary]
 # Runs in the claim's transaction; False leaves the run queued (it is enqueued again
 # when what blocks it ends).
 ClaimGuard = Callable[["AsyncSession", "Run"], Awaitable[bool]]
+# True while a queued run waits for another run that enqueues it when it ends.
+WaitsTurn = Callable[["AsyncSession", "Run"], Awaitable[bool]]
 # Runs in the transaction that ends the run; returns what the run's end event adds to
 # its data (the kind's own fields and links, :func:`app.runs.service.finish_announcement`).
 FinishHook = Callable[["UnitOfWork", "AppContext", "Run"], Awaitable[dict[str, Any] | None]]
@@ -51,6 +53,10 @@ class KindHooks:
 
     finalizer: Finalizer | None = None
     claim_guard: ClaimGuard | None = None
+    # A queued run that waits its turn behind another run (which enqueues it as it ends)
+    # is left alone by the reconciler: enqueueing it again would only have a worker find
+    # it blocked, every pass, for every run in the line.
+    waits_turn: WaitsTurn | None = None
     on_finish: FinishHook | None = None
     compensate: Compensate | None = None
     # False: the run's end is not announced as ``<kind>.<past tense>`` (the kind's own

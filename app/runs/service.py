@@ -519,14 +519,17 @@ async def reconcile(
                 .limit(batch)
             )
         ).all()
-        stale = (
-            await session.execute(
-                select(Run.id, Run.enqueue_count)
-                .where(Run.status == RunStatus.QUEUED.value, Run.updated_at < now - stale_after)
-                .order_by(Run.created_at)
-                .limit(batch)
-            )
-        ).all()
+        stale = []
+        for run in await session.scalars(
+            select(Run)
+            .where(Run.status == RunStatus.QUEUED.value, Run.updated_at < now - stale_after)
+            .order_by(Run.created_at)
+            .limit(batch)
+        ):
+            waits_turn = kinds.hooks(context.registry, run.kind).waits_turn
+            if waits_turn is not None and await waits_turn(session, run):
+                continue  # the run ahead of it enqueues it when it ends
+            stale.append((run.id, run.enqueue_count))
     for run_id, epoch, count in expired:
         if await release(context, run_id, epoch, count, reason="lease_expired"):
             done.requeued_expired += 1

@@ -4,6 +4,7 @@ and run one at a time, in request order, with three workers competing for them."
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import itertools
 
 import httpx
@@ -13,6 +14,7 @@ from sqlalchemy import func, select
 from app.core.context import AppContext
 from app.core.settings import Settings
 from app.deployments.models import DeploymentTarget, TargetState
+from app.runs import service as run_service
 from app.runs.models import TERMINAL_STATUSES, Run, RunKind, RunStatus
 from tests.deployments.conftest import Env
 from tests.factories import IssuedToken
@@ -107,3 +109,34 @@ async def test_hundred_at_once_run_one_at_a_time_in_order(
         assert later.finished_at is not None
         assert earlier.started_at < later.started_at
         assert earlier.finished_at < later.finished_at
+
+
+async def test_the_reconciler_enqueues_only_the_first_deployment_in_line(
+    settings: Settings,
+    context: AppContext,
+    client: httpx.AsyncClient,
+    deployer: IssuedToken,
+    staging: Env,
+) -> None:
+    """Deployments waiting behind an earlier one of their service are left queued by the
+    reconciler (the earlier one enqueues the next as it ends); only the first in line,
+    whose job Redis lost, is enqueued again. Enqueueing every waiting one each pass made
+    as many jobs that found their run blocked, every few seconds, for the whole line."""
+    ids = []
+    for version in ("1.0.0", "1.0.1", "1.0.2"):
+        body = {"environment": "staging", "service": "backend", "version": version}
+        response = await client.post("/v1/deployments", json=body, headers=deployer.headers)
+        assert response.status_code == 202, response.text
+        ids.append(response.json()["id"])
+    await context.redis.delete(settings.queue_name)  # Redis lost every job
+    for run_id in ids:
+        await context.redis.delete(f"arq:job:{run_id}")
+    reconciled = await run_service.reconcile(context, stale_after=dt.timedelta(0))
+    assert reconciled.reenqueued_stale == 1
+    async with context.sessionmaker() as session:
+        counts = dict(
+            (await session.execute(select(Run.id, Run.enqueue_count).where(Run.id.in_(ids)))).all()
+        )
+    assert [counts[i] for i in ids] == [2, 1, 1]
+    queued = await context.redis.zrange(settings.queue_name, 0, -1)
+    assert queued == [f"{ids[0]}:2".encode()]
