@@ -8,7 +8,7 @@ PG_PORT ?= 5432
 REDIS_HOST ?= 127.0.0.1
 REDIS_PORT ?= 6379
 
-.PHONY: run test lint imports typecheck openapi services clean
+.PHONY: run test fuzz lint imports typecheck openapi services clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,13 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed-dev services lint imports typecheck
 	$(BIN)/formula-ops openapi --check
 	$(BIN)/pytest
+
+# The schemathesis runs at length: FUZZ_EXAMPLES examples per operation (stateless, on
+# each backend) and calls per operation (stateful, along the links), no time limit.
+FUZZ_EXAMPLES ?= 1000
+fuzz: $(VENV)/.installed-dev services
+	FORMULA_OPS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -n 2 --timeout=0 \
+	  tests/test_openapi.py tests/test_openapi_positive.py tests/test_openapi_stateful.py
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
