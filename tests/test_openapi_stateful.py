@@ -3,13 +3,20 @@ request reads, changes, cancels or deletes (schemathesis's state machine).
 
 The links are the committed document's own (app/openapi_links.py); schemathesis's
 guesses from names are turned off, so a link the document lacks is a request never
-chained. Every operation takes part in a link, so the state machine calls each one;
-it runs until every operation was called `FORMULA_OPS_STATEFUL_EXAMPLES` times (100 here,
-1,000 in `make fuzz`), against a real uvicorn server on PostgreSQL with an admin token
-and every check, the stateful ones too (a deleted resource stays gone, a created one can
-be read). The calls per operation are printed.
+chained. Every operation but the three that take and name nothing takes part in a link,
+so the state machine calls each one; it runs until every one was called
+`FORMULA_OPS_FUZZ_EXAMPLES` times (once in the suite, 1,000 times in `make fuzz`; the
+stateless run of test_openapi.py gives each operation its 30 examples), against a real
+uvicorn server on PostgreSQL with an admin token and every check, the stateful ones too
+(a deleted resource stays gone, a created one can be read). The calls per operation are
+printed, with how many of them were answered 2xx.
 
-Time bound: about 100 s on two loaded cores at 100 calls per operation.
+No worker runs: a run, deployment or backup stays queued (cancelling one ends it). Rules
+that depend on what exists (a runbook's parameters, an endpoint's kind) are applied as
+the stateless run applies the schema's unwritten ones.
+
+Time bound: about 150 s on two loaded cores (one call per operation); each further call
+per operation costs about a minute there.
 """
 
 from __future__ import annotations
@@ -45,7 +52,7 @@ from tests.test_openapi import (
 
 __all__ = ["live_server"]  # the fixture, shared with the other schemathesis tests
 
-CALLS_PER_OPERATION = int(os.environ.get("FORMULA_OPS_FUZZ_EXAMPLES", "3"))
+CALLS_PER_OPERATION = int(os.environ.get("FORMULA_OPS_FUZZ_EXAMPLES", "1"))
 PREFER_WAIT = re.compile(r"wait", re.IGNORECASE)
 
 stateful = schemathesis.openapi.from_dict(
@@ -104,7 +111,12 @@ def runbook_parameters(case: Any) -> None:
     """A rule that depends on what exists: a runbook of the catalog takes its own
     parameters (its `GET /v1/runbooks/{name}`); each one's sample value here."""
     runbook = CATALOG.get(str((case.path_parameters or {}).get("name")))
-    if runbook is not None and isinstance(case.body, dict):
+    if runbook is None:
+        return
+    if not isinstance(case.body, dict):  # the body is optional; the parameters are not
+        case.body = {}
+        case.media_type = "application/json"
+    if isinstance(case.body, dict):
         case.body["parameters"] = {
             name: parameter.sample() for name, parameter in runbook.spec.parameters.items()
         }
@@ -174,6 +186,45 @@ def test_every_operation_takes_part_in_a_link() -> None:
                     linked.add(f"{method.upper()} {path}")
                     linked.add(ids[link["operationId"]])
     assert sorted(set(OPERATIONS) - linked) == []
+
+
+def _has(schema: dict[str, Any], pointer: list[str]) -> bool:
+    """Whether a value at ``pointer`` is one ``schema`` describes."""
+    while "$ref" in schema:
+        schema = DOCUMENT["components"]["schemas"][schema["$ref"].rpartition("/")[2]]
+    if not pointer:
+        return True
+    branches = schema.get("anyOf", schema.get("oneOf"))
+    if branches:
+        return any(_has(branch, pointer) for branch in branches)
+    head, rest = pointer[0], pointer[1:]
+    if head.isdigit():
+        return "items" in schema and _has(schema["items"], rest)
+    return head in schema.get("properties", {}) and _has(schema["properties"][head], rest)
+
+
+def test_links_take_fields_the_answers_have() -> None:
+    """A link's `$response.body#/…` names a field of its response's schema, and its
+    `$request.path.…` a path parameter of its source (a renamed field breaks no chain
+    silently)."""
+    checked = 0
+    for path, item in DOCUMENT["paths"].items():
+        for method, operation in item.items():
+            for status, response in operation["responses"].items():
+                for name, link in response.get("links", {}).items():
+                    values = [*link.get("parameters", {}).values()]
+                    values += list(link.get("requestBody", {}).values())
+                    for value in values:
+                        where = (method, path, status, name, value)
+                        if value.startswith("$response.body#/"):
+                            schema = response["content"]["application/json"]["schema"]
+                            assert _has(schema, value.split("#/")[1].split("/")), where
+                        else:
+                            assert value.startswith("$request.path."), where
+                            parameter = value.removeprefix("$request.path.")
+                            assert f"{{{parameter}}}" in path, where
+                        checked += 1
+    assert checked > 200
 
 
 @pytest.mark.slow
