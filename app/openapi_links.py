@@ -63,7 +63,7 @@ def _environment(name: str) -> dict[str, Link]:
     }
 
 
-def _service(name: str, service: str) -> dict[str, Link]:
+def _service(name: str, service: str, version: str) -> dict[str, Link]:
     links = {
         title: _link(operation, name=name, service_name=service)
         for title, operation in (
@@ -73,8 +73,9 @@ def _service(name: str, service: str) -> dict[str, Link]:
             ("ListPins", "listPins"),
         )
     }
+    unpin = _link("deletePin", name=name, service_name=service, version=version)
     body = {"environment": name, "service": service}
-    return {**links, "CreateDeployment": _link("createDeployment", body=body)}
+    return {**links, "DeletePin": unpin, "CreateDeployment": _link("createDeployment", body=body)}
 
 
 def _deployment(deployment_id: str) -> dict[str, Link]:
@@ -244,16 +245,18 @@ LINKS: Links = {
     ("deleteEnvironment", "204"): {
         "GetEnvironment": _link("getEnvironment", name="$request.path.name")
     },
-    ("listServices", "200"): _service("$request.path.name", _field("items/0/name")),
-    **_each(("200", "201"), "putService", _service(_field("environment"), _field("name"))),
-    ("getService", "200"): {
-        **_service(_field("environment"), _field("name")),
-        "DeletePin": _link(
-            "deletePin",
-            name=_field("environment"),
-            service_name=_field("name"),
-            version=_field("pins/0/version"),
-        ),
+    ("listServices", "200"): _service(
+        "$request.path.name", _field("items/0/name"), _field("items/0/pins/0/version")
+    ),
+    **{
+        (operation, status): _service(
+            _field("environment"), _field("name"), _field("pins/0/version")
+        )
+        for operation, status in (
+            ("putService", "200"),
+            ("putService", "201"),
+            ("getService", "200"),
+        )
     },
     ("deleteService", "204"): {
         "GetService": _link(
