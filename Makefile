@@ -8,7 +8,7 @@ PG_PORT ?= 5432
 REDIS_HOST ?= 127.0.0.1
 REDIS_PORT ?= 6379
 
-.PHONY: run test soak bench lint imports typecheck openapi services clean
+.PHONY: run test soak fuzz bench lint imports typecheck openapi services clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,13 @@ test: $(VENV)/.installed-dev services lint imports typecheck
 # 30 minutes of the set test under faults (tests/scale): requests and faults until the time is up.
 soak: $(VENV)/.installed-dev services
 	FORMULA_OPS_SOAK_SECONDS=1800 $(BIN)/pytest -n 0 --timeout 0 -s tests/scale/test_set_faults.py
+
+# The schemathesis runs at length: FUZZ_EXAMPLES examples per operation (stateless, on
+# each backend) and calls per operation (stateful, along the links), no time limit.
+FUZZ_EXAMPLES ?= 1000
+fuzz: $(VENV)/.installed-dev services
+	FORMULA_OPS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -n 2 --timeout=0 \
+	  tests/test_openapi.py tests/test_openapi_positive.py tests/test_openapi_stateful.py
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

@@ -25,6 +25,7 @@ from app.core.registry import Registry
 from app.core.settings import Settings, get_settings
 from app.drivers.base import DRIVERS
 from app.idempotency.errors import IdempotentReplay
+from app.openapi_links import add_links
 from app.outbox.catalog import EVENT_TYPES, openapi_webhooks
 from app.runs.kinds import registered
 from app.status.asgi import PublicStatus
@@ -144,6 +145,8 @@ def _openapi(app: FastAPI, registry: Registry) -> dict[str, Any]:
     schema["webhooks"] = openapi_webhooks(registry[EVENT_TYPES], components)
     _closed_pattern_objects(components)
     _registered_names(components, registry)
+    # Which value of an answer the next request takes (app/openapi_links.py).
+    add_links(schema)
     app.openapi_schema = schema
     return schema
 

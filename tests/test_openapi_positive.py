@@ -30,6 +30,7 @@ from app.drivers.process_config import ProcessConfig
 from app.environments.schemas import service_schemas
 from tests.test_openapi import (
     COMMITTED,
+    EXAMPLES,
     IDEMPOTENCY_KEY,
     environment_rules,
     global_scoped_token,
@@ -95,7 +96,7 @@ def _each_service_once(body: Any) -> None:
 
 @positive.parametrize()
 @hypothesis_settings(
-    max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True
+    max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True
 )
 def test_schema_valid_requests_are_accepted(case: Any, live_server: tuple[str, str]) -> None:
     base_url, TOKEN["token"] = live_server

@@ -79,9 +79,11 @@ AlertTime = Annotated[
 
 
 class _Lenient(BaseModel):
-    """Unknown fields are ignored (never refused): the sender decides what it adds."""
+    """Unknown fields are ignored (never refused): the sender decides what it adds. A
+    field is read by Alertmanager's name only (`generatorURL`): `generator_url` is an
+    unknown key like any other, as the schema says."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore")
 
 
 class AlertmanagerAlert(_Lenient):

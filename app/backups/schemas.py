@@ -32,7 +32,8 @@ def _true(value: bool) -> bool:
 class BackupOfSelf(RequestModel):
     """A backup of the control plane's own database."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # Read by its name in the API only (`self`): `self_` is an unknown field, refused.
+    model_config = ConfigDict(extra="forbid")
 
     self_: Annotated[StrictBool, AfterValidator(_true)] = Field(
         alias="self", json_schema_extra={"const": True}

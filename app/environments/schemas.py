@@ -148,9 +148,11 @@ def service_schemas(drivers: Catalog[DriverType]) -> ServiceSchemas:
 
 
 # Userinfo has its "/", "?", "#" and "@" percent-encoded (RFC 3986): written raw, the
-# password would run past what redaction takes for the userinfo and be shown.
+# password would run past what redaction takes for the userinfo and be shown. "[" and "]"
+# too, and in the host as well: URL parsers take them for an IPv6 literal's brackets and
+# refuse the URL (the host is named, not written as an IPv6 address).
 DATABASE_URL = (
-    rf"^(postgresql(\+psycopg)?://([^{CONTROL} /?#@]*@)?[^{CONTROL} /?#@]*"
+    rf"^(postgresql(\+psycopg)?://([^{CONTROL} /?#@\[\]]*@)?[^{CONTROL} /?#@\[\]]*"
     rf"([/?][^{CONTROL} @]*)?|sqlite:////[^{CONTROL} ]+)$"
 )
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query
 from fastapi.responses import StreamingResponse
@@ -81,6 +81,23 @@ async def get_run(
     return run_out(run)
 
 
+RUN_EVENT: dict[str, Any] = {
+    "type": "object",
+    "description": "One Server-Sent Event; the stream opens with `retry` alone.",
+    "properties": {
+        "id": {"type": "string", "pattern": "^[0-9]+$", "description": "Its sequence number."},
+        "event": {"type": "string", "description": "Its type: `run.queued` … `run.finished`."},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {"type": "object"},
+            "description": "The event's fields and `at`, its time.",
+        },
+        "retry": {"type": "integer", "description": "Milliseconds to wait before resuming."},
+    },
+}
+
+
 @router.get(
     "/{run_id}/events",
     operation_id="streamRunEvents",
@@ -90,7 +107,8 @@ async def get_run(
         200: {
             "description": "`text/event-stream`: `id` is the event's sequence number; the "
             "stream ends after the `run.finished` event.",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            # One event (OpenAPI 3.1 describes an event stream by its events).
+            "content": {"text/event-stream": {"schema": RUN_EVENT}},
         },
         **problem_responses(*AUTH_ERRORS, service.RunNotFound, validation=True),
     },

@@ -6,11 +6,14 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from pydantic import ValidationError
 
 from app.alerts import mapping
 from app.alerts.mapping import ComponentRef
+from app.alerts.schemas import AlertmanagerNotification
 from app.thresholds.defaults import RUNBOOK
 from app.thresholds.models import Threshold
+from tests.alerts import payloads
 
 
 def runbook(**changes: dict[str, object]) -> dict[str, Threshold]:
@@ -133,3 +136,20 @@ class TestIdentity:
         assert mapping.moment(dt.datetime(2026, 1, 2, 5, tzinfo=offset)) == dt.datetime(
             2026, 1, 2, 3, tzinfo=dt.UTC
         )
+
+
+def test_fields_are_read_by_alertmanagers_names_only() -> None:
+    """Alertmanager's names (`generatorURL`, `groupKey`) are the fields; the Python names
+    (`generator_url`) are unknown keys like any other, ignored as the schema says (a
+    schema-valid notification with `"generator_url": []` in an alert was refused 422)."""
+    body = payloads.firing()
+    body["alerts"][0]["generator_url"] = []
+    body["alerts"][0]["starts_at"] = "not a time"
+    body["group_key"] = 7
+    notification = AlertmanagerNotification.model_validate(body)
+    assert notification.alerts[0].generator_url == body["alerts"][0]["generatorURL"]
+    assert notification.group_key == body["groupKey"]
+    del body["groupKey"]
+    body["group_key"] = '{}:{alertname="x"}'
+    with pytest.raises(ValidationError):
+        AlertmanagerNotification.model_validate(body)

@@ -186,6 +186,7 @@ BACKUP_BODIES: list[Any] = [
     {"environment": "staging", "dry_run": "yes"},
     {"environment": "staging", "surprise": 1},
     {"self": True, "surprise": 1},
+    {"self_": True},  # the field's Python name is no name of the API's
 ]
 
 
