@@ -9,6 +9,7 @@ Each test session gets its own PostgreSQL database and its own arq queue name, b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import uuid
@@ -204,6 +205,7 @@ async def _clean(request: pytest.FixtureRequest) -> None:
     if "context" not in request.fixturenames:
         return
     ctx: AppContext = request.getfixturevalue("context")
+    await _stop_leftover_dispatchers()  # of an earlier test's worker (see ``worker``)
     for attempt in range(3):
         try:
             await _empty_tables(ctx)
@@ -303,6 +305,17 @@ async def worker(settings: Settings) -> AsyncIterator[None]:
     task = asyncio.create_task(arq_worker.main())
     yield
     await stop_worker(arq_worker, task)
+    # A worker stopped while it was starting may not have run its shutdown: its webhook
+    # dispatcher would go on in this event loop, beside the next test's.
+    await _stop_leftover_dispatchers()
+
+
+async def _stop_leftover_dispatchers() -> None:
+    for leftover in asyncio.all_tasks():
+        if leftover.get_name() == "webhook-dispatcher" and not leftover.done():
+            leftover.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await leftover
 
 
 @pytest.fixture
