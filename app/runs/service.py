@@ -533,8 +533,9 @@ async def reconcile(
     for run_id, epoch, count in expired:
         if await release(context, run_id, epoch, count, reason="lease_expired"):
             done.requeued_expired += 1
-    for run_id, count in stale:
-        if await _arq_knows(context, job_id(run_id, count)):
+    waiting = await _arq_knows(context, [job_id(run_id, count) for run_id, count in stale])
+    for (run_id, count), known in zip(stale, waiting, strict=True):
+        if known:
             continue  # still waiting in arq's queue (workers busy): leave it
         async with context.unit_of_work() as uow:
             changed = await uow.session.execute(
@@ -566,16 +567,24 @@ def enqueue_after_commit(uow: UnitOfWork, queue: Queue, run_id: str, count: int)
     uow.after_commit(_enqueue)
 
 
-async def _arq_knows(context: AppContext, arq_job_id: str) -> bool:
-    """Whether the job still waits in arq's queue. A job arq marked in progress while
-    its run is still queued was taken by a worker that died before its claim (arq
-    keeps that mark for the whole job timeout): it is not a live job."""
+async def _arq_knows(context: AppContext, arq_job_ids: list[str]) -> list[bool]:
+    """Whether each job still waits in arq's queue (one round trip for all). A job arq
+    marked in progress while its run is still queued was taken by a worker that died
+    before its claim (arq keeps that mark for the whole job timeout): it is not a live
+    job. Redis unreachable: none is known (each is enqueued again)."""
+    if not arq_job_ids:
+        return []
     try:
-        waiting = await context.redis.exists(job_key_prefix + arq_job_id)
-        taken = await context.redis.exists(in_progress_key_prefix + arq_job_id)
+        async with context.redis.pipeline(transaction=False) as pipe:
+            for arq_job_id in arq_job_ids:
+                pipe.exists(job_key_prefix + arq_job_id)
+                pipe.exists(in_progress_key_prefix + arq_job_id)
+            found = await pipe.execute()
     except Exception:
-        return False
-    return bool(waiting) and not taken
+        return [False] * len(arq_job_ids)
+    return [
+        bool(waiting) and not taken for waiting, taken in zip(found[::2], found[1::2], strict=True)
+    ]
 
 
 async def count_by_kind_and_status(session: AsyncSession) -> list[tuple[str, str, int]]:
