@@ -7,6 +7,7 @@ import logging
 
 from app.auth.principal import Principal
 from app.auth.roles import Role
+from app.core.settings import Settings
 from app.health_checks import service as health_check_service
 from app.idempotency import service as idempotency
 from app.runs import service as run_service
@@ -23,10 +24,17 @@ async def purge_idempotency_keys(ctx: WorkerState) -> int:
     return purged
 
 
+def reconcile_timeout(settings: Settings) -> float:
+    """The reconcile job's timeout: four of its intervals, at least 30 s."""
+    return float(max(settings.reconcile_every_seconds * 4, 30))
+
+
 async def reconcile_runs(ctx: WorkerState) -> dict[str, int]:
     context = ctx["context"]
     stale_after = dt.timedelta(seconds=context.settings.reconcile_stale_after_seconds)
-    done = await run_service.reconcile(context, stale_after=stale_after)
+    # Half the timeout: a slow pass ends with its work committed, not cut off midway.
+    budget = dt.timedelta(seconds=reconcile_timeout(context.settings) / 2)
+    done = await run_service.reconcile(context, stale_after=stale_after, budget=budget)
     return {"requeued_expired": done.requeued_expired, "reenqueued_stale": done.reenqueued_stale}
 
 

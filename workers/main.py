@@ -26,6 +26,7 @@ from workers.cron import (
     purge_idempotency_keys,
     purge_webhook_history,
     reconcile_runs,
+    reconcile_timeout,
     scheduled_health_check,
 )
 from workers.incidents import check_incident_clocks
@@ -52,7 +53,7 @@ def cron_jobs(settings: Settings) -> list[CronJob]:
             second=set(range(0, 60, every)),
             unique=True,
             run_at_startup=True,
-            timeout=max(every * 4, 30),
+            timeout=reconcile_timeout(settings),
         ),
         cron(purge_idempotency_keys, minute=17, unique=True, run_at_startup=False),  # type: ignore[arg-type]
         cron(purge_webhook_history, hour=3, minute=41, unique=True, run_at_startup=False),  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -504,13 +505,21 @@ class Reconciled:
 
 
 async def reconcile(
-    context: AppContext, *, stale_after: dt.timedelta, batch: int = 200
+    context: AppContext,
+    *,
+    stale_after: dt.timedelta,
+    batch: int = 200,
+    budget: dt.timedelta | None = None,
 ) -> Reconciled:
     """Liveness: runs whose worker lost its lease go back to ``queued``; queued runs
     whose arq job is gone (Redis restarted or flushed) are enqueued again under a fresh
-    job id. Every change is a conditional update, so two reconcilers never double up."""
+    job id. Every change is a conditional update, so two reconcilers never double up.
+    With a ``budget``, no new run is looked at once it is spent (a busy database makes
+    a pass end early, with what it did committed, instead of being cut off by the job's
+    timeout); the next pass takes the rest."""
     done = Reconciled()
     now = utcnow()
+    ends = time.monotonic() + budget.total_seconds() if budget is not None else math.inf
     async with context.sessionmaker() as session:
         expired = (
             await session.execute(
@@ -526,16 +535,20 @@ async def reconcile(
             .order_by(Run.created_at)
             .limit(batch)
         ):
+            if time.monotonic() > ends:
+                break
             waits_turn = kinds.hooks(context.registry, run.kind).waits_turn
             if waits_turn is not None and await waits_turn(session, run):
                 continue  # the run ahead of it enqueues it when it ends
             stale.append((run.id, run.enqueue_count))
     for run_id, epoch, count in expired:
+        if time.monotonic() > ends:
+            break
         if await release(context, run_id, epoch, count, reason="lease_expired"):
             done.requeued_expired += 1
     waiting = await _arq_knows(context, [job_id(run_id, count) for run_id, count in stale])
     for (run_id, count), known in zip(stale, waiting, strict=True):
-        if known:
+        if known or time.monotonic() > ends:
             continue  # still waiting in arq's queue (workers busy): leave it
         async with context.unit_of_work() as uow:
             changed = await uow.session.execute(

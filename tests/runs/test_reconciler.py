@@ -65,6 +65,20 @@ class TestReconciler:
         await run_worker_burst(settings)
         assert (await _get(context, run_id)).status == RunStatus.SUCCESS
 
+    async def test_a_pass_whose_budget_is_spent_leaves_the_rest_to_the_next(
+        self, context: AppContext, settings: Settings
+    ) -> None:
+        lost = [await _create(context) for _ in range(3)]
+        await context.redis.delete(settings.queue_name, *(f"arq:job:{r}" for r in lost))
+        for run_id in lost:
+            await _age(context, run_id, updated_at=utcnow() - 2 * STALE)
+        spent = await run_service.reconcile(context, stale_after=STALE, budget=dt.timedelta(0))
+        assert (spent.reenqueued_stale, spent.requeued_expired) == (0, 0)
+        assert [(await _get(context, r)).enqueue_count for r in lost] == [1, 1, 1]
+        done = await run_service.reconcile(context, stale_after=STALE, budget=STALE)
+        assert done.reenqueued_stale == 3
+        assert [(await _get(context, r)).enqueue_count for r in lost] == [2, 2, 2]
+
     async def test_a_queued_run_still_known_to_arq_is_left_alone(self, context: AppContext) -> None:
         run_id = await _create(context)
         await _age(context, run_id, updated_at=utcnow() - 2 * STALE)

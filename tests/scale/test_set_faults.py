@@ -66,7 +66,7 @@ SEED = int(os.environ.get("FORMULA_OPS_SET_SEED", str(int(time.time()))))
 FAULTS = ["worker"] * 20 + ["redis"] * 5 + ["postgres"] * 5 + ["api"] * 3
 ENVIRONMENTS = ["alpha", "beta", "gamma"]
 # Four services in each environment: deployments of one service run one at a time, so
-# the services are the parallelism the one-per-service rule leaves (12 lines of 67).
+# the services are the parallelism the one-per-service rule leaves (12 lines of 33).
 SERVICES = ["backend", "frontend", "worker", "scheduler"]
 RUNBOOK = "test-schedule-noop"
 CREATE_ACTIONS = {
@@ -95,15 +95,16 @@ async def receiver() -> AsyncIterator[WebhookReceiver]:
 
 
 def request_for(client: int, number: int) -> tuple[str, str, dict[str, Any]]:
-    """(kind, path, body) of a client's ``number``-th request: half deployments, a quarter
-    health checks, a quarter runbook runs."""
-    slot = number % 4
-    if slot in (0, 1):
+    """(kind, path, body) of a client's ``number``-th request: a quarter deployments (the
+    costliest runs: the most steps), three eighths health checks, three
+    eighths runbook runs."""
+    slot = number % 8
+    if slot in (0, 4):
         env = ENVIRONMENTS[(client + number) % len(ENVIRONMENTS)]
         service = SERVICES[(client + number // 4) % len(SERVICES)]
         body = {"environment": env, "service": service, "version": f"1.{client}.{number}"}
         return "deployment", "/v1/deployments", body
-    if slot == 2:
+    if slot in (1, 3, 6):
         return "health_check", "/v1/health-checks", {}
     return "runbook", f"/v1/runbooks/{RUNBOOK}/runs", {"parameters": {"label": f"c{client}"}}
 
