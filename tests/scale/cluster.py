@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -632,7 +633,9 @@ async def register_endpoints(
 async def wait_terminal(cluster: Cluster, ids: list[str], within: float) -> dict[str, str]:
     """Until every run of ``ids`` is terminal; their statuses (AssertionError after
     ``within`` seconds, naming those that are not)."""
-    deadline = time.monotonic() + within
+    began = time.monotonic()
+    deadline = began + within
+    shown = began
     while True:
         rows = await asyncio.to_thread(
             cluster.query, "SELECT id, status FROM run WHERE id = ANY(%s)", ids
@@ -641,6 +644,13 @@ async def wait_terminal(cluster: Cluster, ids: list[str], within: float) -> dict
         pending = {i: s for i, s in statuses.items() if s not in TERMINAL}
         if not pending and len(statuses) == len(ids):
             return statuses
+        if time.monotonic() - shown >= 15:  # progress, in the output of a slow run
+            shown = time.monotonic()
+            print(
+                f"  {shown - began:.0f} s: {len(statuses) - len(pending)} of {len(ids)} "
+                f"runs ended, pending {dict(Counter(pending.values()))}",
+                flush=True,
+            )
         if time.monotonic() > deadline:
             missing = set(ids) - set(statuses)
             raise AssertionError(

@@ -95,16 +95,15 @@ async def receiver() -> AsyncIterator[WebhookReceiver]:
 
 
 def request_for(client: int, number: int) -> tuple[str, str, dict[str, Any]]:
-    """(kind, path, body) of a client's ``number``-th request: a quarter deployments (the
-    costliest runs: the most steps), three eighths health checks, three
-    eighths runbook runs."""
-    slot = number % 8
-    if slot in (0, 4):
-        env = ENVIRONMENTS[(client + number) % len(ENVIRONMENTS)]
-        service = SERVICES[(client + number // 4) % len(SERVICES)]
+    """(kind, path, body) of a client's ``number``-th request: a quarter deployments and a
+    quarter health checks (six steps each), half runbook runs (one step)."""
+    slot = number % 4
+    if slot == 0:
+        env = ENVIRONMENTS[(client + number // 4) % len(ENVIRONMENTS)]
+        service = SERVICES[(client + number // 12) % len(SERVICES)]
         body = {"environment": env, "service": service, "version": f"1.{client}.{number}"}
         return "deployment", "/v1/deployments", body
-    if slot in (1, 3, 6):
+    if slot == 2:
         return "health_check", "/v1/health-checks", {}
     return "runbook", f"/v1/runbooks/{RUNBOOK}/runs", {"parameters": {"label": f"c{client}"}}
 
