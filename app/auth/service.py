@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass
 from typing import NoReturn
 
-from sqlalchemy import update
+from sqlalchemy import or_, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.auth.errors import Denial, Forbidden, TooManyRequests, Unauthenticated
@@ -22,6 +22,9 @@ from app.core.proxies import client_block
 
 logger = logging.getLogger(__name__)
 LAST_USED_PRECISION = dt.timedelta(seconds=60)
+# Tokens whose use this process records after their request's transaction: the requests of
+# the same token that read the old last_used_at meanwhile do not record it again.
+_RECORDING: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -84,11 +87,15 @@ async def authenticate(
     if token.last_used_at is None or now - token.last_used_at >= LAST_USED_PRECISION:
         if shared is None:
             await _touch(context, token.id, now)
-        else:  # once the request's connection is back in the pool (see after_close)
+        elif token.id not in _RECORDING:  # once the request's connection is back in the pool
             token_id = token.id
+            _RECORDING.add(token_id)
 
             async def touch() -> None:
-                await _touch(context, token_id, now)
+                try:
+                    await _touch(context, token_id, now)
+                finally:
+                    _RECORDING.discard(token_id)
 
             shared.after_close(touch)
     return principal
@@ -207,11 +214,20 @@ def _principal(token: ApiToken, request: RequestInfo) -> Principal:
 
 
 async def _touch(context: AppContext, token_id: str, now: dt.datetime) -> None:
-    """Record the token's use (at most once a minute); a failure here fails no request."""
+    """Record the token's use (at most once a minute: not when another request, of this
+    process or another, recorded it meanwhile); a failure here fails no request."""
     try:
         async with context.unit_of_work() as uow:
             await uow.session.execute(
-                update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=now)
+                update(ApiToken)
+                .where(
+                    ApiToken.id == token_id,
+                    or_(
+                        ApiToken.last_used_at.is_(None),
+                        ApiToken.last_used_at <= now - LAST_USED_PRECISION,
+                    ),
+                )
+                .values(last_used_at=now)
             )
     except SQLAlchemyError:
         logger.warning("could not record the last use of token %s", token_id)
