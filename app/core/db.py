@@ -301,14 +301,16 @@ class SharedTransaction:
         (whoever took it has ended it by now), then run the :meth:`after_close` callbacks
         (a failure is logged, never raised)."""
         session = self.take()
-        if session is not None:
-            await _close_shielded(session)
-        callbacks, self._after_close = self._after_close, []
-        for callback in callbacks:
-            try:
-                await callback()
-            except Exception:
-                logger.exception("an action after the request's transaction failed")
+        try:
+            if session is not None:
+                await _close_shielded(session)
+        finally:  # even when the rollback failed (the database gone)
+            callbacks, self._after_close = self._after_close, []
+            for callback in callbacks:
+                try:
+                    await callback()
+                except Exception:
+                    logger.exception("an action after the request's transaction failed")
 
 
 class UnitOfWork:
