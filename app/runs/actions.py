@@ -18,7 +18,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.core.child_env import child_env
@@ -110,6 +109,8 @@ class HttpParams(Params):
 
 
 async def http_check(params: HttpParams, ctx: StepContext) -> StepOutcome:
+    import httpx  # with the context's client, at its first request
+
     started = time.perf_counter()
     try:
         response = await ctx.context.http.request(
