@@ -16,10 +16,12 @@ from pathlib import Path
 
 from tests.helpers import REPO_ROOT
 
-# Loaded when a webhook or channel is sent to, a status page rendered, an HTTP step or
-# verification run, an S3 storage or Docker engine opened, a migration run.
+# Loaded when a webhook or channel is sent to (or its URL checked), a status page
+# rendered, an HTTP step or verification run, an S3 storage or Docker engine opened, a
+# migration run.
 ON_FIRST_USE = (
     "aiohttp",
+    "yarl",
     "apprise",
     "jinja2",
     "httpx",

@@ -56,7 +56,10 @@ class StepContext:
 
 
 class Params(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Base of a step action's parameters; each one's validator is built when a runbook
+    using the action is first loaded or run (``defer_build``), not when the process starts."""
+
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 Handler = Callable[[Any, StepContext], Awaitable[StepOutcome]]

@@ -51,8 +51,6 @@ import socket
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
-import yarl
-
 from app.core.settings import WebhookSettings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -340,6 +338,8 @@ class AddressGuard:
     def check_url(self, url: str) -> Destination:
         """Syntax-level check, no DNS; raises UnsafeDestination. An IP-literal host in any
         form is judged here; a name is left to ``resolve`` / ``GuardedResolver``."""
+        import yarl  # with the first URL checked: not in a process that checks none
+
         try:
             parsed = yarl.URL(url)
         except (ValueError, TypeError):
@@ -406,6 +406,8 @@ def _normalise_name(host: str) -> str | None:
     text = host.strip().rstrip(".").lower()
     if not text:
         return None
+    import yarl
+
     try:
         encoded = yarl.URL.build(scheme="https", host=text).raw_host
     except (ValueError, UnicodeError):
