@@ -3,7 +3,8 @@ uvicorn, the application and its context) and a worker (``python -m workers.supe
 as ``worker --processes N`` starts it: the worker, its start-up's context and schema
 check) import none of the libraries only some requests or jobs need. Each loads them
 when first used (bench/README.md, ``idle_rss.py``: every one of them is resident memory in
-every process). Each process is a fresh interpreter; about 2 s each."""
+every process). Each process is a fresh interpreter: seconds each (up to 16 s seen on
+a loaded host)."""
 
 from __future__ import annotations
 
