@@ -8,13 +8,14 @@ the webhook receiver (duplicates only under one ``webhook-id``); no answer may b
 500 (a 503 carries ``Retry-After``), and no process may exit because a dependency
 blinked.
 
-A run may end ``failure`` only for a reason a fault explains: a step that was running when
-its worker was killed and is not safe to run twice (``/problems/interrupted``, or a
-deployment rolled back after it), or a step that failed while PostgreSQL or Redis was
-down; the reasons are counted and printed.
+A run may end ``failure`` where a fault explains it: a step that was running when its
+worker was killed and is not safe to run twice (``/problems/interrupted``, or a deployment
+rolled back after it), or a health check that found Redis or an API process down. The
+reasons are counted and printed for a reader to judge; they are not asserted.
 
-Time bound: about 180 s on 2 cores (≈15 s start, a 75 s fault phase, then the checks;
-every run must end within 180 s of the phase, every event arrive within 120 s).
+Time bound: about 250 s on 2 cores (≈15 s start, a 75 s fault phase, then the checks;
+every run must end within 240 s of the phase, every event arrive within 120 s; 235 s
+in all on 2 quiet cores, the runs ending 154 s after the phase).
 ``FORMULA_OPS_SET_REQUESTS`` (per client) scales the load; ``FORMULA_OPS_SOAK_SECONDS``
 (``make soak``: 1800) keeps sending and injecting faults for that long instead.
 """
@@ -204,7 +205,7 @@ async def test_every_acknowledged_request_survives_the_faults(
     assert len(set(ids)) == len(ids) == len(outcomes), "two keys answered with one id"
 
     # Each exists exactly once and ends; nothing else was created under the token.
-    statuses = await wait_terminal(cluster, ids, within=180)
+    statuses = await wait_terminal(cluster, ids, within=240)
     by_kind = Counter(o.kind for o in outcomes)
     actor = (
         await asyncio.to_thread(cluster.query, "SELECT requested_by FROM run WHERE id = %s", ids[0])
