@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from fastapi.responses import Response
 
 from app.core.errors import AppError, BadRequest
-
-if TYPE_CHECKING:
-    from fastapi.responses import Response
 
 
 class MalformedIdempotencyKey(BadRequest):

@@ -26,11 +26,9 @@ from app.core.registry import Catalog, CatalogKey
 
 class EventData(BaseModel):
     """Base of the models of event data: what is written is exactly what is documented
-    (an undocumented field fails validation). Each one's validator is built when an
-    event of its type is first written or documented (``defer_build``), not when the
-    process starts."""
+    (an undocumented field fails validation)."""
 
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid")
 
 
 class EventLinks(BaseModel):

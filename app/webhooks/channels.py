@@ -27,10 +27,6 @@ the URL says), certificates always verified, apprise's own retries off (ours app
 its persistent storage kept in memory (nothing written to disk). ``requests`` honours a
 proxy set in the worker's environment (``HTTPS_PROXY``), which webhooks never use: set
 none for workers, or the proxy (not the guard) resolves the channel's hosts.
-
-apprise (and the ``requests``/``xml`` it brings) is imported when a channel URL is first
-instantiated, not with this module, which the API and the worker import for the
-templates and masking alone.
 """
 
 from __future__ import annotations
@@ -47,8 +43,13 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
+
+from apprise import Apprise, AppriseAsset, NotifyFormat, NotifyType
+from apprise.common import PersistentStoreMode
+from apprise.manager_plugins import NotificationManager
+from apprise.plugins.base import NotifyBase
 
 from app.core.db import utcnow
 from app.core.redaction import REDACTED, redact_text
@@ -58,13 +59,6 @@ from app.webhooks.guard import AddressGuard, UnsafeDestination, channel_host_all
 from app.webhooks.headers import is_reserved
 from app.webhooks.payloads import event_body
 from app.webhooks.sender import AttemptResult
-
-if TYPE_CHECKING:
-    from apprise import AppriseAsset
-    from apprise.plugins.base import NotifyBase
-
-# apprise's ``NotifyType`` values a message is sent as.
-Severity = Literal["info", "success", "failure"]
 
 ERROR_CHARS = 500
 VALUE_CHARS = 1000
@@ -265,9 +259,6 @@ def scrubbing(url: str) -> Iterator[Scrub]:
 
 
 def _asset(settings: WebhookSettings) -> AppriseAsset:
-    from apprise import AppriseAsset
-    from apprise.common import PersistentStoreMode
-
     return AppriseAsset(
         storage_mode=PersistentStoreMode.MEMORY,
         http_redirects=False,
@@ -282,8 +273,6 @@ def _asset(settings: WebhookSettings) -> AppriseAsset:
 def _load_plugins() -> None:
     """apprise imports its plugins on first use; one of them imports the deprecated
     ``imghdr`` (a DeprecationWarning, an error under the tests' warning filter)."""
-    from apprise.manager_plugins import NotificationManager
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         NotificationManager().load_modules()  # type: ignore[no-untyped-call]
@@ -301,8 +290,6 @@ def instantiate(url: str, settings: WebhookSettings) -> tuple[ChannelService, No
             f"the scheme {scheme!r} is not a notification channel here; use one of "
             + ", ".join(sorted(SERVICES)),
         )
-    from apprise import Apprise
-
     _load_plugins()
     with scrubbing(url):
         plugin = Apprise.instantiate(url, asset=_asset(settings))
@@ -461,20 +448,20 @@ def default_body(body: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def notify_type(event_type: str) -> Severity:
+def notify_type(event_type: str) -> NotifyType:
     last = event_type.rsplit(".", 1)[-1]
     if last in ("failed", "disabled", "down", "timed_out", "error"):
-        return "failure"
+        return NotifyType.FAILURE
     if last in ("succeeded", "up", "resolved", "completed"):
-        return "success"
-    return "info"
+        return NotifyType.SUCCESS
+    return NotifyType.INFO
 
 
 @dataclass(frozen=True)
 class Message:
     title: str
     body: str
-    type: Severity = "info"
+    type: NotifyType = NotifyType.INFO
 
 
 def message(templates: Mapping[str, str], event: Any) -> Message:
@@ -538,8 +525,6 @@ async def _send(
         await check_hosts(service, plugin, settings, guard)
     except (ChannelRefused, UnsafeDestination) as exc:
         return done(f"refused: {exc}")
-    from apprise import Apprise, NotifyFormat, NotifyType
-
     note = message(templates, event)
     notifier = Apprise(asset=plugin.asset)
     notifier.add(plugin)
@@ -548,7 +533,7 @@ async def _send(
             notifier.async_notify(
                 body=note.body,
                 title=note.title,
-                notify_type=NotifyType(note.type),
+                notify_type=note.type,
                 body_format=NotifyFormat.TEXT,
                 timeout=settings.timeout_seconds,
             ),
