@@ -548,8 +548,10 @@ async def reconcile(
             done.requeued_expired += 1
     waiting = await _arq_knows(context, [job_id(run_id, count) for run_id, count in stale])
     for (run_id, count), known in zip(stale, waiting, strict=True):
-        if known or time.monotonic() > ends:
+        if known:
             continue  # still waiting in arq's queue (workers busy): leave it
+        if time.monotonic() > ends:
+            break  # the budget is spent: the next pass takes the rest
         async with context.unit_of_work() as uow:
             changed = await uow.session.execute(
                 update(Run)
