@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import json
 import re
 
@@ -214,6 +215,7 @@ class TestDeclaredPattern:
         assert response.json()["type"] == "/problems/invalid-cursor"
 
 
+@functools.cache  # rendering the whole document takes seconds; 13 tests read it
 def _declared_cursor_pattern() -> str:
     document = json.loads(render_openapi())
     (cursor,) = (
