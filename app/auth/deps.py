@@ -18,7 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from app.auth import service as auth_service
 from app.auth.principal import Principal
 from app.auth.roles import Role
-from app.core.deps import ContextDep
+from app.core.deps import ContextDep, SharedTransactionDep
 from app.core.logging import bind_log_context
 
 _bearer = HTTPBearer(auto_error=False, description="An API token: `fops_<id>_<secret>`.")
@@ -41,9 +41,13 @@ async def current_principal(
     request: Request,
     context: ContextDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    shared: SharedTransactionDep,
 ) -> Principal:
     principal = await auth_service.authenticate(
-        context, credentials.credentials if credentials else None, request_info(request)
+        context,
+        credentials.credentials if credentials else None,
+        request_info(request),
+        shared=shared,
     )
     request.state.principal = principal
     bind_log_context(actor=principal.actor)  # the token id, never the token

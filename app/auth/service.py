@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass
 from typing import NoReturn
 
-from sqlalchemy import update
+from sqlalchemy import or_, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.auth.errors import Denial, Forbidden, TooManyRequests, Unauthenticated
@@ -17,11 +17,14 @@ from app.auth.ratelimit import RateLimiter
 from app.auth.roles import Role
 from app.auth.secrets import parse_token, secret_matches
 from app.core.context import AppContext
-from app.core.db import utcnow
+from app.core.db import SharedTransaction, utcnow
 from app.core.proxies import client_block
 
 logger = logging.getLogger(__name__)
 LAST_USED_PRECISION = dt.timedelta(seconds=60)
+# Tokens whose use this process records after their request's transaction: the requests of
+# the same token that read the old last_used_at meanwhile do not record it again.
+_RECORDING: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,11 @@ def limiter(context: AppContext) -> RateLimiter:
 
 
 async def authenticate(
-    context: AppContext, credentials: str | None, request: RequestInfo
+    context: AppContext,
+    credentials: str | None,
+    request: RequestInfo,
+    *,
+    shared: SharedTransaction | None = None,
 ) -> Principal:
     """The caller of ``credentials``; 401 (audited) or 429 when refused.
 
@@ -45,8 +52,11 @@ async def authenticate(
     clients' failures from the same address (NAT, CI runners, a load balancer). Only a
     request whose credentials fail — or that has none — counts against its address, and
     past ``auth_failures_per_minute`` such requests are answered 429 instead of 401.
+
+    The token is read at every request (a revoked one is refused at once): in the
+    request's ``shared`` transaction when it has one, else in a session of its own.
     """
-    token = await _token(context, credentials)
+    token = await _token(context, credentials, shared)
     if token is None:
         reason, detail = (
             ("invalid_token", "The bearer token is not valid")
@@ -75,18 +85,38 @@ async def authenticate(
             retry_after=retry_after,
         )
     if token.last_used_at is None or now - token.last_used_at >= LAST_USED_PRECISION:
-        await _touch(context, token.id, now)
+        if shared is None:
+            await _touch(context, token.id, now)
+        elif token.id not in _RECORDING:  # once the request's connection is back in the pool
+            token_id = token.id
+            _RECORDING.add(token_id)
+
+            async def touch() -> None:
+                try:
+                    await _touch(context, token_id, now)
+                finally:
+                    _RECORDING.discard(token_id)
+
+            shared.after_close(touch)
     return principal
 
 
-async def _token(context: AppContext, credentials: str | None) -> ApiToken | None:
+async def _token(
+    context: AppContext, credentials: str | None, shared: SharedTransaction | None
+) -> ApiToken | None:
     """The token ``credentials`` name, when its secret matches (malformed ones are
     refused by their checksum, before any database lookup)."""
     parsed = parse_token(credentials) if credentials else None
     if parsed is None:
         return None
-    async with context.sessionmaker() as session:
-        token = await session.get(ApiToken, parsed.token_id)
+    if shared is not None:
+        session = await shared.session()
+        token = await session.get(ApiToken, parsed.token_id, populate_existing=True)
+        if token is not None:
+            session.expunge(token)  # read, not to be written with the change
+    else:
+        async with context.sessionmaker() as session:
+            token = await session.get(ApiToken, parsed.token_id)
     if token is None or not secret_matches(parsed.secret, token.secret_hash):
         return None
     return token
@@ -184,11 +214,20 @@ def _principal(token: ApiToken, request: RequestInfo) -> Principal:
 
 
 async def _touch(context: AppContext, token_id: str, now: dt.datetime) -> None:
-    """Record the token's use (at most once a minute); a failure here fails no request."""
+    """Record the token's use (at most once a minute: not when another request, of this
+    process or another, recorded it meanwhile); a failure here fails no request."""
     try:
         async with context.unit_of_work() as uow:
             await uow.session.execute(
-                update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=now)
+                update(ApiToken)
+                .where(
+                    ApiToken.id == token_id,
+                    or_(
+                        ApiToken.last_used_at.is_(None),
+                        ApiToken.last_used_at <= now - LAST_USED_PRECISION,
+                    ),
+                )
+                .values(last_used_at=now)
             )
     except SQLAlchemyError:
         logger.warning("could not record the last use of token %s", token_id)

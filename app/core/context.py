@@ -15,7 +15,7 @@ from arq.connections import ArqRedis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.core.db import UnitOfWork
+from app.core.db import SharedTransaction, UnitOfWork
 from app.core.metrics import Metrics
 from app.core.notify import RunNotifier
 from app.core.queue import Queue
@@ -43,9 +43,12 @@ class AppContext:
     metrics: Metrics = field(default_factory=Metrics)
     resources: Resources = field(default_factory=Resources)
 
-    def unit_of_work(self) -> UnitOfWork:
-        """A new transaction that may write; enter it with ``async with``."""
-        return UnitOfWork(self.write_sessionmaker)
+    def unit_of_work(self, shared: SharedTransaction | None = None) -> UnitOfWork:
+        """A new transaction that may write; enter it with ``async with``. With ``shared``
+        (a request's :class:`SharedTransaction`), it continues that transaction."""
+        return UnitOfWork(
+            self.write_sessionmaker, shared=shared, read_sessionmaker=self.sessionmaker
+        )
 
     async def check_database(self) -> dict[str, Any]:
         return await _timed(self._ping_database(), self.settings.ready_timeout_seconds)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, MetaData, event, insert
+from sqlalchemy import JSON, DateTime, MetaData, bindparam, event, insert, select, union_all
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import (
@@ -138,13 +139,82 @@ def row_values(obj: Base) -> dict[str, Any]:
 
 async def insert_rows(session: AsyncSession, objects: Sequence[Base]) -> None:
     """Write new objects of one model in one multi-row INSERT, without the ORM's unit of
-    work (they stay outside the session: data for the answer, nothing to flush or reload)."""
+    work (they stay outside the session: data for the answer, nothing to flush or reload).
+    Inside :func:`write_batch` the rows are written at the end of its block instead."""
     if not objects:
         return
     table: Any = type(objects[0]).__table__
+    rows = [row_values(o) for o in objects]
+    pending: list[tuple[Any, list[dict[str, Any]]]] | None = session.info.get(_BATCH)
+    if pending is not None:
+        pending.append((table, rows))
+        return
     # The table's INSERT with the rows as parameters: compiled once and cached, sent as one
     # multi-row INSERT (SQLAlchemy's "insertmanyvalues"), and no ORM bulk layer in between.
-    await session.execute(insert(table), [row_values(o) for o in objects])
+    await session.execute(insert(table), rows)
+
+
+_BATCH = "formula_ops_write_batch"
+
+
+@asynccontextmanager
+async def write_batch(session: AsyncSession) -> AsyncIterator[None]:
+    """Rows given to :func:`insert_rows` inside the block are written when it ends without
+    an error, in the order given: on PostgreSQL in one statement, each table's INSERT a
+    data-modifying CTE of the last one (one round trip instead of one per table; foreign
+    keys are checked at the end of the statement, so a parent and its children may be in
+    one batch), elsewhere one INSERT per table as outside a batch. Nothing in the block
+    may read those rows back before it ends."""
+    if _BATCH in session.info:
+        raise RuntimeError("write batches cannot be nested")
+    pending: list[tuple[Any, list[dict[str, Any]]]] = []
+    session.info[_BATCH] = pending
+    try:
+        yield
+    finally:
+        del session.info[_BATCH]
+    if not pending:
+        return
+    if session.get_bind().dialect.name != "postgresql" or len(pending) == 1:
+        for table, rows in pending:
+            await session.execute(insert(table), rows)
+        return
+    shape = tuple((table, len(rows), tuple(rows[0])) for table, rows in pending)
+    parameters = {
+        f"b{number}_{row}_{key}": value
+        for number, (_, rows) in enumerate(pending)
+        for row, values in enumerate(rows)
+        for key, value in values.items()
+    }
+    await session.execute(_batch_statement(shape), parameters)
+
+
+_BatchShape = tuple[tuple[Any, int, tuple[str, ...]], ...]
+_BATCH_STATEMENTS: dict[_BatchShape, Any] = {}
+
+
+def _batch_statement(shape: _BatchShape) -> Any:
+    """The one statement of a batch of this shape (tables in order, their number of rows
+    and columns), built once: each table's rows as ``INSERT … SELECT`` of named bind
+    parameters (``b<table>_<row>_<column>``), so that SQLAlchemy compiles it once too (a
+    multi-row ``VALUES`` is never cached)."""
+    statement = _BATCH_STATEMENTS.get(shape)
+    if statement is not None:
+        return statement
+    inserts = []
+    for number, (table, count, keys) in enumerate(shape):
+        rows = [
+            select(*(bindparam(f"b{number}_{row}_{key}", type_=table.c[key].type) for key in keys))
+            for row in range(count)
+        ]
+        source = rows[0] if count == 1 else union_all(*rows)
+        inserts.append(insert(table).from_select(list(keys), source))
+    *before, statement = inserts
+    for number, earlier in enumerate(before):
+        statement = statement.add_cte(earlier.cte(f"batch_{number}"))
+    if len(_BATCH_STATEMENTS) < 256:  # a handful of shapes in practice
+        _BATCH_STATEMENTS[shape] = statement
+    return statement
 
 
 def write_engine(engine: AsyncEngine) -> AsyncEngine:
@@ -178,6 +248,71 @@ def _consume(task: asyncio.Future[None]) -> None:
         task.exception()
 
 
+async def _close_shielded(session: AsyncSession) -> None:
+    """Close ``session`` (rolling back what it began, returning its connection) even when
+    the caller is cancelled meanwhile, so no transaction is left holding its locks."""
+    closing = asyncio.ensure_future(session.close())
+    closing.add_done_callback(_consume)
+    await asyncio.shield(closing)
+
+
+class SharedTransaction:
+    """The one transaction of a request that opts in (``SharedUnitOfWorkDep``): the token
+    read of authentication, the ``Idempotency-Key`` check and the change itself run on one
+    pooled connection, checked out (and pinged) once, in one transaction, instead of a
+    read-only session each (checkout, ping, BEGIN, ROLLBACK) before the change's own.
+
+    Begun on first use. A :class:`UnitOfWork` given it takes the open transaction over and
+    commits or rolls it back; :meth:`close` rolls back whatever was not taken over (a
+    refused request). Only on PostgreSQL (see :func:`app.core.deps.get_shared_transaction`):
+    on SQLite a write transaction holds the database's write lock from its BEGIN."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self._sessionmaker = sessionmaker
+        self._session: AsyncSession | None = None
+        self._after_close: list[AfterCommit] = []
+
+    def after_close(self, callback: AfterCommit) -> None:
+        """Run ``callback`` in :meth:`close`, once this request holds no connection: work
+        that needs a connection of its own (recording a token's use) would otherwise take
+        a second one while the first is held, and a full pool would leave every request
+        waiting for a second connection that none gives back."""
+        self._after_close.append(callback)
+
+    async def session(self) -> AsyncSession:
+        """The open transaction's session, begun on first use."""
+        if self._session is None:
+            session = self._sessionmaker()
+            try:
+                await session.begin()
+            except BaseException:
+                await _close_shielded(session)
+                raise
+            self._session = session
+        return self._session
+
+    def take(self) -> AsyncSession | None:
+        """Hand the open transaction over (None when none was begun): the taker ends it."""
+        session, self._session = self._session, None
+        return session
+
+    async def close(self) -> None:
+        """Roll back and return the connection, unless the transaction was taken over
+        (whoever took it has ended it by now), then run the :meth:`after_close` callbacks
+        (a failure is logged, never raised)."""
+        session = self.take()
+        try:
+            if session is not None:
+                await _close_shielded(session)
+        finally:  # even when the rollback failed (the database gone)
+            callbacks, self._after_close = self._after_close, []
+            for callback in callbacks:
+                try:
+                    await callback()
+                except Exception:
+                    logger.exception("an action after the request's transaction failed")
+
+
 class UnitOfWork:
     """One transaction: ``async with uow:`` begins, commits on success, rolls back on error.
 
@@ -187,8 +322,18 @@ class UnitOfWork:
     already the source of truth and the reconciler repairs a missed enqueue.
     """
 
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        *,
+        shared: SharedTransaction | None = None,
+        read_sessionmaker: async_sessionmaker[AsyncSession] | None = None,
+    ) -> None:
         self._sessionmaker = sessionmaker
+        self._read_sessionmaker = read_sessionmaker or sessionmaker
+        # The request's transaction, already begun by its authentication: the first
+        # `async with` continues it instead of beginning one of its own.
+        self._shared = shared
         self._session: AsyncSession | None = None
         self._after_commit: list[AfterCommit] = []
 
@@ -206,8 +351,12 @@ class UnitOfWork:
     async def __aenter__(self) -> UnitOfWork:
         if self._session is not None:
             raise RuntimeError("a unit of work cannot be nested")
-        session = self._session = self._sessionmaker()
         self._after_commit = []
+        shared = self._shared.take() if self._shared is not None else None
+        if shared is not None:
+            self._session = shared
+            return self
+        session = self._session = self._sessionmaker()
         try:
             await session.begin()
         except BaseException:
@@ -215,11 +364,22 @@ class UnitOfWork:
             # database. Close the session (rolling back, returning its connection), or
             # the transaction would hold its locks until garbage collection.
             self._session = None
-            closing = asyncio.ensure_future(session.close())
-            closing.add_done_callback(_consume)
-            await asyncio.shield(closing)
+            await _close_shielded(session)
             raise
         return self
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncSession]:
+        """A session for reads that change nothing (a dry run): the request's shared
+        transaction when it has one, else a read-only session of its own; rolled back
+        and closed at the end of the block."""
+        session = self._shared.take() if self._shared is not None else None
+        if session is None:
+            session = self._read_sessionmaker()
+        try:
+            yield session
+        finally:
+            await _close_shielded(session)
 
     async def __aexit__(
         self,

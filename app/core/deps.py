@@ -12,7 +12,7 @@ from pydantic.json_schema import SkipJsonSchema
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.context import AppContext
-from app.core.db import UnitOfWork
+from app.core.db import SharedTransaction, UnitOfWork
 
 
 def get_context(request: Request) -> AppContext:
@@ -35,6 +35,56 @@ def get_unit_of_work(context: ContextDep) -> UnitOfWork:
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 UnitOfWorkDep = Annotated[UnitOfWork, Depends(get_unit_of_work)]
+
+_SHARES = "_formula_ops_shares_transaction"
+
+
+async def get_shared_transaction(
+    request: Request, context: ContextDep
+) -> AsyncIterator[SharedTransaction | None]:
+    """The request's one transaction when its route takes :data:`SharedUnitOfWorkDep` and
+    the database is PostgreSQL, else None (each part opens a session of its own).
+    Authentication and the ``Idempotency-Key`` check read in it, the unit of work takes it
+    over; whatever is left open when the request ends is rolled back here.
+
+    Not on SQLite: a write transaction takes the database's write lock when it begins
+    (``BEGIN IMMEDIATE``), which would then be held from authentication on."""
+    if context.engine.dialect.name != "postgresql" or not _shares(request.scope.get("route")):
+        yield None
+        return
+    shared = SharedTransaction(context.write_sessionmaker)
+    try:
+        yield shared
+    finally:
+        await shared.close()
+
+
+SharedTransactionDep = Annotated[SharedTransaction | None, Depends(get_shared_transaction)]
+
+
+def get_shared_unit_of_work(context: ContextDep, shared: SharedTransactionDep) -> UnitOfWork:
+    return context.unit_of_work(shared)
+
+
+# A writing route whose authentication, Idempotency-Key check and change take one pooled
+# connection and one transaction (PostgreSQL): see :func:`get_shared_transaction`.
+SharedUnitOfWorkDep = Annotated[UnitOfWork, Depends(get_shared_unit_of_work)]
+
+
+def _shares(route: object) -> bool:
+    """Whether ``route`` takes :data:`SharedUnitOfWorkDep` (worked out once per route)."""
+    if route is None:
+        return False
+    known = getattr(route, _SHARES, None)
+    if known is None:
+        dependant = getattr(route, "dependant", None)
+        known = dependant is not None and _depends_on(dependant, get_shared_unit_of_work)
+        setattr(route, _SHARES, known)
+    return bool(known)
+
+
+def _depends_on(dependant: Dependant, call: object) -> bool:
+    return any(sub.call is call or _depends_on(sub, call) for sub in dependant.dependencies)
 
 
 async def forbid_unknown_query(request: Request) -> None:

@@ -13,7 +13,7 @@ from app.auth.errors import Forbidden, TooManyRequests, Unauthenticated
 from app.auth.principal import Principal
 from app.auth.roles import Role
 from app.core.context import AppContext
-from app.core.deps import ContextDep, SessionDep, UnitOfWorkDep
+from app.core.deps import ContextDep, SessionDep, SharedUnitOfWorkDep, UnitOfWorkDep
 from app.core.errors import problem_responses
 from app.core.pagination import CursorParamsDep
 from app.core.paths import V1
@@ -97,7 +97,7 @@ async def create_deployment(
     body: DeploymentRequest,
     principal: ScopedDeployer,
     context: ContextDep,
-    uow: UnitOfWorkDep,
+    uow: SharedUnitOfWorkDep,
     idem: IdempotencyDep,
     prefer: PreferHeader = None,
 ) -> JSONResponse:
@@ -109,12 +109,9 @@ async def create_deployment(
     deployment (or a dry run) to an environment a maintenance window freezes (409
     `deploy-freeze`, naming the window)."""
     if body.dry_run:
-        async with context.sessionmaker() as session:
+        async with uow.reading() as session:
             planned = await service.plan(session, context.registry, principal, body)
-            ahead = await service.waiting_ahead(
-                session, planned.environment.name, [t.service.name for t in planned.targets]
-            )
-        dry = presenters.dry_run_out(planned, ahead, reveal=principal.role == Role.ADMIN)
+        dry = presenters.dry_run_out(planned, planned.ahead, reveal=principal.role == Role.ADMIN)
         return JSONResponse(dry.model_dump(mode="json"), status_code=200)
     async with uow:
         await idem.claim(uow)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, Select, String, and_, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -15,7 +15,7 @@ from app.audit import service as audit_service
 from app.auth.principal import Principal
 from app.auth.scope import readable
 from app.core.context import AppContext
-from app.core.db import UnitOfWork, insert_rows, utcnow
+from app.core.db import UnitOfWork, UTCDateTime, insert_rows, utcnow, write_batch
 from app.core.errors import AppError, NotFound
 from app.core.pagination import CursorParams, paginate
 from app.core.registry import Registry
@@ -67,6 +67,7 @@ class Planned:
     steps: list[StepSpec]
     backup: bool
     checklist_missing: list[str]
+    ahead: int = 0  # deployments queued or running before it on its services
 
 
 async def plan(
@@ -74,19 +75,23 @@ async def plan(
 ) -> Planned:
     """Everything a deployment request is checked against, and its concrete steps. A
     maintenance window freezing the environment refuses it (a dry run too); rollbacks
-    are not planned here, so a broken deployment can always be rolled back."""
-    environment = await environment_service.get_environment(session, principal, body.environment)
-    await maintenance_service.check_not_frozen(session, environment.name, utcnow())
+    are not planned here, so a broken deployment can always be rolled back.
+
+    What it is checked against is read in one statement (:func:`_plan_reads`), then
+    checked in this order: the environment (404), a freezing window (409), unknown
+    services (404), pinned versions (409)."""
+    now = utcnow()
     wanted = body.targets()
-    rows = {
-        s.name: s
-        for s in await session.scalars(
-            select(Service).where(
-                Service.environment == environment.name,
-                Service.name.in_([name for name, _ in wanted]),
-            )
-        )
-    }
+    parameters: dict[str, Any] = {"environment": body.environment, "now": now}
+    for number, (name, version) in enumerate(wanted):
+        parameters |= {f"service_{number}": name, f"version_{number}": version}
+    reads = (await session.execute(_plan_reads(len(wanted)), parameters)).all()
+    environment = environment_service.readable_environment(
+        reads[0].Environment if reads else None, principal, body.environment
+    )
+    if reads[0].freeze is not None:  # names the window (read again) and refuses
+        await maintenance_service.check_not_frozen(session, environment.name, now)
+    rows = {r.Service.name: r.Service for r in reads if r.Service is not None}
     unknown = [name for name, _ in wanted if name not in rows]
     if unknown:
         raise UnknownService(
@@ -96,7 +101,11 @@ async def plan(
                 for n in unknown
             ],
         )
-    await _refuse_pinned(session, environment.name, wanted)
+    pins = {(r.Pin.service, r.Pin.version): r.Pin for r in reads if r.Pin is not None}
+    for name, version in wanted:
+        pin = pins.get((name, version))
+        if pin is not None:
+            raise _pinned(environment.name, name, version, pin)
     targets = [deployment_plan.PlannedTarget(rows[name], version) for name, version in wanted]
     backup = environment.database is not None and body.backup is not False
     steps = run_service.validate_plan(
@@ -104,7 +113,55 @@ async def plan(
         deployment_plan.plan(environment, targets, checklist=list(body.checklist), backup=backup),
     )
     missing = [i for i in environment.required_checklist if i not in body.checklist]
-    return Planned(environment, targets, steps, backup, missing)
+    return Planned(environment, targets, steps, backup, missing, int(reads[0].ahead or 0))
+
+
+_PLAN_READS: dict[int, Any] = {}
+
+
+def _plan_reads(services: int) -> Any:
+    """The statement reading a plan of ``services`` services, built once per number of
+    services, with bind parameters ``environment``, ``now``, ``service_<i>`` and
+    ``version_<i>``. One row per requested service that exists (or one without a
+    service when none does; none when the environment does not exist): the environment,
+    the service, the pin of the requested version if any, the id of a window freezing
+    the environment at ``now``, and the deployments waiting on those services
+    (:func:`waiting_ahead`)."""
+    statement = _PLAN_READS.get(services)
+    if statement is not None:
+        return statement
+    environment = bindparam("environment", type_=String())
+    now = bindparam("now", type_=UTCDateTime())
+    names = [bindparam(f"service_{i}", type_=String()) for i in range(services)]
+    versions = [bindparam(f"version_{i}", type_=String()) for i in range(services)]
+    pairs = zip(names, versions, strict=True)
+    requested = or_(*(and_(Pin.service == n, Pin.version == v) for n, v in pairs))
+    statement = (
+        select(
+            Environment,
+            Service,
+            Pin,
+            maintenance_service.freezing_window_id(environment, now).label("freeze"),
+            _waiting(environment, names).scalar_subquery().label("ahead"),
+        )
+        .outerjoin(Service, and_(Service.environment == Environment.name, Service.name.in_(names)))
+        .outerjoin(
+            Pin, and_(Pin.environment == Environment.name, Pin.service == Service.name, requested)
+        )
+        .where(Environment.name == environment)
+        .execution_options(populate_existing=True)
+    )
+    _PLAN_READS[services] = statement  # a request names 1 to 20 services
+    return statement
+
+
+def _pinned(environment: str, name: str, version: str, pin: Pin) -> VersionPinned:
+    return VersionPinned(
+        f"{name} {version} is pinned in {environment} ({pin.reason}); an operator "
+        f"unpins it with DELETE /v1/environments/{environment}/services/{name}/pins/"
+        f"{version}",
+        extra={"service": name, "version": version, "pinned_by": pin.deployment_id},
+    )
 
 
 async def _refuse_pinned(
@@ -117,25 +174,22 @@ async def _refuse_pinned(
             )
         )
         if pin is not None:
-            raise VersionPinned(
-                f"{name} {version} is pinned in {environment} ({pin.reason}); an operator "
-                f"unpins it with DELETE /v1/environments/{environment}/services/{name}/pins/"
-                f"{version}",
-                extra={"service": name, "version": version, "pinned_by": pin.deployment_id},
-            )
+            raise _pinned(environment, name, version, pin)
+
+
+def _waiting(
+    environment: str | ColumnElement[str], services: Sequence[str | ColumnElement[str]]
+) -> Select[int]:
+    return select(func.count(func.distinct(DeploymentTarget.deployment_id))).where(
+        DeploymentTarget.environment == environment,
+        DeploymentTarget.service.in_(services),
+        DeploymentTarget.state != TargetState.DONE.value,
+    )
 
 
 async def waiting_ahead(session: AsyncSession, environment: str, services: list[str]) -> int:
-    return int(
-        await session.scalar(
-            select(func.count(func.distinct(DeploymentTarget.deployment_id))).where(
-                DeploymentTarget.environment == environment,
-                DeploymentTarget.service.in_(services),
-                DeploymentTarget.state != TargetState.DONE.value,
-            )
-        )
-        or 0
-    )
+    """How many deployments are queued or running on any of ``services``."""
+    return int(await session.scalar(_waiting(environment, services)) or 0)
 
 
 @dataclass(frozen=True)
@@ -166,6 +220,7 @@ async def create(
         ref=body.ref,
         description=body.description,
         request=body.model_dump(mode="json", exclude_none=True),
+        ahead=planned.ahead,
     )
 
 
@@ -185,55 +240,60 @@ async def _create_run(
     description: str,
     request: dict[str, Any],
     rollback_of: str | None = None,
+    ahead: int | None = None,
 ) -> Created:
-    ahead = await waiting_ahead(uow.session, environment.name, [name for name, _ in targets])
-    run = await run_service.create_run(
-        uow,
-        context,
-        kind=kind,
-        steps=steps,
-        params={"auto_rollback": auto_rollback},
-        requested_by=principal.actor,
-        environment=environment.name,
-    )
-    now = run.created_at
-    deployment = Deployment(
-        id=run.id,
-        kind=kind.value,
-        environment=environment.name,
-        ref=ref,
-        description=description,
-        checklist=checklist,
-        required_checklist=list(environment.required_checklist),
-        backup=backup,
-        auto_rollback=auto_rollback,
-        rollback_of=rollback_of,
-        requested_by=principal.actor,
-        request=request,
-        created_at=now,
-    )
-    rows = [
-        DeploymentTarget(
-            deployment_id=run.id,
-            position=position,
+    if ahead is None:
+        ahead = await waiting_ahead(uow.session, environment.name, [name for name, _ in targets])
+    # The run, its steps and first event, the deployment, its targets and both outbox
+    # events: one statement on PostgreSQL (app.core.db.write_batch).
+    async with write_batch(uow.session):
+        run = await run_service.create_run(
+            uow,
+            context,
+            kind=kind,
+            steps=steps,
+            params={"auto_rollback": auto_rollback},
+            requested_by=principal.actor,
             environment=environment.name,
-            service=name,
-            version=version,
-            previous_version=None,
-            touched=False,
-            state=TargetState.QUEUED.value,
+        )
+        now = run.created_at
+        deployment = Deployment(
+            id=run.id,
+            kind=kind.value,
+            environment=environment.name,
+            ref=ref,
+            description=description,
+            checklist=checklist,
+            required_checklist=list(environment.required_checklist),
+            backup=backup,
+            auto_rollback=auto_rollback,
+            rollback_of=rollback_of,
+            requested_by=principal.actor,
+            request=request,
             created_at=now,
         )
-        for position, (name, version) in enumerate(targets)
-    ]
-    await insert_rows(uow.session, [deployment])  # before its targets (foreign key)
-    await insert_rows(uow.session, rows)  # one multi-row INSERT
-    services = [{"name": n, "version": v} for n, v in targets]
-    await add_event(
-        uow.session,
-        "deployment.queued",
-        events.data(run.id, kind.value, environment.name, run.status, rows, ref),
-    )
+        rows = [
+            DeploymentTarget(
+                deployment_id=run.id,
+                position=position,
+                environment=environment.name,
+                service=name,
+                version=version,
+                previous_version=None,
+                touched=False,
+                state=TargetState.QUEUED.value,
+                created_at=now,
+            )
+            for position, (name, version) in enumerate(targets)
+        ]
+        await insert_rows(uow.session, [deployment])  # before its targets (foreign key)
+        await insert_rows(uow.session, rows)  # one multi-row INSERT
+        services = [{"name": n, "version": v} for n, v in targets]
+        await add_event(
+            uow.session,
+            "deployment.queued",
+            events.data(run.id, kind.value, environment.name, run.status, rows, ref),
+        )
     await audit_service.record(
         uow.session,
         principal,

@@ -86,7 +86,16 @@ def check_if_match(if_match: str | None, revision: int | None) -> None:
 
 
 async def get_environment(session: AsyncSession, principal: Principal, name: str) -> Environment:
-    environment = await session.get(Environment, name, populate_existing=True)
+    return readable_environment(
+        await session.get(Environment, name, populate_existing=True), principal, name
+    )
+
+
+def readable_environment(
+    environment: Environment | None, principal: Principal, name: str
+) -> Environment:
+    """``environment`` as read for the name ``name``; 404 when there is none or
+    ``principal`` may not see it."""
     if environment is None or not may_read(principal, name):
         raise EnvironmentNotFound(f"No environment {name!r}")
     return environment

@@ -13,7 +13,7 @@ from fastapi import Depends, Header, Request
 
 from app.auth.deps import CurrentPrincipal
 from app.core.context import AppContext
-from app.core.deps import ContextDep
+from app.core.deps import ContextDep, SharedTransactionDep
 from app.core.errors import render_error
 from app.idempotency import service
 from app.idempotency.errors import (
@@ -51,6 +51,7 @@ async def idempotency(
     request: Request,
     context: ContextDep,
     principal: CurrentPrincipal,
+    shared: SharedTransactionDep,
     key: Annotated[
         str | None,
         Header(
@@ -69,7 +70,9 @@ async def idempotency(
         raise MalformedIdempotencyKey(f"{HEADER} must be 1-255 printable ASCII characters")
     token_id = principal.token_id or principal.name
     body = await request.body()
-    idem = await service.begin(context, token_id, key, request.method, request.url.path, body)
+    idem = await service.begin(
+        context, token_id, key, request.method, request.url.path, body, shared=shared
+    )
     try:
         yield idem
     except _KEY_ANSWERS:
@@ -85,6 +88,8 @@ async def idempotency(
                 type(exc).__name__,
             )
             raise IdempotentReplay(idem.stored.response()) from exc
+        if shared is not None:
+            await shared.close()  # refused before its change began: end the reads first
         await _store_refusal(context, request, idem, exc)
         raise
 

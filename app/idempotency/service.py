@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -36,13 +37,13 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from fastapi.responses import Response
-from sqlalchemy import delete, or_, select, text, update
+from sqlalchemy import bindparam, delete, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.context import AppContext
-from app.core.db import UnitOfWork, utcnow
+from app.core.db import SharedTransaction, UnitOfWork, utcnow
 from app.core.ids import new_id
 from app.idempotency.errors import (
     IdempotencyKeyInFlight,
@@ -225,17 +226,54 @@ async def _insert(
     only), then 409. Other keys never wait on each other.
     """
     postgres = session.get_bind().dialect.name == "postgresql"
-    if postgres:
-        await session.execute(text(f"SET LOCAL lock_timeout = '{IN_FLIGHT_WAIT}'"))
     try:
-        found = await _insert_row(session, idem, state, stored, postgres=postgres)
+        return await _insert_row(session, idem, state, stored, postgres=postgres)
     except OperationalError as exc:
         if getattr(exc.orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
             raise _in_flight() from None
         raise
-    if postgres:
-        await session.execute(text("SET LOCAL lock_timeout TO DEFAULT"))
-    return found
+
+
+def _insert_statement(values: dict[str, Any], *, postgres: bool) -> Any:
+    """``INSERT … ON CONFLICT DO NOTHING RETURNING id`` of the key row.
+
+    On PostgreSQL the statement sets its own lock timeout and restores it (one round
+    trip instead of ``SET LOCAL`` before and after): a CTE saves the current
+    ``lock_timeout`` and sets ``IN_FLIGHT_WAIT`` (``set_config(…, true)``: until the
+    transaction ends) before the row is inserted, and the RETURNING list puts the saved
+    value back. RETURNING runs only for an inserted row: after a conflict the caller
+    restores it (:func:`_restore_lock_timeout`)."""
+    if not postgres:
+        return (
+            sqlite.insert(IdempotencyRecord)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["token_id", "key_hash"])
+            .returning(IdempotencyRecord.id)
+        )
+    return _postgres_insert(tuple(values))
+
+
+@functools.cache
+def _postgres_insert(names: tuple[str, ...]) -> Any:
+    """:func:`_insert_statement` on PostgreSQL for the columns ``names``, built once: the
+    values are bind parameters named after their columns."""
+    wait = select(
+        func.current_setting("lock_timeout").label("previous"),
+        func.set_config("lock_timeout", IN_FLIGHT_WAIT, True).label("waiting"),
+    ).cte("key_wait")
+    table: Any = IdempotencyRecord.__table__
+    row = select(*(bindparam(n, type_=table.c[n].type) for n in names)).select_from(wait)
+    restore = select(func.set_config("lock_timeout", wait.c.previous, True)).scalar_subquery()
+    return (  # of the table, not the entity: the values are the statement's parameters
+        postgresql.insert(table)
+        .from_select(list(names), row)
+        .on_conflict_do_nothing(index_elements=["token_id", "key_hash"])
+        .returning(IdempotencyRecord.id, restore)
+    )
+
+
+async def _restore_lock_timeout(session: AsyncSession) -> None:
+    await session.execute(text("SET LOCAL lock_timeout TO DEFAULT"))
 
 
 async def _insert_row(
@@ -246,7 +284,6 @@ async def _insert_row(
     *,
     postgres: bool,
 ) -> IdempotencyRecord | None:
-    dialect = postgresql if postgres else sqlite
     for _ in range(3):
         now = utcnow()
         record_id = new_id()
@@ -263,15 +300,13 @@ async def _insert_row(
         }
         if stored is not None:
             values.update(_sealed(idem, stored))
-        statement = dialect.insert(IdempotencyRecord).values(**values)
-        inserted = await session.scalar(
-            statement.on_conflict_do_nothing(index_elements=["token_id", "key_hash"]).returning(
-                IdempotencyRecord.id
-            )
-        )
+        statement = _insert_statement(values, postgres=postgres)
+        inserted = (await session.execute(statement, values if postgres else None)).first()
         if inserted is not None:
             idem.record_id = record_id
             return None
+        if postgres:  # the conflict skipped the RETURNING list that restores it
+            await _restore_lock_timeout(session)
         existing = await _committed(session, idem)
         if existing is not None and not _stale(existing, now):
             return existing
@@ -320,10 +355,18 @@ def _answer(idem: Idempotency, record: IdempotencyRecord) -> Exception:
 
 
 async def begin(
-    context: AppContext, token_id: str, key: str, method: str, path: str, body: bytes
+    context: AppContext,
+    token_id: str,
+    key: str,
+    method: str,
+    path: str,
+    body: bytes,
+    *,
+    shared: SharedTransaction | None = None,
 ) -> Idempotency:
     """The request's :class:`Idempotency`; raises the stored answer of a committed first
-    use (replay, or 422 for a different request)."""
+    use (replay, or 422 for a different request). Read in the request's ``shared``
+    transaction when it has one."""
     idem = Idempotency(
         context.secret_key,
         token_id,
@@ -333,8 +376,14 @@ async def begin(
         fingerprint=_fingerprint(method, path, body),
         ttl=dt.timedelta(hours=context.settings.idempotency_ttl_hours),
     )
-    async with context.sessionmaker() as session:
+    if shared is not None:
+        session = await shared.session()
         existing = await _committed(session, idem)
+        if existing is not None:
+            session.expunge(existing)
+    else:
+        async with context.sessionmaker() as session:
+            existing = await _committed(session, idem)
     if existing is not None and not _stale(existing, utcnow()):
         raise _answer(idem, existing)
     return idem

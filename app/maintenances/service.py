@@ -18,9 +18,20 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, and_, delete, exists, false, or_, select, true
+from sqlalchemy import (
+    ColumnElement,
+    ScalarSelect,
+    Select,
+    and_,
+    delete,
+    exists,
+    false,
+    or_,
+    select,
+    true,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import service as audit_service
@@ -56,7 +67,7 @@ class DeployFreeze(AppError):
     status = 409
 
 
-def in_effect(now: dt.datetime) -> ColumnElement[bool]:
+def in_effect(now: dt.datetime | ColumnElement[dt.datetime]) -> ColumnElement[bool]:
     """The windows in effect at ``now`` (see the module's docstring)."""
     return or_(
         and_(
@@ -111,19 +122,37 @@ async def covering(
     return found
 
 
-async def freezing(session: AsyncSession, environment: str, now: dt.datetime) -> Maintenance | None:
-    """The window (not a deploy window) in effect at ``now`` that freezes
-    ``environment``; the one ending last when several do."""
+_Row = TypeVar("_Row", bound=Any)
+
+
+def freezing_window_id(
+    environment: str | ColumnElement[str], now: dt.datetime | ColumnElement[dt.datetime]
+) -> ScalarSelect[str]:
+    """The id of :func:`freezing`'s window as a scalar subquery (NULL when none), for a
+    statement that reads it with other things."""
+    return _freezing(select(Maintenance.id), environment, now).scalar_subquery()
+
+
+def _freezing(
+    statement: Select[_Row],
+    environment: str | ColumnElement[str],
+    now: dt.datetime | ColumnElement[dt.datetime],
+) -> Select[_Row]:
     linked = exists().where(
         MaintenanceEnvironment.maintenance_id == Maintenance.id,
         MaintenanceEnvironment.environment == environment,
     )
-    return await session.scalar(
-        select(Maintenance)
-        .where(in_effect(now), Maintenance.deploy_window == false(), linked)
+    return (
+        statement.where(in_effect(now), Maintenance.deploy_window == false(), linked)
         .order_by(Maintenance.scheduled_until.desc(), Maintenance.id)
         .limit(1)
     )
+
+
+async def freezing(session: AsyncSession, environment: str, now: dt.datetime) -> Maintenance | None:
+    """The window (not a deploy window) in effect at ``now`` that freezes
+    ``environment``; the one ending last when several do."""
+    return await session.scalar(_freezing(select(Maintenance), environment, now))
 
 
 async def check_not_frozen(session: AsyncSession, environment: str, now: dt.datetime) -> None:
