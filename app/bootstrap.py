@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import httpx
 from redis.asyncio import Redis
 
 from app import __version__
 from app.backups import registration as backups
 from app.backups import restore_registration as restores
 from app.components import registration as components
-from app.core.context import AppContext, RedisNotConfigured
+from app.core.context import AppContext, HttpClient, RedisNotConfigured
 from app.core.db import create_engine, make_sessionmaker, write_engine
 from app.core.metrics import Metrics
 from app.core.notify import RunNotifier
@@ -86,9 +85,7 @@ def build_context(
         write_sessionmaker=make_sessionmaker(write_engine(engine)),
         redis=redis,
         queue=Queue(redis, settings.queue_name),
-        http=httpx.AsyncClient(
-            timeout=httpx.Timeout(10.0), headers={"User-Agent": f"formula-ops/{__version__}"}
-        ),
+        http_client=HttpClient(timeout=10.0, headers={"User-Agent": f"formula-ops/{__version__}"}),
         notifier=RunNotifier(
             redis,
             settings.redis_prefix,

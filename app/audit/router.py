@@ -12,9 +12,8 @@ from app.audit.models import Outcome
 from app.audit.schemas import AuditEventList, AuditVerification
 from app.auth.deps import Viewer
 from app.auth.errors import Forbidden, TooManyRequests, Unauthenticated
-from app.core.deps import ContextDep, SessionDep
+from app.core.deps import ContextDep, CursorParamsDep, SessionDep
 from app.core.errors import problem_responses
-from app.core.pagination import CursorParamsDep
 from app.core.paths import V1
 from app.core.schemas import PRINTABLE, Timestamp
 

@@ -13,9 +13,8 @@ from app.auth.errors import Forbidden, TooManyRequests, Unauthenticated
 from app.backups import restore_presenters as presenters
 from app.backups import restores
 from app.backups.restore_schemas import RestoreCreate, RestoreDryRun, RestoreList, RestoreOut
-from app.core.deps import ContextDep, SessionDep, UnitOfWorkDep
+from app.core.deps import ContextDep, CursorParamsDep, SessionDep, UnitOfWorkDep
 from app.core.errors import problem_responses
-from app.core.pagination import CursorParamsDep
 from app.core.paths import V1
 from app.core.schemas import PRINTABLE
 from app.environments.schemas import NAME

@@ -20,9 +20,8 @@ from app.backups.schemas import (
     BackupPlan,
     target_of,
 )
-from app.core.deps import ContextDep, SessionDep, UnitOfWorkDep
+from app.core.deps import ContextDep, CursorParamsDep, SessionDep, UnitOfWorkDep
 from app.core.errors import problem_responses
-from app.core.pagination import CursorParamsDep
 from app.core.paths import V1
 from app.core.schemas import PRINTABLE
 from app.environments.schemas import NAME

@@ -12,7 +12,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
+from urllib.parse import unquote, urlsplit
 
 LogLine = Callable[[str], Awaitable[None]]
 
@@ -68,3 +70,14 @@ class Source(Protocol):
 
     async def ping(self) -> None:
         """Raise :class:`SourceError` when the database cannot be reached."""
+
+
+def sqlite_path(url: str) -> Path:
+    """``sqlite:////abs/path.db`` (SQLAlchemy's form, also ``sqlite+aiosqlite://``) →
+    the file's path. Here, not in :mod:`app.backups.sqlite`, so that naming the file
+    does not import sqlite3."""
+    parts = urlsplit(url)
+    path = Path(unquote(url.split(":///", 1)[1])) if ":///" in url else None
+    if parts.netloc or path is None or not path.is_absolute() or path.name in ("", ":memory:"):
+        raise SourceError("a SQLite database URL is sqlite:////absolute/path.db")
+    return path

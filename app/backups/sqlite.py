@@ -12,9 +12,8 @@ import tempfile
 import time
 from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
-from app.backups.sources import Dump, LogLine, SourceError
+from app.backups.sources import Dump, LogLine, SourceError, sqlite_path
 from app.core.ids import new_id
 
 CHUNK = 1 << 20
@@ -27,16 +26,6 @@ _READ_ACTIONS = frozenset(
 
 def _reads_only(action: int, *_: object) -> int:
     return sqlite3.SQLITE_OK if action in _READ_ACTIONS else sqlite3.SQLITE_DENY
-
-
-def sqlite_path(url: str) -> Path:
-    """``sqlite:////abs/path.db`` (SQLAlchemy's form, also ``sqlite+aiosqlite://``) →
-    the file's path."""
-    parts = urlsplit(url)
-    path = Path(unquote(url.split(":///", 1)[1])) if ":///" in url else None
-    if parts.netloc or path is None or not path.is_absolute() or path.name in ("", ":memory:"):
-        raise SourceError("a SQLite database URL is sqlite:////absolute/path.db")
-    return path
 
 
 def _readonly(path: Path) -> sqlite3.Connection:

@@ -9,7 +9,6 @@ from urllib.parse import unquote, urlsplit
 
 from app.backups.postgres import PostgresSource
 from app.backups.sources import Source, SourceError
-from app.backups.sqlite import SqliteSource
 from app.backups.storage import FileStorage, Storage, StorageError
 
 
@@ -26,6 +25,10 @@ def source_for(url: str, *, pg_format: str = "custom", largest_tables: int = 10)
     """The source a database URL names."""
     if engine_of(url) == "postgresql":
         return PostgresSource(url, format=pg_format, largest_tables=largest_tables)
+    # sqlite3 stays out of the processes (PostgreSQL deployments) that never open a
+    # SQLite database.
+    from app.backups.sqlite import SqliteSource
+
     return SqliteSource(url, largest_tables=largest_tables)
 
 

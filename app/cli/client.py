@@ -7,6 +7,9 @@
   server that cannot be reached becomes :class:`ConnectionFailed`.
 - :meth:`Client.events` reads Server-Sent Events and, when the connection drops,
   reconnects with ``Last-Event-ID`` where it stopped (a bounded number of times in a row).
+
+httpx is imported by the first :class:`Client`, not with this module: ``formula-ops api``
+and ``formula-ops worker`` import the command line and never talk to the API.
 """
 
 from __future__ import annotations
@@ -19,12 +22,13 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Se
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from app.cli.output import fail, field_errors
 from app.core.address import DEFAULT_HOST, DEFAULT_PORT
+
+if TYPE_CHECKING:
+    import httpx
 
 # The server's own defaults (``Settings.host``/``port``).
 DEFAULT_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
@@ -34,9 +38,11 @@ PORT_VARIABLE = "FORMULA_OPS_PORT"
 # A server bound to every address is reached on loopback.
 _ANY_ADDRESS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": DEFAULT_HOST}
 TOKEN_VARIABLE = "FORMULA_OPS_TOKEN"  # noqa: S105 - the variable's name
-TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+TIMEOUT_SECONDS = 30.0  # connecting: CONNECT_TIMEOUT_SECONDS
+CONNECT_TIMEOUT_SECONDS = 5.0
 # The server sends a keep-alive comment every 15 s; a silent minute is a dead connection.
-STREAM_TIMEOUT = httpx.Timeout(5.0, read=60.0)
+STREAM_READ_TIMEOUT_SECONDS = 60.0
+STREAM_TIMEOUT_SECONDS = 5.0  # connecting, writing
 DEFAULT_RECONNECT = 1.0
 MAX_RECONNECT = 10.0
 _RETRYABLE_STATUS = frozenset({408, 425, 429, 502, 503, 504})
@@ -195,6 +201,12 @@ class Client:
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        import httpx
+
+        self._timeout = httpx.Timeout(TIMEOUT_SECONDS, connect=CONNECT_TIMEOUT_SECONDS)
+        self._stream_timeout = httpx.Timeout(
+            STREAM_TIMEOUT_SECONDS, read=STREAM_READ_TIMEOUT_SECONDS
+        )
         headers = {"Accept": "application/json, application/problem+json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -204,7 +216,7 @@ class Client:
             self._http = httpx.Client(
                 base_url=self.base_url,
                 headers=headers,
-                timeout=TIMEOUT,
+                timeout=self._timeout,
                 transport=transport,
                 follow_redirects=False,
                 trust_env=True,
@@ -264,6 +276,8 @@ class Client:
         ``retries``: how often to send the request again after a dropped connection or a
         busy answer (429, 503, an Idempotency-Key still in flight). Only for requests that
         are safe to repeat: reads, and writes with an ``Idempotency-Key``."""
+        import httpx
+
         query = {k: v for k, v in (params or {}).items() if v is not None}
         attempt = 0
         while True:
@@ -275,7 +289,7 @@ class Client:
                     params=query,
                     json=json,
                     headers=dict(headers or {}),
-                    timeout=timeout if timeout is not None else TIMEOUT,
+                    timeout=timeout if timeout is not None else self._timeout,
                 )
             except httpx.TransportError as exc:
                 if attempt > retries:
@@ -309,6 +323,8 @@ class Client:
         ends, is opened again with ``Last-Event-ID``, after the delay the server asked for
         (``retry:``), growing with each failure; after ``max_retries`` failures in a row
         without an event, :class:`ConnectionFailed`. A 4xx answer is :class:`ApiError`."""
+        import httpx
+
         last_id = last_event_id
         retry = DEFAULT_RECONNECT
         failures = 0
@@ -319,7 +335,7 @@ class Client:
             decoder = SseDecoder()
             try:
                 with self._http.stream(
-                    "GET", path, headers=headers, timeout=STREAM_TIMEOUT
+                    "GET", path, headers=headers, timeout=self._stream_timeout
                 ) as response:
                     if response.status_code == 204:
                         return
@@ -406,6 +422,8 @@ def _retryable(error: ApiError) -> bool:
 
 
 def _transport_message(base_url: str, exc: httpx.TransportError) -> str:
+    import httpx
+
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
         return f"Cannot reach {base_url} ({type(exc).__name__})"
     if isinstance(exc, httpx.TimeoutException):

@@ -14,11 +14,13 @@
 
 What they print goes through :mod:`app.cli.output`; the API through :mod:`app.cli.client`.
 
-Only what the command line needs to start is imported here: typer, rich, httpx and plain
-values. A command that works on the server side (the processes, the database, the
-OpenAPI document, the local validation of ``apply -f``: :mod:`app.cli.serving`,
-:mod:`app.cli.declarative`) imports it when it runs, so that ``--help`` and the commands
-that only talk to the API start in a fraction of the application's import time.
+Only what the command line needs to start is imported here: typer, rich and plain
+values (httpx comes with the first API client, :mod:`app.cli.client`). A command that
+works on the server side (the processes, the database, the OpenAPI document, the local
+validation of ``apply -f``: :mod:`app.cli.serving`, :mod:`app.cli.declarative`) imports
+it when it runs, so that ``--help`` and the commands that only talk to the API start in a
+fraction of the application's import time, and ``api`` and ``worker`` hold no more of
+the command line than they need.
 """
 
 from __future__ import annotations

@@ -8,9 +8,8 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from arq.connections import ArqRedis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -22,6 +21,36 @@ from app.core.queue import Queue
 from app.core.registry import Registry
 from app.core.resources import Resources
 from app.core.settings import Settings
+
+if TYPE_CHECKING:
+    import httpx
+
+
+class HttpClient:
+    """The context's outgoing HTTP client (smoke tests, verification queries, load
+    probes), built with ``options`` at its first use: httpx, and the command-line
+    libraries it imports (rich, click, pygments), stay out of a process that never sends
+    a request (an idle worker, an API process). One per context; ``dataclasses.replace``
+    of a context shares it, as it shares the context's other clients."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._client: httpx.AsyncClient | None = None
+        self._closed = False
+
+    def get(self) -> httpx.AsyncClient:
+        if self._client is None:
+            if self._closed:
+                raise RuntimeError("the application context was closed")
+            import httpx
+
+            self._client = httpx.AsyncClient(**self._options)
+        return self._client
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._client is not None:
+            await self._client.aclose()
 
 
 class RedisNotConfigured(RuntimeError):
@@ -36,12 +65,17 @@ class AppContext:
     write_sessionmaker: async_sessionmaker[AsyncSession]
     redis: ArqRedis
     queue: Queue
-    http: httpx.AsyncClient
+    http_client: HttpClient
     notifier: RunNotifier
     secret_key: bytes  # server-side secret (app.core.secret_key)
     registry: Registry  # frozen: the run kinds, step actions and drivers (app.bootstrap)
     metrics: Metrics = field(default_factory=Metrics)
     resources: Resources = field(default_factory=Resources)
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The shared outgoing HTTP client (:class:`HttpClient`)."""
+        return self.http_client.get()
 
     def unit_of_work(self, shared: SharedTransaction | None = None) -> UnitOfWork:
         """A new transaction that may write; enter it with ``async with``. With ``shared``
@@ -63,7 +97,7 @@ class AppContext:
     async def aclose(self) -> None:
         await self.resources.aclose()
         await self.notifier.aclose()
-        await self.http.aclose()
+        await self.http_client.aclose()
         await self.redis.aclose(close_connection_pool=True)
         await self.engine.dispose()
 

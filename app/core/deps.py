@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Query, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from pydantic.json_schema import SkipJsonSchema
@@ -13,6 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.context import AppContext
 from app.core.db import SharedTransaction, UnitOfWork
+from app.core.pagination import (
+    CURSOR_PATTERN,
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    CursorParams,
+    decode_cursor,
+)
 
 
 def get_context(request: Request) -> AppContext:
@@ -124,3 +131,23 @@ IfMatch = Annotated[
         description="The ETag read before; a stale one is refused with 412.",
     ),
 ]
+
+
+def cursor_params(
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_LIMIT, description="Items per page (1-200).")
+    ] = DEFAULT_LIMIT,
+    cursor: Annotated[
+        str | SkipJsonSchema[None],
+        Query(
+            max_length=512,
+            # Stated, not enforced here: decode_cursor answers a mismatch with its problem.
+            json_schema_extra={"pattern": CURSOR_PATTERN},
+            description="Opaque: the `next_cursor` of the previous page (empty: the first).",
+        ),
+    ] = None,
+) -> CursorParams:
+    return CursorParams(limit=limit, cursor=decode_cursor(cursor) if cursor else None)
+
+
+CursorParamsDep = Annotated[CursorParams, Depends(cursor_params)]

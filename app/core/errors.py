@@ -4,6 +4,9 @@ Every error the service answers goes through :func:`problem_response`: applicati
 errors (:class:`AppError` subclasses carry their type, title and status), request
 validation errors (422 with ``errors``), Starlette's 404/405/413, and unexpected
 exceptions (a generic 500 with the request id; the traceback goes to the log only).
+
+The error classes are raised by the services, which the worker runs too: FastAPI and
+Starlette are imported by the functions that answer a request, not with this module.
 """
 
 from __future__ import annotations
@@ -11,17 +14,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis.exceptions
 import sqlalchemy.exc
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.core.logging import escape
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +156,8 @@ def problem_response(
     headers: Mapping[str, str] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> JSONResponse:
+    from fastapi.responses import JSONResponse
+
     body: dict[str, Any] = {
         "type": type,
         "title": title,
@@ -244,6 +251,9 @@ def _phrase(status: int) -> str:
 
 def render_error(request: Request, exc: Exception) -> JSONResponse | None:
     """The problem response for an expected error; None for an unexpected one (a 500)."""
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
     if isinstance(exc, AppError):
         return _app_error_response(request, exc)
     if isinstance(exc, RequestValidationError):
@@ -317,6 +327,9 @@ async def _handle_integrity(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
     for error in (AppError, RequestValidationError, StarletteHTTPException):
         app.add_exception_handler(error, _handle_error)
     for unavailable in UNAVAILABLE_ERRORS:

@@ -2,6 +2,9 @@
 
 Pages are ordered newest first by ``(created_at, id)``; the cursor is the position of
 the last item returned, so inserts never shift or repeat items across pages.
+
+The query parameters themselves (``CursorParamsDep``) are a request dependency of
+:mod:`app.core.deps`: this module is the services' (and the worker's), without FastAPI.
 """
 
 from __future__ import annotations
@@ -10,11 +13,9 @@ import datetime as dt
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
-from fastapi import Depends, Query
 from pydantic import BaseModel
-from pydantic.json_schema import SkipJsonSchema
 from sqlalchemy import Select, bindparam, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
@@ -86,26 +87,6 @@ def decode_cursor(value: str) -> Cursor:
     # first item or after the last.
     micros = min(max(int(stamp), _MIN_MICROS), _MAX_MICROS)
     return Cursor(_EPOCH + dt.timedelta(microseconds=micros), id)
-
-
-def cursor_params(
-    limit: Annotated[
-        int, Query(ge=1, le=MAX_LIMIT, description="Items per page (1-200).")
-    ] = DEFAULT_LIMIT,
-    cursor: Annotated[
-        str | SkipJsonSchema[None],
-        Query(
-            max_length=512,
-            # Stated, not enforced here: decode_cursor answers a mismatch with its problem.
-            json_schema_extra={"pattern": CURSOR_PATTERN},
-            description="Opaque: the `next_cursor` of the previous page (empty: the first).",
-        ),
-    ] = None,
-) -> CursorParams:
-    return CursorParams(limit=limit, cursor=decode_cursor(cursor) if cursor else None)
-
-
-CursorParamsDep = Annotated[CursorParams, Depends(cursor_params)]
 
 
 class Keyed(Protocol):

@@ -13,9 +13,14 @@ from app.auth.errors import Forbidden, TooManyRequests, Unauthenticated
 from app.auth.principal import Principal
 from app.auth.roles import Role
 from app.core.context import AppContext
-from app.core.deps import ContextDep, SessionDep, SharedUnitOfWorkDep, UnitOfWorkDep
+from app.core.deps import (
+    ContextDep,
+    CursorParamsDep,
+    SessionDep,
+    SharedUnitOfWorkDep,
+    UnitOfWorkDep,
+)
 from app.core.errors import problem_responses
-from app.core.pagination import CursorParamsDep
 from app.core.paths import V1
 from app.deployments import presenters, service
 from app.deployments.schemas import (

@@ -26,13 +26,14 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
-
-import httpx
+from typing import TYPE_CHECKING, Any, Literal
 
 from app.core.redaction import redact_text
 from app.thresholds.models import Threshold
 from app.thresholds.service import Grade, grade
+
+if TYPE_CHECKING:
+    import httpx
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 HTTP_TIMEOUT_SECONDS = 10.0
@@ -341,6 +342,8 @@ def _p95_ms(first: dict[str, Series], second: dict[str, Series]) -> float | None
 
 async def _get(http: httpx.AsyncClient, url: str, params: Mapping[str, str] | None = None) -> bytes:
     """GET ``url`` (no redirects followed), at most :data:`MAX_BODY_BYTES` of it."""
+    import httpx  # imported by ``http`` already; here for its errors
+
     if not url.lower().startswith(("http://", "https://")):
         raise MeasureError("only http and https URLs are read")
     try:

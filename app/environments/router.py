@@ -12,9 +12,8 @@ from app.auth.deps import Admin, ScopedOperator, ScopedViewer
 from app.auth.errors import Forbidden, TooManyRequests, Unauthenticated
 from app.auth.principal import Principal
 from app.auth.roles import Role
-from app.core.deps import ContextDep, IfMatch, SessionDep, UnitOfWorkDep
+from app.core.deps import ContextDep, CursorParamsDep, IfMatch, SessionDep, UnitOfWorkDep
 from app.core.errors import BadRequest, PreconditionFailed, problem_responses
-from app.core.pagination import CursorParamsDep
 from app.core.paths import V1
 from app.core.registry import Catalog
 from app.drivers.base import DriverSettings, DriverType

@@ -8,9 +8,8 @@ from fastapi.responses import JSONResponse
 from app.auth.deps import Operator, Viewer
 from app.auth.errors import Forbidden, TooManyRequests, Unauthenticated
 from app.auth.roles import Role
-from app.core.deps import ContextDep, SessionDep, UnitOfWorkDep
+from app.core.deps import ContextDep, CursorParamsDep, SessionDep, UnitOfWorkDep
 from app.core.errors import problem_responses
-from app.core.pagination import CursorParamsDep
 from app.core.paths import V1
 from app.health_checks import service
 from app.idempotency.deps import IdempotencyDep

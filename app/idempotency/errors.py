@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi.responses import Response
+from typing import TYPE_CHECKING
 
 from app.core.errors import AppError, BadRequest
+
+if TYPE_CHECKING:
+    from fastapi.responses import Response
 
 
 class MalformedIdempotencyKey(BadRequest):

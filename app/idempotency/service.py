@@ -30,13 +30,12 @@ import json
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from fastapi.responses import Response
 from sqlalchemy import bindparam, delete, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
@@ -52,6 +51,9 @@ from app.idempotency.errors import (
     IdempotentResponseUnreadable,
 )
 from app.idempotency.models import COMPLETED, IN_FLIGHT, IdempotencyRecord
+
+if TYPE_CHECKING:
+    from fastapi.responses import Response
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +109,8 @@ class _Stored:
         return cls(response.status_code, headers, bytes(response.body))
 
     def response(self, **extra: str) -> Response:
+        from fastapi.responses import Response  # the worker purges keys without FastAPI
+
         headers = {**self.headers, **extra}
         media_type = headers.pop("content-type", None)
         return Response(self.body, status_code=self.status, headers=headers, media_type=media_type)

@@ -14,9 +14,8 @@ from app.auth.errors import Forbidden, TooManyRequests, Unauthenticated
 from app.auth.principal import Principal
 from app.components.vocabulary import IncidentStatus, Severity
 from app.core.context import AppContext
-from app.core.deps import ContextDep, IfMatch, SessionDep, UnitOfWorkDep
+from app.core.deps import ContextDep, CursorParamsDep, IfMatch, SessionDep, UnitOfWorkDep
 from app.core.errors import BadRequest, PreconditionFailed, problem_responses
-from app.core.pagination import CursorParamsDep
 from app.core.paths import V1
 from app.deployments import presenters as deployment_presenters
 from app.deployments import service as deployment_service

@@ -11,9 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.deps import Operator, Viewer
 from app.auth.errors import Forbidden, TooManyRequests, Unauthenticated
-from app.core.deps import IfMatch, SessionDep, UnitOfWorkDep
+from app.core.deps import CursorParamsDep, IfMatch, SessionDep, UnitOfWorkDep
 from app.core.errors import BadRequest, PreconditionFailed, problem_responses
-from app.core.pagination import CursorParamsDep
 from app.core.paths import V1
 from app.environments.schemas import NAME
 from app.idempotency.deps import IdempotencyDep

@@ -26,9 +26,11 @@ from app.core.registry import Catalog, CatalogKey
 
 class EventData(BaseModel):
     """Base of the models of event data: what is written is exactly what is documented
-    (an undocumented field fails validation)."""
+    (an undocumented field fails validation). Each one's validator is built when an
+    event of its type is first written or documented (``defer_build``), not when the
+    process starts."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class EventLinks(BaseModel):

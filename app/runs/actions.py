@@ -18,7 +18,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.core.child_env import child_env
@@ -57,7 +56,10 @@ class StepContext:
 
 
 class Params(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Base of a step action's parameters; each one's validator is built when a runbook
+    using the action is first loaded or run (``defer_build``), not when the process starts."""
+
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 Handler = Callable[[Any, StepContext], Awaitable[StepOutcome]]
@@ -110,6 +112,8 @@ class HttpParams(Params):
 
 
 async def http_check(params: HttpParams, ctx: StepContext) -> StepOutcome:
+    import httpx  # with the context's client, at its first request
+
     started = time.perf_counter()
     try:
         response = await ctx.context.http.request(

@@ -10,9 +10,8 @@ from fastapi.responses import StreamingResponse
 
 from app.auth.deps import ScopedOperator, ScopedViewer
 from app.auth.errors import Forbidden, TooManyRequests, Unauthenticated
-from app.core.deps import ContextDep, SessionDep, UnitOfWorkDep
+from app.core.deps import ContextDep, CursorParamsDep, SessionDep, UnitOfWorkDep
 from app.core.errors import problem_responses
-from app.core.pagination import CursorParamsDep
 from app.core.paths import V1
 from app.core.schemas import PRINTABLE, Timestamp
 from app.runs import service

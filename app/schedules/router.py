@@ -13,9 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth.deps import Operator, Viewer
 from app.auth.errors import Denial, Forbidden, TooManyRequests, Unauthenticated
 from app.auth.principal import Principal
-from app.core.deps import ContextDep, IfMatch, SessionDep, UnitOfWorkDep
+from app.core.deps import ContextDep, CursorParamsDep, IfMatch, SessionDep, UnitOfWorkDep
 from app.core.errors import BadRequest, PreconditionFailed, problem_responses
-from app.core.pagination import CursorParamsDep
 from app.core.paths import V1
 from app.environments.service import EnvironmentNotFound
 from app.idempotency.deps import IdempotencyDep

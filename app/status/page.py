@@ -9,13 +9,15 @@ least 4.5:1 (``COLOURS``, checked by tests/status/test_page.py).
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
-
-from jinja2 import Environment, PackageLoader, select_autoescape
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from app.status import presenters
 from app.status.presenters import PageInfo
 from app.status.service import HISTORY_DAYS, IncidentRow, MaintenanceRow, Snapshot, UpdateRow
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
 
 BACKGROUND = "#ffffff"
 COLOURS: dict[str, Any] = {
@@ -75,12 +77,19 @@ STATUS_LABELS = {
     "completed": "Completed",
 }
 
-_environment = Environment(
-    loader=PackageLoader("app.status", "templates"),
-    autoescape=select_autoescape(default=True, default_for_string=True),
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
+
+@cache
+def _environment() -> Environment:
+    """The page's template environment, made (and Jinja2 imported) when the first page is
+    rendered, not when the API starts."""
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    return Environment(
+        loader=PackageLoader("app.status", "templates"),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
 
 
 def _label(moment: dt.datetime) -> str:
@@ -152,23 +161,27 @@ def render_page(snapshot: Snapshot, info: PageInfo) -> str:
     overall = presenters.status(snapshot)
     cutoff = snapshot.taken_at - dt.timedelta(days=HISTORY_DAYS)
     by_start = sorted(snapshot.maintenances, key=lambda m: (m.scheduled_for, m.id))
-    return _environment.get_template("status.html").render(
-        page={
-            "name": info.name,
-            "updated_at": presenters.iso(snapshot.updated_at),
-            "updated_label": _label(snapshot.updated_at),
-        },
-        overall={**overall, "symbol": SYMBOLS.get(overall["indicator"], "")},
-        colours=COLOURS,
-        api="/api/v2",
-        incidents=[_incident(snapshot, r) for r in snapshot.incidents if r.unresolved],
-        active=[_window(snapshot, m) for m in by_start if m.active],
-        upcoming=[_window(snapshot, m) for m in by_start if m.upcoming],
-        groups=_groups(snapshot),
-        history=[
-            _incident(snapshot, r)
-            for r in snapshot.incidents
-            if not r.unresolved and r.created_at >= cutoff
-        ],
-        history_days=HISTORY_DAYS,
+    return (
+        _environment()
+        .get_template("status.html")
+        .render(
+            page={
+                "name": info.name,
+                "updated_at": presenters.iso(snapshot.updated_at),
+                "updated_label": _label(snapshot.updated_at),
+            },
+            overall={**overall, "symbol": SYMBOLS.get(overall["indicator"], "")},
+            colours=COLOURS,
+            api="/api/v2",
+            incidents=[_incident(snapshot, r) for r in snapshot.incidents if r.unresolved],
+            active=[_window(snapshot, m) for m in by_start if m.active],
+            upcoming=[_window(snapshot, m) for m in by_start if m.upcoming],
+            groups=_groups(snapshot),
+            history=[
+                _incident(snapshot, r)
+                for r in snapshot.incidents
+                if not r.unresolved and r.created_at >= cutoff
+            ],
+            history_days=HISTORY_DAYS,
+        )
     )

@@ -8,9 +8,8 @@ from fastapi.responses import JSONResponse
 from app.auth.deps import Admin
 from app.auth.errors import Forbidden, TooManyRequests, Unauthenticated
 from app.core.db import utcnow
-from app.core.deps import SessionDep, UnitOfWorkDep
+from app.core.deps import CursorParamsDep, SessionDep, UnitOfWorkDep
 from app.core.errors import problem_responses
-from app.core.pagination import CursorParamsDep
 from app.core.paths import V1
 from app.core.schemas import PRINTABLE
 from app.idempotency.deps import IdempotencyDep

@@ -27,6 +27,10 @@ the URL says), certificates always verified, apprise's own retries off (ours app
 its persistent storage kept in memory (nothing written to disk). ``requests`` honours a
 proxy set in the worker's environment (``HTTPS_PROXY``), which webhooks never use: set
 none for workers, or the proxy (not the guard) resolves the channel's hosts.
+
+apprise (and the ``requests``/``xml`` it brings) is imported when a channel URL is first
+instantiated, not with this module, which the API and the worker import for the
+templates and masking alone.
 """
 
 from __future__ import annotations
@@ -43,13 +47,8 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
-
-from apprise import Apprise, AppriseAsset, NotifyFormat, NotifyType
-from apprise.common import PersistentStoreMode
-from apprise.manager_plugins import NotificationManager
-from apprise.plugins.base import NotifyBase
 
 from app.core.db import utcnow
 from app.core.redaction import REDACTED, redact_text
@@ -59,6 +58,13 @@ from app.webhooks.guard import AddressGuard, UnsafeDestination, channel_host_all
 from app.webhooks.headers import is_reserved
 from app.webhooks.payloads import event_body
 from app.webhooks.sender import AttemptResult
+
+if TYPE_CHECKING:
+    from apprise import AppriseAsset
+    from apprise.plugins.base import NotifyBase
+
+# apprise's ``NotifyType`` values a message is sent as.
+Severity = Literal["info", "success", "failure"]
 
 ERROR_CHARS = 500
 VALUE_CHARS = 1000
@@ -259,6 +265,9 @@ def scrubbing(url: str) -> Iterator[Scrub]:
 
 
 def _asset(settings: WebhookSettings) -> AppriseAsset:
+    from apprise import AppriseAsset
+    from apprise.common import PersistentStoreMode
+
     return AppriseAsset(
         storage_mode=PersistentStoreMode.MEMORY,
         http_redirects=False,
@@ -273,6 +282,8 @@ def _asset(settings: WebhookSettings) -> AppriseAsset:
 def _load_plugins() -> None:
     """apprise imports its plugins on first use; one of them imports the deprecated
     ``imghdr`` (a DeprecationWarning, an error under the tests' warning filter)."""
+    from apprise.manager_plugins import NotificationManager
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         NotificationManager().load_modules()  # type: ignore[no-untyped-call]
@@ -290,6 +301,8 @@ def instantiate(url: str, settings: WebhookSettings) -> tuple[ChannelService, No
             f"the scheme {scheme!r} is not a notification channel here; use one of "
             + ", ".join(sorted(SERVICES)),
         )
+    from apprise import Apprise
+
     _load_plugins()
     with scrubbing(url):
         plugin = Apprise.instantiate(url, asset=_asset(settings))
@@ -448,20 +461,20 @@ def default_body(body: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def notify_type(event_type: str) -> NotifyType:
+def notify_type(event_type: str) -> Severity:
     last = event_type.rsplit(".", 1)[-1]
     if last in ("failed", "disabled", "down", "timed_out", "error"):
-        return NotifyType.FAILURE
+        return "failure"
     if last in ("succeeded", "up", "resolved", "completed"):
-        return NotifyType.SUCCESS
-    return NotifyType.INFO
+        return "success"
+    return "info"
 
 
 @dataclass(frozen=True)
 class Message:
     title: str
     body: str
-    type: NotifyType = NotifyType.INFO
+    type: Severity = "info"
 
 
 def message(templates: Mapping[str, str], event: Any) -> Message:
@@ -525,6 +538,8 @@ async def _send(
         await check_hosts(service, plugin, settings, guard)
     except (ChannelRefused, UnsafeDestination) as exc:
         return done(f"refused: {exc}")
+    from apprise import Apprise, NotifyFormat, NotifyType
+
     note = message(templates, event)
     notifier = Apprise(asset=plugin.asset)
     notifier.add(plugin)
@@ -533,7 +548,7 @@ async def _send(
             notifier.async_notify(
                 body=note.body,
                 title=note.title,
-                notify_type=note.type,
+                notify_type=NotifyType(note.type),
                 body_format=NotifyFormat.TEXT,
                 timeout=settings.timeout_seconds,
             ),

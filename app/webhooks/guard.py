@@ -13,7 +13,9 @@ that, and both are needed:
 * ``GuardedResolver`` — aiohttp's resolver for names: it resolves, judges every address
   and hands aiohttp exactly the addresses it judged, so a name cannot be checked against
   one answer and connected to another (DNS rebinding). ``AddressGuard.resolve`` is the
-  same judgement for a check at creation time.
+  same judgement for a check at creation time. It lives in :mod:`app.webhooks.resolver`,
+  the one module of the guard that imports aiohttp (the API and an idle worker load
+  this one without it).
 
 Addresses are judged against an explicit table of the IANA special-purpose ranges rather
 than ``ipaddress``' ``is_global``, whose lists changed between Python patch releases.
@@ -48,9 +50,6 @@ import re
 import socket
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-
-import yarl
-from aiohttp.abc import AbstractResolver, ResolveResult
 
 from app.core.settings import WebhookSettings
 
@@ -339,6 +338,8 @@ class AddressGuard:
     def check_url(self, url: str) -> Destination:
         """Syntax-level check, no DNS; raises UnsafeDestination. An IP-literal host in any
         form is judged here; a name is left to ``resolve`` / ``GuardedResolver``."""
+        import yarl  # with the first URL checked: not in a process that checks none
+
         try:
             parsed = yarl.URL(url)
         except (ValueError, TypeError):
@@ -401,80 +402,12 @@ class AddressGuard:
         return addresses
 
 
-class GuardedResolver(AbstractResolver):
-    """aiohttp's resolver through the guard: aiohttp connects only to the addresses judged
-    in this very lookup. Without ``resolver`` it resolves with ``guard.resolve`` (the
-    guard's injected resolver or ``getaddrinfo``, every family judged whatever family
-    aiohttp asks for); with one, it judges that resolver's answers (for the family asked;
-    aiohttp asks for any by default) and returns them unchanged. A refusal raises
-    ``DestinationRefused``.
-
-    ``close()`` closes the wrapped resolver (aiohttp does not close a resolver it was
-    given)."""
-
-    def __init__(self, guard: AddressGuard, resolver: AbstractResolver | None = None) -> None:
-        self._guard = guard
-        self._resolver = resolver
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        try:
-            return await self._resolve(host, port, family)
-        except UnsafeDestination as refusal:
-            raise DestinationRefused(refusal) from refusal
-
-    async def _resolve(
-        self, host: str, port: int, family: socket.AddressFamily
-    ) -> list[ResolveResult]:
-        if self._resolver is None:
-            addresses = await self._guard.resolve(host, port)
-            results = [
-                ResolveResult(
-                    hostname=host,
-                    host=str(address),
-                    port=port,
-                    family=socket.AF_INET if address.version == 4 else socket.AF_INET6,
-                    proto=socket.IPPROTO_TCP,
-                    flags=socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
-                )
-                for address in addresses
-            ]
-            if family != socket.AF_UNSPEC:
-                results = [result for result in results if result["family"] == family]
-        else:
-            literal = _host_address(host.lower())
-            if literal is not None:
-                self._guard.judge(literal, host.lower())
-            try:
-                results = await self._resolver.resolve(host, port, family)
-            except OSError:
-                raise UnsafeDestination(
-                    "unresolvable", f"the destination's host {host.lower()} does not resolve"
-                ) from None
-            for result in results:
-                address = _parse_resolved(result["host"])
-                if address is None:
-                    raise UnsafeDestination(
-                        "unresolvable",
-                        f"the destination's host {host.lower()} resolves to a non-address",
-                    )
-                self._guard.judge(address, host.lower(), resolved=True)
-        if not results:
-            raise UnsafeDestination(
-                "unresolvable", f"the destination's host {host.lower()} has no address"
-            )
-        return results
-
-    async def close(self) -> None:
-        if self._resolver is not None:
-            await self._resolver.close()
-
-
 def _normalise_name(host: str) -> str | None:
     text = host.strip().rstrip(".").lower()
     if not text:
         return None
+    import yarl
+
     try:
         encoded = yarl.URL.build(scheme="https", host=text).raw_host
     except (ValueError, UnicodeError):

@@ -10,9 +10,8 @@ from fastapi.responses import JSONResponse, Response
 
 from app.auth.deps import Operator
 from app.auth.errors import Forbidden, TooManyRequests, Unauthenticated
-from app.core.deps import ContextDep, IfMatch, SessionDep, UnitOfWorkDep
+from app.core.deps import ContextDep, CursorParamsDep, IfMatch, SessionDep, UnitOfWorkDep
 from app.core.errors import BadRequest, PreconditionFailed, problem_responses
-from app.core.pagination import CursorParamsDep
 from app.core.paths import V1
 from app.idempotency.deps import IdempotencyDep
 from app.idempotency.errors import PROBLEMS as IDEMPOTENCY_ERRORS

@@ -3,9 +3,13 @@
 aiohttp, not httpx: one shared ``httpx.AsyncClient`` stalls at a few hundred requests per
 second at concurrency 32 (encode/httpx#3215), aiohttp does several thousand
 (``bench/bench_webhooks.py`` measures both). The connector resolves names through the
-guard (:class:`~app.webhooks.guard.GuardedResolver`), so a connection only ever goes to
-an address checked at that moment; IP-literal URLs are checked before the request.
+guard (:class:`~app.webhooks.resolver.GuardedResolver`), so a connection only ever goes
+to an address checked at that moment; IP-literal URLs are checked before the request.
 Redirects are never followed, proxies from the environment never used.
+
+aiohttp is imported with the first request's session, not with this module: every process
+builds a :class:`Sender` (the composition root), but the API never sends, and a worker
+only once there is something to deliver.
 """
 
 from __future__ import annotations
@@ -17,15 +21,17 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-
-import aiohttp
+from typing import TYPE_CHECKING
 
 from app import __version__
 from app.core.db import utcnow
 from app.core.redaction import redact_text
 from app.core.resources import ResourceKey
 from app.core.settings import WebhookSettings
-from app.webhooks.guard import AddressGuard, GuardedResolver, Resolve, UnsafeDestination, refusal_of
+from app.webhooks.guard import AddressGuard, Resolve, UnsafeDestination, refusal_of
+
+if TYPE_CHECKING:
+    import aiohttp
 
 EXCERPT_BYTES = 1024
 MAX_RETRY_AFTER_SECONDS = 86400.0
@@ -115,6 +121,10 @@ class Sender:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
+            import aiohttp
+
+            from app.webhooks.resolver import GuardedResolver
+
             connector = aiohttp.TCPConnector(
                 resolver=GuardedResolver(self.guard),
                 # No pool limit: the jobs bound the concurrency (jobs x batch size), and a
@@ -143,6 +153,8 @@ class Sender:
             destination = self.guard.check_url(url)
         except UnsafeDestination as exc:
             return done(error=f"refused: {exc}")
+        import aiohttp  # imported by the session before any request; here for its errors
+
         try:
             async with self._client().post(
                 destination.url,

@@ -21,11 +21,10 @@ from sqlalchemy import select
 from app.auth.secrets import new_token_id
 from app.cli.admin import render_openapi
 from app.core.context import AppContext
-from app.core.deps import SessionDep
+from app.core.deps import CursorParamsDep, SessionDep
 from app.core.ids import new_id
 from app.core.pagination import (
     Cursor,
-    CursorParamsDep,
     Page,
     decode_cursor,
     encode_cursor,

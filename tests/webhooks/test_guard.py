@@ -22,11 +22,11 @@ from app.core.settings import WebhookSettings
 from app.webhooks.guard import (
     AddressGuard,
     DestinationRefused,
-    GuardedResolver,
     UnsafeDestination,
     channel_host_allowed,
     refusal_of,
 )
+from app.webhooks.resolver import GuardedResolver
 
 PUBLIC = "93.184.216.34"
 

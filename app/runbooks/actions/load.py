@@ -17,9 +17,8 @@ import asyncio
 import math
 import time
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from pydantic import Field
 from sqlalchemy import select
 
@@ -31,6 +30,9 @@ from app.runs.actions import ACTIONS, Action, Params, StepContext, StepOutcome, 
 from app.runs.models import Level, StepStatus
 from app.thresholds import service as threshold_service
 from app.thresholds.defaults import RUNBOOK
+
+if TYPE_CHECKING:
+    import httpx
 
 LATENCY = "latency_p95"
 ERROR_RATE = "error_rate"
@@ -76,6 +78,8 @@ async def _levels(ctx: StepContext) -> dict[str, tuple[float | None, float | Non
 
 async def _one(http: httpx.AsyncClient, url: str, seconds: float) -> tuple[float, int | None]:
     """Latency (ms, to the end of the body) and status; None: no answer."""
+    import httpx  # imported by ``http`` already; here for its errors
+
     started = time.perf_counter()
     try:
         async with http.stream("GET", url, timeout=seconds) as response:

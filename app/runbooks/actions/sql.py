@@ -33,7 +33,6 @@ import datetime as dt
 import decimal
 import math
 import re
-import sqlite3
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -48,8 +47,7 @@ from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
 from sqlalchemy.exc import ArgumentError
 
 from app.backups.postgres import PgTarget
-from app.backups.sources import SourceError
-from app.backups.sqlite import sqlite_path
+from app.backups.sources import SourceError, sqlite_path
 from app.core.redaction import Scrubber
 from app.core.registry import Registry
 from app.environments.models import Environment
@@ -319,10 +317,14 @@ async def _close(conn: psycopg.AsyncConnection[Any]) -> None:
 
 def _no_attach(action: int, *_: object) -> int:
     """A read-only connection may not ``ATTACH`` (which creates a file)."""
+    import sqlite3
+
     return sqlite3.SQLITE_DENY if action == sqlite3.SQLITE_ATTACH else sqlite3.SQLITE_OK
 
 
 def _sqlite_run(path: Path, params: SqlParams, statement: str, cancel: list[Any]) -> Result:
+    import sqlite3  # here, not with the module: a PostgreSQL deployment never loads it
+
     if params.write:
         if not path.exists():
             raise SqlFailure(f"no SQLite database at {path}")
@@ -382,6 +384,8 @@ async def _sqlite(url: str, params: SqlParams) -> Result:
         path = sqlite_path(url)
     except SourceError as exc:
         raise SqlFailure(str(exc)) from None
+    import sqlite3
+
     statement = text(params.query).compile(dialect=_SQLITE_DIALECT)
     opened: list[sqlite3.Connection] = []
     try:
