@@ -222,6 +222,26 @@ def row(script: str, fig: dict[str, Any]) -> str:
     return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
 
 
+def shared_note(loads: tuple[tuple[float, ...], tuple[float, ...]]) -> str:
+    """Whether other work ran beside the benchmarks: a 1-minute load average at the start
+    above half the cores (the scripts themselves load the machine towards the end)."""
+    cores = len(os.sched_getaffinity(0))
+    averages = (
+        f"Load average (1, 5, 15 min) at the start: {' / '.join(f'{x:.2f}' for x in loads[0])};"
+        f" at the end: {' / '.join(f'{x:.2f}' for x in loads[1])}."
+    )
+    if loads[0][0] > cores / 2:
+        return (
+            "**The machine was shared with other work during this run: the figures are noisy**"
+            " (a ratio is between two measurements of the same run, taken one after the other,"
+            f" so it is less noisy than a figure alone, but expect ±30 % or more). {averages}"
+        )
+    return (
+        f"The machine ran nothing else when the run started (1-minute load average at most"
+        f" half of its {cores} cores). {averages}"
+    )
+
+
 def report(
     results: list[dict[str, Any]],
     started: dt.datetime,
@@ -239,11 +259,7 @@ def report(
         f"Run at {started:%Y-%m-%d %H:%M} UTC, {wall / 60:.1f} minutes in all"
         f" ({len(results)} scripts, {len(figures)} figures; goals met: {met}, missed: {missed}).",
         "",
-        "**The machine was shared with other work during this run: the figures are noisy**"
-        " (a ratio is between two measurements of the same run, taken one after the other, so"
-        " it is less noisy than a figure alone, but expect ±30 % or more). Load average (1, 5,"
-        f" 15 min) at the start: {' / '.join(f'{x:.2f}' for x in loads[0])}; at the end:"
-        f" {' / '.join(f'{x:.2f}' for x in loads[1])}.",
+        shared_note(loads),
         "",
         "## Machine",
         "",
