@@ -249,10 +249,13 @@ class Cluster:
 
     # -- PostgreSQL ----------------------------------------------------------------------
 
-    def _pg_ctl(self, *args: str, timeout: float = 60) -> None:
+    def _pg_ctl(self, *args: str, timeout: float = 150) -> None:
+        """``pg_ctl`` waiting (``-w``) up to ``timeout`` seconds. A fast restart on 2 cores
+        that a full suite keeps busy once took longer than 60 s (pg_ctl's own default)."""
         options = f"-p {self.pg_port} -k {self.root} -c listen_addresses=127.0.0.1"
         argv = [str(PG_BIN / "pg_ctl"), "-D", str(self.root / "pg"), "-l"]
-        argv += [str(self.logs / "postgres.log"), "-w", "-o", options, *args]
+        argv += [str(self.logs / "postgres.log"), "-w", "-t", str(int(timeout) - 10)]
+        argv += ["-o", options, *args]
         subprocess.run(
             ["runuser", "-u", "postgres", "--", *argv],
             check=True,

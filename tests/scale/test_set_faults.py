@@ -17,7 +17,10 @@ Time bound: about 150 s on 2 cores (≈15 s start, a 75 s fault phase, then the 
 every run must end within 240 s of the phase, every event arrive within 120 s; with 200
 requests per client, 235 s in all on 2 quiet cores, the runs ending 154 s after the phase).
 ``FORMULA_OPS_SET_REQUESTS`` (per client) scales the load; ``FORMULA_OPS_SOAK_SECONDS``
-(``make soak``: 1800) keeps sending and injecting faults for that long instead.
+(``make soak``: 1800) keeps sending and injecting faults for that long instead, at the
+pace of FORMULA_OPS_SET_REQUESTS per client per 75 s (40 in ``make soak``, 4.3 requests/s:
+2 cores ran 6.4-8 runs/s under the faults, so the 10.7/s of 100 per client piles up a
+queue that does not end within the 240 s), with a line of progress a minute.
 """
 
 from __future__ import annotations
@@ -163,6 +166,25 @@ async def fault_loop(cluster: Cluster, rng: random.Random, end: float) -> Counte
             return done
 
 
+async def soak_progress(cluster: Cluster, ledger: Ledger, phase: float) -> None:
+    """While soaking, a line a minute: requests answered, faults so far, runs by status
+    (a queue that keeps growing means the pace is above what the cluster keeps up with)."""
+    while True:
+        await asyncio.sleep(60)
+        try:
+            rows = await asyncio.to_thread(
+                cluster.query, "SELECT status, count(*) FROM run GROUP BY status ORDER BY status"
+            )
+        except Exception as error:  # PostgreSQL may be restarting right now
+            rows = [(f"runs not read: {type(error).__name__}", 0)]
+        runs = ", ".join(f"{status} {count}" for status, count in rows)
+        print(
+            f"soak {time.monotonic() - phase:5.0f} s: {len(ledger.outcomes)} requests answered;"
+            f" faults {cluster.counts}; runs: {runs}",
+            flush=True,
+        )
+
+
 def failure_reason(
     kind: str, failure_type: str | None, detail: str | None, errors: list[str] | None
 ) -> str:
@@ -185,6 +207,7 @@ async def test_every_acknowledged_request_survives_the_faults(
     apis = [httpx.AsyncClient(base_url=api.url, timeout=15) for api in cluster.apis]
     phase = time.monotonic()
     end = phase + FAULT_PHASE
+    progress = asyncio.create_task(soak_progress(cluster, ledger, phase)) if SOAK_SECONDS else None
     try:
         faults_task = asyncio.create_task(fault_loop(cluster, rng, end))
         sent = await asyncio.gather(
@@ -192,6 +215,8 @@ async def test_every_acknowledged_request_survives_the_faults(
         )
         faults = await faults_task
     finally:
+        if progress is not None:
+            progress.cancel()
         for http in apis:
             await http.aclose()
     phase_seconds = time.monotonic() - phase
