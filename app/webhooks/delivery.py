@@ -11,6 +11,7 @@ logged, the newer holder decides the state).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
@@ -152,13 +153,16 @@ async def deliver_batch(context: AppContext, token: str) -> int:
     # Once the requests go out, the job makes them and records them even if it is
     # cancelled meanwhile (a worker stopping cancels its running jobs, arq's way): else
     # every receiver would get them again after the lease, missing from the attempt log.
-    # A stop waits at most the request timeout and one transaction.
+    # A stop waits at most the request timeout and one transaction. A second
+    # cancellation (a stop that cancels again while the job waits here) must not reach
+    # the work either: asyncio.wait never cancels what it waits for.
     work = asyncio.ensure_future(_send_and_record(context, token, rows))
     try:
         return await asyncio.shield(work)
     except asyncio.CancelledError:
-        if not work.done():
-            await work
+        while not work.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait({work})
         raise
 
 

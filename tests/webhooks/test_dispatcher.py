@@ -266,6 +266,33 @@ class Slow(Receiver):
         return web.Response(status=200, body=b"ok")
 
 
+async def test_a_job_cancelled_twice_mid_request_still_records_the_attempt(
+    client: httpx.AsyncClient, operator: IssuedToken, context: AppContext
+) -> None:
+    """A stop may cancel a job again while it waits for its request (a worker's close
+    cancels what it gathers; a CI run saw the delivery left pending): the request is
+    still answered and recorded, and the job then ends cancelled."""
+    slow = Slow()
+    runner = await start_receiver(slow)
+    try:
+        await create_webhook(client, operator, url=slow.url, event_types=["webhook.test"])
+        await emit(context, "webhook.test", ping_data())
+        await fan_out(context)
+        [token] = await lease_due(context)
+        job = asyncio.create_task(webhook_delivery.deliver_batch(context, token))
+        await slow.wait_for(1)
+        job.cancel()
+        await asyncio.sleep(0.1)
+        job.cancel()  # the second one, while the job waits for the answer
+        with pytest.raises(asyncio.CancelledError):
+            await job
+        [delivery], attempts = await rows(context)
+    finally:
+        await runner.cleanup()
+    assert delivery.status == "succeeded"
+    assert [a.succeeded for a in attempts] == [True]
+
+
 async def test_a_worker_stopping_mid_request_still_records_the_attempt(
     settings: Settings, client: httpx.AsyncClient, operator: IssuedToken
 ) -> None:
