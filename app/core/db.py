@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import enum
+import functools
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -11,7 +14,19 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, MetaData, bindparam, event, insert, select, union_all
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    MetaData,
+    Text,
+    bindparam,
+    cast,
+    column,
+    event,
+    func,
+    insert,
+    select,
+)
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import (
@@ -179,42 +194,113 @@ async def write_batch(session: AsyncSession) -> AsyncIterator[None]:
         for table, rows in pending:
             await session.execute(insert(table), rows)
         return
-    shape = tuple((table, len(rows), tuple(rows[0])) for table, rows in pending)
+    shape = tuple((table, tuple(rows[0])) for table, rows in pending)
+    dialect = session.get_bind().dialect
     parameters = {
-        f"b{number}_{row}_{key}": value
-        for number, (_, rows) in enumerate(pending)
-        for row, values in enumerate(rows)
-        for key, value in values.items()
+        f"b{number}": _rows_json(table, rows, dialect)
+        for number, (table, rows) in enumerate(pending)
     }
     await session.execute(_batch_statement(shape), parameters)
 
 
-_BatchShape = tuple[tuple[Any, int, tuple[str, ...]], ...]
+_BatchShape = tuple[tuple[Any, tuple[str, ...]], ...]
 _BATCH_STATEMENTS: dict[_BatchShape, Any] = {}
 
 
 def _batch_statement(shape: _BatchShape) -> Any:
-    """The one statement of a batch of this shape (tables in order, their number of rows
-    and columns), built once: each table's rows as ``INSERT … SELECT`` of named bind
-    parameters (``b<table>_<row>_<column>``), so that SQLAlchemy compiles it once too (a
-    multi-row ``VALUES`` is never cached)."""
+    """The one statement of a batch of this shape (tables in order and their columns),
+    built once: each table's rows as ``INSERT … SELECT … FROM json_to_recordset(:b<n>)``,
+    the rows one JSON parameter per table (:func:`_rows_json`). Its text is the same
+    whatever the number of rows (SQLAlchemy compiles it once), and it has a handful of
+    parameters: psycopg converts a statement's placeholders on every execution when it
+    has more than 50, and a batch of one parameter per value cost about 1 ms of CPU per
+    request there (the profile of ``bench/deployment_create.py``). JSON columns travel as
+    their JSON text, cast back to ``json``, so that a stored document keeps its key order
+    and a ``None`` stays JSON ``null`` as outside a batch."""
     statement = _BATCH_STATEMENTS.get(shape)
     if statement is not None:
         return statement
     inserts = []
-    for number, (table, count, keys) in enumerate(shape):
-        rows = [
-            select(*(bindparam(f"b{number}_{row}_{key}", type_=table.c[key].type) for key in keys))
-            for row in range(count)
+    for number, (table, keys) in enumerate(shape):
+        columns = [table.c[key] for key in keys]
+        record = (
+            func.json_to_recordset(cast(bindparam(f"b{number}", type_=Text()), JSON))
+            .table_valued(*(column(c.name, Text() if _is_json(c) else c.type) for c in columns))
+            .render_derived(name=f"r{number}", with_types=True)
+        )
+        values = [
+            cast(record.c[c.name], c.type) if _is_json(c) else record.c[c.name] for c in columns
         ]
-        source = rows[0] if count == 1 else union_all(*rows)
-        inserts.append(insert(table).from_select(list(keys), source))
+        inserts.append(insert(table).from_select(columns, select(*values)))
     *before, statement = inserts
     for number, earlier in enumerate(before):
         statement = statement.add_cte(earlier.cte(f"batch_{number}"))
     if len(_BATCH_STATEMENTS) < 256:  # a handful of shapes in practice
         _BATCH_STATEMENTS[shape] = statement
     return statement
+
+
+def _is_json(column: Any) -> bool:
+    return isinstance(column.type, JSON)
+
+
+def _rows_json(table: Any, rows: list[dict[str, Any]], dialect: Dialect) -> str:
+    """The rows of one table as the JSON array :func:`_batch_statement` reads, each value
+    in the text form PostgreSQL reads for its column's type: a value the column's type
+    changes first (a timestamp made UTC) changed as it would bind it, a JSON column's value
+    as its JSON text, a timestamp in ISO 8601, bytes in PostgreSQL's hex form."""
+    names, converters = _row_plan(table, tuple(rows[0]), dialect)
+    if converters or names:
+        rows = [
+            {
+                names.get(key, key): converters[key](value) if key in converters else value
+                for key, value in row.items()
+            }
+            for row in rows
+        ]
+    return json.dumps(rows, separators=(",", ":"), default=_json_default)
+
+
+_RowPlan = tuple[dict[str, str], dict[str, Callable[[Any], Any]]]
+_ROW_PLANS: dict[tuple[Any, tuple[str, ...]], _RowPlan] = {}
+
+
+def _row_plan(table: Any, keys: tuple[str, ...], dialect: Dialect) -> _RowPlan:
+    """For a table's rows: the keys whose column has another name, and the columns whose
+    values are changed before they are encoded (JSON ones, and types of their own)."""
+    plan = _ROW_PLANS.get((table, keys))
+    if plan is None:
+        names = {key: table.c[key].name for key in keys if table.c[key].name != key}
+        converters: dict[str, Callable[[Any], Any]] = {}
+        for key in keys:
+            column_type = table.c[key].type
+            if isinstance(column_type, JSON):  # JSON null for None, as the JSON type binds
+                converters[key] = json.dumps
+            elif isinstance(column_type, TypeDecorator):
+                converters[key] = functools.partial(
+                    _bind_param, column_type.process_bind_param, dialect
+                )
+        plan = _ROW_PLANS[(table, keys)] = (names, converters)
+    return plan
+
+
+def _bind_param(bind: Callable[[Any, Dialect], Any], dialect: Dialect, value: Any) -> Any:
+    return bind(value, dialect)
+
+
+def _json_default(value: Any) -> Any:
+    """A value JSON has no type for: a timestamp (timezone-aware) or a date in ISO 8601,
+    bytes in PostgreSQL's hex form, an enum member as its value, anything else (UUID,
+    Decimal…) as its text."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, dt.datetime) and value.tzinfo is None:
+        raise ValueError("naive datetimes are not stored; use UTC-aware values")
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "\\x" + bytes(value).hex()
+    return str(value)
 
 
 def write_engine(engine: AsyncEngine) -> AsyncEngine:

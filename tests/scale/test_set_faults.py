@@ -13,14 +13,16 @@ worker was killed and is not safe to run twice (``/problems/interrupted``, or a 
 rolled back after it), or a health check that found Redis or an API process down. The
 reasons are counted and printed for a reader to judge; they are not asserted.
 
-Time bound: about 150 s on 2 cores (≈15 s start, a 75 s fault phase, then the checks;
-every run must end within 240 s of the phase, every event arrive within 120 s; with 200
-requests per client, 235 s in all on 2 quiet cores, the runs ending 154 s after the phase).
-``FORMULA_OPS_SET_REQUESTS`` (per client) scales the load; ``FORMULA_OPS_SOAK_SECONDS``
+Time bound: about 4 minutes on 2 quiet cores (≈15 s start, a 75 s fault phase in which
+the 8 clients send their 200 requests each, 1,600 in all, then the checks: the runs end
+about 150 s after the phase, as 2 cores run 6.4-8 of them a second under the faults).
+Every run must end within 480 s of the phase (twice that, for a full suite on a slow
+host), every event arrive within 240 s; 900 s at most.
+``FORMULA_OPS_SET_REQUESTS`` (per client, 200) scales the load; ``FORMULA_OPS_SOAK_SECONDS``
 (``make soak``: 1800) keeps sending and injecting faults for that long instead, at the
 pace of FORMULA_OPS_SET_REQUESTS per client per 75 s (40 in ``make soak``, 4.3 requests/s:
-2 cores ran 6.4-8 runs/s under the faults, so the 10.7/s of 100 per client piles up a
-queue that does not end within the 240 s), with a line of progress a minute.
+2 cores ran 6.4-8 runs/s under the faults, so a faster pace piles up a queue that grows
+for 30 minutes), with a line of progress a minute.
 """
 
 from __future__ import annotations
@@ -57,15 +59,13 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.early,
     pytest.mark.xdist_group("scale"),
-    # Its own bounds (75 s of faults, 120 s to end every run, …); none for a soak.
-    pytest.mark.timeout(0 if os.environ.get("FORMULA_OPS_SOAK_SECONDS") else 600),
+    # Its own bounds (75 s of faults, 480 s to end every run, …); none for a soak.
+    pytest.mark.timeout(0 if os.environ.get("FORMULA_OPS_SOAK_SECONDS") else 900),
 ]
 
 CLIENTS = 8
-# Per client: 800 requests during the 75 s fault phase in `make test`. The issue's 200 per
-# client (1,600 requests) passed in 235 s on 2 quiet cores (FORMULA_OPS_SET_REQUESTS=200),
-# but in a full suite a PostgreSQL restart then timed out under the load.
-REQUESTS = int(os.environ.get("FORMULA_OPS_SET_REQUESTS", "100"))
+# Per client, during the 75 s fault phase: 1,600 requests in all (21 a second).
+REQUESTS = int(os.environ.get("FORMULA_OPS_SET_REQUESTS", "200"))
 SOAK_SECONDS = float(os.environ.get("FORMULA_OPS_SOAK_SECONDS", "0"))
 FAULT_PHASE = SOAK_SECONDS or 75.0
 SEED = int(os.environ.get("FORMULA_OPS_SET_SEED", str(int(time.time()))))
@@ -232,7 +232,8 @@ async def test_every_acknowledged_request_survives_the_faults(
     assert len(set(ids)) == len(ids) == len(outcomes), "two keys answered with one id"
 
     # Each exists exactly once and ends; nothing else was created under the token.
-    statuses = await wait_terminal(cluster, ids, within=240)
+    statuses = await wait_terminal(cluster, ids, within=480)
+    drained = time.monotonic() - phase - phase_seconds
     by_kind = Counter(o.kind for o in outcomes)
     actor = (
         await asyncio.to_thread(cluster.query, "SELECT requested_by FROM run WHERE id = %s", ids[0])
@@ -272,7 +273,7 @@ async def test_every_acknowledged_request_survives_the_faults(
     assert verified["checked"] == audit_rows, verified
 
     # Every outbox event reached the receiver; duplicates only under one webhook-id.
-    events = await wait_delivered(cluster, receiver, endpoints, within=120)
+    events = await wait_delivered(cluster, receiver, endpoints, within=240)
     delivered = check_deliveries(receiver)
     stored = await asyncio.to_thread(delivery_rows, cluster)
 
@@ -291,7 +292,8 @@ async def test_every_acknowledged_request_survives_the_faults(
         f"counts {cluster.counts}\n"
         f"  answers by status: {dict(sorted(ledger.statuses.items()))}; "
         f"attempts {sum(o.attempts for o in outcomes)}\n"
-        f"  runs by status: {dict(Counter(statuses.values()))}; "
+        f"  runs by status: {dict(Counter(statuses.values()))}, all ended {drained:.0f} s "
+        "after the phase; "
         f"failures by reason: {dict(reasons)}\n"
         f"  audit rows {audit_rows} (chain checked {verified['checked']}); "
         f"outbox events {len(events)}; webhook deliveries {delivered}, "
