@@ -6,10 +6,12 @@ guesses from names are turned off, so a link the document lacks is a request nev
 chained. Every operation but the three that take and name nothing takes part in a link,
 so the state machine calls each one; it runs until every one was called
 `FORMULA_OPS_FUZZ_EXAMPLES` times (1,000 times in `make fuzz`; the stateless run of
-test_openapi.py gives each operation its 30 examples). In the suite it makes runs for
-`FORMULA_OPS_STATEFUL_SECONDS` (120 s; 8 runs at most, and more than the time while more
-than one operation in 20 still misses its one call: the rarest chains are long),
-against a real uvicorn server on PostgreSQL with an admin token and every check, the
+test_openapi.py gives each operation its 30 examples). In the suite it plays at least
+`FORMULA_OPS_STATEFUL_SCENARIOS` scenarios (100: examples of the state machine, as
+schemathesis's `--max-examples` counts them in its stateful phase; each a chain of up to
+50 linked requests), in runs of 20, and more runs while more than one operation in 20 still
+misses its one call (the rarest chains are long; 10 runs at most), against a real uvicorn
+server on PostgreSQL with an admin token and every check, the
 stateful ones too (a deleted resource stays gone, a created one can be read). The calls
 per operation are printed, with how many of them were answered 2xx.
 
@@ -17,8 +19,9 @@ No worker runs: a run, deployment or backup stays queued (cancelling one ends it
 that depend on what exists (a runbook's parameters, an endpoint's kind) are applied as
 the stateless run applies the schema's unwritten ones.
 
-Time bound: 2 to 3 minutes on two cores (20 to 25 s a run on quiet cores, twice that
-on loaded ones), on one of the two workers; it starts first. 900 s at most.
+Time bound: 2 to 3 minutes on two cores (20 to 25 s a run of 20 scenarios on quiet
+cores, twice that on loaded ones), on one of the two workers; it starts first. 900 s at
+most.
 """
 
 from __future__ import annotations
@@ -56,8 +59,8 @@ __all__ = ["live_server"]  # the fixture, shared with the other schemathesis tes
 
 CALLS_PER_OPERATION = int(os.environ.get("FORMULA_OPS_FUZZ_EXAMPLES", "1"))
 FUZZING = "FORMULA_OPS_FUZZ_EXAMPLES" in os.environ
-ROUNDS = 8  # state machine runs in the suite at most (20 scenarios of up to 50 steps each)
-SECONDS = float(os.environ.get("FORMULA_OPS_STATEFUL_SECONDS", "120"))  # runs start until then
+ROUNDS = 10  # state machine runs in the suite at most (20 scenarios of up to 50 steps each)
+SCENARIOS = int(os.environ.get("FORMULA_OPS_STATEFUL_SCENARIOS", "100"))  # in the suite, at least
 PREFER_WAIT = re.compile(r"wait", re.IGNORECASE)
 
 stateful = schemathesis.openapi.from_dict(
@@ -146,6 +149,13 @@ class Workflows(stateful.as_state_machine()):  # type: ignore[misc]
     statuses: Counter[tuple[str, int]] = Counter()
     kinds: dict[str, str] = {}  # webhook endpoint id -> webhook | channel
     databases: dict[str, str] = {}  # backup id -> the database it restores over
+    scenarios = 0  # played to their end, with at least one request sent
+    sent = False
+
+    def teardown(self) -> None:
+        if self.sent:
+            Workflows.scenarios += 1
+        super().teardown()
 
     def before_call(self, case: Any) -> None:
         prepare(case)
@@ -173,6 +183,7 @@ class Workflows(stateful.as_state_machine()):  # type: ignore[misc]
     def after_call(self, response: Any, case: Any) -> None:
         super().after_call(response, case)
         label = f"{case.method.upper()} {case.path}"
+        self.sent = True
         self.calls[label] += 1
         self.statuses[label, response.status_code] += 1
         if 200 <= response.status_code < 300:
@@ -257,6 +268,7 @@ def test_linked_requests_keep_the_schemas_promises(live_server: tuple[str, str])
     Workflows.base_url = base_url
     Workflows.calls.clear()
     Workflows.answered.clear()
+    Workflows.scenarios = 0
     started = time.monotonic()
     settings = hypothesis_settings(
         max_examples=20,
@@ -278,15 +290,15 @@ def test_linked_requests_keep_the_schemas_promises(live_server: tuple[str, str])
         return sum(1 for label in OPERATIONS if Workflows.calls[label] < CALLS_PER_OPERATION)
 
     def in_budget() -> bool:
-        """In the suite: runs start for SECONDS, or while more than one operation in 20
-        misses its call, and ROUNDS runs at most."""
+        """In the suite: runs start until SCENARIOS scenarios were played, or while more
+        than one operation in 20 misses its call, and ROUNDS runs at most."""
         if rounds >= ROUNDS:
             return False
-        return time.monotonic() - started < SECONDS or short_ops() > len(OPERATIONS) // 20
+        return Workflows.scenarios < SCENARIOS or short_ops() > len(OPERATIONS) // 20
 
     # Until every operation had its calls, or 10 runs in a row brought none of the missing
     # ones (a rarely drawn chain counts as progress when it comes, however late).
-    while short and stalled < 10 and (FUZZING or in_budget()):
+    while (short or Workflows.scenarios < SCENARIOS) and stalled < 10 and (FUZZING or in_budget()):
         rounds += 1
         try:
             Workflows.run(settings=settings)
@@ -295,13 +307,16 @@ def test_linked_requests_keep_the_schemas_promises(live_server: tuple[str, str])
             # which requests can follow): the scenarios so far ran; start new ones.
             replays += 1
         left = missing()
-        print(f"run {rounds}: {time.monotonic() - started:.0f} s, {left} calls missing")
+        print(
+            f"run {rounds}: {time.monotonic() - started:.0f} s, {Workflows.scenarios} "
+            f"scenarios, {left} calls missing"
+        )
         stalled = 0 if left < short else stalled + 1
         short = left
     print(f"\nstate machine runs cut short by a changed server: {replays}")
     elapsed = time.monotonic() - started
     calls = Workflows.calls
-    print(f"\n{sum(calls.values())} calls in {elapsed:.0f} s")
+    print(f"\n{Workflows.scenarios} scenarios, {sum(calls.values())} calls in {elapsed:.0f} s")
     for label in OPERATIONS:
         print(f"{calls[label]:6d} {Workflows.answered[label]:6d} {label}")
     if os.environ.get("FORMULA_OPS_STATEFUL_STATUSES"):
@@ -312,6 +327,7 @@ def test_linked_requests_keep_the_schemas_promises(live_server: tuple[str, str])
     if FUZZING:
         assert unreached == {}
     else:
+        assert Workflows.scenarios >= SCENARIOS, Workflows.scenarios
         # The longest chains are drawn rarely: within the suite's rounds a few operations
         # may miss their call (`make fuzz` runs until every one has its calls).
         assert len(unreached) <= len(OPERATIONS) // 20, unreached

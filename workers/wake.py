@@ -159,6 +159,40 @@ class WakeableWorker(Worker):
         except REDIS_DOWN as exc:
             self._outage.lost(exc)
 
+    async def _end_jobs(self) -> None:
+        """Cancel the running jobs and wait until every one has ended. arq's close cancels
+        them once and gathers them, which is not enough: a job can absorb its cancellation
+        (it landed between two of its awaits) and run on to its end, a second cancellation
+        of arq's task ends that task while the job it waits for still runs, and the gather
+        returns at the first job that was cancelled while the others still run; the
+        process could then exit under them (a run not handed back, a webhook attempt made
+        but not recorded). Here arq's tasks are cancelled once, the jobs themselves again
+        every 0.5 s while they run, for ``stop_wait_s`` at most; the ended tasks leave the
+        task table (arq's gather then has nothing left to wait for)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.stop_wait_s
+        jobs = [task for task in self.job_tasks.values() if not task.done()]
+        running = [task for task in self.tasks.values() if not task.done()]
+        for task in running:
+            if not task.cancelling():  # arq's handle_sig may have cancelled it already
+                task.cancel()
+        running += jobs
+        while running and loop.time() < deadline:
+            await asyncio.wait(running, timeout=0.5)
+            running = [task for task in running if not task.done()]
+            for task in running:
+                if task in jobs:
+                    task.cancel()
+        if running:
+            logger.warning(
+                "%d job(s) still running %.0f s after the stop", len(running), self.stop_wait_s
+            )
+        for job_id, task in list(self.tasks.items()):
+            if task.done():
+                del self.tasks[job_id]
+                if not task.cancelled():
+                    task.exception()  # seen (arq logged a job's failure itself)
+
     async def _listen(self) -> None:
         outage = RedisOutage(
             logger, "wake-up listener", f"the worker polls every {self.poll_delay_s} s"
@@ -175,7 +209,11 @@ class WakeableWorker(Worker):
             except REDIS_DOWN as exc:
                 await asyncio.sleep(outage.lost(exc))
 
+    #: How long a stopping worker waits for its running jobs to end, at most.
+    stop_wait_s = 30.0
+
     async def close(self) -> None:
+        await self._end_jobs()
         try:
             await super().close()
         except REDIS_DOWN as exc:  # arq's close stops at its first Redis command

@@ -37,6 +37,7 @@ from app.core.db import UnitOfWork, utcnow
 from app.core.logging import bind_log_context
 from app.core.redaction import Scrubber
 from app.core.registry import NotRegistered
+from app.core.tasks import run_to_end
 from app.outbox.service import add_event
 from app.runs import kinds
 from app.runs import service as run_service
@@ -220,7 +221,7 @@ async def execute(context: AppContext, run_id: str, owner: str) -> RunStatus | N
         # crash); the step ends not committed yet go with the release.
         renewer.cancel()
         with contextlib.suppress(Exception):
-            if await asyncio.shield(
+            if await run_to_end(
                 run_service.release(
                     context,
                     run.id,

@@ -11,7 +11,6 @@ logged, the newer holder decides the state).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import datetime as dt
 import logging
@@ -31,6 +30,7 @@ from app.core.ids import new_id
 from app.core.redaction import MIN_KNOWN_SECRET, REDACTED
 from app.core.sealing import Unsealable
 from app.core.settings import WebhookSettings
+from app.core.tasks import run_to_end
 from app.outbox.models import OutboxEvent
 from app.outbox.service import add_event
 from app.webhooks import channels, payloads, signing
@@ -151,19 +151,10 @@ async def deliver_batch(context: AppContext, token: str) -> int:
     if not rows:
         return 0
     # Once the requests go out, the job makes them and records them even if it is
-    # cancelled meanwhile (a worker stopping cancels its running jobs, arq's way): else
-    # every receiver would get them again after the lease, missing from the attempt log.
-    # A stop waits at most the request timeout and one transaction. A second
-    # cancellation (a stop that cancels again while the job waits here) must not reach
-    # the work either: asyncio.wait never cancels what it waits for.
-    work = asyncio.ensure_future(_send_and_record(context, token, rows))
-    try:
-        return await asyncio.shield(work)
-    except asyncio.CancelledError:
-        while not work.done():
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait({work})
-        raise
+    # cancelled meanwhile, once or again and again (a worker stopping cancels its running
+    # jobs): else every receiver would get them again after the lease, missing from the
+    # attempt log. A stop waits at most the request timeout and one transaction.
+    return await run_to_end(_send_and_record(context, token, rows))
 
 
 async def _send_and_record(

@@ -318,7 +318,8 @@ async def test_a_worker_stopping_mid_request_still_records_the_attempt(
         await context.aclose()
         await runner.cleanup()
     assert [r.webhook_id for r in slow.received] == [event_id]
-    assert delivery.status == "succeeded"
+    seen = (delivery.status, delivery.attempts, delivery.last_error, attempts)
+    assert delivery.status == "succeeded", seen
     assert delivery.lease_token is None
     assert [(a.number, a.status_code) for a in attempts] == [(1, 200)]
 
