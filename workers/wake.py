@@ -162,13 +162,13 @@ class WakeableWorker(Worker):
     async def _end_jobs(self) -> None:
         """Cancel the running jobs and wait until every one has ended. arq's close cancels
         them once and gathers them, which is not enough: a job can absorb its cancellation
-        (it landed between two of its awaits) and run on to its end, a second cancellation
-        of arq's task ends that task while the job it waits for still runs, and the gather
-        returns at the first job that was cancelled while the others still run; the
-        process could then exit under them (a run not handed back, a webhook attempt made
-        but not recorded). Here arq's tasks are cancelled once, the jobs themselves again
-        every 0.5 s while they run, for ``stop_wait_s`` at most; the ended tasks leave the
-        task table (arq's gather then has nothing left to wait for)."""
+        (it landed between two of its awaits) and run on to its end (a deployment that
+        finishes instead of being handed back), and a second cancellation of arq's task
+        ends that task while the job it waits for still runs, so the process could exit
+        under it (a webhook attempt made but not recorded). Here arq's tasks are cancelled
+        once, the jobs themselves again every 0.5 s while they run, for ``stop_wait_s`` at
+        most; the ended tasks leave the task table (arq's gather then has nothing left to
+        wait for)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.stop_wait_s
         jobs = [task for task in self.job_tasks.values() if not task.done()]
