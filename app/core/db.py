@@ -241,6 +241,8 @@ def _batch_statement(shape: _BatchShape) -> Any:
 
 
 def _is_json(column: Any) -> bool:
+    """Whether a column travels as its JSON text in a batch (:func:`_row_plan` encodes
+    it, :func:`_batch_statement` casts it back): one rule for both."""
     return isinstance(column.type, JSON)
 
 
@@ -274,7 +276,7 @@ def _row_plan(table: Any, keys: tuple[str, ...], dialect: Dialect) -> _RowPlan:
         converters: dict[str, Callable[[Any], Any]] = {}
         for key in keys:
             column_type = table.c[key].type
-            if isinstance(column_type, JSON):  # JSON null for None, as the JSON type binds
+            if _is_json(table.c[key]):  # JSON null for None, as the JSON type binds
                 converters[key] = json.dumps
             elif isinstance(column_type, TypeDecorator):
                 converters[key] = functools.partial(
