@@ -30,6 +30,10 @@ ON_FIRST_USE = (
     "boto3",
     "botocore",
     "docker",
+    # PyJWT, which redis-py imports for a token authentication never used here: ``jwt``
+    # itself is always there as a stand-in (app/__init__.py); the real package brings
+    # its submodules.
+    "jwt.api_jwt",
 )
 # Not in a worker at all: the HTTP side.
 API_ONLY = ("fastapi", "starlette", "uvicorn")
@@ -113,3 +117,24 @@ def test_a_worker_process_imports_neither_the_http_side_nor_a_first_use(
     )
     assert loaded.pop("arq")
     assert loaded == dict.fromkeys((*ON_FIRST_USE, *API_ONLY), False)
+
+
+def test_a_deferred_import_loads_at_its_first_use(tmp_path: Path) -> None:
+    """redis-py's ``import jwt`` binds the stand-in; the first attribute read loads PyJWT,
+    which then answers (and replaces the stand-in in ``sys.modules``)."""
+    loaded = _loaded(
+        """
+        import sys
+        import app
+        import redis.auth.token as token
+
+        assert "jwt.api_jwt" not in sys.modules
+        signed = token.jwt.encode({"exp": 2_000_000_000, "iat": 1}, "k" * 32, algorithm="HS256")
+        assert token.JWToken(signed).get_expires_at_ms() == 2_000_000_000_000
+        import jwt
+        assert jwt is not token.jwt and jwt.encode is token.jwt.encode
+        checked = ["jwt.api_jwt", "cryptography.x509"]
+        """,
+        tmp_path,
+    )
+    assert loaded == {"jwt.api_jwt": True, "cryptography.x509": True}
