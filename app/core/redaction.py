@@ -62,7 +62,26 @@ _HEADERS = (
     r"authorization|proxy-authorization|cookie|set-cookie|x-api-key|api-key|x-auth-token"
     r"|x-access-token|x-csrf-token|x-amz-security-token|private-token"
 )
-_TEXT_RULES: list[tuple[re.Pattern[str], str]] = [
+# The literal text every match of a rule contains (in ASCII lower case), as groups of
+# alternatives: a match contains one alternative of every group. An ASCII text lacking
+# them cannot match, and the rule is not run on it (every log record, event and step
+# output is redacted: most of them hold no secret, and running each rule on each was about
+# a twentieth of a worker's CPU). A text that is not ASCII goes through every rule: the
+# rules ignore case by Unicode's rules (the Kelvin sign matches "k"), not by str.lower().
+_Guard = tuple[tuple[str, ...], ...]
+_SECRET_WORD_STEMS = (
+    "pass",
+    "pwd",
+    "secret",
+    "token",
+    "key",
+    "credential",
+    "auth",
+    "signature",
+    "cookie",
+    "session",
+)
+_TEXT_RULES: list[tuple[re.Pattern[str], str, _Guard]] = [
     # A PEM private key (a TLS client key…), whole.
     (
         re.compile(
@@ -70,17 +89,31 @@ _TEXT_RULES: list[tuple[re.Pattern[str], str]] = [
             re.S,
         ),
         REDACTED,
+        (("private key-----",),),
     ),
     # "Authorization: Bearer …" and the like: the rest of the line.
-    (re.compile(rf"(?im)(\b(?:{_HEADERS})\s*:[ \t]*)[^\r\n]*"), rf"\1{REDACTED}"),
+    (
+        re.compile(rf"(?im)(\b(?:{_HEADERS})\s*:[ \t]*)[^\r\n]*"),
+        rf"\1{REDACTED}",
+        ((":",), ("auth", "cookie", "key", "token")),
+    ),
     # Credentials of an authentication scheme, wherever they appear.
-    (re.compile(r"(?i)\b(Bearer)([ \t]+)[A-Za-z0-9._~+/=:-]{8,}"), rf"\1\2{REDACTED}"),
+    (
+        re.compile(r"(?i)\b(Bearer)([ \t]+)[A-Za-z0-9._~+/=:-]{8,}"),
+        rf"\1\2{REDACTED}",
+        (("bearer",),),
+    ),
     # URL userinfo: everything between "://" and the last "@" of the authority.
-    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/?#@]*(?:@[^\s/?#@]*)*@"), rf"\1{REDACTED}@"),
+    (
+        re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/?#@]*(?:@[^\s/?#@]*)*@"),
+        rf"\1{REDACTED}@",
+        (("://",), ("@",)),
+    ),
     # URL query parameters named like a secret.
     (
         re.compile(rf"(?i)([?&;]{_NAME}*(?:{_QUERY_WORDS}){_NAME}*=)[^&#;\s\"']*"),
         rf"\1{REDACTED}",
+        (("=",), ("?", "&", ";")),
     ),
     # Flags naming a secret: --password=x, --password x.
     (
@@ -88,6 +121,7 @@ _TEXT_RULES: list[tuple[re.Pattern[str], str]] = [
             rf"(?i)((?<![\w-])--?{_NAME}*(?:{_FLAG_WORDS}){_NAME}*)(=|[ \t]+)(?!-)[^\s\"',]+"
         ),
         rf"\1\2{REDACTED}",
+        (("-",),),
     ),
     # NAME=value, "name": "value", name: value, with a name naming a secret.
     (
@@ -96,15 +130,21 @@ _TEXT_RULES: list[tuple[re.Pattern[str], str]] = [
             r"(?!\[redacted\])[^\s\"',;}&]+"
         ),
         rf"\1{REDACTED}",
+        ((":", "="), _SECRET_WORD_STEMS),
     ),
     # SQL's quoted password (CREATE/ALTER ROLE … PASSWORD 'x', as pg_stat_activity and
     # pg_stat_statements show a session's statement), also when the text is cut short.
     (
         re.compile(r"(?i)(\bPASSWORD[ \t\r\n]+)'(?:[^']|'')*(?:'|\Z)"),
         rf"\1'{REDACTED}'",
+        (("password",),),
     ),
     # This service's own tokens and webhook secrets.
-    (re.compile(rf"\b(?:{TOKEN_PREFIX}|whsec)_[A-Za-z0-9_-]+"), REDACTED),
+    (
+        re.compile(rf"\b(?:{TOKEN_PREFIX}|whsec)_[A-Za-z0-9_-]+"),
+        REDACTED,
+        ((f"{TOKEN_PREFIX.lower()}_", "whsec_"),),
+    ),
 ]
 _SECRET_FLAG = re.compile(rf"^--?{_NAME}*(?:{_FLAG_WORDS}){_NAME}*$", re.IGNORECASE)
 _SECRET_FLAG_VALUE = re.compile(
@@ -122,8 +162,16 @@ _HEADER_KEYS = frozenset({"headers"})
 
 def redact_text(text: str) -> str:
     """``text`` with every secret-looking part replaced by :data:`REDACTED`."""
-    for pattern, replacement in _TEXT_RULES:
-        text = pattern.sub(replacement, text)
+    if not text.isascii():
+        for pattern, replacement, _ in _TEXT_RULES:
+            text = pattern.sub(replacement, text)
+        return text
+    folded = text.lower()
+    for pattern, replacement, guard in _TEXT_RULES:
+        if all(any(literal in folded for literal in group) for group in guard):
+            changed = pattern.sub(replacement, text)
+            if changed != text:
+                text, folded = changed, changed.lower()
     return text
 
 

@@ -47,6 +47,12 @@ from app.runs.models import TERMINAL_STATUSES, Phase, Run, RunStatus, Step, Step
 logger = logging.getLogger(__name__)
 # The database down or unreachable (not a constraint or a bug): what a run rides out.
 DATABASE_DOWN = (OperationalError, InterfaceError, PoolTimeout)
+# The runner's UPDATEs run in a unit of work of their own, whose session holds none of
+# the rows they change: the ORM has nothing to synchronise, and its default ("auto":
+# evaluate the WHERE clause against every object in the session, before and after) was
+# about a tenth of a worker's CPU per run (bench/README.md, run_latency.py).
+UNSYNCED: dict[str, Any] = {"synchronize_session": False}
+RETURNED: dict[str, Any] = {"synchronize_session": False, "populate_existing": True}
 
 
 class LeaseLost(Exception):
@@ -94,7 +100,8 @@ async def _fence(
                 Run.status == RunStatus.IN_PROGRESS.value,
             )
             .values(updated_at=utcnow(), event_seq=moved)
-            .returning(Run.event_seq, Run.cancel_requested_at)
+            .returning(Run.event_seq, Run.cancel_requested_at),
+            execution_options=UNSYNCED,
         )
     ).first()
     if row is None:
@@ -109,7 +116,9 @@ async def _fence(
 
 async def _write_carried(uow: UnitOfWork, carried: _Carried) -> None:
     for step_id, values in carried.steps:
-        await uow.session.execute(update(Step).where(Step.id == step_id).values(**values))
+        await uow.session.execute(
+            update(Step).where(Step.id == step_id).values(**values), execution_options=UNSYNCED
+        )
     written_steps, written_events = len(carried.steps), len(carried.events)
 
     async def forget() -> None:  # only once committed: a failed commit keeps them to retry
@@ -153,7 +162,7 @@ async def _claim(
                         event_seq=Run.event_seq + 1,
                     )
                     .returning(Run),
-                    execution_options={"populate_existing": True},
+                    execution_options=RETURNED,
                 )
             ).first()
             if run is None:
@@ -277,7 +286,8 @@ async def _renew_lease(context: AppContext, run_id: str, epoch: int) -> None:
                         Run.lease_epoch == epoch,
                         Run.status == RunStatus.IN_PROGRESS.value,
                     )
-                    .values(lease_expires_at=utcnow() + dt.timedelta(seconds=seconds))
+                    .values(lease_expires_at=utcnow() + dt.timedelta(seconds=seconds)),
+                    execution_options=UNSYNCED,
                 )
             if getattr(result, "rowcount", 0) != 1:
                 return  # lost or finished: the next fenced write will tell the runner
@@ -359,7 +369,8 @@ async def _skip_pending(
         await uow.session.execute(
             update(Step)
             .where(Step.run_id == run_id, Step.status == StepStatus.PENDING.value)
-            .values(status=StepStatus.SKIPPED.value)
+            .values(status=StepStatus.SKIPPED.value),
+            execution_options=UNSYNCED,
         )
     for step in steps:
         if step.status == StepStatus.PENDING:
@@ -462,7 +473,8 @@ async def _run_step(
                 attempts=step.attempts,
                 started_at=step.started_at,
                 finished_at=None,
-            )
+            ),
+            execution_options=UNSYNCED,
         )
     await context.notifier.publish(run_id)
     bind_log_context(step=f"{step.position}:{step.name}")
@@ -599,7 +611,7 @@ async def _finish(
                 )
                 .values(**values)
                 .returning(Run),
-                execution_options={"populate_existing": True},
+                execution_options=RETURNED,
             )
         ).first()
         if ended is None:
@@ -609,7 +621,8 @@ async def _finish(
             await uow.session.execute(
                 update(Step)
                 .where(Step.run_id == run_id, Step.status == StepStatus.PENDING.value)
-                .values(status=pending_to.value)
+                .values(status=pending_to.value),
+                execution_options=UNSYNCED,
             )
         hooks = kinds.hooks(context.registry, ended.kind)
         on_finish = hooks.on_finish
