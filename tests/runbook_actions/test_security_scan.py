@@ -4,6 +4,7 @@ as ``security.suspicious_activity`` in its own transaction."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import threading
@@ -28,9 +29,12 @@ from tests.runbook_actions.helpers import RUN_ID, step_context
 SECRET = "QueryStringSecret42"
 
 
-def failed_login(ip: str, minute: int = 0) -> str:
+def failed_login(ip: str, minutes_ago: int = 5) -> str:
+    """An access-log line of a refused login, written ``minutes_ago`` before now (a fixed
+    date would fall out of the scan's default 24-hour window one day later)."""
+    at = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=minutes_ago)
     return (
-        f'{ip} - - [03/Dec/2026:06:{minute:02d}:00 +0000] "POST /api/auth/login?token={SECRET} '
+        f'{ip} - - [{at:%d/%b/%Y:%H:%M:%S} +0000] "POST /api/auth/login?token={SECRET} '
         'HTTP/1.1" 401 61 "-" "curl/8.0"\n'
     )
 
