@@ -69,6 +69,8 @@ _HEADERS = (
 # a twentieth of a worker's CPU). A text that is not ASCII goes through every rule: the
 # rules ignore case by Unicode's rules (the Kelvin sign matches "k"), not by str.lower().
 _Guard = tuple[tuple[str, ...], ...]
+# One of them is in every word of _WORDS, _FLAG_WORDS and _HEADERS (a test spells out every
+# word those patterns match and checks it).
 _SECRET_WORD_STEMS = (
     "pass",
     "pwd",
@@ -113,7 +115,7 @@ _TEXT_RULES: list[tuple[re.Pattern[str], str, _Guard]] = [
     (
         re.compile(rf"(?i)([?&;]{_NAME}*(?:{_QUERY_WORDS}){_NAME}*=)[^&#;\s\"']*"),
         rf"\1{REDACTED}",
-        (("=",), ("?", "&", ";")),
+        (("=",), ("?", "&", ";"), (*_SECRET_WORD_STEMS, "sig", "code")),
     ),
     # Flags naming a secret: --password=x, --password x.
     (
@@ -121,7 +123,7 @@ _TEXT_RULES: list[tuple[re.Pattern[str], str, _Guard]] = [
             rf"(?i)((?<![\w-])--?{_NAME}*(?:{_FLAG_WORDS}){_NAME}*)(=|[ \t]+)(?!-)[^\s\"',]+"
         ),
         rf"\1\2{REDACTED}",
-        (("-",),),
+        (("-",), _SECRET_WORD_STEMS),
     ),
     # NAME=value, "name": "value", name: value, with a name naming a secret.
     (

@@ -424,6 +424,58 @@ class TestRuleGuards:
             text = pattern.sub(replacement, text)
         return text
 
+    @staticmethod
+    def spelled(pattern: str) -> set[str]:
+        """Every text a pattern made of literals, alternatives, character classes and
+        optional parts matches (the word lists are such patterns)."""
+        import re._constants as c
+        import re._parser as p
+
+        def walk(items: Any) -> set[str]:
+            texts = {""}
+            for op, av in items:
+                if op is c.LITERAL:
+                    options = {chr(av)}
+                elif op is c.IN:
+                    assert all(kind is c.LITERAL for kind, _ in av), av
+                    options = {chr(code) for _, code in av}
+                elif op is c.BRANCH:
+                    options = set().union(*(walk(branch) for branch in av[1]))
+                elif op is c.SUBPATTERN:
+                    options = walk(av[-1])
+                elif op is c.MAX_REPEAT and av[:2] == (0, 1):
+                    options = walk(av[2]) | {""}
+                else:
+                    raise AssertionError(f"cannot spell {op} in {pattern}")
+                texts = {t + o for t in texts for o in options}
+            return texts
+
+        return walk(p.parse(pattern))
+
+    def test_every_secret_word_holds_a_literal_of_its_rules_guard(self) -> None:
+        """A word added to a list without a literal of the guard would be skipped silently
+        on ASCII texts: every word each pattern matches is spelled out and checked."""
+        from app.core import redaction as r
+
+        guards = {pattern.pattern: guard for pattern, _, guard in r._TEXT_RULES}
+        lists = {r._WORDS: 0, r._FLAG_WORDS: 0, r._QUERY_WORDS: 0, r._HEADERS: 0}
+        for words in lists:
+            spelled = self.spelled(words)
+            assert "cookie" in spelled
+            assert len(spelled) > 10
+            for pattern, guard in guards.items():
+                if f"(?:{words})" not in pattern:
+                    continue
+                lists[words] += 1
+                for word in spelled:
+                    for group in guard:
+                        if any(literal.isalpha() for literal in group):
+                            assert any(literal in word.lower() for literal in group), (
+                                word,
+                                group,
+                            )
+        assert lists == {r._WORDS: 1, r._FLAG_WORDS: 1, r._QUERY_WORDS: 1, r._HEADERS: 1}
+
     def test_random_texts_redact_as_with_every_rule(self) -> None:
         import random
 
