@@ -29,10 +29,10 @@ from tests.runbook_actions.helpers import RUN_ID, step_context
 SECRET = "QueryStringSecret42"
 
 
-def failed_login(ip: str, minutes_ago: int = 5) -> str:
-    """An access-log line of a refused login, written ``minutes_ago`` before now (a fixed
-    date would fall out of the scan's default 24-hour window one day later)."""
-    at = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=minutes_ago)
+def failed_login(ip: str) -> str:
+    """An access-log line of a refused login, written five minutes ago (a fixed date would
+    fall out of the scan's default 24-hour window one day later)."""
+    at = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
     return (
         f'{ip} - - [{at:%d/%b/%Y:%H:%M:%S} +0000] "POST /api/auth/login?token={SECRET} '
         'HTTP/1.1" 401 61 "-" "curl/8.0"\n'
